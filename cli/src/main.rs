@@ -1,0 +1,42 @@
+//! `ecgfed`: command line of the federated ECG data-sharing gateway. Parses arguments and
+//! calls the library crates; no logic of its own beyond wiring and printing.
+
+mod datasets;
+
+use clap::{Parser, Subcommand};
+
+/// ecgfed: federated ECG data sharing with ledger provenance.
+#[derive(Parser)]
+#[command(name = "ecgfed", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Site stores: ingest ECG files, summarise, inspect, count strata, benchmark readers.
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Datasets(c) => datasets::run(c),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

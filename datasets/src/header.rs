@@ -1,0 +1,398 @@
+//! WFDB header (`.hea`) parser.
+//!
+//! Follows the `header(5)` specification of the WFDB library: a record line, one line per
+//! signal, and `#` comment lines anywhere. Accepts CRLF or LF line endings, record names
+//! written with an extension (as in the CinC 2020 Georgia headers: `E00271.mat 12 500 ...`),
+//! and units in any case (`1000/mv`). Multi-segment records are refused with a clear error.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{DatasetError, Result};
+
+/// One parsed WFDB header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Header file it was read from (used in error messages).
+    pub path: PathBuf,
+    /// Record name exactly as written on the record line (may carry an extension).
+    pub record_name: String,
+    /// Sampling frequency in Hz (WFDB default 250 when absent).
+    pub fs: f64,
+    /// Number of samples per signal, when the header gives it.
+    pub n_samples: Option<u64>,
+    /// Base time field (`hh:mm:ss`), verbatim.
+    pub base_time: Option<String>,
+    /// Base date field (`dd/mm/yyyy` or `dd-Mon-yyyy`), verbatim.
+    pub base_date: Option<String>,
+    /// Signal specifications, in signal order.
+    pub signals: Vec<SignalSpec>,
+    /// Comment lines without the leading `#`, trailing whitespace removed.
+    pub comments: Vec<String>,
+}
+
+/// One signal line of a header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalSpec {
+    /// Signal file name (relative to the header's folder).
+    pub file_name: String,
+    /// Storage format code (`212`, `16`, ...), verbatim without modifiers.
+    pub format: u16,
+    /// Samples per frame (`x` modifier); 1 when absent.
+    pub samples_per_frame: u32,
+    /// Skew in frames (`:` modifier); 0 when absent.
+    pub skew: u32,
+    /// Byte offset of the first sample in the file (`+` modifier); 0 when absent.
+    pub byte_offset: u64,
+    /// ADC gain in ADC units per physical unit (WFDB default 200 when absent or 0).
+    pub adc_gain: f64,
+    /// Baseline in ADC units (defaults to the ADC zero).
+    pub baseline: i64,
+    /// Physical units as written (default `mV`).
+    pub units: String,
+    /// ADC resolution in bits (0 when absent).
+    pub adc_resolution: u32,
+    /// ADC zero.
+    pub adc_zero: i64,
+    /// Initial value (the first sample), when given.
+    pub initial_value: Option<i64>,
+    /// 16-bit checksum of all samples, when given.
+    pub checksum: Option<i64>,
+    /// Block size (0 when absent).
+    pub block_size: u32,
+    /// Signal description (lead name), may contain spaces; empty when absent.
+    pub description: String,
+}
+
+impl SignalSpec {
+    /// Factor that converts this signal's physical units into millivolts, or `None` when the
+    /// units are not a voltage.
+    pub fn to_millivolts(&self) -> Option<f64> {
+        match self.units.to_ascii_lowercase().as_str() {
+            "mv" => Some(1.0),
+            "uv" | "µv" | "μv" => Some(1e-3),
+            "v" => Some(1e3),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and parses the header file at `path`.
+pub fn read_header(path: &Path) -> Result<Header> {
+    let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
+    let text = String::from_utf8_lossy(&bytes);
+    parse_header(&text, path)
+}
+
+fn err(path: &Path, line: usize, reason: impl Into<String>) -> DatasetError {
+    DatasetError::Header {
+        path: path.to_path_buf(),
+        line,
+        reason: reason.into(),
+    }
+}
+
+/// Parses header text; `path` is only used in error messages.
+pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
+    let mut comments = Vec::new();
+    let mut content: Vec<(usize, &str)> = Vec::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = raw.trim_end_matches('\r');
+        let trimmed = line.trim();
+        if let Some(c) = trimmed.strip_prefix('#') {
+            comments.push(c.trim_end().to_string());
+        } else if !trimmed.is_empty() {
+            content.push((i + 1, trimmed));
+        }
+    }
+    let Some(&(record_line_no, record_line)) = content.first() else {
+        return Err(err(path, 0, "no record line (file is empty or only comments)"));
+    };
+    let mut fields = record_line.split_whitespace();
+    let name_field = fields.next().unwrap_or_default();
+    if name_field.contains('/') {
+        return Err(err(
+            path,
+            record_line_no,
+            format!("multi-segment record `{name_field}` is not supported"),
+        ));
+    }
+    let n_signals: usize = match fields.next() {
+        Some(s) => s.parse().map_err(|_| {
+            err(
+                path,
+                record_line_no,
+                format!("number of signals `{s}` is not a non-negative integer"),
+            )
+        })?,
+        None => {
+            return Err(err(path, record_line_no, "record line lacks the number of signals"));
+        }
+    };
+    if n_signals > 4096 {
+        return Err(err(
+            path,
+            record_line_no,
+            format!("implausible number of signals {n_signals}"),
+        ));
+    }
+    let fs = match fields.next() {
+        Some(s) => parse_frequency(s).ok_or_else(|| {
+            err(
+                path,
+                record_line_no,
+                format!("sampling frequency `{s}` is not a positive number"),
+            )
+        })?,
+        None => 250.0,
+    };
+    let n_samples = match fields.next() {
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            err(
+                path,
+                record_line_no,
+                format!("number of samples `{s}` is not a non-negative integer"),
+            )
+        })?),
+        None => None,
+    };
+    let base_time = fields.next().map(str::to_string);
+    let base_date = fields.next().map(str::to_string);
+
+    let signal_lines = &content[1..];
+    if signal_lines.len() < n_signals {
+        return Err(err(
+            path,
+            0,
+            format!(
+                "record line announces {n_signals} signals but {} signal lines follow",
+                signal_lines.len()
+            ),
+        ));
+    }
+    let mut signals = Vec::with_capacity(n_signals);
+    for &(line_no, line) in &signal_lines[..n_signals] {
+        signals.push(parse_signal_line(line).map_err(|r| err(path, line_no, r))?);
+    }
+    Ok(Header {
+        path: path.to_path_buf(),
+        record_name: name_field.to_string(),
+        fs,
+        n_samples,
+        base_time,
+        base_date,
+        signals,
+        comments,
+    })
+}
+
+/// `fs[/counter_freq[(base_counter)]]` → fs.
+fn parse_frequency(s: &str) -> Option<f64> {
+    let fs: f64 = s.split('/').next()?.parse().ok()?;
+    (fs.is_finite() && fs > 0.0).then_some(fs)
+}
+
+/// Parses `format[xspf][:skew][+offset]`.
+fn parse_format(s: &str) -> Result<(u16, u32, u32, u64), String> {
+    let bad = || format!("format field `{s}` is malformed");
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if digits_end == 0 {
+        return Err(bad());
+    }
+    let format: u16 = s[..digits_end].parse().map_err(|_| bad())?;
+    let (mut spf, mut skew, mut offset) = (1u32, 0u32, 0u64);
+    let mut rest = &s[digits_end..];
+    while let Some(tag) = rest.chars().next() {
+        let body = &rest[1..];
+        let end = body
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(body.len());
+        let num = &body[..end];
+        match tag {
+            'x' => spf = num.parse().map_err(|_| bad())?,
+            ':' => skew = num.parse().map_err(|_| bad())?,
+            '+' => offset = num.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }
+        rest = &body[end..];
+    }
+    Ok((format, spf, skew, offset))
+}
+
+/// Parses `gain[(baseline)][/units]`; returns (gain, baseline, units).
+fn parse_gain(s: &str) -> Result<(f64, Option<i64>, Option<String>), String> {
+    let bad = || format!("gain field `{s}` is malformed");
+    let (gain_part, units) = match s.split_once('/') {
+        Some((g, u)) if !u.is_empty() => (g, Some(u.to_string())),
+        Some(_) => return Err(bad()),
+        None => (s, None),
+    };
+    let (gain_str, baseline) = match gain_part.split_once('(') {
+        Some((g, b)) => {
+            let b = b.strip_suffix(')').ok_or_else(bad)?;
+            (g, Some(b.parse::<i64>().map_err(|_| bad())?))
+        }
+        None => (gain_part, None),
+    };
+    let gain: f64 = gain_str.parse().map_err(|_| bad())?;
+    if !gain.is_finite() || gain < 0.0 {
+        return Err(bad());
+    }
+    Ok((gain, baseline, units))
+}
+
+fn parse_signal_line(line: &str) -> Result<SignalSpec, String> {
+    let mut f = line.split_whitespace();
+    let file_name = f.next().ok_or("empty signal line")?.to_string();
+    let format_field = f
+        .next()
+        .ok_or_else(|| format!("signal line for `{file_name}` lacks the format"))?;
+    let (format, samples_per_frame, skew, byte_offset) = parse_format(format_field)?;
+    if samples_per_frame == 0 {
+        return Err(format!("samples per frame is 0 in `{format_field}`"));
+    }
+    let (mut adc_gain, mut baseline, mut units) = (200.0, None, None);
+    if let Some(g) = f.next() {
+        let (gain, b, u) = parse_gain(g)?;
+        if gain != 0.0 {
+            adc_gain = gain;
+        }
+        baseline = b;
+        units = u;
+    }
+    let int = |name: &str, v: Option<&str>| -> Result<Option<i64>, String> {
+        v.map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| format!("{name} `{s}` is not an integer"))
+        })
+        .transpose()
+    };
+    let adc_resolution = int("ADC resolution", f.next())?.unwrap_or(0);
+    let adc_zero = int("ADC zero", f.next())?.unwrap_or(0);
+    let initial_value = int("initial value", f.next())?;
+    let checksum = int("checksum", f.next())?;
+    let block_size = int("block size", f.next())?.unwrap_or(0);
+    let description = f.collect::<Vec<_>>().join(" ");
+    Ok(SignalSpec {
+        file_name,
+        format,
+        samples_per_frame,
+        skew,
+        byte_offset,
+        adc_gain,
+        baseline: baseline.unwrap_or(adc_zero),
+        units: units.unwrap_or_else(|| "mV".to_string()),
+        adc_resolution: u32::try_from(adc_resolution)
+            .map_err(|_| format!("ADC resolution {adc_resolution} out of range"))?,
+        adc_zero,
+        initial_value,
+        checksum,
+        block_size: u32::try_from(block_size)
+            .map_err(|_| format!("block size {block_size} out of range"))?,
+        description,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Header {
+        parse_header(text, Path::new("t.hea")).expect("parses")
+    }
+
+    #[test]
+    fn mitdb_101_with_crlf() {
+        let h = p("101 2 360 650000\r\n101.dat 212 200 11 1024 955 29832 0 MLII\r\n\
+                   101.dat 212 200 11 1024 992 19589 0 V1\r\n# 75 F 1011 654 x1\r\n# Diapres\r\n");
+        assert_eq!(h.record_name, "101");
+        assert_eq!(h.fs, 360.0);
+        assert_eq!(h.n_samples, Some(650000));
+        assert_eq!(h.signals.len(), 2);
+        let s = &h.signals[0];
+        assert_eq!((s.format, s.adc_gain, s.adc_resolution, s.adc_zero), (212, 200.0, 11, 1024));
+        assert_eq!((s.initial_value, s.checksum), (Some(955), Some(29832)));
+        assert_eq!(s.baseline, 1024, "baseline defaults to the ADC zero");
+        assert_eq!(s.units, "mV");
+        assert_eq!(h.signals[1].description, "V1");
+        assert_eq!(h.comments, vec![" 75 F 1011 654 x1", " Diapres"]);
+    }
+
+    #[test]
+    fn cinc2017_time_date_trailing_space_and_mat_offset() {
+        let h = p("A00001 1 300 9000 05:05:15 1/05/2000 \r\nA00001.mat 16+24 1000/mV 16 0 -127 0 0 ECG \r\n");
+        assert_eq!(h.base_time.as_deref(), Some("05:05:15"));
+        assert_eq!(h.base_date.as_deref(), Some("1/05/2000"));
+        let s = &h.signals[0];
+        assert_eq!((s.format, s.byte_offset, s.adc_gain), (16, 24, 1000.0));
+        assert_eq!((s.initial_value, s.checksum, s.description.as_str()), (Some(-127), Some(0), "ECG"));
+    }
+
+    #[test]
+    fn ludb_gain_with_baseline_and_georgia_name_with_extension() {
+        let h = p("1 12 500 5000\n1.dat 16 1716(6)/mV 0 0 -120 -32198 0 i\n1.dat 16 1206(2)/mV 0 0 25 12402 0 ii\n\
+                   1.dat 16 1 0 0 0 0 0 iii\n1.dat 16 1 0 0 0 0 0 avr\n1.dat 16 1 0 0 0 0 0 avl\n1.dat 16 1 0 0 0 0 0 avf\n\
+                   1.dat 16 1 0 0 0 0 0 v1\n1.dat 16 1 0 0 0 0 0 v2\n1.dat 16 1 0 0 0 0 0 v3\n1.dat 16 1 0 0 0 0 0 v4\n\
+                   1.dat 16 1 0 0 0 0 0 v5\n1.dat 16 1 0 0 0 0 0 v6\n#<age>: 51\n");
+        assert_eq!((h.signals[0].adc_gain, h.signals[0].baseline), (1716.0, 6));
+        assert_eq!(h.signals[0].adc_zero, 0);
+        let g = p("E00271.mat 1 500 5000 05-May-2020 14:50:55\nE00271.mat 16+24 1000/mv 16 0 0 15270 0 I\n");
+        assert_eq!(g.record_name, "E00271.mat");
+        assert_eq!(g.base_date.as_deref(), Some("05-May-2020"));
+        assert_eq!(g.signals[0].to_millivolts(), Some(1.0));
+    }
+
+    #[test]
+    fn errors_name_line_and_reason() {
+        let e = parse_header("x 2 360\nx.dat 212\n", Path::new("x.hea")).unwrap_err();
+        assert!(e.to_string().contains("announces 2 signals but 1"), "{e}");
+        let e = parse_header("x 1 abc\nx.dat 212\n", Path::new("x.hea")).unwrap_err();
+        assert!(e.to_string().starts_with("x.hea:1: sampling frequency `abc`"), "{e}");
+        let e = parse_header("x 1 360\nx.dat 2a2\n", Path::new("x.hea")).unwrap_err();
+        assert!(e.to_string().contains("x.hea:2: format field `2a2`"), "{e}");
+        let e = parse_header("x/3 2 360\n", Path::new("x.hea")).unwrap_err();
+        assert!(e.to_string().contains("multi-segment"), "{e}");
+        assert!(parse_header("# only\n", Path::new("x.hea")).is_err());
+    }
+
+    #[test]
+    fn format_modifiers_and_defaults() {
+        let h = p("r 1\nr.dat 212x2:3+512\n");
+        let s = &h.signals[0];
+        assert_eq!((s.format, s.samples_per_frame, s.skew, s.byte_offset), (212, 2, 3, 512));
+        assert_eq!((s.adc_gain, s.units.as_str(), h.fs), (200.0, "mV", 250.0));
+        assert_eq!(s.initial_value, None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(s in "\\PC{0,400}") {
+            let _ = parse_header(&s, Path::new("f.hea"));
+        }
+
+        #[test]
+        fn never_panics_on_header_like_text(
+            name in "[A-Za-z0-9._/]{0,12}", n in 0usize..4, fs in "[0-9./()a-z]{0,8}",
+            fmt in "[0-9x:+a]{0,8}", gain in "[0-9.()/mMvV-]{0,10}", rest in "[ 0-9a-z-]{0,30}")
+        {
+            let mut t = format!("{name} {n} {fs} 100\r\n");
+            for _ in 0..n { t.push_str(&format!("{name}.dat {fmt} {gain} {rest}\r\n")); }
+            let _ = parse_header(&t, Path::new("f.hea"));
+        }
+
+        #[test]
+        fn round_trips_generated_headers(
+            nsig in 1usize..13, fs in 1u32..2000, nsamp in 0u64..10_000_000,
+            gain in 1u32..5000, base in -500i64..500, init in -2048i64..2047, ck in -32768i64..32767)
+        {
+            let mut t = format!("rec {nsig} {fs} {nsamp}\n");
+            for i in 0..nsig { t.push_str(&format!("rec.dat 16 {gain}({base})/mV 16 0 {init} {ck} 0 lead {i}\n")); }
+            let h = parse_header(&t, Path::new("f.hea")).unwrap();
+            proptest::prop_assert_eq!(h.signals.len(), nsig);
+            proptest::prop_assert_eq!(h.fs, fs as f64);
+            proptest::prop_assert_eq!(h.n_samples, Some(nsamp));
+            let s = &h.signals[nsig - 1];
+            proptest::prop_assert_eq!((s.adc_gain, s.baseline, s.initial_value, s.checksum), (gain as f64, base, Some(init), Some(ck)));
+            proptest::prop_assert_eq!(&s.description, &format!("lead {}", nsig - 1));
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Normalised label vocabularies and the mapping tables from every source.
+//!
+//! Rhythm labels are SNOMED CT concept ids (as strings); three labels are not SNOMED concepts:
+//! `other` (a stated rhythm outside the vocabulary), `noisy` (unreadable recording, CinC 2017
+//! `~`) and `unknown` (the source states no rhythm). Beat labels are the AAMI EC57 classes
+//! `N`, `S`, `V`, `F`, `Q`; a beat code outside the AAMI mapping is labelled `unmapped`.
+//! The source's own codes are always kept verbatim in `label_raw`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::{DatasetError, Result};
+
+/// SNOMED CT 426783006: sinus rhythm.
+pub const SINUS_RHYTHM: &str = "426783006";
+/// SNOMED CT 164889003: atrial fibrillation.
+pub const ATRIAL_FIBRILLATION: &str = "164889003";
+/// SNOMED CT 164890007: atrial flutter.
+pub const ATRIAL_FLUTTER: &str = "164890007";
+/// SNOMED CT 427084000: sinus tachycardia.
+pub const SINUS_TACHYCARDIA: &str = "427084000";
+/// SNOMED CT 426177001: sinus bradycardia.
+pub const SINUS_BRADYCARDIA: &str = "426177001";
+/// SNOMED CT 427393009: sinus arrhythmia.
+pub const SINUS_ARRHYTHMIA: &str = "427393009";
+/// A stated rhythm outside the vocabulary.
+pub const OTHER: &str = "other";
+/// Noisy or unreadable recording.
+pub const NOISY: &str = "noisy";
+/// The source states no rhythm.
+pub const UNKNOWN: &str = "unknown";
+/// A beat code outside the AAMI mapping.
+pub const UNMAPPED_BEAT: &str = "unmapped";
+
+/// The rhythm vocabulary: (label, short name, description).
+pub const RHYTHM_VOCABULARY: [(&str, &str, &str); 9] = [
+    (SINUS_RHYTHM, "SR", "sinus rhythm"),
+    (ATRIAL_FIBRILLATION, "AF", "atrial fibrillation"),
+    (ATRIAL_FLUTTER, "AFL", "atrial flutter"),
+    (SINUS_TACHYCARDIA, "STach", "sinus tachycardia"),
+    (SINUS_BRADYCARDIA, "SBrad", "sinus bradycardia"),
+    (SINUS_ARRHYTHMIA, "SA", "sinus arrhythmia"),
+    (OTHER, "other", "other stated rhythm"),
+    (NOISY, "noisy", "noisy or unreadable"),
+    (UNKNOWN, "unknown", "no rhythm stated"),
+];
+
+/// Short name of a label (`AF` for 164889003); the label itself when not in a vocabulary.
+pub fn short_name(label: &str) -> &str {
+    RHYTHM_VOCABULARY
+        .iter()
+        .find(|(l, _, _)| *l == label)
+        .map(|(_, s, _)| *s)
+        .unwrap_or(label)
+}
+
+/// A normalised label with the codes it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// Normalised label.
+    pub label: String,
+    /// The source's codes, verbatim.
+    pub raw: Vec<String>,
+    /// Source codes that no mapping table knows (a subset of `raw`).
+    pub unmapped: Vec<String>,
+}
+
+/// CinC 2017 `REFERENCE.csv` class → label.
+pub fn cinc2017_label(class: &str) -> Option<&'static str> {
+    match class {
+        "N" => Some(SINUS_RHYTHM),
+        "A" => Some(ATRIAL_FIBRILLATION),
+        "O" => Some(OTHER),
+        "~" => Some(NOISY),
+        _ => None,
+    }
+}
+
+/// Reads a CinC 2017 `REFERENCE.csv` (`A00001,N` per line) into record → class.
+pub fn read_reference_csv(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| DatasetError::io(path, e))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |reason: String| DatasetError::Labels {
+            path: path.to_path_buf(),
+            reason: format!("line {}: {reason}", i + 1),
+        };
+        let (rec, class) = line
+            .split_once(',')
+            .ok_or_else(|| bad(format!("`{line}` is not `record,class`")))?;
+        let class = class.trim();
+        if cinc2017_label(class).is_none() {
+            return Err(bad(format!("class `{class}` is not one of N, A, O, ~")));
+        }
+        if out.insert(rec.trim().to_string(), class.to_string()).is_some() {
+            return Err(bad(format!("record `{}` listed twice", rec.trim())));
+        }
+    }
+    Ok(out)
+}
+
+/// SNOMED CT rhythm codes of CinC 2020/2021 `#Dx` lines, in priority order (the first one
+/// present labels the record).
+const DX_RHYTHMS: [(&str, &str); 12] = [
+    ("164889003", ATRIAL_FIBRILLATION),
+    ("195080001", ATRIAL_FIBRILLATION), // atrial fibrillation and flutter
+    ("164890007", ATRIAL_FLUTTER),
+    ("164895002", OTHER), // ventricular tachycardia
+    ("164896001", OTHER), // ventricular fibrillation
+    ("426761007", OTHER), // supraventricular tachycardia
+    ("713422000", OTHER), // atrial tachycardia
+    ("17366009", OTHER),  // atrial arrhythmia
+    ("427084000", SINUS_TACHYCARDIA),
+    ("426177001", SINUS_BRADYCARDIA),
+    ("427393009", SINUS_ARRHYTHMIA),
+    ("426783006", SINUS_RHYTHM),
+];
+
+/// Well-known non-rhythm SNOMED CT codes of the CinC 2020/2021 scored list: mapped (they do not
+/// change the rhythm label) and therefore not counted as unmapped.
+const DX_NON_RHYTHM: [&str; 22] = [
+    "270492004", "164909002", "713427006", "713426002", "445118002", "39732003", "251146004",
+    "10370003", "284470004", "427172004", "164947007", "111975006", "164917005", "47665007",
+    "59118001", "59931005", "63593006", "17338001", "698252002", "164934002", "55827005",
+    "55930002",
+];
+
+/// Labels a CinC 2020/2021 record from its `#Dx` codes.
+pub fn dx_label(codes: &[String]) -> Label {
+    let label = DX_RHYTHMS
+        .iter()
+        .find(|(code, _)| codes.iter().any(|c| c == code))
+        .map(|(_, l)| *l)
+        .unwrap_or(UNKNOWN);
+    let unmapped = codes
+        .iter()
+        .filter(|c| !DX_RHYTHMS.iter().any(|(r, _)| r == c) && !DX_NON_RHYTHM.contains(&c.as_str()))
+        .cloned()
+        .collect();
+    Label {
+        label: label.to_string(),
+        raw: codes.to_vec(),
+        unmapped,
+    }
+}
+
+/// The `#Dx:` codes of a CinC 2020/2021 header's comments.
+pub fn dx_codes(comments: &[String]) -> Option<Vec<String>> {
+    comments.iter().find_map(|c| {
+        let (k, v) = c.split_once(':')?;
+        (k.trim().eq_ignore_ascii_case("dx")).then(|| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+    })
+}
+
+/// LUDB `Rhythm:` statement text → label (`None` when the text is not in the table).
+pub fn ludb_rhythm(text: &str) -> Option<&'static str> {
+    let t = text.trim().trim_end_matches('.').trim().to_ascii_lowercase();
+    Some(match t.as_str() {
+        "sinus rhythm" => SINUS_RHYTHM,
+        "sinus bradycardia" => SINUS_BRADYCARDIA,
+        "sinus tachycardia" => SINUS_TACHYCARDIA,
+        "sinus arrhythmia" | "irregular sinus rhythm" => SINUS_ARRHYTHMIA,
+        "atrial fibrillation" => ATRIAL_FIBRILLATION,
+        _ if t.starts_with("atrial flutter") => ATRIAL_FLUTTER,
+        _ => return None,
+    })
+}
+
+/// Labels a LUDB record from its header comments (`Rhythm: ...` line).
+pub fn ludb_label(comments: &[String]) -> Label {
+    let stmt = comments.iter().find_map(|c| {
+        let (k, v) = c.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("rhythm").then(|| v.trim().to_string())
+    });
+    match stmt {
+        None => Label {
+            label: UNKNOWN.into(),
+            raw: vec![],
+            unmapped: vec![],
+        },
+        Some(s) => match ludb_rhythm(&s) {
+            Some(l) => Label {
+                label: l.into(),
+                raw: vec![s],
+                unmapped: vec![],
+            },
+            None => Label {
+                label: OTHER.into(),
+                raw: vec![s.clone()],
+                unmapped: vec![s],
+            },
+        },
+    }
+}
+
+/// MIT rhythm aux string (`(AFIB`, trailing NULs removed) → label, `None` when not in the table.
+pub fn mit_rhythm(aux: &str) -> Option<&'static str> {
+    Some(match aux.trim_end_matches('\0').trim() {
+        "(N" => SINUS_RHYTHM,
+        "(AFIB" => ATRIAL_FIBRILLATION,
+        "(AFL" => ATRIAL_FLUTTER,
+        "(SBR" => SINUS_BRADYCARDIA,
+        "(AB" | "(B" | "(BII" | "(IVR" | "(NOD" | "(P" | "(PREX" | "(SVTA" | "(T" | "(VFL"
+        | "(VT" => OTHER,
+        _ => return None,
+    })
+}
+
+/// AAMI EC57 class of an MIT beat symbol: N={N,L,R,e,j}, S={A,a,J,S}, V={V,E}, F={F},
+/// Q={/,f,Q}; `None` for other symbols (B, r, n, ? and non-beats).
+pub fn aami_class(symbol: &str) -> Option<&'static str> {
+    Some(match symbol {
+        "N" | "L" | "R" | "e" | "j" => "N",
+        "A" | "a" | "J" | "S" => "S",
+        "V" | "E" => "V",
+        "F" => "F",
+        "/" | "f" | "Q" => "Q",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables() {
+        assert_eq!(cinc2017_label("A"), Some(ATRIAL_FIBRILLATION));
+        assert_eq!(cinc2017_label("X"), None);
+        assert_eq!(ludb_rhythm("Atrial flutter, typical. "), Some(ATRIAL_FLUTTER));
+        assert_eq!(ludb_rhythm("Irregular sinus rhythm."), Some(SINUS_ARRHYTHMIA));
+        assert_eq!(mit_rhythm("(AFIB\0"), Some(ATRIAL_FIBRILLATION));
+        assert_eq!(mit_rhythm("(XYZ"), None);
+        assert_eq!(aami_class("E"), Some("V"));
+        assert_eq!(aami_class("B"), None);
+        assert_eq!(short_name(ATRIAL_FIBRILLATION), "AF");
+    }
+
+    #[test]
+    fn dx_priority_and_unmapped_codes() {
+        let codes: Vec<String> = ["426783006", "164889003", "999999"].iter().map(|s| s.to_string()).collect();
+        let l = dx_label(&codes);
+        assert_eq!(l.label, ATRIAL_FIBRILLATION);
+        assert_eq!(l.unmapped, vec!["999999"]);
+        assert_eq!(dx_label(&["59118001".to_string()]).label, UNKNOWN);
+        let c = vec!["Age: 3".to_string(), "Dx: 1, 2,3".to_string()];
+        assert_eq!(dx_codes(&c).unwrap(), vec!["1", "2", "3"]);
+    }
+
+    #[test]
+    fn reference_csv_errors_name_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("REFERENCE.csv");
+        std::fs::write(&p, "A00001,N\nA00002,Z\n").unwrap();
+        let e = read_reference_csv(&p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("`Z`"), "{e}");
+    }
+}

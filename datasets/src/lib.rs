@@ -1,0 +1,28 @@
+//! ecgfed-datasets: real ECG files (WFDB `.hea`/`.dat`/`.atr`, MATLAB v4 `.mat`, label files)
+//! into typed, hashable site stores (Parquet + manifest), and strata over them.
+//!
+//! The path of a hospital's files: [`layout::discover`] finds source folders,
+//! [`record::load_record`] decodes and verifies each record, [`labels`] normalises its labels,
+//! [`segment`] cuts it into segments with a canonical content hash, [`store`] writes and
+//! reads the site store, [`strata`] counts it. [`ingest::ingest`] runs the whole path.
+
+pub mod annotation;
+pub mod bench;
+pub mod demographics;
+pub mod error;
+pub mod header;
+pub mod ingest;
+pub mod labels;
+pub mod layout;
+pub mod mat4;
+pub mod record;
+pub mod resample;
+pub mod segment;
+pub mod signal;
+pub mod store;
+pub mod strata;
+
+pub use error::{DatasetError, Result};
+pub use ingest::{IngestOptions, Progress, ingest};
+pub use segment::{Segment, Segmentation};
+pub use store::Manifest;

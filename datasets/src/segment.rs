@@ -1,0 +1,313 @@
+//! ECG segments (one store row each), segmentation of records into windows or beat-centred
+//! windows, and the canonical content hash.
+
+use sha2::{Digest, Sha256};
+
+use crate::annotation::{Annotation, is_beat};
+use crate::demographics::Sex;
+use crate::labels;
+
+/// One ECG segment: the unit of data of a site store (schema v1, see docs/datasets.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Source database id.
+    pub source: String,
+    /// Record name as in the source.
+    pub record_id: String,
+    /// Patient id as known at the site.
+    pub patient: String,
+    /// Site name given at ingest.
+    pub site: String,
+    /// Sampling rate of `signal` in Hz.
+    pub fs: f32,
+    /// Lead names, in signal order.
+    pub leads: Vec<String>,
+    /// First sample of the window in the original record.
+    pub start_sample: u64,
+    /// Window length in samples of the original record.
+    pub n_samples: u32,
+    /// Samples in mV, lead-major.
+    pub signal: Vec<f32>,
+    /// Normalised label.
+    pub label: String,
+    /// Source codes, verbatim.
+    pub label_raw: Vec<String>,
+    /// Age in years, `None` when unknown.
+    pub age: Option<u8>,
+    /// Sex, `None` when unknown.
+    pub sex: Option<Sex>,
+}
+
+/// Domain-separation tag that starts every canonical segment encoding.
+pub const HASH_TAG: &[u8] = b"ecgfed-segment-v1";
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn put_strs(buf: &mut Vec<u8>, v: &[String]) {
+    buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    for s in v {
+        put_str(buf, s);
+    }
+}
+
+impl Segment {
+    /// `<source>/<record>@<start_sample>`.
+    pub fn segment_id(&self) -> String {
+        format!("{}/{}@{}", self.source, self.record_id, self.start_sample)
+    }
+
+    /// The canonical byte encoding hashed into `content_hash` (docs/datasets.md, "Content
+    /// hash"). Site and patient are not part of it: the same recording has the same hash at
+    /// any site and after pseudonymisation.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + self.signal.len() * 4);
+        b.extend_from_slice(HASH_TAG);
+        put_str(&mut b, &self.source);
+        put_str(&mut b, &self.record_id);
+        b.extend_from_slice(&self.start_sample.to_le_bytes());
+        b.extend_from_slice(&self.n_samples.to_le_bytes());
+        b.extend_from_slice(&self.fs.to_bits().to_le_bytes());
+        put_strs(&mut b, &self.leads);
+        b.extend_from_slice(&(self.signal.len() as u64).to_le_bytes());
+        for v in &self.signal {
+            let bits = if v.is_nan() { 0x7fc0_0000 } else { v.to_bits() };
+            b.extend_from_slice(&bits.to_le_bytes());
+        }
+        put_str(&mut b, &self.label);
+        put_strs(&mut b, &self.label_raw);
+        match self.age {
+            Some(a) => b.extend_from_slice(&[1, a]),
+            None => b.push(0),
+        }
+        match self.sex {
+            Some(s) => {
+                b.push(1);
+                put_str(&mut b, s.code());
+            }
+            None => b.push(0),
+        }
+        b
+    }
+
+    /// SHA-256 of [`Segment::canonical_bytes`].
+    pub fn content_hash(&self) -> [u8; 32] {
+        Sha256::digest(self.canonical_bytes()).into()
+    }
+}
+
+/// How records are cut into segments.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Segmentation {
+    /// Fixed windows of `secs` seconds (0 = whole record), labelled by the rhythm in force.
+    Windows {
+        /// Window length in seconds.
+        secs: f64,
+    },
+    /// Windows of `secs` seconds centred on each beat annotation, labelled with its AAMI class;
+    /// records without beat annotations fall back to fixed windows of `fallback_secs`.
+    Beats {
+        /// Window length in seconds.
+        secs: f64,
+        /// Window length for records without beat annotations.
+        fallback_secs: f64,
+    },
+}
+
+impl Default for Segmentation {
+    fn default() -> Self {
+        Segmentation::Windows { secs: 10.0 }
+    }
+}
+
+/// A window of a record with its label, before the signal is cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// First sample.
+    pub start: u64,
+    /// Length in samples.
+    pub len: u64,
+    /// Normalised label.
+    pub label: String,
+    /// Source codes.
+    pub raw: Vec<String>,
+    /// Codes no mapping table knows.
+    pub unmapped: Vec<String>,
+}
+
+/// Fixed windows of `win` samples over a record of `n` samples: consecutive, non-overlapping;
+/// a trailing remainder shorter than a window is not stored; a record shorter than one window
+/// (or `win == 0`) is one window.
+pub fn fixed_windows(n: u64, win: u64) -> Vec<(u64, u64)> {
+    if n == 0 {
+        return vec![];
+    }
+    if win == 0 || n <= win {
+        return vec![(0, n)];
+    }
+    (0..n / win).map(|k| (k * win, win)).collect()
+}
+
+/// A rhythm interval from MIT `+` annotations: (start sample, aux string).
+pub fn rhythm_changes(ann: &[Annotation]) -> Vec<(u64, String)> {
+    ann.iter()
+        .filter(|a| a.symbol() == "+")
+        .filter_map(|a| {
+            let aux = a.aux.as_deref()?.trim_end_matches('\0').trim();
+            (!aux.is_empty()).then(|| (a.sample, aux.to_string()))
+        })
+        .collect()
+}
+
+/// Labels a window `[start, start+len)` by the rhythm in force for most of its samples.
+/// Samples before the first rhythm annotation count as `unknown`.
+pub fn label_by_rhythm(changes: &[(u64, String)], start: u64, len: u64) -> Window {
+    let end = start + len;
+    let mut cover: Vec<(String, u64)> = Vec::new(); // aux → samples covered, in order seen
+    let mut add = |aux: &str, n: u64| {
+        if n == 0 {
+            return;
+        }
+        match cover.iter_mut().find(|(a, _)| a == aux) {
+            Some((_, c)) => *c += n,
+            None => cover.push((aux.to_string(), n)),
+        }
+    };
+    let first = changes.first().map_or(u64::MAX, |c| c.0);
+    if start < first {
+        add("", end.min(first) - start);
+    }
+    for (i, (s, aux)) in changes.iter().enumerate() {
+        let e = changes.get(i + 1).map_or(u64::MAX, |c| c.0);
+        let (a, b) = ((*s).max(start), e.min(end));
+        if a < b {
+            add(aux, b - a);
+        }
+    }
+    let best = cover
+        .iter()
+        .max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)))
+        .map(|(a, _)| a.clone())
+        .unwrap_or_default();
+    let label = if best.is_empty() {
+        labels::UNKNOWN
+    } else {
+        labels::mit_rhythm(&best).unwrap_or(labels::OTHER)
+    };
+    let raw: Vec<String> = cover.iter().filter(|(a, _)| !a.is_empty()).map(|(a, _)| a.clone()).collect();
+    let unmapped = raw.iter().filter(|a| labels::mit_rhythm(a).is_none()).cloned().collect();
+    Window {
+        start,
+        len,
+        label: label.to_string(),
+        raw,
+        unmapped,
+    }
+}
+
+/// Beat-centred windows of `win` samples (clamped into the record) for every beat annotation,
+/// labelled with the AAMI class (`unmapped` for beat codes outside AAMI). Two beats whose
+/// clamped windows start at the same sample keep the first; the number dropped is returned.
+pub fn beat_windows(ann: &[Annotation], n: u64, win: u64) -> (Vec<Window>, usize) {
+    let win = win.min(n).max(1);
+    let mut out: Vec<Window> = Vec::new();
+    let mut dropped = 0;
+    for a in ann.iter().filter(|a| is_beat(a.symbol())) {
+        if a.sample >= n {
+            dropped += 1;
+            continue;
+        }
+        let start = a.sample.saturating_sub(win / 2).min(n - win);
+        if out.last().is_some_and(|w| w.start == start) {
+            dropped += 1;
+            continue;
+        }
+        let sym = a.symbol();
+        let (label, unmapped) = match labels::aami_class(sym) {
+            Some(c) => (c, vec![]),
+            None => (labels::UNMAPPED_BEAT, vec![sym.to_string()]),
+        };
+        out.push(Window {
+            start,
+            len: win,
+            label: label.to_string(),
+            raw: vec![sym.to_string()],
+            unmapped,
+        });
+    }
+    (out, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg() -> Segment {
+        Segment {
+            source: "s".into(),
+            record_id: "r".into(),
+            patient: "p".into(),
+            site: "x".into(),
+            fs: 250.0,
+            leads: vec!["I".into()],
+            start_sample: 2,
+            n_samples: 2,
+            signal: vec![1.0, f32::NAN],
+            label: "N".into(),
+            label_raw: vec!["N".into()],
+            age: Some(7),
+            sex: Some(Sex::F),
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_exact_layout() {
+        let b = seg().canonical_bytes();
+        let mut e = b"ecgfed-segment-v1".to_vec();
+        e.extend([1, 0, 0, 0, b's', 1, 0, 0, 0, b'r']);
+        e.extend(2u64.to_le_bytes());
+        e.extend(2u32.to_le_bytes());
+        e.extend(250f32.to_le_bytes());
+        e.extend([1, 0, 0, 0, 1, 0, 0, 0, b'I']);
+        e.extend(2u64.to_le_bytes());
+        e.extend(1f32.to_le_bytes());
+        e.extend([0x00, 0x00, 0xc0, 0x7f]);
+        e.extend([1, 0, 0, 0, b'N', 1, 0, 0, 0, 1, 0, 0, 0, b'N']);
+        e.extend([1, 7, 1, 1, 0, 0, 0, b'F']);
+        assert_eq!(b, e);
+        // Site and patient are not hashed; every hashed field is.
+        let mut other = seg();
+        other.site = "elsewhere".into();
+        other.patient = "q".into();
+        assert_eq!(other.content_hash(), seg().content_hash());
+        other.signal[0] = 1.0000001;
+        assert_ne!(other.content_hash(), seg().content_hash());
+        let mut other = seg();
+        other.sex = None;
+        assert_ne!(other.content_hash(), seg().content_hash());
+    }
+
+    #[test]
+    fn windows() {
+        assert_eq!(fixed_windows(25, 10), vec![(0, 10), (10, 10)]);
+        assert_eq!(fixed_windows(7, 10), vec![(0, 7)]);
+        assert_eq!(fixed_windows(7, 0), vec![(0, 7)]);
+        assert!(fixed_windows(0, 10).is_empty());
+    }
+
+    #[test]
+    fn rhythm_majority_and_raw_codes() {
+        let ch = vec![(0u64, "(N".to_string()), (14, "(AFIB".to_string()), (30, "(XYZ".to_string())];
+        let w = label_by_rhythm(&ch, 10, 10);
+        assert_eq!((w.label.as_str(), w.raw.clone()), (labels::ATRIAL_FIBRILLATION, vec!["(N".to_string(), "(AFIB".to_string()]));
+        let w = label_by_rhythm(&ch, 30, 10);
+        assert_eq!((w.label.as_str(), w.unmapped.clone()), (labels::OTHER, vec!["(XYZ".to_string()]));
+        let w = label_by_rhythm(&[(5, "(N".to_string())], 0, 20);
+        assert_eq!(w.label, labels::SINUS_RHYTHM);
+        let w = label_by_rhythm(&[(15, "(N".to_string())], 0, 20);
+        assert_eq!(w.label, labels::UNKNOWN);
+    }
+}

@@ -1,0 +1,527 @@
+//! Site stores: a folder of zstd Parquet files (`segments-*.parquet`, schema v1) and a
+//! `manifest.json`. Written into a temporary sibling folder and renamed into place, so a
+//! reader never sees a half-written store.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeBinaryBuilder, Float32Builder, ListBuilder, RecordBatch,
+    StringBuilder, UInt8Builder, UInt32Builder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, UInt8Type, UInt32Type, UInt64Type};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use sha2::{Digest, Sha256};
+
+use crate::demographics::Sex;
+use crate::error::{DatasetError, Result};
+use crate::segment::{Segment, Segmentation};
+use crate::record::RecordWarning;
+
+/// Version of the store schema and manifest format.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Manifest file name.
+pub const MANIFEST: &str = "manifest.json";
+
+/// The Arrow schema of store v1 (column names are the contract, see docs/datasets.md).
+pub fn schema() -> SchemaRef {
+    let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, false)));
+    Arc::new(Schema::new(vec![
+        Field::new("segment_id", DataType::Utf8, false),
+        Field::new("record_id", DataType::Utf8, false),
+        Field::new("patient", DataType::Utf8, false),
+        Field::new("site", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("fs", DataType::Float32, false),
+        Field::new("leads", list(DataType::Utf8), false),
+        Field::new("start_sample", DataType::UInt64, false),
+        Field::new("n_samples", DataType::UInt32, false),
+        Field::new("signal", list(DataType::Float32), false),
+        Field::new("label", DataType::Utf8, false),
+        Field::new("label_raw", list(DataType::Utf8), false),
+        Field::new("age", DataType::UInt8, true),
+        Field::new("sex", DataType::Utf8, true),
+        Field::new("content_hash", DataType::FixedSizeBinary(32), false),
+    ]))
+}
+
+/// Builds one record batch of store rows from segments.
+pub fn to_batch(segments: &[Segment]) -> Result<RecordBatch> {
+    let n = segments.len();
+    let mut segment_id = StringBuilder::new();
+    let mut record_id = StringBuilder::new();
+    let mut patient = StringBuilder::new();
+    let mut site = StringBuilder::new();
+    let mut source = StringBuilder::new();
+    let mut fs = Float32Builder::with_capacity(n);
+    let nl = |t| Field::new_list_field(t, false);
+    let mut leads = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(nl(DataType::Utf8)));
+    let mut start = UInt64Builder::with_capacity(n);
+    let mut len = UInt32Builder::with_capacity(n);
+    let total: usize = segments.iter().map(|s| s.signal.len()).sum();
+    let mut signal = ListBuilder::with_capacity(Float32Builder::with_capacity(total), n)
+        .with_field(Arc::new(nl(DataType::Float32)));
+    let mut label = StringBuilder::new();
+    let mut raw = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(nl(DataType::Utf8)));
+    let mut age = UInt8Builder::with_capacity(n);
+    let mut sex = StringBuilder::new();
+    let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
+    for s in segments {
+        segment_id.append_value(s.segment_id());
+        record_id.append_value(&s.record_id);
+        patient.append_value(&s.patient);
+        site.append_value(&s.site);
+        source.append_value(&s.source);
+        fs.append_value(s.fs);
+        leads.append_value(s.leads.iter().map(Some));
+        start.append_value(s.start_sample);
+        len.append_value(s.n_samples);
+        signal.values().append_slice(&s.signal);
+        signal.append(true);
+        label.append_value(&s.label);
+        raw.append_value(s.label_raw.iter().map(Some));
+        age.append_option(s.age);
+        sex.append_option(s.sex.map(Sex::code));
+        hash.append_value(s.content_hash())
+            .map_err(|e| DatasetError::store("content_hash", e))?;
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(segment_id.finish()),
+        Arc::new(record_id.finish()),
+        Arc::new(patient.finish()),
+        Arc::new(site.finish()),
+        Arc::new(source.finish()),
+        Arc::new(fs.finish()),
+        Arc::new(leads.finish()),
+        Arc::new(start.finish()),
+        Arc::new(len.finish()),
+        Arc::new(signal.finish()),
+        Arc::new(label.finish()),
+        Arc::new(raw.finish()),
+        Arc::new(age.finish()),
+        Arc::new(sex.finish()),
+        Arc::new(hash.finish()),
+    ];
+    RecordBatch::try_new(schema(), cols).map_err(|e| DatasetError::store("record batch", e))
+}
+
+/// A segment read back from a store, with its stored content hash.
+#[derive(Debug, Clone)]
+pub struct StoredSegment {
+    /// The segment.
+    pub segment: Segment,
+    /// `content_hash` as stored.
+    pub content_hash: [u8; 32],
+}
+
+/// Converts a store record batch back into segments.
+pub fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<StoredSegment>> {
+    let bad = |what: &str| DatasetError::store(path, format!("column `{what}` missing or of the wrong type"));
+    let col = |name: &str| batch.column_by_name(name).ok_or_else(|| bad(name));
+    let utf8 = |name: &str| col(name)?.as_string_opt::<i32>().ok_or_else(|| bad(name));
+    let list = |name: &str| col(name)?.as_list_opt::<i32>().ok_or_else(|| bad(name));
+    let (record_id, patient, site, source, label, sex) =
+        (utf8("record_id")?, utf8("patient")?, utf8("site")?, utf8("source")?, utf8("label")?, utf8("sex")?);
+    let fs = col("fs")?.as_primitive_opt::<Float32Type>().ok_or_else(|| bad("fs"))?;
+    let start = col("start_sample")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| bad("start_sample"))?;
+    let len = col("n_samples")?.as_primitive_opt::<UInt32Type>().ok_or_else(|| bad("n_samples"))?;
+    let age = col("age")?.as_primitive_opt::<UInt8Type>().ok_or_else(|| bad("age"))?;
+    let (leads, signal, raw) = (list("leads")?, list("signal")?, list("label_raw")?);
+    let hash = col("content_hash")?.as_fixed_size_binary_opt().ok_or_else(|| bad("content_hash"))?;
+    let strings = |l: &arrow::array::ListArray, i: usize| -> Result<Vec<String>> {
+        let v = l.value(i);
+        let s = v.as_string_opt::<i32>().ok_or_else(|| bad("list<utf8>"))?;
+        Ok(s.iter().map(|x| x.unwrap_or_default().to_string()).collect())
+    };
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let sig = signal.value(i);
+        let sig = sig.as_primitive_opt::<Float32Type>().ok_or_else(|| bad("signal"))?;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(hash.value(i));
+        out.push(StoredSegment {
+            segment: Segment {
+                source: source.value(i).to_string(),
+                record_id: record_id.value(i).to_string(),
+                patient: patient.value(i).to_string(),
+                site: site.value(i).to_string(),
+                fs: fs.value(i),
+                leads: strings(leads, i)?,
+                start_sample: start.value(i),
+                n_samples: len.value(i),
+                signal: sig.values().to_vec(),
+                label: label.value(i).to_string(),
+                label_raw: strings(raw, i)?,
+                age: age.is_valid(i).then(|| age.value(i)),
+                sex: if sex.is_valid(i) { Sex::parse(sex.value(i)) } else { None },
+            },
+            content_hash: h,
+        });
+    }
+    Ok(out)
+}
+
+/// One Parquet file of a store.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoreFile {
+    /// File name inside the store folder.
+    pub name: String,
+    /// Source whose segments it holds.
+    pub source: String,
+    /// Rows (segments).
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+}
+
+/// Age summary of a source (records with a known age).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AgeSummary {
+    /// Youngest.
+    pub min: Option<u8>,
+    /// Median (mean of the two middle values for an even count).
+    pub median: Option<f64>,
+    /// Oldest.
+    pub max: Option<u8>,
+    /// Records whose age is unknown.
+    pub unknown: u64,
+}
+
+/// A data-quality warning kind with its count and the records concerned.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WarningSummary {
+    /// Number of occurrences.
+    pub count: u64,
+    /// Records concerned (sorted, deduplicated).
+    pub records: Vec<String>,
+    /// What this warning means and how it was handled.
+    pub meaning: String,
+}
+
+/// A file that could not be ingested.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileError {
+    /// File (or record header) concerned.
+    pub file: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// Annotation statistics of a source (beat and rhythm annotations, wave annotations).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AnnotationSummary {
+    /// Beat annotations (the 19 MIT beat codes).
+    pub beats: u64,
+    /// Beat annotations per AAMI class (`unmapped` for B, r, n, ?).
+    pub beats_by_aami: BTreeMap<String, u64>,
+    /// Rhythm changes (`+` annotations) per aux string.
+    pub rhythm_changes: BTreeMap<String, u64>,
+    /// Per-lead wave annotations (LUDB) parsed.
+    pub wave_annotations: u64,
+}
+
+/// Per-source summary kept in the manifest.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceSummary {
+    /// Source id.
+    pub id: String,
+    /// Detected layout.
+    pub layout: String,
+    /// Folder as given on the command line (or found below it).
+    pub folder: String,
+    /// `LICENSE-AND-SOURCE.md` text (attribution), if any.
+    pub license: Option<String>,
+    /// Records ingested.
+    pub records: u64,
+    /// Records skipped because of errors (listed in `errors`).
+    pub skipped: u64,
+    /// Segments stored.
+    pub segments: u64,
+    /// Raw signal bytes read.
+    pub signal_bytes: u64,
+    /// Records per normalised label (record-level labels; for annotated records the label of
+    /// the longest-lasting rhythm).
+    pub records_by_label: BTreeMap<String, u64>,
+    /// Records per source label code (CinC 2017 `N`, `A`, `O`, `~`; LUDB text; SNOMED codes).
+    pub records_by_raw_label: BTreeMap<String, u64>,
+    /// Segments per normalised label.
+    pub segments_by_label: BTreeMap<String, u64>,
+    /// Records per sex (`M`, `F`, `unknown`).
+    pub sex: BTreeMap<String, u64>,
+    /// Age statistics over records.
+    pub age: AgeSummary,
+    /// Source codes that no mapping table knows, with the number of records carrying them.
+    pub unmapped_codes: BTreeMap<String, u64>,
+    /// Annotation statistics, when the source has annotation files.
+    pub annotations: Option<AnnotationSummary>,
+    /// Data-quality warnings by kind.
+    pub warnings: BTreeMap<String, WarningSummary>,
+    /// Files that could not be ingested.
+    pub errors: Vec<FileError>,
+}
+
+/// Ingest settings recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IngestSettings {
+    /// Segmentation choice.
+    pub segmentation: Segmentation,
+    /// Common sampling rate, when resampled.
+    pub resample_hz: Option<u32>,
+    /// Leads kept, when a selection was made.
+    pub leads: Option<Vec<String>>,
+}
+
+/// `manifest.json` of a store.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// Store schema version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Tool and version that wrote the store.
+    pub tool: String,
+    /// Creation time, RFC 3339 UTC.
+    pub created: String,
+    /// Site name.
+    pub site: String,
+    /// Ingest settings.
+    pub settings: IngestSettings,
+    /// Parquet files.
+    pub files: Vec<StoreFile>,
+    /// Per-source summaries.
+    pub sources: Vec<SourceSummary>,
+    /// Records over all sources.
+    pub records: u64,
+    /// Segments over all sources.
+    pub segments: u64,
+    /// Records skipped over all sources.
+    pub skipped: u64,
+    /// Folders that could not be ingested at all (empty, unreadable, ...).
+    pub errors: Vec<FileError>,
+}
+
+impl Manifest {
+    /// Reads `manifest.json` of the store at `dir` and checks its schema version and files.
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DatasetError::store(dir, "not a site store: manifest.json is missing")
+            } else {
+                DatasetError::io(&path, e)
+            }
+        })?;
+        let m: Manifest = serde_json::from_str(&text)
+            .map_err(|e| DatasetError::store(&path, format!("malformed manifest: {e}")))?;
+        if m.schema_version != SCHEMA_VERSION {
+            return Err(DatasetError::store(
+                &path,
+                format!("store schema version {} is not supported (expected {SCHEMA_VERSION})", m.schema_version),
+            ));
+        }
+        for f in &m.files {
+            if !dir.join(&f.name).is_file() {
+                return Err(DatasetError::store(dir, format!("file {} listed in the manifest is missing", f.name)));
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Writes a new store: Parquet files into a temporary folder beside `out`, then a rename.
+pub struct StoreWriter {
+    out: PathBuf,
+    tmp: PathBuf,
+    force: bool,
+    files: Vec<StoreFile>,
+    current: Option<(String, String, ArrowWriter<File>, u64)>,
+    finished: bool,
+}
+
+fn writer_properties() -> WriterProperties {
+    let signal = ColumnPath::from(vec!["signal".to_string(), "list".to_string(), "item".to_string()]);
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(1024))
+        .set_column_dictionary_enabled(signal.clone(), false)
+        .set_column_encoding(signal, Encoding::BYTE_STREAM_SPLIT)
+        .build()
+}
+
+impl StoreWriter {
+    /// Starts a store at `out`. An existing `out` is refused unless `force`, in which case it
+    /// is replaced only when [`StoreWriter::finish`] succeeds.
+    pub fn create(out: &Path, force: bool) -> Result<StoreWriter> {
+        if out.exists() && !force {
+            return Err(DatasetError::store(
+                out,
+                "already exists; choose another --out or pass --force to replace it",
+            ));
+        }
+        let name = out
+            .file_name()
+            .ok_or_else(|| DatasetError::store(out, "is not a usable folder name"))?;
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| DatasetError::io(&parent, e))?;
+        let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| DatasetError::io(&tmp, e))?;
+        }
+        std::fs::create_dir(&tmp).map_err(|e| DatasetError::io(&tmp, e))?;
+        Ok(StoreWriter {
+            out: out.to_path_buf(),
+            tmp,
+            force,
+            files: Vec::new(),
+            current: None,
+            finished: false,
+        })
+    }
+
+    /// Appends segments of `source`; a new source starts a new Parquet file.
+    pub fn write(&mut self, source: &str, segments: &[Segment]) -> Result<()> {
+        if segments.is_empty() {
+            return Ok(());
+        }
+        if self.current.as_ref().is_some_and(|c| c.1 != source) {
+            self.close_current()?;
+        }
+        if self.current.is_none() {
+            let name = format!("segments-{:05}.parquet", self.files.len());
+            let path = self.tmp.join(&name);
+            let file = File::create(&path).map_err(|e| DatasetError::io(&path, e))?;
+            let w = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
+                .map_err(|e| DatasetError::store(&path, e))?;
+            self.current = Some((name, source.to_string(), w, 0));
+        }
+        let batch = to_batch(segments)?;
+        if let Some((name, _, w, rows)) = self.current.as_mut() {
+            w.write(&batch).map_err(|e| DatasetError::store(self.tmp.join(&*name), e))?;
+            *rows += segments.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((name, source, w, rows)) = self.current.take() {
+            let path = self.tmp.join(&name);
+            let file = w.into_inner().map_err(|e| DatasetError::store(&path, e))?;
+            file.sync_all().map_err(|e| DatasetError::io(&path, e))?;
+            let (bytes, sha256) = file_digest(&path)?;
+            self.files.push(StoreFile { name, source, rows, bytes, sha256 });
+        }
+        Ok(())
+    }
+
+    /// Writes the manifest (its `files` filled in here) and moves the store into place.
+    pub fn finish(mut self, mut manifest: Manifest) -> Result<Manifest> {
+        self.close_current()?;
+        manifest.files = self.files.clone();
+        let mpath = self.tmp.join(MANIFEST);
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| DatasetError::store(&mpath, e))?;
+        std::fs::write(&mpath, json).map_err(|e| DatasetError::io(&mpath, e))?;
+        File::open(&mpath).and_then(|f| f.sync_all()).map_err(|e| DatasetError::io(&mpath, e))?;
+        if self.out.exists() {
+            if !self.force {
+                return Err(DatasetError::store(&self.out, "appeared while ingesting; not replaced"));
+            }
+            let old = self.tmp.with_extension("old");
+            std::fs::rename(&self.out, &old).map_err(|e| DatasetError::io(&self.out, e))?;
+            std::fs::rename(&self.tmp, &self.out).map_err(|e| DatasetError::io(&self.out, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| DatasetError::io(&old, e))?;
+        } else {
+            std::fs::rename(&self.tmp, &self.out).map_err(|e| DatasetError::io(&self.out, e))?;
+        }
+        if let Some(parent) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = File::open(parent).and_then(|f| f.sync_all());
+        }
+        self.finished = true;
+        Ok(manifest)
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+fn file_digest(path: &Path) -> Result<(u64, String)> {
+    let mut f = File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut f, &mut h).map_err(|e| DatasetError::io(path, e))?;
+    Ok((n, hex::encode(h.finalize())))
+}
+
+/// Reads the segments of the store at `dir` whose record id or `<source>/<record>` matches
+/// `record`, in store order.
+pub fn read_record(dir: &Path, record: &str) -> Result<Vec<StoredSegment>> {
+    let m = Manifest::read(dir)?;
+    let mut out = Vec::new();
+    for f in &m.files {
+        let path = dir.join(&f.name);
+        let file = File::open(&path).map_err(|e| DatasetError::io(&path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(1024).build())
+            .map_err(|e| DatasetError::store(&path, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| DatasetError::store(&path, e))?;
+            let rid = batch.column_by_name("record_id").and_then(|c| c.as_string_opt::<i32>().cloned());
+            let src = batch.column_by_name("source").and_then(|c| c.as_string_opt::<i32>().cloned());
+            let (Some(rid), Some(src)) = (rid, src) else {
+                return Err(DatasetError::store(&path, "columns record_id/source missing"));
+            };
+            let hit = (0..batch.num_rows()).any(|i| {
+                rid.value(i) == record || format!("{}/{}", src.value(i), rid.value(i)) == record
+            });
+            if hit {
+                let rows = from_batch(&batch, &path)?;
+                out.extend(rows.into_iter().filter(|s| {
+                    s.segment.record_id == record
+                        || format!("{}/{}", s.segment.source, s.segment.record_id) == record
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Merges per-record warnings into per-kind summaries.
+pub fn summarize_warnings(warnings: &[RecordWarning]) -> BTreeMap<String, WarningSummary> {
+    let mut out: BTreeMap<String, WarningSummary> = BTreeMap::new();
+    for w in warnings {
+        let e = out.entry(w.kind.clone()).or_default();
+        e.count += 1;
+        e.records.push(w.record.clone());
+        e.meaning = warning_meaning(&w.kind).to_string();
+    }
+    for v in out.values_mut() {
+        v.records.sort();
+        v.records.dedup();
+    }
+    out
+}
+
+/// What a warning kind means and how it was handled.
+pub fn warning_meaning(kind: &str) -> &'static str {
+    match kind {
+        "initial_value_mismatch" => "the header's initial value differs from the first decoded sample; the source is known to write such headers (CinC 2017), so the samples are kept as decoded",
+        "checksum_not_recorded" => "the header's checksum field is 0 instead of the real checksum (CinC 2017 writes 0 in every header); the checksum could not be used",
+        "checksum_mismatch" => "the header's checksum differs from the decoded samples in a source whose headers are known to be unreliable; samples kept as decoded",
+        "missing_label" => "the record has no row in the source's label file; labelled `unknown`",
+        "wave_annotation_error" => "a per-lead wave annotation file could not be parsed; the record's signal was kept",
+        "duplicate_beat_window" => "two beats fell in the same clamped window at a record edge; the first was kept",
+        _ => "see docs/datasets.md",
+    }
+}
