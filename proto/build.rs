@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .build_client(false)
         .compile_protos(&protos, &["."])
-        .map_err(|e| format!("compiling {protos:?} (is protoc installed? run scripts/setup.sh): {e}"))?;
+        .map_err(|e| {
+            format!("compiling {protos:?} (is protoc installed? run scripts/setup.sh): {e}")
+        })?;
     Ok(())
 }

@@ -42,7 +42,11 @@ pub enum DatasetsCommand {
         /// Store folder.
         store: PathBuf,
         /// Dimensions, comma-separated: label, sex, age_band, source, site.
-        #[arg(long, value_delimiter = ',', default_value = "label,sex,age_band,source,site")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "label,sex,age_band,source,site"
+        )]
         by: Vec<String>,
         /// Age band edges, comma-separated (default 20,40,60,80: 0-19, 20-39, ..., 80+).
         #[arg(long, value_delimiter = ',', default_value = "20,40,60,80")]
@@ -133,25 +137,62 @@ pub fn run(cmd: DatasetsCommand) -> Result<()> {
             }
             Ok(())
         }
-        DatasetsCommand::Inspect { store, record, json, samples } => inspect(&store, &record, json, samples),
-        DatasetsCommand::Strata { store, by, age_bands, k, json } => {
+        DatasetsCommand::Inspect {
+            store,
+            record,
+            json,
+            samples,
+        } => inspect(&store, &record, json, samples),
+        DatasetsCommand::Strata {
+            store,
+            by,
+            age_bands,
+            k,
+            json,
+        } => {
             let by = by
                 .iter()
-                .map(|d| Dimension::parse(d).with_context(|| format!("unknown dimension `{d}` (use label, sex, age_band, source, site)")))
+                .map(|d| {
+                    Dimension::parse(d).with_context(|| {
+                        format!("unknown dimension `{d}` (use label, sex, age_band, source, site)")
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
-            let t = strata(&store, &StrataOptions { by, age_edges: age_bands, k })?;
+            let t = strata(
+                &store,
+                &StrataOptions {
+                    by,
+                    age_edges: age_bands,
+                    k,
+                },
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
                 println!("{}  segments  records  patients", t.dimensions.join("  "));
                 for c in &t.cells {
-                    println!("{}  {}  {}  {}", c.key.join("  "), c.segments, c.records, c.patients);
+                    println!(
+                        "{}  {}  {}  {}",
+                        c.key.join("  "),
+                        c.segments,
+                        c.records,
+                        c.patients
+                    );
                 }
-                println!("{} cell(s) with fewer than {} patients suppressed", t.suppressed_cells, t.k);
+                println!(
+                    "{} cell(s) with fewer than {} patients suppressed",
+                    t.suppressed_cells, t.k
+                );
             }
             Ok(())
         }
-        DatasetsCommand::Bench { folders, python, script, no_ingest, json } => run_bench(&folders, python.as_deref(), &script, no_ingest, json),
+        DatasetsCommand::Bench {
+            folders,
+            python,
+            script,
+            no_ingest,
+            json,
+        } => run_bench(&folders, python.as_deref(), &script, no_ingest, json),
     }
 }
 
@@ -163,19 +204,36 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
         bail!("--beat-secs must be a positive number of seconds");
     }
     let segmentation = match a.segmentation {
-        SegmentationMode::Windows => Segmentation::Windows { secs: a.window_secs },
-        SegmentationMode::Beats => Segmentation::Beats { secs: a.beat_secs, fallback_secs: a.window_secs },
+        SegmentationMode::Windows => Segmentation::Windows {
+            secs: a.window_secs,
+        },
+        SegmentationMode::Beats => Segmentation::Beats {
+            secs: a.beat_secs,
+            fallback_secs: a.window_secs,
+        },
     };
-    let opts = IngestOptions { site: a.site.clone(), segmentation, resample_hz: a.resample, leads: a.leads.clone(), force: a.force };
+    let opts = IngestOptions {
+        site: a.site.clone(),
+        segmentation,
+        resample_hz: a.resample,
+        leads: a.leads.clone(),
+        force: a.force,
+    };
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} records {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} records {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
     let progress = |p: Progress<'_>| match p {
         Progress::Discovered { records } => bar.set_length(records),
-        Progress::Record { source, record, error } => {
+        Progress::Record {
+            source,
+            record,
+            error,
+        } => {
             bar.inc(1);
             bar.set_message(format!("{source}/{record}"));
             if let Some(e) = error {
@@ -190,52 +248,108 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {
         print_summary(&m);
-        println!("store written to {} in {:.1} s", a.out.display(), start.elapsed().as_secs_f64());
+        println!(
+            "store written to {} in {:.1} s",
+            a.out.display(),
+            start.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
 
-fn counts<K: AsRef<str>>(m: impl IntoIterator<Item = (K, u64)>, name: impl Fn(&str) -> String) -> String {
-    m.into_iter().map(|(k, v)| format!("{} {v}", name(k.as_ref()))).collect::<Vec<_>>().join(" / ")
+fn counts<K: AsRef<str>>(
+    m: impl IntoIterator<Item = (K, u64)>,
+    name: impl Fn(&str) -> String,
+) -> String {
+    m.into_iter()
+        .map(|(k, v)| format!("{} {v}", name(k.as_ref())))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn print_summary(m: &Manifest) {
-    println!("site {} — {} records, {} segments, {} skipped ({}; written by {} at {})",
-        m.site, m.records, m.segments, m.skipped,
+    println!(
+        "site {} — {} records, {} segments, {} skipped ({}; written by {} at {})",
+        m.site,
+        m.records,
+        m.segments,
+        m.skipped,
         match m.settings.segmentation {
             Segmentation::Windows { secs } => format!("windows of {secs} s"),
             Segmentation::Beats { secs, .. } => format!("beat windows of {secs} s"),
         },
-        m.tool, m.created);
+        m.tool,
+        m.created
+    );
     for s in &m.sources {
         println!();
-        println!("{} ({}): {} records, {} segments, {} skipped, {:.1} MB of signal",
-            s.id, s.layout, s.records, s.segments, s.skipped, s.signal_bytes as f64 / 1e6);
-        println!("  labels (records):  {}", counts(s.records_by_label.iter().map(|(k, v)| (k, *v)), |k| labels::short_name(k).to_string()));
+        println!(
+            "{} ({}): {} records, {} segments, {} skipped, {:.1} MB of signal",
+            s.id,
+            s.layout,
+            s.records,
+            s.segments,
+            s.skipped,
+            s.signal_bytes as f64 / 1e6
+        );
+        println!(
+            "  labels (records):  {}",
+            counts(s.records_by_label.iter().map(|(k, v)| (k, *v)), |k| {
+                labels::short_name(k).to_string()
+            })
+        );
         if s.records_by_raw_label.len() <= 12 && !s.records_by_raw_label.is_empty() {
-            println!("  source labels:     {}", counts(s.records_by_raw_label.iter().map(|(k, v)| (k, *v)), |k| k.to_string()));
+            println!(
+                "  source labels:     {}",
+                counts(s.records_by_raw_label.iter().map(|(k, v)| (k, *v)), |k| k
+                    .to_string())
+            );
         }
-        println!("  segments by label: {}", counts(s.segments_by_label.iter().map(|(k, v)| (k, *v)), |k| labels::short_name(k).to_string()));
-        println!("  sex:               {}", counts(s.sex.iter().map(|(k, v)| (k, *v)), |k| k.to_string()));
+        println!(
+            "  segments by label: {}",
+            counts(s.segments_by_label.iter().map(|(k, v)| (k, *v)), |k| {
+                labels::short_name(k).to_string()
+            })
+        );
+        println!(
+            "  sex:               {}",
+            counts(s.sex.iter().map(|(k, v)| (k, *v)), |k| k.to_string())
+        );
         let a = &s.age;
         match (a.min, a.median, a.max) {
-            (Some(lo), Some(med), Some(hi)) => println!("  age:               min {lo}, median {med}, max {hi}, unknown {}", a.unknown),
+            (Some(lo), Some(med), Some(hi)) => println!(
+                "  age:               min {lo}, median {med}, max {hi}, unknown {}",
+                a.unknown
+            ),
             _ => println!("  age:               unknown for all {} records", a.unknown),
         }
         if let Some(an) = &s.annotations {
             if an.beats > 0 {
-                println!("  beats:             {} ({})", an.beats, counts(an.beats_by_aami.iter().map(|(k, v)| (k, *v)), |k| k.to_string()));
+                println!(
+                    "  beats:             {} ({})",
+                    an.beats,
+                    counts(an.beats_by_aami.iter().map(|(k, v)| (k, *v)), |k| k
+                        .to_string())
+                );
             }
             if an.wave_annotations > 0 {
                 println!("  wave annotations:  {}", an.wave_annotations);
             }
         }
         if !s.unmapped_codes.is_empty() {
-            println!("  unmapped codes:    {} distinct, kept in label_raw ({})", s.unmapped_codes.len(),
-                counts(s.unmapped_codes.iter().take(8).map(|(k, v)| (k, *v)), |k| k.to_string()));
+            println!(
+                "  unmapped codes:    {} distinct, kept in label_raw ({})",
+                s.unmapped_codes.len(),
+                counts(s.unmapped_codes.iter().take(8).map(|(k, v)| (k, *v)), |k| k
+                    .to_string())
+            );
         }
         for (kind, w) in &s.warnings {
-            println!("  warning: {kind}: {} record(s) — {}", w.records.len(), w.meaning);
+            println!(
+                "  warning: {kind}: {} record(s) — {}",
+                w.records.len(),
+                w.meaning
+            );
         }
         for e in &s.errors {
             println!("  skipped: {}: {}", e.file, e.reason);
@@ -278,22 +392,40 @@ fn inspect(store: &Path, record: &str, json: bool, samples: bool) -> Result<()> 
             "leads": leads,
         }));
         if !json {
-            println!("{}  {} samples @ {} Hz  label {} ({})  raw [{}]  age {}  sex {}  hash {}…{}",
-                g.segment_id(), per_lead, g.fs, labels::short_name(&g.label), g.label, g.label_raw.join(","),
-                g.age.map_or("unknown".into(), |a| a.to_string()), g.sex.map_or("unknown", |s| s.code()),
-                &hex::encode(s.content_hash)[..16], if ok { " verified" } else { " MISMATCH" });
+            println!(
+                "{}  {} samples @ {} Hz  label {} ({})  raw [{}]  age {}  sex {}  hash {}…{}",
+                g.segment_id(),
+                per_lead,
+                g.fs,
+                labels::short_name(&g.label),
+                g.label,
+                g.label_raw.join(","),
+                g.age.map_or("unknown".into(), |a| a.to_string()),
+                g.sex.map_or("unknown", |s| s.code()),
+                &hex::encode(s.content_hash)[..16],
+                if ok { " verified" } else { " MISMATCH" }
+            );
         }
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     }
-    if segs.iter().any(|s| s.segment.content_hash() != s.content_hash) {
+    if segs
+        .iter()
+        .any(|s| s.segment.content_hash() != s.content_hash)
+    {
         bail!("content hash mismatch: the store was modified after ingest");
     }
     Ok(())
 }
 
-fn run_bench(folders: &[PathBuf], python: Option<&Path>, script: &Path, no_ingest: bool, json: bool) -> Result<()> {
+fn run_bench(
+    folders: &[PathBuf],
+    python: Option<&Path>,
+    script: &Path,
+    no_ingest: bool,
+    json: bool,
+) -> Result<()> {
     let read = bench::read_all(folders);
     let mut report = serde_json::json!({
         "rust_read": {"records": read.records, "failed": read.failed, "bytes": read.bytes, "annotations": read.annotations,
@@ -307,33 +439,64 @@ fn run_bench(folders: &[PathBuf], python: Option<&Path>, script: &Path, no_inges
         let dir = tempfile::tempdir().context("temporary folder for the ingest benchmark")?;
         let out = dir.path().join("store");
         let t = Instant::now();
-        let m = ingest(folders, &out, &IngestOptions { site: "bench".into(), ..Default::default() }, &|_| {})?;
+        let m = ingest(
+            folders,
+            &out,
+            &IngestOptions {
+                site: "bench".into(),
+                ..Default::default()
+            },
+            &|_| {},
+        )?;
         let secs = t.elapsed().as_secs_f64();
         let bytes: u64 = m.sources.iter().map(|s| s.signal_bytes).sum();
         report["rust_ingest"] = serde_json::json!({"records": m.records, "segments": m.segments, "skipped": m.skipped,
             "seconds": secs, "mb_per_s": bytes as f64 / 1e6 / secs, "records_per_s": m.records as f64 / secs});
     }
     if let Some(py) = python {
-        let out = Command::new(py).arg(script).arg("--json").args(folders).output()
+        let out = Command::new(py)
+            .arg(script)
+            .arg("--json")
+            .args(folders)
+            .output()
             .with_context(|| format!("running {} {}", py.display(), script.display()))?;
         if !out.status.success() {
-            bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing the Python reader's JSON")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("parsing the Python reader's JSON")?;
         let py_mbs = v["mb_per_s"].as_f64().unwrap_or(0.0);
         let py_rps = v["records_per_s"].as_f64().unwrap_or(0.0);
         report["ratio_read_mb_per_s"] = serde_json::json!(read.mb_per_s() / py_mbs.max(1e-9));
-        report["ratio_read_records_per_s"] = serde_json::json!(read.records_per_s() / py_rps.max(1e-9));
+        report["ratio_read_records_per_s"] =
+            serde_json::json!(read.records_per_s() / py_rps.max(1e-9));
         report["python_read"] = v;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{:<22} {:>8} {:>8} {:>10} {:>9} {:>10}", "run", "records", "failed", "seconds", "MB/s", "records/s");
+    println!(
+        "{:<22} {:>8} {:>8} {:>10} {:>9} {:>10}",
+        "run", "records", "failed", "seconds", "MB/s", "records/s"
+    );
     let line = |name: &str, v: &serde_json::Value| {
-        println!("{:<22} {:>8} {:>8} {:>10.3} {:>9.1} {:>10.1}", name, v["records"], v.get("failed").or(v.get("skipped")).cloned().unwrap_or_default(),
-            v["seconds"].as_f64().unwrap_or(0.0), v["mb_per_s"].as_f64().unwrap_or(0.0), v["records_per_s"].as_f64().unwrap_or(0.0));
+        println!(
+            "{:<22} {:>8} {:>8} {:>10.3} {:>9.1} {:>10.1}",
+            name,
+            v["records"],
+            v.get("failed")
+                .or(v.get("skipped"))
+                .cloned()
+                .unwrap_or_default(),
+            v["seconds"].as_f64().unwrap_or(0.0),
+            v["mb_per_s"].as_f64().unwrap_or(0.0),
+            v["records_per_s"].as_f64().unwrap_or(0.0)
+        );
     };
     line("rust read (ecgfed)", &report["rust_read"]);
     if !report["rust_ingest"].is_null() {
@@ -341,8 +504,11 @@ fn run_bench(folders: &[PathBuf], python: Option<&Path>, script: &Path, no_inges
     }
     if !report["python_read"].is_null() {
         line("python wfdb read", &report["python_read"]);
-        println!("read throughput ratio (rust / python): {:.1}x MB/s, {:.1}x records/s",
-            report["ratio_read_mb_per_s"].as_f64().unwrap_or(0.0), report["ratio_read_records_per_s"].as_f64().unwrap_or(0.0));
+        println!(
+            "read throughput ratio (rust / python): {:.1}x MB/s, {:.1}x records/s",
+            report["ratio_read_mb_per_s"].as_f64().unwrap_or(0.0),
+            report["ratio_read_records_per_s"].as_f64().unwrap_or(0.0)
+        );
     }
     Ok(())
 }

@@ -16,7 +16,9 @@ fn sample() -> PathBuf {
 fn readers(c: &mut Criterion) {
     // Format 212: one MIT-BIH-sized record (650,000 frames × 2 signals) of pseudo-random bytes.
     let frames = 650_000u64;
-    let bytes: Vec<u8> = (0..frames * 3).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let bytes: Vec<u8> = (0..frames * 3)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("format212_mitdb_sized", |b| {
@@ -30,18 +32,30 @@ fn readers(c: &mut Criterion) {
     g.finish();
 
     let hea = std::fs::read_to_string(sample().join("ludb/data/1.hea")).unwrap();
-    c.bench_function("header_ludb_12_lead", |b| b.iter(|| parse_header(black_box(&hea), Path::new("1.hea")).unwrap()));
+    c.bench_function("header_ludb_12_lead", |b| {
+        b.iter(|| parse_header(black_box(&hea), Path::new("1.hea")).unwrap())
+    });
 
     let mut g = c.benchmark_group("record");
     let ludb = sample().join("ludb/data/1.hea");
     g.throughput(Throughput::Bytes(120_000));
     g.bench_function("ludb_1_load_and_mv", |b| {
-        b.iter(|| load_record(&ludb, Verification::Strict).unwrap().physical().unwrap())
+        b.iter(|| {
+            load_record(&ludb, Verification::Strict)
+                .unwrap()
+                .physical()
+                .unwrap()
+        })
     });
     let mat = sample().join("cinc2021/georgia/E00271.hea");
     g.throughput(Throughput::Bytes(120_024));
     g.bench_function("georgia_mat_load_and_mv", |b| {
-        b.iter(|| load_record(&mat, Verification::Strict).unwrap().physical().unwrap())
+        b.iter(|| {
+            load_record(&mat, Verification::Strict)
+                .unwrap()
+                .physical()
+                .unwrap()
+        })
     });
     g.finish();
 
@@ -49,7 +63,9 @@ fn readers(c: &mut Criterion) {
     g.sample_size(10);
     let probe = ecgfed_datasets::bench::read_all(&[sample()]);
     g.throughput(Throughput::Bytes(probe.bytes));
-    g.bench_function("read_all_embedded_sample", |b| b.iter(|| ecgfed_datasets::bench::read_all(&[sample()])));
+    g.bench_function("read_all_embedded_sample", |b| {
+        b.iter(|| ecgfed_datasets::bench::read_all(&[sample()]))
+    });
     g.finish();
 }
 

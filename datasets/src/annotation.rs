@@ -43,10 +43,9 @@ const AUX: u16 = 63;
 
 /// Symbols of the WFDB annotation codes 0–49 (`ecgcodes.h`); unassigned codes are `[n]`.
 const SYMBOLS: [&str; 50] = [
-    " ", "N", "L", "R", "a", "V", "F", "J", "A", "S", "E", "j", "/", "Q", "~", "[15]", "|",
-    "[17]", "s", "T", "*", "D", "\"", "=", "p", "B", "^", "t", "+", "u", "?", "!", "[", "]", "e",
-    "n", "@", "x", "f", "(", ")", "r", "[42]", "[43]", "[44]", "[45]", "[46]", "[47]", "[48]",
-    "[49]",
+    " ", "N", "L", "R", "a", "V", "F", "J", "A", "S", "E", "j", "/", "Q", "~", "[15]", "|", "[17]",
+    "s", "T", "*", "D", "\"", "=", "p", "B", "^", "t", "+", "u", "?", "!", "[", "]", "e", "n", "@",
+    "x", "f", "(", ")", "r", "[42]", "[43]", "[44]", "[45]", "[46]", "[47]", "[48]", "[49]",
 ];
 
 /// The WFDB mnemonic symbol of annotation `code`.
@@ -83,7 +82,9 @@ pub fn parse_annotations(bytes: &[u8], path: &Path) -> Result<Vec<Annotation>> {
     let mut pos = 0usize;
     let mut index = 0usize;
     let word_at = |pos: usize| -> Option<u16> {
-        bytes.get(pos..pos + 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+        bytes
+            .get(pos..pos + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
     };
     loop {
         let Some(word) = word_at(pos) else {
@@ -98,17 +99,26 @@ pub fn parse_annotations(bytes: &[u8], path: &Path) -> Result<Vec<Annotation>> {
             0 if i == 0 => break,
             SKIP => {
                 let (Some(hi), Some(lo)) = (word_at(pos), word_at(pos + 2)) else {
-                    return Err(err(index, "SKIP without its 4-byte interval (file truncated)".into()));
+                    return Err(err(
+                        index,
+                        "SKIP without its 4-byte interval (file truncated)".into(),
+                    ));
                 };
                 pos += 4;
                 let interval = (((hi as u32) << 16) | lo as u32) as i32;
                 time = time.checked_add_signed(interval as i64).ok_or_else(|| {
-                    err(index, format!("SKIP interval {interval} moves time before 0"))
+                    err(
+                        index,
+                        format!("SKIP interval {interval} moves time before 0"),
+                    )
                 })?;
             }
             NUM | SUB | CHN | AUX => {
                 let Some(last) = out.last_mut() else {
-                    return Err(err(index, format!("pseudo-annotation {a} before any annotation")));
+                    return Err(err(
+                        index,
+                        format!("pseudo-annotation {a} before any annotation"),
+                    ));
                 };
                 match a {
                     NUM => {
@@ -123,7 +133,10 @@ pub fn parse_annotations(bytes: &[u8], path: &Path) -> Result<Vec<Annotation>> {
                     _ => {
                         let len = i as usize;
                         let text = bytes.get(pos..pos + len).ok_or_else(|| {
-                            err(index, format!("AUX of {len} bytes runs past the end of the file"))
+                            err(
+                                index,
+                                format!("AUX of {len} bytes runs past the end of the file"),
+                            )
                         })?;
                         let text = text.split(|&b| b == 0).next().unwrap_or(text);
                         last.aux = Some(String::from_utf8_lossy(text).into_owned());
@@ -133,7 +146,10 @@ pub fn parse_annotations(bytes: &[u8], path: &Path) -> Result<Vec<Annotation>> {
             }
             code => {
                 if code > 49 {
-                    return Err(err(index, format!("annotation code {code} is out of range")));
+                    return Err(err(
+                        index,
+                        format!("annotation code {code} is out of range"),
+                    ));
                 }
                 time += i as u64;
                 out.push(Annotation {
@@ -176,9 +192,18 @@ mod tests {
         b.extend(w(0, 0));
         let a = parse_annotations(&b, Path::new("r.atr")).unwrap();
         assert_eq!(a.len(), 3);
-        assert_eq!((a[0].sample, a[0].symbol(), a[0].aux.as_deref()), (18, "+", Some("(AFIB")));
-        assert_eq!((a[1].sample, a[1].symbol(), a[1].subtype, a[1].chan), (118, "N", 2, 1));
-        assert_eq!((a[2].sample, a[2].symbol(), a[2].chan, a[2].num), (70128, "V", 1, 3));
+        assert_eq!(
+            (a[0].sample, a[0].symbol(), a[0].aux.as_deref()),
+            (18, "+", Some("(AFIB"))
+        );
+        assert_eq!(
+            (a[1].sample, a[1].symbol(), a[1].subtype, a[1].chan),
+            (118, "N", 2, 1)
+        );
+        assert_eq!(
+            (a[2].sample, a[2].symbol(), a[2].chan, a[2].num),
+            (70128, "V", 1, 3)
+        );
     }
 
     #[test]
@@ -189,8 +214,18 @@ mod tests {
         b.extend(w(28, 1));
         b.extend(w(63, 40));
         b.extend(b"(N");
-        assert!(parse_annotations(&b, p).unwrap_err().to_string().contains("runs past"));
-        assert!(parse_annotations(&w(60, 1), p).unwrap_err().to_string().contains("before any"));
+        assert!(
+            parse_annotations(&b, p)
+                .unwrap_err()
+                .to_string()
+                .contains("runs past")
+        );
+        assert!(
+            parse_annotations(&w(60, 1), p)
+                .unwrap_err()
+                .to_string()
+                .contains("before any")
+        );
         assert_eq!(parse_annotations(&[], p).unwrap(), vec![]);
     }
 

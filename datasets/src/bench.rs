@@ -47,11 +47,17 @@ pub fn read_all(folders: &[PathBuf]) -> ReadStats {
         match layout::discover(f) {
             Ok(srcs) => {
                 for s in srcs {
-                    let v = if s.layout == Layout::Cinc2017 { Verification::Warn } else { Verification::Strict };
+                    let v = if s.layout == Layout::Cinc2017 {
+                        Verification::Warn
+                    } else {
+                        Verification::Strict
+                    };
                     jobs.extend(s.headers.into_iter().map(|h| (h, v)));
                 }
             }
-            Err(e) => stats.failures.push((f.display().to_string(), e.to_string())),
+            Err(e) => stats
+                .failures
+                .push((f.display().to_string(), e.to_string())),
         }
     }
     let results: Vec<Result<(u64, u64), (String, String)>> = jobs
@@ -63,7 +69,9 @@ pub fn read_all(folders: &[PathBuf]) -> ReadStats {
             std::hint::black_box(&phys);
             let atr = h.with_extension("atr");
             let n_ann = if atr.is_file() {
-                crate::annotation::read_annotations(&atr).map_err(fail)?.len() as u64
+                crate::annotation::read_annotations(&atr)
+                    .map_err(fail)?
+                    .len() as u64
             } else {
                 0
             };

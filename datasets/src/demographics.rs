@@ -8,7 +8,9 @@
 //! is missing, unparsable or implausible (age above 120) is unknown (`None`).
 
 /// Sex as recorded by the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Sex {
     /// Male.
     M,
@@ -77,13 +79,13 @@ pub fn from_comments(comments: &[String]) -> Demographics {
     // MIT-BIH: the first comment is `<age> <sex> ...`.
     if let Some(first) = comments.first() {
         let mut it = first.split_whitespace();
-        if let (Some(age), Some(sex)) = (it.next(), it.next()) {
-            if let Some(sex) = Sex::parse(sex) {
-                return Demographics {
-                    age: parse_age(age),
-                    sex: Some(sex),
-                };
-            }
+        if let (Some(age), Some(sex)) = (it.next(), it.next())
+            && let Some(sex) = Sex::parse(sex)
+        {
+            return Demographics {
+                age: parse_age(age),
+                sex: Some(sex),
+            };
         }
     }
     d
@@ -99,12 +101,45 @@ mod tests {
 
     #[test]
     fn every_dialect() {
-        assert_eq!(c(&[" 69 M 1085 1629 x1", " Aldomet"]), Demographics { age: Some(69), sex: Some(Sex::M) });
-        assert_eq!(c(&[" -1 M 1085 1629 x1"]), Demographics { age: None, sex: Some(Sex::M) });
-        assert_eq!(c(&["Age: 53", "Sex: Male", "Dx: 164889003"]), Demographics { age: Some(53), sex: Some(Sex::M) });
+        assert_eq!(
+            c(&[" 69 M 1085 1629 x1", " Aldomet"]),
+            Demographics {
+                age: Some(69),
+                sex: Some(Sex::M)
+            }
+        );
+        assert_eq!(
+            c(&[" -1 M 1085 1629 x1"]),
+            Demographics {
+                age: None,
+                sex: Some(Sex::M)
+            }
+        );
+        assert_eq!(
+            c(&["Age: 53", "Sex: Male", "Dx: 164889003"]),
+            Demographics {
+                age: Some(53),
+                sex: Some(Sex::M)
+            }
+        );
         assert_eq!(c(&["Age: NaN", "Sex: Unknown"]), Demographics::default());
-        assert_eq!(c(&["<age>: 51", "<sex>: F", "<diagnoses>:", "Rhythm: Sinus bradycardia."]), Demographics { age: Some(51), sex: Some(Sex::F) });
+        assert_eq!(
+            c(&[
+                "<age>: 51",
+                "<sex>: F",
+                "<diagnoses>:",
+                "Rhythm: Sinus bradycardia."
+            ]),
+            Demographics {
+                age: Some(51),
+                sex: Some(Sex::F)
+            }
+        );
         assert_eq!(c(&[]), Demographics::default());
-        assert_eq!(c(&["Age: 250", "Sex: F"]).age, None, "implausible age is unknown");
+        assert_eq!(
+            c(&["Age: 250", "Sex: F"]).age,
+            None,
+            "implausible age is unknown"
+        );
     }
 }

@@ -105,7 +105,11 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
         }
     }
     let Some(&(record_line_no, record_line)) = content.first() else {
-        return Err(err(path, 0, "no record line (file is empty or only comments)"));
+        return Err(err(
+            path,
+            0,
+            "no record line (file is empty or only comments)",
+        ));
     };
     let mut fields = record_line.split_whitespace();
     let name_field = fields.next().unwrap_or_default();
@@ -125,7 +129,11 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
             )
         })?,
         None => {
-            return Err(err(path, record_line_no, "record line lacks the number of signals"));
+            return Err(err(
+                path,
+                record_line_no,
+                "record line lacks the number of signals",
+            ));
         }
     };
     if n_signals > 4096 {
@@ -155,8 +163,16 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
         })?),
         None => None,
     };
-    let base_time = fields.next().map(str::to_string);
-    let base_date = fields.next().map(str::to_string);
+    // Base time then base date per the specification; some writers (CinC 2020 Georgia) put
+    // the date first, so each field is classified by its shape (a time contains ':').
+    let (mut base_time, mut base_date) = (None, None);
+    for f in fields.by_ref().take(2) {
+        if f.contains(':') && base_time.is_none() {
+            base_time = Some(f.to_string());
+        } else {
+            base_date = Some(f.to_string());
+        }
+    }
 
     let signal_lines = &content[1..];
     if signal_lines.len() < n_signals {
@@ -302,14 +318,19 @@ mod tests {
 
     #[test]
     fn mitdb_101_with_crlf() {
-        let h = p("101 2 360 650000\r\n101.dat 212 200 11 1024 955 29832 0 MLII\r\n\
-                   101.dat 212 200 11 1024 992 19589 0 V1\r\n# 75 F 1011 654 x1\r\n# Diapres\r\n");
+        let h = p(
+            "101 2 360 650000\r\n101.dat 212 200 11 1024 955 29832 0 MLII\r\n\
+                   101.dat 212 200 11 1024 992 19589 0 V1\r\n# 75 F 1011 654 x1\r\n# Diapres\r\n",
+        );
         assert_eq!(h.record_name, "101");
         assert_eq!(h.fs, 360.0);
         assert_eq!(h.n_samples, Some(650000));
         assert_eq!(h.signals.len(), 2);
         let s = &h.signals[0];
-        assert_eq!((s.format, s.adc_gain, s.adc_resolution, s.adc_zero), (212, 200.0, 11, 1024));
+        assert_eq!(
+            (s.format, s.adc_gain, s.adc_resolution, s.adc_zero),
+            (212, 200.0, 11, 1024)
+        );
         assert_eq!((s.initial_value, s.checksum), (Some(955), Some(29832)));
         assert_eq!(s.baseline, 1024, "baseline defaults to the ADC zero");
         assert_eq!(s.units, "mV");
@@ -319,25 +340,35 @@ mod tests {
 
     #[test]
     fn cinc2017_time_date_trailing_space_and_mat_offset() {
-        let h = p("A00001 1 300 9000 05:05:15 1/05/2000 \r\nA00001.mat 16+24 1000/mV 16 0 -127 0 0 ECG \r\n");
+        let h = p(
+            "A00001 1 300 9000 05:05:15 1/05/2000 \r\nA00001.mat 16+24 1000/mV 16 0 -127 0 0 ECG \r\n",
+        );
         assert_eq!(h.base_time.as_deref(), Some("05:05:15"));
         assert_eq!(h.base_date.as_deref(), Some("1/05/2000"));
         let s = &h.signals[0];
         assert_eq!((s.format, s.byte_offset, s.adc_gain), (16, 24, 1000.0));
-        assert_eq!((s.initial_value, s.checksum, s.description.as_str()), (Some(-127), Some(0), "ECG"));
+        assert_eq!(
+            (s.initial_value, s.checksum, s.description.as_str()),
+            (Some(-127), Some(0), "ECG")
+        );
     }
 
     #[test]
     fn ludb_gain_with_baseline_and_georgia_name_with_extension() {
-        let h = p("1 12 500 5000\n1.dat 16 1716(6)/mV 0 0 -120 -32198 0 i\n1.dat 16 1206(2)/mV 0 0 25 12402 0 ii\n\
+        let h = p(
+            "1 12 500 5000\n1.dat 16 1716(6)/mV 0 0 -120 -32198 0 i\n1.dat 16 1206(2)/mV 0 0 25 12402 0 ii\n\
                    1.dat 16 1 0 0 0 0 0 iii\n1.dat 16 1 0 0 0 0 0 avr\n1.dat 16 1 0 0 0 0 0 avl\n1.dat 16 1 0 0 0 0 0 avf\n\
                    1.dat 16 1 0 0 0 0 0 v1\n1.dat 16 1 0 0 0 0 0 v2\n1.dat 16 1 0 0 0 0 0 v3\n1.dat 16 1 0 0 0 0 0 v4\n\
-                   1.dat 16 1 0 0 0 0 0 v5\n1.dat 16 1 0 0 0 0 0 v6\n#<age>: 51\n");
+                   1.dat 16 1 0 0 0 0 0 v5\n1.dat 16 1 0 0 0 0 0 v6\n#<age>: 51\n",
+        );
         assert_eq!((h.signals[0].adc_gain, h.signals[0].baseline), (1716.0, 6));
         assert_eq!(h.signals[0].adc_zero, 0);
-        let g = p("E00271.mat 1 500 5000 05-May-2020 14:50:55\nE00271.mat 16+24 1000/mv 16 0 0 15270 0 I\n");
+        let g = p(
+            "E00271.mat 1 500 5000 05-May-2020 14:50:55\nE00271.mat 16+24 1000/mv 16 0 0 15270 0 I\n",
+        );
         assert_eq!(g.record_name, "E00271.mat");
         assert_eq!(g.base_date.as_deref(), Some("05-May-2020"));
+        assert_eq!(g.base_time.as_deref(), Some("14:50:55"));
         assert_eq!(g.signals[0].to_millivolts(), Some(1.0));
     }
 
@@ -346,7 +377,11 @@ mod tests {
         let e = parse_header("x 2 360\nx.dat 212\n", Path::new("x.hea")).unwrap_err();
         assert!(e.to_string().contains("announces 2 signals but 1"), "{e}");
         let e = parse_header("x 1 abc\nx.dat 212\n", Path::new("x.hea")).unwrap_err();
-        assert!(e.to_string().starts_with("x.hea:1: sampling frequency `abc`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("x.hea:1: sampling frequency `abc`"),
+            "{e}"
+        );
         let e = parse_header("x 1 360\nx.dat 2a2\n", Path::new("x.hea")).unwrap_err();
         assert!(e.to_string().contains("x.hea:2: format field `2a2`"), "{e}");
         let e = parse_header("x/3 2 360\n", Path::new("x.hea")).unwrap_err();
@@ -358,7 +393,10 @@ mod tests {
     fn format_modifiers_and_defaults() {
         let h = p("r 1\nr.dat 212x2:3+512\n");
         let s = &h.signals[0];
-        assert_eq!((s.format, s.samples_per_frame, s.skew, s.byte_offset), (212, 2, 3, 512));
+        assert_eq!(
+            (s.format, s.samples_per_frame, s.skew, s.byte_offset),
+            (212, 2, 3, 512)
+        );
         assert_eq!((s.adc_gain, s.units.as_str(), h.fs), (200.0, "mV", 250.0));
         assert_eq!(s.initial_value, None);
     }

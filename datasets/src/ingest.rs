@@ -137,7 +137,9 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
                 }
             }
         }
-        ann_summary.get_or_insert_with(AnnotationSummary::default).wave_annotations = waves;
+        ann_summary
+            .get_or_insert_with(AnnotationSummary::default)
+            .wave_annotations = waves;
     }
 
     // Record-level label.
@@ -145,7 +147,9 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     let label = match ctx.src.layout {
         Layout::Cinc2017 => match ctx.reference.as_ref().and_then(|r| r.get(&rec.id)) {
             Some(class) => Label {
-                label: labels::cinc2017_label(class).unwrap_or(labels::UNKNOWN).to_string(),
+                label: labels::cinc2017_label(class)
+                    .unwrap_or(labels::UNKNOWN)
+                    .to_string(),
                 raw: vec![class.clone()],
                 unmapped: vec![],
             },
@@ -153,19 +157,39 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
                 warnings.push(RecordWarning {
                     kind: "missing_label".into(),
                     record: rec.id.clone(),
-                    detail: format!("{}: no row for {}", ctx.src.reference.as_deref().unwrap_or(Path::new("REFERENCE.csv")).display(), rec.id),
+                    detail: format!(
+                        "{}: no row for {}",
+                        ctx.src
+                            .reference
+                            .as_deref()
+                            .unwrap_or(Path::new("REFERENCE.csv"))
+                            .display(),
+                        rec.id
+                    ),
                 });
-                Label { label: labels::UNKNOWN.into(), raw: vec![], unmapped: vec![] }
+                Label {
+                    label: labels::UNKNOWN.into(),
+                    raw: vec![],
+                    unmapped: vec![],
+                }
             }
         },
         Layout::Ludb => labels::ludb_label(comments),
         _ if !changes.is_empty() => {
             let w = segment::label_by_rhythm(&changes, 0, n);
-            Label { label: w.label, raw: w.raw, unmapped: w.unmapped }
+            Label {
+                label: w.label,
+                raw: w.raw,
+                unmapped: w.unmapped,
+            }
         }
         _ => match labels::dx_codes(comments) {
             Some(codes) => labels::dx_label(&codes),
-            None => Label { label: labels::UNKNOWN.into(), raw: vec![], unmapped: vec![] },
+            None => Label {
+                label: labels::UNKNOWN.into(),
+                raw: vec![],
+                unmapped: vec![],
+            },
         },
     };
 
@@ -175,25 +199,39 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     if let Some(want) = &ctx.opts.leads {
         let mut sel = Vec::with_capacity(want.len());
         for w in want {
-            let i = leads.iter().position(|l| l.eq_ignore_ascii_case(w)).ok_or_else(|| {
-                DatasetError::signal(hea, w.clone(), format!("lead not in record (it has {})", leads.join(", ")))
-            })?;
+            let i = leads
+                .iter()
+                .position(|l| l.eq_ignore_ascii_case(w))
+                .ok_or_else(|| {
+                    DatasetError::signal(
+                        hea,
+                        w.clone(),
+                        format!("lead not in record (it has {})", leads.join(", ")),
+                    )
+                })?;
             sel.push(i);
         }
         leads = sel.iter().map(|&i| leads[i].clone()).collect();
-        signals = sel.iter().map(|&i| std::mem::take(&mut signals[i])).collect();
+        signals = sel
+            .iter()
+            .map(|&i| std::mem::take(&mut signals[i]))
+            .collect();
     }
     let fs_in = rec.fs();
     let mut fs_out = fs_in;
-    if let Some(hz) = ctx.opts.resample_hz {
-        if (fs_in - hz as f64).abs() > 1e-9 {
-            if fs_in.fract() != 0.0 {
-                return Err(DatasetError::signal(hea, "*", format!("cannot resample a non-integer rate {fs_in} Hz")));
-            }
-            signals = crate::resample::resample(&signals, fs_in as u32, hz)
-                .map_err(|e| DatasetError::signal(hea, "*", e))?;
-            fs_out = hz as f64;
+    if let Some(hz) = ctx.opts.resample_hz
+        && (fs_in - hz as f64).abs() > 1e-9
+    {
+        if fs_in.fract() != 0.0 {
+            return Err(DatasetError::signal(
+                hea,
+                "*",
+                format!("cannot resample a non-integer rate {fs_in} Hz"),
+            ));
         }
+        signals = crate::resample::resample(&signals, fs_in as u32, hz)
+            .map_err(|e| DatasetError::signal(hea, "*", e))?;
+        fs_out = hz as f64;
     }
 
     // Windows.
@@ -202,7 +240,13 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
             .into_iter()
             .map(|(start, len)| {
                 if changes.is_empty() {
-                    Window { start, len, label: label.label.clone(), raw: label.raw.clone(), unmapped: label.unmapped.clone() }
+                    Window {
+                        start,
+                        len,
+                        label: label.label.clone(),
+                        raw: label.raw.clone(),
+                        unmapped: label.unmapped.clone(),
+                    }
                 } else {
                     segment::label_by_rhythm(&changes, start, len)
                 }
@@ -211,14 +255,20 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     };
     let windows = match ctx.opts.segmentation {
         Segmentation::Windows { secs } => record_windows(secs),
-        Segmentation::Beats { secs, fallback_secs } => {
+        Segmentation::Beats {
+            secs,
+            fallback_secs,
+        } => {
             if ann.iter().any(|a| annotation::is_beat(a.symbol())) {
                 let (w, dropped) = segment::beat_windows(&ann, n, window_samples(secs, fs_in));
                 if dropped > 0 {
                     warnings.push(RecordWarning {
                         kind: "duplicate_beat_window".into(),
                         record: rec.id.clone(),
-                        detail: format!("{}: {dropped} beat(s) share a clamped window or lie past the end", atr.display()),
+                        detail: format!(
+                            "{}: {dropped} beat(s) share a clamped window or lie past the end",
+                            atr.display()
+                        ),
                     });
                 }
                 w
@@ -287,7 +337,12 @@ fn age_summary(ages: &mut [u8], unknown: u64) -> AgeSummary {
         n if n % 2 == 1 => Some(ages[n / 2] as f64),
         n => Some((ages[n / 2 - 1] as f64 + ages[n / 2] as f64) / 2.0),
     };
-    AgeSummary { min: ages.first().copied(), median, max: ages.last().copied(), unknown }
+    AgeSummary {
+        min: ages.first().copied(),
+        median,
+        max: ages.last().copied(),
+        unknown,
+    }
 }
 
 /// Records per parallel batch: bounds memory while keeping both cores busy.
@@ -309,7 +364,10 @@ pub fn ingest(
     for f in folders {
         match layout::discover(f) {
             Ok(s) => sources.extend(s.into_iter().map(|s| (f.clone(), s))),
-            Err(e) => folder_errors.push(FileError { file: f.display().to_string(), reason: e.to_string() }),
+            Err(e) => folder_errors.push(FileError {
+                file: f.display().to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
     let mut seen = BTreeSet::new();
@@ -317,18 +375,26 @@ pub fn ingest(
         if !seen.insert(s.id.clone()) {
             return Err(DatasetError::Layout {
                 path: s.root.clone(),
-                reason: format!("source id `{}` found twice; ingest each source folder once", s.id),
+                reason: format!(
+                    "source id `{}` found twice; ingest each source folder once",
+                    s.id
+                ),
             });
         }
     }
-    progress(Progress::Discovered { records: sources.iter().map(|(_, s)| s.headers.len() as u64).sum() });
+    progress(Progress::Discovered {
+        records: sources.iter().map(|(_, s)| s.headers.len() as u64).sum(),
+    });
 
     let mut writer = StoreWriter::create(out, opts.force)?;
     let mut summaries = Vec::new();
     for (_, src) in &sources {
         let mut summary = SourceSummary {
             id: src.id.clone(),
-            layout: serde_json::to_value(src.layout).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            layout: serde_json::to_value(src.layout)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             folder: src.root.display().to_string(),
             license: src.license.clone(),
             ..Default::default()
@@ -337,13 +403,20 @@ pub fn ingest(
             Some(p) => match labels::read_reference_csv(p) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    summary.errors.push(FileError { file: p.display().to_string(), reason: e.to_string() });
+                    summary.errors.push(FileError {
+                        file: p.display().to_string(),
+                        reason: e.to_string(),
+                    });
                     None
                 }
             },
             None => None,
         };
-        let ctx = SourceContext { src, reference, opts };
+        let ctx = SourceContext {
+            src,
+            reference,
+            opts,
+        };
         let mut warnings = Vec::new();
         let mut ages = Vec::new();
         for chunk in src.headers.chunks(BATCH) {
@@ -351,9 +424,16 @@ pub fn ingest(
                 .par_iter()
                 .map(|h| {
                     let r = process_record(&ctx, h);
-                    let id = h.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    let id = h
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let err = r.as_ref().err().map(|e| e.to_string());
-                    progress(Progress::Record { source: &src.id, record: &id, error: err.as_deref() });
+                    progress(Progress::Record {
+                        source: &src.id,
+                        record: &id,
+                        error: err.as_deref(),
+                    });
                     (h.clone(), r)
                 })
                 .collect();
@@ -364,7 +444,10 @@ pub fn ingest(
                         summary.records += 1;
                         summary.segments += o.segments.len() as u64;
                         summary.signal_bytes += o.bytes;
-                        *summary.records_by_label.entry(o.label.label.clone()).or_default() += 1;
+                        *summary
+                            .records_by_label
+                            .entry(o.label.label.clone())
+                            .or_default() += 1;
                         for raw in o.label.raw.iter().collect::<BTreeSet<_>>() {
                             *summary.records_by_raw_label.entry(raw.clone()).or_default() += 1;
                         }
@@ -372,7 +455,10 @@ pub fn ingest(
                             *summary.unmapped_codes.entry(code.clone()).or_default() += 1;
                         }
                         for s in &o.segments {
-                            *summary.segments_by_label.entry(s.label.clone()).or_default() += 1;
+                            *summary
+                                .segments_by_label
+                                .entry(s.label.clone())
+                                .or_default() += 1;
                         }
                         let sex = o.demographics.sex.map_or("unknown", |s| s.code());
                         *summary.sex.entry(sex.to_string()).or_default() += 1;
@@ -388,7 +474,10 @@ pub fn ingest(
                     }
                     Err(e) => {
                         summary.skipped += 1;
-                        summary.errors.push(FileError { file: hea.display().to_string(), reason: e.to_string() });
+                        summary.errors.push(FileError {
+                            file: hea.display().to_string(),
+                            reason: e.to_string(),
+                        });
                     }
                 }
             }
@@ -409,7 +498,10 @@ pub fn ingest(
         }
         return Err(DatasetError::Layout {
             path: out.to_path_buf(),
-            reason: format!("nothing could be ingested; no store written:\n  {}", reasons.join("\n  ")),
+            reason: format!(
+                "nothing could be ingested; no store written:\n  {}",
+                reasons.join("\n  ")
+            ),
         });
     }
     let created = time::OffsetDateTime::now_utc()

@@ -96,7 +96,10 @@ pub fn read_reference_csv(path: &Path) -> Result<BTreeMap<String, String>> {
         if cinc2017_label(class).is_none() {
             return Err(bad(format!("class `{class}` is not one of N, A, O, ~")));
         }
-        if out.insert(rec.trim().to_string(), class.to_string()).is_some() {
+        if out
+            .insert(rec.trim().to_string(), class.to_string())
+            .is_some()
+        {
             return Err(bad(format!("record `{}` listed twice", rec.trim())));
         }
     }
@@ -123,9 +126,27 @@ const DX_RHYTHMS: [(&str, &str); 12] = [
 /// Well-known non-rhythm SNOMED CT codes of the CinC 2020/2021 scored list: mapped (they do not
 /// change the rhythm label) and therefore not counted as unmapped.
 const DX_NON_RHYTHM: [&str; 22] = [
-    "270492004", "164909002", "713427006", "713426002", "445118002", "39732003", "251146004",
-    "10370003", "284470004", "427172004", "164947007", "111975006", "164917005", "47665007",
-    "59118001", "59931005", "63593006", "17338001", "698252002", "164934002", "55827005",
+    "270492004",
+    "164909002",
+    "713427006",
+    "713426002",
+    "445118002",
+    "39732003",
+    "251146004",
+    "10370003",
+    "284470004",
+    "427172004",
+    "164947007",
+    "111975006",
+    "164917005",
+    "47665007",
+    "59118001",
+    "59931005",
+    "63593006",
+    "17338001",
+    "698252002",
+    "164934002",
+    "55827005",
     "55930002",
 ];
 
@@ -163,7 +184,11 @@ pub fn dx_codes(comments: &[String]) -> Option<Vec<String>> {
 
 /// LUDB `Rhythm:` statement text → label (`None` when the text is not in the table).
 pub fn ludb_rhythm(text: &str) -> Option<&'static str> {
-    let t = text.trim().trim_end_matches('.').trim().to_ascii_lowercase();
+    let t = text
+        .trim()
+        .trim_end_matches('.')
+        .trim()
+        .to_ascii_lowercase();
     Some(match t.as_str() {
         "sinus rhythm" => SINUS_RHYTHM,
         "sinus bradycardia" => SINUS_BRADYCARDIA,
@@ -179,7 +204,9 @@ pub fn ludb_rhythm(text: &str) -> Option<&'static str> {
 pub fn ludb_label(comments: &[String]) -> Label {
     let stmt = comments.iter().find_map(|c| {
         let (k, v) = c.split_once(':')?;
-        k.trim().eq_ignore_ascii_case("rhythm").then(|| v.trim().to_string())
+        k.trim()
+            .eq_ignore_ascii_case("rhythm")
+            .then(|| v.trim().to_string())
     });
     match stmt {
         None => Label {
@@ -236,8 +263,14 @@ mod tests {
     fn tables() {
         assert_eq!(cinc2017_label("A"), Some(ATRIAL_FIBRILLATION));
         assert_eq!(cinc2017_label("X"), None);
-        assert_eq!(ludb_rhythm("Atrial flutter, typical. "), Some(ATRIAL_FLUTTER));
-        assert_eq!(ludb_rhythm("Irregular sinus rhythm."), Some(SINUS_ARRHYTHMIA));
+        assert_eq!(
+            ludb_rhythm("Atrial flutter, typical. "),
+            Some(ATRIAL_FLUTTER)
+        );
+        assert_eq!(
+            ludb_rhythm("Irregular sinus rhythm."),
+            Some(SINUS_ARRHYTHMIA)
+        );
         assert_eq!(mit_rhythm("(AFIB\0"), Some(ATRIAL_FIBRILLATION));
         assert_eq!(mit_rhythm("(XYZ"), None);
         assert_eq!(aami_class("E"), Some("V"));
@@ -247,7 +280,10 @@ mod tests {
 
     #[test]
     fn dx_priority_and_unmapped_codes() {
-        let codes: Vec<String> = ["426783006", "164889003", "999999"].iter().map(|s| s.to_string()).collect();
+        let codes: Vec<String> = ["426783006", "164889003", "999999"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let l = dx_label(&codes);
         assert_eq!(l.label, ATRIAL_FIBRILLATION);
         assert_eq!(l.unmapped, vec!["999999"]);

@@ -48,7 +48,9 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<Mat4Header> {
         )));
     }
     if namelen == 0 || namelen > 64 || bytes.len() < 20 + namelen as usize {
-        return Err(bad(format!("MATLAB v4 variable name length {namelen} is invalid")));
+        return Err(bad(format!(
+            "MATLAB v4 variable name length {namelen} is invalid"
+        )));
     }
     let raw = &bytes[20..20 + namelen as usize];
     let name = String::from_utf8_lossy(raw.split(|&b| b == 0).next().unwrap_or(raw)).into_owned();
@@ -72,7 +74,10 @@ pub fn check_val_matrix(
     let h = parse_header(bytes, path)?;
     let bad = |reason: String| DatasetError::signal(path, "*", reason);
     if h.name != "val" {
-        return Err(bad(format!("MATLAB v4 variable is `{}`, expected `val`", h.name)));
+        return Err(bad(format!(
+            "MATLAB v4 variable is `{}`, expected `val`",
+            h.name
+        )));
     }
     if h.precision != 3 {
         return Err(bad(format!(
@@ -111,7 +116,10 @@ mod tests {
     #[test]
     fn cinc_val_matrix() {
         let m = mat(30, 12, 5000, b"val\0");
-        assert_eq!(check_val_matrix(&m, 12, 24, Path::new("a.mat")).unwrap(), 5000);
+        assert_eq!(
+            check_val_matrix(&m, 12, 24, Path::new("a.mat")).unwrap(),
+            5000
+        );
     }
 
     #[test]
@@ -124,7 +132,10 @@ mod tests {
         let e = check_val_matrix(&mat(30, 2, 10, b"val\0"), 1, 24, p).unwrap_err();
         assert!(e.to_string().contains("2 rows"), "{e}");
         let e = check_val_matrix(b"MATLAB 5.0 MAT-file", 1, 24, p).unwrap_err();
-        assert!(e.to_string().contains("not a MATLAB v4 file") || e.to_string().contains("type"), "{e}");
+        assert!(
+            e.to_string().contains("not a MATLAB v4 file") || e.to_string().contains("type"),
+            "{e}"
+        );
         assert!(parse_header(&[], p).is_err());
     }
 }

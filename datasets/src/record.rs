@@ -142,11 +142,18 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
                 return Err(DatasetError::signal(
                     &path,
                     leads[i].clone(),
-                    format!("multi-frequency records ({} samples per frame) are not supported", s.samples_per_frame),
+                    format!(
+                        "multi-frequency records ({} samples per frame) are not supported",
+                        s.samples_per_frame
+                    ),
                 ));
             }
             if s.skew != 0 {
-                return Err(DatasetError::signal(&path, leads[i].clone(), format!("skew {} is not supported", s.skew)));
+                return Err(DatasetError::signal(
+                    &path,
+                    leads[i].clone(),
+                    format!("skew {} is not supported", s.skew),
+                ));
             }
         }
         let bytes = std::fs::read(&path).map_err(|e| DatasetError::io(&path, e))?;
@@ -161,14 +168,20 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
             frames_available = Some(cols);
         }
         let data = bytes.get(offset as usize..).ok_or_else(|| {
-            DatasetError::signal(&path, "*", format!("file is shorter than its byte offset {offset}"))
+            DatasetError::signal(
+                &path,
+                "*",
+                format!("file is shorter than its byte offset {offset}"),
+            )
         })?;
         let frames = match (n_samples, frames_available) {
             (Some(n), Some(cols)) if n != cols => {
                 return Err(DatasetError::signal(
                     &path,
                     "*",
-                    format!("header announces {n} samples but the MATLAB matrix has {cols} columns"),
+                    format!(
+                        "header announces {n} samples but the MATLAB matrix has {cols} columns"
+                    ),
                 ));
             }
             (Some(n), _) => n,
@@ -203,18 +216,22 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
                 }
             }
         };
-        if let (Some(init), Some(&first)) = (s.initial_value, d.first()) {
-            if init != first as i64 {
-                problem(
-                    "initial_value_mismatch",
-                    format!("initial value {init} in the header, first sample is {first}"),
-                )?;
-            }
+        if let (Some(init), Some(&first)) = (s.initial_value, d.first())
+            && init != first as i64
+        {
+            problem(
+                "initial_value_mismatch",
+                format!("initial value {init} in the header, first sample is {first}"),
+            )?;
         }
         if let Some(ck) = s.checksum {
             let got = signal::checksum(d);
             if ck as i16 != got || !(-32768..=65535).contains(&ck) {
-                let kind = if ck == 0 { "checksum_not_recorded" } else { "checksum_mismatch" };
+                let kind = if ck == 0 {
+                    "checksum_not_recorded"
+                } else {
+                    "checksum_mismatch"
+                };
                 problem(
                     kind,
                     format!("checksum {ck} in the header, samples sum to {got} (16-bit)"),

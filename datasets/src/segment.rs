@@ -197,8 +197,16 @@ pub fn label_by_rhythm(changes: &[(u64, String)], start: u64, len: u64) -> Windo
     } else {
         labels::mit_rhythm(&best).unwrap_or(labels::OTHER)
     };
-    let raw: Vec<String> = cover.iter().filter(|(a, _)| !a.is_empty()).map(|(a, _)| a.clone()).collect();
-    let unmapped = raw.iter().filter(|a| labels::mit_rhythm(a).is_none()).cloned().collect();
+    let raw: Vec<String> = cover
+        .iter()
+        .filter(|(a, _)| !a.is_empty())
+        .map(|(a, _)| a.clone())
+        .collect();
+    let unmapped = raw
+        .iter()
+        .filter(|a| labels::mit_rhythm(a).is_none())
+        .cloned()
+        .collect();
     Window {
         start,
         len,
@@ -300,11 +308,24 @@ mod tests {
 
     #[test]
     fn rhythm_majority_and_raw_codes() {
-        let ch = vec![(0u64, "(N".to_string()), (14, "(AFIB".to_string()), (30, "(XYZ".to_string())];
+        let ch = vec![
+            (0u64, "(N".to_string()),
+            (14, "(AFIB".to_string()),
+            (30, "(XYZ".to_string()),
+        ];
         let w = label_by_rhythm(&ch, 10, 10);
-        assert_eq!((w.label.as_str(), w.raw.clone()), (labels::ATRIAL_FIBRILLATION, vec!["(N".to_string(), "(AFIB".to_string()]));
+        assert_eq!(
+            (w.label.as_str(), w.raw.clone()),
+            (
+                labels::ATRIAL_FIBRILLATION,
+                vec!["(N".to_string(), "(AFIB".to_string()]
+            )
+        );
         let w = label_by_rhythm(&ch, 30, 10);
-        assert_eq!((w.label.as_str(), w.unmapped.clone()), (labels::OTHER, vec!["(XYZ".to_string()]));
+        assert_eq!(
+            (w.label.as_str(), w.unmapped.clone()),
+            (labels::OTHER, vec!["(XYZ".to_string()])
+        );
         let w = label_by_rhythm(&[(5, "(N".to_string())], 0, 20);
         assert_eq!(w.label, labels::SINUS_RHYTHM);
         let w = label_by_rhythm(&[(15, "(N".to_string())], 0, 20);

@@ -129,7 +129,10 @@ pub fn decode(
             }
             if total % 2 == 1 {
                 let c = &data[pairs * 3..pairs * 3 + 2];
-                push(total - 1, (((c[1] as i32 & 0x0f) << 8) | c[0] as i32) << 20 >> 20);
+                push(
+                    total - 1,
+                    (((c[1] as i32 & 0x0f) << 8) | c[0] as i32) << 20 >> 20,
+                );
             }
         }
         8 => {
@@ -149,7 +152,9 @@ pub fn decode(
 
 /// The WFDB checksum of a signal: the sum of its samples modulo 2^16, as a signed 16-bit value.
 pub fn checksum(samples: &[i32]) -> i16 {
-    samples.iter().fold(0i16, |acc, &v| acc.wrapping_add(v as i16))
+    samples
+        .iter()
+        .fold(0i16, |acc, &v| acc.wrapping_add(v as i16))
 }
 
 #[cfg(test)]
@@ -176,13 +181,34 @@ mod tests {
 
     #[test]
     fn formats_16_61_80_160_24_32_8() {
-        assert_eq!(decode(16, &[0x38, 0xff, 0x10, 0x00], 2, 1, &[], p()).unwrap(), vec![vec![-200], vec![16]]);
-        assert_eq!(decode(61, &[0xff, 0x38], 1, 1, &[], p()).unwrap(), vec![vec![-200]]);
-        assert_eq!(decode(80, &[0x80, 0x00, 0xff], 1, 3, &[], p()).unwrap(), vec![vec![0, -128, 127]]);
-        assert_eq!(decode(160, &[0x00, 0x80, 0x00, 0x00], 1, 2, &[], p()).unwrap(), vec![vec![0, -32768]]);
-        assert_eq!(decode(24, &[0xfe, 0xff, 0xff, 0x01, 0x00, 0x80], 1, 2, &[], p()).unwrap(), vec![vec![-2, -8388607]]);
-        assert_eq!(decode(32, &[1, 0, 0, 0x80], 1, 1, &[], p()).unwrap(), vec![vec![i32::MIN + 1]]);
-        assert_eq!(decode(8, &[1, 0xff, 3], 1, 3, &[10], p()).unwrap(), vec![vec![11, 10, 13]]);
+        assert_eq!(
+            decode(16, &[0x38, 0xff, 0x10, 0x00], 2, 1, &[], p()).unwrap(),
+            vec![vec![-200], vec![16]]
+        );
+        assert_eq!(
+            decode(61, &[0xff, 0x38], 1, 1, &[], p()).unwrap(),
+            vec![vec![-200]]
+        );
+        assert_eq!(
+            decode(80, &[0x80, 0x00, 0xff], 1, 3, &[], p()).unwrap(),
+            vec![vec![0, -128, 127]]
+        );
+        assert_eq!(
+            decode(160, &[0x00, 0x80, 0x00, 0x00], 1, 2, &[], p()).unwrap(),
+            vec![vec![0, -32768]]
+        );
+        assert_eq!(
+            decode(24, &[0xfe, 0xff, 0xff, 0x01, 0x00, 0x80], 1, 2, &[], p()).unwrap(),
+            vec![vec![-2, -8388607]]
+        );
+        assert_eq!(
+            decode(32, &[1, 0, 0, 0x80], 1, 1, &[], p()).unwrap(),
+            vec![vec![i32::MIN + 1]]
+        );
+        assert_eq!(
+            decode(8, &[1, 0xff, 3], 1, 3, &[10], p()).unwrap(),
+            vec![vec![11, 10, 13]]
+        );
     }
 
     #[test]

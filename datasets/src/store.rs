@@ -11,7 +11,9 @@ use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeBinaryBuilder, Float32Builder, ListBuilder, RecordBatch,
     StringBuilder, UInt8Builder, UInt32Builder, UInt64Builder,
 };
-use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, UInt8Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{
+    DataType, Field, Float32Type, Schema, SchemaRef, UInt8Type, UInt32Type, UInt64Type,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -21,8 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::demographics::Sex;
 use crate::error::{DatasetError, Result};
-use crate::segment::{Segment, Segmentation};
 use crate::record::RecordWarning;
+use crate::segment::{Segment, Segmentation};
 
 /// Version of the store schema and manifest format.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -122,27 +124,52 @@ pub struct StoredSegment {
 
 /// Converts a store record batch back into segments.
 pub fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<StoredSegment>> {
-    let bad = |what: &str| DatasetError::store(path, format!("column `{what}` missing or of the wrong type"));
+    let bad = |what: &str| {
+        DatasetError::store(
+            path,
+            format!("column `{what}` missing or of the wrong type"),
+        )
+    };
     let col = |name: &str| batch.column_by_name(name).ok_or_else(|| bad(name));
     let utf8 = |name: &str| col(name)?.as_string_opt::<i32>().ok_or_else(|| bad(name));
     let list = |name: &str| col(name)?.as_list_opt::<i32>().ok_or_else(|| bad(name));
-    let (record_id, patient, site, source, label, sex) =
-        (utf8("record_id")?, utf8("patient")?, utf8("site")?, utf8("source")?, utf8("label")?, utf8("sex")?);
-    let fs = col("fs")?.as_primitive_opt::<Float32Type>().ok_or_else(|| bad("fs"))?;
-    let start = col("start_sample")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| bad("start_sample"))?;
-    let len = col("n_samples")?.as_primitive_opt::<UInt32Type>().ok_or_else(|| bad("n_samples"))?;
-    let age = col("age")?.as_primitive_opt::<UInt8Type>().ok_or_else(|| bad("age"))?;
+    let (record_id, patient, site, source, label, sex) = (
+        utf8("record_id")?,
+        utf8("patient")?,
+        utf8("site")?,
+        utf8("source")?,
+        utf8("label")?,
+        utf8("sex")?,
+    );
+    let fs = col("fs")?
+        .as_primitive_opt::<Float32Type>()
+        .ok_or_else(|| bad("fs"))?;
+    let start = col("start_sample")?
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| bad("start_sample"))?;
+    let len = col("n_samples")?
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| bad("n_samples"))?;
+    let age = col("age")?
+        .as_primitive_opt::<UInt8Type>()
+        .ok_or_else(|| bad("age"))?;
     let (leads, signal, raw) = (list("leads")?, list("signal")?, list("label_raw")?);
-    let hash = col("content_hash")?.as_fixed_size_binary_opt().ok_or_else(|| bad("content_hash"))?;
+    let hash = col("content_hash")?
+        .as_fixed_size_binary_opt()
+        .ok_or_else(|| bad("content_hash"))?;
     let strings = |l: &arrow::array::ListArray, i: usize| -> Result<Vec<String>> {
         let v = l.value(i);
         let s = v.as_string_opt::<i32>().ok_or_else(|| bad("list<utf8>"))?;
-        Ok(s.iter().map(|x| x.unwrap_or_default().to_string()).collect())
+        Ok(s.iter()
+            .map(|x| x.unwrap_or_default().to_string())
+            .collect())
     };
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let sig = signal.value(i);
-        let sig = sig.as_primitive_opt::<Float32Type>().ok_or_else(|| bad("signal"))?;
+        let sig = sig
+            .as_primitive_opt::<Float32Type>()
+            .ok_or_else(|| bad("signal"))?;
         let mut h = [0u8; 32];
         h.copy_from_slice(hash.value(i));
         out.push(StoredSegment {
@@ -159,7 +186,11 @@ pub fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<StoredSegment>
                 label: label.value(i).to_string(),
                 label_raw: strings(raw, i)?,
                 age: age.is_valid(i).then(|| age.value(i)),
-                sex: if sex.is_valid(i) { Sex::parse(sex.value(i)) } else { None },
+                sex: if sex.is_valid(i) {
+                    Sex::parse(sex.value(i))
+                } else {
+                    None
+                },
             },
             content_hash: h,
         });
@@ -322,12 +353,18 @@ impl Manifest {
         if m.schema_version != SCHEMA_VERSION {
             return Err(DatasetError::store(
                 &path,
-                format!("store schema version {} is not supported (expected {SCHEMA_VERSION})", m.schema_version),
+                format!(
+                    "store schema version {} is not supported (expected {SCHEMA_VERSION})",
+                    m.schema_version
+                ),
             ));
         }
         for f in &m.files {
             if !dir.join(&f.name).is_file() {
-                return Err(DatasetError::store(dir, format!("file {} listed in the manifest is missing", f.name)));
+                return Err(DatasetError::store(
+                    dir,
+                    format!("file {} listed in the manifest is missing", f.name),
+                ));
             }
         }
         Ok(m)
@@ -345,7 +382,11 @@ pub struct StoreWriter {
 }
 
 fn writer_properties() -> WriterProperties {
-    let signal = ColumnPath::from(vec!["signal".to_string(), "list".to_string(), "item".to_string()]);
+    let signal = ColumnPath::from(vec![
+        "signal".to_string(),
+        "list".to_string(),
+        "item".to_string(),
+    ]);
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(1024))
@@ -372,7 +413,11 @@ impl StoreWriter {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(|e| DatasetError::io(&parent, e))?;
-        let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| DatasetError::io(&tmp, e))?;
         }
@@ -405,7 +450,8 @@ impl StoreWriter {
         }
         let batch = to_batch(segments)?;
         if let Some((name, _, w, rows)) = self.current.as_mut() {
-            w.write(&batch).map_err(|e| DatasetError::store(self.tmp.join(&*name), e))?;
+            w.write(&batch)
+                .map_err(|e| DatasetError::store(self.tmp.join(&*name), e))?;
             *rows += segments.len() as u64;
         }
         Ok(())
@@ -417,7 +463,13 @@ impl StoreWriter {
             let file = w.into_inner().map_err(|e| DatasetError::store(&path, e))?;
             file.sync_all().map_err(|e| DatasetError::io(&path, e))?;
             let (bytes, sha256) = file_digest(&path)?;
-            self.files.push(StoreFile { name, source, rows, bytes, sha256 });
+            self.files.push(StoreFile {
+                name,
+                source,
+                rows,
+                bytes,
+                sha256,
+            });
         }
         Ok(())
     }
@@ -427,12 +479,18 @@ impl StoreWriter {
         self.close_current()?;
         manifest.files = self.files.clone();
         let mpath = self.tmp.join(MANIFEST);
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| DatasetError::store(&mpath, e))?;
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| DatasetError::store(&mpath, e))?;
         std::fs::write(&mpath, json).map_err(|e| DatasetError::io(&mpath, e))?;
-        File::open(&mpath).and_then(|f| f.sync_all()).map_err(|e| DatasetError::io(&mpath, e))?;
+        File::open(&mpath)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| DatasetError::io(&mpath, e))?;
         if self.out.exists() {
             if !self.force {
-                return Err(DatasetError::store(&self.out, "appeared while ingesting; not replaced"));
+                return Err(DatasetError::store(
+                    &self.out,
+                    "appeared while ingesting; not replaced",
+                ));
             }
             let old = self.tmp.with_extension("old");
             std::fs::rename(&self.out, &old).map_err(|e| DatasetError::io(&self.out, e))?;
@@ -477,10 +535,17 @@ pub fn read_record(dir: &Path, record: &str) -> Result<Vec<StoredSegment>> {
             .map_err(|e| DatasetError::store(&path, e))?;
         for batch in reader {
             let batch = batch.map_err(|e| DatasetError::store(&path, e))?;
-            let rid = batch.column_by_name("record_id").and_then(|c| c.as_string_opt::<i32>().cloned());
-            let src = batch.column_by_name("source").and_then(|c| c.as_string_opt::<i32>().cloned());
+            let rid = batch
+                .column_by_name("record_id")
+                .and_then(|c| c.as_string_opt::<i32>().cloned());
+            let src = batch
+                .column_by_name("source")
+                .and_then(|c| c.as_string_opt::<i32>().cloned());
             let (Some(rid), Some(src)) = (rid, src) else {
-                return Err(DatasetError::store(&path, "columns record_id/source missing"));
+                return Err(DatasetError::store(
+                    &path,
+                    "columns record_id/source missing",
+                ));
             };
             let hit = (0..batch.num_rows()).any(|i| {
                 rid.value(i) == record || format!("{}/{}", src.value(i), rid.value(i)) == record
@@ -516,12 +581,22 @@ pub fn summarize_warnings(warnings: &[RecordWarning]) -> BTreeMap<String, Warnin
 /// What a warning kind means and how it was handled.
 pub fn warning_meaning(kind: &str) -> &'static str {
     match kind {
-        "initial_value_mismatch" => "the header's initial value differs from the first decoded sample; the source is known to write such headers (CinC 2017), so the samples are kept as decoded",
-        "checksum_not_recorded" => "the header's checksum field is 0 instead of the real checksum (CinC 2017 writes 0 in every header); the checksum could not be used",
-        "checksum_mismatch" => "the header's checksum differs from the decoded samples in a source whose headers are known to be unreliable; samples kept as decoded",
+        "initial_value_mismatch" => {
+            "the header's initial value differs from the first decoded sample; the source is known to write such headers (CinC 2017), so the samples are kept as decoded"
+        }
+        "checksum_not_recorded" => {
+            "the header's checksum field is 0 instead of the real checksum (CinC 2017 writes 0 in every header); the checksum could not be used"
+        }
+        "checksum_mismatch" => {
+            "the header's checksum differs from the decoded samples in a source whose headers are known to be unreliable; samples kept as decoded"
+        }
         "missing_label" => "the record has no row in the source's label file; labelled `unknown`",
-        "wave_annotation_error" => "a per-lead wave annotation file could not be parsed; the record's signal was kept",
-        "duplicate_beat_window" => "two beats fell in the same clamped window at a record edge; the first was kept",
+        "wave_annotation_error" => {
+            "a per-lead wave annotation file could not be parsed; the record's signal was kept"
+        }
+        "duplicate_beat_window" => {
+            "two beats fell in the same clamped window at a record edge; the first was kept"
+        }
         _ => "see docs/datasets.md",
     }
 }

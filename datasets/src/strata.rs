@@ -51,8 +51,13 @@ impl Dimension {
     }
 
     /// Every dimension, in the default order.
-    pub const ALL: [Dimension; 5] =
-        [Dimension::Label, Dimension::Sex, Dimension::AgeBand, Dimension::Source, Dimension::Site];
+    pub const ALL: [Dimension; 5] = [
+        Dimension::Label,
+        Dimension::Sex,
+        Dimension::AgeBand,
+        Dimension::Source,
+        Dimension::Site,
+    ];
 }
 
 /// Options of a strata query.
@@ -69,7 +74,11 @@ pub struct StrataOptions {
 
 impl Default for StrataOptions {
     fn default() -> Self {
-        StrataOptions { by: Dimension::ALL.to_vec(), age_edges: vec![20, 40, 60, 80], k: 10 }
+        StrataOptions {
+            by: Dimension::ALL.to_vec(),
+            age_edges: vec![20, 40, 60, 80],
+            k: 10,
+        }
     }
 }
 
@@ -145,16 +154,26 @@ pub fn strata(dir: &Path, opts: &StrataOptions) -> Result<StrataTable> {
     }
     let dims: Vec<String> = by.iter().map(|d| d.name().to_string()).collect();
     if frames.is_empty() {
-        return Ok(StrataTable { dimensions: dims, k: opts.k, age_edges: edges, cells: vec![], suppressed_cells: 0 });
+        return Ok(StrataTable {
+            dimensions: dims,
+            k: opts.k,
+            age_edges: edges,
+            cells: vec![],
+            suppressed_cells: 0,
+        });
     }
     let lf = concat(frames, UnionArgs::default()).map_err(&pe)?;
     let names = age_band_names(&edges);
     let age = col("age").cast(DataType::Int32);
-    let mut band = when(age.clone().is_null()).then(lit("unknown"));
-    for (i, &e) in edges.iter().enumerate() {
-        band = band.when(age.clone().lt(lit(e as i32))).then(lit(names[i].clone()));
+    let mut band = lit(names[names.len() - 1].clone());
+    for (i, &e) in edges.iter().enumerate().rev() {
+        band = when(age.clone().lt(lit(e as i32)))
+            .then(lit(names[i].clone()))
+            .otherwise(band);
     }
-    let band = band.otherwise(lit(names[names.len() - 1].clone()));
+    let band = when(age.clone().is_null())
+        .then(lit("unknown"))
+        .otherwise(band);
     let keyed = lf.select([
         col("label"),
         col("sex").fill_null(lit("unknown")).alias("sex"),
@@ -171,26 +190,40 @@ pub fn strata(dir: &Path, opts: &StrataOptions) -> Result<StrataTable> {
     let grouped = if group.is_empty() {
         keyed.select([
             len().cast(DataType::UInt64).alias("segments"),
-            record_key.n_unique().cast(DataType::UInt64).alias("records"),
-            patient_key.n_unique().cast(DataType::UInt64).alias("patients"),
+            record_key
+                .n_unique()
+                .cast(DataType::UInt64)
+                .alias("records"),
+            patient_key
+                .n_unique()
+                .cast(DataType::UInt64)
+                .alias("patients"),
         ])
     } else {
         keyed.group_by(group).agg([
             len().cast(DataType::UInt64).alias("segments"),
-            record_key.n_unique().cast(DataType::UInt64).alias("records"),
-            patient_key.n_unique().cast(DataType::UInt64).alias("patients"),
+            record_key
+                .n_unique()
+                .cast(DataType::UInt64)
+                .alias("records"),
+            patient_key
+                .n_unique()
+                .cast(DataType::UInt64)
+                .alias("patients"),
         ])
     };
     let df = grouped.collect().map_err(&pe)?;
     let u64col = |name: &str| -> Result<Vec<u64>> {
-        Ok(df.column(name).map_err(&pe)?.u64().map_err(&pe)?.into_iter().map(|v| v.unwrap_or(0)).collect())
+        let ca = df.column(name).map_err(&pe)?.u64().map_err(&pe)?;
+        Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(0)).collect())
     };
-    let (segments, records, patients) = (u64col("segments")?, u64col("records")?, u64col("patients")?);
+    let (segments, records, patients) =
+        (u64col("segments")?, u64col("records")?, u64col("patients")?);
     let mut keys: Vec<Vec<String>> = vec![Vec::with_capacity(dims.len()); df.height()];
     for d in &dims {
         let c = df.column(d).map_err(&pe)?.str().map_err(&pe)?;
-        for (i, v) in c.into_iter().enumerate() {
-            keys[i].push(v.unwrap_or("unknown").to_string());
+        for (i, key) in keys.iter_mut().enumerate() {
+            key.push(c.get(i).unwrap_or("unknown").to_string());
         }
     }
     let mut cells = Vec::new();
@@ -199,11 +232,22 @@ pub fn strata(dir: &Path, opts: &StrataOptions) -> Result<StrataTable> {
         if patients[i] < opts.k {
             suppressed += 1;
         } else {
-            cells.push(StrataCell { key, segments: segments[i], records: records[i], patients: patients[i] });
+            cells.push(StrataCell {
+                key,
+                segments: segments[i],
+                records: records[i],
+                patients: patients[i],
+            });
         }
     }
     cells.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(StrataTable { dimensions: dims, k: opts.k, age_edges: edges, cells, suppressed_cells: suppressed })
+    Ok(StrataTable {
+        dimensions: dims,
+        k: opts.k,
+        age_edges: edges,
+        cells,
+        suppressed_cells: suppressed,
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ fn sample() -> PathBuf {
 }
 
 fn opts() -> IngestOptions {
-    IngestOptions { site: "test-site".into(), ..Default::default() }
+    IngestOptions {
+        site: "test-site".into(),
+        ..Default::default()
+    }
 }
 
 fn copy_record(from: &Path, stem: &str, to: &Path) {
@@ -30,7 +33,10 @@ fn copy_record(from: &Path, stem: &str, to: &Path) {
 #[test]
 fn sample_layouts_are_detected() {
     let s = discover(&sample()).unwrap();
-    let got: Vec<(&str, Layout, usize)> = s.iter().map(|s| (s.id.as_str(), s.layout, s.headers.len())).collect();
+    let got: Vec<(&str, Layout, usize)> = s
+        .iter()
+        .map(|s| (s.id.as_str(), s.layout, s.headers.len()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -56,7 +62,10 @@ fn sample_ingest_round_trips_and_hashes_verify() {
     let segs = read_record(&out, "ludb/1").unwrap();
     assert_eq!(segs.len(), 1);
     let g = &segs[0].segment;
-    assert_eq!((g.label.as_str(), g.age, g.fs, g.leads.len(), g.signal.len()), ("426177001", Some(51), 500.0, 12, 60_000));
+    assert_eq!(
+        (g.label.as_str(), g.age, g.fs, g.leads.len(), g.signal.len()),
+        ("426177001", Some(51), 500.0, 12, 60_000)
+    );
     assert_eq!(g.segment_id(), "ludb/1@0");
     assert_eq!(g.content_hash(), segs[0].content_hash);
     // First sample of lead i: (digital - baseline) / gain, decoded independently here.
@@ -65,7 +74,12 @@ fn sample_ingest_round_trips_and_hashes_verify() {
     assert!((g.signal[0] - (d0 - 6.0) / 1716.0).abs() < 1e-6);
     // A 30 s CinC 2017 record becomes three 10 s windows; a shorter one a single segment.
     let a1 = read_record(&out, "A00001").unwrap();
-    assert_eq!(a1.iter().map(|s| s.segment.start_sample).collect::<Vec<_>>(), vec![0, 3000, 6000]);
+    assert_eq!(
+        a1.iter()
+            .map(|s| s.segment.start_sample)
+            .collect::<Vec<_>>(),
+        vec![0, 3000, 6000]
+    );
 }
 
 #[test]
@@ -74,20 +88,37 @@ fn existing_store_is_refused_and_force_replaces_atomically() {
     let out = tmp.path().join("store");
     let src = tmp.path().join("in");
     copy_record(&sample().join("cinc2021/ptb-xl"), "HR03961", &src);
-    ingest(&[src.clone()], &out, &opts(), &|_| {}).unwrap();
-    let e = ingest(&[src.clone()], &out, &opts(), &|_| {}).unwrap_err().to_string();
+    ingest(std::slice::from_ref(&src), &out, &opts(), &|_| {}).unwrap();
+    let e = ingest(std::slice::from_ref(&src), &out, &opts(), &|_| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("already exists"), "{e}");
     // A failing forced ingest leaves the old store untouched and no temporary folder.
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
     let before = fs::read(out.join("manifest.json")).unwrap();
-    let forced = IngestOptions { force: true, ..opts() };
+    let forced = IngestOptions {
+        force: true,
+        ..opts()
+    };
     assert!(ingest(&[empty], &out, &forced, &|_| {}).is_err());
     assert_eq!(fs::read(out.join("manifest.json")).unwrap(), before);
-    let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 3, "{leftovers:?}");
     // A successful forced ingest replaces it.
-    let m = ingest(&[src], &out, &IngestOptions { segmentation: Segmentation::Windows { secs: 5.0 }, ..forced }, &|_| {}).unwrap();
+    let m = ingest(
+        &[src],
+        &out,
+        &IngestOptions {
+            segmentation: Segmentation::Windows { secs: 5.0 },
+            ..forced
+        },
+        &|_| {},
+    )
+    .unwrap();
     assert_eq!(m.segments, 2);
     assert_eq!(Manifest::read(&out).unwrap().segments, 2);
 }
@@ -102,24 +133,47 @@ fn corrupt_inputs_are_named_and_skipped() {
     let hea1 = fs::read_to_string(ludb.join("1.hea")).unwrap();
     let dat1 = fs::read(ludb.join("1.dat")).unwrap();
     let put = |name: &str, hea: String, dat: Option<Vec<u8>>| {
-        fs::write(dir.join(format!("{name}.hea")), hea.replace("1.dat", &format!("{name}.dat")).replacen("1 12", &format!("{name} 12"), 1)).unwrap();
+        fs::write(
+            dir.join(format!("{name}.hea")),
+            hea.replace("1.dat", &format!("{name}.dat"))
+                .replacen("1 12", &format!("{name} 12"), 1),
+        )
+        .unwrap();
         if let Some(d) = dat {
             fs::write(dir.join(format!("{name}.dat")), d).unwrap();
         }
     };
-    put("truncated", hea1.clone(), Some(dat1[..dat1.len() / 2].to_vec()));
+    put(
+        "truncated",
+        hea1.clone(),
+        Some(dat1[..dat1.len() / 2].to_vec()),
+    );
     let mut flipped = dat1.clone();
     flipped[1000] ^= 0x01; // lead index (1000/2) % 12 = 8 → v3
     put("checksum", hea1.clone(), Some(flipped));
     put("missing", hea1.clone(), None);
-    put("unsupported", hea1.replace(" 16 ", " 310 "), Some(dat1.clone()));
+    put(
+        "unsupported",
+        hea1.replace(" 16 ", " 310 "),
+        Some(dat1.clone()),
+    );
     fs::write(dir.join("garbage.hea"), "\u{1}\u{2} not a header\nxx yy\n").unwrap();
 
     let out = tmp.path().join("store");
-    let m = ingest(&[dir.clone()], &out, &opts(), &|_| {}).unwrap();
+    let m = ingest(std::slice::from_ref(&dir), &out, &opts(), &|_| {}).unwrap();
     assert_eq!((m.records, m.skipped), (1, 5));
-    let errors: Vec<String> = m.sources[0].errors.iter().map(|e| format!("{} :: {}", e.file, e.reason)).collect();
-    let find = |needle: &str| errors.iter().find(|e| e.contains(needle)).cloned().unwrap_or_else(|| panic!("no error for {needle}: {errors:#?}"));
+    let errors: Vec<String> = m.sources[0]
+        .errors
+        .iter()
+        .map(|e| format!("{} :: {}", e.file, e.reason))
+        .collect();
+    let find = |needle: &str| {
+        errors
+            .iter()
+            .find(|e| e.contains(needle))
+            .cloned()
+            .unwrap_or_else(|| panic!("no error for {needle}: {errors:#?}"))
+    };
     assert!(find("truncated.hea").contains("truncated: header announces 5000 samples"));
     let ck = find("checksum.hea");
     assert!(ck.contains("checksum.dat: lead v3: checksum"), "{ck}");
@@ -130,12 +184,19 @@ fn corrupt_inputs_are_named_and_skipped() {
     // Nothing ingestible at all: an error listing each reason, and no store.
     fs::remove_file(dir.join("1.hea")).unwrap();
     let out2 = tmp.path().join("store2");
-    let e = ingest(&[dir], &out2, &opts(), &|_| {}).unwrap_err().to_string();
-    assert!(e.contains("nothing could be ingested") && e.contains("unsupported format 310"), "{e}");
+    let e = ingest(&[dir], &out2, &opts(), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nothing could be ingested") && e.contains("unsupported format 310"),
+        "{e}"
+    );
     assert!(!out2.exists());
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
-    let e = ingest(&[empty], &out2, &opts(), &|_| {}).unwrap_err().to_string();
+    let e = ingest(&[empty], &out2, &opts(), &|_| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no WFDB records (.hea files) found"), "{e}");
 }
 
@@ -143,7 +204,11 @@ fn corrupt_inputs_are_named_and_skipped() {
 fn strict_verification_rejects_cinc2017_style_headers_elsewhere() {
     // The CinC 2017 headers' checksum 0 is only tolerated for that layout.
     let r = load_record(&sample().join("cinc2017/A00001.hea"), Verification::Strict);
-    assert!(r.unwrap_err().to_string().contains("checksum 0 in the header"));
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("checksum 0 in the header")
+    );
     let r = load_record(&sample().join("cinc2017/A00001.hea"), Verification::Warn).unwrap();
     assert_eq!(r.warnings[0].kind, "checksum_not_recorded");
 }
@@ -152,13 +217,37 @@ fn strict_verification_rejects_cinc2017_style_headers_elsewhere() {
 fn resampling_and_lead_selection() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("store");
-    let o = IngestOptions { resample_hz: Some(250), leads: Some(vec!["II".into()]), ..opts() };
+    let o = IngestOptions {
+        resample_hz: Some(250),
+        leads: Some(vec!["II".into()]),
+        ..opts()
+    };
     let m = ingest(&[sample().join("cinc2021")], &out, &o, &|_| {}).unwrap();
     assert_eq!(m.records, 12);
     let s = read_record(&out, "HR03961").unwrap();
-    assert_eq!((s[0].segment.fs, s[0].segment.leads.clone(), s[0].segment.signal.len()), (250.0, vec!["II".to_string()], 2500));
-    assert_eq!((s[0].segment.n_samples, s[0].segment.start_sample), (5000, 0));
-    let bad = IngestOptions { leads: Some(vec!["MLII".into()]), ..opts() };
-    let e = ingest(&[sample().join("cinc2021")], &tmp.path().join("s2"), &bad, &|_| {}).unwrap_err().to_string();
+    assert_eq!(
+        (
+            s[0].segment.fs,
+            s[0].segment.leads.clone(),
+            s[0].segment.signal.len()
+        ),
+        (250.0, vec!["II".to_string()], 2500)
+    );
+    assert_eq!(
+        (s[0].segment.n_samples, s[0].segment.start_sample),
+        (5000, 0)
+    );
+    let bad = IngestOptions {
+        leads: Some(vec!["MLII".into()]),
+        ..opts()
+    };
+    let e = ingest(
+        &[sample().join("cinc2021")],
+        &tmp.path().join("s2"),
+        &bad,
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("lead not in record"), "{e}");
 }

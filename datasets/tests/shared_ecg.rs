@@ -28,7 +28,10 @@ fn shared() -> Option<PathBuf> {
         "ECGFED_REQUIRE_SHARED is set but {} has no mitdb folder",
         p.display()
     );
-    eprintln!("shared ECG data not present at {}: test not run", p.display());
+    eprintln!(
+        "shared ECG data not present at {}: test not run",
+        p.display()
+    );
     None
 }
 
@@ -81,8 +84,14 @@ fn mitdb_all_48_checksums_initial_values_and_demographics() {
 fn mitdb_beat_counts_aami_totals_and_rhythm_strings() {
     let Some(d) = shared() else { return };
     let expect_beats: BTreeMap<&str, usize> = [
-        ("101", 1865), ("102", 2187), ("104", 2229), ("106", 2027), ("107", 2137), ("108", 1763),
-        ("203", 2980), ("208", 2955),
+        ("101", 1865),
+        ("102", 2187),
+        ("104", 2229),
+        ("106", 2027),
+        ("107", 2137),
+        ("108", 1763),
+        ("203", 2980),
+        ("208", 2955),
     ]
     .into();
     let mut aami: BTreeMap<&str, u64> = BTreeMap::new();
@@ -106,10 +115,31 @@ fn mitdb_beat_counts_aami_totals_and_rhythm_strings() {
             *aux.entry(s).or_default() += 1;
         }
     }
-    assert_eq!(aami, BTreeMap::from([("N", 90631), ("S", 2781), ("V", 7236), ("F", 803), ("Q", 8043)]));
+    assert_eq!(
+        aami,
+        BTreeMap::from([
+            ("N", 90631),
+            ("S", 2781),
+            ("V", 7236),
+            ("F", 803),
+            ("Q", 8043)
+        ])
+    );
     let expect_aux: BTreeMap<String, u64> = [
-        ("(N", 530), ("(B", 221), ("(AFIB", 107), ("(PREX", 103), ("(T", 83), ("(VT", 61), ("(P", 60),
-        ("(AFL", 45), ("(NOD", 36), ("(SVTA", 26), ("(VFL", 6), ("(BII", 5), ("(IVR", 4), ("(AB", 3),
+        ("(N", 530),
+        ("(B", 221),
+        ("(AFIB", 107),
+        ("(PREX", 103),
+        ("(T", 83),
+        ("(VT", 61),
+        ("(P", 60),
+        ("(AFL", 45),
+        ("(NOD", 36),
+        ("(SVTA", 26),
+        ("(VFL", 6),
+        ("(BII", 5),
+        ("(IVR", 4),
+        ("(AB", 3),
         ("(SBR", 1),
     ]
     .iter()
@@ -127,15 +157,33 @@ fn ludb_record_1_wave_annotations_and_header() {
     for x in &a {
         *sym.entry(x.symbol()).or_default() += 1;
     }
-    assert_eq!(sym, BTreeMap::from([("(", 16), ("N", 6), (")", 16), ("t", 5), ("p", 5)]));
-    for lead in ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6"] {
-        assert_eq!(read_annotations(&d.join(format!("ludb/data/1.{lead}"))).unwrap().len(), 48, "lead {lead}");
+    assert_eq!(
+        sym,
+        BTreeMap::from([("(", 16), ("N", 6), (")", 16), ("t", 5), ("p", 5)])
+    );
+    for lead in [
+        "i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6",
+    ] {
+        assert_eq!(
+            read_annotations(&d.join(format!("ludb/data/1.{lead}")))
+                .unwrap()
+                .len(),
+            48,
+            "lead {lead}"
+        );
     }
     let h = read_header(&d.join("ludb/data/1.hea")).unwrap();
-    assert_eq!((h.signals[0].adc_gain, h.signals[0].baseline, h.signals[0].checksum), (1716.0, 6, Some(-32198)));
+    assert_eq!(
+        (
+            h.signals[0].adc_gain,
+            h.signals[0].baseline,
+            h.signals[0].checksum
+        ),
+        (1716.0, 6, Some(-32198))
+    );
 }
 
-fn count<'a>(m: &'a BTreeMap<String, u64>, k: &str) -> u64 {
+fn count(m: &BTreeMap<String, u64>, k: &str) -> u64 {
     m.get(k).copied().unwrap_or(0)
 }
 
@@ -146,16 +194,42 @@ fn full_ingest_matches_facts() {
     let Some(d) = shared() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("store");
-    let m = ingest(&[d.clone()], &out, &IngestOptions { site: "facts".into(), ..Default::default() }, &|_| {}).unwrap();
-    assert_eq!(Manifest::read(&out).unwrap(), m, "manifest on disk equals the one returned");
+    let m = ingest(
+        std::slice::from_ref(&d),
+        &out,
+        &IngestOptions {
+            site: "facts".into(),
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        Manifest::read(&out).unwrap(),
+        m,
+        "manifest on disk equals the one returned"
+    );
     let by_id: BTreeMap<&str, _> = m.sources.iter().map(|s| (s.id.as_str(), s)).collect();
     assert_eq!(
         by_id.keys().copied().collect::<Vec<_>>(),
-        vec!["cinc2017", "cinc2021-chapman_shaoxing", "cinc2021-cpsc_2018", "cinc2021-georgia", "cinc2021-ningbo", "cinc2021-ptb-xl", "ludb", "mitdb"]
+        vec![
+            "cinc2017",
+            "cinc2021-chapman_shaoxing",
+            "cinc2021-cpsc_2018",
+            "cinc2021-georgia",
+            "cinc2021-ningbo",
+            "cinc2021-ptb-xl",
+            "ludb",
+            "mitdb"
+        ]
     );
     for s in &m.sources {
         assert_eq!(s.skipped, 0, "{}: {:?}", s.id, s.errors);
-        assert!(s.license.as_deref().is_some_and(|l| l.contains("Licen")), "{} carries its licence", s.id);
+        assert!(
+            s.license.as_deref().is_some_and(|l| l.contains("Licen")),
+            "{} carries its licence",
+            s.id
+        );
     }
     assert!(m.errors.is_empty());
     assert_eq!(m.records, 1604);
@@ -164,7 +238,12 @@ fn full_ingest_matches_facts() {
     let c = by_id["cinc2017"];
     assert_eq!(c.records, 1200);
     assert_eq!(
-        [count(&c.records_by_raw_label, "N"), count(&c.records_by_raw_label, "A"), count(&c.records_by_raw_label, "O"), count(&c.records_by_raw_label, "~")],
+        [
+            count(&c.records_by_raw_label, "N"),
+            count(&c.records_by_raw_label, "A"),
+            count(&c.records_by_raw_label, "O"),
+            count(&c.records_by_raw_label, "~")
+        ],
         [727, 118, 351, 4]
     );
     assert_eq!(count(&c.records_by_label, "164889003"), 118);
@@ -177,22 +256,47 @@ fn full_ingest_matches_facts() {
     let l = by_id["ludb"];
     assert_eq!(l.records, 200);
     assert_eq!((count(&l.sex, "M"), count(&l.sex, "F")), (115, 85));
-    assert_eq!((l.age.min, l.age.median, l.age.max, l.age.unknown), (Some(11), Some(56.0), Some(90), 0));
+    assert_eq!(
+        (l.age.min, l.age.median, l.age.max, l.age.unknown),
+        (Some(11), Some(56.0), Some(90), 0)
+    );
     assert_eq!(count(&l.records_by_label, "426783006"), 143);
     assert_eq!(count(&l.records_by_label, "426177001"), 25);
     assert_eq!(count(&l.records_by_label, "164889003"), 15);
     assert_eq!(count(&l.records_by_label, "427393009"), 8 + 2);
     assert_eq!(count(&l.records_by_label, "427084000"), 4);
     assert_eq!(count(&l.records_by_label, "164890007"), 3);
-    assert_eq!(l.annotations.as_ref().unwrap().wave_annotations > 200 * 12, true);
+    // Every per-lead wave annotation file of the 200 records was parsed and counted.
+    let mut waves = 0u64;
+    for rec in 1..=200 {
+        for lead in [
+            "i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6",
+        ] {
+            waves += read_annotations(&d.join(format!("ludb/data/{rec}.{lead}")))
+                .unwrap()
+                .len() as u64;
+        }
+    }
+    assert!(waves > 200 * 12 * 10);
+    assert_eq!(l.annotations.as_ref().unwrap().wave_annotations, waves);
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 
     // CinC 2021: per-site records and sex, Female 79 / Male 77 in all.
-    let sites = [("chapman_shaoxing", 9, 4, 5), ("cpsc_2018", 4, 1, 3), ("georgia", 60, 33, 27), ("ningbo", 56, 26, 30), ("ptb-xl", 27, 15, 12)];
+    let sites = [
+        ("chapman_shaoxing", 9, 4, 5),
+        ("cpsc_2018", 4, 1, 3),
+        ("georgia", 60, 33, 27),
+        ("ningbo", 56, 26, 30),
+        ("ptb-xl", 27, 15, 12),
+    ];
     let (mut f, mut mm) = (0, 0);
     for (site, n, females, males) in sites {
         let s = by_id[format!("cinc2021-{site}").as_str()];
-        assert_eq!((s.records, count(&s.sex, "F"), count(&s.sex, "M")), (n, females, males), "{site}");
+        assert_eq!(
+            (s.records, count(&s.sex, "F"), count(&s.sex, "M")),
+            (n, females, males),
+            "{site}"
+        );
         f += females;
         mm += males;
     }
@@ -214,14 +318,44 @@ fn full_ingest_matches_facts() {
     );
 
     // Strata over the store: every segment counted once; small cells suppressed.
-    let all = strata(&out, &StrataOptions { by: vec![], age_edges: vec![20, 40, 60, 80], k: 1 }).unwrap();
+    let all = strata(
+        &out,
+        &StrataOptions {
+            by: vec![],
+            age_edges: vec![20, 40, 60, 80],
+            k: 1,
+        },
+    )
+    .unwrap();
     assert_eq!(all.cells.len(), 1);
-    assert_eq!((all.cells[0].segments, all.cells[0].records), (m.segments, 1604));
-    assert_eq!(all.cells[0].patients, 1603, "MIT-BIH 201 and 202 are one patient");
-    let by_sex = strata(&out, &StrataOptions { by: vec![Dimension::Source, Dimension::Sex], age_edges: vec![], k: 1 }).unwrap();
-    let ludb_m = by_sex.cells.iter().find(|c| c.key == ["ludb", "M"]).unwrap();
+    assert_eq!(
+        (all.cells[0].segments, all.cells[0].records),
+        (m.segments, 1604)
+    );
+    assert_eq!(
+        all.cells[0].patients, 1603,
+        "MIT-BIH 201 and 202 are one patient"
+    );
+    let by_sex = strata(
+        &out,
+        &StrataOptions {
+            by: vec![Dimension::Source, Dimension::Sex],
+            age_edges: vec![],
+            k: 1,
+        },
+    )
+    .unwrap();
+    let ludb_m = by_sex
+        .cells
+        .iter()
+        .find(|c| c.key == ["ludb", "M"])
+        .unwrap();
     assert_eq!(ludb_m.records, 115);
-    let cinc_unknown = by_sex.cells.iter().find(|c| c.key == ["cinc2017", "unknown"]).unwrap();
+    let cinc_unknown = by_sex
+        .cells
+        .iter()
+        .find(|c| c.key == ["cinc2017", "unknown"])
+        .unwrap();
     assert_eq!(cinc_unknown.records, 1200);
     let k10 = strata(&out, &StrataOptions::default()).unwrap();
     assert!(k10.suppressed_cells > 0);

@@ -18,13 +18,26 @@ mod tests {
             dimensions: vec!["label".into(), "sex".into()],
             k: 10,
             age_edges: vec![20, 40],
-            cells: vec![StrataCell { key: vec!["164889003".into(), "F".into()], segments: 42, records: 12, patients: 11 }],
+            cells: vec![StrataCell {
+                key: vec!["164889003".into(), "F".into()],
+                segments: 42,
+                records: 12,
+                patients: 11,
+            }],
             suppressed_cells: 3,
         };
         let bytes = t.encode_to_vec();
         assert_eq!(StrataTable::decode(bytes.as_slice()).unwrap(), t);
-        let m = SegmentMeta { age: None, sex: Some("M".into()), content_hash: vec![7; 32], ..Default::default() };
+        let m = SegmentMeta {
+            age: None,
+            sex: Some("M".into()),
+            content_hash: vec![7; 32],
+            ..Default::default()
+        };
         let back = SegmentMeta::decode(m.encode_to_vec().as_slice()).unwrap();
-        assert_eq!((back.age, back.sex.as_deref(), back.content_hash.len()), (None, Some("M"), 32));
+        assert_eq!(
+            (back.age, back.sex.as_deref(), back.content_hash.len()),
+            (None, Some("M"), 32)
+        );
     }
 }
