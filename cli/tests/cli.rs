@@ -19,6 +19,18 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+fn ingest_sample(out: &Path) -> Output {
+    ecgfed(&[
+        "datasets",
+        "ingest",
+        s(&sample()),
+        "--site",
+        "demo",
+        "--out",
+        s(out),
+    ])
+}
+
 fn json(o: &Output) -> serde_json::Value {
     assert!(
         o.status.success(),
@@ -32,15 +44,7 @@ fn json(o: &Output) -> serde_json::Value {
 fn ingest_summary_inspect_strata_on_the_sample() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("store");
-    let o = ecgfed(&[
-        "datasets",
-        "ingest",
-        s(&sample()),
-        "--site",
-        "demo",
-        "--out",
-        s(&out),
-    ]);
+    let o = ingest_sample(&out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -108,15 +112,7 @@ fn ingest_summary_inspect_strata_on_the_sample() {
     );
 
     // Re-running into the same folder is refused; the store stays readable.
-    let again = ecgfed(&[
-        "datasets",
-        "ingest",
-        s(&sample()),
-        "--site",
-        "demo",
-        "--out",
-        s(&out),
-    ]);
+    let again = ingest_sample(&out);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
     assert!(ecgfed(&["datasets", "summary", s(&out)]).status.success());
@@ -138,15 +134,7 @@ fn bad_files_are_reported_and_exit_is_non_zero_only_when_nothing_ingested() {
     let hea = std::fs::read_to_string(dir.join("HR03961.hea")).unwrap();
     std::fs::write(dir.join("HR99999.hea"), hea.replace("HR03961", "HR99999")).unwrap(); // no .mat
     let out = tmp.path().join("store");
-    let o = ecgfed(&[
-        "datasets",
-        "ingest",
-        s(&dir),
-        "--site",
-        "x",
-        "--out",
-        s(&out),
-    ]);
+    let o = ingest_into(&dir, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let all = format!(
         "{}{}",
@@ -160,15 +148,7 @@ fn bad_files_are_reported_and_exit_is_non_zero_only_when_nothing_ingested() {
     );
 
     std::fs::remove_file(dir.join("HR03961.hea")).unwrap();
-    let o = ecgfed(&[
-        "datasets",
-        "ingest",
-        s(&dir),
-        "--site",
-        "x",
-        "--out",
-        s(&tmp.path().join("s2")),
-    ]);
+    let o = ingest_into(&dir, &tmp.path().join("s2"));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

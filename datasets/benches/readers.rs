@@ -37,26 +37,25 @@ fn readers(c: &mut Criterion) {
     });
 
     let mut g = c.benchmark_group("record");
-    let ludb = sample().join("ludb/data/1.hea");
-    g.throughput(Throughput::Bytes(120_000));
-    g.bench_function("ludb_1_load_and_mv", |b| {
-        b.iter(|| {
-            load_record(&ludb, Verification::Strict)
-                .unwrap()
-                .physical()
-                .unwrap()
-        })
-    });
-    let mat = sample().join("cinc2021/georgia/E00271.hea");
-    g.throughput(Throughput::Bytes(120_024));
-    g.bench_function("georgia_mat_load_and_mv", |b| {
-        b.iter(|| {
-            load_record(&mat, Verification::Strict)
-                .unwrap()
-                .physical()
-                .unwrap()
-        })
-    });
+    for (name, rel, bytes) in [
+        ("ludb_1_load_and_mv", "ludb/data/1.hea", 120_000),
+        (
+            "georgia_mat_load_and_mv",
+            "cinc2021/georgia/E00271.hea",
+            120_024,
+        ),
+    ] {
+        let hea = sample().join(rel);
+        g.throughput(Throughput::Bytes(bytes));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                load_record(&hea, Verification::Strict)
+                    .unwrap()
+                    .physical()
+                    .unwrap()
+            })
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("sample");

@@ -187,30 +187,21 @@ pub fn strata(dir: &Path, opts: &StrataOptions) -> Result<StrataTable> {
     // String `+` concatenates: keys unique across sources.
     let record_key = col("source") + lit("/") + col("record_id");
     let patient_key = col("source") + lit("/") + col("patient");
+    let aggs = [
+        len().cast(DataType::UInt64).alias("segments"),
+        record_key
+            .n_unique()
+            .cast(DataType::UInt64)
+            .alias("records"),
+        patient_key
+            .n_unique()
+            .cast(DataType::UInt64)
+            .alias("patients"),
+    ];
     let grouped = if group.is_empty() {
-        keyed.select([
-            len().cast(DataType::UInt64).alias("segments"),
-            record_key
-                .n_unique()
-                .cast(DataType::UInt64)
-                .alias("records"),
-            patient_key
-                .n_unique()
-                .cast(DataType::UInt64)
-                .alias("patients"),
-        ])
+        keyed.select(aggs)
     } else {
-        keyed.group_by(group).agg([
-            len().cast(DataType::UInt64).alias("segments"),
-            record_key
-                .n_unique()
-                .cast(DataType::UInt64)
-                .alias("records"),
-            patient_key
-                .n_unique()
-                .cast(DataType::UInt64)
-                .alias("patients"),
-        ])
+        keyed.group_by(group).agg(aggs)
     };
     let df = grouped.collect().map_err(&pe)?;
     let u64col = |name: &str| -> Result<Vec<u64>> {

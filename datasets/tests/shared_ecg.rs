@@ -361,3 +361,52 @@ fn full_ingest_matches_facts() {
     assert!(k10.suppressed_cells > 0);
     assert!(k10.cells.iter().all(|c| c.patients >= 10));
 }
+
+/// Beat segmentation of MIT-BIH 208 and 232: one window per beat, labelled with its AAMI class
+/// (FACTS.md per-record table).
+#[test]
+fn mitdb_beat_windows_carry_aami_classes() {
+    let Some(d) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("mitdb");
+    std::fs::create_dir(&src).unwrap();
+    for rec in ["208", "232"] {
+        for ext in ["hea", "dat", "atr"] {
+            std::os::unix::fs::symlink(
+                d.join(format!("mitdb/{rec}.{ext}")),
+                src.join(format!("{rec}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let out = tmp.path().join("store");
+    let opts = IngestOptions {
+        site: "s".into(),
+        segmentation: ecgfed_datasets::Segmentation::Beats {
+            secs: 1.0,
+            fallback_secs: 10.0,
+        },
+        ..Default::default()
+    };
+    let m = ingest(&[src], &out, &opts, &|_| {}).unwrap();
+    let s = &m.sources[0];
+    let dropped = s
+        .warnings
+        .get("duplicate_beat_window")
+        .map_or(0, |w| w.records.len());
+    assert_eq!(dropped, 0, "{:?}", s.warnings);
+    let seg = |k: &str| s.segments_by_label.get(k).copied().unwrap_or(0);
+    // 208: N 1586 S 2 V 992 F 373 Q 2; 232: N 398 S 1382.
+    assert_eq!(
+        [seg("N"), seg("S"), seg("V"), seg("F"), seg("Q")],
+        [1586 + 398, 2 + 1382, 992, 373, 2]
+    );
+    let rows = ecgfed_datasets::store::read_record(&out, "208").unwrap();
+    assert_eq!(rows.len(), 2955);
+    assert!(
+        rows.iter()
+            .all(|r| r.segment.n_samples == 360 && r.segment.signal.len() == 720)
+    );
+    // Unmapped beat codes (232 has none of B, r, n, ?, so all are mapped).
+    assert_eq!(seg("unmapped"), 0);
+}
