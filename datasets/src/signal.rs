@@ -85,69 +85,65 @@ pub fn decode(
         ));
     }
     let total = total as usize;
-    let n = n_frames as usize;
-    let mut out: Vec<Vec<i32>> = (0..n_signals).map(|_| Vec::with_capacity(n)).collect();
-    let mut push = |k: usize, v: i32| out[k % n_signals].push(v);
+    // Decode the interleaved stream, then split it frame by frame (no per-sample division).
+    let mut flat: Vec<i32> = Vec::with_capacity(total);
     match format {
-        16 => {
-            for (k, c) in data[..total * 2].chunks_exact(2).enumerate() {
-                push(k, i16::from_le_bytes([c[0], c[1]]) as i32);
-            }
-        }
-        61 => {
-            for (k, c) in data[..total * 2].chunks_exact(2).enumerate() {
-                push(k, i16::from_be_bytes([c[0], c[1]]) as i32);
-            }
-        }
-        160 => {
-            for (k, c) in data[..total * 2].chunks_exact(2).enumerate() {
-                push(k, u16::from_le_bytes([c[0], c[1]]) as i32 - 32768);
-            }
-        }
-        80 => {
-            for (k, &b) in data[..total].iter().enumerate() {
-                push(k, b as i32 - 128);
-            }
-        }
-        24 => {
-            for (k, c) in data[..total * 3].chunks_exact(3).enumerate() {
-                push(k, i32::from_le_bytes([0, c[0], c[1], c[2]]) >> 8);
-            }
-        }
-        32 => {
-            for (k, c) in data[..total * 4].chunks_exact(4).enumerate() {
-                push(k, i32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-            }
-        }
+        16 => flat.extend(
+            data[..total * 2]
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i32),
+        ),
+        61 => flat.extend(
+            data[..total * 2]
+                .chunks_exact(2)
+                .map(|c| i16::from_be_bytes([c[0], c[1]]) as i32),
+        ),
+        160 => flat.extend(
+            data[..total * 2]
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i32 - 32768),
+        ),
+        80 => flat.extend(data[..total].iter().map(|&b| b as i32 - 128)),
+        24 => flat.extend(
+            data[..total * 3]
+                .chunks_exact(3)
+                .map(|c| i32::from_le_bytes([0, c[0], c[1], c[2]]) >> 8),
+        ),
+        32 => flat.extend(
+            data[..total * 4]
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
         212 => {
-            let pairs = total / 2;
-            for (j, c) in data[..pairs * 3].chunks_exact(3).enumerate() {
-                let a = (((c[1] as i32 & 0x0f) << 8) | c[0] as i32) << 20 >> 20;
-                let b = (((c[1] as i32 & 0xf0) << 4) | c[2] as i32) << 20 >> 20;
-                push(2 * j, a);
-                push(2 * j + 1, b);
+            for c in data[..(total / 2) * 3].chunks_exact(3) {
+                flat.push((((c[1] as i32 & 0x0f) << 8) | c[0] as i32) << 20 >> 20);
+                flat.push((((c[1] as i32 & 0xf0) << 4) | c[2] as i32) << 20 >> 20);
             }
             if total % 2 == 1 {
-                let c = &data[pairs * 3..pairs * 3 + 2];
-                push(
-                    total - 1,
-                    (((c[1] as i32 & 0x0f) << 8) | c[0] as i32) << 20 >> 20,
-                );
+                let k = (total / 2) * 3;
+                flat.push((((data[k + 1] as i32 & 0x0f) << 8) | data[k] as i32) << 20 >> 20);
             }
         }
         8 => {
+            flat.extend(data[..total].iter().map(|&b| b as i8 as i32));
             let mut acc: Vec<i32> = (0..n_signals)
                 .map(|s| initial.get(s).copied().unwrap_or(0) as i32)
                 .collect();
-            for (k, &b) in data[..total].iter().enumerate() {
-                let s = k % n_signals;
-                acc[s] = acc[s].wrapping_add(b as i8 as i32);
-                push(k, acc[s]);
+            for frame in flat.chunks_exact_mut(n_signals) {
+                for (v, a) in frame.iter_mut().zip(acc.iter_mut()) {
+                    *a = a.wrapping_add(*v);
+                    *v = *a;
+                }
             }
         }
         _ => unreachable!("checked by check_supported"),
     }
-    Ok(out)
+    if n_signals == 1 {
+        return Ok(vec![flat]);
+    }
+    Ok((0..n_signals)
+        .map(|s| flat.iter().skip(s).step_by(n_signals).copied().collect())
+        .collect())
 }
 
 /// The WFDB checksum of a signal: the sum of its samples modulo 2^16, as a signed 16-bit value.
