@@ -19,16 +19,20 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn ingest_sample(out: &Path) -> Output {
+fn ingest_into(from: &Path, out: &Path) -> Output {
     ecgfed(&[
         "datasets",
         "ingest",
-        s(&sample()),
+        s(from),
         "--site",
         "demo",
         "--out",
         s(out),
     ])
+}
+
+fn ingest_sample(out: &Path) -> Output {
+    ingest_into(&sample(), out)
 }
 
 fn json(o: &Output) -> serde_json::Value {
