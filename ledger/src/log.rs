@@ -1,0 +1,553 @@
+//! The Merkle log: an RFC 6962 / RFC 9162 Merkle tree over the ledger's entries.
+//!
+//! Leaf hash `SHA-256(0x00 ‖ leaf bytes)`, interior node `SHA-256(0x01 ‖ left ‖ right)`, the
+//! empty tree's root `SHA-256("")`. Nodes are addressed as (level, index): the node at level
+//! `l`, index `i` is the root of the complete subtree over leaves `[i·2^l, (i+1)·2^l)`. Such a
+//! node never changes once its last leaf is appended, so a store keeps only those, and the
+//! root, inclusion proofs and consistency proofs of **any** earlier tree size are computed from
+//! them ([`NodeReader`]). Verification follows RFC 9162 §2.1.3.2 and §2.1.4.2 exactly.
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 hash.
+pub type Hash = [u8; 32];
+
+/// Errors of the Merkle log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// A node the computation needs is not in the store.
+    #[error("Merkle node (level {level}, index {index}) is missing")]
+    MissingNode {
+        /// Level of the node.
+        level: u32,
+        /// Index of the node in its level.
+        index: u64,
+    },
+    /// A request names a leaf or size beyond the tree.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A proof does not verify.
+    #[error("proof does not verify: {0}")]
+    BadProof(String),
+    /// The node store failed.
+    #[error("node store: {0}")]
+    Store(String),
+}
+
+/// `SHA-256(0x00 ‖ data)`.
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
+/// `SHA-256(0x01 ‖ left ‖ right)`.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// Root of the empty tree: `SHA-256("")`.
+pub fn empty_root() -> Hash {
+    Sha256::digest([]).into()
+}
+
+/// Read access to the complete-subtree nodes of a log.
+pub trait NodeReader {
+    /// The node at (`level`, `index`).
+    fn node(&self, level: u32, index: u64) -> Result<Hash, LogError>;
+    /// Number of leaves.
+    fn size(&self) -> u64;
+}
+
+/// Largest power of two strictly below `n` (n ≥ 2).
+fn split(n: u64) -> u64 {
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// MTH(D[start:end]) for `start < end`.
+pub fn subtree_hash<R: NodeReader + ?Sized>(r: &R, start: u64, end: u64) -> Result<Hash, LogError> {
+    let n = end - start;
+    if n.is_power_of_two() && start.is_multiple_of(n) {
+        return r.node(n.trailing_zeros(), start / n);
+    }
+    let k = split(n);
+    Ok(node_hash(
+        &subtree_hash(r, start, start + k)?,
+        &subtree_hash(r, start + k, end)?,
+    ))
+}
+
+/// Root of the tree of the first `size` leaves.
+pub fn root<R: NodeReader + ?Sized>(r: &R, size: u64) -> Result<Hash, LogError> {
+    if size > r.size() {
+        return Err(LogError::OutOfRange(format!(
+            "tree size {size} is beyond the log's {}",
+            r.size()
+        )));
+    }
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    subtree_hash(r, 0, size)
+}
+
+/// Inclusion proof (RFC 6962 PATH) of leaf `index` in the tree of size `size`.
+pub fn inclusion_proof<R: NodeReader + ?Sized>(
+    r: &R,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, LogError> {
+    if size > r.size() || index >= size {
+        return Err(LogError::OutOfRange(format!(
+            "leaf {index} is not in a tree of size {size} (log size {})",
+            r.size()
+        )));
+    }
+    let mut proof = Vec::new();
+    path(r, index, 0, size, &mut proof)?;
+    Ok(proof)
+}
+
+fn path<R: NodeReader + ?Sized>(
+    r: &R,
+    m: u64,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), LogError> {
+    let n = end - start;
+    if n == 1 {
+        return Ok(());
+    }
+    let k = split(n);
+    if m - start < k {
+        path(r, m, start, start + k, out)?;
+        out.push(subtree_hash(r, start + k, end)?);
+    } else {
+        path(r, m, start + k, end, out)?;
+        out.push(subtree_hash(r, start, start + k)?);
+    }
+    Ok(())
+}
+
+/// Consistency proof (RFC 6962 PROOF) between tree sizes `first ≤ second`; empty when
+/// `first` is 0 or equals `second`.
+pub fn consistency_proof<R: NodeReader + ?Sized>(
+    r: &R,
+    first: u64,
+    second: u64,
+) -> Result<Vec<Hash>, LogError> {
+    if second > r.size() || first > second {
+        return Err(LogError::OutOfRange(format!(
+            "no consistency proof from size {first} to {second} (log size {})",
+            r.size()
+        )));
+    }
+    let mut proof = Vec::new();
+    if first > 0 && first < second {
+        subproof(r, first, 0, second, true, &mut proof)?;
+    }
+    Ok(proof)
+}
+
+fn subproof<R: NodeReader + ?Sized>(
+    r: &R,
+    m: u64,
+    start: u64,
+    end: u64,
+    complete: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), LogError> {
+    let n = end - start;
+    if m == n {
+        if !complete {
+            out.push(subtree_hash(r, start, end)?);
+        }
+        return Ok(());
+    }
+    let k = split(n);
+    if m <= k {
+        subproof(r, m, start, start + k, complete, out)?;
+        out.push(subtree_hash(r, start + k, end)?);
+    } else {
+        subproof(r, m - k, start + k, end, false, out)?;
+        out.push(subtree_hash(r, start, start + k)?);
+    }
+    Ok(())
+}
+
+/// Verifies that `leaf` (a leaf hash) is leaf `index` of the tree of `size` with `root`.
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<(), LogError> {
+    let bad = |why: &str| {
+        Err(LogError::BadProof(format!(
+            "inclusion of leaf {index} in tree size {size}: {why}"
+        )))
+    };
+    if index >= size {
+        return bad("leaf index is not below the tree size");
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if s == 0 {
+            return bad("proof is too long");
+        }
+        if f & 1 == 1 || f == s {
+            r = node_hash(p, &r);
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return bad("proof is too short");
+    }
+    if r != *root {
+        return bad("computed root differs");
+    }
+    Ok(())
+}
+
+/// Verifies that the tree of size `first` with root `first_root` is a prefix of the tree of
+/// size `second` with root `second_root`.
+pub fn verify_consistency(
+    first: u64,
+    second: u64,
+    first_root: &Hash,
+    second_root: &Hash,
+    proof: &[Hash],
+) -> Result<(), LogError> {
+    let bad = |why: &str| {
+        Err(LogError::BadProof(format!(
+            "consistency from size {first} to {second}: {why}"
+        )))
+    };
+    if first > second {
+        return bad("first size is larger than the second");
+    }
+    if first == second {
+        return if !proof.is_empty() {
+            bad("proof must be empty for equal sizes")
+        } else if first_root != second_root {
+            bad("roots of equal sizes differ")
+        } else {
+            Ok(())
+        };
+    }
+    if first == 0 {
+        return if proof.is_empty() {
+            Ok(())
+        } else {
+            bad("proof must be empty from the empty tree")
+        };
+    }
+    let mut nodes: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
+    if first.is_power_of_two() {
+        nodes.push(*first_root);
+    }
+    nodes.extend_from_slice(proof);
+    let Some((head, rest)) = nodes.split_first() else {
+        return bad("proof is empty");
+    };
+    let (mut f, mut s) = (first - 1, second - 1);
+    while f & 1 == 1 {
+        f >>= 1;
+        s >>= 1;
+    }
+    let (mut fr, mut sr) = (*head, *head);
+    for c in rest {
+        if s == 0 {
+            return bad("proof is too long");
+        }
+        if f & 1 == 1 || f == s {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return bad("proof is too short");
+    }
+    if fr != *first_root {
+        return bad("first root differs");
+    }
+    if sr != *second_root {
+        return bad("second root differs");
+    }
+    Ok(())
+}
+
+/// A node created by an append: ((level, index), hash).
+pub type CreatedNode = ((u32, u64), Hash);
+
+/// An in-memory log: the complete-subtree nodes of every level. Also the reference for what a
+/// persistent store must keep ([`MemoryLog::append`] returns the nodes an append creates).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLog {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl MemoryLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a leaf (by its data) and returns its index and the nodes created, as
+    /// ((level, index), hash), leaf first.
+    pub fn append(&mut self, data: &[u8]) -> (u64, Vec<CreatedNode>) {
+        self.append_hash(leaf_hash(data))
+    }
+
+    /// Appends a leaf given its leaf hash; see [`MemoryLog::append`].
+    pub fn append_hash(&mut self, leaf: Hash) -> (u64, Vec<CreatedNode>) {
+        if self.levels.is_empty() {
+            self.levels.push(Vec::new());
+        }
+        let index = self.levels[0].len() as u64;
+        self.levels[0].push(leaf);
+        let mut created = vec![((0, index), leaf)];
+        let mut level = 0usize;
+        while self.levels[level].len().is_multiple_of(2) {
+            let n = self.levels[level].len();
+            let h = node_hash(&self.levels[level][n - 2], &self.levels[level][n - 1]);
+            if self.levels.len() == level + 1 {
+                self.levels.push(Vec::new());
+            }
+            self.levels[level + 1].push(h);
+            created.push((
+                (
+                    (level + 1) as u32,
+                    (self.levels[level + 1].len() - 1) as u64,
+                ),
+                h,
+            ));
+            level += 1;
+        }
+        (index, created)
+    }
+}
+
+impl NodeReader for MemoryLog {
+    fn node(&self, level: u32, index: u64) -> Result<Hash, LogError> {
+        self.levels
+            .get(level as usize)
+            .and_then(|l| l.get(index as usize))
+            .copied()
+            .ok_or(LogError::MissingNode { level, index })
+    }
+
+    fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Naive RFC 6962 MTH over a list of leaf data.
+    fn mth(d: &[Vec<u8>]) -> Hash {
+        match d.len() {
+            0 => empty_root(),
+            1 => leaf_hash(&d[0]),
+            n => {
+                let k = split(n as u64) as usize;
+                node_hash(&mth(&d[..k]), &mth(&d[k..]))
+            }
+        }
+    }
+
+    fn naive_path(m: usize, d: &[Vec<u8>]) -> Vec<Hash> {
+        if d.len() <= 1 {
+            return vec![];
+        }
+        let k = split(d.len() as u64) as usize;
+        if m < k {
+            let mut p = naive_path(m, &d[..k]);
+            p.push(mth(&d[k..]));
+            p
+        } else {
+            let mut p = naive_path(m - k, &d[k..]);
+            p.push(mth(&d[..k]));
+            p
+        }
+    }
+
+    fn naive_subproof(m: usize, d: &[Vec<u8>], b: bool) -> Vec<Hash> {
+        let n = d.len();
+        if m == n {
+            return if b { vec![] } else { vec![mth(d)] };
+        }
+        let k = split(n as u64) as usize;
+        if m <= k {
+            let mut p = naive_subproof(m, &d[..k], b);
+            p.push(mth(&d[k..]));
+            p
+        } else {
+            let mut p = naive_subproof(m - k, &d[k..], false);
+            p.push(mth(&d[..k]));
+            p
+        }
+    }
+
+    fn data(n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| format!("entry {i}").into_bytes()).collect()
+    }
+
+    fn log_of(d: &[Vec<u8>]) -> MemoryLog {
+        let mut l = MemoryLog::new();
+        for x in d {
+            l.append(x);
+        }
+        l
+    }
+
+    #[test]
+    fn rfc6962_known_roots() {
+        assert_eq!(
+            hex::encode(empty_root()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        // Leaf hash of the empty leaf, as in the RFC 6962 test vectors of certificate-transparency.
+        assert_eq!(
+            hex::encode(leaf_hash(b"")),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+    }
+
+    #[test]
+    fn all_sizes_up_to_300_match_the_reference() {
+        let d = data(300);
+        let log = log_of(&d);
+        for n in 0..=300usize {
+            assert_eq!(
+                root(&log, n as u64).unwrap(),
+                mth(&d[..n]),
+                "root of size {n}"
+            );
+        }
+        for n in (1..=300usize)
+            .step_by(7)
+            .chain([1, 2, 3, 4, 5, 8, 255, 256, 257, 300])
+        {
+            let rt = mth(&d[..n]);
+            for m in 0..n {
+                let p = inclusion_proof(&log, m as u64, n as u64).unwrap();
+                assert_eq!(p, naive_path(m, &d[..n]), "path {m} of {n}");
+                verify_inclusion(m as u64, n as u64, &leaf_hash(&d[m]), &p, &rt).unwrap();
+            }
+            for m in 1..=n {
+                let p = consistency_proof(&log, m as u64, n as u64).unwrap();
+                if m < n {
+                    assert_eq!(p, naive_subproof(m, &d[..n], true), "proof {m}→{n}");
+                }
+                verify_consistency(m as u64, n as u64, &mth(&d[..m]), &rt, &p).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn append_reports_created_nodes() {
+        let mut l = MemoryLog::new();
+        l.append(b"a");
+        l.append(b"b");
+        l.append(b"c");
+        let (i, created) = l.append(b"d");
+        assert_eq!(i, 3);
+        assert_eq!(
+            created.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![(0, 3), (1, 1), (2, 0)]
+        );
+        assert_eq!(created[2].1, root(&l, 4).unwrap());
+    }
+
+    #[test]
+    fn out_of_range_requests_are_errors() {
+        let l = log_of(&data(5));
+        assert!(root(&l, 6).is_err());
+        assert!(inclusion_proof(&l, 5, 5).is_err());
+        assert!(consistency_proof(&l, 3, 6).is_err());
+        assert!(consistency_proof(&l, 4, 3).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn tampered_inclusion_proofs_fail(n in 1u64..300, m_frac in 0.0f64..1.0, which in 0usize..64, bit in 0u8..8) {
+            let d = data(n as usize);
+            let log = log_of(&d);
+            let m = ((n as f64) * m_frac) as u64 % n;
+            let rt = root(&log, n).unwrap();
+            let mut p = inclusion_proof(&log, m, n).unwrap();
+            let leaf = leaf_hash(&d[m as usize]);
+            prop_assert!(verify_inclusion(m, n, &leaf, &p, &rt).is_ok());
+            // Wrong index, wrong leaf, truncated, extended, flipped bit: all fail.
+            if n > 1 {
+                prop_assert!(verify_inclusion((m + 1) % n, n, &leaf, &p, &rt).is_err());
+            }
+            // (A wrong size claim is not always detectable from the proof alone: for leaf 0
+            // of sizes 13 and 14 the path has the same shape. The signed checkpoint binds size
+            // and root together, which is why clients verify against checkpoints.)
+            prop_assert!(verify_inclusion(m, n, &leaf_hash(b"forged"), &p, &rt).is_err());
+            let mut longer = p.clone();
+            longer.push([7; 32]);
+            prop_assert!(verify_inclusion(m, n, &leaf, &longer, &rt).is_err());
+            if !p.is_empty() {
+                let mut shorter = p.clone();
+                shorter.pop();
+                prop_assert!(verify_inclusion(m, n, &leaf, &shorter, &rt).is_err());
+                let i = which % p.len();
+                p[i][(which / 2) % 32] ^= 1 << bit;
+                prop_assert!(verify_inclusion(m, n, &leaf, &p, &rt).is_err());
+            }
+        }
+
+        #[test]
+        fn tampered_consistency_proofs_fail(n in 2u64..300, m_frac in 0.0f64..1.0, which in 0usize..64, bit in 0u8..8) {
+            let d = data(n as usize);
+            let log = log_of(&d);
+            let m = 1 + ((n as f64 - 1.0) * m_frac) as u64 % (n - 1);
+            let (r1, r2) = (root(&log, m).unwrap(), root(&log, n).unwrap());
+            let mut p = consistency_proof(&log, m, n).unwrap();
+            prop_assert!(verify_consistency(m, n, &r1, &r2, &p).is_ok());
+            // A forked history (different first root) and a wrong second root fail.
+            prop_assert!(verify_consistency(m, n, &leaf_hash(b"fork"), &r2, &p).is_err());
+            prop_assert!(verify_consistency(m, n, &r1, &leaf_hash(b"fork"), &p).is_err());
+            if !p.is_empty() {
+                let i = which % p.len();
+                p[i][(which / 2) % 32] ^= 1 << bit;
+                prop_assert!(verify_consistency(m, n, &r1, &r2, &p).is_err());
+            }
+        }
+    }
+}
