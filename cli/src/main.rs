@@ -2,6 +2,7 @@
 //! calls the library crates; no logic of its own beyond wiring and printing.
 
 mod datasets;
+mod keys;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,9 @@ enum Command {
     /// Site stores: ingest ECG files, summarise, inspect, count strata, benchmark readers.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// Member keys: BLS12-381 key pairs for ledger identities.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Datasets(c) => datasets::run(c),
+        Command::Keys(c) => keys::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -198,3 +198,22 @@ fn cinc2017_acceptance() {
         57
     );
 }
+
+#[test]
+fn keys_generate_writes_a_0600_file_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("hospital-a.key");
+    let v = json(&ecgfed(&["keys", "generate", "--out", s(&key), "--json"]));
+    assert_eq!(v["public_key"].as_str().unwrap().len(), 96);
+    assert_eq!(v["proof_of_possession"].as_str().unwrap().len(), 192);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let shown = json(&ecgfed(&["keys", "show", s(&key), "--json"]));
+    assert_eq!(shown["public_key"], v["public_key"]);
+    let again = ecgfed(&["keys", "generate", "--out", s(&key)]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("File exists"));
+}

@@ -6,4 +6,5 @@
 //! RocksDB store, the gRPC service, the verifying client and the offline verifier follow (see
 //! docs/ledger.md).
 
+pub mod keys;
 pub mod log;
