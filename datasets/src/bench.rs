@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::layout::{self, Layout};
-use crate::record::{self, Verification};
+use crate::layout;
+use crate::record;
 
 /// Figures of one read pass.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -47,11 +47,7 @@ pub fn read_all(folders: &[PathBuf]) -> ReadStats {
         match layout::discover(f) {
             Ok(srcs) => {
                 for s in srcs {
-                    let v = if s.layout == Layout::Cinc2017 {
-                        Verification::Warn
-                    } else {
-                        Verification::Strict
-                    };
+                    let v = s.layout.verification();
                     jobs.extend(s.headers.into_iter().map(|h| (h, v)));
                 }
             }

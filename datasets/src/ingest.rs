@@ -12,7 +12,7 @@ use crate::error::{DatasetError, Result};
 use crate::header::read_header;
 use crate::labels::{self, Label};
 use crate::layout::{self, Layout, SourceFolder};
-use crate::record::{self, RecordWarning, Verification};
+use crate::record::{self, RecordWarning};
 use crate::segment::{self, Segment, Segmentation, Window};
 use crate::store::{
     AgeSummary, AnnotationSummary, FileError, IngestSettings, Manifest, SCHEMA_VERSION,
@@ -89,12 +89,7 @@ fn window_samples(secs: f64, fs: f64) -> u64 {
 
 fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     let header = read_header(hea)?;
-    let verification = if ctx.src.layout == Layout::Cinc2017 {
-        Verification::Warn
-    } else {
-        Verification::Strict
-    };
-    let rec = record::load_with_header(header, verification)?;
+    let rec = record::load_with_header(header, ctx.src.layout.verification())?;
     let mut warnings = rec.warnings.clone();
     let comments = &rec.header.comments;
     let demographics = demographics::from_comments(comments);

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{DatasetError, Result};
 use crate::header::read_header;
+use crate::record::Verification;
 
 /// The layout of a source folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +36,17 @@ pub enum Layout {
     Mitdb,
     /// Any other folder of WFDB records.
     Generic,
+}
+
+impl Layout {
+    /// How header checksums and initial values of this layout are treated: warnings for
+    /// CinC 2017 (checksum 0 in every header, 57 initial values off), corruption elsewhere.
+    pub fn verification(self) -> Verification {
+        match self {
+            Layout::Cinc2017 => Verification::Warn,
+            _ => Verification::Strict,
+        }
+    }
 }
 
 /// One source folder found under an ingested folder.

@@ -62,6 +62,19 @@ impl std::fmt::Debug for KeyPair {
     }
 }
 
+/// Decodes `b` with `decode` after checking it is `len` bytes long.
+fn decode_exact<T, E: std::fmt::Display>(
+    what: &'static str,
+    b: &[u8],
+    len: usize,
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<T, KeyError> {
+    if b.len() != len {
+        return Err(enc(what, format!("{} bytes, expected {len}", b.len())));
+    }
+    decode(b).map_err(|e| enc(what, e))
+}
+
 fn enc(what: &'static str, e: impl std::fmt::Display) -> KeyError {
     KeyError::Encoding {
         what,
@@ -82,12 +95,9 @@ impl PublicKey {
 
     /// Decodes a 48-byte compressed G1 point (checked to be on the curve and in the subgroup).
     pub fn from_bytes(b: &[u8]) -> Result<Self, KeyError> {
-        if b.len() != 48 {
-            return Err(enc("public key", format!("{} bytes, expected 48", b.len())));
-        }
-        BlsPublicKey::from_bytes(b)
-            .map(PublicKey)
-            .map_err(|e| enc("public key", e))
+        decode_exact("public key", b, 48, |b| {
+            BlsPublicKey::from_bytes(b).map(PublicKey)
+        })
     }
 
     /// Verifies `sig` over `msg` ([`SIG_DST`]).
@@ -122,12 +132,9 @@ impl Signature {
 
     /// Decodes a 96-byte compressed G2 point.
     pub fn from_bytes(b: &[u8]) -> Result<Self, KeyError> {
-        if b.len() != 96 {
-            return Err(enc("signature", format!("{} bytes, expected 96", b.len())));
-        }
-        BlsSignature::from_bytes(b)
-            .map(Signature)
-            .map_err(|e| enc("signature", e))
+        decode_exact("signature", b, 96, |b| {
+            BlsSignature::from_bytes(b).map(Signature)
+        })
     }
 
     /// Aggregates signatures (sum in G2).

@@ -181,6 +181,38 @@ fn subproof<R: NodeReader + ?Sized>(
     Ok(())
 }
 
+/// The proof walk shared by RFC 9162 inclusion and consistency verification: `f` and `s` are
+/// the node indexes of the proven node and of the tree's last node; `step(c, left)` folds each
+/// proof hash `c` in, as a left sibling when `left`. Fails when the proof is too long or short.
+fn walk(
+    mut f: u64,
+    mut s: u64,
+    proof: &[Hash],
+    mut step: impl FnMut(&Hash, bool),
+) -> Result<(), &'static str> {
+    for c in proof {
+        if s == 0 {
+            return Err("proof is too long");
+        }
+        if f & 1 == 1 || f == s {
+            step(c, true);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            step(c, false);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s == 0 {
+        Ok(())
+    } else {
+        Err("proof is too short")
+    }
+}
+
 /// Verifies that `leaf` (a leaf hash) is leaf `index` of the tree of `size` with `root`.
 pub fn verify_inclusion(
     index: u64,
@@ -197,29 +229,15 @@ pub fn verify_inclusion(
     if index >= size {
         return bad("leaf index is not below the tree size");
     }
-    let (mut f, mut s) = (index, size - 1);
     let mut r = *leaf;
-    for p in proof {
-        if s == 0 {
-            return bad("proof is too long");
-        }
-        if f & 1 == 1 || f == s {
-            r = node_hash(p, &r);
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
+    walk(index, size - 1, proof, |c, left| {
+        r = if left {
+            node_hash(c, &r)
         } else {
-            r = node_hash(&r, p);
-        }
-        f >>= 1;
-        s >>= 1;
-    }
-    if s != 0 {
-        return bad("proof is too short");
-    }
+            node_hash(&r, c)
+        };
+    })
+    .or_else(&bad)?;
     if r != *root {
         return bad("computed root differs");
     }
@@ -273,28 +291,15 @@ pub fn verify_consistency(
         s >>= 1;
     }
     let (mut fr, mut sr) = (*head, *head);
-    for c in rest {
-        if s == 0 {
-            return bad("proof is too long");
-        }
-        if f & 1 == 1 || f == s {
+    walk(f, s, rest, |c, left| {
+        if left {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
         } else {
             sr = node_hash(&sr, c);
         }
-        f >>= 1;
-        s >>= 1;
-    }
-    if s != 0 {
-        return bad("proof is too short");
-    }
+    })
+    .or_else(&bad)?;
     if fr != *first_root {
         return bad("first root differs");
     }
