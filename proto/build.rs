@@ -2,13 +2,13 @@
 //! project's set-up script (scripts/setup.sh); `PROTOC` may point at another one.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["ecgfed/v1/datasets.proto"];
+    let protos = ["ecgfed/v1/datasets.proto", "ecgfed/v1/ledger.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
     tonic_prost_build::configure()
-        .build_server(false)
-        .build_client(false)
+        .build_server(true)
+        .build_client(true)
         .compile_protos(&protos, &["."])
         .map_err(|e| {
             format!("compiling {protos:?} (is protoc installed? run scripts/setup.sh): {e}")

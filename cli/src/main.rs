@@ -1,8 +1,11 @@
 //! `ecgfed`: command line of the federated ECG data-sharing gateway. Parses arguments and
 //! calls the library crates; no logic of its own beyond wiring and printing.
 
+mod audit;
 mod datasets;
 mod keys;
+mod ledger;
+mod ledger_bench;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,12 @@ enum Command {
     /// Member keys: BLS12-381 key pairs for ledger identities.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The ledger: genesis, init, serve, bench.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Audit: verify a ledger offline or against a live server.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +45,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Datasets(c) => datasets::run(c),
         Command::Keys(c) => keys::run(c),
+        Command::Ledger(c) => ledger::run(c),
+        Command::Audit(c) => audit::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

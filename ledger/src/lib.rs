@@ -1,10 +1,23 @@
 //! ecgfed-ledger: the trust anchor of ecgfed, an append-only log whose every answer can be
-//! checked against a checkpoint seen before.
+//! checked against a checkpoint seen before (docs/ledger.md).
 //!
-//! In this crate so far: [`log`], the RFC 6962 Merkle log (hashing, roots of any past size,
-//! inclusion and consistency proofs and their verification). Keys, entries, blocks, the
-//! RocksDB store, the gRPC service, the verifying client and the offline verifier follow (see
-//! docs/ledger.md).
+//! Modules follow the shape of a transparency log: [`log`] (RFC 6962 Merkle log and proofs),
+//! [`keys`] (BLS12-381 identities), [`entry`] (signed entries), [`state`] (members and
+//! submission rules), [`genesis`], [`block`], [`checkpoint`] (signed tree heads), [`store`]
+//! (RocksDB), [`sequencer`] (the root API with group commit), [`service`] (gRPC),
+//! [`client`] (verifying client) and [`verify`] (offline and remote audit).
 
+pub mod block;
+pub mod checkpoint;
+pub mod client;
+pub mod entry;
+pub mod genesis;
 pub mod keys;
 pub mod log;
+pub mod sequencer;
+pub mod service;
+pub mod state;
+pub mod store;
+pub mod verify;
+
+pub use sequencer::{Ledger, Receipt};

@@ -360,6 +360,66 @@ impl MemoryLog {
     }
 }
 
+/// The right edge of a log: for every set bit `l` of the size, the complete-subtree node
+/// (l, size/2^l − 1). Enough to append leaves (returning the nodes each append creates) and to
+/// compute the current root, without holding the tree in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    size: u64,
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The frontier of the first `size` leaves of `r`.
+    pub fn load<R: NodeReader + ?Sized>(r: &R, size: u64) -> Result<Self, LogError> {
+        let mut nodes = vec![[0u8; 32]; 64 - size.leading_zeros() as usize];
+        for (l, slot) in nodes.iter_mut().enumerate() {
+            if size >> l & 1 == 1 {
+                *slot = r.node(l as u32, (size >> l) - 1)?;
+            }
+        }
+        Ok(Frontier { size, nodes })
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash; returns the nodes created, leaf first (as [`MemoryLog::append`]).
+    pub fn append_hash(&mut self, leaf: Hash) -> Vec<CreatedNode> {
+        let index = self.size;
+        let mut created = vec![((0, index), leaf)];
+        let mut h = leaf;
+        let mut l = 0usize;
+        while index >> l & 1 == 1 {
+            h = node_hash(&self.nodes[l], &h);
+            created.push((((l + 1) as u32, index >> (l + 1)), h));
+            l += 1;
+        }
+        if self.nodes.len() <= l {
+            self.nodes.resize(l + 1, [0u8; 32]);
+        }
+        self.nodes[l] = h;
+        self.size += 1;
+        created
+    }
+
+    /// The root of the current tree.
+    pub fn root(&self) -> Hash {
+        let mut acc: Option<Hash> = None;
+        for (l, n) in self.nodes.iter().enumerate() {
+            if self.size >> l & 1 == 1 {
+                acc = Some(match acc {
+                    None => *n,
+                    Some(a) => node_hash(n, &a),
+                });
+            }
+        }
+        acc.unwrap_or_else(empty_root)
+    }
+}
+
 impl NodeReader for MemoryLog {
     fn node(&self, level: u32, index: u64) -> Result<Hash, LogError> {
         self.levels
@@ -378,6 +438,25 @@ impl NodeReader for MemoryLog {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn frontier_matches_the_memory_log_at_every_size() {
+        let mut m = MemoryLog::new();
+        let mut f = Frontier::default();
+        for i in 0..300u32 {
+            let leaf = leaf_hash(&i.to_be_bytes());
+            let (_, created_m) = m.append_hash(leaf);
+            assert_eq!(f.append_hash(leaf), created_m, "created nodes at leaf {i}");
+            assert_eq!(
+                f.root(),
+                root(&m, m.size()).unwrap(),
+                "root at size {}",
+                i + 1
+            );
+            let reloaded = Frontier::load(&m, m.size()).unwrap();
+            assert_eq!(reloaded.root(), f.root());
+        }
+    }
 
     /// Naive RFC 6962 MTH over a list of leaf data.
     fn mth(d: &[Vec<u8>]) -> Hash {

@@ -1,0 +1,259 @@
+//! `ecgfed ledger bench`: the ledger's load generator ("hammer").
+//!
+//! Creates a ledger with one scientist member per client, serves it on a loopback port, and
+//! has every client push pre-signed `ModelTrained` entries through its own SubmitStream with
+//! at most `--window` unanswered. Reports acknowledged (durable, signature-verified)
+//! entries/s, p50/p99 submit→ack latency, inclusion-proof build/verify times, and the offline
+//! `audit verify` rate over the resulting store. Server and clients share this machine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ecgfed_ledger::entry::EntrySigner;
+use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
+use ecgfed_ledger::keys::KeyPair;
+use ecgfed_ledger::log::{leaf_hash, verify_inclusion};
+use ecgfed_ledger::store::Store;
+use ecgfed_ledger::{Ledger, verify};
+use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
+use ecgfed_proto::v1::{ModelTrained, SignedEntry, entry_body::Payload};
+use rayon::prelude::*;
+use tokio::sync::Semaphore;
+use tokio_stream::StreamExt;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Runs the benchmark.
+pub async fn run(
+    entries: u64,
+    clients: usize,
+    window: usize,
+    data: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = data.unwrap_or_else(|| tmp.path().join("bench-ledger"));
+    std::fs::create_dir_all(&dir)?;
+    let db = crate::ledger::db_path(&dir);
+    let ledger_key = KeyPair::generate();
+    let keys: Vec<KeyPair> = (0..clients).map(|_| KeyPair::generate()).collect();
+    let mut members = vec![GenesisMember::for_key("ledger", "ledger", "", &ledger_key)];
+    for (i, k) in keys.iter().enumerate() {
+        members.push(GenesisMember::for_key(
+            &format!("scientist-{i}"),
+            "scientist",
+            "",
+            k,
+        ));
+    }
+    let g = GenesisFile {
+        origin: "ecgfed.bench/ledger".into(),
+        max_clock_skew_ms: 0,
+        members,
+    };
+    Ledger::init(&db, &g, &ledger_key)?;
+
+    eprintln!("bench: signing {entries} entries for {clients} clients ...");
+    let per_client: Vec<Vec<SignedEntry>> = keys
+        .into_par_iter()
+        .enumerate()
+        .map(|(c, k)| {
+            let n = entries / clients as u64 + u64::from((c as u64) < entries % clients as u64);
+            let mut s = EntrySigner::new(&format!("scientist-{c}"), k);
+            (0..n)
+                .map(|i| {
+                    let mut w = [0u8; 32];
+                    w[..8].copy_from_slice(&i.to_be_bytes());
+                    w[8] = c as u8;
+                    s.sign(Payload::ModelTrained(ModelTrained {
+                        model_id: format!("model-{c}-{i}"),
+                        cohort_id: format!("cohort-{c}"),
+                        weights_sha256: w.to_vec(),
+                        code_version: "bench".into(),
+                        hyperparameters_json: "{}".into(),
+                        metrics_json: "{}".into(),
+                    }))
+                })
+                .collect()
+        })
+        .collect();
+
+    let ledger = Ledger::open(&db, ledger_key)?;
+    let (listener, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ecgfed_ledger::service::serve(
+        Arc::clone(&ledger),
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    eprintln!("bench: submitting through the gRPC service at {addr} ...");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for list in per_client {
+        let url = format!("http://{addr}");
+        tasks.push(tokio::spawn(async move { client(url, list, window).await }));
+    }
+    let mut latencies = Vec::new();
+    let mut rejected = 0u64;
+    for t in tasks {
+        let (lat, rej) = t.await??;
+        latencies.extend(lat);
+        rejected += rej;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = latencies.len() as u64;
+    latencies.sort_by(f64::total_cmp);
+    let head = ledger.head();
+
+    // Inclusion proofs over the store.
+    let size = head.tree_size;
+    let probes: Vec<u64> = (0..1000u64).map(|i| (i * 7919 + 13) % size).collect();
+    let t = Instant::now();
+    let proofs: Vec<_> = probes
+        .iter()
+        .map(|&i| ledger.prove_inclusion(i, size))
+        .collect::<Result<_, _>>()
+        .map_err(|r| anyhow::anyhow!(r.message))?;
+    let build_us = t.elapsed().as_secs_f64() * 1e6 / probes.len() as f64;
+    let leaves: Vec<_> = probes
+        .iter()
+        .map(|&i| {
+            ledger
+                .store()
+                .entry(i)
+                .ok()
+                .flatten()
+                .map(|e| leaf_hash(&e))
+                .unwrap_or([0; 32])
+        })
+        .collect();
+    let root = ecgfed_ledger::log::root(ledger.store(), size)?;
+    let t = Instant::now();
+    let mut ok = 0;
+    for ((&i, p), l) in probes.iter().zip(&proofs).zip(&leaves) {
+        ok += usize::from(verify_inclusion(i, size, l, p, &root).is_ok());
+    }
+    let verify_us = t.elapsed().as_secs_f64() * 1e6 / probes.len() as f64;
+    if ok != probes.len() {
+        bail!(
+            "{} of {} inclusion proofs failed to verify",
+            probes.len() - ok,
+            probes.len()
+        );
+    }
+
+    let _ = stop_tx.send(());
+    server.await??;
+    drop(ledger);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    eprintln!("bench: audit verify over {size} entries ...");
+    let store = Store::open(&db)?;
+    let report = tokio::task::spawn_blocking(move || verify::verify_store(&store)).await??;
+    if !report.ok {
+        bail!(
+            "audit verify failed on the bench ledger: {:?}",
+            report.problems.first()
+        );
+    }
+    let rate = accepted as f64 / elapsed;
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "entries": entries, "clients": clients, "window": window, "accepted": accepted, "rejected": rejected,
+                "seconds": elapsed, "entries_per_second": rate,
+                "submit_latency_ms": {"p50": p50, "p99": p99},
+                "blocks": head.blocks, "mean_block_entries": accepted as f64 / (head.blocks.max(2) - 1) as f64,
+                "inclusion_proof_us": {"build": build_us, "verify": verify_us},
+                "audit": {"entries": report.entries, "seconds": report.seconds, "entries_per_second": report.entries_per_second},
+                "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            })
+        );
+    } else {
+        println!(
+            "ledger bench: {accepted} entries accepted ({rejected} rejected) from {clients} clients in {elapsed:.2} s"
+        );
+        println!("  throughput      {rate:.0} durable, signature-verified entries/s through gRPC");
+        println!("  submit latency  p50 {p50:.1} ms, p99 {p99:.1} ms (window {window} per client)");
+        println!(
+            "  blocks          {} (mean {:.0} entries per block)",
+            head.blocks,
+            accepted as f64 / (head.blocks.max(2) - 1) as f64
+        );
+        println!(
+            "  inclusion proof build {build_us:.1} µs, verify {verify_us:.1} µs (tree size {size})"
+        );
+        println!(
+            "  audit verify    {} entries in {:.2} s = {:.0} entries/s",
+            report.entries, report.seconds, report.entries_per_second
+        );
+    }
+    if rejected > 0 {
+        bail!("{rejected} submissions were rejected");
+    }
+    Ok(())
+}
+
+async fn client(url: String, list: Vec<SignedEntry>, window: usize) -> Result<(Vec<f64>, u64)> {
+    let mut c = LedgerServiceClient::connect(url.clone())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let n = list.len();
+    let sem = Arc::new(Semaphore::new(window));
+    let sent: Arc<std::sync::Mutex<Vec<Instant>>> =
+        Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let (tx, rx) = tokio::sync::mpsc::channel(window);
+    let (sem2, sent2) = (Arc::clone(&sem), Arc::clone(&sent));
+    tokio::spawn(async move {
+        for e in list {
+            let Ok(p) = sem2.acquire().await else { return };
+            p.forget();
+            if let Ok(mut s) = sent2.lock() {
+                s.push(Instant::now());
+            }
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answers = c
+        .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut lat = Vec::with_capacity(n);
+    let mut rejected = 0;
+    let mut i = 0;
+    while let Some(r) = answers.next().await {
+        let r = r?;
+        let t0 = sent
+            .lock()
+            .ok()
+            .and_then(|s| s.get(i).copied())
+            .unwrap_or_else(Instant::now);
+        if r.code == 0 {
+            lat.push(t0.elapsed().as_secs_f64() * 1e3);
+        } else {
+            rejected += 1;
+            if rejected == 1 {
+                eprintln!("bench: rejected: {}", r.message);
+            }
+        }
+        sem.add_permits(1);
+        i += 1;
+        if i == n {
+            break;
+        }
+    }
+    Ok((lat, rejected))
+}

@@ -1,0 +1,354 @@
+//! A verifying ledger client: it trusts only the ledger's public key, its origin and the last
+//! checkpoint it verified, and refuses any answer whose proof does not check out.
+//!
+//! - A new checkpoint must be signed by the ledger key, must not be smaller than the trusted
+//!   one (rollback), must equal it at the same size (fork) and must be proven consistent with
+//!   it by a consistency proof when larger.
+//! - Every entry it returns is proven included in the trusted tree.
+//! - Every block it returns has its own hash and a root proven to be a prefix of the trusted
+//!   tree.
+
+use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
+use ecgfed_proto::v1::{
+    Block as PbBlock, GetBlockRequest, GetEntryRequest, LatestCheckpointRequest,
+    ProveConsistencyRequest, ProveInclusionRequest, QueryBySubjectRequest, SignedEntry, Subject,
+    SubmitResponse,
+};
+use tonic::transport::Channel;
+
+use crate::block::Block;
+use crate::checkpoint::Checkpoint;
+use crate::entry;
+use crate::keys::PublicKey;
+use crate::log::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+use crate::service::MAX_MESSAGE_BYTES;
+
+/// Client failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not reach the server.
+    #[error("ledger {addr}: {reason}")]
+    Transport {
+        /// Server address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The server refused the request.
+    #[error("ledger refused: {0}")]
+    Refused(#[from] tonic::Status),
+    /// The server's answer does not verify: it is lying or broken.
+    #[error("ledger answer does not verify: {0}")]
+    Verification(String),
+}
+
+fn verr(m: impl Into<String>) -> ClientError {
+    ClientError::Verification(m.into())
+}
+
+fn hashes(v: &[Vec<u8>]) -> Result<Vec<Hash>, ClientError> {
+    v.iter()
+        .map(|h| {
+            h.as_slice()
+                .try_into()
+                .map_err(|_| verr(format!("proof hash of {} bytes", h.len())))
+        })
+        .collect()
+}
+
+/// Checks that `new` may replace the trusted `old`, given a consistency proof from
+/// `old.size` to `new.size`. Refuses rollbacks, forks and unproven growth.
+pub fn check_update(old: &Checkpoint, new: &Checkpoint, proof: &[Hash]) -> Result<(), ClientError> {
+    if new.size < old.size {
+        return Err(verr(format!(
+            "rolled-back checkpoint: size {} after a trusted size {}",
+            new.size, old.size
+        )));
+    }
+    if new.size == old.size {
+        if new.root != old.root {
+            return Err(verr(format!(
+                "forked checkpoint: two different roots for size {}",
+                new.size
+            )));
+        }
+        return Ok(());
+    }
+    verify_consistency(old.size, new.size, &old.root, &new.root, proof).map_err(|e| {
+        verr(format!(
+            "checkpoint of size {} is not consistent with the trusted size {}: {e}",
+            new.size, old.size
+        ))
+    })
+}
+
+/// A verified entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedEntry {
+    /// Index.
+    pub index: u64,
+    /// Stored bytes (leaf).
+    pub stored: Vec<u8>,
+    /// Block height the server reported.
+    pub block_height: u64,
+}
+
+/// A client of one ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerClient {
+    inner: LedgerServiceClient<Channel>,
+    addr: String,
+    origin: String,
+    key: PublicKey,
+    trusted: Option<Checkpoint>,
+    trusted_note: Option<String>,
+}
+
+impl LedgerClient {
+    /// Connects to `addr` (`host:port` or `http://host:port`) of the ledger named `origin`
+    /// whose key is `key`, trusting `trusted` if given.
+    pub async fn connect(
+        addr: &str,
+        origin: &str,
+        key: PublicKey,
+        trusted: Option<Checkpoint>,
+    ) -> Result<Self, ClientError> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let terr = |e: &dyn std::fmt::Display| ClientError::Transport {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        let ch = Channel::from_shared(url)
+            .map_err(|e| terr(&e))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| terr(&e))?;
+        Ok(LedgerClient {
+            inner: LedgerServiceClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            addr: addr.to_string(),
+            origin: origin.to_string(),
+            key,
+            trusted,
+            trusted_note: None,
+        })
+    }
+
+    /// The raw gRPC client (no verification).
+    pub fn raw(&self) -> LedgerServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// The server address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The last verified checkpoint.
+    pub fn trusted(&self) -> Option<&Checkpoint> {
+        self.trusted.as_ref()
+    }
+
+    /// The signed note of the last checkpoint this client verified itself (None until
+    /// [`LedgerClient::update_checkpoint`] succeeded).
+    pub fn trusted_note(&self) -> Option<&str> {
+        self.trusted_note.as_deref()
+    }
+
+    /// Fetches the latest checkpoint, verifies its signature and its consistency with the
+    /// trusted one, and trusts it.
+    pub async fn update_checkpoint(&mut self) -> Result<Checkpoint, ClientError> {
+        let note = self
+            .inner
+            .latest_checkpoint(LatestCheckpointRequest {})
+            .await?
+            .into_inner()
+            .note;
+        let new =
+            Checkpoint::verify(&note, &self.origin, &self.key).map_err(|e| verr(e.to_string()))?;
+        if let Some(old) = &self.trusted {
+            let proof = if new.size > old.size && old.size > 0 {
+                let p = self
+                    .inner
+                    .prove_consistency(ProveConsistencyRequest {
+                        from_size: old.size,
+                        to_size: new.size,
+                    })
+                    .await?
+                    .into_inner();
+                hashes(&p.hashes)?
+            } else {
+                Vec::new()
+            };
+            check_update(old, &new, &proof)?;
+        }
+        self.trusted = Some(new.clone());
+        self.trusted_note = Some(note);
+        Ok(new)
+    }
+
+    async fn trusted_covering(&mut self, index: u64) -> Result<Checkpoint, ClientError> {
+        match &self.trusted {
+            Some(c) if c.size > index => Ok(c.clone()),
+            _ => {
+                let c = self.update_checkpoint().await?;
+                if c.size <= index {
+                    return Err(verr(format!(
+                        "entry {index} is beyond the ledger's signed size {}",
+                        c.size
+                    )));
+                }
+                Ok(c)
+            }
+        }
+    }
+
+    /// Proves that `stored` is leaf `index` of the trusted tree.
+    pub async fn prove(&mut self, index: u64, stored: &[u8]) -> Result<(), ClientError> {
+        let cp = self.trusted_covering(index).await?;
+        let p = self
+            .inner
+            .prove_inclusion(ProveInclusionRequest {
+                index,
+                tree_size: cp.size,
+            })
+            .await?
+            .into_inner();
+        verify_inclusion(
+            index,
+            cp.size,
+            &leaf_hash(stored),
+            &hashes(&p.hashes)?,
+            &cp.root,
+        )
+        .map_err(|e| {
+            verr(format!(
+                "entry {index} is not in the signed tree of size {}: {e}",
+                cp.size
+            ))
+        })
+    }
+
+    /// Submits an entry (answer after it is durable), then proves it is in the log.
+    pub async fn submit(&mut self, e: SignedEntry) -> Result<SubmitResponse, ClientError> {
+        let stored = entry::encode_stored(&e.body, &e.signature);
+        let r = self.inner.submit(e).await?.into_inner();
+        if r.leaf_hash != leaf_hash(&stored) {
+            return Err(verr(format!(
+                "receipt for entry {} has a different leaf hash",
+                r.index
+            )));
+        }
+        self.prove(r.index, &stored).await?;
+        Ok(r)
+    }
+
+    /// Fetches entry `index` and proves it.
+    pub async fn entry(&mut self, index: u64) -> Result<VerifiedEntry, ClientError> {
+        let r = self
+            .inner
+            .get_entry(GetEntryRequest { index })
+            .await?
+            .into_inner();
+        if r.index != index {
+            return Err(verr(format!("asked for entry {index}, got {}", r.index)));
+        }
+        self.prove(index, &r.stored).await?;
+        Ok(VerifiedEntry {
+            index,
+            stored: r.stored,
+            block_height: r.block_height,
+        })
+    }
+
+    /// Fetches block `height`; checks its hash and proves its root is the root of the trusted
+    /// tree's first `tree_size` leaves.
+    pub async fn block(&mut self, height: u64) -> Result<Block, ClientError> {
+        let pb: PbBlock = self
+            .inner
+            .get_block(GetBlockRequest { height })
+            .await?
+            .into_inner();
+        let b = Block::from_proto(&pb).map_err(verr)?;
+        if b.height != height {
+            return Err(verr(format!("asked for block {height}, got {}", b.height)));
+        }
+        let cp = self.trusted_covering(b.tree_size.saturating_sub(1)).await?;
+        if b.tree_size == cp.size {
+            if b.root != cp.root {
+                return Err(verr(format!(
+                    "block {height}'s root differs from the signed root"
+                )));
+            }
+            return Ok(b);
+        }
+        let p = self
+            .inner
+            .prove_consistency(ProveConsistencyRequest {
+                from_size: b.tree_size,
+                to_size: cp.size,
+            })
+            .await?
+            .into_inner();
+        verify_consistency(b.tree_size, cp.size, &b.root, &cp.root, &hashes(&p.hashes)?).map_err(
+            |e| {
+                verr(format!(
+                    "block {height}'s root is not a prefix of the signed tree: {e}"
+                ))
+            },
+        )?;
+        Ok(b)
+    }
+
+    /// Entries naming `subject`, each proven included and checked to carry the subject.
+    pub async fn query_subject(
+        &mut self,
+        subject: Subject,
+        from_index: u64,
+        limit: u64,
+    ) -> Result<Vec<VerifiedEntry>, ClientError> {
+        let mut stream = self
+            .inner
+            .query_by_subject(QueryBySubjectRequest {
+                subject: Some(subject.clone()),
+                from_index,
+                limit,
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(r) = stream.message().await? {
+            out.push(r);
+        }
+        let mut verified = Vec::with_capacity(out.len());
+        for r in out {
+            let (body, _) = entry::decode_stored(&r.stored)
+                .map_err(|e| verr(format!("entry {}: {e}", r.index)))?;
+            let body =
+                entry::decode_body(body).map_err(|e| verr(format!("entry {}: {e}", r.index)))?;
+            if !body
+                .subjects
+                .iter()
+                .any(|s| s.kind == subject.kind && s.id == subject.id)
+            {
+                return Err(verr(format!(
+                    "entry {} does not name the subject asked for",
+                    r.index
+                )));
+            }
+            self.prove(r.index, &r.stored).await?;
+            verified.push(VerifiedEntry {
+                index: r.index,
+                stored: r.stored,
+                block_height: r.block_height,
+            });
+        }
+        Ok(verified)
+    }
+}

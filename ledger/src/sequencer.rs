@@ -1,0 +1,624 @@
+//! The sequencer: the ledger's root API (init, open, submit, read) and its group-commit loop.
+//!
+//! Submissions queue on a channel; one thread takes everything queued (up to
+//! [`MAX_BATCH`]), checks it (decoding and role rules in parallel, signatures in one batch
+//! verification, nonces against the store and the batch), appends the accepted entries to the
+//! Merkle log, and commits them with their block and signed checkpoint as one synced RocksDB
+//! write batch. Only then are the submitters answered: an acknowledged entry is durable.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use ecgfed_proto::v1::{EntryBody, SignedEntry};
+use prost::Message;
+use rayon::prelude::*;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::block::Block;
+use crate::checkpoint::Checkpoint;
+use crate::entry::{self, EntryError};
+use crate::genesis::GenesisFile;
+use crate::keys::{KeyPair, Prepared, PublicKey, Signature, verify_prepared};
+use crate::log::{self, Frontier, Hash, leaf_hash};
+use crate::state::{Code, Rejection, State};
+use crate::store::{Head, NewEntry, Store, StoreError, nonce_key};
+
+/// Most entries committed in one block.
+pub const MAX_BATCH: usize = 8192;
+/// Longest pause between arriving submissions that still extends the block being gathered.
+pub const GROUP_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest time the sequencer gathers submissions for one block.
+pub const GROUP_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+/// Capacity of the submission queue.
+pub const QUEUE: usize = 65_536;
+
+/// Where an accepted entry landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Entry index (leaf index).
+    pub index: u64,
+    /// Height of its block.
+    pub block_height: u64,
+    /// Its leaf hash.
+    pub leaf_hash: Hash,
+}
+
+/// Ledger set-up and storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data directory's content is not a valid ledger.
+    #[error("ledger {path}: {reason}")]
+    Invalid {
+        /// The data directory.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+type Reply = oneshot::Sender<Result<Receipt, Rejection>>;
+
+struct Pending {
+    checked: Result<Checked, Rejection>,
+    reply: Reply,
+}
+
+/// Mutable sequencer state, owned by the commit thread.
+struct Tip {
+    frontier: Frontier,
+    blocks: u64,
+    last_hash: Hash,
+}
+
+/// An open ledger.
+pub struct Ledger {
+    store: Arc<Store>,
+    state: Arc<RwLock<State>>,
+    checkpoint: RwLock<String>,
+    head: RwLock<Head>,
+    tx: Mutex<Option<mpsc::Sender<Pending>>>,
+    blocks_tx: broadcast::Sender<Block>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Threads that check and hash submissions ahead of the sequencer. Separate from the
+    /// sequencer's own pool, so a backlog of submissions never starves the commit path.
+    prep_pool: rayon::ThreadPool,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ledger({})", self.store.path().display())
+    }
+}
+
+fn invalid(dir: &Path, reason: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Invalid {
+        path: dir.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn checkpoint_for(state: &State, block: &Block, key: &KeyPair) -> String {
+    Checkpoint {
+        origin: state.origin.clone(),
+        size: block.tree_size,
+        root: block.root,
+        timestamp_ms: block.timestamp_ms,
+    }
+    .sign(key)
+}
+
+/// Replays the state (members) from the stored entries.
+pub fn replay_state(store: &Store, head: Head) -> Result<State, LedgerError> {
+    let dir = store.path();
+    let g = store
+        .entry(0)?
+        .ok_or_else(|| invalid(dir, "entry 0 (genesis) is missing"))?;
+    let (body_bytes, sig) =
+        entry::decode_stored(&g).map_err(|e| invalid(dir, format!("entry 0: {e}")))?;
+    let body = entry::decode_body(body_bytes).map_err(|e| invalid(dir, format!("entry 0: {e}")))?;
+    let mut state = State::from_genesis(&body, sig, body_bytes)
+        .map_err(|e| invalid(dir, format!("entry 0: {}", e.message)))?;
+    // Only admissions change the state; find them through the subject index would need their
+    // ids, so scan in chunks (bodies are small; this runs once at start).
+    let mut from = 1;
+    while from < head.tree_size {
+        let to = (from + 65_536).min(head.tree_size);
+        for (i, stored) in store.entries(from, to)? {
+            let (b, _) = entry::decode_stored(&stored)
+                .map_err(|e| invalid(dir, format!("entry {i}: {e}")))?;
+            let body =
+                entry::decode_body(b).map_err(|e| invalid(dir, format!("entry {i}: {e}")))?;
+            if matches!(
+                body.payload,
+                Some(ecgfed_proto::v1::entry_body::Payload::MemberAdmitted(_))
+            ) {
+                state
+                    .apply(&body)
+                    .map_err(|e| invalid(dir, format!("entry {i}: {}", e.message)))?;
+            }
+        }
+        from = to;
+    }
+    Ok(state)
+}
+
+impl Ledger {
+    /// Creates a new ledger in `dir` from a genesis file: entry 0 is the genesis entry signed
+    /// by `key`, which must be the genesis file's ledger member. Refuses a directory that
+    /// already holds a ledger.
+    pub fn init(
+        dir: &Path,
+        genesis: &GenesisFile,
+        key: &KeyPair,
+    ) -> Result<Checkpoint, LedgerError> {
+        let store = Store::open(dir)?;
+        if store.head()?.is_some() {
+            return Err(invalid(
+                dir,
+                "already holds a ledger; refusing to overwrite it",
+            ));
+        }
+        let body = genesis.body().map_err(|e| invalid(dir, e))?;
+        let bytes = body.encode_to_vec();
+        let sig = key.sign(&entry::signing_bytes(&bytes)).to_bytes();
+        let state = State::from_genesis(&body, &sig, &bytes)
+            .map_err(|e| invalid(dir, format!("genesis: {}", e.message)))?;
+        if state.ledger_key() != key.public() {
+            return Err(invalid(
+                dir,
+                "the key given is not the genesis file's ledger member key",
+            ));
+        }
+        let stored = entry::encode_stored(&bytes, &sig);
+        let mut f = Frontier::default();
+        let nodes = f.append_hash(leaf_hash(&stored));
+        let block = Block {
+            height: 0,
+            previous_hash: [0; 32],
+            timestamp_ms: entry::now_ms(),
+            first_index: 0,
+            entry_count: 1,
+            tree_size: 1,
+            root: f.root(),
+        };
+        let note = checkpoint_for(&state, &block, key);
+        let subject_keys = body
+            .subjects
+            .iter()
+            .map(|s| entry::subject_key(s.kind, &s.id))
+            .collect();
+        store.commit(
+            &[NewEntry {
+                index: 0,
+                stored,
+                subject_keys,
+                signer: body.signer.clone(),
+                nonce: 0,
+            }],
+            &nodes,
+            &block,
+            &note,
+        )?;
+        Checkpoint::verify(&note, &state.origin, &key.public()).map_err(|e| invalid(dir, e))
+    }
+
+    /// Opens the ledger in `dir` (recovering its state from the store) and starts the commit
+    /// thread. `key` must be the ledger member's key.
+    pub fn open(dir: &Path, key: KeyPair) -> Result<Arc<Ledger>, LedgerError> {
+        let store = Store::open(dir)?;
+        let head = store
+            .head()?
+            .ok_or_else(|| invalid(dir, "holds no ledger; run `ecgfed ledger init` first"))?;
+        let state = replay_state(&store, head)?;
+        if state.ledger_key() != key.public() {
+            return Err(invalid(dir, "the key given is not this ledger's key"));
+        }
+        let frontier = Frontier::load(&store, head.tree_size).map_err(|e| invalid(dir, e))?;
+        let last = store
+            .block(head.blocks - 1)?
+            .ok_or_else(|| invalid(dir, format!("block {} is missing", head.blocks - 1)))?;
+        if last.tree_size != head.tree_size || last.root != frontier.root() {
+            return Err(invalid(
+                dir,
+                format!(
+                    "the last block ({}) does not match the stored Merkle log; run `ecgfed audit verify`",
+                    last.height
+                ),
+            ));
+        }
+        let note = store
+            .checkpoint(head.tree_size)?
+            .ok_or_else(|| invalid(dir, format!("no checkpoint for size {}", head.tree_size)))?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (blocks_tx, _) = broadcast::channel(1024);
+        let ledger = Arc::new(Ledger {
+            store: Arc::new(store),
+            state: Arc::new(RwLock::new(state)),
+            checkpoint: RwLock::new(note),
+            head: RwLock::new(head),
+            tx: Mutex::new(Some(tx)),
+            blocks_tx,
+            thread: Mutex::new(None),
+            prep_pool: pool("ledger-prepare")?,
+        });
+        let tip = Tip {
+            frontier,
+            blocks: head.blocks,
+            last_hash: last.hash(),
+        };
+        let l2 = Arc::clone(&ledger);
+        let handle = std::thread::Builder::new()
+            .name("ledger-sequencer".into())
+            .spawn(move || l2.run(rx, tip, key))
+            .map_err(|e| invalid(dir, format!("cannot start the sequencer thread: {e}")))?;
+        if let Ok(mut t) = ledger.thread.lock() {
+            *t = Some(handle);
+        }
+        Ok(ledger)
+    }
+
+    /// Submits an entry; resolves once it is durable (or refused).
+    pub async fn submit(&self, entry: SignedEntry) -> Result<Receipt, Rejection> {
+        self.enqueue(entry)
+            .await?
+            .await
+            .unwrap_or_else(|_| Err(unavailable()))
+    }
+
+    /// Checks an entry ahead of the sequencer (decoding, member, freshness, role and payload
+    /// rules, signature decoding and hashing its message to G2, on the rayon pool), queues it,
+    /// and returns the receiver of its answer (for pipelined streams).
+    pub async fn enqueue(
+        &self,
+        entry: SignedEntry,
+    ) -> Result<oneshot::Receiver<Result<Receipt, Rejection>>, Rejection> {
+        let tx = self
+            .tx
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or_else(unavailable)?;
+        let (ptx, prx) = oneshot::channel();
+        let state = Arc::clone(&self.state);
+        self.prep_pool.spawn(move || {
+            let s = state.read().unwrap_or_else(|e| e.into_inner());
+            let _ = ptx.send(check(&s, &entry, entry::now_ms()));
+        });
+        let checked = prx.await.map_err(|_| unavailable())?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Pending { checked, reply })
+            .await
+            .map_err(|_| unavailable())?;
+        Ok(rx)
+    }
+
+    /// Stops accepting submissions, commits what is queued and stops the commit thread.
+    pub fn shutdown(&self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        let h = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+    }
+
+    /// The store (read access for the service and the verifier).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The committed head.
+    pub fn head(&self) -> Head {
+        self.head.read().map(|h| *h).unwrap_or_default()
+    }
+
+    /// The latest signed checkpoint note.
+    pub fn checkpoint(&self) -> String {
+        self.checkpoint
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// The origin and the ledger key (to verify checkpoints).
+    pub fn identity(&self) -> (String, PublicKey) {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        (s.origin.clone(), s.ledger_key())
+    }
+
+    /// Subscribes to newly committed blocks.
+    pub fn watch(&self) -> broadcast::Receiver<Block> {
+        self.blocks_tx.subscribe()
+    }
+
+    fn run(&self, mut rx: mpsc::Receiver<Pending>, mut tip: Tip, key: KeyPair) {
+        let seq_pool = match pool("ledger-commit") {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("{e}");
+                return;
+            }
+        };
+        while let Some(first) = rx.blocking_recv() {
+            // Group commit: keep gathering while submissions keep arriving (no gap longer
+            // than GROUP_GAP), for at most GROUP_DELAY or MAX_BATCH entries, so that per-block
+            // costs (a synced write, the pairings of the batch verification, the checkpoint
+            // signature) are shared under load while a lone submission waits only GROUP_GAP.
+            let mut batch = vec![first];
+            let opened = std::time::Instant::now();
+            let mut last = opened;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        batch.push(p);
+                        last = std::time::Instant::now();
+                    }
+                    Err(mpsc::error::TryRecvError::Empty)
+                        if last.elapsed() < GROUP_GAP && opened.elapsed() < GROUP_DELAY =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = seq_pool.install(|| self.commit_batch(batch, &mut tip, &key)) {
+                tracing::error!("ledger commit failed, refusing further submissions: {e}");
+                if let Ok(mut g) = self.tx.lock() {
+                    g.take();
+                }
+                rx.close();
+                while let Ok(p) = rx.try_recv() {
+                    let _ = p.reply.send(Err(unavailable()));
+                }
+                return;
+            }
+        }
+    }
+
+    fn commit_batch(
+        &self,
+        mut batch: Vec<Pending>,
+        tip: &mut Tip,
+        key: &KeyPair,
+    ) -> Result<(), StoreError> {
+        let now = entry::now_ms();
+        let state_guard = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state: &State = &state_guard;
+        // Re-check the rules against the current members (admissions may have changed them
+        // since the entry was prepared); the expensive hashing was done in `enqueue`.
+        let mut keys: Vec<Option<PublicKey>> = Vec::with_capacity(batch.len());
+        let mut checked: Vec<Result<Checked, Rejection>> = batch
+            .par_iter_mut()
+            .map(|p| {
+                let c = std::mem::replace(&mut p.checked, Err(unavailable()))?;
+                state.precheck(&c.body, Some(now))?;
+                Ok(c)
+            })
+            .collect();
+        for c in &checked {
+            keys.push(
+                c.as_ref()
+                    .ok()
+                    .and_then(|c| state.members.get(&c.body.signer).map(|m| m.key)),
+            );
+        }
+        let items: Vec<(&PublicKey, &Prepared)> = checked
+            .iter()
+            .zip(&keys)
+            .filter_map(|(c, k)| Some((k.as_ref()?, &c.as_ref().ok()?.prepared)))
+            .collect();
+        let all_valid = verify_prepared(&items);
+        drop(items);
+        if !all_valid {
+            checked.par_iter_mut().zip(&keys).for_each(|(c, k)| {
+                if let (Ok(ok), Some(k)) = (&c, k)
+                    && !ok.prepared.verify(k)
+                {
+                    let signer = ok.body.signer.clone();
+                    *c = Err(Rejection::new(
+                        Code::Unauthenticated,
+                        format!("signature does not verify under the key of member {signer}"),
+                    ));
+                }
+            });
+        }
+        // Nonces: against the store, then within the batch.
+        let keys: Vec<Vec<u8>> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok())
+            .map(|c| nonce_key(&c.body.signer, c.body.nonce))
+            .collect();
+        let used = self.store.nonces_used(&keys)?;
+        let mut used = used.into_iter();
+        let mut in_batch = HashSet::new();
+        let mut next_state: Option<State> = None;
+        for c in checked.iter_mut() {
+            let Ok(ok) = c else { continue };
+            let k = nonce_key(&ok.body.signer, ok.body.nonce);
+            if used.next().unwrap_or(true) || !in_batch.insert(k) {
+                let (s, n) = (ok.body.signer.clone(), ok.body.nonce);
+                *c = Err(Rejection::new(
+                    Code::AlreadyExists,
+                    format!("nonce {n} of member {s} was already used (replay)"),
+                ));
+                continue;
+            }
+            if matches!(
+                ok.body.payload,
+                Some(ecgfed_proto::v1::entry_body::Payload::MemberAdmitted(_))
+            ) {
+                let st = next_state.get_or_insert_with(|| state.clone());
+                if let Err(r) = st.apply(&ok.body) {
+                    *c = Err(r);
+                }
+            }
+        }
+        drop(state_guard);
+
+        let mut frontier = tip.frontier.clone();
+        let first_index = frontier.size();
+        let mut new_entries = Vec::new();
+        let mut nodes = Vec::new();
+        let mut receipts = Vec::with_capacity(batch.len());
+        for c in &checked {
+            match c {
+                Ok(ok) => {
+                    let index = frontier.size();
+                    let stored = entry::encode_stored(&ok.body_bytes, &ok.sig_bytes);
+                    let lh = leaf_hash(&stored);
+                    nodes.extend(frontier.append_hash(lh));
+                    receipts.push(Ok(Receipt {
+                        index,
+                        block_height: tip.blocks,
+                        leaf_hash: lh,
+                    }));
+                    new_entries.push(NewEntry {
+                        index,
+                        stored,
+                        subject_keys: ok
+                            .body
+                            .subjects
+                            .iter()
+                            .map(|s| entry::subject_key(s.kind, &s.id))
+                            .collect(),
+                        signer: ok.body.signer.clone(),
+                        nonce: ok.body.nonce,
+                    });
+                }
+                Err(r) => receipts.push(Err(r.clone())),
+            }
+        }
+        if !new_entries.is_empty() {
+            let block = Block {
+                height: tip.blocks,
+                previous_hash: tip.last_hash,
+                timestamp_ms: now,
+                first_index,
+                entry_count: new_entries.len() as u64,
+                tree_size: frontier.size(),
+                root: frontier.root(),
+            };
+            let note = {
+                let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+                checkpoint_for(&s, &block, key)
+            };
+            if let Err(e) = self.store.commit(&new_entries, &nodes, &block, &note) {
+                for p in batch {
+                    let _ = p.reply.send(Err(unavailable()));
+                }
+                return Err(e);
+            }
+            tip.frontier = frontier;
+            tip.blocks += 1;
+            tip.last_hash = block.hash();
+            if let Some(s) = next_state
+                && let Ok(mut g) = self.state.write()
+            {
+                *g = s;
+            }
+            if let Ok(mut c) = self.checkpoint.write() {
+                *c = note;
+            }
+            if let Ok(mut h) = self.head.write() {
+                *h = Head {
+                    tree_size: block.tree_size,
+                    blocks: tip.blocks,
+                };
+            }
+            let _ = self.blocks_tx.send(block);
+        }
+        for (p, r) in batch.into_iter().zip(receipts) {
+            let _ = p.reply.send(r);
+        }
+        Ok(())
+    }
+
+    /// Builds an inclusion proof of `index` in the tree of `size` (≤ the committed size).
+    pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, Rejection> {
+        self.check_size(size)?;
+        log::inclusion_proof(self.store.as_ref(), index, size)
+            .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))
+    }
+
+    /// Builds a consistency proof between two sizes (≤ the committed size).
+    pub fn prove_consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, Rejection> {
+        self.check_size(to)?;
+        log::consistency_proof(self.store.as_ref(), from, to)
+            .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), Rejection> {
+        let committed = self.head().tree_size;
+        if size > committed {
+            return Err(Rejection::new(
+                Code::InvalidArgument,
+                format!("tree size {size} is beyond the committed size {committed}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+    }
+}
+
+fn pool(name: &'static str) -> Result<rayon::ThreadPool, LedgerError> {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(move |i| format!("{name}-{i}"))
+        .build()
+        .map_err(|e| LedgerError::Invalid {
+            path: name.to_string(),
+            reason: format!("cannot start a thread pool: {e}"),
+        })
+}
+
+fn unavailable() -> Rejection {
+    Rejection::new(
+        Code::Unavailable,
+        "the ledger is shutting down or cannot write; retry against a running ledger",
+    )
+}
+
+/// A submission that passed every check but the signature and nonce, with its message
+/// hashed to G2.
+struct Checked {
+    body: EntryBody,
+    body_bytes: Vec<u8>,
+    sig_bytes: Vec<u8>,
+    prepared: Prepared,
+}
+
+fn check(state: &State, e: &SignedEntry, now: i64) -> Result<Checked, Rejection> {
+    let body = entry::decode_body(&e.body)
+        .map_err(|EntryError(m)| Rejection::new(Code::InvalidArgument, m))?;
+    if e.signature.is_empty() {
+        return Err(Rejection::new(
+            Code::Unauthenticated,
+            format!("entry by {:?} is not signed", body.signer),
+        ));
+    }
+    let sig = Signature::from_bytes(&e.signature).map_err(|err| {
+        Rejection::new(
+            Code::Unauthenticated,
+            format!("entry by {:?}: {err}", body.signer),
+        )
+    })?;
+    state.precheck(&body, Some(now))?;
+    Ok(Checked {
+        prepared: Prepared::new(&entry::signing_bytes(&e.body), &sig),
+        body_bytes: e.body.clone(),
+        sig_bytes: e.signature.clone(),
+        body,
+    })
+}

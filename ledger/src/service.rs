@@ -1,0 +1,332 @@
+//! The LedgerService gRPC server (tonic) over an open [`Ledger`].
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ecgfed_proto::v1::ledger_service_server::{LedgerService, LedgerServiceServer};
+use ecgfed_proto::v1::{
+    Block as PbBlock, Checkpoint as PbCheckpoint, ConsistencyProof, GetBlockRequest,
+    GetEntryRequest, GetEntryResponse, InclusionProof, LatestCheckpointRequest,
+    ProveConsistencyRequest, ProveInclusionRequest, QueryBySubjectRequest, SignedEntry,
+    SubmitResponse, WatchBlocksRequest,
+};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::entry::subject_key;
+use crate::sequencer::{Ledger, Receipt};
+use crate::state::{Code, Rejection};
+
+/// Largest gRPC message accepted or sent (entries are at most 1 MiB; answers are small).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Submissions in flight per SubmitStream before the server stops reading it.
+pub const STREAM_WINDOW: usize = 4096;
+
+/// The gRPC status of a rejection.
+pub fn status(r: Rejection) -> Status {
+    let code = match r.code {
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::PermissionDenied => tonic::Code::PermissionDenied,
+        Code::AlreadyExists => tonic::Code::AlreadyExists,
+        Code::Unauthenticated => tonic::Code::Unauthenticated,
+        Code::Unavailable => tonic::Code::Unavailable,
+    };
+    Status::new(code, r.message)
+}
+
+fn response(r: Receipt) -> SubmitResponse {
+    SubmitResponse {
+        index: r.index,
+        block_height: r.block_height,
+        leaf_hash: r.leaf_hash.to_vec(),
+        code: 0,
+        message: String::new(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// The service implementation.
+#[derive(Debug, Clone)]
+pub struct LedgerServer {
+    ledger: Arc<Ledger>,
+}
+
+impl LedgerServer {
+    /// A service over `ledger`.
+    pub fn new(ledger: Arc<Ledger>) -> Self {
+        LedgerServer { ledger }
+    }
+
+    /// The tonic service with our message limits.
+    pub fn into_service(self) -> LedgerServiceServer<LedgerServer> {
+        LedgerServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn entry_response(&self, index: u64) -> Result<GetEntryResponse, Status> {
+        let head = self.ledger.head();
+        let stored = self
+            .ledger
+            .store()
+            .entry(index)
+            .map_err(internal)?
+            .filter(|_| index < head.tree_size)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "entry {index} does not exist (tree size {})",
+                    head.tree_size
+                ))
+            })?;
+        let block_height = self
+            .ledger
+            .store()
+            .block_of_entry(index, head)
+            .map_err(internal)?
+            .unwrap_or(0);
+        Ok(GetEntryResponse {
+            index,
+            stored,
+            block_height,
+        })
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn hashes(v: Vec<[u8; 32]>) -> Vec<Vec<u8>> {
+    v.into_iter().map(|h| h.to_vec()).collect()
+}
+
+#[tonic::async_trait]
+impl LedgerService for LedgerServer {
+    async fn submit(&self, req: Request<SignedEntry>) -> Result<Response<SubmitResponse>, Status> {
+        let r = self.ledger.submit(req.into_inner()).await.map_err(status)?;
+        Ok(Response::new(response(r)))
+    }
+
+    type SubmitStreamStream = BoxStream<SubmitResponse>;
+
+    async fn submit_stream(
+        &self,
+        req: Request<Streaming<SignedEntry>>,
+    ) -> Result<Response<Self::SubmitStreamStream>, Status> {
+        let mut input = req.into_inner();
+        let (pending_tx, mut pending_rx) = mpsc::channel(STREAM_WINDOW);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
+        let ledger = Arc::clone(&self.ledger);
+        tokio::spawn(async move {
+            while let Some(item) = input.next().await {
+                let Ok(entry) = item else { break };
+                let rx = ledger.enqueue(entry).await;
+                if pending_tx.send(rx).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(rx) = pending_rx.recv().await {
+                let answer = match rx {
+                    Ok(rx) => rx.await.unwrap_or_else(|_| {
+                        Err(Rejection::new(Code::Unavailable, "the ledger stopped"))
+                    }),
+                    Err(r) => Err(r),
+                };
+                let msg = match answer {
+                    Ok(r) => response(r),
+                    Err(r) => {
+                        let s = status(r);
+                        SubmitResponse {
+                            code: s.code() as i32,
+                            message: s.message().to_string(),
+                            ..Default::default()
+                        }
+                    }
+                };
+                if out_tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn get_entry(
+        &self,
+        req: Request<GetEntryRequest>,
+    ) -> Result<Response<GetEntryResponse>, Status> {
+        Ok(Response::new(self.entry_response(req.into_inner().index)?))
+    }
+
+    async fn get_block(&self, req: Request<GetBlockRequest>) -> Result<Response<PbBlock>, Status> {
+        let h = req.into_inner().height;
+        let head = self.ledger.head();
+        let b = self
+            .ledger
+            .store()
+            .block(h)
+            .map_err(internal)?
+            .filter(|_| h < head.blocks)
+            .ok_or_else(|| {
+                Status::not_found(format!("block {h} does not exist ({} blocks)", head.blocks))
+            })?;
+        Ok(Response::new(b.to_proto()))
+    }
+
+    async fn latest_checkpoint(
+        &self,
+        _req: Request<LatestCheckpointRequest>,
+    ) -> Result<Response<PbCheckpoint>, Status> {
+        Ok(Response::new(PbCheckpoint {
+            note: self.ledger.checkpoint(),
+        }))
+    }
+
+    async fn prove_inclusion(
+        &self,
+        req: Request<ProveInclusionRequest>,
+    ) -> Result<Response<InclusionProof>, Status> {
+        let r = req.into_inner();
+        let p = self
+            .ledger
+            .prove_inclusion(r.index, r.tree_size)
+            .map_err(status)?;
+        Ok(Response::new(InclusionProof {
+            index: r.index,
+            tree_size: r.tree_size,
+            hashes: hashes(p),
+        }))
+    }
+
+    async fn prove_consistency(
+        &self,
+        req: Request<ProveConsistencyRequest>,
+    ) -> Result<Response<ConsistencyProof>, Status> {
+        let r = req.into_inner();
+        let p = self
+            .ledger
+            .prove_consistency(r.from_size, r.to_size)
+            .map_err(status)?;
+        Ok(Response::new(ConsistencyProof {
+            from_size: r.from_size,
+            to_size: r.to_size,
+            hashes: hashes(p),
+        }))
+    }
+
+    type QueryBySubjectStream = BoxStream<GetEntryResponse>;
+
+    async fn query_by_subject(
+        &self,
+        req: Request<QueryBySubjectRequest>,
+    ) -> Result<Response<Self::QueryBySubjectStream>, Status> {
+        let r = req.into_inner();
+        let s = r
+            .subject
+            .ok_or_else(|| Status::invalid_argument("QueryBySubject needs a subject"))?;
+        crate::state::check_id("subject id", &s.id).map_err(status)?;
+        let prefix = subject_key(s.kind, &s.id);
+        let (tx, rx) = mpsc::channel(256);
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut from = r.from_index;
+            let mut left = if r.limit == 0 { u64::MAX } else { r.limit };
+            loop {
+                let chunk = left.min(1024);
+                let idx = match this.ledger.store().subject_entries(&prefix, from, chunk) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(internal(e)));
+                        return;
+                    }
+                };
+                let n = idx.len() as u64;
+                for i in idx {
+                    let item = this.entry_response(i);
+                    from = i + 1;
+                    if tx.blocking_send(item).is_err() {
+                        return;
+                    }
+                }
+                left -= n;
+                if n < chunk || left == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchBlocksStream = BoxStream<PbBlock>;
+
+    async fn watch_blocks(
+        &self,
+        req: Request<WatchBlocksRequest>,
+    ) -> Result<Response<Self::WatchBlocksStream>, Status> {
+        let mut next = req.into_inner().from_height;
+        let mut live = self.ledger.watch();
+        let ledger = Arc::clone(&self.ledger);
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                // Replay what is committed from `next` on, then wait for live blocks.
+                while next < ledger.head().blocks {
+                    let b = match ledger.store().block(next) {
+                        Ok(Some(b)) => Ok(b.to_proto()),
+                        Ok(None) => Err(Status::internal(format!("block {next} is missing"))),
+                        Err(e) => Err(internal(e)),
+                    };
+                    let stop = b.is_err();
+                    if tx.send(b).await.is_err() || stop {
+                        return;
+                    }
+                    next += 1;
+                }
+                match live.recv().await {
+                    Ok(b) if b.height == next => {
+                        if tx.send(Ok(b.to_proto())).await.is_err() {
+                            return;
+                        }
+                        next += 1;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Serves `ledger` on `listener` until `shutdown` resolves, then stops accepting calls,
+/// lets running calls finish and commits what is queued.
+pub async fn serve(
+    ledger: Arc<Ledger>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let svc = LedgerServer::new(Arc::clone(&ledger)).into_service();
+    let r = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    let l = Arc::clone(&ledger);
+    let _ = tokio::task::spawn_blocking(move || l.shutdown()).await;
+    r
+}
+
+/// Binds `addr` (port 0 picks a free one) and returns the listener and its actual address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}

@@ -1,0 +1,406 @@
+//! RocksDB storage of a ledger: one column family per kind of data, every block committed as
+//! one synced write batch (docs/ledger.md, "Storage").
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `entries` | index u64 BE | stored entry bytes (the Merkle leaf) |
+//! | `blocks` | height u64 BE | canonical block encoding (104 bytes) |
+//! | `nodes` | level u8 ‖ index u64 BE | 32-byte Merkle node |
+//! | `subjects` | kind u8 ‖ id ‖ 0x00 ‖ entry index u64 BE | empty |
+//! | `nonces` | signer ‖ 0x00 ‖ nonce u64 BE | entry index u64 BE |
+//! | `checkpoints` | tree size u64 BE | signed checkpoint note |
+//! | `meta` | `head` | tree size u64 BE ‖ block count u64 BE |
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+
+use crate::block::Block;
+use crate::log::{CreatedNode, Hash, LogError, NodeReader};
+
+/// Column family names.
+pub const CF_ENTRIES: &str = "entries";
+/// Blocks by height.
+pub const CF_BLOCKS: &str = "blocks";
+/// Merkle nodes.
+pub const CF_NODES: &str = "nodes";
+/// Subject index.
+pub const CF_SUBJECTS: &str = "subjects";
+/// Used nonces.
+pub const CF_NONCES: &str = "nonces";
+/// Signed checkpoints by tree size.
+pub const CF_CHECKPOINTS: &str = "checkpoints";
+/// Metadata.
+pub const CF_META: &str = "meta";
+/// All column families.
+pub const COLUMN_FAMILIES: [&str; 7] = [
+    CF_ENTRIES,
+    CF_BLOCKS,
+    CF_NODES,
+    CF_SUBJECTS,
+    CF_NONCES,
+    CF_CHECKPOINTS,
+    CF_META,
+];
+
+/// A storage failure, naming the ledger directory.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger store {path}: {reason}")]
+pub struct StoreError {
+    /// The ledger data directory.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Committed extent of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    /// Number of entries.
+    pub tree_size: u64,
+    /// Number of blocks.
+    pub blocks: u64,
+}
+
+/// One entry of a block being committed.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Its index.
+    pub index: u64,
+    /// Stored bytes.
+    pub stored: Vec<u8>,
+    /// Subject index key prefixes ([`crate::entry::subject_key`]).
+    pub subject_keys: Vec<Vec<u8>>,
+    /// Signer id.
+    pub signer: String,
+    /// Nonce.
+    pub nonce: u64,
+}
+
+/// Key/value rows of a column family.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A ledger's RocksDB database.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+/// `signer ‖ 0x00 ‖ nonce BE`.
+pub fn nonce_key(signer: &str, nonce: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(signer.len() + 9);
+    k.extend_from_slice(signer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&nonce.to_be_bytes());
+    k
+}
+
+/// `level ‖ index BE`.
+pub fn node_key(level: u32, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level as u8;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn be(v: &[u8]) -> Option<u64> {
+    v.try_into().ok().map(u64::from_be_bytes)
+}
+
+impl Store {
+    fn options() -> Options {
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        o.set_max_background_jobs(2);
+        o
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Self::options()));
+        let db = DB::open_cf_descriptors(&Self::options(), dir, cfs).map_err(|e| StoreError {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Store {
+            db,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| self.err(format!("column family {name} is missing")))
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(cf)?, key).map_err(|e| self.err(e))
+    }
+
+    /// The committed head; `None` for a database never initialised.
+    pub fn head(&self) -> Result<Option<Head>, StoreError> {
+        Ok(match self.get(CF_META, b"head")? {
+            None => None,
+            Some(v) if v.len() == 16 => Some(Head {
+                tree_size: be(&v[..8]).unwrap_or(0),
+                blocks: be(&v[8..]).unwrap_or(0),
+            }),
+            Some(v) => return Err(self.err(format!("meta/head is {} bytes, expected 16", v.len()))),
+        })
+    }
+
+    /// Stored bytes of entry `index`.
+    pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(CF_ENTRIES, &index.to_be_bytes())
+    }
+
+    /// Raw bytes of block `height`.
+    pub fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(CF_BLOCKS, &height.to_be_bytes())
+    }
+
+    /// Block `height`, decoded.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        match self.block_bytes(height)? {
+            None => Ok(None),
+            Some(b) => Block::decode(&b)
+                .map(Some)
+                .map_err(|e| self.err(format!("block {height}: {e}"))),
+        }
+    }
+
+    /// The signed checkpoint at `tree_size`, if one was stored.
+    pub fn checkpoint(&self, tree_size: u64) -> Result<Option<String>, StoreError> {
+        self.get(CF_CHECKPOINTS, &tree_size.to_be_bytes())?
+            .map(|v| {
+                String::from_utf8(v)
+                    .map_err(|_| self.err(format!("checkpoint {tree_size} is not UTF-8")))
+            })
+            .transpose()
+    }
+
+    /// All stored checkpoints, by tree size.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut v = Vec::new();
+        for kv in self
+            .db
+            .iterator_cf(self.cf(CF_CHECKPOINTS)?, IteratorMode::Start)
+        {
+            let (k, val) = kv.map_err(|e| self.err(e))?;
+            v.push((be(&k).unwrap_or(u64::MAX), val.to_vec()));
+        }
+        Ok(v)
+    }
+
+    /// Which of `keys` ([`nonce_key`]) are already used.
+    pub fn nonces_used(&self, keys: &[Vec<u8>]) -> Result<Vec<bool>, StoreError> {
+        let cf = self.cf(CF_NONCES)?;
+        self.db
+            .multi_get_cf(keys.iter().map(|k| (cf, k.as_slice())))
+            .into_iter()
+            .map(|r| r.map(|v| v.is_some()).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// Entry indexes naming the subject with key prefix `prefix` ([`crate::entry::subject_key`]),
+    /// from `from` on, at most `limit` (0 = all).
+    pub fn subject_entries(
+        &self,
+        prefix: &[u8],
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(&from.to_be_bytes());
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_SUBJECTS)?,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for kv in it {
+            let (k, _) = kv.map_err(|e| self.err(e))?;
+            if !k.starts_with(prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            out.push(be(&k[prefix.len()..]).unwrap_or(0));
+            if limit != 0 && out.len() as u64 >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every (key, value) of a column family, in key order (for the verifier and tests).
+    pub fn scan(&self, cf: &str) -> Result<Rows, StoreError> {
+        let mut v = Vec::new();
+        for kv in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+            let (k, val) = kv.map_err(|e| self.err(e))?;
+            v.push((k.to_vec(), val.to_vec()));
+        }
+        Ok(v)
+    }
+
+    /// Every key of a column family, in key order.
+    pub fn scan_keys(&self, cf: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut v = Vec::new();
+        for kv in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+            v.push(kv.map_err(|e| self.err(e))?.0.to_vec());
+        }
+        Ok(v)
+    }
+
+    /// Number of keys in a column family.
+    pub fn count(&self, cf: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for kv in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+            kv.map_err(|e| self.err(e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The stored Merkle nodes at the positions of `nodes`.
+    pub fn multi_nodes(&self, nodes: &[CreatedNode]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let cf = self.cf(CF_NODES)?;
+        let keys: Vec<[u8; 9]> = nodes.iter().map(|((l, i), _)| node_key(*l, *i)).collect();
+        self.db
+            .multi_get_cf(keys.iter().map(|k| (cf, k.as_slice())))
+            .into_iter()
+            .map(|r| r.map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// Entries `from..to` in index order.
+    pub fn entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut v = Vec::new();
+        let start = from.to_be_bytes();
+        for kv in self.db.iterator_cf(
+            self.cf(CF_ENTRIES)?,
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, val) = kv.map_err(|e| self.err(e))?;
+            let i = be(&k).ok_or_else(|| self.err("entry key is not 8 bytes"))?;
+            if i >= to {
+                break;
+            }
+            v.push((i, val.to_vec()));
+        }
+        Ok(v)
+    }
+
+    /// The height of the block holding entry `index` (binary search over block first indexes).
+    pub fn block_of_entry(&self, index: u64, head: Head) -> Result<Option<u64>, StoreError> {
+        if index >= head.tree_size || head.blocks == 0 {
+            return Ok(None);
+        }
+        let (mut lo, mut hi) = (0u64, head.blocks - 1);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            let b = self
+                .block(mid)?
+                .ok_or_else(|| self.err(format!("block {mid} is missing")))?;
+            if b.first_index <= index {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(Some(lo))
+    }
+
+    /// Commits one block: entries, their subject and nonce index rows, the created Merkle
+    /// nodes, the block, its checkpoint and the new head, as one synced write batch.
+    pub fn commit(
+        &self,
+        entries: &[NewEntry],
+        nodes: &[CreatedNode],
+        block: &Block,
+        checkpoint: &str,
+    ) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        let (ce, cs, cn, cnodes) = (
+            self.cf(CF_ENTRIES)?,
+            self.cf(CF_SUBJECTS)?,
+            self.cf(CF_NONCES)?,
+            self.cf(CF_NODES)?,
+        );
+        for e in entries {
+            let idx = e.index.to_be_bytes();
+            wb.put_cf(ce, idx, &e.stored);
+            for s in &e.subject_keys {
+                let mut k = s.clone();
+                k.extend_from_slice(&idx);
+                wb.put_cf(cs, k, []);
+            }
+            wb.put_cf(cn, nonce_key(&e.signer, e.nonce), idx);
+        }
+        for ((level, index), h) in nodes {
+            wb.put_cf(cnodes, node_key(*level, *index), h);
+        }
+        wb.put_cf(
+            self.cf(CF_BLOCKS)?,
+            block.height.to_be_bytes(),
+            block.encode(),
+        );
+        wb.put_cf(
+            self.cf(CF_CHECKPOINTS)?,
+            block.tree_size.to_be_bytes(),
+            checkpoint.as_bytes(),
+        );
+        let mut head = block.tree_size.to_be_bytes().to_vec();
+        head.extend_from_slice(&(block.height + 1).to_be_bytes());
+        wb.put_cf(self.cf(CF_META)?, b"head", head);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo).map_err(|e| self.err(e))
+    }
+
+    /// Writes raw bytes into a column family (fault injection in tests and tooling only).
+    pub fn put_raw(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_cf_opt(self.cf(cf)?, key, value, &wo)
+            .map_err(|e| self.err(e))
+    }
+}
+
+impl NodeReader for Store {
+    fn node(&self, level: u32, index: u64) -> Result<Hash, LogError> {
+        match self.get(CF_NODES, &node_key(level, index)) {
+            Ok(Some(v)) => v
+                .try_into()
+                .map_err(|_| LogError::MissingNode { level, index }),
+            _ => Err(LogError::MissingNode { level, index }),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.head().ok().flatten().map_or(0, |h| h.tree_size)
+    }
+}

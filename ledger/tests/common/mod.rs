@@ -1,0 +1,118 @@
+//! Shared set-up of the ledger tests: a ledger with three hospitals, a scientist and a
+//! regulator, served by a real tonic server on a loopback port chosen at run time.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ecgfed_ledger::Ledger;
+use ecgfed_ledger::entry::EntrySigner;
+use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
+use ecgfed_ledger::keys::KeyPair;
+use ecgfed_proto::v1::{CohortCreated, DatasetRegistered, ModelTrained, entry_body::Payload};
+
+/// A fresh ledger and its members' signers.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub ledger_key: KeyPair,
+    pub genesis: GenesisFile,
+    pub hospitals: Vec<EntrySigner>,
+    pub scientist: EntrySigner,
+    pub regulator: EntrySigner,
+}
+
+pub const ORIGIN: &str = "ecgfed.test/ledger";
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let ledger_key = KeyPair::generate();
+        let hk: Vec<KeyPair> = (0..3).map(|_| KeyPair::generate()).collect();
+        let sk = KeyPair::generate();
+        let rk = KeyPair::generate();
+        let mut members = vec![GenesisMember::for_key("ledger", "ledger", "", &ledger_key)];
+        for (i, k) in hk.iter().enumerate() {
+            members.push(GenesisMember::for_key(
+                &format!("hospital-{i}"),
+                "hospital",
+                &format!("site-{i}"),
+                k,
+            ));
+        }
+        members.push(GenesisMember::for_key("scientist", "scientist", "", &sk));
+        members.push(GenesisMember::for_key("regulator", "regulator", "", &rk));
+        let genesis = GenesisFile {
+            origin: ORIGIN.into(),
+            max_clock_skew_ms: 60_000,
+            members,
+        };
+        Ledger::init(&db, &genesis, &ledger_key).unwrap();
+        Fixture {
+            dir,
+            db,
+            ledger_key,
+            genesis,
+            hospitals: hk
+                .into_iter()
+                .enumerate()
+                .map(|(i, k)| EntrySigner::new(&format!("hospital-{i}"), k))
+                .collect(),
+            scientist: EntrySigner::new("scientist", sk),
+            regulator: EntrySigner::new("regulator", rk),
+        }
+    }
+
+    pub fn open(&self) -> Arc<Ledger> {
+        Ledger::open(&self.db, self.ledger_key.clone()).unwrap()
+    }
+}
+
+pub fn dataset(site: &str, id: &str) -> Payload {
+    Payload::DatasetRegistered(DatasetRegistered {
+        dataset_id: id.into(),
+        site: site.into(),
+        version: 1,
+        record_count: 10,
+        segment_count: 100,
+        commitment_root: vec![1; 32],
+        manifest_sha256: vec![2; 32],
+        summary_json: "{}".into(),
+    })
+}
+
+pub fn cohort(requester: &str, id: &str) -> Payload {
+    Payload::CohortCreated(CohortCreated {
+        cohort_id: id.into(),
+        spec_sha256: vec![3; 32],
+        allocation: vec![],
+        seed: 7,
+        purpose: "test".into(),
+        requester: requester.into(),
+    })
+}
+
+pub fn model(id: &str) -> Payload {
+    Payload::ModelTrained(ModelTrained {
+        model_id: id.into(),
+        cohort_id: "c1".into(),
+        weights_sha256: vec![4; 32],
+        code_version: "test".into(),
+        hyperparameters_json: "{}".into(),
+        metrics_json: "{}".into(),
+    })
+}
+
+/// Serves `ledger` on 127.0.0.1 with a free port; returns the address and a stopper.
+pub async fn serve(ledger: Arc<Ledger>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (l, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ecgfed_ledger::service::serve(ledger, l, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
