@@ -139,28 +139,22 @@ fn subject(kind: SubjectKind, id: &str) -> Subject {
     }
 }
 
+/// A member's subjects: its id and, for a hospital, its site.
+fn member(v: &mut Vec<Subject>, m: &ecgfed_proto::v1::Member) {
+    v.push(subject(SubjectKind::Member, &m.id));
+    if !m.site.is_empty() {
+        v.push(subject(SubjectKind::Site, &m.site));
+    }
+}
+
 /// The subjects an entry must carry, in this order: the signer (member), then per kind
 /// (docs/ledger.md, "Subjects"). Duplicates are dropped, keeping the first.
 pub fn derived_subjects(signer: &str, payload: &Payload) -> Vec<Subject> {
     use SubjectKind as S;
     let mut v = vec![subject(S::Member, signer)];
     match payload {
-        Payload::Genesis(g) => {
-            for m in &g.members {
-                v.push(subject(S::Member, &m.id));
-                if !m.site.is_empty() {
-                    v.push(subject(S::Site, &m.site));
-                }
-            }
-        }
-        Payload::MemberAdmitted(a) => {
-            if let Some(m) = &a.member {
-                v.push(subject(S::Member, &m.id));
-                if !m.site.is_empty() {
-                    v.push(subject(S::Site, &m.site));
-                }
-            }
-        }
+        Payload::Genesis(g) => g.members.iter().for_each(|m| member(&mut v, m)),
+        Payload::MemberAdmitted(a) => a.member.iter().for_each(|m| member(&mut v, m)),
         Payload::DatasetRegistered(d) => {
             v.push(subject(S::Site, &d.site));
             v.push(subject(S::Dataset, &d.dataset_id));

@@ -390,35 +390,29 @@ impl Ledger {
         let now = entry::now_ms();
         let state_guard = self.state.read().unwrap_or_else(|e| e.into_inner());
         let state: &State = &state_guard;
-        // Re-check the rules against the current members (admissions may have changed them
-        // since the entry was prepared); the expensive hashing was done in `enqueue`.
-        let mut keys: Vec<Option<PublicKey>> = Vec::with_capacity(batch.len());
+        // The rules were checked and the message hashed in `enqueue`; check the rules again
+        // only for entries prepared before the members last changed.
         let mut checked: Vec<Result<Checked, Rejection>> = batch
             .par_iter_mut()
             .map(|p| {
-                let c = std::mem::replace(&mut p.checked, Err(unavailable()))?;
-                state.precheck(&c.body, Some(now))?;
+                let mut c = std::mem::replace(&mut p.checked, Err(unavailable()))?;
+                if c.generation != state.generation {
+                    c.key = state.precheck(&c.body, Some(now))?.key;
+                    c.generation = state.generation;
+                }
                 Ok(c)
             })
             .collect();
-        for c in &checked {
-            keys.push(
-                c.as_ref()
-                    .ok()
-                    .and_then(|c| state.members.get(&c.body.signer).map(|m| m.key)),
-            );
-        }
         let items: Vec<(&PublicKey, &Prepared)> = checked
             .iter()
-            .zip(&keys)
-            .filter_map(|(c, k)| Some((k.as_ref()?, &c.as_ref().ok()?.prepared)))
+            .filter_map(|c| c.as_ref().ok().map(|c| (&c.key, &c.prepared)))
             .collect();
         let all_valid = verify_prepared(&items);
         drop(items);
         if !all_valid {
-            checked.par_iter_mut().zip(&keys).for_each(|(c, k)| {
-                if let (Ok(ok), Some(k)) = (&c, k)
-                    && !ok.prepared.verify(k)
+            checked.par_iter_mut().for_each(|c| {
+                if let Ok(ok) = &c
+                    && !ok.prepared.verify(&ok.key)
                 {
                     let signer = ok.body.signer.clone();
                     *c = Err(Rejection::new(
@@ -435,13 +429,15 @@ impl Ledger {
             .map(|c| nonce_key(&c.body.signer, c.body.nonce))
             .collect();
         let used = self.store.nonces_used(&keys)?;
-        let mut used = used.into_iter();
+        let mut nonces = keys.into_iter().zip(used);
         let mut in_batch = HashSet::new();
         let mut next_state: Option<State> = None;
         for c in checked.iter_mut() {
             let Ok(ok) = c else { continue };
-            let k = nonce_key(&ok.body.signer, ok.body.nonce);
-            if used.next().unwrap_or(true) || !in_batch.insert(k) {
+            let Some((k, used)) = nonces.next() else {
+                break;
+            };
+            if used || !in_batch.insert(k) {
                 let (s, n) = (ok.body.signer.clone(), ok.body.nonce);
                 *c = Err(Rejection::new(
                     Code::AlreadyExists,
@@ -597,6 +593,9 @@ struct Checked {
     body_bytes: Vec<u8>,
     sig_bytes: Vec<u8>,
     prepared: Prepared,
+    /// The signer's key, and the member-state generation the rules were checked against.
+    key: PublicKey,
+    generation: u64,
 }
 
 fn check(state: &State, e: &SignedEntry, now: i64) -> Result<Checked, Rejection> {
@@ -614,8 +613,10 @@ fn check(state: &State, e: &SignedEntry, now: i64) -> Result<Checked, Rejection>
             format!("entry by {:?}: {err}", body.signer),
         )
     })?;
-    state.precheck(&body, Some(now))?;
+    let key = state.precheck(&body, Some(now))?.key;
     Ok(Checked {
+        key,
+        generation: state.generation,
         prepared: Prepared::new(&entry::signing_bytes(&e.body), &sig),
         body_bytes: e.body.clone(),
         sig_bytes: e.signature.clone(),

@@ -80,6 +80,9 @@ pub struct State {
     pub members: HashMap<String, MemberInfo>,
     /// Id of the ledger member (signs genesis and checkpoints).
     pub ledger_id: String,
+    /// Bumped by every change of the members, so that checks made against an older state can
+    /// be told apart.
+    pub generation: u64,
 }
 
 /// Checks an id: non-empty, at most [`MAX_ID_BYTES`] bytes, no control characters.
@@ -108,8 +111,9 @@ fn check_hash(what: &str, h: &[u8]) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Checks a member record (ids, role, site, key, proof of possession) and returns its info.
-pub fn check_member(m: &Member) -> Result<MemberInfo, Rejection> {
+/// Checks a member record's ids, role, site and key encoding and returns its info (no proof of
+/// possession check: see [`check_member`]).
+fn member_info(m: &Member) -> Result<MemberInfo, Rejection> {
     check_id("member id", &m.id)?;
     let role = Role::try_from(m.role)
         .ok()
@@ -125,20 +129,26 @@ pub fn check_member(m: &Member) -> Result<MemberInfo, Rejection> {
     }
     let key = PublicKey::from_bytes(&m.public_key)
         .map_err(|e| invalid(format!("member {}: {e}", m.id)))?;
-    let pop = Signature::from_bytes(&m.proof_of_possession)
-        .map_err(|e| invalid(format!("member {}: proof of possession: {e}", m.id)))?;
-    if !key.verify_possession(&pop) {
-        return Err(invalid(format!(
-            "member {}: proof of possession does not verify",
-            m.id
-        )));
-    }
     Ok(MemberInfo {
         id: m.id.clone(),
         role,
         site: m.site.clone(),
         key,
     })
+}
+
+/// Checks a member record (ids, role, site, key, proof of possession) and returns its info.
+pub fn check_member(m: &Member) -> Result<MemberInfo, Rejection> {
+    let info = member_info(m)?;
+    let pop = Signature::from_bytes(&m.proof_of_possession)
+        .map_err(|e| invalid(format!("member {}: proof of possession: {e}", m.id)))?;
+    if !info.key.verify_possession(&pop) {
+        return Err(invalid(format!(
+            "member {}: proof of possession does not verify",
+            m.id
+        )));
+    }
+    Ok(info)
 }
 
 /// Whether `role` may write entries of `kind`.
@@ -225,6 +235,7 @@ impl State {
             },
             ledger_id: ledger.id.clone(),
             members,
+            generation: 0,
         };
         st.check_subjects(body)?;
         Ok(st)
@@ -392,18 +403,7 @@ impl State {
                 "a second ledger member cannot be admitted",
             ));
         }
-        if self.members.contains_key(&info.id) {
-            return Err(Rejection::new(
-                Code::AlreadyExists,
-                format!("member {} already exists", info.id),
-            ));
-        }
-        if !info.site.is_empty() && self.members.values().any(|x| x.site == info.site) {
-            return Err(Rejection::new(
-                Code::AlreadyExists,
-                format!("site {} already has a hospital member", info.site),
-            ));
-        }
+        self.check_new(&info)?;
         let hospitals = self
             .members
             .values()
@@ -457,21 +457,33 @@ impl State {
         Ok(())
     }
 
-    /// Applies an accepted entry (admissions add members). Returns an AlreadyExists rejection
-    /// if an admission in the same block already took the id or site.
+    /// Refuses a new member whose id, or whose site, is taken.
+    fn check_new(&self, info: &MemberInfo) -> Result<(), Rejection> {
+        if self.members.contains_key(&info.id) {
+            return Err(Rejection::new(
+                Code::AlreadyExists,
+                format!("member {} already exists", info.id),
+            ));
+        }
+        if !info.site.is_empty() && self.members.values().any(|x| x.site == info.site) {
+            return Err(Rejection::new(
+                Code::AlreadyExists,
+                format!("site {} already has a hospital member", info.site),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies an accepted entry (admissions add members; the admission itself was checked by
+    /// [`State::precheck`]). Returns an AlreadyExists rejection if an admission earlier in the
+    /// same block already took the id or site.
     pub fn apply(&mut self, body: &EntryBody) -> Result<(), Rejection> {
         if let Some(Payload::MemberAdmitted(a)) = &body.payload {
             let m = a.member.as_ref().ok_or_else(|| invalid("no member"))?;
-            let info = check_member(m)?;
-            if self.members.contains_key(&info.id)
-                || (!info.site.is_empty() && self.members.values().any(|x| x.site == info.site))
-            {
-                return Err(Rejection::new(
-                    Code::AlreadyExists,
-                    format!("member {} or its site already exists", info.id),
-                ));
-            }
+            let info = member_info(m)?;
+            self.check_new(&info)?;
             self.members.insert(info.id.clone(), info);
+            self.generation += 1;
         }
         Ok(())
     }

@@ -204,16 +204,35 @@ impl Store {
             .transpose()
     }
 
+    /// Calls `f` with every (key, value) of column family `cf` from key `from` on (all keys
+    /// when `from` is empty), in key order, until `f` returns false.
+    fn walk(
+        &self,
+        cf: &str,
+        from: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let mode = if from.is_empty() {
+            IteratorMode::Start
+        } else {
+            IteratorMode::From(from, Direction::Forward)
+        };
+        for kv in self.db.iterator_cf(self.cf(cf)?, mode) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// All stored checkpoints, by tree size.
     pub fn checkpoints(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut v = Vec::new();
-        for kv in self
-            .db
-            .iterator_cf(self.cf(CF_CHECKPOINTS)?, IteratorMode::Start)
-        {
-            let (k, val) = kv.map_err(|e| self.err(e))?;
-            v.push((be(&k).unwrap_or(u64::MAX), val.to_vec()));
-        }
+        self.walk(CF_CHECKPOINTS, &[], |k, val| {
+            v.push((be(k).unwrap_or(u64::MAX), val.to_vec()));
+            true
+        })?;
         Ok(v)
     }
 
@@ -238,49 +257,43 @@ impl Store {
         let mut start = prefix.to_vec();
         start.extend_from_slice(&from.to_be_bytes());
         let mut out = Vec::new();
-        let it = self.db.iterator_cf(
-            self.cf(CF_SUBJECTS)?,
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for kv in it {
-            let (k, _) = kv.map_err(|e| self.err(e))?;
+        self.walk(CF_SUBJECTS, &start, |k, _| {
             if !k.starts_with(prefix) || k.len() != prefix.len() + 8 {
-                break;
+                return false;
             }
             out.push(be(&k[prefix.len()..]).unwrap_or(0));
-            if limit != 0 && out.len() as u64 >= limit {
-                break;
-            }
-        }
+            limit == 0 || (out.len() as u64) < limit
+        })?;
         Ok(out)
     }
 
     /// Every (key, value) of a column family, in key order (for the verifier and tests).
     pub fn scan(&self, cf: &str) -> Result<Rows, StoreError> {
         let mut v = Vec::new();
-        for kv in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
-            let (k, val) = kv.map_err(|e| self.err(e))?;
+        self.walk(cf, &[], |k, val| {
             v.push((k.to_vec(), val.to_vec()));
-        }
+            true
+        })?;
         Ok(v)
     }
 
     /// Every key of a column family, in key order.
     pub fn scan_keys(&self, cf: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut v = Vec::new();
-        for kv in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
-            v.push(kv.map_err(|e| self.err(e))?.0.to_vec());
-        }
+        self.walk(cf, &[], |k, _| {
+            v.push(k.to_vec());
+            true
+        })?;
         Ok(v)
     }
 
     /// Number of keys in a column family.
     pub fn count(&self, cf: &str) -> Result<u64, StoreError> {
         let mut n = 0;
-        for kv in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
-            kv.map_err(|e| self.err(e))?;
+        self.walk(cf, &[], |_, _| {
             n += 1;
-        }
+            true
+        })?;
         Ok(n)
     }
 
@@ -298,17 +311,20 @@ impl Store {
     /// Entries `from..to` in index order.
     pub fn entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut v = Vec::new();
-        let start = from.to_be_bytes();
-        for kv in self.db.iterator_cf(
-            self.cf(CF_ENTRIES)?,
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
-            let (k, val) = kv.map_err(|e| self.err(e))?;
-            let i = be(&k).ok_or_else(|| self.err("entry key is not 8 bytes"))?;
-            if i >= to {
-                break;
+        let mut bad_key = false;
+        self.walk(CF_ENTRIES, &from.to_be_bytes(), |k, val| match be(k) {
+            None => {
+                bad_key = true;
+                false
             }
-            v.push((i, val.to_vec()));
+            Some(i) if i >= to => false,
+            Some(i) => {
+                v.push((i, val.to_vec()));
+                true
+            }
+        })?;
+        if bad_key {
+            return Err(self.err("an entry key is not 8 bytes"));
         }
         Ok(v)
     }
