@@ -2,7 +2,11 @@
 //! project's set-up script (scripts/setup.sh); `PROTOC` may point at another one.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["ecgfed/v1/datasets.proto", "ecgfed/v1/ledger.proto"];
+    let protos = [
+        "ecgfed/v1/datasets.proto",
+        "ecgfed/v1/ledger.proto",
+        "ecgfed/v1/gateway.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -8,10 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use ecgfed_ledger::Ledger;
-use ecgfed_ledger::checkpoint::Checkpoint;
 use ecgfed_ledger::genesis::{GenesisFile, GenesisMember, parse_role};
 use ecgfed_ledger::keys::KeyPair;
-use serde::{Deserialize, Serialize};
 
 /// `ecgfed ledger` subcommands.
 #[derive(Subcommand)]
@@ -79,42 +77,7 @@ pub enum LedgerCommand {
     },
 }
 
-/// What auditors need to check a ledger: its origin, its key and a checkpoint they trust.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrustFile {
-    /// Checkpoint origin.
-    pub origin: String,
-    /// Hex of the ledger's 48-byte public key.
-    pub ledger_public_key: String,
-    /// A signed checkpoint note.
-    pub checkpoint: String,
-}
-
-impl TrustFile {
-    /// Reads and verifies a trust file.
-    pub fn read(path: &Path) -> Result<(TrustFile, Checkpoint, ecgfed_ledger::keys::PublicKey)> {
-        let t: TrustFile = serde_json::from_str(
-            &std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?,
-        )
-        .with_context(|| format!("{}: not a trust file", path.display()))?;
-        let key = ecgfed_ledger::keys::PublicKey::from_bytes(
-            &hex::decode(&t.ledger_public_key)
-                .with_context(|| format!("{}: ledger_public_key", path.display()))?,
-        )
-        .with_context(|| format!("{}: ledger_public_key", path.display()))?;
-        let cp = Checkpoint::verify(&t.checkpoint, &t.origin, &key)
-            .with_context(|| format!("{}", path.display()))?;
-        Ok((t, cp, key))
-    }
-
-    /// Writes the trust file (atomically: temp file + rename).
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)? + "\n")
-            .with_context(|| format!("{}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))
-    }
-}
+pub use ecgfed_ledger::trust::TrustFile;
 
 fn key_path(data: &Path, key: Option<PathBuf>) -> PathBuf {
     key.unwrap_or_else(|| data.join("ledger.key"))
@@ -239,6 +202,16 @@ fn genesis(origin: String, members: &[String], out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Resolves on SIGINT or SIGTERM, saying so on standard error.
+pub async fn shutdown_signal(what: &'static str) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+    eprintln!("{what}: shutting down");
+}
+
 async fn serve(data: &Path, listen: SocketAddr, kp: KeyPair) -> Result<()> {
     let ledger: Arc<Ledger> = Ledger::open(&db_path(data), kp)?;
     let (listener, addr) = ecgfed_ledger::service::bind(listen)
@@ -252,15 +225,7 @@ async fn serve(data: &Path, listen: SocketAddr, kp: KeyPair) -> Result<()> {
         head.tree_size,
         head.blocks
     );
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-        }
-        eprintln!("ledger: shutting down");
-    };
+    let shutdown = shutdown_signal("ledger");
     ecgfed_ledger::service::serve(Arc::clone(&ledger), listener, shutdown).await?;
     tokio::time::sleep(Duration::from_millis(10)).await;
     let head = ledger.head();

@@ -3,6 +3,7 @@
 
 mod audit;
 mod datasets;
+mod gateway;
 mod keys;
 mod ledger;
 mod ledger_bench;
@@ -28,6 +29,9 @@ enum Command {
     /// The ledger: genesis, init, serve, bench.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// Gateways: serve a hospital's site store, erase a patient, strata, reserve, verified pulls.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
     /// Audit: verify a ledger offline or against a live server.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Datasets(c) => datasets::run(c),
         Command::Keys(c) => keys::run(c),
         Command::Ledger(c) => ledger::run(c),
+        Command::Gateway(c) => gateway::run(c),
         Command::Audit(c) => audit::run(c),
     };
     match result {

@@ -41,15 +41,89 @@ pub struct Segment {
 /// Domain-separation tag that starts every canonical segment encoding.
 pub const HASH_TAG: &[u8] = b"ecgfed-segment-v1";
 
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    buf.extend_from_slice(s.as_bytes());
+/// Borrowed fields of a segment that its content hash covers: enough to hash a row straight
+/// from Arrow columns without copying the signal.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentView<'a> {
+    /// Source database id.
+    pub source: &'a str,
+    /// Record name.
+    pub record_id: &'a str,
+    /// First sample of the window.
+    pub start_sample: u64,
+    /// Window length in samples of the original record.
+    pub n_samples: u32,
+    /// Sampling rate in Hz.
+    pub fs: f32,
+    /// Lead names.
+    pub leads: &'a [&'a str],
+    /// Samples in mV, lead-major.
+    pub signal: &'a [f32],
+    /// Normalised label.
+    pub label: &'a str,
+    /// Source codes.
+    pub label_raw: &'a [&'a str],
+    /// Age in years.
+    pub age: Option<u8>,
+    /// Sex code (`M`, `F`).
+    pub sex: Option<&'a str>,
 }
 
-fn put_strs(buf: &mut Vec<u8>, v: &[String]) {
-    buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+fn put_str(out: &mut impl FnMut(&[u8]), s: &str) {
+    out(&(s.len() as u32).to_le_bytes());
+    out(s.as_bytes());
+}
+
+fn put_strs(out: &mut impl FnMut(&[u8]), v: &[&str]) {
+    out(&(v.len() as u32).to_le_bytes());
     for s in v {
-        put_str(buf, s);
+        put_str(out, s);
+    }
+}
+
+impl SegmentView<'_> {
+    /// Feeds the canonical encoding (docs/datasets.md, "Content hash") to `out`, in pieces.
+    pub fn encode(&self, out: &mut impl FnMut(&[u8])) {
+        out(HASH_TAG);
+        put_str(out, self.source);
+        put_str(out, self.record_id);
+        out(&self.start_sample.to_le_bytes());
+        out(&self.n_samples.to_le_bytes());
+        out(&self.fs.to_bits().to_le_bytes());
+        put_strs(out, self.leads);
+        out(&(self.signal.len() as u64).to_le_bytes());
+        for chunk in self.signal.chunks(4096) {
+            if cfg!(target_endian = "little") && !chunk.iter().any(|v| v.is_nan()) {
+                // Little-endian f32 bits are the canonical bytes; NaNs need canonicalising.
+                use arrow::datatypes::ToByteSlice;
+                out(chunk.to_byte_slice());
+            } else {
+                for v in chunk {
+                    let bits = if v.is_nan() { 0x7fc0_0000 } else { v.to_bits() };
+                    out(&bits.to_le_bytes());
+                }
+            }
+        }
+        put_str(out, self.label);
+        put_strs(out, self.label_raw);
+        match self.age {
+            Some(a) => out(&[1, a]),
+            None => out(&[0]),
+        }
+        match self.sex {
+            Some(s) => {
+                out(&[1]);
+                put_str(out, s);
+            }
+            None => out(&[0]),
+        }
+    }
+
+    /// SHA-256 of the canonical encoding.
+    pub fn content_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        self.encode(&mut |b| h.update(b));
+        h.finalize().into()
     }
 }
 
@@ -59,42 +133,37 @@ impl Segment {
         format!("{}/{}@{}", self.source, self.record_id, self.start_sample)
     }
 
+    /// Calls `f` with a borrowed view of the hashed fields.
+    pub fn with_view<R>(&self, f: impl FnOnce(&SegmentView<'_>) -> R) -> R {
+        let leads: Vec<&str> = self.leads.iter().map(String::as_str).collect();
+        let raw: Vec<&str> = self.label_raw.iter().map(String::as_str).collect();
+        f(&SegmentView {
+            source: &self.source,
+            record_id: &self.record_id,
+            start_sample: self.start_sample,
+            n_samples: self.n_samples,
+            fs: self.fs,
+            leads: &leads,
+            signal: &self.signal,
+            label: &self.label,
+            label_raw: &raw,
+            age: self.age,
+            sex: self.sex.map(|s| s.code()),
+        })
+    }
+
     /// The canonical byte encoding hashed into `content_hash` (docs/datasets.md, "Content
     /// hash"). Site and patient are not part of it: the same recording has the same hash at
     /// any site and after pseudonymisation.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(64 + self.signal.len() * 4);
-        b.extend_from_slice(HASH_TAG);
-        put_str(&mut b, &self.source);
-        put_str(&mut b, &self.record_id);
-        b.extend_from_slice(&self.start_sample.to_le_bytes());
-        b.extend_from_slice(&self.n_samples.to_le_bytes());
-        b.extend_from_slice(&self.fs.to_bits().to_le_bytes());
-        put_strs(&mut b, &self.leads);
-        b.extend_from_slice(&(self.signal.len() as u64).to_le_bytes());
-        for v in &self.signal {
-            let bits = if v.is_nan() { 0x7fc0_0000 } else { v.to_bits() };
-            b.extend_from_slice(&bits.to_le_bytes());
-        }
-        put_str(&mut b, &self.label);
-        put_strs(&mut b, &self.label_raw);
-        match self.age {
-            Some(a) => b.extend_from_slice(&[1, a]),
-            None => b.push(0),
-        }
-        match self.sex {
-            Some(s) => {
-                b.push(1);
-                put_str(&mut b, s.code());
-            }
-            None => b.push(0),
-        }
+        self.with_view(|v| v.encode(&mut |x| b.extend_from_slice(x)));
         b
     }
 
     /// SHA-256 of [`Segment::canonical_bytes`].
     pub fn content_hash(&self) -> [u8; 32] {
-        Sha256::digest(self.canonical_bytes()).into()
+        self.with_view(|v| v.content_hash())
     }
 }
 

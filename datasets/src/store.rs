@@ -600,3 +600,150 @@ pub fn warning_meaning(kind: &str) -> &'static str {
         _ => "see docs/datasets.md",
     }
 }
+
+/// Reads record batches of one store file: only `columns` when given (by name) and only the
+/// rows at the sorted, distinct positions `rows` when given (Parquet row selection, so pages
+/// of other rows are skipped).
+pub fn read_file(
+    dir: &Path,
+    file: &str,
+    columns: Option<&[&str]>,
+    rows: Option<&[usize]>,
+    batch_size: usize,
+) -> Result<Vec<RecordBatch>> {
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    let path = dir.join(file);
+    let f = File::open(&path).map_err(|e| DatasetError::io(&path, e))?;
+    let mut b =
+        ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| DatasetError::store(&path, e))?;
+    if let Some(cols) = columns {
+        let arrow_schema = b.schema().clone();
+        let mut idx = Vec::with_capacity(cols.len());
+        for c in cols {
+            idx.push(
+                arrow_schema
+                    .index_of(c)
+                    .map_err(|_| DatasetError::store(&path, format!("column `{c}` missing")))?,
+            );
+        }
+        let mask = ProjectionMask::roots(b.parquet_schema(), idx);
+        b = b.with_projection(mask);
+    }
+    if let Some(rows) = rows {
+        let mut sel = Vec::new();
+        let mut at = 0usize;
+        for &r in rows {
+            if r < at {
+                return Err(DatasetError::store(
+                    &path,
+                    "row positions must be sorted and distinct",
+                ));
+            }
+            if r > at {
+                sel.push(RowSelector::skip(r - at));
+            }
+            sel.push(RowSelector::select(1));
+            at = r + 1;
+        }
+        b = b.with_row_selection(RowSelection::from(sel));
+    }
+    let reader = b
+        .with_batch_size(batch_size.max(1))
+        .build()
+        .map_err(|e| DatasetError::store(&path, e))?;
+    reader
+        .map(|r| r.map_err(|e| DatasetError::store(&path, e)))
+        .collect()
+}
+
+/// Deletes from the store at `dir` every row whose (`source`, `patient`) is in `patients`:
+/// each affected Parquet file is rewritten beside itself, synced and renamed over the old one,
+/// then the manifest (file sizes, digests, row and segment counts) is rewritten the same way.
+/// Returns the number of rows removed.
+pub fn delete_patients(dir: &Path, patients: &[(String, String)]) -> Result<u64> {
+    use arrow::compute::filter_record_batch;
+    let mut manifest = Manifest::read(dir)?;
+    let mut removed_total = 0u64;
+    let mut removed_records = std::collections::HashSet::new();
+    for f in manifest.files.iter_mut() {
+        let batches = read_file(dir, &f.name, None, None, 1024)?;
+        let path = dir.join(&f.name);
+        let mut kept = Vec::with_capacity(batches.len());
+        let mut removed = 0u64;
+        for b in &batches {
+            let (Some(src), Some(pat), Some(rid)) = (
+                b.column_by_name("source")
+                    .and_then(|c| c.as_string_opt::<i32>()),
+                b.column_by_name("patient")
+                    .and_then(|c| c.as_string_opt::<i32>()),
+                b.column_by_name("record_id")
+                    .and_then(|c| c.as_string_opt::<i32>()),
+            ) else {
+                return Err(DatasetError::store(
+                    &path,
+                    "columns source/patient/record_id missing",
+                ));
+            };
+            let keep: arrow::array::BooleanArray = (0..b.num_rows())
+                .map(|i| {
+                    let hit = patients
+                        .iter()
+                        .any(|(s, p)| s == src.value(i) && p == pat.value(i));
+                    if hit {
+                        removed_records.insert(format!("{}/{}", src.value(i), rid.value(i)));
+                    }
+                    Some(!hit)
+                })
+                .collect();
+            removed += keep.false_count() as u64;
+            kept.push(filter_record_batch(b, &keep).map_err(|e| DatasetError::store(&path, e))?);
+        }
+        if removed == 0 {
+            continue;
+        }
+        let tmp = dir.join(format!(".{}.tmp-{}", f.name, std::process::id()));
+        let file = File::create(&tmp).map_err(|e| DatasetError::io(&tmp, e))?;
+        let mut w = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
+            .map_err(|e| DatasetError::store(&tmp, e))?;
+        for b in &kept {
+            w.write(b).map_err(|e| DatasetError::store(&tmp, e))?;
+        }
+        let file = w.into_inner().map_err(|e| DatasetError::store(&tmp, e))?;
+        file.sync_all().map_err(|e| DatasetError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| DatasetError::io(&path, e))?;
+        let (bytes, sha256) = file_digest(&path)?;
+        f.rows -= removed;
+        f.bytes = bytes;
+        f.sha256 = sha256;
+        for s in manifest.sources.iter_mut().filter(|s| s.id == f.source) {
+            s.segments = s.segments.saturating_sub(removed);
+        }
+        removed_total += removed;
+    }
+    if removed_total > 0 {
+        for s in manifest.sources.iter_mut() {
+            let prefix = format!("{}/", s.id);
+            let gone = removed_records
+                .iter()
+                .filter(|r| r.starts_with(&prefix))
+                .count();
+            s.records = s.records.saturating_sub(gone as u64);
+        }
+        manifest.segments = manifest.segments.saturating_sub(removed_total);
+        manifest.records = manifest
+            .records
+            .saturating_sub(removed_records.len() as u64);
+        let mpath = dir.join(MANIFEST);
+        let tmp = dir.join(format!(".{MANIFEST}.tmp-{}", std::process::id()));
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| DatasetError::store(&mpath, e))?;
+        std::fs::write(&tmp, json).map_err(|e| DatasetError::io(&tmp, e))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| DatasetError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &mpath).map_err(|e| DatasetError::io(&mpath, e))?;
+        let _ = File::open(dir).and_then(|f| f.sync_all());
+    }
+    Ok(removed_total)
+}

@@ -5,7 +5,7 @@
 //! [`keys`] (BLS12-381 identities), [`entry`] (signed entries), [`state`] (members and
 //! submission rules), [`genesis`], [`block`], [`checkpoint`] (signed tree heads), [`store`]
 //! (RocksDB), [`sequencer`] (the root API with group commit), [`service`] (gRPC),
-//! [`client`] (verifying client) and [`verify`] (offline and remote audit).
+//! [`client`] (verifying client), [`trust`] (trust files) and [`verify`] (offline and remote audit).
 
 pub mod block;
 pub mod checkpoint;
@@ -18,6 +18,7 @@ pub mod sequencer;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod trust;
 pub mod verify;
 
 pub use sequencer::{Ledger, Receipt};

@@ -1,0 +1,725 @@
+//! End-to-end test of the gateway with real processes on loopback: one `ecgfed ledger serve`,
+//! two `ecgfed gateway serve` over different sites of `../shared/ecg` (LUDB and CinC 2021
+//! Georgia; the embedded sample's folders when the shared data is absent), and a scientist:
+//! register → strata → CohortCreated → reserve → DoGet → every row verified → DataServed on
+//! the ledger → `audit verify` passes. Also: access refusals (unsigned, replayed, expired,
+//! unknown member, wrong role, wrong requester, erased records) leave nothing on the ledger;
+//! no strata query recovers a suppressed cell; a gateway that alters one served sample is
+//! caught by the client; erasure through the running gateway.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use ecgfed_gateway::auth::{RequestSigner, add_headers};
+use ecgfed_gateway::client::GatewayClient;
+use ecgfed_gateway::flight::FLIGHT_PATH;
+use ecgfed_gateway::service::SERVICE_PATH;
+use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::entry::{EntrySigner, decode_body, decode_stored};
+use ecgfed_ledger::keys::KeyPair;
+use ecgfed_ledger::trust::TrustFile;
+use ecgfed_proto::v1::entry_body::Payload;
+use ecgfed_proto::v1::gateway_service_client::GatewayServiceClient;
+use ecgfed_proto::v1::{
+    AllocationCell, CohortCreated, ListDatasetsRequest, ReserveSliceRequest, StrataDimension,
+    Subject, SubjectKind,
+};
+use prost::Message;
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecgfed");
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(args: &[&str]) -> String {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "ecgfed {args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Starts `ecgfed ARGS` and waits for its "listening on ADDR" line.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("ecgfed {args:?}: unexpected first line {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+fn stop(mut c: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let _ = c.wait();
+}
+
+/// The two sites' input folders and k.
+fn sites() -> (PathBuf, PathBuf, u64) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shared = root.join("../shared/ecg");
+    if shared.join("ludb").is_dir() && shared.join("cinc2021/georgia").is_dir() {
+        return (shared.join("ludb"), shared.join("cinc2021/georgia"), 5);
+    }
+    assert!(
+        std::env::var_os("ECGFED_REQUIRE_SHARED").is_none(),
+        "{} missing",
+        shared.display()
+    );
+    eprintln!("shared ECG data not present: using the embedded sample");
+    let sample = root.join("datasets/sample");
+    (sample.join("ludb"), sample.join("cinc2021"), 2)
+}
+
+struct Fed {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    ledger: Option<Child>,
+    ledger_addr: String,
+    gateways: Vec<(Option<Child>, String, PathBuf)>,
+    k: u64,
+}
+
+impl Fed {
+    fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+    fn signer(&self, member: &str) -> Arc<RequestSigner> {
+        Arc::new(RequestSigner::new(
+            member,
+            KeyPair::read_file(&self.key(member)).unwrap(),
+        ))
+    }
+    async fn ledger_client(&self) -> LedgerClient {
+        let (_, cp, key) = TrustFile::read(&self.dir.join("ledger/trust.json")).unwrap();
+        let mut c = LedgerClient::connect(&self.ledger_addr, &cp.origin.clone(), key, Some(cp))
+            .await
+            .unwrap();
+        c.update_checkpoint().await.unwrap();
+        c
+    }
+    async fn gateway(&self, i: usize, member: &str) -> GatewayClient {
+        GatewayClient::connect(&self.gateways[i].1, self.signer(member))
+            .await
+            .unwrap()
+    }
+    async fn ledger_size(&self) -> u64 {
+        self.ledger_client().await.trusted().unwrap().size
+    }
+    fn restart_gateway(&mut self, i: usize, env: &[(&str, &str)]) {
+        if let Some(c) = self.gateways[i].0.take() {
+            stop(c);
+        }
+        let cfg = self.gateways[i].2.clone();
+        let (child, addr) = serve(&["gateway", "serve", "--config", s(&cfg)], env);
+        self.gateways[i].0 = Some(child);
+        self.gateways[i].1 = addr;
+    }
+}
+
+impl Drop for Fed {
+    fn drop(&mut self) {
+        for g in self.gateways.iter_mut() {
+            if let Some(c) = g.0.take() {
+                stop(c);
+            }
+        }
+        if let Some(c) = self.ledger.take() {
+            stop(c);
+        }
+    }
+}
+
+fn federation() -> Fed {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let (site_a, site_b, k) = sites();
+    for m in ["ledger", "hosp-a", "hosp-b", "sci", "sci2", "reg"] {
+        run(&[
+            "keys",
+            "generate",
+            "--out",
+            s(&dir.join(format!("{m}.key"))),
+        ]);
+    }
+    let key = |m: &str| dir.join(format!("{m}.key")).display().to_string();
+    let genesis = dir.join("genesis.toml");
+    run(&[
+        "ledger",
+        "genesis",
+        "--origin",
+        "ecgfed.test/e2e",
+        "--member",
+        &format!("ledger:ledger={}", key("ledger")),
+        "--member",
+        &format!("hosp-a:hospital:site-a={}", key("hosp-a")),
+        "--member",
+        &format!("hosp-b:hospital:site-b={}", key("hosp-b")),
+        "--member",
+        &format!("sci:scientist={}", key("sci")),
+        "--member",
+        &format!("sci2:scientist={}", key("sci2")),
+        "--member",
+        &format!("reg:regulator={}", key("reg")),
+        "--out",
+        s(&genesis),
+    ]);
+    let ldir = dir.join("ledger");
+    run(&[
+        "ledger",
+        "init",
+        "--genesis",
+        s(&genesis),
+        "--data",
+        s(&ldir),
+        "--key",
+        &key("ledger"),
+    ]);
+    let (ledger, ledger_addr) = serve(
+        &[
+            "ledger",
+            "serve",
+            "--data",
+            s(&ldir),
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            &key("ledger"),
+        ],
+        &[],
+    );
+    let mut gateways = Vec::new();
+    for (name, input) in [("a", &site_a), ("b", &site_b)] {
+        let store = dir.join(format!("store-{name}"));
+        run(&[
+            "datasets",
+            "ingest",
+            s(input),
+            "--site",
+            &format!("site-{name}"),
+            "--out",
+            s(&store),
+        ]);
+        let cfg = dir.join(format!("gateway-{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "site = \"site-{name}\"\nmember = \"hosp-{name}\"\nkey_file = \"hosp-{name}.key\"\nstore = \"store-{name}\"\ndata = \"gw-{name}\"\nlisten = \"127.0.0.1:0\"\nk = {k}\n[ledger]\naddress = \"{ledger_addr}\"\ntrust = \"ledger/trust.json\"\n"
+            ),
+        )
+        .unwrap();
+        let (child, addr) = serve(&["gateway", "serve", "--config", s(&cfg)], &[]);
+        gateways.push((Some(child), addr, cfg));
+    }
+    Fed {
+        _tmp: tmp,
+        dir,
+        ledger: Some(ledger),
+        ledger_addr,
+        gateways,
+        k,
+    }
+}
+
+async fn payloads(l: &mut LedgerClient, kind: SubjectKind, id: &str) -> Vec<Payload> {
+    l.query_subject(
+        Subject {
+            kind: kind as i32,
+            id: id.into(),
+        },
+        0,
+        0,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .filter_map(|e| {
+        decode_body(decode_stored(&e.stored).unwrap().0)
+            .unwrap()
+            .payload
+    })
+    .collect()
+}
+
+/// Creates a cohort for `who` taking `take` segments from each of the first `cells` visible
+/// (label, sex, age band) strata of each site.
+async fn create_cohort(
+    fed: &Fed,
+    who: &str,
+    cohort: &str,
+    cells: usize,
+    take: u64,
+) -> Vec<AllocationCell> {
+    let mut allocation = Vec::new();
+    for (i, site) in ["site-a", "site-b"].iter().enumerate() {
+        let t = fed
+            .gateway(i, who)
+            .await
+            .strata(
+                "",
+                &[
+                    StrataDimension::Label,
+                    StrataDimension::Sex,
+                    StrataDimension::AgeBand,
+                ],
+            )
+            .await
+            .unwrap();
+        for c in t.cells.iter().filter(|c| c.segments >= take).take(cells) {
+            allocation.push(AllocationCell {
+                site: site.to_string(),
+                label: c.key[0].clone(),
+                sex: c.key[1].clone(),
+                age_band: c.key[2].clone(),
+                count: take,
+            });
+        }
+    }
+    let mut signer = EntrySigner::new(who, KeyPair::read_file(&fed.key(who)).unwrap());
+    let e = signer.sign(Payload::CohortCreated(CohortCreated {
+        cohort_id: cohort.into(),
+        spec_sha256: vec![1; 32],
+        allocation: allocation.clone(),
+        seed: 42,
+        purpose: "e2e test".into(),
+        requester: who.into(),
+    }));
+    fed.ledger_client().await.submit(e).await.unwrap();
+    allocation
+}
+
+fn code(e: ecgfed_gateway::GatewayError) -> Code {
+    match e {
+        ecgfed_gateway::GatewayError::Refused { code, .. } => code,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_end_to_end() {
+    let mut fed = federation();
+    let mut ledger = fed.ledger_client().await;
+
+    // Registration: one DatasetRegistered per site, with the catalog's root.
+    for (i, site) in ["site-a", "site-b"].iter().enumerate() {
+        let ds = fed
+            .gateway(i, "sci")
+            .await
+            .list_datasets()
+            .await
+            .unwrap()
+            .datasets;
+        assert_eq!(ds.len(), 1);
+        let d = &ds[0];
+        assert_eq!(d.site, *site);
+        let regs = payloads(&mut ledger, SubjectKind::Dataset, &d.dataset_id).await;
+        let Some(Payload::DatasetRegistered(r)) = regs.last() else {
+            panic!("no registration")
+        };
+        assert_eq!(
+            (r.version, &r.commitment_root, r.segment_count),
+            (1, &d.commitment_root, d.segments)
+        );
+    }
+    // A restart registers nothing new (idempotent).
+    let size = fed.ledger_size().await;
+    fed.restart_gateway(0, &[]);
+    assert_eq!(
+        fed.ledger_size().await,
+        size,
+        "restart re-registered an unchanged dataset"
+    );
+
+    // Cohort, reservation, verified pull at both sites.
+    let allocation = create_cohort(&fed, "sci", "cohort-1", 2, 3).await;
+    assert!(allocation.len() >= 3, "{allocation:?}");
+    let mut slices = Vec::new();
+    for i in 0..2 {
+        let mut g = fed.gateway(i, "sci").await;
+        let r = g
+            .reserve(ReserveSliceRequest {
+                cohort_id: "cohort-1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let site = ["site-a", "site-b"][i];
+        let want: u64 = allocation
+            .iter()
+            .filter(|a| a.site == site)
+            .map(|a| a.count)
+            .sum();
+        assert_eq!(r.rows, want);
+        // Reserving again gives the same slice (no second ledger entry).
+        let again = g
+            .reserve(ReserveSliceRequest {
+                cohort_id: "cohort-1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.slice_id.as_str(), again.ledger_index),
+            (r.slice_id.as_str(), r.ledger_index)
+        );
+        let mut labels = BTreeMap::new();
+        let mut ids = HashSet::new();
+        let report = g
+            .pull(&r.slice_id, &mut ledger, |b| {
+                let l = b.column_by_name("label").unwrap().as_string::<i32>();
+                let sid = b.column_by_name("segment_id").unwrap().as_string::<i32>();
+                let p = b.column_by_name("pseudonym").unwrap().as_string::<i32>();
+                for j in 0..b.num_rows() {
+                    *labels.entry(l.value(j).to_string()).or_insert(0u64) += 1;
+                    ids.insert(sid.value(j).to_string());
+                    assert_eq!(p.value(j).len(), 64, "pseudonym is a keyed hash");
+                }
+                assert!(b.column_by_name("patient").is_none());
+            })
+            .await
+            .unwrap();
+        assert_eq!((report.rows, report.erased), (want, 0));
+        assert!(report.signal_bytes > 0);
+        for a in allocation.iter().filter(|a| a.site == site) {
+            assert!(
+                labels.get(&a.label).copied().unwrap_or(0) >= a.count,
+                "{labels:?}"
+            );
+        }
+        assert_eq!(ids.len() as u64, want);
+        let served = payloads(&mut ledger, SubjectKind::Slice, &r.slice_id).await;
+        let ds: Vec<_> = served
+            .iter()
+            .filter_map(|p| match p {
+                Payload::DataServed(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ds.len(), 1, "one DataServed per completed DoGet");
+        assert_eq!(
+            (ds[0].rows, ds[0].requester.as_str(), &ds[0].slice_root),
+            (want, "sci", &r.slice_root)
+        );
+        assert!(ds[0].bytes >= report.signal_bytes);
+        slices.push(r);
+    }
+
+    access_refusals(&fed, &slices[0].slice_id).await;
+    k_anonymity(&fed).await;
+
+    // Tamper: gateway A restarted with the fault hook alters one served sample.
+    fed.restart_gateway(0, &[("ECGFED_GATEWAY_FAULT", "alter-sample")]);
+    let err = fed
+        .gateway(0, "sci")
+        .await
+        .pull(&slices[0].slice_id, &mut ledger, |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("do not hash to its content hash") && err.contains("segment "),
+        "{err}"
+    );
+    fed.restart_gateway(0, &[]);
+
+    // Erasure through the running gateway: a patient of slice A.
+    let mut first = None;
+    fed.gateway(0, "sci")
+        .await
+        .pull(&slices[0].slice_id, &mut ledger, |b| {
+            if first.is_none() {
+                let rid = b.column_by_name("record_id").unwrap().as_string::<i32>();
+                let src = b.column_by_name("source").unwrap().as_string::<i32>();
+                first = Some((src.value(0).to_string(), rid.value(0).to_string()));
+            }
+        })
+        .await
+        .unwrap();
+    let (src, rid) = first.unwrap();
+    // In LUDB and CinC 2021 a record is one patient and the patient id is the record id.
+    let patient = format!("{src}/{rid}");
+    let size_before = fed.ledger_size().await;
+    let out = run(&[
+        "gateway",
+        "erase",
+        "--config",
+        s(&fed.gateways[0].2),
+        "--patient",
+        &patient,
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["segments"].as_u64().unwrap() >= 1);
+    assert!(
+        fed.ledger_size().await >= size_before + 2,
+        "RecordsErased and a new dataset version"
+    );
+    let report = fed
+        .gateway(0, "sci")
+        .await
+        .pull(&slices[0].slice_id, &mut ledger, |b| {
+            let rid_col = b.column_by_name("record_id").unwrap().as_string::<i32>();
+            for j in 0..b.num_rows() {
+                assert_ne!(rid_col.value(j), rid, "an erased record was served");
+            }
+        })
+        .await
+        .unwrap();
+    assert!(report.erased >= 1);
+    assert_eq!(report.rows + report.erased, slices[0].rows);
+    // Erasing again: nothing left to erase.
+    let o = Command::new(BIN)
+        .args([
+            "gateway",
+            "erase",
+            "--config",
+            s(&fed.gateways[0].2),
+            "--patient",
+            &patient,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no records"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Everything on the ledger verifies offline.
+    let ldir = fed.dir.join("ledger");
+    for g in fed.gateways.iter_mut() {
+        if let Some(c) = g.0.take() {
+            stop(c);
+        }
+    }
+    if let Some(c) = fed.ledger.take() {
+        stop(c);
+    }
+    let out = run(&["audit", "verify", "--data", s(&ldir), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true, "{out}");
+}
+
+/// Each refused request leaves the ledger as it was.
+async fn access_refusals(fed: &Fed, slice_id: &str) {
+    let before = fed.ledger_size().await;
+    let addr = format!("http://{}", fed.gateways[0].1);
+    let mut raw = GatewayServiceClient::connect(addr.clone()).await.unwrap();
+    let method = format!("{SERVICE_PATH}ListDatasets");
+    // Unsigned.
+    let e = raw.list_datasets(ListDatasetsRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("not signed"), "{e:?}");
+    // Replayed.
+    let sci = fed.signer("sci");
+    let body = ListDatasetsRequest {}.encode_to_vec();
+    let h = sci.headers(&method, &body);
+    let mut r = tonic::Request::new(ListDatasetsRequest {});
+    add_headers(r.metadata_mut(), &h);
+    raw.list_datasets(r).await.unwrap();
+    let mut r = tonic::Request::new(ListDatasetsRequest {});
+    add_headers(r.metadata_mut(), &h);
+    assert_eq!(
+        raw.list_datasets(r).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    // Expired (10 minutes old).
+    let old = ecgfed_ledger::entry::now_ms() - 600_000;
+    let mut r = tonic::Request::new(ListDatasetsRequest {});
+    add_headers(r.metadata_mut(), &sci.headers_at(&method, &body, old, 1));
+    let e = raw.list_datasets(r).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("expired"), "{e:?}");
+    // Signed for another method (signature does not verify).
+    let mut r = tonic::Request::new(ListDatasetsRequest {});
+    add_headers(
+        r.metadata_mut(),
+        &sci.headers(&format!("{SERVICE_PATH}Strata"), &body),
+    );
+    assert_eq!(
+        raw.list_datasets(r).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // Unknown member.
+    let stranger = Arc::new(RequestSigner::new("stranger", KeyPair::generate()));
+    let mut g = GatewayClient::connect(&fed.gateways[0].1, stranger)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(g.list_datasets().await.unwrap_err()),
+        Code::Unauthenticated
+    );
+    // Wrong role: a regulator may read strata and slice metadata, not reserve or read signals.
+    let mut reg = fed.gateway(0, "reg").await;
+    reg.strata("", &[]).await.unwrap();
+    let info = reg.flight_info(slice_id).await.unwrap();
+    assert!(info.total_records > 0);
+    assert_eq!(
+        code(
+            reg.reserve(ReserveSliceRequest {
+                cohort_id: "cohort-1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+        ),
+        Code::PermissionDenied
+    );
+    let e = match reg.do_get_raw(slice_id).await {
+        Err(e) => code(e),
+        Ok(_) => panic!("a regulator read signals"),
+    };
+    assert_eq!(e, Code::PermissionDenied);
+    // A hospital cannot erase at another site.
+    let mut other = fed.gateway(0, "hosp-b").await;
+    assert_eq!(
+        code(other.erase("anyone", "test").await.unwrap_err()),
+        Code::PermissionDenied
+    );
+    // Wrong requester: sci2 may not read sci's slice, nor reserve sci's cohort.
+    let mut sci2 = fed.gateway(0, "sci2").await;
+    let e = match sci2.do_get_raw(slice_id).await {
+        Err(e) => code(e),
+        Ok(_) => panic!("another scientist read the slice"),
+    };
+    assert_eq!(e, Code::PermissionDenied);
+    assert_eq!(
+        code(
+            sci2.reserve(ReserveSliceRequest {
+                cohort_id: "cohort-1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+        ),
+        Code::PermissionDenied
+    );
+    // A cohort that is not on the ledger.
+    let mut sci_client = fed.gateway(0, "sci").await;
+    assert_eq!(
+        code(
+            sci_client
+                .reserve(ReserveSliceRequest {
+                    cohort_id: "no-such-cohort".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err()
+        ),
+        Code::NotFound
+    );
+    // A plain DoGet with a bad ticket.
+    let ch = tonic::transport::Channel::from_shared(addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut flight = arrow_flight::flight_service_client::FlightServiceClient::new(ch);
+    let t = arrow_flight::Ticket::new("not-a-ticket");
+    let mut r = tonic::Request::new(t.clone());
+    add_headers(
+        r.metadata_mut(),
+        &sci.headers(&format!("{FLIGHT_PATH}DoGet"), &t.encode_to_vec()),
+    );
+    assert_eq!(
+        flight.do_get(r).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        fed.ledger_size().await,
+        before,
+        "a refused request wrote to the ledger"
+    );
+}
+
+/// No strata query recovers a suppressed cell: every answer, for every subset of the four
+/// dimensions, equals the projection of the visible finest cells computed independently from
+/// the store (`ecgfed datasets strata --k 1`), so suppressed rows never enter any count.
+async fn k_anonymity(fed: &Fed) {
+    let store = fed.dir.join("store-a");
+    let out = run(&[
+        "datasets",
+        "strata",
+        s(&store),
+        "--by",
+        "label,sex,age_band,source",
+        "--k",
+        "1",
+        "--json",
+    ]);
+    let full: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cells = full["cells"].as_array().unwrap();
+    let visible: Vec<(Vec<String>, u64)> = cells
+        .iter()
+        .filter(|c| c["patients"].as_u64().unwrap() >= fed.k)
+        .map(|c| {
+            let key = c["key"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            (key, c["segments"].as_u64().unwrap())
+        })
+        .collect();
+    let suppressed = cells.len() - visible.len();
+    assert!(
+        suppressed > 0,
+        "the test needs at least one suppressed cell"
+    );
+    let dims = [
+        StrataDimension::Label,
+        StrataDimension::Sex,
+        StrataDimension::AgeBand,
+        StrataDimension::Source,
+    ];
+    let mut g = fed.gateway(0, "sci").await;
+    for mask in 1u32..16 {
+        let by: Vec<StrataDimension> = (0..4)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| dims[i])
+            .collect();
+        let idx: Vec<usize> = (0..4).filter(|i| mask & (1 << i) != 0).collect();
+        let t = g.strata("", &by).await.unwrap();
+        let mut want: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+        for (key, n) in &visible {
+            *want
+                .entry(idx.iter().map(|&i| key[i].clone()).collect())
+                .or_default() += n;
+        }
+        let got: BTreeMap<Vec<String>, u64> = t
+            .cells
+            .iter()
+            .map(|c| (c.key.clone(), c.segments))
+            .collect();
+        assert_eq!(got, want, "grouping {by:?}");
+        assert!(
+            t.cells.iter().all(|c| c.patients >= fed.k),
+            "a shown cell under k"
+        );
+        assert_eq!(t.suppressed_cells as usize, suppressed);
+    }
+}

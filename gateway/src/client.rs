@@ -1,0 +1,364 @@
+//! The gateway client used by the trainer and the CLI: signed calls, and Flight pulls in which
+//! every row is verified against the slice root recorded on the ledger before the caller sees
+//! it. A row that does not verify stops the pull with an error naming it.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
+use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::entry::{decode_body, decode_stored};
+use ecgfed_proto::v1::entry_body::Payload;
+use ecgfed_proto::v1::gateway_service_client::GatewayServiceClient;
+use ecgfed_proto::v1::{
+    CohortSliceCommitted, EraseRequest, EraseResponse, ListDatasetsRequest, ListDatasetsResponse,
+    ReserveSliceRequest, ReserveSliceResponse, StrataDimension, StrataRequest, StrataTable,
+    Subject, SubjectKind,
+};
+use futures::{StreamExt, TryStreamExt};
+use tonic::transport::Channel;
+
+use crate::auth::{RequestSigner, add_headers};
+use crate::commitment::verify_leaf;
+use crate::error::{GatewayError, Result};
+use crate::flight::FLIGHT_PATH;
+use crate::server::{CONNECTION_WINDOW, STREAM_WINDOW};
+use crate::service::{MAX_MESSAGE_BYTES, SERVICE_PATH};
+use crate::slice::{meta, ticket, verify_batch};
+
+/// A signed client of one gateway.
+#[derive(Clone)]
+pub struct GatewayClient {
+    addr: String,
+    signer: Arc<RequestSigner>,
+    svc: GatewayServiceClient<Channel>,
+    flight: FlightServiceClient<Channel>,
+}
+
+/// What a verified pull delivered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PullReport {
+    /// Slice id.
+    pub slice_id: String,
+    /// Rows received and verified.
+    pub rows: u64,
+    /// Float32 sample bytes received and verified.
+    pub signal_bytes: u64,
+    /// Record batches received.
+    pub batches: u64,
+    /// Leaves the gateway announced as erased since the reservation (each checked against a
+    /// RecordsErased entry of the site on the ledger).
+    pub erased: u64,
+    /// The slice root from the ledger.
+    pub root: [u8; 32],
+}
+
+fn transport(addr: &str, e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::Transport {
+        peer: addr.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn status(s: tonic::Status) -> GatewayError {
+    GatewayError::refused(s.code(), s.message().to_string())
+}
+
+impl GatewayClient {
+    /// Connects to a gateway at `addr` (`host:port` or a URL), signing as `signer`.
+    pub async fn connect(addr: &str, signer: Arc<RequestSigner>) -> Result<Self> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let ch = Channel::from_shared(url)
+            .map_err(|e| transport(addr, e))?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .connect()
+            .await
+            .map_err(|e| transport(addr, e))?;
+        Ok(GatewayClient {
+            addr: addr.to_string(),
+            signer,
+            svc: GatewayServiceClient::new(ch.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            flight: FlightServiceClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        })
+    }
+
+    /// The gateway address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Datasets served by the gateway.
+    pub async fn list_datasets(&mut self) -> Result<ListDatasetsResponse> {
+        let r = self.signer.request(
+            &format!("{SERVICE_PATH}ListDatasets"),
+            ListDatasetsRequest {},
+        );
+        Ok(self
+            .svc
+            .list_datasets(r)
+            .await
+            .map_err(status)?
+            .into_inner())
+    }
+
+    /// k-anonymous counts grouped by `by` (empty: label × sex × age band × source).
+    pub async fn strata(
+        &mut self,
+        dataset_id: &str,
+        by: &[StrataDimension],
+    ) -> Result<StrataTable> {
+        let q = StrataRequest {
+            dataset_id: dataset_id.to_string(),
+            by: by.iter().map(|d| *d as i32).collect(),
+        };
+        let r = self.signer.request(&format!("{SERVICE_PATH}Strata"), q);
+        Ok(self.svc.strata(r).await.map_err(status)?.into_inner())
+    }
+
+    /// Reserves this site's slice of a cohort on the ledger.
+    pub async fn reserve(&mut self, q: ReserveSliceRequest) -> Result<ReserveSliceResponse> {
+        let r = self
+            .signer
+            .request(&format!("{SERVICE_PATH}ReserveSlice"), q);
+        Ok(self
+            .svc
+            .reserve_slice(r)
+            .await
+            .map_err(status)?
+            .into_inner())
+    }
+
+    /// Erases a patient (the site's own hospital key only).
+    pub async fn erase(&mut self, patient: &str, reason: &str) -> Result<EraseResponse> {
+        let q = EraseRequest {
+            patient: patient.to_string(),
+            reason: reason.to_string(),
+        };
+        let r = self.signer.request(&format!("{SERVICE_PATH}Erase"), q);
+        Ok(self.svc.erase(r).await.map_err(status)?.into_inner())
+    }
+
+    /// Slice metadata (schema, rows) without signals.
+    pub async fn flight_info(&mut self, slice_id: &str) -> Result<FlightInfo> {
+        let d = FlightDescriptor::new_cmd(ticket(slice_id));
+        let r = self
+            .signer
+            .request(&format!("{FLIGHT_PATH}GetFlightInfo"), d);
+        Ok(self
+            .flight
+            .get_flight_info(r)
+            .await
+            .map_err(status)?
+            .into_inner())
+    }
+
+    /// The raw DoGet stream of a slice (no verification; [`GatewayClient::pull`] verifies).
+    pub async fn do_get_raw(&mut self, slice_id: &str) -> Result<FlightRecordBatchStream> {
+        let t = Ticket::new(ticket(slice_id));
+        let r = self.signer.request(&format!("{FLIGHT_PATH}DoGet"), t);
+        let s = self.flight.do_get(r).await.map_err(status)?.into_inner();
+        Ok(FlightRecordBatchStream::new_from_flight_data(
+            s.map_err(|e| FlightError::Tonic(Box::new(e))),
+        ))
+    }
+
+    /// Pulls a slice and verifies every row against the slice root of its
+    /// CohortSliceCommitted entry on `ledger` (a verifying client). `on_batch` sees each batch
+    /// only after all of its rows verified; the first bad row ends the pull with an error
+    /// naming it. At the end every leaf must have been served exactly once or be announced
+    /// as erased with an inclusion proof and a RecordsErased entry of the site.
+    pub async fn pull(
+        &mut self,
+        slice_id: &str,
+        ledger: &mut LedgerClient,
+        mut on_batch: impl FnMut(&RecordBatch),
+    ) -> Result<PullReport> {
+        let committed = slice_on_ledger(ledger, slice_id).await?;
+        let root: [u8; 32] = committed.slice_root.as_slice().try_into().map_err(|_| {
+            GatewayError::Verification(format!("slice {slice_id}: ledger root is not 32 bytes"))
+        })?;
+        let size = committed.row_count;
+        let mut stream = self.do_get_raw(slice_id).await?;
+        let mut seen = vec![false; size as usize];
+        let mut report = PullReport {
+            slice_id: slice_id.to_string(),
+            root,
+            ..Default::default()
+        };
+        let mut checked_meta = false;
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(|e| match e {
+                FlightError::Tonic(s) => status(*s),
+                other => transport(&self.addr, other),
+            })?;
+            if !checked_meta {
+                check_stream_meta(b.schema().metadata(), slice_id, &root, size)?;
+                checked_meta = true;
+            }
+            let v = verify_batch(&b, &root, size, &mut seen)?;
+            report.rows += v.rows;
+            report.signal_bytes += v.signal_bytes;
+            report.batches += 1;
+            on_batch(&b);
+        }
+        let erased = match stream.schema() {
+            Some(s) => parse_erased(s.metadata())?,
+            None if size == 0 => vec![],
+            None => {
+                return Err(GatewayError::Verification(format!(
+                    "slice {slice_id}: stream ended without a schema"
+                )));
+            }
+        };
+        for (index, c, proof) in &erased {
+            if seen.get(*index as usize).copied().unwrap_or(true) {
+                return Err(GatewayError::Verification(format!(
+                    "slice {slice_id}: leaf {index} announced erased but served or out of range"
+                )));
+            }
+            verify_leaf(*index, size, c, proof, &root).map_err(|e| {
+                GatewayError::Verification(format!("slice {slice_id}: erased leaf {index}: {e}"))
+            })?;
+            check_erased_on_ledger(ledger, &committed.site, c).await?;
+            seen[*index as usize] = true;
+        }
+        report.erased = erased.len() as u64;
+        if let Some(missing) = seen.iter().position(|s| !s) {
+            return Err(GatewayError::Verification(format!(
+                "slice {slice_id}: leaf {missing} of {size} was never served (incomplete transfer)"
+            )));
+        }
+        Ok(report)
+    }
+}
+
+type ErasedLeaf = (u64, [u8; 32], Vec<[u8; 32]>);
+
+fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
+    let raw = m.get(meta::ERASED).map(String::as_str).unwrap_or("[]");
+    let v: Vec<(u64, String, Vec<String>)> = serde_json::from_str(raw)
+        .map_err(|e| GatewayError::Verification(format!("{}: {e}", meta::ERASED)))?;
+    let h = |s: &str| -> Result<[u8; 32]> {
+        hex::decode(s)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| GatewayError::Verification(format!("{}: bad hash {s}", meta::ERASED)))
+    };
+    v.into_iter()
+        .map(|(i, c, p)| Ok((i, h(&c)?, p.iter().map(|x| h(x)).collect::<Result<_>>()?)))
+        .collect()
+}
+
+fn check_stream_meta(
+    m: &arrow::datatypes::Metadata,
+    slice_id: &str,
+    root: &[u8; 32],
+    size: u64,
+) -> Result<()> {
+    let get = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
+    if get(meta::SLICE_ID) != slice_id
+        || get(meta::SLICE_ROOT) != hex::encode(root)
+        || get(meta::SLICE_SIZE) != size.to_string()
+    {
+        return Err(GatewayError::Verification(format!(
+            "slice {slice_id}: the stream announces slice {:?} root {:?} size {:?}, the ledger records root {} size {size}",
+            get(meta::SLICE_ID),
+            get(meta::SLICE_ROOT),
+            get(meta::SLICE_SIZE),
+            hex::encode(root)
+        )));
+    }
+    Ok(())
+}
+
+/// The CohortSliceCommitted entry of `slice_id`, proven in the ledger's log.
+pub async fn slice_on_ledger(
+    ledger: &mut LedgerClient,
+    slice_id: &str,
+) -> Result<CohortSliceCommitted> {
+    let entries = ledger
+        .query_subject(
+            Subject {
+                kind: SubjectKind::Slice as i32,
+                id: slice_id.to_string(),
+            },
+            0,
+            0,
+        )
+        .await?;
+    for e in entries {
+        let body = decode_stored(&e.stored)
+            .and_then(|(b, _)| decode_body(b))
+            .map_err(|err| {
+                GatewayError::Verification(format!("ledger entry {}: {err}", e.index))
+            })?;
+        if let Some(Payload::CohortSliceCommitted(s)) = body.payload
+            && s.slice_id == slice_id
+        {
+            return Ok(s);
+        }
+    }
+    Err(GatewayError::Verification(format!(
+        "slice {slice_id} has no CohortSliceCommitted entry on the ledger"
+    )))
+}
+
+async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 32]) -> Result<()> {
+    let entries = ledger
+        .query_subject(
+            Subject {
+                kind: SubjectKind::Commitment as i32,
+                id: hex::encode(c),
+            },
+            0,
+            0,
+        )
+        .await?;
+    for e in entries {
+        let body = decode_stored(&e.stored)
+            .and_then(|(b, _)| decode_body(b))
+            .map_err(|err| {
+                GatewayError::Verification(format!("ledger entry {}: {err}", e.index))
+            })?;
+        if let Some(Payload::RecordsErased(r)) = body.payload
+            && r.site == site
+            && r.commitments.iter().any(|x| x[..] == c[..])
+        {
+            return Ok(());
+        }
+    }
+    Err(GatewayError::Verification(format!(
+        "commitment {} is announced erased but no RecordsErased entry of site {site} names it",
+        hex::encode(c)
+    )))
+}
+
+/// Signature headers for a plain Flight client's DoGet of `slice_id` (docs/flight.md).
+pub fn do_get_headers(signer: &RequestSigner, slice_id: &str) -> [(&'static str, String); 4] {
+    use prost::Message;
+    let t = Ticket::new(ticket(slice_id));
+    signer.headers(&format!("{FLIGHT_PATH}DoGet"), &t.encode_to_vec())
+}
+
+/// Adds signature headers to a raw request (for callers building their own requests).
+pub fn sign_into<T: prost::Message>(
+    signer: &RequestSigner,
+    method: &str,
+    r: &mut tonic::Request<T>,
+) {
+    let bytes = r.get_ref().encode_to_vec();
+    add_headers(r.metadata_mut(), &signer.headers(method, &bytes));
+}

@@ -1,0 +1,171 @@
+//! Gateway configuration (TOML, docs/flight.md "Configuration").
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::error::GatewayError;
+
+/// `gateway.toml`. Relative paths are taken from the folder of the file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Site name: must be the site of the hospital member whose key this gateway holds.
+    pub site: String,
+    /// Member id of that hospital on the ledger.
+    pub member: String,
+    /// The hospital's BLS key file (0600).
+    pub key_file: PathBuf,
+    /// The site store (datasets ingest output) served by this gateway.
+    pub store: PathBuf,
+    /// The gateway's own folder: its RocksDB key store (salts, slices, request nonces).
+    pub data: PathBuf,
+    /// Dataset id on the ledger (default `<site>/<store folder name>`).
+    #[serde(default)]
+    pub dataset_id: Option<String>,
+    /// Listen address (default 127.0.0.1:7500).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The ledger this gateway records to.
+    pub ledger: LedgerConfig,
+    /// Minimum distinct patients per finest strata cell (label × sex × age band × source).
+    #[serde(default = "default_k")]
+    pub k: u64,
+    /// Lower edges of the age bands after the first (fixed per gateway: callers cannot choose
+    /// bands, which would let them difference two tables).
+    #[serde(default = "default_age_edges")]
+    pub age_edges: Vec<u8>,
+    /// Request policy.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// Where the ledger is and what to trust of it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Ledger service address (`host:port`).
+    pub address: String,
+    /// Trust file of the ledger (origin, key, a checkpoint), as `ecgfed ledger init` writes it.
+    pub trust: PathBuf,
+}
+
+/// Request policy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Largest accepted difference between a request's timestamp and the gateway's clock, ms.
+    #[serde(default = "default_skew")]
+    pub max_request_age_ms: u64,
+    /// Most rows one slice may hold.
+    #[serde(default = "default_max_rows")]
+    pub max_slice_rows: u64,
+    /// Rows per Arrow record batch on DoGet.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_request_age_ms: default_skew(),
+            max_slice_rows: default_max_rows(),
+            batch_rows: default_batch_rows(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7500))
+}
+fn default_k() -> u64 {
+    10
+}
+fn default_age_edges() -> Vec<u8> {
+    vec![20, 40, 60, 80]
+}
+fn default_skew() -> u64 {
+    60_000
+}
+fn default_max_rows() -> u64 {
+    1_000_000
+}
+fn default_batch_rows() -> usize {
+    256
+}
+
+impl GatewayConfig {
+    /// Reads and checks a configuration file; relative paths become relative to its folder.
+    pub fn read(path: &Path) -> Result<GatewayConfig, GatewayError> {
+        let bad = |m: String| GatewayError::Config(format!("{}: {m}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let mut c: GatewayConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut c.key_file,
+            &mut c.store,
+            &mut c.data,
+            &mut c.ledger.trust,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.check().map_err(bad)?;
+        Ok(c)
+    }
+
+    /// Checks values: site and member set, k ≥ 2, age edges strictly increasing and above 0,
+    /// positive batch size.
+    pub fn check(&self) -> Result<(), String> {
+        if self.site.is_empty() || self.member.is_empty() {
+            return Err("site and member must be set".into());
+        }
+        if self.k < 2 {
+            return Err(format!("k = {} is too small (at least 2)", self.k));
+        }
+        if self.age_edges.first() == Some(&0) || self.age_edges.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("age_edges must be strictly increasing and above 0".into());
+        }
+        if self.policy.batch_rows == 0 || self.policy.max_slice_rows == 0 {
+            return Err("policy.batch_rows and policy.max_slice_rows must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The dataset id: configured, or `<site>/<store folder name>`.
+    pub fn dataset_id(&self) -> String {
+        self.dataset_id.clone().unwrap_or_else(|| {
+            let name = self
+                .store
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "store".into());
+            format!("{}/{name}", self.site)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_defaults_and_resolves_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gw.toml");
+        std::fs::write(
+            &p,
+            "site = \"a\"\nmember = \"hosp-a\"\nkey_file = \"a.key\"\nstore = \"store-a\"\ndata = \"gw\"\n[ledger]\naddress = \"127.0.0.1:7400\"\ntrust = \"trust.json\"\n",
+        )
+        .unwrap();
+        let c = GatewayConfig::read(&p).unwrap();
+        assert_eq!(c.k, 10);
+        assert_eq!(c.age_edges, vec![20, 40, 60, 80]);
+        assert_eq!(c.key_file, dir.path().join("a.key"));
+        assert_eq!(c.dataset_id(), "a/store-a");
+        assert_eq!(c.policy.max_request_age_ms, 60_000);
+        std::fs::write(&p, "site = \"a\"\nbogus = 1\n").unwrap();
+        let e = GatewayConfig::read(&p).unwrap_err().to_string();
+        assert!(e.contains("gw.toml") && e.contains("bogus"), "{e}");
+    }
+}

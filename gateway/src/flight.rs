@@ -1,0 +1,322 @@
+//! The Arrow Flight data plane on the gateway's port: `GetFlightInfo` (slice metadata, for
+//! the granted scientist and regulators) and `DoGet(ticket)` (the slice's rows, for the
+//! granted scientist only). A completed DoGet is recorded as `DataServed` on the ledger before
+//! the stream ends.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{ArrayRef, AsArray, Float32Array, ListArray, RecordBatch};
+use arrow::datatypes::Float32Type;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::commitment::CommitmentTree;
+use crate::gateway::Gateway;
+use crate::service::{MAX_MESSAGE_BYTES, caller};
+use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
+
+/// gRPC path prefix of Arrow Flight.
+pub const FLIGHT_PATH: &str = "/arrow.flight.protocol.FlightService/";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The Flight service of a gateway.
+#[derive(Clone)]
+pub struct GatewayFlight {
+    gw: Arc<Gateway>,
+}
+
+impl GatewayFlight {
+    /// A Flight service over `gw`.
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        GatewayFlight { gw }
+    }
+
+    /// The tonic service with limits sized for ECG batches.
+    pub fn into_service(self) -> FlightServiceServer<GatewayFlight> {
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn stream_metadata(
+    s: &SliceRecord,
+    site: &str,
+    erased: &[(u64, String)],
+) -> HashMap<String, String> {
+    let tree = CommitmentTree::new(
+        s.commitments
+            .iter()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|v| v.try_into().ok())
+                    .unwrap_or([0u8; 32])
+            })
+            .collect::<Vec<[u8; 32]>>()
+            .iter(),
+    );
+    let erased: Vec<(u64, &str, Vec<String>)> = erased
+        .iter()
+        .map(|(i, c)| {
+            (
+                *i,
+                c.as_str(),
+                tree.proof(*i).iter().map(hex::encode).collect(),
+            )
+        })
+        .collect();
+    HashMap::from([
+        (meta::SLICE_ID.to_string(), s.slice_id.clone()),
+        (meta::COHORT_ID.to_string(), s.cohort_id.clone()),
+        (meta::SITE.to_string(), site.to_string()),
+        (meta::SLICE_ROOT.to_string(), s.root.clone()),
+        (meta::SLICE_SIZE.to_string(), s.segments.len().to_string()),
+        (meta::LEDGER_INDEX.to_string(), s.ledger_index.to_string()),
+        (
+            meta::ERASED.to_string(),
+            serde_json::to_string(&erased).unwrap_or_else(|_| "[]".into()),
+        ),
+    ])
+}
+
+/// Adds 0.001 to the first sample of the first row (fault-injection hook).
+fn alter_first_sample(b: &RecordBatch) -> Result<RecordBatch, FlightError> {
+    let idx = b.schema().index_of("signal")?;
+    let list = b.column(idx).as_list::<i32>();
+    let mut values: Vec<f32> = list
+        .values()
+        .as_primitive::<Float32Type>()
+        .values()
+        .to_vec();
+    if let Some(v) = values.get_mut(list.value_offsets()[0] as usize) {
+        *v += 0.001;
+    }
+    let field = match b.schema().field(idx).data_type() {
+        arrow::datatypes::DataType::List(f) => f.clone(),
+        _ => return Err(FlightError::ProtocolError("signal is not a list".into())),
+    };
+    let new_list = ListArray::try_new(
+        field,
+        list.offsets().clone(),
+        Arc::new(Float32Array::from(values)),
+        None,
+    )?;
+    let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+    cols[idx] = Arc::new(new_list);
+    Ok(RecordBatch::try_new(b.schema(), cols)?)
+}
+
+#[tonic::async_trait]
+impl FlightService for GatewayFlight {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        _r: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "no handshake: every call is signed in its metadata (docs/flight.md)",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _r: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented(
+            "slices are reserved with GatewayService.ReserveSlice",
+        ))
+    }
+
+    async fn get_flight_info(
+        &self,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let who = caller(&self.gw, &format!("{FLIGHT_PATH}GetFlightInfo"), &r).await?;
+        let d = r.into_inner();
+        let slice_id = match d.path.first() {
+            Some(p) => p.clone(),
+            None => parse_ticket(&d.cmd)?,
+        };
+        let s = self.gw.granted_slice(&who, &slice_id, false)?;
+        let (_, _, erased) = self.gw.plan(&s);
+        let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket(&s.slice_id))))
+            .with_descriptor(d)
+            .with_total_records((s.segments.len() - erased.len()) as i64);
+        Ok(Response::new(info))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("use GetFlightInfo"))
+    }
+
+    async fn get_schema(
+        &self,
+        _r: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("use GetFlightInfo"))
+    }
+
+    async fn do_get(&self, r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let who = caller(&self.gw, &format!("{FLIGHT_PATH}DoGet"), &r).await?;
+        let slice_id = parse_ticket(&r.get_ref().ticket)?;
+        let s = self.gw.granted_slice(&who, &slice_id, true)?;
+        let (catalog, per_file, erased) = self.gw.plan(&s);
+        let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
+        let commitments: Vec<[u8; 32]> = s
+            .commitments
+            .iter()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|v| v.try_into().ok())
+                    .unwrap_or([0; 32])
+            })
+            .collect();
+        let leaf_of: HashMap<String, u64> = s
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u64))
+            .collect();
+        let rows_sent = Arc::new(AtomicU64::new(0));
+        let (btx, brx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(4);
+        let (gw, sch, sent) = (Arc::clone(&self.gw), schema.clone(), Arc::clone(&rows_sent));
+        tokio::task::spawn_blocking(move || {
+            let tree = CommitmentTree::new(&commitments);
+            let proof_of = |id: &str| leaf_of.get(id).map(|&i| (i, tree.proof(i)));
+            let mut files: Vec<_> = per_file.into_iter().collect();
+            files.sort_by_key(|(f, _)| *f);
+            let mut first = true;
+            for (file, positions) in files {
+                let batches = match ecgfed_datasets::store::read_file(
+                    &catalog.dir,
+                    &catalog.files[file],
+                    None,
+                    Some(&positions),
+                    gw.cfg.policy.batch_rows,
+                ) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = btx.blocking_send(Err(FlightError::ExternalError(Box::new(e))));
+                        return;
+                    }
+                };
+                for b in batches {
+                    let mut out = serve_batch(&b, &catalog, &sch, &proof_of)
+                        .map_err(|e| FlightError::ExternalError(Box::new(e)));
+                    if first && gw.alter_sample {
+                        out = out.and_then(|b| alter_first_sample(&b));
+                    }
+                    first = false;
+                    if let Ok(b) = &out {
+                        sent.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    }
+                    if btx.blocking_send(out).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut enc = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_max_flight_data_size(8 << 20)
+            .build(ReceiverStream::new(brx));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<FlightData, Status>>(8);
+        let gw = Arc::clone(&self.gw);
+        tokio::spawn(async move {
+            let mut bytes = 0u64;
+            while let Some(fd) = enc.next().await {
+                match fd {
+                    Ok(fd) => {
+                        bytes += (fd.data_header.len() + fd.data_body.len()) as u64;
+                        if tx.send(Ok(fd)).await.is_err() {
+                            tracing::warn!(slice = %s.slice_id, "client left before the end of the slice");
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!(
+                                "serving slice {}: {e}",
+                                s.slice_id
+                            ))))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            let rows = rows_sent.load(Ordering::Relaxed);
+            match gw.served(&s, rows, bytes).await {
+                Ok(index) => {
+                    tracing::info!(slice = %s.slice_id, rows, bytes, index, "slice served")
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "slice {} was sent but DataServed could not be recorded: {e}",
+                            s.slice_id
+                        ))))
+                        .await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn do_put(
+        &self,
+        _r: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::permission_denied(
+            "a gateway's data is read-only over Flight",
+        ))
+    }
+
+    async fn do_exchange(
+        &self,
+        _r: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("no DoExchange"))
+    }
+
+    async fn do_action(
+        &self,
+        _r: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented("no actions"))
+    }
+
+    async fn list_actions(
+        &self,
+        _r: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("no actions"))
+    }
+}

@@ -1,0 +1,569 @@
+//! The gateway itself: start-up checks against the ledger, dataset registration, slice
+//! reservation, served streams and erasure. [`crate::service`] and [`crate::flight`] put
+//! gRPC in front of it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::entry::{EntrySigner, decode_body, decode_stored};
+use ecgfed_ledger::keys::KeyPair;
+use ecgfed_ledger::state::MemberInfo;
+use ecgfed_ledger::trust::TrustFile;
+use ecgfed_proto::v1::entry_body::Payload;
+use ecgfed_proto::v1::{
+    AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, DatasetRegistered,
+    RecordsErased, Role, Subject, SubjectKind,
+};
+use tonic::Code;
+
+use crate::auth::Members;
+use crate::catalog::Catalog;
+use crate::commitment::CommitmentTree;
+use crate::config::GatewayConfig;
+use crate::error::{GatewayError, Result};
+use crate::keystore::KeyStore;
+use crate::select::select;
+use crate::slice::SliceRecord;
+
+/// Environment variable of the fault-injection hook used by the tamper test: when set to
+/// `alter-sample`, the gateway adds 0.001 mV to the first sample of the first row it serves
+/// on every DoGet (a lying gateway the client must catch).
+pub const FAULT_ENV: &str = "ECGFED_GATEWAY_FAULT";
+
+/// The dataset registration in force.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    /// Dataset id.
+    pub dataset_id: String,
+    /// Version on the ledger.
+    pub version: u32,
+    /// Index of the DatasetRegistered entry.
+    pub ledger_index: u64,
+    /// Hex commitment root.
+    pub root: String,
+}
+
+/// A pending erasure, kept in the key store until every step is done (resumed at start).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PendingErasure {
+    source: String,
+    patient: String,
+    commitments: Vec<String>,
+    reason: String,
+    ledger_index: Option<u64>,
+}
+
+const META_ERASING: &str = "erasing";
+
+/// What a DoGet will read: the catalog, sorted row positions per store file, and the leaves
+/// erased since the reservation (leaf index, hex commitment).
+pub type ServePlan = (Arc<Catalog>, HashMap<usize, Vec<usize>>, Vec<(u64, String)>);
+
+/// A running gateway's state.
+pub struct Gateway {
+    /// Configuration.
+    pub cfg: GatewayConfig,
+    /// Key store.
+    pub keys: KeyStore,
+    /// Members directory (and the verifying ledger client behind it).
+    pub members: Members,
+    signer: tokio::sync::Mutex<EntrySigner>,
+    catalog: RwLock<Arc<Catalog>>,
+    registration: RwLock<Option<Registration>>,
+    /// Serialises reservations and erasures.
+    writes: tokio::sync::Mutex<()>,
+    /// Fault-injection hook ([`FAULT_ENV`]).
+    pub alter_sample: bool,
+}
+
+fn refused(code: Code, m: impl Into<String>) -> GatewayError {
+    GatewayError::refused(code, m)
+}
+
+impl Gateway {
+    /// Opens the key store, connects to the ledger, checks that the configured key is the
+    /// hospital member of this site, finishes an interrupted erasure, loads the catalog and
+    /// registers the dataset (a new version only when it changed).
+    pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>> {
+        let keys = KeyStore::open(&cfg.data)?;
+        let key = KeyPair::read_file(&cfg.key_file)?;
+        let (_, cp, ledger_key) =
+            TrustFile::read(&cfg.ledger.trust).map_err(|e| GatewayError::Config(e.to_string()))?;
+        let mut ledger = LedgerClient::connect(
+            &cfg.ledger.address,
+            &cp.origin.clone(),
+            ledger_key,
+            Some(cp),
+        )
+        .await?;
+        ledger.update_checkpoint().await?;
+        let members = Members::new(ledger);
+        let me = members
+            .get(&cfg.member)
+            .await
+            .map_err(|s| GatewayError::Config(s.message().to_string()))?
+            .ok_or_else(|| {
+                GatewayError::Config(format!("member {:?} is not on the ledger", cfg.member))
+            })?;
+        check_self(&cfg, &me, &key)?;
+        let catalog = Catalog::load(&cfg.store, &cfg.dataset_id(), &keys, &cfg.age_edges, cfg.k)?;
+        let gw = Arc::new(Gateway {
+            signer: tokio::sync::Mutex::new(EntrySigner::new(&cfg.member, key)),
+            alter_sample: std::env::var(FAULT_ENV).is_ok_and(|v| v == "alter-sample"),
+            cfg,
+            keys,
+            members,
+            catalog: RwLock::new(Arc::new(catalog)),
+            registration: RwLock::new(None),
+            writes: tokio::sync::Mutex::new(()),
+        });
+        gw.resume_erasure().await?;
+        gw.register().await?;
+        Ok(gw)
+    }
+
+    /// The catalog in force.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// The registration in force.
+    pub fn registration(&self) -> Option<Registration> {
+        self.registration.read().ok().and_then(|r| r.clone())
+    }
+
+    /// Signs `payload` with the hospital key and submits it; returns the entry index once the
+    /// entry is durable and proven in the ledger's log.
+    pub async fn record(&self, payload: Payload) -> Result<u64> {
+        let entry = self.signer.lock().await.sign(payload);
+        let mut ledger = self.members.ledger().lock().await;
+        Ok(ledger.submit(entry).await?.index)
+    }
+
+    async fn entries_of(&self, kind: SubjectKind, id: &str) -> Result<Vec<(u64, Payload)>> {
+        let mut ledger = self.members.ledger().lock().await;
+        let found = ledger
+            .query_subject(
+                Subject {
+                    kind: kind as i32,
+                    id: id.to_string(),
+                },
+                0,
+                0,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for e in found {
+            let body = decode_stored(&e.stored)
+                .and_then(|(b, _)| decode_body(b))
+                .map_err(|err| {
+                    GatewayError::Verification(format!("ledger entry {}: {err}", e.index))
+                })?;
+            if let Some(p) = body.payload {
+                out.push((e.index, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Registers the catalog's dataset unless the ledger already has this exact version.
+    pub async fn register(&self) -> Result<Registration> {
+        let c = self.catalog();
+        let mut last: Option<(u64, DatasetRegistered)> = None;
+        for (i, p) in self.entries_of(SubjectKind::Dataset, &c.dataset_id).await? {
+            if let Payload::DatasetRegistered(d) = p
+                && d.site == self.cfg.site
+            {
+                last = Some((i, d));
+            }
+        }
+        let reg = match last {
+            Some((i, d))
+                if d.commitment_root == c.root && d.manifest_sha256 == c.manifest_sha256 =>
+            {
+                Registration {
+                    dataset_id: c.dataset_id.clone(),
+                    version: d.version,
+                    ledger_index: i,
+                    root: hex::encode(c.root),
+                }
+            }
+            prev => {
+                let version = prev.map(|(_, d)| d.version + 1).unwrap_or(1);
+                let summary = serde_json::json!({
+                    "sources": c.sources,
+                    "age_bands": c.age_bands(),
+                    "k": c.k,
+                });
+                let index = self
+                    .record(Payload::DatasetRegistered(DatasetRegistered {
+                        dataset_id: c.dataset_id.clone(),
+                        site: self.cfg.site.clone(),
+                        version,
+                        record_count: c.records,
+                        segment_count: c.rows.len() as u64,
+                        commitment_root: c.root.to_vec(),
+                        manifest_sha256: c.manifest_sha256.to_vec(),
+                        summary_json: summary.to_string(),
+                    }))
+                    .await?;
+                tracing::info!(dataset = %c.dataset_id, version, index, "dataset registered");
+                Registration {
+                    dataset_id: c.dataset_id.clone(),
+                    version,
+                    ledger_index: index,
+                    root: hex::encode(c.root),
+                }
+            }
+        };
+        if let Ok(mut r) = self.registration.write() {
+            *r = Some(reg.clone());
+        }
+        Ok(reg)
+    }
+
+    fn check_dataset(&self, dataset_id: &str) -> Result<Arc<Catalog>> {
+        let c = self.catalog();
+        if !dataset_id.is_empty() && dataset_id != c.dataset_id {
+            return Err(refused(
+                Code::NotFound,
+                format!(
+                    "dataset {dataset_id:?} is not served here (this gateway serves {:?})",
+                    c.dataset_id
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Reserves this site's slice of `cohort_id` for `caller` (a scientist who is the cohort's
+    /// requester). Idempotent: the same requester gets the slice reserved before.
+    pub async fn reserve(
+        &self,
+        caller: &MemberInfo,
+        cohort_id: &str,
+        dataset_id: &str,
+        seed: u64,
+        allocation: &[AllocationCell],
+    ) -> Result<SliceRecord> {
+        if caller.role != Role::Scientist {
+            return Err(refused(
+                Code::PermissionDenied,
+                format!(
+                    "member {} ({:?}) may not reserve slices: scientists only",
+                    caller.id, caller.role
+                ),
+            ));
+        }
+        let c = self.check_dataset(dataset_id)?;
+        let _w = self.writes.lock().await;
+        let slice_id = format!("{cohort_id}/{}", self.cfg.site);
+        if let Some(raw) = self.keys.slice(&slice_id)? {
+            let s: SliceRecord = serde_json::from_slice(&raw)
+                .map_err(|e| GatewayError::Config(format!("stored slice {slice_id}: {e}")))?;
+            if s.requester != caller.id {
+                return Err(refused(
+                    Code::PermissionDenied,
+                    format!("slice {slice_id} is granted to {}", s.requester),
+                ));
+            }
+            return Ok(s);
+        }
+        let cohort: CohortCreated = self
+            .entries_of(SubjectKind::Cohort, cohort_id)
+            .await?
+            .into_iter()
+            .find_map(|(_, p)| match p {
+                Payload::CohortCreated(cc) if cc.cohort_id == cohort_id => Some(cc),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                refused(
+                    Code::NotFound,
+                    format!("cohort {cohort_id:?} is not on the ledger (CohortCreated)"),
+                )
+            })?;
+        if cohort.requester != caller.id {
+            return Err(refused(
+                Code::PermissionDenied,
+                format!(
+                    "cohort {cohort_id} was created for {}, not {}",
+                    cohort.requester, caller.id
+                ),
+            ));
+        }
+        let cells: Vec<AllocationCell> = cohort
+            .allocation
+            .iter()
+            .filter(|a| a.site == self.cfg.site && a.count > 0)
+            .cloned()
+            .collect();
+        if cells.is_empty() {
+            return Err(refused(
+                Code::FailedPrecondition,
+                format!(
+                    "cohort {cohort_id} allocates nothing to site {}",
+                    self.cfg.site
+                ),
+            ));
+        }
+        if seed != 0 && seed != cohort.seed {
+            return Err(refused(
+                Code::InvalidArgument,
+                format!(
+                    "seed {seed} differs from the cohort's seed {} on the ledger",
+                    cohort.seed
+                ),
+            ));
+        }
+        if !allocation.is_empty() && allocation != cells.as_slice() {
+            return Err(refused(
+                Code::InvalidArgument,
+                format!(
+                    "allocation differs from this site's cells of cohort {cohort_id} on the ledger"
+                ),
+            ));
+        }
+        let total: u64 = cells.iter().map(|a| a.count).sum();
+        if total > self.cfg.policy.max_slice_rows {
+            return Err(refused(
+                Code::ResourceExhausted,
+                format!(
+                    "slice of {total} rows exceeds this gateway's limit of {}",
+                    self.cfg.policy.max_slice_rows
+                ),
+            ));
+        }
+        let picked = select(&c, cohort_id, cohort.seed, &cells)?;
+        let tree = CommitmentTree::new(picked.iter().map(|&i| &c.rows[i].commitment));
+        let root = tree.root();
+        let index = self
+            .record(Payload::CohortSliceCommitted(CohortSliceCommitted {
+                slice_id: slice_id.clone(),
+                cohort_id: cohort_id.to_string(),
+                site: self.cfg.site.clone(),
+                dataset_id: c.dataset_id.clone(),
+                requester: caller.id.clone(),
+                row_count: picked.len() as u64,
+                slice_root: root.to_vec(),
+                seed: cohort.seed,
+            }))
+            .await?;
+        let rec = SliceRecord {
+            slice_id: slice_id.clone(),
+            cohort_id: cohort_id.to_string(),
+            requester: caller.id.clone(),
+            dataset_id: c.dataset_id.clone(),
+            seed: cohort.seed,
+            segments: picked
+                .iter()
+                .map(|&i| c.rows[i].segment_id.clone())
+                .collect(),
+            commitments: picked
+                .iter()
+                .map(|&i| hex::encode(c.rows[i].commitment))
+                .collect(),
+            root: hex::encode(root),
+            ledger_index: index,
+        };
+        self.keys.put_slice(
+            &slice_id,
+            &serde_json::to_vec(&rec).map_err(|e| GatewayError::Config(e.to_string()))?,
+        )?;
+        tracing::info!(slice = %slice_id, rows = picked.len(), index, "slice reserved");
+        Ok(rec)
+    }
+
+    /// The slice behind a ticket, checked to be granted to `caller`.
+    pub fn granted_slice(
+        &self,
+        caller: &MemberInfo,
+        slice_id: &str,
+        signals: bool,
+    ) -> Result<SliceRecord> {
+        let allowed = match caller.role {
+            Role::Scientist => true,
+            Role::Regulator => !signals,
+            _ => false,
+        };
+        if !allowed {
+            return Err(refused(
+                Code::PermissionDenied,
+                format!(
+                    "member {} ({:?}) may not {}",
+                    caller.id,
+                    caller.role,
+                    if signals {
+                        "read signals (data minimisation: only the granted scientist may)"
+                    } else {
+                        "read slice metadata"
+                    }
+                ),
+            ));
+        }
+        let raw = self.keys.slice(slice_id)?.ok_or_else(|| {
+            refused(
+                Code::NotFound,
+                format!("no slice {slice_id:?} was reserved here"),
+            )
+        })?;
+        let s: SliceRecord = serde_json::from_slice(&raw)
+            .map_err(|e| GatewayError::Config(format!("stored slice {slice_id}: {e}")))?;
+        if caller.role == Role::Scientist && s.requester != caller.id {
+            return Err(refused(
+                Code::PermissionDenied,
+                format!(
+                    "slice {slice_id} is granted to {}; {} may not read it",
+                    s.requester, caller.id
+                ),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Records a completed transfer.
+    pub async fn served(&self, s: &SliceRecord, rows: u64, bytes: u64) -> Result<u64> {
+        let root = hex::decode(&s.root).map_err(|e| GatewayError::Config(e.to_string()))?;
+        self.record(Payload::DataServed(DataServed {
+            slice_id: s.slice_id.clone(),
+            cohort_id: s.cohort_id.clone(),
+            site: self.cfg.site.clone(),
+            requester: s.requester.clone(),
+            rows,
+            bytes,
+            slice_root: root,
+        }))
+        .await
+    }
+
+    /// Erases a patient: RecordsErased on the ledger (commitments only), salt destroyed,
+    /// rows deleted from the site store, catalog reloaded and the dataset re-registered.
+    /// Each step is remembered in the key store so that an interrupted erasure completes at
+    /// the next start.
+    pub async fn erase(&self, patient: &str, reason: &str) -> Result<(u64, Vec<[u8; 32]>, u64)> {
+        let _w = self.writes.lock().await;
+        let c = self.catalog();
+        let (key, rows) = c.patient_rows(patient)?;
+        let sep = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+        let pending = PendingErasure {
+            source: String::from_utf8_lossy(&key[..sep]).into_owned(),
+            patient: String::from_utf8_lossy(key.get(sep + 1..).unwrap_or_default()).into_owned(),
+            commitments: rows.iter().map(|r| hex::encode(r.commitment)).collect(),
+            reason: reason.to_string(),
+            ledger_index: None,
+        };
+        let n = rows.len() as u64;
+        let commitments: Vec<[u8; 32]> = rows.iter().map(|r| r.commitment).collect();
+        self.keys.set_meta(
+            META_ERASING,
+            &serde_json::to_vec(&pending).map_err(|e| GatewayError::Config(e.to_string()))?,
+        )?;
+        let index = self.finish_erasure(pending).await?;
+        Ok((n, commitments, index))
+    }
+
+    async fn finish_erasure(&self, mut p: PendingErasure) -> Result<u64> {
+        let c = self.catalog();
+        let commitments: Vec<[u8; 32]> = p
+            .commitments
+            .iter()
+            .filter_map(|h| hex::decode(h).ok()?.try_into().ok())
+            .collect();
+        let index = match p.ledger_index {
+            Some(i) => i,
+            None => {
+                let i = self
+                    .record(Payload::RecordsErased(RecordsErased {
+                        site: self.cfg.site.clone(),
+                        dataset_id: c.dataset_id.clone(),
+                        commitments: commitments.iter().map(|c| c.to_vec()).collect(),
+                        reason: p.reason.clone(),
+                    }))
+                    .await?;
+                p.ledger_index = Some(i);
+                self.keys.set_meta(
+                    META_ERASING,
+                    &serde_json::to_vec(&p).map_err(|e| GatewayError::Config(e.to_string()))?,
+                )?;
+                i
+            }
+        };
+        let key = crate::keystore::patient_key(&p.source, &p.patient);
+        self.keys.erase(&key, &commitments)?;
+        ecgfed_datasets::store::delete_patients(
+            &self.cfg.store,
+            &[(p.source.clone(), p.patient.clone())],
+        )?;
+        let fresh = Catalog::load(
+            &self.cfg.store,
+            &c.dataset_id,
+            &self.keys,
+            &self.cfg.age_edges,
+            self.cfg.k,
+        )?;
+        if let Ok(mut w) = self.catalog.write() {
+            *w = Arc::new(fresh);
+        }
+        self.keys.delete_meta(META_ERASING)?;
+        tracing::info!(segments = commitments.len(), index, "patient erased");
+        self.register().await?;
+        Ok(index)
+    }
+
+    async fn resume_erasure(&self) -> Result<()> {
+        if let Some(raw) = self.keys.meta(META_ERASING)? {
+            let p: PendingErasure = serde_json::from_slice(&raw)
+                .map_err(|e| GatewayError::Config(format!("pending erasure record: {e}")))?;
+            tracing::warn!(source = %p.source, "finishing an interrupted erasure");
+            self.finish_erasure(p).await?;
+        }
+        Ok(())
+    }
+
+    /// Row positions to read per store file for the leaves of `s` still present, and the
+    /// leaves erased since the reservation (leaf index, commitment).
+    pub fn plan(&self, s: &SliceRecord) -> ServePlan {
+        let c = self.catalog();
+        let mut per_file: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut erased = Vec::new();
+        for (i, (seg, com)) in s.segments.iter().zip(&s.commitments).enumerate() {
+            match c.row(seg) {
+                Some(r) if hex::encode(r.commitment) == *com => {
+                    per_file.entry(r.file).or_default().push(r.pos)
+                }
+                _ => erased.push((i as u64, com.clone())),
+            }
+        }
+        for v in per_file.values_mut() {
+            v.sort_unstable();
+        }
+        (c, per_file, erased)
+    }
+}
+
+fn check_self(cfg: &GatewayConfig, me: &MemberInfo, key: &KeyPair) -> Result<()> {
+    if me.role != Role::Hospital {
+        return Err(GatewayError::Config(format!(
+            "member {} is a {:?} on the ledger, not a hospital",
+            me.id, me.role
+        )));
+    }
+    if me.site != cfg.site {
+        return Err(GatewayError::Config(format!(
+            "member {} speaks for site {:?} on the ledger, not {:?}",
+            me.id, me.site, cfg.site
+        )));
+    }
+    if me.key != key.public() {
+        return Err(GatewayError::Config(format!(
+            "{} is not the key of member {} on the ledger",
+            cfg.key_file.display(),
+            me.id
+        )));
+    }
+    Ok(())
+}

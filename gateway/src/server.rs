@@ -1,0 +1,30 @@
+//! One tonic server, one port: GatewayService and Arrow Flight, with HTTP/2 windows and
+//! message limits sized for ECG batches (tonic's 4 MiB default message limit is too small).
+
+use std::sync::Arc;
+
+use crate::flight::GatewayFlight;
+use crate::gateway::Gateway;
+use crate::service::GatewayServer;
+
+/// HTTP/2 stream window (per call).
+pub const STREAM_WINDOW: u32 = 16 << 20;
+/// HTTP/2 connection window.
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Serves `gw` on `listener` until `shutdown` resolves; running calls are allowed to finish.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .add_service(GatewayServer::new(Arc::clone(&gw)).into_service())
+        .add_service(GatewayFlight::new(gw).into_service())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
