@@ -86,6 +86,22 @@ pub enum GatewayCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: verified cohort pull over loopback against a plain Flight server sending
+    /// the same batches, in the same run.
+    Bench {
+        /// Folder of ECG records to ingest as the bench site.
+        #[arg(long, default_value = "datasets/sample")]
+        input: PathBuf,
+        /// Timed rounds of each (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Rows per Arrow record batch served by the gateway.
+        #[arg(long, default_value_t = 256)]
+        batch_rows: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the signature headers of one DoGet for a plain Arrow Flight client (JSON).
     SignDoGet {
         /// Member id.
@@ -192,6 +208,12 @@ pub fn run(cmd: GatewayCommand) -> Result<()> {
                 out,
                 json,
             } => pull(who, &slice, &ledger, &trust, out, json).await,
+            GatewayCommand::Bench {
+                input,
+                rounds,
+                batch_rows,
+                json,
+            } => crate::gateway_bench::run(input, rounds.max(1), batch_rows.max(1), json).await,
             GatewayCommand::SignDoGet { member, key, slice } => {
                 let signer = RequestSigner::new(&member, KeyPair::read_file(&key)?);
                 let h = do_get_headers(&signer, &slice);

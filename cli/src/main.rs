@@ -4,6 +4,7 @@
 mod audit;
 mod datasets;
 mod gateway;
+mod gateway_bench;
 mod keys;
 mod ledger;
 mod ledger_bench;

@@ -93,7 +93,7 @@ impl SegmentView<'_> {
         put_strs(out, self.leads);
         out(&(self.signal.len() as u64).to_le_bytes());
         for chunk in self.signal.chunks(4096) {
-            if cfg!(target_endian = "little") && !chunk.iter().any(|v| v.is_nan()) {
+            if cfg!(target_endian = "little") && !chunk.iter().fold(false, |n, v| n | v.is_nan()) {
                 // Little-endian f32 bits are the canonical bytes; NaNs need canonicalising.
                 use arrow::datatypes::ToByteSlice;
                 out(chunk.to_byte_slice());

@@ -192,28 +192,71 @@ impl GatewayClient {
         })?;
         let size = committed.row_count;
         let mut stream = self.do_get_raw(slice_id).await?;
-        let mut seen = vec![false; size as usize];
         let mut report = PullReport {
             slice_id: slice_id.to_string(),
             root,
             ..Default::default()
         };
-        let mut checked_meta = false;
-        while let Some(b) = stream.next().await {
-            let b = b.map_err(|e| match e {
-                FlightError::Tonic(s) => status(*s),
-                other => transport(&self.addr, other),
-            })?;
-            if !checked_meta {
-                check_stream_meta(b.schema().metadata(), slice_id, &root, size)?;
-                checked_meta = true;
+        // Verification runs on its own thread (rows in parallel) while the next batches arrive.
+        let (vtx, mut vrx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
+        let (rtx, mut rrx) = tokio::sync::mpsc::unbounded_channel::<Result<RecordBatch>>();
+        let verifier = tokio::task::spawn_blocking(move || {
+            let mut seen = vec![false; size as usize];
+            let mut total = crate::slice::VerifiedRows::default();
+            while let Some(b) = vrx.blocking_recv() {
+                match verify_batch(&b, &root, size, &mut seen) {
+                    Ok(v) => {
+                        total.rows += v.rows;
+                        total.signal_bytes += v.signal_bytes;
+                        if rtx.send(Ok(b)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = rtx.send(Err(e));
+                        break;
+                    }
+                }
             }
-            let v = verify_batch(&b, &root, size, &mut seen)?;
-            report.rows += v.rows;
-            report.signal_bytes += v.signal_bytes;
-            report.batches += 1;
-            on_batch(&b);
+            (seen, total)
+        });
+        let mut vtx = Some(vtx);
+        let mut checked_meta = false;
+        loop {
+            tokio::select! {
+                r = rrx.recv() => match r {
+                    Some(Ok(b)) => {
+                        report.batches += 1;
+                        on_batch(&b);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                },
+                b = stream.next(), if vtx.is_some() => match b {
+                    Some(b) => {
+                        let b = b.map_err(|e| match e {
+                            FlightError::Tonic(s) => status(*s),
+                            other => transport(&self.addr, other),
+                        })?;
+                        if !checked_meta {
+                            check_stream_meta(b.schema().metadata(), slice_id, &root, size)?;
+                            checked_meta = true;
+                        }
+                        if let Some(tx) = &vtx
+                            && tx.send(b).await.is_err()
+                        {
+                            vtx = None;
+                        }
+                    }
+                    None => vtx = None,
+                },
+            }
         }
+        let (mut seen, total) = verifier
+            .await
+            .map_err(|e| GatewayError::Verification(format!("verifier stopped: {e}")))?;
+        report.rows = total.rows;
+        report.signal_bytes = total.signal_bytes;
         let erased = match stream.schema() {
             Some(s) => parse_erased(s.metadata())?,
             None if size == 0 => vec![],

@@ -62,6 +62,10 @@ pub struct Policy {
     /// Rows per Arrow record batch on DoGet.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// Memory for served slices kept ready for repeated pulls (MB; 0 = none). A slice larger
+    /// than this is read from the store on every DoGet.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
 }
 
 impl Default for Policy {
@@ -70,6 +74,7 @@ impl Default for Policy {
             max_request_age_ms: default_skew(),
             max_slice_rows: default_max_rows(),
             batch_rows: default_batch_rows(),
+            cache_mb: default_cache_mb(),
         }
     }
 }
@@ -91,6 +96,9 @@ fn default_max_rows() -> u64 {
 }
 fn default_batch_rows() -> usize {
     256
+}
+fn default_cache_mb() -> u64 {
+    1024
 }
 
 impl GatewayConfig {

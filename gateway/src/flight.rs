@@ -208,12 +208,33 @@ impl FlightService for GatewayFlight {
         let rows_sent = Arc::new(AtomicU64::new(0));
         let (btx, brx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(4);
         let (gw, sch, sent) = (Arc::clone(&self.gw), schema.clone(), Arc::clone(&rows_sent));
+        let slice_id = s.slice_id.clone();
         tokio::task::spawn_blocking(move || {
+            let mut first = true;
+            let mut send = |out: Result<RecordBatch, FlightError>| -> bool {
+                let out = match out {
+                    Ok(b) if first && gw.alter_sample => alter_first_sample(&b),
+                    other => other,
+                };
+                first = false;
+                if let Ok(b) = &out {
+                    sent.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                }
+                btx.blocking_send(out).is_ok()
+            };
+            if let Some(cached) = gw.cached(&slice_id) {
+                for b in cached.iter() {
+                    if !send(Ok(b.clone())) {
+                        return;
+                    }
+                }
+                return;
+            }
             let tree = CommitmentTree::new(&commitments);
             let proof_of = |id: &str| leaf_of.get(id).map(|&i| (i, tree.proof(i)));
             let mut files: Vec<_> = per_file.into_iter().collect();
             files.sort_by_key(|(f, _)| *f);
-            let mut first = true;
+            let mut built = Vec::new();
             for (file, positions) in files {
                 let batches = match ecgfed_datasets::store::read_file(
                     &catalog.dir,
@@ -224,25 +245,23 @@ impl FlightService for GatewayFlight {
                 ) {
                     Ok(b) => b,
                     Err(e) => {
-                        let _ = btx.blocking_send(Err(FlightError::ExternalError(Box::new(e))));
+                        send(Err(FlightError::ExternalError(Box::new(e))));
                         return;
                     }
                 };
                 for b in batches {
-                    let mut out = serve_batch(&b, &catalog, &sch, &proof_of)
+                    let out = serve_batch(&b, &catalog, &sch, &proof_of)
                         .map_err(|e| FlightError::ExternalError(Box::new(e)));
-                    if first && gw.alter_sample {
-                        out = out.and_then(|b| alter_first_sample(&b));
-                    }
-                    first = false;
                     if let Ok(b) = &out {
-                        sent.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                        built.push(b.clone());
                     }
-                    if btx.blocking_send(out).is_err() {
+                    let ok = out.is_ok();
+                    if !send(out) || !ok {
                         return;
                     }
                 }
             }
+            gw.keep(&slice_id, &catalog, built);
         });
         let mut enc = FlightDataEncoderBuilder::new()
             .with_schema(schema)

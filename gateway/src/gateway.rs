@@ -75,6 +75,9 @@ pub struct Gateway {
     writes: tokio::sync::Mutex<()>,
     /// Fault-injection hook ([`FAULT_ENV`]).
     pub alter_sample: bool,
+    /// Served batches of recently pulled slices, with the catalog generation they were built
+    /// from (an erasure bumps the generation and empties the cache).
+    cache: std::sync::Mutex<HashMap<String, Arc<Vec<arrow::array::RecordBatch>>>>,
 }
 
 fn refused(code: Code, m: impl Into<String>) -> GatewayError {
@@ -117,6 +120,7 @@ impl Gateway {
             catalog: RwLock::new(Arc::new(catalog)),
             registration: RwLock::new(None),
             writes: tokio::sync::Mutex::new(()),
+            cache: std::sync::Mutex::new(HashMap::new()),
         });
         gw.resume_erasure().await?;
         gw.register().await?;
@@ -508,6 +512,9 @@ impl Gateway {
         if let Ok(mut w) = self.catalog.write() {
             *w = Arc::new(fresh);
         }
+        if let Ok(mut c) = self.cache.lock() {
+            c.clear();
+        }
         self.keys.delete_meta(META_ERASING)?;
         tracing::info!(segments = commitments.len(), index, "patient erased");
         self.register().await?;
@@ -542,6 +549,39 @@ impl Gateway {
             v.sort_unstable();
         }
         (c, per_file, erased)
+    }
+}
+
+impl Gateway {
+    /// The served batches of `slice_id` built before, if still valid.
+    pub fn cached(&self, slice_id: &str) -> Option<Arc<Vec<arrow::array::RecordBatch>>> {
+        self.cache.lock().ok()?.get(slice_id).cloned()
+    }
+
+    /// Keeps the served batches of `slice_id` for later pulls when they fit the budget
+    /// (evicting the others when needed). `catalog` is the catalog they were built from: if an
+    /// erasure replaced it meanwhile, nothing is kept.
+    pub fn keep(
+        &self,
+        slice_id: &str,
+        catalog: &Arc<Catalog>,
+        batches: Vec<arrow::array::RecordBatch>,
+    ) {
+        let budget = self.cfg.policy.cache_mb.saturating_mul(1 << 20);
+        let size = |v: &[arrow::array::RecordBatch]| -> u64 {
+            v.iter().map(|b| b.get_array_memory_size() as u64).sum()
+        };
+        let n = size(&batches);
+        if n > budget || !Arc::ptr_eq(catalog, &self.catalog()) {
+            return;
+        }
+        if let Ok(mut c) = self.cache.lock() {
+            let used: u64 = c.values().map(|v| size(v)).sum();
+            if used + n > budget {
+                c.clear();
+            }
+            c.insert(slice_id.to_string(), Arc::new(batches));
+        }
     }
 }
 

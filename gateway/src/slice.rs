@@ -160,8 +160,15 @@ pub fn serve_batch(
         }
         proof.append(true);
     }
+    let all = keep.iter().all(|k| *k);
     let mask = arrow::array::BooleanArray::from(keep);
-    let pick = |a: ArrayRef| -> Result<ArrayRef> { Ok(arrow::compute::filter(&a, &mask)?) };
+    let pick = |a: ArrayRef| -> Result<ArrayRef> {
+        if all {
+            Ok(a)
+        } else {
+            Ok(arrow::compute::filter(&a, &mask)?)
+        }
+    };
     let cols: Vec<ArrayRef> = vec![
         pick(col("segment_id")?)?,
         pick(col("record_id")?)?,
