@@ -2,7 +2,8 @@
 # ecgfed set-up: installs every system package the build and the tests need on a fresh
 # Debian 12 machine. Idempotent: re-running it only checks what is already there.
 #
-#   scripts/setup.sh            system packages for building and testing
+#   scripts/setup.sh            system packages for building and testing, and .venv-test
+#                               (pyarrow, for the plain Arrow Flight client test)
 #   scripts/setup.sh --bench    also the Python `wfdb` reader used by bench/ (own venv)
 set -euo pipefail
 
@@ -16,6 +17,11 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# openssl makes the throw-away certificate of the gateway TLS test.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# Python with venv for the plain Arrow Flight client test (pyarrow, .venv-test).
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
@@ -28,6 +34,15 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
   exit 1
+fi
+
+# The tests read a granted slice with pyarrow.flight, a Flight client that knows nothing of
+# ecgfed (cli/tests/gateway_e2e.rs, docs/flight.md).
+if ! .venv-test/bin/python -c "import pyarrow.flight" >/dev/null 2>&1; then
+  echo "setup: creating .venv-test with pyarrow"
+  rm -rf .venv-test
+  python3 -m venv .venv-test
+  .venv-test/bin/pip install -q 'pyarrow==25.0.1'
 fi
 
 if [ "${1:-}" = "--bench" ]; then

@@ -128,13 +128,22 @@ pub struct Caller {
     /// The caller's key file.
     #[arg(long)]
     key: PathBuf,
+    /// PEM certificate authority of a gateway that uses TLS (omit for plain HTTP/2).
+    #[arg(long)]
+    ca: Option<PathBuf>,
 }
 
 impl Caller {
     async fn client(&self) -> Result<GatewayClient> {
         let kp = KeyPair::read_file(&self.key)?;
         let signer = Arc::new(RequestSigner::new(&self.member, kp));
-        Ok(GatewayClient::connect(&self.gateway, signer).await?)
+        Ok(match &self.ca {
+            Some(ca) => {
+                let pem = std::fs::read(ca).with_context(|| ca.display().to_string())?;
+                GatewayClient::connect_tls(&self.gateway, signer, &pem).await?
+            }
+            None => GatewayClient::connect(&self.gateway, signer).await?,
+        })
     }
 }
 

@@ -193,6 +193,7 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
             batch_rows,
             ..Default::default()
         },
+        tls: None,
     };
     let gw = ecgfed_gateway::Gateway::start(cfg).await?;
     let (gl, gaddr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;

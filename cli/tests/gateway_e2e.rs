@@ -426,6 +426,12 @@ async fn federation_end_to_end() {
         slices.push(r);
     }
 
+    plain_flight_client(
+        &fed,
+        &slices[1].slice_id,
+        slices[1].rows,
+        &slices[1].slice_root,
+    );
     access_refusals(&fed, &slices[0].slice_id).await;
     k_anonymity(&fed).await;
 
@@ -508,6 +514,8 @@ async fn federation_end_to_end() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    tls_switch(&mut fed).await;
+
     // Everything on the ledger verifies offline.
     let ldir = fed.dir.join("ledger");
     for g in fed.gateways.iter_mut() {
@@ -521,6 +529,110 @@ async fn federation_end_to_end() {
     let out = run(&["audit", "verify", "--data", s(&ldir), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ok"], true, "{out}");
+}
+
+/// A plain Arrow Flight client (pyarrow, from scripts/setup.sh's .venv-test) reads a granted
+/// slice with the ticket and headers of `ecgfed gateway sign-do-get` (docs/flight.md).
+fn plain_flight_client(fed: &Fed, slice_id: &str, rows: u64, root: &[u8]) {
+    let root_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root_dir.join(".venv-test/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup.sh (it installs pyarrow for this test)",
+        python.display()
+    );
+    let headers = run(&[
+        "gateway",
+        "sign-do-get",
+        "--member",
+        "sci",
+        "--key",
+        s(&fed.key("sci")),
+        "--slice",
+        slice_id,
+    ]);
+    let hfile = fed.dir.join("headers.json");
+    std::fs::write(&hfile, headers).unwrap();
+    let o = Command::new(&python)
+        .arg(root_dir.join("scripts/flight_pull.py"))
+        .arg(&fed.gateways[1].1)
+        .arg(&hfile)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"].as_u64(), Some(rows), "{v}");
+    assert_eq!(v["slice_root"].as_str(), Some(hex::encode(root).as_str()));
+    assert!(
+        v["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "commitment")
+    );
+    assert!(v["signal_values"].as_u64().unwrap() > 0);
+    // The same headers again: a replay, refused.
+    let o = Command::new(&python)
+        .arg(root_dir.join("scripts/flight_pull.py"))
+        .arg(&fed.gateways[1].1)
+        .arg(&hfile)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("replayed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// TLS is a configuration switch: gateway B restarted with `[tls]` answers a client that
+/// trusts its certificate, and refuses plain HTTP/2.
+async fn tls_switch(fed: &mut Fed) {
+    let (cert, key) = (fed.dir.join("gw-cert.pem"), fed.dir.join("gw-key.pem"));
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (installed by scripts/setup.sh)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = fed.gateways[1].2.clone();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replace(
+        "[ledger]",
+        "[tls]\ncert = \"gw-cert.pem\"\nkey = \"gw-key.pem\"\n[ledger]",
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    fed.restart_gateway(1, &[]);
+    let ca = std::fs::read(&cert).unwrap();
+    let mut g = GatewayClient::connect_tls(&fed.gateways[1].1, fed.signer("sci"), &ca)
+        .await
+        .unwrap();
+    assert_eq!(g.list_datasets().await.unwrap().datasets.len(), 1);
+    if let Ok(mut plain) = GatewayClient::connect(&fed.gateways[1].1, fed.signer("sci")).await {
+        assert!(
+            plain.list_datasets().await.is_err(),
+            "plain HTTP/2 answered on a TLS port"
+        );
+    }
 }
 
 /// Each refused request leaves the ledger as it was.

@@ -70,13 +70,42 @@ fn status(s: tonic::Status) -> GatewayError {
 impl GatewayClient {
     /// Connects to a gateway at `addr` (`host:port` or a URL), signing as `signer`.
     pub async fn connect(addr: &str, signer: Arc<RequestSigner>) -> Result<Self> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
+        Self::connect_with(addr, signer, None).await
+    }
+
+    /// Connects over TLS, trusting the PEM certificate authority `ca_pem` for the gateway's
+    /// certificate (whose name must be the host of `addr`).
+    pub async fn connect_tls(
+        addr: &str,
+        signer: Arc<RequestSigner>,
+        ca_pem: &[u8],
+    ) -> Result<Self> {
+        Self::connect_with(addr, signer, Some(ca_pem)).await
+    }
+
+    async fn connect_with(
+        addr: &str,
+        signer: Arc<RequestSigner>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self> {
+        let bare = addr.split("://").last().unwrap_or(addr);
+        let url = match ca_pem {
+            Some(_) => format!("https://{bare}"),
+            None if addr.contains("://") => addr.to_string(),
+            None => format!("http://{addr}"),
         };
-        let ch = Channel::from_shared(url)
-            .map_err(|e| transport(addr, e))?
+        let mut ep = Channel::from_shared(url).map_err(|e| transport(addr, e))?;
+        if let Some(ca) = ca_pem {
+            let host = bare.rsplit_once(':').map(|(h, _)| h).unwrap_or(bare);
+            ep = ep
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                        .domain_name(host.to_string()),
+                )
+                .map_err(|e| transport(addr, e))?;
+        }
+        let ch = ep
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)

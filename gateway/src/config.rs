@@ -37,6 +37,20 @@ pub struct GatewayConfig {
     /// Request policy.
     #[serde(default)]
     pub policy: Policy,
+    /// TLS on the gateway's port (rustls). Absent: plain HTTP/2, for loopback or a private
+    /// network only.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS key material of a gateway (PEM files).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
 }
 
 /// Where the ledger is and what to trust of it.
@@ -108,12 +122,17 @@ impl GatewayConfig {
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let mut c: GatewayConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [
+        let mut paths = vec![
             &mut c.key_file,
             &mut c.store,
             &mut c.data,
             &mut c.ledger.trust,
-        ] {
+        ];
+        if let Some(t) = c.tls.as_mut() {
+            paths.push(&mut t.cert);
+            paths.push(&mut t.key);
+        }
+        for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

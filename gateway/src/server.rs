@@ -12,14 +12,31 @@ pub const STREAM_WINDOW: u32 = 16 << 20;
 /// HTTP/2 connection window.
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
+/// The server TLS configuration from PEM files.
+pub fn tls_config(
+    tls: &crate::config::TlsConfig,
+) -> Result<tonic::transport::ServerTlsConfig, crate::GatewayError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| crate::GatewayError::Config(format!("{}: {e}", p.display())))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+}
+
 /// Serves `gw` on `listener` until `shutdown` resolves; running calls are allowed to finish.
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), crate::GatewayError> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &gw.cfg.tls {
+        builder = builder
+            .tls_config(tls_config(tls)?)
+            .map_err(|e| crate::GatewayError::Config(format!("tls: {e}")))?;
+    }
+    builder
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -27,4 +44,8 @@ pub async fn serve(
         .add_service(GatewayFlight::new(gw).into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+        .map_err(|e| crate::GatewayError::Transport {
+            peer: "gateway".into(),
+            reason: e.to_string(),
+        })
 }
