@@ -7,8 +7,9 @@
 //! no strata query recovers a suppressed cell; a gateway that alters one served sample is
 //! caught by the client; erasure through the running gateway.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -50,23 +51,11 @@ fn run(args: &[&str]) -> String {
 /// Starts `ecgfed ARGS` and waits for its "listening on ADDR" line.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args(args).stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("ecgfed {args:?}: unexpected first line {line:?}"))
-        .to_string();
-    (child, addr)
+    common::spawn_listening(&mut cmd)
 }
 
 fn stop(mut c: Child) {
@@ -451,14 +440,21 @@ async fn federation_end_to_end() {
     fed.restart_gateway(0, &[]);
 
     // Erasure through the running gateway: a patient of slice A.
-    let mut first = None;
+    let (mut first, mut second) = (None, None);
     fed.gateway(0, "sci")
         .await
         .pull(&slices[0].slice_id, &mut ledger, |b| {
-            if first.is_none() {
-                let rid = b.column_by_name("record_id").unwrap().as_string::<i32>();
-                let src = b.column_by_name("source").unwrap().as_string::<i32>();
-                first = Some((src.value(0).to_string(), rid.value(0).to_string()));
+            let rid = b.column_by_name("record_id").unwrap().as_string::<i32>();
+            let src = b.column_by_name("source").unwrap().as_string::<i32>();
+            for j in 0..b.num_rows() {
+                let r = (src.value(j).to_string(), rid.value(j).to_string());
+                match &first {
+                    None => first = Some(r),
+                    Some(f) if second.is_none() && *f != r => {
+                        second = Some(format!("{}/{}", r.0, r.1))
+                    }
+                    _ => {}
+                }
             }
         })
         .await
@@ -513,6 +509,7 @@ async fn federation_end_to_end() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    offline_erasure(&mut fed, &second.unwrap()).await;
 
     tls_switch(&mut fed).await;
 
@@ -553,12 +550,15 @@ fn plain_flight_client(fed: &Fed, slice_id: &str, rows: u64, root: &[u8]) {
     ]);
     let hfile = fed.dir.join("headers.json");
     std::fs::write(&hfile, headers).unwrap();
-    let o = Command::new(&python)
-        .arg(root_dir.join("scripts/flight_pull.py"))
-        .arg(&fed.gateways[1].1)
-        .arg(&hfile)
-        .output()
-        .unwrap();
+    let pull = || {
+        Command::new(&python)
+            .arg(root_dir.join("scripts/flight_pull.py"))
+            .arg(&fed.gateways[1].1)
+            .arg(&hfile)
+            .output()
+            .unwrap()
+    };
+    let o = pull();
     assert!(
         o.status.success(),
         "pyarrow: {}",
@@ -576,17 +576,63 @@ fn plain_flight_client(fed: &Fed, slice_id: &str, rows: u64, root: &[u8]) {
     );
     assert!(v["signal_values"].as_u64().unwrap() > 0);
     // The same headers again: a replay, refused.
-    let o = Command::new(&python)
-        .arg(root_dir.join("scripts/flight_pull.py"))
-        .arg(&fed.gateways[1].1)
-        .arg(&hfile)
-        .output()
-        .unwrap();
+    let o = pull();
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("replayed"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Erasure with the gateway stopped works on its folders directly; the restarted gateway
+/// serves the new dataset version (one fewer patient) and registers nothing more.
+async fn offline_erasure(fed: &mut Fed, patient: &str) {
+    let before = fed
+        .gateway(0, "sci")
+        .await
+        .list_datasets()
+        .await
+        .unwrap()
+        .datasets[0]
+        .clone();
+    if let Some(c) = fed.gateways[0].0.take() {
+        stop(c);
+    }
+    assert!(
+        !fed.dir.join("gw-a/listening").exists(),
+        "address file left behind"
+    );
+    let out = run(&[
+        "gateway",
+        "erase",
+        "--config",
+        s(&fed.gateways[0].2),
+        "--patient",
+        patient,
+        "--json",
+    ]);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let erased = e["segments"].as_u64().unwrap();
+    assert!(erased >= 1, "{out}");
+    fed.restart_gateway(0, &[]);
+    let size = fed.ledger_size().await;
+    let after = fed
+        .gateway(0, "sci")
+        .await
+        .list_datasets()
+        .await
+        .unwrap()
+        .datasets[0]
+        .clone();
+    assert_eq!(after.version, before.version + 1);
+    assert_eq!(after.segments + erased, before.segments);
+    assert_ne!(after.commitment_root, before.commitment_root);
+    fed.restart_gateway(0, &[]);
+    assert_eq!(
+        fed.ledger_size().await,
+        size,
+        "an unchanged dataset was registered again"
     );
 }
 

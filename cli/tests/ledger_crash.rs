@@ -4,7 +4,8 @@
 //! the server cleanly, and `audit verify --remote` checks the live server against the trust
 //! file written by `ledger init`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -23,24 +24,13 @@ const CLIENTS: usize = 4;
 const IN_FLIGHT: usize = 8;
 
 fn start(data: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["ledger", "serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, addr)
+    common::spawn_listening(
+        Command::new(BIN)
+            .args(["ledger", "serve", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(Stdio::null()),
+    )
 }
 
 fn model(i: u64) -> Payload {

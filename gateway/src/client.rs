@@ -356,28 +356,38 @@ fn check_stream_meta(
     Ok(())
 }
 
-/// The CohortSliceCommitted entry of `slice_id`, proven in the ledger's log.
-pub async fn slice_on_ledger(
+/// Payloads of the entries naming a subject, each proven in the ledger's signed log, with
+/// their indexes, in log order.
+pub async fn ledger_payloads(
     ledger: &mut LedgerClient,
-    slice_id: &str,
-) -> Result<CohortSliceCommitted> {
-    let entries = ledger
-        .query_subject(
-            Subject {
-                kind: SubjectKind::Slice as i32,
-                id: slice_id.to_string(),
-            },
-            0,
-            0,
-        )
-        .await?;
-    for e in entries {
+    kind: SubjectKind,
+    id: &str,
+) -> Result<Vec<(u64, Payload)>> {
+    let subject = Subject {
+        kind: kind as i32,
+        id: id.to_string(),
+    };
+    let mut out = Vec::new();
+    for e in ledger.query_subject(subject, 0, 0).await? {
         let body = decode_stored(&e.stored)
             .and_then(|(b, _)| decode_body(b))
             .map_err(|err| {
                 GatewayError::Verification(format!("ledger entry {}: {err}", e.index))
             })?;
-        if let Some(Payload::CohortSliceCommitted(s)) = body.payload
+        if let Some(p) = body.payload {
+            out.push((e.index, p));
+        }
+    }
+    Ok(out)
+}
+
+/// The CohortSliceCommitted entry of `slice_id`, proven in the ledger's log.
+pub async fn slice_on_ledger(
+    ledger: &mut LedgerClient,
+    slice_id: &str,
+) -> Result<CohortSliceCommitted> {
+    for (_, p) in ledger_payloads(ledger, SubjectKind::Slice, slice_id).await? {
+        if let Payload::CohortSliceCommitted(s) = p
             && s.slice_id == slice_id
         {
             return Ok(s);
@@ -389,23 +399,8 @@ pub async fn slice_on_ledger(
 }
 
 async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 32]) -> Result<()> {
-    let entries = ledger
-        .query_subject(
-            Subject {
-                kind: SubjectKind::Commitment as i32,
-                id: hex::encode(c),
-            },
-            0,
-            0,
-        )
-        .await?;
-    for e in entries {
-        let body = decode_stored(&e.stored)
-            .and_then(|(b, _)| decode_body(b))
-            .map_err(|err| {
-                GatewayError::Verification(format!("ledger entry {}: {err}", e.index))
-            })?;
-        if let Some(Payload::RecordsErased(r)) = body.payload
+    for (_, p) in ledger_payloads(ledger, SubjectKind::Commitment, &hex::encode(c)).await? {
+        if let Payload::RecordsErased(r) = p
             && r.site == site
             && r.commitments.iter().any(|x| x[..] == c[..])
         {

@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use ecgfed_ledger::client::LedgerClient;
-use ecgfed_ledger::entry::{EntrySigner, decode_body, decode_stored};
+use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::state::MemberInfo;
 use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{
     AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, DatasetRegistered,
-    RecordsErased, Role, Subject, SubjectKind,
+    RecordsErased, Role, SubjectKind,
 };
 use tonic::Code;
 
@@ -150,28 +150,7 @@ impl Gateway {
 
     async fn entries_of(&self, kind: SubjectKind, id: &str) -> Result<Vec<(u64, Payload)>> {
         let mut ledger = self.members.ledger().lock().await;
-        let found = ledger
-            .query_subject(
-                Subject {
-                    kind: kind as i32,
-                    id: id.to_string(),
-                },
-                0,
-                0,
-            )
-            .await?;
-        let mut out = Vec::new();
-        for e in found {
-            let body = decode_stored(&e.stored)
-                .and_then(|(b, _)| decode_body(b))
-                .map_err(|err| {
-                    GatewayError::Verification(format!("ledger entry {}: {err}", e.index))
-                })?;
-            if let Some(p) = body.payload {
-                out.push((e.index, p));
-            }
-        }
-        Ok(out)
+        crate::client::ledger_payloads(&mut ledger, kind, id).await
     }
 
     /// Registers the catalog's dataset unless the ledger already has this exact version.
