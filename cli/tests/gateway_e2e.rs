@@ -306,6 +306,23 @@ fn code(e: ecgfed_gateway::GatewayError) -> Code {
     }
 }
 
+/// The status of a reservation of `cohort` that must be refused.
+async fn reserve_refused(g: &mut GatewayClient, cohort: &str) -> Code {
+    let q = ReserveSliceRequest {
+        cohort_id: cohort.into(),
+        ..Default::default()
+    };
+    code(g.reserve(q).await.unwrap_err())
+}
+
+/// The status of a DoGet of `slice_id` that must be refused.
+async fn do_get_refused(g: &mut GatewayClient, slice_id: &str) -> Code {
+    match g.do_get_raw(slice_id).await {
+        Err(e) => code(e),
+        Ok(_) => panic!("DoGet of {slice_id} was not refused"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federation_end_to_end() {
     let mut fed = federation();
@@ -736,21 +753,13 @@ async fn access_refusals(fed: &Fed, slice_id: &str) {
     let info = reg.flight_info(slice_id).await.unwrap();
     assert!(info.total_records > 0);
     assert_eq!(
-        code(
-            reg.reserve(ReserveSliceRequest {
-                cohort_id: "cohort-1".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err()
-        ),
+        reserve_refused(&mut reg, "cohort-1").await,
         Code::PermissionDenied
     );
-    let e = match reg.do_get_raw(slice_id).await {
-        Err(e) => code(e),
-        Ok(_) => panic!("a regulator read signals"),
-    };
-    assert_eq!(e, Code::PermissionDenied);
+    assert_eq!(
+        do_get_refused(&mut reg, slice_id).await,
+        Code::PermissionDenied
+    );
     // A hospital cannot erase at another site.
     let mut other = fed.gateway(0, "hosp-b").await;
     assert_eq!(
@@ -759,34 +768,18 @@ async fn access_refusals(fed: &Fed, slice_id: &str) {
     );
     // Wrong requester: sci2 may not read sci's slice, nor reserve sci's cohort.
     let mut sci2 = fed.gateway(0, "sci2").await;
-    let e = match sci2.do_get_raw(slice_id).await {
-        Err(e) => code(e),
-        Ok(_) => panic!("another scientist read the slice"),
-    };
-    assert_eq!(e, Code::PermissionDenied);
     assert_eq!(
-        code(
-            sci2.reserve(ReserveSliceRequest {
-                cohort_id: "cohort-1".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err()
-        ),
+        do_get_refused(&mut sci2, slice_id).await,
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        reserve_refused(&mut sci2, "cohort-1").await,
         Code::PermissionDenied
     );
     // A cohort that is not on the ledger.
     let mut sci_client = fed.gateway(0, "sci").await;
     assert_eq!(
-        code(
-            sci_client
-                .reserve(ReserveSliceRequest {
-                    cohort_id: "no-such-cohort".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap_err()
-        ),
+        reserve_refused(&mut sci_client, "no-such-cohort").await,
         Code::NotFound
     );
     // A plain DoGet with a bad ticket.

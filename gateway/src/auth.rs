@@ -19,8 +19,8 @@ use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::now_ms;
 use ecgfed_ledger::keys::{KeyPair, Signature};
 use ecgfed_ledger::state::{MemberInfo, check_member};
+use ecgfed_proto::v1::SubjectKind;
 use ecgfed_proto::v1::entry_body::Payload;
-use ecgfed_proto::v1::{Subject, SubjectKind};
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
@@ -165,32 +165,22 @@ impl Members {
         let mut ledger = self.ledger.lock().await;
         let mut from = 0u64;
         loop {
-            let page = ledger
-                .query_subject(
-                    Subject {
-                        kind: SubjectKind::Member as i32,
-                        id: id.to_string(),
-                    },
-                    from,
-                    64,
-                )
-                .await
-                .map_err(|e| Status::unavailable(format!("looking up member {id:?}: {e}")))?;
-            if page.is_empty() {
+            let page =
+                crate::client::ledger_payloads_page(&mut ledger, SubjectKind::Member, id, from, 64)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("looking up member {id:?}: {e}")))?;
+            let Some(&(last, _)) = page.last() else {
                 return Ok(None);
-            }
-            for e in &page {
-                let body = ecgfed_ledger::entry::decode_stored(&e.stored)
-                    .and_then(|(b, _)| ecgfed_ledger::entry::decode_body(b))
-                    .map_err(|err| Status::internal(format!("ledger entry {}: {err}", e.index)))?;
-                let defined = match &body.payload {
-                    Some(Payload::Genesis(g)) => g.members.iter().find(|m| m.id == id).cloned(),
-                    Some(Payload::MemberAdmitted(a)) => a.member.clone().filter(|m| m.id == id),
+            };
+            for (index, payload) in page {
+                let defined = match payload {
+                    Payload::Genesis(g) => g.members.into_iter().find(|m| m.id == id),
+                    Payload::MemberAdmitted(a) => a.member.filter(|m| m.id == id),
                     _ => None,
                 };
                 if let Some(m) = defined {
                     let info = check_member(&m).map_err(|r| {
-                        Status::internal(format!("ledger entry {}: {}", e.index, r.message))
+                        Status::internal(format!("ledger entry {index}: {}", r.message))
                     })?;
                     if let Ok(mut c) = self.cache.lock() {
                         c.insert(id.to_string(), info.clone());
@@ -198,7 +188,7 @@ impl Members {
                     return Ok(Some(info));
                 }
             }
-            from = page.last().map(|e| e.index + 1).unwrap_or(from);
+            from = last + 1;
         }
     }
 }

@@ -324,9 +324,7 @@ fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
     let v: Vec<(u64, String, Vec<String>)> = serde_json::from_str(raw)
         .map_err(|e| GatewayError::Verification(format!("{}: {e}", meta::ERASED)))?;
     let h = |s: &str| -> Result<[u8; 32]> {
-        hex::decode(s)
-            .ok()
-            .and_then(|b| b.try_into().ok())
+        crate::commitment::hash32(s)
             .ok_or_else(|| GatewayError::Verification(format!("{}: bad hash {s}", meta::ERASED)))
     };
     v.into_iter()
@@ -363,12 +361,23 @@ pub async fn ledger_payloads(
     kind: SubjectKind,
     id: &str,
 ) -> Result<Vec<(u64, Payload)>> {
+    ledger_payloads_page(ledger, kind, id, 0, 0).await
+}
+
+/// [`ledger_payloads`] from entry index `from`, at most `limit` entries (0: all).
+pub async fn ledger_payloads_page(
+    ledger: &mut LedgerClient,
+    kind: SubjectKind,
+    id: &str,
+    from: u64,
+    limit: u64,
+) -> Result<Vec<(u64, Payload)>> {
     let subject = Subject {
         kind: kind as i32,
         id: id.to_string(),
     };
     let mut out = Vec::new();
-    for e in ledger.query_subject(subject, 0, 0).await? {
+    for e in ledger.query_subject(subject, from, limit).await? {
         let body = decode_stored(&e.stored)
             .and_then(|(b, _)| decode_body(b))
             .map_err(|err| {

@@ -31,6 +31,11 @@ pub fn pseudonym(key: &[u8; 32], source: &str, patient: &str) -> String {
     hex::encode(m.finalize().into_bytes())
 }
 
+/// Decodes a 32-byte hash from hex.
+pub fn hash32(hex_str: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_str).ok()?.try_into().ok()
+}
+
 /// A Merkle tree over commitments, in the order given.
 #[derive(Debug, Clone, Default)]
 pub struct CommitmentTree {

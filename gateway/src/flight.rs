@@ -21,7 +21,6 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::commitment::CommitmentTree;
 use crate::gateway::Gateway;
 use crate::service::{MAX_MESSAGE_BYTES, caller};
 use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
@@ -56,25 +55,17 @@ fn stream_metadata(
     site: &str,
     erased: &[(u64, String)],
 ) -> HashMap<String, String> {
-    let tree = CommitmentTree::new(
-        s.commitments
-            .iter()
-            .map(|h| {
-                hex::decode(h)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .unwrap_or([0u8; 32])
-            })
-            .collect::<Vec<[u8; 32]>>()
-            .iter(),
-    );
+    // Proofs of erased leaves only; the tree is built when there are any.
+    let tree = (!erased.is_empty()).then(|| s.tree());
     let erased: Vec<(u64, &str, Vec<String>)> = erased
         .iter()
         .map(|(i, c)| {
             (
                 *i,
                 c.as_str(),
-                tree.proof(*i).iter().map(hex::encode).collect(),
+                tree.as_ref()
+                    .map(|t| t.proof(*i).iter().map(hex::encode).collect())
+                    .unwrap_or_default(),
             )
         })
         .collect();
@@ -189,26 +180,10 @@ impl FlightService for GatewayFlight {
         let s = self.gw.granted_slice(&who, &slice_id, true)?;
         let (catalog, per_file, erased) = self.gw.plan(&s);
         let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
-        let commitments: Vec<[u8; 32]> = s
-            .commitments
-            .iter()
-            .map(|h| {
-                hex::decode(h)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .unwrap_or([0; 32])
-            })
-            .collect();
-        let leaf_of: HashMap<String, u64> = s
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i as u64))
-            .collect();
         let rows_sent = Arc::new(AtomicU64::new(0));
         let (btx, brx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(4);
         let (gw, sch, sent) = (Arc::clone(&self.gw), schema.clone(), Arc::clone(&rows_sent));
-        let slice_id = s.slice_id.clone();
+        let slice = s.clone();
         tokio::task::spawn_blocking(move || {
             let mut first = true;
             let mut send = |out: Result<RecordBatch, FlightError>| -> bool {
@@ -222,7 +197,7 @@ impl FlightService for GatewayFlight {
                 }
                 btx.blocking_send(out).is_ok()
             };
-            if let Some(cached) = gw.cached(&slice_id) {
+            if let Some(cached) = gw.cached(&slice.slice_id) {
                 for b in cached.iter() {
                     if !send(Ok(b.clone())) {
                         return;
@@ -230,7 +205,13 @@ impl FlightService for GatewayFlight {
                 }
                 return;
             }
-            let tree = CommitmentTree::new(&commitments);
+            let tree = slice.tree();
+            let leaf_of: HashMap<&str, u64> = slice
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i as u64))
+                .collect();
             let proof_of = |id: &str| leaf_of.get(id).map(|&i| (i, tree.proof(i)));
             let mut files: Vec<_> = per_file.into_iter().collect();
             files.sort_by_key(|(f, _)| *f);
@@ -261,7 +242,7 @@ impl FlightService for GatewayFlight {
                     }
                 }
             }
-            gw.keep(&slice_id, &catalog, built);
+            gw.keep(&slice.slice_id, &catalog, built);
         });
         let mut enc = FlightDataEncoderBuilder::new()
             .with_schema(schema)

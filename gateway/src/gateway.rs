@@ -454,7 +454,7 @@ impl Gateway {
         let commitments: Vec<[u8; 32]> = p
             .commitments
             .iter()
-            .filter_map(|h| hex::decode(h).ok()?.try_into().ok())
+            .filter_map(|h| crate::commitment::hash32(h))
             .collect();
         let index = match p.ledger_index {
             Some(i) => i,

@@ -15,7 +15,7 @@ use ecgfed_datasets::segment::SegmentView;
 use rayon::prelude::*;
 
 use crate::catalog::Catalog;
-use crate::commitment::{commitment, verify_leaf};
+use crate::commitment::{CommitmentTree, commitment, verify_leaf};
 use crate::error::{GatewayError, Result};
 
 /// Flight ticket prefix: a ticket is `"ecgfed-slice:" + slice_id` in UTF-8.
@@ -80,6 +80,21 @@ pub struct SliceRecord {
     pub root: String,
     /// Index of the CohortSliceCommitted entry.
     pub ledger_index: u64,
+}
+
+impl SliceRecord {
+    /// The commitments in leaf order, as bytes.
+    pub fn commitment_bytes(&self) -> Vec<[u8; 32]> {
+        self.commitments
+            .iter()
+            .map(|h| crate::commitment::hash32(h).unwrap_or([0; 32]))
+            .collect()
+    }
+
+    /// The slice's commitment tree (for inclusion proofs).
+    pub fn tree(&self) -> CommitmentTree {
+        CommitmentTree::new(&self.commitment_bytes())
+    }
 }
 
 /// The Arrow schema of served rows: the store schema with `patient` replaced by `pseudonym`,
