@@ -45,6 +45,19 @@ if ! .venv-test/bin/python -c "import pyarrow.flight" >/dev/null 2>&1; then
   .venv-test/bin/pip install -q 'pyarrow==25.0.1'
 fi
 
+# libtorch for the trainer (tch 0.26 needs libtorch 2.13.0 exactly). The Python package index
+# has the CUDA build of the torch wheel only; it runs on CPU-only machines too when installed
+# with its dependencies (TOOLCHAIN.md). .cargo/config.toml points torch-sys at
+# .venv-torch/libtorch, the wheel's `torch` folder; the build records its lib folder as run path.
+if ! .venv-torch/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" >/dev/null 2>&1; then
+  echo "setup: creating .venv-torch with torch 2.13.0 (libtorch for tch; about 5 GB)"
+  rm -rf .venv-torch
+  python3 -m venv .venv-torch
+  .venv-torch/bin/pip install -q 'torch==2.13.0' numpy
+fi
+torch_dir=$(.venv-torch/bin/python -c "import os, torch; print(os.path.dirname(torch.__file__))" 2>/dev/null)
+ln -sfn "$torch_dir" .venv-torch/libtorch
+
 if [ "${1:-}" = "--bench" ]; then
   if [ ! -x .venv-bench/bin/python ]; then
     python3 -m venv .venv-bench

@@ -8,6 +8,9 @@ mod gateway_bench;
 mod keys;
 mod ledger;
 mod ledger_bench;
+mod trainer;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +39,42 @@ enum Command {
     /// Audit: verify a ledger offline or against a live server.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Cohorts: plan a cohort over the gateways' strata and record it (CohortCreated).
+    #[command(subcommand)]
+    Cohort(trainer::CohortCommand),
+    /// Plan → verified pull → train → evaluate → ModelTrained, for a cohort spec.
+    Train {
+        /// Cohort spec (TOML, docs/cohorts.md).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Output folder (weights, model card, metrics, datasheet, plots).
+        #[arg(long)]
+        out: PathBuf,
+        /// `cpu` or `cuda`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Federation file; default: the spec's `federation`.
+        #[arg(long)]
+        federation: Option<PathBuf>,
+        /// Print the outcome as JSON (no progress bars).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Training throughput of the tch loop against the same network in PyTorch
+    /// (bench/torch_baseline.py, same libtorch), in the same invocation.
+    TrainBench(trainer::BenchArgs),
+    /// Classify WFDB/.mat records from disk with a saved model.
+    Predict {
+        /// Model folder written by `ecgfed train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Records: `.hea` files (or their data files).
+        #[arg(required = true)]
+        records: Vec<PathBuf>,
+        /// Print the predictions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +92,20 @@ fn main() -> std::process::ExitCode {
         Command::Ledger(c) => ledger::run(c),
         Command::Gateway(c) => gateway::run(c),
         Command::Audit(c) => audit::run(c),
+        Command::Cohort(c) => trainer::run_cohort(c),
+        Command::Train {
+            spec,
+            out,
+            device,
+            federation,
+            json,
+        } => trainer::run_train_cmd(spec, out, device, federation, json),
+        Command::TrainBench(a) => trainer::run_bench(a),
+        Command::Predict {
+            model,
+            records,
+            json,
+        } => trainer::run_predict(model, records, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,7 @@
 //! Helpers shared by the CLI's process tests.
+#![allow(dead_code)]
+
+pub mod fed;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,5 @@
+include!("../build-support/torch_rpath.rs");
+
+fn main() {
+    torch_rpath();
+}

@@ -1,0 +1,233 @@
+//! `ecgfed cohort plan`, `ecgfed train` and `ecgfed predict` (docs/cohorts.md,
+//! docs/training.md).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use ecgfed_trainer::cohort::Session;
+use ecgfed_trainer::evaluation::class_table;
+use ecgfed_trainer::predict::Model;
+use ecgfed_trainer::run::{TrainOptions, federation_of, plan, run_train};
+use ecgfed_trainer::spec::LoadedSpec;
+
+use crate::ledger::runtime;
+
+/// `ecgfed cohort` subcommands.
+#[derive(Subcommand)]
+pub enum CohortCommand {
+    /// Collect strata from every gateway, solve the allocation, write CohortCreated (or reuse
+    /// the entry this spec wrote before) and print the cohort datasheet.
+    Plan {
+        /// Cohort spec (TOML, docs/cohorts.md).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Federation file (ledger, identity, gateways); default: the spec's `federation`.
+        #[arg(long)]
+        federation: Option<PathBuf>,
+        /// Plan without writing anything to the ledger.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `ecgfed cohort ...`.
+pub fn run_cohort(cmd: CohortCommand) -> Result<()> {
+    let CohortCommand::Plan {
+        spec,
+        federation,
+        dry_run,
+        json,
+    } = cmd;
+    let spec = LoadedSpec::read(&spec)?;
+    let fed = federation_of(&spec, federation.as_deref())?;
+    let out = runtime()?.block_on(async {
+        let mut s = Session::open(fed).await?;
+        plan(&spec, &mut s, dry_run).await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    print!("{}", out.datasheet.render());
+    println!();
+    for (c, t, p) in &out.plan.targets {
+        println!("class {c}: target {t}, planned {p}");
+    }
+    match out.ledger_index {
+        Some(i) if out.created => println!("CohortCreated {} at ledger index {i}", out.cohort_id),
+        Some(i) => println!(
+            "cohort {} is already on the ledger (index {i}); its allocation stands",
+            out.cohort_id
+        ),
+        None => println!("dry run: cohort {} not written", out.cohort_id),
+    }
+    Ok(())
+}
+
+/// Runs `ecgfed train`.
+pub fn run_train_cmd(
+    spec: PathBuf,
+    out: PathBuf,
+    device: String,
+    federation: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let spec = LoadedSpec::read(&spec)?;
+    let opts = TrainOptions {
+        out: out.clone(),
+        device,
+        progress: !json,
+        federation,
+    };
+    let r = runtime()?.block_on(run_train(&spec, &opts))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let c = &r.card;
+    println!(
+        "model {} trained on cohort {} ({} train / {} validation / {} held-out rows), best epoch {}",
+        c.model_id,
+        c.cohort_id,
+        c.rows.get("train").unwrap_or(&0),
+        c.rows.get("validation").unwrap_or(&0),
+        c.rows.get("held_out").unwrap_or(&0),
+        c.best_epoch
+    );
+    if let Some(v) = &r.evaluation.validation {
+        print!("{}", class_table("validation, windows", &v.windows));
+        print!("{}", class_table("validation, records", &v.records));
+    }
+    for (site, s) in &r.evaluation.held_out {
+        print!(
+            "{}",
+            class_table(&format!("held-out {site}, records"), &s.records)
+        );
+    }
+    println!(
+        "ModelTrained at ledger index {} (weights SHA-256 {}); files in {}: {}",
+        c.ledger_index,
+        c.weights_sha256,
+        out.display(),
+        r.files.join(", ")
+    );
+    Ok(())
+}
+
+/// Runs `ecgfed predict`.
+pub fn run_predict(model: PathBuf, records: Vec<PathBuf>, json: bool) -> Result<()> {
+    let m = Model::load(&model)?;
+    let mut failed = 0;
+    let mut out = Vec::new();
+    for r in &records {
+        match m.predict_record(r) {
+            Ok(p) => {
+                if !json {
+                    let probs: Vec<String> = m
+                        .card
+                        .classes
+                        .iter()
+                        .zip(&p.probabilities)
+                        .map(|(c, v)| format!("{}={v:.3}", c.name))
+                        .collect();
+                    println!(
+                        "{}: {} ({}; {} windows of lead {})",
+                        p.record,
+                        p.class,
+                        probs.join(" "),
+                        p.windows,
+                        p.lead
+                    );
+                }
+                out.push(serde_json::to_value(&p)?);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+                out.push(serde_json::json!({ "record": r.display().to_string(), "error": e.to_string() }));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} records could not be classified",
+            records.len()
+        );
+    }
+    Ok(())
+}
+
+/// `ecgfed train-bench` arguments.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Synthetic windows.
+    #[arg(long, default_value_t = 4096)]
+    rows: usize,
+    /// Samples per window.
+    #[arg(long, default_value_t = 1250)]
+    window: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Timed steps (after as many warm-up steps).
+    #[arg(long, default_value_t = 40)]
+    steps: usize,
+    /// Channels per stage.
+    #[arg(long, default_value = "32,64,128,128", value_delimiter = ',')]
+    channels: Vec<i64>,
+    /// Kernel size.
+    #[arg(long, default_value_t = 9)]
+    kernel: i64,
+    /// Python with torch 2.13.0 for the baseline (omit to time the Rust loop only).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// The baseline script.
+    #[arg(long, default_value = "bench/torch_baseline.py")]
+    script: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `ecgfed train-bench`.
+pub fn run_bench(a: BenchArgs) -> Result<()> {
+    let opts = ecgfed_trainer::bench::BenchOptions {
+        rows: a.rows,
+        window: a.window,
+        batch: a.batch,
+        steps: a.steps,
+        channels: a.channels,
+        kernel: a.kernel,
+    };
+    let r = ecgfed_trainer::bench::run(&opts, a.python.as_deref(), &a.script)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "training throughput, {} steps of {} windows of {} samples, {} libtorch threads:",
+        opts.steps, opts.batch, opts.window, r.threads
+    );
+    println!(
+        "  tch (Rust data path):  {:>8.1} windows/s",
+        r.rust.windows_per_sec
+    );
+    if let Some(p) = &r.python {
+        println!(
+            "  {:<22} {:>8.1} windows/s",
+            format!("{}:", p.framework),
+            p.windows_per_sec
+        );
+    }
+    if let Some(x) = r.ratio {
+        println!("  ratio tch / PyTorch:   {x:>8.2}x");
+    }
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! From verified slice rows to model windows: lead choice, resampling to the common rate,
+//! fixed-length windows, normalisation; the patient-level split; the cohort data hash.
+
+use arrow::array::{Array, AsArray, Float32Array, ListArray, RecordBatch, StringArray, UInt8Array};
+use arrow::datatypes::Float32Type;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, TrainerError};
+use crate::spec::{CohortSpec, SignalSpec};
+
+/// What the trainer keeps of a row besides its window (no identifiers: the pseudonym only
+/// groups rows of one patient for the split).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowMeta {
+    /// Site.
+    pub site: String,
+    /// Source database.
+    pub source: String,
+    /// Segment id.
+    pub segment_id: String,
+    /// Record id.
+    pub record_id: String,
+    /// Split group: site and pseudonym (the record where a source has no patient ids).
+    pub group: String,
+    /// `M`, `F` or `unknown`.
+    pub sex: String,
+    /// Age band or `unknown`.
+    pub age_band: String,
+    /// Store label.
+    pub label: String,
+    /// Class index.
+    pub class: usize,
+    /// True for rows of held-out sites.
+    pub held_out: bool,
+}
+
+/// The assembled cohort: one window per row, rows in (site, segment id) order.
+#[derive(Debug, Clone, Default)]
+pub struct CohortData {
+    /// Samples per window.
+    pub window: usize,
+    /// Row descriptions.
+    pub meta: Vec<RowMeta>,
+    /// Windows, row-major (`meta.len() × window`).
+    pub x: Vec<f32>,
+}
+
+impl CohortData {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// The window of row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.x[i * self.window..(i + 1) * self.window]
+    }
+
+    /// Keeps the rows for which `keep` is true.
+    pub fn retain(&mut self, keep: impl Fn(&RowMeta) -> bool) {
+        let mut x = Vec::with_capacity(self.x.len());
+        let mut meta = Vec::with_capacity(self.meta.len());
+        for (i, m) in self.meta.iter().enumerate() {
+            if keep(m) {
+                x.extend_from_slice(self.row(i));
+                meta.push(m.clone());
+            }
+        }
+        self.x = x;
+        self.meta = meta;
+    }
+
+    /// Sorts rows by (site, segment id) so that the same cohort always assembles the same way.
+    pub fn sort(&mut self) {
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        idx.sort_by(|&a, &b| {
+            (&self.meta[a].site, &self.meta[a].segment_id)
+                .cmp(&(&self.meta[b].site, &self.meta[b].segment_id))
+        });
+        let mut x = Vec::with_capacity(self.x.len());
+        for &i in &idx {
+            x.extend_from_slice(self.row(i));
+        }
+        self.meta = idx.iter().map(|&i| self.meta[i].clone()).collect();
+        self.x = x;
+    }
+
+    /// SHA-256 over every row in order: segment id ‖ 0x00 ‖ class (u32 LE) ‖ window (f32 LE).
+    /// Two assemblies of the same cohort give the same hash (docs/cohorts.md).
+    pub fn data_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for (i, m) in self.meta.iter().enumerate() {
+            h.update(m.segment_id.as_bytes());
+            h.update([0]);
+            h.update((m.class as u32).to_le_bytes());
+            for v in self.row(i) {
+                h.update(v.to_le_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+}
+
+/// The index of `want` among `leads`: case-insensitive; `II` also matches `MLII`; a
+/// single-lead record uses its lead.
+pub fn pick_lead(leads: &[String], want: &str) -> Option<usize> {
+    if let Some(i) = leads.iter().position(|l| l.eq_ignore_ascii_case(want)) {
+        return Some(i);
+    }
+    if want.eq_ignore_ascii_case("ii")
+        && let Some(i) = leads.iter().position(|l| l.eq_ignore_ascii_case("mlii"))
+    {
+        return Some(i);
+    }
+    (leads.len() == 1).then_some(0)
+}
+
+/// Resamples one lead from `fs` to the spec's rate (rubato FFT resampler, as at ingest).
+pub fn to_rate(
+    samples: &[f32],
+    fs: f32,
+    sig: &SignalSpec,
+) -> std::result::Result<Vec<f32>, String> {
+    if !(fs.is_finite() && fs > 0.0) || (fs - fs.round()).abs() > 1e-3 {
+        return Err(format!(
+            "sampling rate {fs} Hz is not a positive whole number"
+        ));
+    }
+    let mut out = ecgfed_datasets::resample::resample(
+        &[samples.to_vec()],
+        fs.round() as u32,
+        sig.sample_rate,
+    )?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// Cuts (at the centre) or zero-pads (at the end) to `len` samples, then normalises: NaN → 0,
+/// minus the mean, divided by the standard deviation (at least 0.01 mV).
+pub fn fit_window(samples: &[f32], len: usize) -> Vec<f32> {
+    let mut w = vec![0f32; len];
+    if samples.len() >= len {
+        let start = (samples.len() - len) / 2;
+        w.copy_from_slice(&samples[start..start + len]);
+    } else {
+        w[..samples.len()].copy_from_slice(samples);
+    }
+    let n = samples.len().min(len).max(1) as f64;
+    for v in w.iter_mut() {
+        if !v.is_finite() {
+            *v = 0.0;
+        }
+    }
+    let used = &w[..samples.len().min(len)];
+    let mean = used.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = used.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let sd = var.sqrt().max(0.01);
+    for v in w[..samples.len().min(len)].iter_mut() {
+        *v = ((*v as f64 - mean) / sd) as f32;
+    }
+    w
+}
+
+/// A row's description and window.
+type Window = (RowMeta, Vec<f32>);
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| TrainerError::Data(format!("served batch lacks column {name}")))
+}
+
+/// Turns verified served rows into windows. Rows whose label is outside the task are skipped
+/// (they cannot be in a cohort of this spec); a row without the lead, or with a bad rate, is
+/// an error naming its segment.
+pub fn windows_from_batch(
+    b: &RecordBatch,
+    spec: &CohortSpec,
+    age_edges: &[u32],
+    held_out: bool,
+) -> Result<(Vec<RowMeta>, Vec<f32>)> {
+    let seg: &StringArray = col(b, "segment_id")?;
+    let rec: &StringArray = col(b, "record_id")?;
+    let pseudo: &StringArray = col(b, "pseudonym")?;
+    let site: &StringArray = col(b, "site")?;
+    let source: &StringArray = col(b, "source")?;
+    let fs: &Float32Array = col(b, "fs")?;
+    let leads: &ListArray = col(b, "leads")?;
+    let signal: &ListArray = col(b, "signal")?;
+    let label: &StringArray = col(b, "label")?;
+    let age: &UInt8Array = col(b, "age")?;
+    let sex: &StringArray = col(b, "sex")?;
+    let edges: Vec<u8> = age_edges.iter().map(|&e| e.min(255) as u8).collect();
+    let len = spec.window_samples();
+    let rows: Vec<Result<Option<Window>>> = (0..b.num_rows())
+        .into_par_iter()
+        .map(|i| {
+            let Some(class) = spec.class_of(label.value(i)) else {
+                return Ok(None);
+            };
+            let sid = seg.value(i);
+            let names: Vec<String> = leads
+                .value(i)
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap_or("").to_string())
+                .collect();
+            let li = pick_lead(&names, &spec.signal.lead).ok_or_else(|| {
+                TrainerError::Data(format!(
+                    "segment {sid}: no lead {} among {names:?}",
+                    spec.signal.lead
+                ))
+            })?;
+            let sig = signal.value(i);
+            let sig = sig.as_primitive::<Float32Type>().values();
+            let per = sig.len() / names.len().max(1);
+            let one = &sig[li * per..(li + 1) * per];
+            let r = to_rate(one, fs.value(i), &spec.signal)
+                .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))?;
+            let a = age.is_valid(i).then(|| age.value(i));
+            let meta = RowMeta {
+                site: site.value(i).to_string(),
+                source: source.value(i).to_string(),
+                segment_id: sid.to_string(),
+                record_id: rec.value(i).to_string(),
+                group: format!("{}/{}", site.value(i), pseudo.value(i)),
+                sex: if sex.is_valid(i) {
+                    sex.value(i).to_string()
+                } else {
+                    "unknown".into()
+                },
+                age_band: ecgfed_datasets::strata::age_band(a, &edges),
+                label: label.value(i).to_string(),
+                class,
+                held_out,
+            };
+            Ok(Some((meta, fit_window(&r, len))))
+        })
+        .collect();
+    let mut meta = Vec::new();
+    let mut x = Vec::new();
+    for r in rows {
+        if let Some((m, w)) = r? {
+            meta.push(m);
+            x.extend_from_slice(&w);
+        }
+    }
+    Ok((meta, x))
+}
+
+/// Which part of the work a row serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Part {
+    /// Training.
+    Train,
+    /// Validation (early stopping and the reported validation metrics).
+    Val,
+    /// A held-out site (evaluation only).
+    HeldOut,
+}
+
+/// Splits by the named validation records when `val_records` is not empty, else by
+/// [`split`].
+pub fn split_with(
+    meta: &[RowMeta],
+    val_records: &[String],
+    val_fraction: f64,
+    seed: u64,
+    n_classes: usize,
+) -> Vec<Part> {
+    if val_records.is_empty() {
+        return split(meta, val_fraction, seed, n_classes);
+    }
+    meta.iter()
+        .map(|m| {
+            if m.held_out {
+                Part::HeldOut
+            } else if val_records.contains(&m.record_id) {
+                Part::Val
+            } else {
+                Part::Train
+            }
+        })
+        .collect()
+}
+
+/// Splits by group (patient; record where the source has no patient id), never by segment:
+/// groups are taken per majority class, ordered by SHA-256(seed ‖ group), and the first
+/// `round(n × val_fraction)` of each class go to validation (at least one where a class has
+/// two groups or more and the fraction is positive).
+pub fn split(meta: &[RowMeta], val_fraction: f64, seed: u64, n_classes: usize) -> Vec<Part> {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for m in meta.iter().filter(|m| !m.held_out) {
+        let counts = groups
+            .entry(m.group.as_str())
+            .or_insert_with(|| vec![0; n_classes]);
+        counts[m.class.min(n_classes - 1)] += 1;
+    }
+    let mut by_class: Vec<Vec<([u8; 32], &str)>> = vec![Vec::new(); n_classes];
+    for (g, counts) in &groups {
+        let major = (0..n_classes)
+            .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
+            .unwrap_or(0);
+        let mut h = Sha256::new();
+        h.update(seed.to_be_bytes());
+        h.update(g.as_bytes());
+        by_class[major].push((h.finalize().into(), g));
+    }
+    let mut val = std::collections::HashSet::new();
+    for v in &mut by_class {
+        v.sort();
+        let mut n = (v.len() as f64 * val_fraction).round() as usize;
+        if n == 0 && v.len() >= 2 && val_fraction > 0.0 {
+            n = 1;
+        }
+        val.extend(v.iter().take(n).map(|(_, g)| *g));
+    }
+    meta.iter()
+        .map(|m| {
+            if m.held_out {
+                Part::HeldOut
+            } else if val.contains(m.group.as_str()) {
+                Part::Val
+            } else {
+                Part::Train
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leads_windows_and_normalisation() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(pick_lead(&l(&["I", "ii", "V1"]), "II"), Some(1));
+        assert_eq!(pick_lead(&l(&["MLII", "V1"]), "II"), Some(0));
+        assert_eq!(pick_lead(&l(&["ECG"]), "II"), Some(0));
+        assert_eq!(pick_lead(&l(&["V1", "V5"]), "II"), None);
+        let w = fit_window(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 4);
+        // Centre cut [2, 3, 4, 5]: mean 3.5, sd sqrt(1.25).
+        let sd = 1.25f64.sqrt();
+        for (a, b) in w.iter().zip([-1.5, -0.5, 0.5, 1.5]) {
+            assert!((*a as f64 - b / sd).abs() < 1e-6);
+        }
+        let w = fit_window(&[f32::NAN, 2.0], 4);
+        assert_eq!(w[2..], [0.0, 0.0]);
+        assert!((w[0] + 1.0).abs() < 1e-6 && (w[1] - 1.0).abs() < 1e-6);
+        let sig = SignalSpec {
+            sample_rate: 250,
+            ..Default::default()
+        };
+        assert_eq!(to_rate(&vec![0.5; 3600], 360.0, &sig).unwrap().len(), 2500);
+        assert!(to_rate(&[0.0; 10], 0.0, &sig).is_err());
+    }
+
+    #[test]
+    fn split_keeps_patients_whole_and_is_deterministic() {
+        let meta: Vec<RowMeta> = (0..200)
+            .map(|i| RowMeta {
+                site: "s".into(),
+                source: "x".into(),
+                segment_id: format!("x/{i}"),
+                record_id: format!("{}", i / 4),
+                group: format!("s/p{}", i / 4),
+                sex: "M".into(),
+                age_band: "unknown".into(),
+                label: "l".into(),
+                class: (i / 4) % 2,
+                held_out: i >= 180,
+            })
+            .collect();
+        let parts = split(&meta, 0.2, 7, 2);
+        assert_eq!(parts, split(&meta, 0.2, 7, 2));
+        assert_ne!(parts, split(&meta, 0.2, 8, 2));
+        let mut group_part = std::collections::HashMap::new();
+        for (m, p) in meta.iter().zip(&parts) {
+            assert_eq!(*group_part.entry(&m.group).or_insert(*p), *p, "{}", m.group);
+            assert_eq!(m.held_out, *p == Part::HeldOut);
+        }
+        // 45 training groups: 23 of class 0 → 5 val, 22 of class 1 → 4 val.
+        let val_groups = group_part.values().filter(|p| **p == Part::Val).count();
+        assert_eq!(val_groups, 9);
+    }
+}

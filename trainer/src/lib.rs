@@ -1,0 +1,25 @@
+//! ecgfed trainer: a data scientist's path through the federation (docs/cohorts.md,
+//! docs/training.md). A cohort spec (`spec`) is planned over the gateways' visible strata
+//! (`plan`, `cohort`) and written as `CohortCreated`; each site's slice is reserved and pulled
+//! with every row verified, then turned into fixed windows at a common rate (`data`); a
+//! residual 1-D CNN (`model`) is trained with libtorch (`train`), evaluated overall and per
+//! subgroup (`metrics`, `evaluation`, `plots`) and recorded as `ModelTrained` (`run`);
+//! `predict` classifies records from disk with a saved model.
+
+pub mod bench;
+pub mod cohort;
+pub mod data;
+pub mod datasheet;
+pub mod error;
+pub mod evaluation;
+pub mod metrics;
+pub mod model;
+pub mod plan;
+pub mod plots;
+pub mod predict;
+pub mod run;
+pub mod spec;
+pub mod train;
+
+pub use error::TrainerError;
+pub use spec::{CohortSpec, Federation, LoadedSpec};

@@ -1,0 +1,170 @@
+//! The residual 1-D CNN (libtorch through tch): a strided stem, stages of pre-activation-free
+//! residual blocks (conv–BN–ReLU–conv–BN plus a projected shortcut where the shape changes),
+//! global average and max pooling, dropout and a linear classifier. The same architecture is in
+//! `bench/torch_baseline.py` for the throughput comparison.
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+use tch::nn::{self, ModuleT};
+
+/// Architecture settings (saved in the model card).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arch {
+    /// Input leads (channels).
+    pub in_channels: i64,
+    /// Classes.
+    pub classes: i64,
+    /// Channels per stage; every stage after the first halves the length.
+    pub channels: Vec<i64>,
+    /// Residual blocks per stage.
+    pub blocks_per_stage: usize,
+    /// Kernel size (odd).
+    pub kernel: i64,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+}
+
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv1D {
+    nn::conv1d(
+        p,
+        cin,
+        cout,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding: k / 2,
+            bias: false,
+            ..Default::default()
+        },
+    )
+}
+
+#[derive(Debug)]
+struct Block {
+    c1: nn::Conv1D,
+    b1: nn::BatchNorm,
+    c2: nn::Conv1D,
+    b2: nn::BatchNorm,
+    short: Option<(nn::Conv1D, nn::BatchNorm)>,
+}
+
+impl Block {
+    fn new(p: &nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> Block {
+        let short = (cin != cout || stride != 1).then(|| {
+            (
+                conv(p / "sc", cin, cout, 1, stride),
+                nn::batch_norm1d(p / "sc_bn", cout, Default::default()),
+            )
+        });
+        Block {
+            c1: conv(p / "c1", cin, cout, k, stride),
+            b1: nn::batch_norm1d(p / "bn1", cout, Default::default()),
+            c2: conv(p / "c2", cout, cout, k, 1),
+            b2: nn::batch_norm1d(p / "bn2", cout, Default::default()),
+            short,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = x
+            .apply(&self.c1)
+            .apply_t(&self.b1, train)
+            .relu()
+            .apply(&self.c2)
+            .apply_t(&self.b2, train);
+        let s = match &self.short {
+            Some((c, b)) => x.apply(c).apply_t(b, train),
+            None => x.shallow_clone(),
+        };
+        (y + s).relu()
+    }
+}
+
+/// The network.
+#[derive(Debug)]
+pub struct ResNet1d {
+    stem: nn::Conv1D,
+    stem_bn: nn::BatchNorm,
+    blocks: Vec<Block>,
+    fc: nn::Linear,
+    dropout: f64,
+}
+
+impl ResNet1d {
+    /// Builds the network's variables under `p`.
+    pub fn new(p: &nn::Path, a: &Arch) -> ResNet1d {
+        let c0 = a.channels[0];
+        let stem = conv(p / "stem", a.in_channels, c0, 15, 2);
+        let stem_bn = nn::batch_norm1d(p / "stem_bn", c0, Default::default());
+        let mut blocks = Vec::new();
+        let mut cin = c0;
+        for (s, &cout) in a.channels.iter().enumerate() {
+            for b in 0..a.blocks_per_stage {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(Block::new(
+                    &(p / format!("s{s}b{b}")),
+                    cin,
+                    cout,
+                    a.kernel,
+                    stride,
+                ));
+                cin = cout;
+            }
+        }
+        let fc = nn::linear(p / "fc", 2 * cin, a.classes, Default::default());
+        ResNet1d {
+            stem,
+            stem_bn,
+            blocks,
+            fc,
+            dropout: a.dropout,
+        }
+    }
+}
+
+impl ModuleT for ResNet1d {
+    /// `xs`: (batch, leads, samples) → logits (batch, classes).
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = xs
+            .apply(&self.stem)
+            .apply_t(&self.stem_bn, train)
+            .relu()
+            .max_pool1d([3], [2], [1], [1], false);
+        for b in &self.blocks {
+            x = b.forward(&x, train);
+        }
+        let avg = x.mean_dim(-1, false, tch::Kind::Float);
+        let max = x.amax(-1, false);
+        Tensor::cat(&[avg, max], 1)
+            .dropout(self.dropout, train)
+            .apply(&self.fc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_and_determinism() {
+        let a = Arch {
+            in_channels: 1,
+            classes: 4,
+            channels: vec![8, 16],
+            blocks_per_stage: 1,
+            kernel: 5,
+            dropout: 0.0,
+        };
+        let run = || {
+            tch::manual_seed(3);
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let m = ResNet1d::new(&vs.root(), &a);
+            let x = Tensor::linspace(-1.0, 1.0, 2 * 500, (tch::Kind::Float, tch::Device::Cpu))
+                .view([2, 1, 500]);
+            m.forward_t(&x, false)
+        };
+        let y = run();
+        assert_eq!(y.size(), vec![2, 4]);
+        assert!(y.equal(&run()));
+    }
+}

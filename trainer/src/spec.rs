@@ -1,0 +1,522 @@
+//! The cohort spec (TOML, docs/cohorts.md) and the federation file it names: what a data
+//! scientist asks for, and where the ledger and the gateways are.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ecgfed_datasets::labels;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, TrainerError};
+
+/// The default rhythm task, as in PhysioNet/CinC 2017: normal sinus rhythm, AF, other, noisy.
+pub const TASK_RHYTHM: &str = "rhythm";
+/// The AAMI beat task over beat-centred windows: N, S, V, F.
+pub const TASK_BEATS: &str = "aami-beats";
+
+/// One class of the task: a name and the store labels it gathers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassDef {
+    /// Class name (`N`, `A`, `O`, `~`, ...).
+    pub name: String,
+    /// Normalised store labels (SNOMED CT codes, `other`, `noisy`, AAMI classes).
+    pub labels: Vec<String>,
+}
+
+/// How many segments each class should have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Targets {
+    /// The same number for every class.
+    Each(u64),
+    /// `"balanced"` (as many as class balance allows) or `"all"` (every selectable segment).
+    Mode(String),
+    /// Per class name.
+    PerClass(BTreeMap<String, u64>),
+}
+
+/// Balance dimensions and the cap on one site's share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Balance {
+    /// Dimensions balanced within each class: any of `sex`, `age_band`.
+    pub by: Vec<String>,
+    /// Largest share (0–1] of the training cohort any one site may supply.
+    pub site_cap: f64,
+}
+
+impl Default for Balance {
+    fn default() -> Self {
+        Balance {
+            by: vec!["sex".into(), "age_band".into()],
+            site_cap: 1.0,
+        }
+    }
+}
+
+/// Signal settings: all sites are brought to this lead, rate and window length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalSpec {
+    /// Lead name (case-insensitive; `II` also matches `MLII`; single-lead records use their lead).
+    pub lead: String,
+    /// Common sampling rate in Hz (every site's segments are resampled to it).
+    pub sample_rate: u32,
+    /// Window length in seconds (longer segments are cut at the centre, shorter ones zero-padded).
+    pub window_secs: f64,
+}
+
+impl Default for SignalSpec {
+    fn default() -> Self {
+        SignalSpec {
+            lead: "II".into(),
+            sample_rate: 250,
+            window_secs: 10.0,
+        }
+    }
+}
+
+/// Training hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSpec {
+    /// Largest number of epochs.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// `cosine` or `step` (halve every `step_epochs`).
+    pub schedule: String,
+    /// Epochs between halvings for the `step` schedule.
+    pub step_epochs: usize,
+    /// Epochs without a better validation macro-F1 before stopping.
+    pub patience: usize,
+    /// Share of patients (records where no patient id) kept for validation.
+    pub val_fraction: f64,
+    /// Channels of the residual stages.
+    pub channels: Vec<i64>,
+    /// Residual blocks per stage.
+    pub blocks_per_stage: usize,
+    /// Convolution kernel size.
+    pub kernel: i64,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+    /// Class weights of the cross-entropy are (rows / class rows)^power, normalised to a
+    /// row-weighted mean of 1: 1 = inverse frequency, 0.5 (default) = its square root, 0 = none.
+    pub class_weight_power: f64,
+    /// Augment training windows: amplitude × U(0.85, 1.15) and a shift of up to a tenth of
+    /// the window (zero-filled), drawn from the seeded stream.
+    pub augment: bool,
+    /// Early stopping on the validation macro-F1 of `records` (mean probability per record,
+    /// the CinC 2017 scoring) or of `windows`; default `records` for rhythm, `windows` for
+    /// beats.
+    pub select_on: String,
+    /// Records (record ids) that form the validation set instead of the patient split, e.g.
+    /// the DS2 test records of de Chazal et al. 2004 for `aami-beats`.
+    pub val_records: Vec<String>,
+    /// Records left out of training and evaluation (e.g. paced MIT-BIH records).
+    pub exclude_records: Vec<String>,
+    /// Stop each epoch after this many steps (0: no limit; for smoke tests).
+    pub max_steps_per_epoch: usize,
+    /// Threads libtorch may use (0: its default).
+    pub threads: i32,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            epochs: 30,
+            batch_size: 64,
+            lr: 2e-3,
+            weight_decay: 1e-2,
+            schedule: "cosine".into(),
+            step_epochs: 10,
+            patience: 6,
+            val_fraction: 0.2,
+            channels: vec![32, 64, 128, 128],
+            blocks_per_stage: 1,
+            kernel: 9,
+            dropout: 0.3,
+            class_weight_power: 0.5,
+            augment: true,
+            select_on: String::new(),
+            val_records: Vec::new(),
+            exclude_records: Vec::new(),
+            max_steps_per_epoch: 0,
+            threads: 0,
+        }
+    }
+}
+
+/// A cohort spec as written by the data scientist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortSpec {
+    /// Cohort id on the ledger; default `cohort-` + the first 16 hex digits of the spec's SHA-256.
+    #[serde(default)]
+    pub cohort_id: Option<String>,
+    /// Why the cohort is drawn (recorded on the ledger).
+    pub purpose: String,
+    /// Seed of the gateways' selection, the split and the training.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// `rhythm` (default) or `aami-beats`.
+    #[serde(default = "default_task")]
+    pub task: String,
+    /// Label map; default per task (docs/cohorts.md).
+    #[serde(default)]
+    pub classes: Vec<ClassDef>,
+    /// Classes averaged in macro-F1; default N, A, O for rhythm and every class for beats.
+    #[serde(default)]
+    pub scored: Vec<String>,
+    /// Per-class targets.
+    #[serde(default = "default_targets")]
+    pub targets: Targets,
+    /// Balance settings.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Sites trained on (default: every site of the federation not held out).
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Sites used for evaluation only.
+    #[serde(default)]
+    pub held_out: Vec<String>,
+    /// How many of each class a held-out site contributes: a number, or `all` (default).
+    #[serde(default = "default_held_out_targets")]
+    pub held_out_targets: Targets,
+    /// Smallest number of distinct patients a stratum must have to be allocated.
+    #[serde(default = "default_k")]
+    pub k: u64,
+    /// Signal settings.
+    #[serde(default)]
+    pub signal: SignalSpec,
+    /// Training settings.
+    #[serde(default)]
+    pub train: TrainSpec,
+    /// Federation file (ledger, identity, gateways), relative to the spec's folder.
+    #[serde(default)]
+    pub federation: Option<PathBuf>,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_task() -> String {
+    TASK_RHYTHM.into()
+}
+fn default_targets() -> Targets {
+    Targets::Mode("balanced".into())
+}
+fn default_held_out_targets() -> Targets {
+    Targets::Mode("all".into())
+}
+fn default_k() -> u64 {
+    1
+}
+
+/// A loaded spec: the parsed file, its bytes' SHA-256 and its folder.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// The spec.
+    pub spec: CohortSpec,
+    /// SHA-256 of the file's bytes (CohortCreated.spec_sha256).
+    pub sha256: [u8; 32],
+    /// The spec file.
+    pub path: PathBuf,
+}
+
+impl LoadedSpec {
+    /// Reads and checks a spec file.
+    pub fn read(path: &Path) -> Result<LoadedSpec> {
+        let bytes = std::fs::read(path).map_err(|e| TrainerError::io(path, e))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| TrainerError::spec(path, "the file is not UTF-8"))?;
+        let mut spec: CohortSpec =
+            toml::from_str(text).map_err(|e| TrainerError::spec(path, e.to_string()))?;
+        spec.fill_defaults();
+        spec.check().map_err(|m| TrainerError::spec(path, m))?;
+        Ok(LoadedSpec {
+            spec,
+            sha256: Sha256::digest(&bytes).into(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The cohort id: the spec's, or `cohort-` + 16 hex digits of the spec hash.
+    pub fn cohort_id(&self) -> String {
+        self.spec
+            .cohort_id
+            .clone()
+            .unwrap_or_else(|| format!("cohort-{}", &hex::encode(self.sha256)[..16]))
+    }
+
+    /// The federation file named by the spec (relative to the spec's folder).
+    pub fn federation_path(&self) -> Option<PathBuf> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        self.spec.federation.as_ref().map(|f| dir.join(f))
+    }
+}
+
+impl CohortSpec {
+    /// Fills the per-task defaults of the label map and the scored classes.
+    pub fn fill_defaults(&mut self) {
+        if self.classes.is_empty() {
+            self.classes = default_classes(&self.task);
+        }
+        if self.train.select_on.is_empty() {
+            self.train.select_on = if self.task == TASK_RHYTHM {
+                "records".into()
+            } else {
+                "windows".into()
+            };
+        }
+        if self.scored.is_empty() {
+            self.scored = if self.task == TASK_RHYTHM {
+                vec!["N".into(), "A".into(), "O".into()]
+            } else {
+                self.classes.iter().map(|c| c.name.clone()).collect()
+            };
+        }
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.task != TASK_RHYTHM && self.task != TASK_BEATS {
+            return Err(format!(
+                "task {:?}: expected {TASK_RHYTHM:?} or {TASK_BEATS:?}",
+                self.task
+            ));
+        }
+        if self.classes.len() < 2 {
+            return Err("classes: at least two classes are needed".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.classes {
+            if c.labels.is_empty() {
+                return Err(format!("class {:?} has no labels", c.name));
+            }
+            if !seen.insert(&c.name) {
+                return Err(format!("class {:?} is defined twice", c.name));
+            }
+        }
+        let mut labels_seen = std::collections::HashSet::new();
+        for l in self.classes.iter().flat_map(|c| &c.labels) {
+            if !labels_seen.insert(l) {
+                return Err(format!("label {l:?} is mapped to two classes"));
+            }
+        }
+        for s in &self.scored {
+            if !seen.contains(s) {
+                return Err(format!("scored class {s:?} is not a class"));
+            }
+        }
+        for t in [&self.targets, &self.held_out_targets] {
+            match t {
+                Targets::Mode(m) if m != "balanced" && m != "all" => {
+                    return Err(format!(
+                        "targets {m:?}: expected a number, \"balanced\", \"all\" or a table per class"
+                    ));
+                }
+                Targets::PerClass(m) => {
+                    if let Some(c) = m.keys().find(|c| !seen.contains(c)) {
+                        return Err(format!("targets name {c:?}, which is not a class"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for d in &self.balance.by {
+            if d != "sex" && d != "age_band" {
+                return Err(format!(
+                    "balance.by {d:?}: expected \"sex\" or \"age_band\""
+                ));
+            }
+        }
+        if !(self.balance.site_cap > 0.0 && self.balance.site_cap <= 1.0) {
+            return Err(format!(
+                "balance.site_cap {} must be in (0, 1]",
+                self.balance.site_cap
+            ));
+        }
+        if let Some(s) = self.sites.iter().find(|s| self.held_out.contains(s)) {
+            return Err(format!("site {s:?} is both trained on and held out"));
+        }
+        let sig = &self.signal;
+        if sig.sample_rate < 50 || sig.sample_rate > 2000 {
+            return Err(format!(
+                "signal.sample_rate {} must be within 50–2000 Hz",
+                sig.sample_rate
+            ));
+        }
+        if !(sig.window_secs > 0.1 && sig.window_secs <= 120.0) {
+            return Err(format!(
+                "signal.window_secs {} must be within 0.1–120 s",
+                sig.window_secs
+            ));
+        }
+        let t = &self.train;
+        if t.batch_size == 0 || t.epochs == 0 || t.channels.is_empty() || t.blocks_per_stage == 0 {
+            return Err(
+                "train: epochs, batch_size, channels and blocks_per_stage must be > 0".into(),
+            );
+        }
+        if t.schedule != "cosine" && t.schedule != "step" {
+            return Err(format!(
+                "train.schedule {:?}: expected \"cosine\" or \"step\"",
+                t.schedule
+            ));
+        }
+        if !(0.0..0.9).contains(&t.val_fraction) {
+            return Err(format!(
+                "train.val_fraction {} must be within [0, 0.9)",
+                t.val_fraction
+            ));
+        }
+        if t.select_on != "records" && t.select_on != "windows" {
+            return Err(format!(
+                "train.select_on {:?}: expected \"records\" or \"windows\"",
+                t.select_on
+            ));
+        }
+        if t.kernel < 1 || t.kernel % 2 == 0 {
+            return Err(format!("train.kernel {} must be odd", t.kernel));
+        }
+        Ok(())
+    }
+
+    /// Samples per window.
+    pub fn window_samples(&self) -> usize {
+        (self.signal.window_secs * self.signal.sample_rate as f64).round() as usize
+    }
+
+    /// The class index of a store label, if the task uses it.
+    pub fn class_of(&self, label: &str) -> Option<usize> {
+        self.classes
+            .iter()
+            .position(|c| c.labels.iter().any(|l| l == label))
+    }
+
+    /// Class names in index order.
+    pub fn class_names(&self) -> Vec<String> {
+        self.classes.iter().map(|c| c.name.clone()).collect()
+    }
+}
+
+/// The default label map of a task (docs/cohorts.md).
+pub fn default_classes(task: &str) -> Vec<ClassDef> {
+    let c = |name: &str, labels: &[&str]| ClassDef {
+        name: name.into(),
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+    };
+    if task == TASK_BEATS {
+        return vec![
+            c("N", &["N"]),
+            c("S", &["S"]),
+            c("V", &["V"]),
+            c("F", &["F"]),
+        ];
+    }
+    vec![
+        c("N", &[labels::SINUS_RHYTHM]),
+        c("A", &[labels::ATRIAL_FIBRILLATION]),
+        c(
+            "O",
+            &[
+                labels::OTHER,
+                labels::ATRIAL_FLUTTER,
+                labels::SINUS_TACHYCARDIA,
+                labels::SINUS_BRADYCARDIA,
+                labels::SINUS_ARRHYTHMIA,
+            ],
+        ),
+        c("~", &[labels::NOISY]),
+    ]
+}
+
+/// One gateway of the federation file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEntry {
+    /// Site name (as on the ledger).
+    pub site: String,
+    /// Gateway address (`host:port`).
+    pub address: String,
+    /// CA certificate (PEM) when the gateway serves TLS.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+/// Where the ledger and the gateways are, and who is asking (TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    /// Ledger address.
+    pub ledger: String,
+    /// The ledger's trust file (origin, key, checkpoint).
+    pub trust: PathBuf,
+    /// The data scientist's member id.
+    pub member: String,
+    /// The member's key file.
+    pub key_file: PathBuf,
+    /// The gateways.
+    pub gateways: Vec<GatewayEntry>,
+}
+
+impl Federation {
+    /// Reads a federation file; relative paths are taken from its folder.
+    pub fn read(path: &Path) -> Result<Federation> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainerError::io(path, e))?;
+        let mut f: Federation =
+            toml::from_str(&text).map_err(|e| TrainerError::spec(path, e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        f.trust = dir.join(&f.trust);
+        f.key_file = dir.join(&f.key_file);
+        for g in &mut f.gateways {
+            g.ca = g.ca.as_ref().map(|c| dir.join(c));
+        }
+        if f.gateways.is_empty() {
+            return Err(TrainerError::spec(path, "no gateways"));
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_defaults_and_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("spec.toml");
+        std::fs::write(&p, "purpose = \"t\"\n").unwrap();
+        let s = LoadedSpec::read(&p).unwrap();
+        assert_eq!(s.spec.class_names(), ["N", "A", "O", "~"]);
+        assert_eq!(s.spec.scored, ["N", "A", "O"]);
+        assert_eq!(s.spec.class_of("164889003"), Some(1));
+        assert_eq!(s.spec.class_of("unknown"), None);
+        assert_eq!(s.spec.window_samples(), 2500);
+        let hash = hex::encode(Sha256::digest(b"purpose = \"t\"\n"));
+        assert_eq!(s.cohort_id(), format!("cohort-{}", &hash[..16]));
+        std::fs::write(&p, "purpose = \"t\"\ntargets = \"most\"\n").unwrap();
+        let e = LoadedSpec::read(&p).unwrap_err().to_string();
+        assert!(e.contains("spec.toml") && e.contains("\"most\""), "{e}");
+        std::fs::write(&p, "purpose = \"t\"\nsites = [\"a\"]\nheld_out = [\"a\"]\n").unwrap();
+        let e = LoadedSpec::read(&p).unwrap_err().to_string();
+        assert!(e.contains("both trained on and held out"), "{e}");
+        std::fs::write(&p, "purpose = \"t\"\n[balance]\nby = [\"race\"]\n").unwrap();
+        assert!(LoadedSpec::read(&p).is_err());
+        std::fs::write(
+            &p,
+            "purpose = \"t\"\ntask = \"aami-beats\"\ntargets = { S = 5 }\n",
+        )
+        .unwrap();
+        let s = LoadedSpec::read(&p).unwrap();
+        assert_eq!(s.spec.scored, ["N", "S", "V", "F"]);
+        assert_eq!(s.spec.targets, Targets::PerClass([("S".into(), 5)].into()));
+    }
+}

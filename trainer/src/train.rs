@@ -1,0 +1,333 @@
+//! The training loop: class-weighted cross-entropy, AdamW, cosine or step learning rate,
+//! early stopping on validation macro-F1 (the best epoch's weights are kept), deterministic
+//! seeds, a progress bar with loss and F1 per epoch.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::{CohortData, Part};
+use crate::error::Result;
+use crate::evaluation::scores;
+use crate::model::{Arch, ResNet1d};
+use crate::spec::CohortSpec;
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Mean validation loss (null without a validation set).
+    pub val_loss: Option<f64>,
+    /// Validation macro-F1 over the scored classes, per window.
+    pub val_macro_f1: Option<f64>,
+    /// Validation macro-F1 per record (mean probability over a record's windows).
+    pub val_macro_f1_records: Option<f64>,
+    /// Training windows per second in this epoch.
+    pub windows_per_sec: f64,
+}
+
+/// A trained network with its history.
+pub struct Trained {
+    /// The variables (best epoch's weights).
+    pub vs: nn::VarStore,
+    /// The network.
+    pub model: ResNet1d,
+    /// The architecture.
+    pub arch: Arch,
+    /// Per-epoch figures.
+    pub history: Vec<EpochStats>,
+    /// The epoch whose weights were kept.
+    pub best_epoch: usize,
+    /// Training steps taken.
+    pub steps: usize,
+}
+
+/// The architecture a spec asks for.
+pub fn arch_of(spec: &CohortSpec) -> Arch {
+    Arch {
+        in_channels: 1,
+        classes: spec.classes.len() as i64,
+        channels: spec.train.channels.clone(),
+        blocks_per_stage: spec.train.blocks_per_stage,
+        kernel: spec.train.kernel,
+        dropout: spec.train.dropout,
+    }
+}
+
+/// A (batch, 1, window) tensor of rows `idx`.
+pub fn batch_tensor(data: &CohortData, idx: &[usize], device: Device) -> Tensor {
+    let mut v = Vec::with_capacity(idx.len() * data.window);
+    for &i in idx {
+        v.extend_from_slice(data.row(i));
+    }
+    Tensor::from_slice(&v)
+        .view([idx.len() as i64, 1, data.window as i64])
+        .to_device(device)
+}
+
+/// A training batch with augmentation: each row scaled by U(0.85, 1.15) and shifted by up to
+/// a tenth of the window (zero-filled), from `rng`.
+fn augmented_batch(
+    data: &CohortData,
+    idx: &[usize],
+    rng: &mut rand_chacha::ChaCha8Rng,
+    device: Device,
+) -> Tensor {
+    use rand::Rng;
+    let w = data.window;
+    let max_shift = (w / 10) as i64;
+    let mut v = vec![0f32; idx.len() * w];
+    for (b, &i) in idx.iter().enumerate() {
+        let scale: f32 = rng.gen_range(0.85..1.15);
+        let shift = if max_shift > 0 {
+            rng.gen_range(-max_shift..=max_shift)
+        } else {
+            0
+        };
+        let src = data.row(i);
+        let dst = &mut v[b * w..(b + 1) * w];
+        for (t, d) in dst.iter_mut().enumerate() {
+            let s = t as i64 - shift;
+            if (0..w as i64).contains(&s) {
+                *d = src[s as usize] * scale;
+            }
+        }
+    }
+    Tensor::from_slice(&v)
+        .view([idx.len() as i64, 1, w as i64])
+        .to_device(device)
+}
+
+/// Softmax probabilities (row-major) of rows `idx`, in evaluation mode.
+pub fn predict(model: &ResNet1d, data: &CohortData, idx: &[usize], device: Device) -> Vec<f32> {
+    let mut out = Vec::new();
+    tch::no_grad(|| {
+        for chunk in idx.chunks(256) {
+            let p = model
+                .forward_t(&batch_tensor(data, chunk, device), false)
+                .softmax(-1, Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous()
+                .view([-1]);
+            out.extend(Vec::<f32>::try_from(&p).unwrap_or_default());
+        }
+    });
+    out
+}
+
+fn lr_at(spec: &CohortSpec, step: usize, total: usize, epoch: usize) -> f64 {
+    let t = &spec.train;
+    if t.schedule == "step" {
+        return t.lr * 0.5f64.powi((epoch / t.step_epochs.max(1)) as i32);
+    }
+    let f = step as f64 / total.max(1) as f64;
+    t.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * f).cos()))
+}
+
+/// Trains on the `Train` rows, stopping early on the `Val` rows' macro-F1.
+pub fn train(
+    data: &CohortData,
+    parts: &[Part],
+    spec: &CohortSpec,
+    device: Device,
+    progress: bool,
+) -> Result<Trained> {
+    let t = &spec.train;
+    if t.threads > 0 {
+        tch::set_num_threads(t.threads);
+    }
+    tch::manual_seed(spec.seed as i64);
+    let train_idx: Vec<usize> = (0..data.len())
+        .filter(|&i| parts[i] == Part::Train)
+        .collect();
+    let val_idx: Vec<usize> = (0..data.len()).filter(|&i| parts[i] == Part::Val).collect();
+    if train_idx.is_empty() {
+        return Err(crate::error::TrainerError::Plan(
+            "the cohort has no training rows".into(),
+        ));
+    }
+    let k = spec.classes.len();
+    let mut counts = vec![0f64; k];
+    for &i in &train_idx {
+        counts[data.meta[i].class] += 1.0;
+    }
+    let raw: Vec<f64> = counts
+        .iter()
+        .map(|&c| {
+            if c > 0.0 {
+                (train_idx.len() as f64 / c).powf(t.class_weight_power)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mean = raw.iter().zip(&counts).map(|(w, c)| w * c).sum::<f64>() / train_idx.len() as f64;
+    let weights: Vec<f32> = raw.iter().map(|w| (w / mean) as f32).collect();
+    let class_w = Tensor::from_slice(&weights).to_device(device);
+    let arch = arch_of(spec);
+    let vs = nn::VarStore::new(device);
+    let model = ResNet1d::new(&vs.root(), &arch);
+    let mut opt = nn::AdamW {
+        wd: t.weight_decay,
+        ..Default::default()
+    }
+    .build(&vs, t.lr)?;
+    let steps_per_epoch = {
+        let s = train_idx.len().div_ceil(t.batch_size);
+        if t.max_steps_per_epoch > 0 {
+            s.min(t.max_steps_per_epoch)
+        } else {
+            s
+        }
+    };
+    let total = steps_per_epoch * t.epochs;
+    let pb = if progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let classes = spec.class_names();
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
+    let mut step = 0usize;
+    let mut since_best = 0usize;
+    for epoch in 1..=t.epochs {
+        let mut order = train_idx.clone();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ (epoch as u64) << 32);
+        order.shuffle(&mut rng);
+        let started = Instant::now();
+        let mut loss_sum = 0.0;
+        let mut seen = 0usize;
+        let mut lr = t.lr;
+        for chunk in order.chunks(t.batch_size).take(steps_per_epoch) {
+            lr = lr_at(spec, step, total, epoch - 1);
+            opt.set_lr(lr);
+            let x = if t.augment {
+                augmented_batch(data, chunk, &mut rng, device)
+            } else {
+                batch_tensor(data, chunk, device)
+            };
+            let y: Vec<i64> = chunk.iter().map(|&i| data.meta[i].class as i64).collect();
+            let y = Tensor::from_slice(&y).to_device(device);
+            let logits = model.forward_t(&x, true);
+            let loss =
+                logits.cross_entropy_loss(&y, Some(&class_w), tch::Reduction::Mean, -100, 0.0);
+            opt.backward_step(&loss);
+            loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+            seen += chunk.len();
+            step += 1;
+            pb.inc(1);
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let (val_loss, val_f1, val_f1_records) = if val_idx.is_empty() {
+            (None, None, None)
+        } else {
+            let probs = predict(&model, data, &val_idx, device);
+            let mut full = vec![0f32; data.len() * k];
+            for (j, &i) in val_idx.iter().enumerate() {
+                full[i * k..(i + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
+            }
+            let sc = scores(&val_idx, &data.meta, &full, k, &classes, &spec.scored);
+            let nll: f64 = val_idx
+                .iter()
+                .enumerate()
+                .map(|(j, &i)| -(probs[j * k + data.meta[i].class].max(1e-7) as f64).ln())
+                .sum::<f64>()
+                / val_idx.len() as f64;
+            (Some(nll), sc.windows.macro_f1, sc.records.macro_f1)
+        };
+        let stats = EpochStats {
+            epoch,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            val_loss,
+            val_macro_f1: val_f1,
+            val_macro_f1_records: val_f1_records,
+            windows_per_sec: seen as f64 / secs,
+        };
+        pb.set_message(format!(
+            "epoch {epoch}/{} loss {:.4} val F1 {}",
+            t.epochs,
+            stats.train_loss,
+            val_f1.map_or("-".into(), |f| format!("{f:.3}"))
+        ));
+        if progress {
+            // Printed above the bar on a terminal, and as plain lines into a log file.
+            pb.suspend(|| eprintln!(
+                "epoch {epoch:>3}  lr {lr:.2e}  train loss {:.4}  val loss {}  val macro-F1 windows {} records {}  {:.0} windows/s",
+                stats.train_loss,
+                val_loss.map_or("-".into(), |v| format!("{v:.4}")),
+                val_f1.map_or("-".into(), |f| format!("{f:.4}")),
+                val_f1_records.map_or("-".into(), |f| format!("{f:.4}")),
+                stats.windows_per_sec
+            ));
+        }
+        history.push(stats);
+        let chosen = if t.select_on == "records" {
+            val_f1_records
+        } else {
+            val_f1
+        };
+        let score = chosen.unwrap_or(f64::NEG_INFINITY);
+        let better = best.as_ref().is_none_or(|(b, _, _)| score > *b);
+        if better {
+            let snapshot = tch::no_grad(|| {
+                vs.variables()
+                    .into_iter()
+                    .map(|(n, v)| (n, v.detach().copy()))
+                    .collect()
+            });
+            best = Some((score, epoch, snapshot));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if !val_idx.is_empty() && since_best >= t.patience.max(1) {
+                if progress {
+                    pb.suspend(|| {
+                        eprintln!(
+                            "early stop: no better validation macro-F1 for {since_best} epochs"
+                        )
+                    });
+                }
+                break;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let best_epoch = match &best {
+        Some((_, e, snap)) => {
+            tch::no_grad(|| {
+                for (n, mut v) in vs.variables() {
+                    if let Some(s) = snap.get(&n) {
+                        v.copy_(s);
+                    }
+                }
+            });
+            *e
+        }
+        None => t.epochs,
+    };
+    Ok(Trained {
+        vs,
+        model,
+        arch,
+        history,
+        best_epoch,
+        steps: step,
+    })
+}
