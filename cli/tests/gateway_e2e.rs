@@ -21,37 +21,16 @@ use ecgfed_gateway::auth::{RequestSigner, add_headers};
 use ecgfed_gateway::client::GatewayClient;
 use ecgfed_gateway::flight::FLIGHT_PATH;
 use ecgfed_gateway::service::SERVICE_PATH;
-use ecgfed_ledger::client::LedgerClient;
-use ecgfed_ledger::entry::{EntrySigner, decode_body, decode_stored};
+use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::gateway_service_client::GatewayServiceClient;
 use ecgfed_proto::v1::{
     AllocationCell, CohortCreated, ListDatasetsRequest, ReserveSliceRequest, StrataDimension,
-    Subject, SubjectKind,
+    SubjectKind,
 };
 use prost::Message;
 use tonic::Code;
-
-async fn payloads(l: &mut LedgerClient, kind: SubjectKind, id: &str) -> Vec<Payload> {
-    l.query_subject(
-        Subject {
-            kind: kind as i32,
-            id: id.into(),
-        },
-        0,
-        0,
-    )
-    .await
-    .unwrap()
-    .into_iter()
-    .filter_map(|e| {
-        decode_body(decode_stored(&e.stored).unwrap().0)
-            .unwrap()
-            .payload
-    })
-    .collect()
-}
 
 /// Creates a cohort for `who` taking `take` segments from each of the first `cells` visible
 /// (label, sex, age band) strata of each site.
@@ -281,15 +260,7 @@ async fn federation_end_to_end() {
     // In LUDB and CinC 2021 a record is one patient and the patient id is the record id.
     let patient = format!("{src}/{rid}");
     let size_before = fed.ledger_size().await;
-    let out = run(&[
-        "gateway",
-        "erase",
-        "--config",
-        s(&fed.gateways[0].2),
-        "--patient",
-        &patient,
-        "--json",
-    ]);
+    let out = run(&[&erase_cmd(&fed.gateways[0].2, &patient)[..], &["--json"]].concat());
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["segments"].as_u64().unwrap() >= 1);
     assert!(
@@ -310,23 +281,8 @@ async fn federation_end_to_end() {
     assert!(report.erased >= 1);
     assert_eq!(report.rows + report.erased, slices[0].rows);
     // Erasing again: nothing left to erase.
-    let o = Command::new(BIN)
-        .args([
-            "gateway",
-            "erase",
-            "--config",
-            s(&fed.gateways[0].2),
-            "--patient",
-            &patient,
-        ])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no records"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let err = run_fails(&erase_cmd(&fed.gateways[0].2, &patient));
+    assert!(err.contains("no records"), "{err}");
     offline_erasure(&mut fed, &second.unwrap()).await;
 
     tls_switch(&mut fed).await;
@@ -403,17 +359,15 @@ fn plain_flight_client(fed: &Fed, slice_id: &str, rows: u64, root: &[u8]) {
     );
 }
 
+/// `ecgfed gateway erase` of `patient` at the gateway configured by `cfg`.
+fn erase_cmd<'a>(cfg: &'a std::path::Path, patient: &'a str) -> [&'a str; 6] {
+    ["gateway", "erase", "--config", s(cfg), "--patient", patient]
+}
+
 /// Erasure with the gateway stopped works on its folders directly; the restarted gateway
 /// serves the new dataset version (one fewer patient) and registers nothing more.
 async fn offline_erasure(fed: &mut Fed, patient: &str) {
-    let before = fed
-        .gateway(0, "sci")
-        .await
-        .list_datasets()
-        .await
-        .unwrap()
-        .datasets[0]
-        .clone();
+    let before = fed.dataset(0, "sci").await;
     if let Some(c) = fed.gateways[0].0.take() {
         stop(c);
     }
@@ -421,28 +375,13 @@ async fn offline_erasure(fed: &mut Fed, patient: &str) {
         !fed.dir.join("gw-a/listening").exists(),
         "address file left behind"
     );
-    let out = run(&[
-        "gateway",
-        "erase",
-        "--config",
-        s(&fed.gateways[0].2),
-        "--patient",
-        patient,
-        "--json",
-    ]);
+    let out = run(&[&erase_cmd(&fed.gateways[0].2, patient)[..], &["--json"]].concat());
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
     let erased = e["segments"].as_u64().unwrap();
     assert!(erased >= 1, "{out}");
     fed.restart_gateway(0, &[]);
     let size = fed.ledger_size().await;
-    let after = fed
-        .gateway(0, "sci")
-        .await
-        .list_datasets()
-        .await
-        .unwrap()
-        .datasets[0]
-        .clone();
+    let after = fed.dataset(0, "sci").await;
     assert_eq!(after.version, before.version + 1);
     assert_eq!(after.segments + erased, before.segments);
     assert_ne!(after.commitment_root, before.commitment_root);

@@ -11,10 +11,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::fed::{Fed, federation, run, s, sites};
-use ecgfed_ledger::entry::{decode_body, decode_stored};
+use common::fed::{Fed, federation, payloads, run, run_fails, s, sites};
+use ecgfed_proto::v1::SubjectKind;
 use ecgfed_proto::v1::entry_body::Payload;
-use ecgfed_proto::v1::{Subject, SubjectKind};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -174,24 +173,9 @@ async fn plan_train_record_and_rebuild() {
 
     // ModelTrained is on the ledger, proven, with the weights' hash and the cohort.
     let mut ledger = fed.ledger_client().await;
-    let found = ledger
-        .query_subject(
-            Subject {
-                kind: SubjectKind::Model as i32,
-                id: model_id.into(),
-            },
-            0,
-            0,
-        )
+    let trained: Vec<_> = payloads(&mut ledger, SubjectKind::Model, model_id)
         .await
-        .unwrap();
-    let trained: Vec<_> = found
-        .iter()
-        .filter_map(|e| {
-            decode_body(decode_stored(&e.stored).unwrap().0)
-                .unwrap()
-                .payload
-        })
+        .into_iter()
         .filter_map(|p| match p {
             Payload::ModelTrained(m) => Some(m),
             _ => None,
@@ -235,12 +219,7 @@ async fn plan_train_record_and_rebuild() {
     // Another spec under the same cohort id is refused, naming the cohort.
     let other = fed.dir.join("other.toml");
     std::fs::write(&other, SPEC.replace("seed = 7", "seed = 8")).unwrap();
-    let o = std::process::Command::new(common::fed::BIN)
-        .args(["cohort", "plan", "--spec", s(&other)])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = run_fails(&["cohort", "plan", "--spec", s(&other)]);
     assert!(
         err.contains("e2e-rhythm") && err.contains("already on the ledger"),
         "{err}"
@@ -265,12 +244,8 @@ async fn plan_train_record_and_rebuild() {
     let n = bad.len();
     bad[n - 1] ^= 1;
     std::fs::write(out1.join("model.safetensors"), bad).unwrap();
-    let o = std::process::Command::new(common::fed::BIN)
-        .args(["predict", "--model", s(&out1), s(&rec)])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("differs from the model card"));
+    let err = run_fails(&["predict", "--model", s(&out1), s(&rec)]);
+    assert!(err.contains("differs from the model card"), "{err}");
 
     // The ledger verifies as a whole.
     let audit = json(&run(&[

@@ -2,12 +2,11 @@
 //! `CohortCreated` entry (created once; re-planning the same spec reuses it), the
 //! reservations and the verified pulls.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use ecgfed_gateway::auth::RequestSigner;
-use ecgfed_gateway::client::{GatewayClient, PullReport, ledger_payloads};
+use ecgfed_gateway::client::{GatewayClient, ledger_payloads};
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
@@ -73,19 +72,6 @@ pub struct SliceReport {
     pub root: String,
     /// Ledger index of the CohortSliceCommitted entry.
     pub ledger_index: u64,
-}
-
-impl From<&PullReport> for SliceReport {
-    fn from(r: &PullReport) -> Self {
-        SliceReport {
-            site: String::new(),
-            slice_id: r.slice_id.clone(),
-            rows: r.rows,
-            erased: r.erased,
-            root: hex::encode(r.root),
-            ledger_index: 0,
-        }
-    }
 }
 
 impl Session {
@@ -241,13 +227,10 @@ impl Session {
             purpose: spec.spec.purpose.clone(),
             requester: self.member().to_string(),
         };
-        let signed = self
-            .entry_signer
-            .sign(Payload::CohortCreated(entry.clone()));
-        let r = self.ledger.submit(signed).await?;
+        let index = self.record(Payload::CohortCreated(entry.clone())).await?;
         Ok(LedgerCohort {
             entry,
-            index: r.index,
+            index,
             created: true,
         })
     }
@@ -287,20 +270,24 @@ impl Session {
             .pull(&r.slice_id, &mut self.ledger, on_batch)
             .await
             .map_err(|e| TrainerError::gateway(&site.site, e))?;
-        let mut s = SliceReport::from(&report);
-        s.site = site.site.clone();
-        s.ledger_index = r.ledger_index;
-        Ok(s)
+        Ok(SliceReport {
+            site: site.site.clone(),
+            slice_id: report.slice_id,
+            rows: report.rows,
+            erased: report.erased,
+            root: hex::encode(report.root),
+            ledger_index: r.ledger_index,
+        })
     }
 }
 
 /// Sites of a cohort's allocation, in order of first appearance.
 pub fn cohort_sites(c: &CohortCreated) -> Vec<String> {
-    let mut seen = BTreeMap::new();
-    for (i, a) in c.allocation.iter().enumerate() {
-        seen.entry(a.site.clone()).or_insert(i);
+    let mut sites: Vec<String> = Vec::new();
+    for a in &c.allocation {
+        if !sites.contains(&a.site) {
+            sites.push(a.site.clone());
+        }
     }
-    let mut v: Vec<(usize, String)> = seen.into_iter().map(|(s, i)| (i, s)).collect();
-    v.sort();
-    v.into_iter().map(|(_, s)| s).collect()
+    sites
 }

@@ -65,16 +65,8 @@ impl CohortData {
 
     /// Keeps the rows for which `keep` is true.
     pub fn retain(&mut self, keep: impl Fn(&RowMeta) -> bool) {
-        let mut x = Vec::with_capacity(self.x.len());
-        let mut meta = Vec::with_capacity(self.meta.len());
-        for (i, m) in self.meta.iter().enumerate() {
-            if keep(m) {
-                x.extend_from_slice(self.row(i));
-                meta.push(m.clone());
-            }
-        }
-        self.x = x;
-        self.meta = meta;
+        let idx: Vec<usize> = (0..self.len()).filter(|&i| keep(&self.meta[i])).collect();
+        self.take(&idx);
     }
 
     /// Sorts rows by (site, segment id) so that the same cohort always assembles the same way.
@@ -84,8 +76,13 @@ impl CohortData {
             (&self.meta[a].site, &self.meta[a].segment_id)
                 .cmp(&(&self.meta[b].site, &self.meta[b].segment_id))
         });
-        let mut x = Vec::with_capacity(self.x.len());
-        for &i in &idx {
+        self.take(&idx);
+    }
+
+    /// Keeps rows `idx`, in that order.
+    fn take(&mut self, idx: &[usize]) {
+        let mut x = Vec::with_capacity(idx.len() * self.window);
+        for &i in idx {
             x.extend_from_slice(self.row(i));
         }
         self.meta = idx.iter().map(|&i| self.meta[i].clone()).collect();

@@ -88,6 +88,7 @@ pub struct ResNet1d {
     blocks: Vec<Block>,
     fc: nn::Linear,
     dropout: f64,
+    classes: usize,
 }
 
 impl ResNet1d {
@@ -118,7 +119,13 @@ impl ResNet1d {
             blocks,
             fc,
             dropout: a.dropout,
+            classes: a.classes as usize,
         }
+    }
+
+    /// Number of classes (outputs).
+    pub fn classes(&self) -> usize {
+        self.classes
     }
 }
 

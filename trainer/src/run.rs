@@ -321,8 +321,11 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
         classes.len(),
     );
     let trained = train(&data, &parts, &spec.spec, dev, opts.progress)?;
-    let all: Vec<usize> = (0..data.len()).collect();
-    let probs = predict(&trained.model, &data, &all, dev);
+    // Only validation and held-out rows are evaluated: training rows are not run again.
+    let eval_rows: Vec<usize> = (0..data.len())
+        .filter(|&i| parts[i] != Part::Train)
+        .collect();
+    let probs = predict(&trained.model, &data, &eval_rows, dev);
     let evaluation = evaluate_cohort(&data, &parts, &probs, &classes, &spec.spec.scored);
     let mut files = Vec::new();
     let weights = opts.out.join("model.safetensors");

@@ -109,9 +109,11 @@ fn augmented_batch(
         .to_device(device)
 }
 
-/// Softmax probabilities (row-major) of rows `idx`, in evaluation mode.
+/// Softmax probabilities of rows `idx`, in evaluation mode, row-major over all rows of
+/// `data` (`data.len() × classes`; rows not in `idx` stay 0).
 pub fn predict(model: &ResNet1d, data: &CohortData, idx: &[usize], device: Device) -> Vec<f32> {
-    let mut out = Vec::new();
+    let k = model.classes();
+    let mut out = vec![0f32; data.len() * k];
     tch::no_grad(|| {
         for chunk in idx.chunks(256) {
             let p = model
@@ -120,7 +122,10 @@ pub fn predict(model: &ResNet1d, data: &CohortData, idx: &[usize], device: Devic
                 .to_device(Device::Cpu)
                 .contiguous()
                 .view([-1]);
-            out.extend(Vec::<f32>::try_from(&p).unwrap_or_default());
+            let p = Vec::<f32>::try_from(&p).unwrap_or_default();
+            for (&i, row) in chunk.iter().zip(p.chunks_exact(k)) {
+                out[i * k..(i + 1) * k].copy_from_slice(row);
+            }
         }
     });
     out
@@ -238,15 +243,10 @@ pub fn train(
             (None, None, None)
         } else {
             let probs = predict(&model, data, &val_idx, device);
-            let mut full = vec![0f32; data.len() * k];
-            for (j, &i) in val_idx.iter().enumerate() {
-                full[i * k..(i + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
-            }
-            let sc = scores(&val_idx, &data.meta, &full, k, &classes, &spec.scored);
+            let sc = scores(&val_idx, &data.meta, &probs, k, &classes, &spec.scored);
             let nll: f64 = val_idx
                 .iter()
-                .enumerate()
-                .map(|(j, &i)| -(probs[j * k + data.meta[i].class].max(1e-7) as f64).ln())
+                .map(|&i| -(probs[i * k + data.meta[i].class].max(1e-7) as f64).ln())
                 .sum::<f64>()
                 / val_idx.len() as f64;
             (Some(nll), sc.windows.macro_f1, sc.records.macro_f1)

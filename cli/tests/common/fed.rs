@@ -10,8 +10,11 @@ use std::sync::Arc;
 use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
 use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::entry::{decode_body, decode_stored};
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::trust::TrustFile;
+use ecgfed_proto::v1::entry_body::Payload;
+use ecgfed_proto::v1::{DatasetInfo, Subject, SubjectKind};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ecgfed");
 
@@ -30,6 +33,34 @@ pub fn run(args: &[&str]) -> String {
 }
 
 /// Starts `ecgfed ARGS` and waits for its "listening on ADDR" line.
+/// Runs `ecgfed ARGS`, which must fail; returns its standard error.
+pub fn run_fails(args: &[&str]) -> String {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    assert!(!o.status.success(), "ecgfed {args:?} succeeded");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Payloads of the ledger entries naming a subject, in log order.
+pub async fn payloads(l: &mut LedgerClient, kind: SubjectKind, id: &str) -> Vec<Payload> {
+    l.query_subject(
+        Subject {
+            kind: kind as i32,
+            id: id.into(),
+        },
+        0,
+        0,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .filter_map(|e| {
+        decode_body(decode_stored(&e.stored).unwrap().0)
+            .unwrap()
+            .payload
+    })
+    .collect()
+}
+
 pub fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args).stderr(Stdio::inherit());
@@ -94,6 +125,16 @@ impl Fed {
         GatewayClient::connect(&self.gateways[i].1, self.signer(member))
             .await
             .unwrap()
+    }
+    /// The dataset gateway `i` serves, as `member` sees it.
+    pub async fn dataset(&self, i: usize, member: &str) -> DatasetInfo {
+        self.gateway(i, member)
+            .await
+            .list_datasets()
+            .await
+            .unwrap()
+            .datasets[0]
+            .clone()
     }
     pub async fn ledger_size(&self) -> u64 {
         self.ledger_client().await.trusted().unwrap().size
