@@ -1,9 +1,14 @@
-//! `ecgfed audit ...`: verification of a ledger, offline or against a live server.
+//! `ecgfed audit ...`: verification of a ledger (offline or against a live server), lineage
+//! queries, PROV / OpenLineage exports, proof bundles and their offline check, HTML reports.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use ecgfed_audit::lineage::{self, Target};
+use ecgfed_audit::source::{LedgerSource, RemoteSource, StoreSource};
+use ecgfed_audit::{bundle, export, report};
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::store::Store;
 use ecgfed_ledger::verify::{self, Report};
@@ -34,17 +39,492 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Lineage: a model down to its cohort, slices, transfers, dataset versions and sites (with
+    /// erasures since), or every cohort and model that used a site, dataset or record, or data
+    /// erased afterwards. No depth or node cap; usage answers stream as they are found.
+    Lineage {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// JSON: one object for --model; JSON Lines (one object per cohort) otherwise.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export provenance as W3C PROV-JSON or OpenLineage run events (JSON Lines).
+    Export {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// `prov-json` or `openlineage`.
+        #[arg(long)]
+        format: String,
+        /// Only this model's lineage (default: every model on the ledger).
+        #[arg(long)]
+        model: Option<String>,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a model's proof bundle: its lineage entries, their inclusion proofs, a signed
+    /// checkpoint and the member keys (verify offline with `verify-bundle`).
+    Bundle {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Model id.
+        #[arg(long)]
+        model: String,
+        /// Bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a proof bundle offline (no server). Exit status 1 when it fails.
+    VerifyBundle {
+        /// The bundle file.
+        file: PathBuf,
+        /// Trust file whose ledger key the bundle must be signed by.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lineage query latency over a large ledger filled through the real service
+    /// (model → sources, through the verifying client; the offline store as baseline).
+    Bench {
+        /// Ledger entries to generate (rounded to whole cohorts of 8 entries).
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+        /// Timed queries per source.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the HTML audit report of a model (index.html) and its proof bundle
+    /// (bundle.json) into a folder.
+    Report {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Model id.
+        #[arg(
+            long,
+            required_unless_present = "model_from",
+            conflicts_with = "model_from"
+        )]
+        model: Option<String>,
+        /// Model folder written by `ecgfed train` (its model-card.json names the model).
+        #[arg(long)]
+        model_from: Option<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Where the ledger is: a data directory read offline, or a running ledger.
+#[derive(Args, Clone)]
+pub struct LedgerArgs {
+    /// Ledger data directory (offline; the ledger must not be running on it).
+    #[arg(long, conflicts_with = "remote", required_unless_present = "remote")]
+    pub data: Option<PathBuf>,
+    /// Address of a running ledger (every entry proven against --checkpoint).
+    #[arg(long, requires = "checkpoint")]
+    pub remote: Option<String>,
+    /// Trust file of the ledger (origin, key, a checkpoint seen before).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// What a lineage query is about (exactly one).
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// A model: its full lineage.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A site: every cohort and model that used it.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// A dataset id: every cohort and model that used any version of it.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// A record commitment (64 hex digits): every cohort and model that used it.
+    #[arg(long)]
+    pub record: Option<String>,
+    /// Every model trained on records erased afterwards.
+    #[arg(long)]
+    pub erased: bool,
+}
+
+/// Opens the ledger source the arguments name.
+pub async fn open_source(a: &LedgerArgs) -> Result<LedgerSource> {
+    if let Some(data) = &a.data {
+        let db = db_path(data);
+        if !db.exists() {
+            bail!(
+                "{}: no ledger store (expected {})",
+                data.display(),
+                db.display()
+            );
+        }
+        return Ok(LedgerSource::Store(StoreSource::open(&db)?));
+    }
+    let (addr, path) = match (&a.remote, &a.checkpoint) {
+        (Some(a), Some(p)) => (a, p),
+        _ => bail!("give --data DIR or --remote ADDR --checkpoint FILE"),
+    };
+    let (trust, cp, key) = TrustFile::read(path)?;
+    let mut c = LedgerClient::connect(addr, &trust.origin, key, Some(cp)).await?;
+    c.update_checkpoint().await?;
+    Ok(LedgerSource::Remote(Box::new(RemoteSource::new(c, key))))
 }
 
 /// Runs an audit subcommand.
 pub fn run(cmd: AuditCommand) -> Result<()> {
-    let AuditCommand::Verify {
-        data,
-        remote,
-        checkpoint,
-        update,
-        json,
-    } = cmd;
+    match cmd {
+        AuditCommand::Verify {
+            data,
+            remote,
+            checkpoint,
+            update,
+            json,
+        } => verify_ledger(data, remote, checkpoint, update, json),
+        AuditCommand::Lineage {
+            ledger,
+            target,
+            json,
+        } => runtime()?.block_on(lineage_cmd(&ledger, &target, json)),
+        AuditCommand::Export {
+            ledger,
+            format,
+            model,
+            out,
+        } => runtime()?.block_on(export_cmd(
+            &ledger,
+            &format,
+            model.as_deref(),
+            out.as_deref(),
+        )),
+        AuditCommand::Bundle { ledger, model, out } => runtime()?.block_on(async {
+            let mut src = open_source(&ledger).await?;
+            let b = bundle::build(&mut src, &model).await?;
+            write_file(&out, &b.to_bytes())?;
+            println!(
+                "bundle of model {model}: {} entries with inclusion proofs, {} member keys → {}",
+                b.entries.len(),
+                b.members.len(),
+                out.display()
+            );
+            Ok(())
+        }),
+        AuditCommand::Bench {
+            entries,
+            queries,
+            json,
+        } => runtime()?.block_on(crate::audit_bench::run(entries, queries.max(1), json)),
+        AuditCommand::VerifyBundle { file, trust, json } => {
+            verify_bundle(&file, trust.as_deref(), json)
+        }
+        AuditCommand::Report {
+            ledger,
+            model,
+            model_from,
+            out,
+        } => {
+            let model = match (model, model_from) {
+                (Some(m), _) => m,
+                (None, Some(dir)) => model_id_of(&dir)?,
+                (None, None) => bail!("give --model ID or --model-from DIR"),
+            };
+            let path = runtime()?.block_on(write_report(&ledger, &model, &out))?;
+            println!("report of model {model}: {}", path.display());
+            Ok(())
+        }
+    }
+}
+
+/// The model id in a model folder's model-card.json.
+pub fn model_id_of(dir: &Path) -> Result<String> {
+    let p = dir.join("model-card.json");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?;
+    v["model_id"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("{}: no model_id", p.display()))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `DIR/index.html` and `DIR/bundle.json` for `model`; returns the page's path.
+pub async fn write_report(ledger: &LedgerArgs, model: &str, out: &Path) -> Result<PathBuf> {
+    let mut src = open_source(ledger).await?;
+    let b = bundle::build(&mut src, model).await?;
+    let bytes = b.to_bytes();
+    let verified = bundle::verify(&bytes, None).map_err(|e| e.to_string());
+    let now = ecgfed_audit::source::rfc3339(ecgfed_ledger::entry::now_ms());
+    let html = report::render(&b.lineage, &verified, &b.checkpoint, &now);
+    write_file(&out.join("bundle.json"), &bytes)?;
+    let page = out.join("index.html");
+    write_file(&page, html.as_bytes())?;
+    Ok(page)
+}
+
+fn verify_bundle(file: &Path, trust: Option<&Path>, json: bool) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let key = match trust {
+        Some(t) => Some(TrustFile::read(t)?.2),
+        None => None,
+    };
+    match bundle::verify(&bytes, key.as_ref()) {
+        Ok(v) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": true, "verified": v}));
+            } else {
+                println!(
+                    "bundle {}: OK — model {} — {} entries proven in the signed tree of size {} (root {}), signatures checked; sites {}; datasets {}; slices {}{}{}",
+                    file.display(),
+                    v.model_id,
+                    v.entries,
+                    v.tree_size,
+                    v.root,
+                    v.sites.join(", "),
+                    v.datasets.join(", "),
+                    v.slices.join(", "),
+                    if v.erasures {
+                        "; records erased since"
+                    } else {
+                        ""
+                    },
+                    if key.is_none() {
+                        " (ledger key taken from the bundle: pin it with --trust)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
+            } else {
+                eprintln!("bundle {}: FAILED — {e}", file.display());
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn lineage_cmd(ledger: &LedgerArgs, t: &TargetArgs, json: bool) -> Result<()> {
+    let mut src = open_source(ledger).await?;
+    let mut out = std::io::stdout().lock();
+    if let Some(model) = &t.model {
+        let l = lineage::model_lineage(&mut src, model).await?;
+        if json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&l)?)?;
+        } else {
+            print_tree(&l, &mut out)?;
+        }
+        return Ok(());
+    }
+    let n = if t.erased {
+        lineage::erased(&mut src, |u| {
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&u).unwrap_or_default())
+            } else {
+                writeln!(
+                    out,
+                    "erasure at entry {} ({}): {} record(s) of {} erased, {} of them in cohort {}",
+                    u.erasure.entry.index,
+                    u.erasure.entry.time,
+                    u.erasure.erased,
+                    u.erasure.site,
+                    u.erasure.in_slice,
+                    u.usage.cohort_id
+                )
+                .and_then(|_| print_usage_models(&u.usage, &mut out))
+            }
+            .map_err(|e| ecgfed_audit::AuditError::Ledger(e.to_string()))
+        })
+        .await?
+    } else {
+        let target = if let Some(s) = &t.site {
+            Target::Site(s.clone())
+        } else if let Some(d) = &t.dataset {
+            Target::Dataset(d.clone())
+        } else if let Some(r) = &t.record {
+            Target::Record(r.to_ascii_lowercase())
+        } else {
+            bail!("give --model, --site, --dataset, --record or --erased");
+        };
+        lineage::usage(&mut src, &target, |u| {
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&u).unwrap_or_default())
+            } else {
+                writeln!(
+                    out,
+                    "cohort {} (entry {}, requester {}): {}",
+                    u.cohort_id,
+                    u.created
+                        .as_ref()
+                        .map(|c| c.index.to_string())
+                        .unwrap_or("?".into()),
+                    u.requester,
+                    u.purpose
+                )
+                .and_then(|_| {
+                    for s in &u.slices {
+                        writeln!(
+                            out,
+                            "  slice {} (entry {}): {} rows from {} at {}",
+                            s.slice_id, s.entry.index, s.rows, s.dataset_id, s.site
+                        )?;
+                    }
+                    print_usage_models(&u, &mut out)
+                })
+            }
+            .map_err(|e| ecgfed_audit::AuditError::Ledger(e.to_string()))
+        })
+        .await?
+    };
+    if !json {
+        writeln!(out, "{n} cohort(s) found")?;
+    }
+    Ok(())
+}
+
+fn print_usage_models(u: &lineage::Usage, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    if u.models.is_empty() {
+        return writeln!(out, "  no model trained on it");
+    }
+    for m in &u.models {
+        writeln!(
+            out,
+            "  model {} (entry {}, {})",
+            m.model_id, m.entry.index, m.entry.time
+        )?;
+    }
+    Ok(())
+}
+
+fn print_tree(l: &lineage::ModelLineage, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "model {} (entry {}, {}, by {}; weights {}; code {})",
+        l.model.model_id,
+        l.model.entry.index,
+        l.model.entry.time,
+        l.model.entry.signer,
+        l.model.weights_sha256,
+        l.model.code_version
+    )?;
+    let c = &l.cohort;
+    writeln!(
+        out,
+        "└─ cohort {} (entry {}, {}, requester {}, seed {}): {}",
+        c.cohort_id, c.entry.index, c.entry.time, c.requester, c.seed, c.purpose
+    )?;
+    for (i, s) in l.slices.iter().enumerate() {
+        let last = i + 1 == l.slices.len();
+        let (branch, pipe) = if last {
+            ("└─", "   ")
+        } else {
+            ("├─", "│  ")
+        };
+        writeln!(
+            out,
+            "   {branch} slice {} (entry {}, {}): {} rows, root {}",
+            s.slice_id, s.entry.index, s.entry.time, s.rows, s.slice_root
+        )?;
+        writeln!(
+            out,
+            "   {pipe}  ├─ dataset {} v{} at site {} (hospital {})",
+            s.dataset_id, s.dataset_version, s.site, s.entry.signer
+        )?;
+        for d in &s.served {
+            writeln!(
+                out,
+                "   {pipe}  ├─ served to {} (entry {}, {}): {} rows, {} bytes",
+                d.requester, d.entry.index, d.entry.time, d.rows, d.bytes
+            )?;
+        }
+        if s.erased_since.is_empty() {
+            writeln!(out, "   {pipe}  └─ no erasure since")?;
+        }
+        for e in &s.erased_since {
+            writeln!(
+                out,
+                "   {pipe}  └─ ERASED since: entry {} ({}): {} of the slice's records ({})",
+                e.entry.index, e.entry.time, e.in_slice, e.reason
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "sites: {}",
+        l.sites
+            .iter()
+            .map(|s| format!("{} ({} rows)", s.site, s.rows))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+async fn export_cmd(
+    ledger: &LedgerArgs,
+    format: &str,
+    model: Option<&str>,
+    out: Option<&Path>,
+) -> Result<()> {
+    let mut src = open_source(ledger).await?;
+    let models = match model {
+        Some(m) => vec![m.to_string()],
+        None => export::model_ids(&mut src).await?,
+    };
+    let mut lineages = Vec::with_capacity(models.len());
+    for m in &models {
+        lineages.push(lineage::model_lineage(&mut src, m).await?);
+    }
+    let text = match format {
+        "prov-json" => serde_json::to_string_pretty(&export::prov_json(&lineages))? + "\n",
+        "openlineage" => export::openlineage(&lineages)
+            .iter()
+            .map(|e| serde_json::to_string(e).map(|s| s + "\n"))
+            .collect::<Result<String, _>>()?,
+        other => bail!("unknown export format {other:?} (prov-json or openlineage)"),
+    };
+    match out {
+        Some(p) => {
+            write_file(p, text.as_bytes())?;
+            eprintln!(
+                "{} model lineage(s) exported as {format} → {}",
+                lineages.len(),
+                p.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn verify_ledger(
+    data: Option<PathBuf>,
+    remote: Option<String>,
+    checkpoint: Option<PathBuf>,
+    update: bool,
+    json: bool,
+) -> Result<()> {
     let bar = if json {
         ProgressBar::hidden()
     } else {

@@ -23,7 +23,8 @@ use rayon::prelude::*;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0..=1) of sorted values, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

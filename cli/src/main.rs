@@ -2,7 +2,9 @@
 //! calls the library crates; no logic of its own beyond wiring and printing.
 
 mod audit;
+mod audit_bench;
 mod datasets;
+mod demo;
 mod gateway;
 mod gateway_bench;
 mod keys;
@@ -24,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole federation on this machine in one command: ledger + three hospital gateways
+    /// on loopback over the embedded sample, a balanced cohort trained briefly, the ledger
+    /// verified, the audit report written; then everything is shut down.
+    Demo(demo::DemoArgs),
     /// Site stores: ingest ECG files, summarise, inspect, count strata, benchmark readers.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
@@ -92,6 +98,7 @@ fn main() -> std::process::ExitCode {
         Command::Ledger(c) => ledger::run(c),
         Command::Gateway(c) => gateway::run(c),
         Command::Audit(c) => audit::run(c),
+        Command::Demo(a) => demo::run(a),
         Command::Cohort(c) => trainer::run_cohort(c),
         Command::Train {
             spec,

@@ -106,8 +106,12 @@ fn default_skew() -> u64 {
     60_000
 }
 fn default_max_rows() -> u64 {
-    1_000_000
+    MAX_SLICE_ROWS
 }
+
+/// Largest slice a gateway may commit: its `CohortSliceCommitted` entry lists every row's
+/// 32-byte commitment and must fit the ledger's 4 MiB entry body.
+pub const MAX_SLICE_ROWS: u64 = 100_000;
 fn default_batch_rows() -> usize {
     256
 }
@@ -155,6 +159,12 @@ impl GatewayConfig {
         }
         if self.policy.batch_rows == 0 || self.policy.max_slice_rows == 0 {
             return Err("policy.batch_rows and policy.max_slice_rows must be positive".into());
+        }
+        if self.policy.max_slice_rows > MAX_SLICE_ROWS {
+            return Err(format!(
+                "policy.max_slice_rows = {} is above {MAX_SLICE_ROWS} (a slice entry lists every row commitment and must fit the ledger's 4 MiB entry limit)",
+                self.policy.max_slice_rows
+            ));
         }
         Ok(())
     }

@@ -157,7 +157,10 @@ impl Gateway {
     pub async fn register(&self) -> Result<Registration> {
         let c = self.catalog();
         let mut last: Option<(u64, DatasetRegistered)> = None;
-        for (i, p) in self.entries_of(SubjectKind::Dataset, &c.dataset_id).await? {
+        for (i, p) in self
+            .entries_of(SubjectKind::DatasetHistory, &c.dataset_id)
+            .await?
+        {
             if let Payload::DatasetRegistered(d) = p
                 && d.site == self.cfg.site
             {
@@ -334,6 +337,10 @@ impl Gateway {
                 row_count: picked.len() as u64,
                 slice_root: root.to_vec(),
                 seed: cohort.seed,
+                commitments: picked
+                    .iter()
+                    .map(|&i| c.rows[i].commitment.to_vec())
+                    .collect(),
             }))
             .await?;
         let rec = SliceRecord {

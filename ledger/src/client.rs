@@ -342,12 +342,45 @@ impl LedgerClient {
                     r.index
                 )));
             }
-            self.prove(r.index, &r.stored).await?;
             verified.push(VerifiedEntry {
                 index: r.index,
                 stored: r.stored,
                 block_height: r.block_height,
             });
+        }
+        // Every entry proven against one trusted checkpoint, the proofs asked for at once
+        // (one round trip instead of one per entry).
+        let Some(last) = verified.iter().map(|e| e.index).max() else {
+            return Ok(verified);
+        };
+        let cp = self.trusted_covering(last).await?;
+        let proofs = futures::future::join_all(verified.iter().map(|e| {
+            let mut raw = self.inner.clone();
+            let index = e.index;
+            async move {
+                raw.prove_inclusion(ProveInclusionRequest {
+                    index,
+                    tree_size: cp.size,
+                })
+                .await
+            }
+        }))
+        .await;
+        for (e, p) in verified.iter().zip(proofs) {
+            let p = p?.into_inner();
+            verify_inclusion(
+                e.index,
+                cp.size,
+                &leaf_hash(&e.stored),
+                &hashes(&p.hashes)?,
+                &cp.root,
+            )
+            .map_err(|x| {
+                verr(format!(
+                    "entry {} is not in the signed tree of size {}: {x}",
+                    e.index, cp.size
+                ))
+            })?;
         }
         Ok(verified)
     }

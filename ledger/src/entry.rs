@@ -15,8 +15,8 @@ use crate::keys::{KeyPair, Signature};
 
 /// Domain-separation prefix of entry signatures: the signed message is `ENTRY_DST ‖ body`.
 pub const ENTRY_DST: &[u8] = b"ecgfed/v1/entry\n";
-/// Longest accepted encoded body (1 MiB).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Longest accepted encoded body (4 MiB: a slice entry lists every row commitment).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// Longest subject id, member id or site name, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
@@ -158,6 +158,7 @@ pub fn derived_subjects(signer: &str, payload: &Payload) -> Vec<Subject> {
         Payload::DatasetRegistered(d) => {
             v.push(subject(S::Site, &d.site));
             v.push(subject(S::Dataset, &d.dataset_id));
+            v.push(subject(S::DatasetHistory, &d.dataset_id));
         }
         Payload::CohortCreated(c) => {
             v.push(subject(S::Cohort, &c.cohort_id));
@@ -186,11 +187,13 @@ pub fn derived_subjects(signer: &str, payload: &Payload) -> Vec<Subject> {
         Payload::RecordsErased(r) => {
             v.push(subject(S::Site, &r.site));
             v.push(subject(S::Dataset, &r.dataset_id));
+            v.push(subject(S::DatasetHistory, &r.dataset_id));
             for c in &r.commitments {
                 v.push(subject(S::Commitment, &hex::encode(c)));
             }
         }
     }
+    v.push(subject(S::EntryKind, Kind::of(payload).name()));
     let mut seen = std::collections::HashSet::new();
     v.retain(|s| seen.insert((s.kind, s.id.clone())));
     v

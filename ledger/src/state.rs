@@ -111,6 +111,32 @@ fn check_hash(what: &str, h: &[u8]) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// A slice entry lists exactly `row_count` 32-byte commitments whose RFC 6962 root is
+/// `slice_root`.
+fn check_slice_commitments(s: &ecgfed_proto::v1::CohortSliceCommitted) -> Result<(), Rejection> {
+    if s.commitments.len() as u64 != s.row_count {
+        return Err(invalid(format!(
+            "slice {} lists {} commitments for {} rows",
+            s.slice_id,
+            s.commitments.len(),
+            s.row_count
+        )));
+    }
+    let mut log = crate::log::MemoryLog::new();
+    for (i, c) in s.commitments.iter().enumerate() {
+        check_hash(&format!("slice {} commitment {i}", s.slice_id), c)?;
+        log.append(c);
+    }
+    let root = crate::log::root(&log, s.row_count).unwrap_or_else(|_| crate::log::empty_root());
+    if root.as_slice() != s.slice_root.as_slice() {
+        return Err(invalid(format!(
+            "slice {}: slice_root is not the root of its commitments",
+            s.slice_id
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a member record's ids, role, site and key encoding and returns its info (no proof of
 /// possession check: see [`check_member`]).
 fn member_info(m: &Member) -> Result<MemberInfo, Rejection> {
@@ -358,6 +384,7 @@ impl State {
                 check_id("dataset_id", &s.dataset_id)?;
                 check_id("requester", &s.requester)?;
                 check_hash("slice_root", &s.slice_root)?;
+                check_slice_commitments(s)?;
             }
             Payload::DataServed(d) => {
                 own_site(&d.site)?;

@@ -100,35 +100,7 @@ fn confusion(m: &[Vec<u64>], classes: &[String], title: &str, svg: &mut String) 
 }
 
 fn subgroups(bars: &[(String, f64)], svg: &mut String) -> Drawn {
-    let root = SVGBackend::with_string(svg, (160 + 60 * bars.len().max(1) as u32, 380))
-        .into_drawing_area();
-    root.fill(&WHITE)?;
-    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
-    let mut c = ChartBuilder::on(&root)
-        .caption("macro-F1 per subgroup (windows)", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(80)
-        .y_label_area_size(45)
-        .build_cartesian_2d((0..bars.len().max(1)).into_segmented(), 0f64..1f64)?;
-    c.configure_mesh()
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                labels.get(*i).cloned().unwrap_or_default()
-            }
-            SegmentValue::Last => String::new(),
-        })
-        .x_labels(bars.len().max(1))
-        .draw()?;
-    c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-        Rectangle::new(
-            [
-                (SegmentValue::Exact(i), 0.0),
-                (SegmentValue::Exact(i + 1), *v),
-            ],
-            BLUE.mix(0.6).filled(),
-        )
-    }))?;
-    root.present()?;
+    *svg = ecgfed_audit::report::bar_chart("macro-F1 per subgroup (windows)", bars)?;
     Ok(())
 }
 

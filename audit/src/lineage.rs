@@ -1,0 +1,665 @@
+//! Lineage queries over the ledger's subject indexes: a model down to its cohort, slices,
+//! transfers, dataset versions and sites (with erasures since), and the reverse — every cohort
+//! and model that used a site, a dataset, a record commitment, or data erased afterwards.
+//! Every step is an index lookup; nothing is capped.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ecgfed_proto::v1::SubjectKind;
+use ecgfed_proto::v1::entry_body::Payload;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AuditError, Result};
+use crate::source::{Entry, Source};
+
+/// Where an entry sits and who signed it when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRef {
+    /// Ledger index.
+    pub index: u64,
+    /// Signing time, RFC 3339 UTC.
+    pub time: String,
+    /// Signing member.
+    pub signer: String,
+}
+
+impl From<&Entry> for EntryRef {
+    fn from(e: &Entry) -> Self {
+        EntryRef {
+            index: e.index,
+            time: e.time(),
+            signer: e.body.signer.clone(),
+        }
+    }
+}
+
+/// A trained model (`ModelTrained`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelNode {
+    /// Model id.
+    pub model_id: String,
+    /// The entry.
+    pub entry: EntryRef,
+    /// SHA-256 of the weights, hex.
+    pub weights_sha256: String,
+    /// Code version (git commit) of the trainer.
+    pub code_version: String,
+    /// Cohort trained on.
+    pub cohort_id: String,
+    /// Hyper-parameters as recorded.
+    pub hyperparameters: serde_json::Value,
+    /// Metric table as recorded.
+    pub metrics: serde_json::Value,
+}
+
+/// One planned cell of a cohort: site × label × sex × age band.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Site.
+    pub site: String,
+    /// Normalised label.
+    pub label: String,
+    /// `M`, `F` or `unknown`.
+    pub sex: String,
+    /// Age band, or `unknown`.
+    pub age_band: String,
+    /// Segments allocated.
+    pub count: u64,
+}
+
+/// A cohort (`CohortCreated`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortNode {
+    /// Cohort id.
+    pub cohort_id: String,
+    /// The entry.
+    pub entry: EntryRef,
+    /// Requesting data scientist.
+    pub requester: String,
+    /// Stated purpose.
+    pub purpose: String,
+    /// Selection seed.
+    pub seed: u64,
+    /// SHA-256 of the cohort spec, hex.
+    pub spec_sha256: String,
+    /// The allocation, cell by cell.
+    pub cells: Vec<Cell>,
+}
+
+/// A transfer of a slice (`DataServed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedNode {
+    /// The entry (signed by the serving hospital).
+    pub entry: EntryRef,
+    /// Who received the data.
+    pub requester: String,
+    /// Rows sent.
+    pub rows: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
+/// Records of a slice erased after the slice was committed (`RecordsErased`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureNode {
+    /// The entry (signed by the hospital).
+    pub entry: EntryRef,
+    /// Site.
+    pub site: String,
+    /// Dataset.
+    pub dataset_id: String,
+    /// Commitments the entry erased.
+    pub erased: u64,
+    /// How many of them were in this slice.
+    pub in_slice: u64,
+    /// Stated reason.
+    pub reason: String,
+}
+
+/// A site's committed share of a cohort (`CohortSliceCommitted`) and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceNode {
+    /// Slice id.
+    pub slice_id: String,
+    /// Site.
+    pub site: String,
+    /// Dataset the rows came from.
+    pub dataset_id: String,
+    /// Version of the dataset in force when the slice was committed.
+    pub dataset_version: u32,
+    /// The entry (signed by the hospital).
+    pub entry: EntryRef,
+    /// Requester the slice is granted to.
+    pub requester: String,
+    /// Rows.
+    pub rows: u64,
+    /// Merkle root over the rows' commitments, hex.
+    pub slice_root: String,
+    /// Transfers of this slice.
+    pub served: Vec<ServedNode>,
+    /// Erasures of its records since it was committed.
+    pub erased_since: Vec<ErasureNode>,
+}
+
+/// A dataset version (`DatasetRegistered`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetNode {
+    /// Dataset id.
+    pub dataset_id: String,
+    /// Version.
+    pub version: u32,
+    /// Site.
+    pub site: String,
+    /// The entry.
+    pub entry: EntryRef,
+    /// Records.
+    pub records: u64,
+    /// Segments.
+    pub segments: u64,
+    /// Merkle root over the record commitments, hex.
+    pub commitment_root: String,
+}
+
+/// A site and the hospital member that speaks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteNode {
+    /// Site name.
+    pub site: String,
+    /// Hospital member id (signer of the site's entries).
+    pub hospital: String,
+    /// Rows the site contributed to the model's cohort.
+    pub rows: u64,
+}
+
+/// The full lineage of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelLineage {
+    /// The model.
+    pub model: ModelNode,
+    /// Its cohort.
+    pub cohort: CohortNode,
+    /// The cohort's slices, by ledger index.
+    pub slices: Vec<SliceNode>,
+    /// The dataset versions the slices came from.
+    pub datasets: Vec<DatasetNode>,
+    /// The sites.
+    pub sites: Vec<SiteNode>,
+}
+
+impl ModelLineage {
+    /// Every ledger entry the lineage rests on, ascending.
+    pub fn entry_indexes(&self) -> Vec<u64> {
+        let mut v = BTreeSet::new();
+        v.insert(self.model.entry.index);
+        v.insert(self.cohort.entry.index);
+        for s in &self.slices {
+            v.insert(s.entry.index);
+            v.extend(s.served.iter().map(|d| d.entry.index));
+            v.extend(s.erased_since.iter().map(|e| e.entry.index));
+        }
+        v.extend(self.datasets.iter().map(|d| d.entry.index));
+        v.into_iter().collect()
+    }
+
+    /// Whether any of the model's records were erased after its slices were committed.
+    pub fn has_erasures(&self) -> bool {
+        self.slices.iter().any(|s| !s.erased_since.is_empty())
+    }
+}
+
+fn not_found(what: String) -> AuditError {
+    AuditError::NotFound(what)
+}
+
+/// The model's `ModelTrained` entry.
+async fn model_entry<S: Source>(src: &mut S, model_id: &str) -> Result<(Entry, ModelNode)> {
+    for e in src.by_subject(SubjectKind::Model, model_id).await? {
+        if let Some(Payload::ModelTrained(m)) = e.payload()
+            && m.model_id == model_id
+        {
+            let node = ModelNode {
+                model_id: m.model_id.clone(),
+                entry: (&e).into(),
+                weights_sha256: hex::encode(&m.weights_sha256),
+                code_version: m.code_version.clone(),
+                cohort_id: m.cohort_id.clone(),
+                hyperparameters: serde_json::from_str(&m.hyperparameters_json)
+                    .unwrap_or(serde_json::Value::String(m.hyperparameters_json.clone())),
+                metrics: serde_json::from_str(&m.metrics_json)
+                    .unwrap_or(serde_json::Value::String(m.metrics_json.clone())),
+            };
+            return Ok((e, node));
+        }
+    }
+    Err(not_found(format!(
+        "model {model_id}: no ModelTrained entry on the ledger"
+    )))
+}
+
+/// Commitments of a slice entry as a set.
+fn slice_commitments(e: &Entry) -> BTreeSet<&[u8]> {
+    match e.payload() {
+        Some(Payload::CohortSliceCommitted(s)) => {
+            s.commitments.iter().map(|c| c.as_slice()).collect()
+        }
+        _ => BTreeSet::new(),
+    }
+}
+
+/// A dataset's history: its versions and erasures, in index order.
+async fn dataset_history<S: Source>(src: &mut S, dataset_id: &str) -> Result<Vec<Entry>> {
+    src.by_subject(SubjectKind::DatasetHistory, dataset_id)
+        .await
+}
+
+/// The lineage of model `model_id`: cohort → slices (with transfers and later erasures) →
+/// dataset versions → sites.
+pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<ModelLineage> {
+    let (_, model) = model_entry(src, model_id).await?;
+    let cohort_entries = src
+        .by_subject(SubjectKind::Cohort, &model.cohort_id)
+        .await?;
+    let mut cohort = None;
+    let mut slices: Vec<(Entry, SliceNode)> = Vec::new();
+    let mut served: Vec<(String, ServedNode)> = Vec::new();
+    for e in &cohort_entries {
+        match e.payload() {
+            Some(Payload::CohortCreated(c))
+                if c.cohort_id == model.cohort_id && cohort.is_none() =>
+            {
+                cohort = Some(CohortNode {
+                    cohort_id: c.cohort_id.clone(),
+                    entry: e.into(),
+                    requester: c.requester.clone(),
+                    purpose: c.purpose.clone(),
+                    seed: c.seed,
+                    spec_sha256: hex::encode(&c.spec_sha256),
+                    cells: c
+                        .allocation
+                        .iter()
+                        .map(|a| Cell {
+                            site: a.site.clone(),
+                            label: a.label.clone(),
+                            sex: a.sex.clone(),
+                            age_band: a.age_band.clone(),
+                            count: a.count,
+                        })
+                        .collect(),
+                });
+            }
+            Some(Payload::CohortSliceCommitted(s)) if s.cohort_id == model.cohort_id => {
+                slices.push((
+                    e.clone(),
+                    SliceNode {
+                        slice_id: s.slice_id.clone(),
+                        site: s.site.clone(),
+                        dataset_id: s.dataset_id.clone(),
+                        dataset_version: 0,
+                        entry: e.into(),
+                        requester: s.requester.clone(),
+                        rows: s.row_count,
+                        slice_root: hex::encode(&s.slice_root),
+                        served: Vec::new(),
+                        erased_since: Vec::new(),
+                    },
+                ));
+            }
+            Some(Payload::DataServed(d)) if d.cohort_id == model.cohort_id => {
+                served.push((
+                    d.slice_id.clone(),
+                    ServedNode {
+                        entry: e.into(),
+                        requester: d.requester.clone(),
+                        rows: d.rows,
+                        bytes: d.bytes,
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
+    let cohort = cohort.ok_or_else(|| {
+        not_found(format!(
+            "model {model_id}: cohort {} has no CohortCreated entry",
+            model.cohort_id
+        ))
+    })?;
+    // Only the slices committed before the model was trained are its sources.
+    slices.retain(|(e, _)| e.index < model.entry.index);
+    let mut datasets: BTreeMap<(String, u32), DatasetNode> = BTreeMap::new();
+    let mut histories: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    for (e, node) in &mut slices {
+        node.served = served
+            .iter()
+            .filter(|(id, s)| *id == node.slice_id && s.entry.index < model.entry.index)
+            .map(|(_, s)| s.clone())
+            .collect();
+        if !histories.contains_key(&node.dataset_id) {
+            let h = dataset_history(src, &node.dataset_id).await?;
+            histories.insert(node.dataset_id.clone(), h);
+        }
+        let commitments = slice_commitments(e);
+        for h in &histories[&node.dataset_id] {
+            match h.payload() {
+                Some(Payload::DatasetRegistered(d)) if h.index < e.index && d.site == node.site => {
+                    node.dataset_version = d.version;
+                    datasets.insert(
+                        (d.dataset_id.clone(), d.version),
+                        DatasetNode {
+                            dataset_id: d.dataset_id.clone(),
+                            version: d.version,
+                            site: d.site.clone(),
+                            entry: h.into(),
+                            records: d.record_count,
+                            segments: d.segment_count,
+                            commitment_root: hex::encode(&d.commitment_root),
+                        },
+                    );
+                }
+                Some(Payload::RecordsErased(r)) if h.index > e.index && r.site == node.site => {
+                    let in_slice = r
+                        .commitments
+                        .iter()
+                        .filter(|c| commitments.contains(c.as_slice()))
+                        .count() as u64;
+                    if in_slice > 0 {
+                        node.erased_since.push(ErasureNode {
+                            entry: h.into(),
+                            site: r.site.clone(),
+                            dataset_id: r.dataset_id.clone(),
+                            erased: r.commitments.len() as u64,
+                            in_slice,
+                            reason: r.reason.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let slices: Vec<SliceNode> = slices.into_iter().map(|(_, n)| n).collect();
+    // Only the version in force at each slice (the last registration before it) is a source.
+    let used: BTreeSet<(String, u32)> = slices
+        .iter()
+        .map(|s| (s.dataset_id.clone(), s.dataset_version))
+        .collect();
+    let datasets: Vec<DatasetNode> = datasets
+        .into_iter()
+        .filter(|(k, _)| used.contains(k))
+        .map(|(_, d)| d)
+        .collect();
+    let mut sites: BTreeMap<String, SiteNode> = BTreeMap::new();
+    for s in &slices {
+        let n = sites.entry(s.site.clone()).or_insert_with(|| SiteNode {
+            site: s.site.clone(),
+            hospital: s.entry.signer.clone(),
+            rows: 0,
+        });
+        n.rows += s.rows;
+    }
+    Ok(ModelLineage {
+        model,
+        cohort,
+        slices,
+        datasets,
+        sites: sites.into_values().collect(),
+    })
+}
+
+/// What a usage query looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every cohort and model that used a site.
+    Site(String),
+    /// ... a dataset (any version).
+    Dataset(String),
+    /// ... a record, by its commitment (64 hex digits).
+    Record(String),
+}
+
+/// A model trained on a cohort (brief).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Model id.
+    pub model_id: String,
+    /// Its entry.
+    pub entry: EntryRef,
+}
+
+/// A slice that matched a usage query (brief).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceRef {
+    /// Slice id.
+    pub slice_id: String,
+    /// Site.
+    pub site: String,
+    /// Dataset.
+    pub dataset_id: String,
+    /// Rows.
+    pub rows: u64,
+    /// Its entry.
+    pub entry: EntryRef,
+    /// Matching records in the slice (record and erasure queries; else 0).
+    pub matching_records: u64,
+}
+
+/// One cohort that used the target, with its models.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Cohort id.
+    pub cohort_id: String,
+    /// Purpose stated in CohortCreated.
+    pub purpose: String,
+    /// Requester.
+    pub requester: String,
+    /// The CohortCreated entry, if found.
+    pub created: Option<EntryRef>,
+    /// The matching slices of the cohort.
+    pub slices: Vec<SliceRef>,
+    /// Models trained on the cohort.
+    pub models: Vec<ModelRef>,
+}
+
+/// A model trained on records that were erased afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasedUse {
+    /// The erasure.
+    pub erasure: ErasureNode,
+    /// The cohort whose slices held erased records, with the models trained on it before
+    /// the erasure.
+    pub usage: Usage,
+}
+
+/// The cohort's CohortCreated data and the models trained on it before `before` (any model
+/// when `before` is None).
+async fn cohort_usage<S: Source>(
+    src: &mut S,
+    cohort_id: &str,
+    slices: Vec<SliceRef>,
+    before: Option<u64>,
+) -> Result<Usage> {
+    let mut u = Usage {
+        cohort_id: cohort_id.to_string(),
+        purpose: String::new(),
+        requester: String::new(),
+        created: None,
+        slices,
+        models: Vec::new(),
+    };
+    for e in src.by_subject(SubjectKind::Cohort, cohort_id).await? {
+        match e.payload() {
+            Some(Payload::CohortCreated(c)) if c.cohort_id == cohort_id && u.created.is_none() => {
+                u.purpose = c.purpose.clone();
+                u.requester = c.requester.clone();
+                u.created = Some((&e).into());
+            }
+            // A model's sources are the slices committed before it.
+            Some(Payload::ModelTrained(m))
+                if m.cohort_id == cohort_id
+                    && before.is_none_or(|b| e.index < b)
+                    && u.slices.iter().any(|s| s.entry.index < e.index) =>
+            {
+                u.models.push(ModelRef {
+                    model_id: m.model_id.clone(),
+                    entry: (&e).into(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(u)
+}
+
+fn slice_ref(e: &Entry, matching: u64) -> Option<(String, SliceRef)> {
+    let Some(Payload::CohortSliceCommitted(s)) = e.payload() else {
+        return None;
+    };
+    Some((
+        s.cohort_id.clone(),
+        SliceRef {
+            slice_id: s.slice_id.clone(),
+            site: s.site.clone(),
+            dataset_id: s.dataset_id.clone(),
+            rows: s.row_count,
+            entry: e.into(),
+            matching_records: matching,
+        },
+    ))
+}
+
+/// Groups slice refs by cohort, keeping first-seen order.
+fn by_cohort(refs: Vec<(String, SliceRef)>) -> Vec<(String, Vec<SliceRef>)> {
+    let mut order: Vec<(String, Vec<SliceRef>)> = Vec::new();
+    for (c, r) in refs {
+        match order.iter_mut().find(|(k, _)| *k == c) {
+            Some((_, v)) => v.push(r),
+            None => order.push((c, vec![r])),
+        }
+    }
+    order
+}
+
+/// Every cohort (with its models) that used `target`; each is handed to `emit` as soon as it is
+/// complete, in order of the first matching slice. Returns how many were emitted.
+pub async fn usage<S: Source>(
+    src: &mut S,
+    target: &Target,
+    mut emit: impl FnMut(Usage) -> Result<()>,
+) -> Result<u64> {
+    let refs: Vec<(String, SliceRef)> = match target {
+        Target::Site(site) => src
+            .by_subject(SubjectKind::Site, site)
+            .await?
+            .iter()
+            .filter(|e| matches!(e.payload(), Some(Payload::CohortSliceCommitted(s)) if s.site == *site))
+            .filter_map(|e| slice_ref(e, 0))
+            .collect(),
+        Target::Dataset(id) => src
+            .by_subject(SubjectKind::Dataset, id)
+            .await?
+            .iter()
+            .filter(|e| matches!(e.payload(), Some(Payload::CohortSliceCommitted(s)) if s.dataset_id == *id))
+            .filter_map(|e| slice_ref(e, 0))
+            .collect(),
+        Target::Record(hex_c) => {
+            let c = hex::decode(hex_c)
+                .ok()
+                .filter(|c| c.len() == 32)
+                .ok_or_else(|| {
+                    AuditError::NotFound(format!(
+                        "record commitment {hex_c:?} is not 64 hex digits"
+                    ))
+                })?;
+            let mut refs = Vec::new();
+            for id in dataset_ids(src).await? {
+                for e in src.by_subject(SubjectKind::Dataset, &id).await? {
+                    if slice_commitments(&e).contains(c.as_slice()) {
+                        refs.extend(slice_ref(&e, 1));
+                    }
+                }
+            }
+            refs
+        }
+    };
+    let mut n = 0;
+    for (cohort, slices) in by_cohort(refs) {
+        emit(cohort_usage(src, &cohort, slices, None).await?)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Every dataset id registered on the ledger, in order of first registration.
+async fn dataset_ids<S: Source>(src: &mut S) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    for e in src
+        .by_subject(SubjectKind::EntryKind, "DatasetRegistered")
+        .await?
+    {
+        if let Some(Payload::DatasetRegistered(d)) = e.payload()
+            && !ids.contains(&d.dataset_id)
+        {
+            ids.push(d.dataset_id.clone());
+        }
+    }
+    Ok(ids)
+}
+
+/// Every model trained on records erased afterwards: for each `RecordsErased`, the slices
+/// committed before it that held erased records, their cohorts and the models trained on those
+/// cohorts before the erasure. Each is handed to `emit`; returns how many.
+pub async fn erased<S: Source>(
+    src: &mut S,
+    mut emit: impl FnMut(ErasedUse) -> Result<()>,
+) -> Result<u64> {
+    let mut n = 0;
+    for er in src
+        .by_subject(SubjectKind::EntryKind, "RecordsErased")
+        .await?
+    {
+        let Some(Payload::RecordsErased(r)) = er.payload() else {
+            continue;
+        };
+        let gone: BTreeSet<&[u8]> = r.commitments.iter().map(|c| c.as_slice()).collect();
+        let mut refs = Vec::new();
+        for e in src.by_subject(SubjectKind::Dataset, &r.dataset_id).await? {
+            if e.index >= er.index {
+                break;
+            }
+            let Some(Payload::CohortSliceCommitted(s)) = e.payload() else {
+                continue;
+            };
+            if s.site != r.site {
+                continue;
+            }
+            let hit = s
+                .commitments
+                .iter()
+                .filter(|c| gone.contains(c.as_slice()))
+                .count() as u64;
+            if hit > 0 {
+                refs.extend(slice_ref(&e, hit));
+            }
+        }
+        for (cohort, slices) in by_cohort(refs) {
+            let in_slice = slices.iter().map(|s| s.matching_records).sum();
+            let usage = cohort_usage(src, &cohort, slices, Some(er.index)).await?;
+            if usage.models.is_empty() {
+                continue;
+            }
+            emit(ErasedUse {
+                erasure: ErasureNode {
+                    entry: (&er).into(),
+                    site: r.site.clone(),
+                    dataset_id: r.dataset_id.clone(),
+                    erased: r.commitments.len() as u64,
+                    in_slice,
+                    reason: r.reason.clone(),
+                },
+                usage,
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

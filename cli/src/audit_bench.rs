@@ -1,0 +1,302 @@
+//! `ecgfed audit bench`: lineage query latency over a large ledger. Generates a federation's
+//! history through the real gRPC service (three hospitals registering datasets; per cohort a
+//! CohortCreated, three CohortSliceCommitted with their commitments, three DataServed and a
+//! ModelTrained — eight entries), then times `model → sources` lineage queries for random
+//! models through the verifying client (every entry proven against a signed checkpoint) and,
+//! as the same-run baseline, the same queries on the store offline.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use ecgfed_audit::lineage::model_lineage;
+use ecgfed_audit::source::{RemoteSource, StoreSource};
+use ecgfed_ledger::Ledger;
+use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::entry::EntrySigner;
+use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
+use ecgfed_ledger::keys::KeyPair;
+use ecgfed_ledger::log::MemoryLog;
+use ecgfed_proto::v1::entry_body::Payload;
+use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
+use ecgfed_proto::v1::{
+    AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, DatasetRegistered,
+    ModelTrained, SignedEntry,
+};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use tokio_stream::StreamExt;
+
+use crate::ledger_bench::percentile;
+
+const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
+const ROWS: u64 = 4;
+
+/// One cohort's entries per signer: (scientist entries, per-site hospital entries).
+fn cohort_payloads(c: u64) -> (Vec<Payload>, Vec<Vec<Payload>>) {
+    let cohort_id = format!("cohort-{c}");
+    let allocation = SITES
+        .iter()
+        .map(|s| AllocationCell {
+            site: s.to_string(),
+            label: "426783006".into(),
+            sex: "F".into(),
+            age_band: "40-59".into(),
+            count: ROWS,
+        })
+        .collect();
+    let created = Payload::CohortCreated(CohortCreated {
+        cohort_id: cohort_id.clone(),
+        spec_sha256: vec![1; 32],
+        allocation,
+        seed: c,
+        purpose: "lineage benchmark".into(),
+        requester: "sci".into(),
+    });
+    let mut per_site = Vec::new();
+    for (i, s) in SITES.iter().enumerate() {
+        let commitments: Vec<Vec<u8>> = (0..ROWS)
+            .map(|r| {
+                let mut h = [0u8; 32];
+                h[..8].copy_from_slice(&c.to_be_bytes());
+                h[8] = i as u8;
+                h[9] = r as u8;
+                h.to_vec()
+            })
+            .collect();
+        let mut log = MemoryLog::new();
+        for x in &commitments {
+            log.append(x);
+        }
+        let root = ecgfed_ledger::log::root(&log, ROWS).unwrap_or_default();
+        let slice_id = format!("{cohort_id}/{s}");
+        per_site.push(vec![
+            Payload::CohortSliceCommitted(CohortSliceCommitted {
+                slice_id: slice_id.clone(),
+                cohort_id: cohort_id.clone(),
+                site: s.to_string(),
+                dataset_id: format!("{s}/store"),
+                requester: "sci".into(),
+                row_count: ROWS,
+                slice_root: root.to_vec(),
+                seed: c,
+                commitments,
+            }),
+            Payload::DataServed(DataServed {
+                slice_id,
+                cohort_id: cohort_id.clone(),
+                site: s.to_string(),
+                requester: "sci".into(),
+                rows: ROWS,
+                bytes: 40_000,
+                slice_root: root.to_vec(),
+            }),
+        ]);
+    }
+    let model = Payload::ModelTrained(ModelTrained {
+        model_id: format!("model-{c}"),
+        cohort_id,
+        weights_sha256: vec![2; 32],
+        code_version: "bench".into(),
+        hyperparameters_json: "{}".into(),
+        metrics_json: "{}".into(),
+    });
+    (vec![created, model], per_site)
+}
+
+async fn push(url: String, list: Vec<SignedEntry>, bar: indicatif::ProgressBar) -> Result<u64> {
+    let mut c = LedgerServiceClient::connect(url).await?;
+    let n = list.len();
+    let mut answers = c
+        .submit_stream(tokio_stream::iter(list))
+        .await?
+        .into_inner();
+    let mut rejected = 0;
+    let mut i = 0;
+    while let Some(r) = answers.next().await {
+        let r = r?;
+        if r.code != 0 {
+            rejected += 1;
+            if rejected == 1 {
+                eprintln!("bench: rejected: {}", r.message);
+            }
+        }
+        bar.inc(1);
+        i += 1;
+        if i == n {
+            break;
+        }
+    }
+    Ok(rejected)
+}
+
+/// Runs the benchmark: `entries` ledger entries (rounded to whole cohorts), `queries` timed
+/// model lineage queries per source.
+pub async fn run(entries: u64, queries: usize, json: bool) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("bench-ledger");
+    std::fs::create_dir_all(&dir)?;
+    let db = crate::ledger::db_path(&dir);
+    let ledger_key = KeyPair::generate();
+    let sci = KeyPair::generate();
+    let hosp: Vec<KeyPair> = SITES.iter().map(|_| KeyPair::generate()).collect();
+    let mut members = vec![
+        GenesisMember::for_key("ledger", "ledger", "", &ledger_key),
+        GenesisMember::for_key("sci", "scientist", "", &sci),
+    ];
+    for (i, s) in SITES.iter().enumerate() {
+        members.push(GenesisMember::for_key(
+            &format!("hosp-{i}"),
+            "hospital",
+            s,
+            &hosp[i],
+        ));
+    }
+    // Entries are signed up front (minutes for a million), so the bench ledger accepts a day
+    // of clock skew instead of the default five minutes.
+    let g = GenesisFile {
+        origin: "ecgfed.bench/lineage".into(),
+        max_clock_skew_ms: 86_400_000,
+        members,
+    };
+    Ledger::init(&db, &g, &ledger_key)?;
+    let cohorts = (entries.saturating_sub(4) / 8).max(1);
+    eprintln!(
+        "bench: signing {} entries ({cohorts} cohorts) ...",
+        4 + cohorts * 8
+    );
+    // Scientist stream and one stream per hospital; each signer's nonces in order.
+    // The scientist's CohortCreated entries go with the hospitals' streams; the ModelTrained
+    // entries follow once every slice is on the ledger, as in a real run.
+    let (sci_list, model_list): (Vec<SignedEntry>, Vec<SignedEntry>) = {
+        let mut s = EntrySigner::new("sci", sci);
+        let bodies: Vec<_> = (0..cohorts)
+            .flat_map(|c| cohort_payloads(c).0)
+            .map(|p| s.body(p))
+            .collect();
+        let signed: Vec<SignedEntry> = bodies.par_iter().map(|b| s.sign_body(b)).collect();
+        let (created, models): (Vec<_>, Vec<_>) = signed
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        (
+            created.into_iter().map(|x| x.1).collect(),
+            models.into_iter().map(|x| x.1).collect(),
+        )
+    };
+    let hosp_lists: Vec<Vec<SignedEntry>> = hosp
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let mut s = EntrySigner::new(&format!("hosp-{i}"), k);
+            let mut bodies = vec![s.body(Payload::DatasetRegistered(DatasetRegistered {
+                dataset_id: format!("{}/store", SITES[i]),
+                site: SITES[i].into(),
+                version: 1,
+                record_count: 1000,
+                segment_count: 1000,
+                commitment_root: vec![3; 32],
+                manifest_sha256: vec![4; 32],
+                summary_json: "{}".into(),
+            }))];
+            for c in 0..cohorts {
+                bodies.extend(
+                    cohort_payloads(c)
+                        .1
+                        .swap_remove(i)
+                        .into_iter()
+                        .map(|p| s.body(p)),
+                );
+            }
+            bodies.par_iter().map(|b| s.sign_body(b)).collect()
+        })
+        .collect();
+    let ledger = Ledger::open(&db, ledger_key)?;
+    let (listener, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ecgfed_ledger::service::serve(
+        Arc::clone(&ledger),
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let total =
+        (sci_list.len() + model_list.len() + hosp_lists.iter().map(Vec::len).sum::<usize>()) as u64;
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} entries through the service ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    };
+    let started = Instant::now();
+    let url = format!("http://{addr}");
+    // Four streams at once: the three hospitals' and the scientist's cohorts.
+    let mut tasks = Vec::new();
+    for list in hosp_lists.into_iter().chain([sci_list]) {
+        tasks.push(tokio::spawn(push(url.clone(), list, bar.clone())));
+    }
+    let mut rejected = 0;
+    for t in tasks {
+        rejected += t.await??;
+    }
+    rejected += push(url.clone(), model_list, bar.clone()).await?;
+    bar.finish_and_clear();
+    let fill_s = started.elapsed().as_secs_f64();
+    if rejected > 0 {
+        bail!("{rejected} entries were rejected");
+    }
+    let size = ledger.head().tree_size;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let picks: Vec<u64> = (0..queries).map(|_| rng.gen_range(0..cohorts)).collect();
+    // Through the service, verifying every entry against the ledger's signed checkpoint.
+    let (origin, key) = ledger.identity();
+    let cp = ecgfed_ledger::checkpoint::Checkpoint::verify(&ledger.checkpoint(), &origin, &key)
+        .map_err(|e| anyhow::anyhow!("checkpoint: {e}"))?;
+    let client = LedgerClient::connect(&addr.to_string(), &origin, key, Some(cp)).await?;
+    let mut remote = RemoteSource::new(client, key);
+    let mut lat_remote = Vec::with_capacity(queries);
+    for &c in &picks {
+        let t = Instant::now();
+        let l = model_lineage(&mut remote, &format!("model-{c}")).await?;
+        lat_remote.push(t.elapsed().as_secs_f64() * 1e3);
+        if l.slices.len() != SITES.len() || l.datasets.len() != SITES.len() {
+            bail!(
+                "model-{c}: lineage has {} slices, {} datasets",
+                l.slices.len(),
+                l.datasets.len()
+            );
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    drop(ledger);
+    let mut store = StoreSource::open(&db)?;
+    let mut lat_store = Vec::with_capacity(queries);
+    for &c in &picks {
+        let t = Instant::now();
+        model_lineage(&mut store, &format!("model-{c}")).await?;
+        lat_store.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat_remote.sort_by(f64::total_cmp);
+    lat_store.sort_by(f64::total_cmp);
+    let (r50, r99) = (percentile(&lat_remote, 0.5), percentile(&lat_remote, 0.99));
+    let (s50, s99) = (percentile(&lat_store, 0.5), percentile(&lat_store, 0.99));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"entries": size, "fill_seconds": fill_s, "queries": queries,
+                "remote_p50_ms": r50, "remote_p99_ms": r99, "store_p50_ms": s50, "store_p99_ms": s99})
+        );
+    } else {
+        println!(
+            "ledger of {size} entries filled through the service in {fill_s:.0} s ({:.0} entries/s)\nmodel → sources lineage, {queries} random models:\n  verifying client over gRPC: p50 {r50:.2} ms, p99 {r99:.2} ms (target p99 ≤ 10 ms)\n  store read offline (baseline): p50 {s50:.2} ms, p99 {s99:.2} ms",
+            size as f64 / fill_s
+        );
+    }
+    Ok(())
+}
