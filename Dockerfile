@@ -17,7 +17,7 @@ WORKDIR /src
 # The set-up script alone first: its layer (about 5 GB, mostly the torch wheel) stays cached
 # while only the sources change.
 COPY scripts/setup.sh scripts/setup.sh
-RUN scripts/setup.sh && rm -rf /root/.cache/pip
+RUN scripts/setup.sh && rm -rf "$HOME/.cache/pip"
 
 COPY . .
 # .cargo/config.toml points torch-sys at .venv-torch/libtorch; the build records that folder's
