@@ -309,7 +309,8 @@ mod tests {
             vec![
                 (SubjectKind::Member as i32, "alice"),
                 (SubjectKind::Model as i32, "m1"),
-                (SubjectKind::Cohort as i32, "c1")
+                (SubjectKind::Cohort as i32, "c1"),
+                (SubjectKind::EntryKind as i32, "ModelTrained")
             ]
         );
         let sig = Signature::from_bytes(&e.signature).unwrap();
