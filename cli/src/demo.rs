@@ -182,6 +182,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     procs.on_interrupt()?;
     let outcome = run_federation(&topo, &data, &procs, &say);
     procs.stop_all();
+    if procs.2.load(std::sync::atomic::Ordering::SeqCst) {
+        // Interrupted: the step that failed was stopped on purpose; everything is down.
+        std::process::exit(130);
+    }
     let s = outcome?;
     let secs = started.elapsed().as_secs_f64();
     if json {
@@ -414,9 +418,22 @@ fn setup(
     Ok(())
 }
 
-/// Child processes to stop at the end or on Ctrl-C.
+/// Child processes to stop at the end or on Ctrl-C: the servers, and the pid of the step
+/// running in the foreground (training).
 #[derive(Default, Clone)]
-struct Procs(Arc<Mutex<Vec<Child>>>);
+struct Procs(
+    Arc<Mutex<Vec<Child>>>,
+    Arc<Mutex<Option<u32>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// SIGTERM to `pid`.
+fn terminate(pid: u32) {
+    // SAFETY: kill(2) on the pid of a child this process spawned and has not reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
 
 impl Procs {
     /// Starts `ecgfed ARGS` (a server, its standard error into `log`) and waits for its
@@ -453,14 +470,32 @@ impl Procs {
         }
     }
 
-    /// SIGTERM to every child, then wait for each.
+    /// Runs `ecgfed ARGS` in the foreground (standard output discarded) until it ends.
+    fn run(&self, args: &[&str]) -> Result<std::process::ExitStatus> {
+        let exe = std::env::current_exe().context("locating the ecgfed binary")?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting ecgfed {}", args.join(" ")))?;
+        if let Ok(mut f) = self.1.lock() {
+            *f = Some(child.id());
+        }
+        let status = child.wait();
+        if let Ok(mut f) = self.1.lock() {
+            *f = None;
+        }
+        status.with_context(|| format!("ecgfed {}", args.join(" ")))
+    }
+
+    /// SIGTERM to the foreground step and every server, then wait for each server.
     fn stop_all(&self) {
+        if let Some(pid) = self.1.lock().ok().and_then(|f| *f) {
+            terminate(pid);
+        }
         let Ok(mut v) = self.0.lock() else { return };
         for c in v.iter() {
-            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-            unsafe {
-                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-            }
+            terminate(c.id());
         }
         for mut c in v.drain(..) {
             let _ = c.wait();
@@ -473,6 +508,7 @@ impl Procs {
         let rt = runtime()?;
         std::thread::spawn(move || {
             rt.block_on(crate::ledger::shutdown_signal("demo"));
+            me.2.store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!("demo: interrupted, stopping the federation");
             me.stop_all();
             std::process::exit(130);
@@ -522,18 +558,13 @@ fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) 
     let tdir = data.join("trainer");
     let model_dir = tdir.join("model");
     say("planning the balanced cohort, pulling verified slices, training (ecgfed train)");
-    let exe = std::env::current_exe().context("locating the ecgfed binary")?;
-    let status = Command::new(exe)
-        .args([
-            "train",
-            "--spec",
-            s(&tdir.join("cohort.toml")),
-            "--out",
-            s(&model_dir),
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .context("running ecgfed train")?;
+    let status = procs.run(&[
+        "train",
+        "--spec",
+        s(&tdir.join("cohort.toml")),
+        "--out",
+        s(&model_dir),
+    ])?;
     if !status.success() {
         bail!("ecgfed train failed ({status})");
     }

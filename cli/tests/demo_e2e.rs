@@ -7,14 +7,17 @@
 //!   in audit/schemas (and our facets against their own schemas);
 //! - the report page is self-contained;
 //! - after one patient is erased at one gateway, `audit lineage --erased` lists the model and
-//!   `--record` traces the erased record to it.
+//!   `--record` traces the erased record to it;
+//! - Ctrl-C during the demo stops every process it started.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Command, Stdio};
 
-use common::fed::{run, s, serve, stop};
+use common::fed::{BIN, run, s, serve, stop};
 use ecgfed_gateway::keystore::KeyStore;
 use ecgfed_gateway::slice::SliceRecord;
 use serde_json::Value;
@@ -328,4 +331,54 @@ fn demo_then_audit() {
     );
     stop(ledger_proc);
     run(&["audit", "verify", "--data", s(&ledger)]);
+}
+
+/// Ctrl-C in the middle of the demo (while it trains) stops every process it started: the
+/// demo exits with 130 and the ledger's store and every gateway's key store can be opened
+/// again (their processes released the RocksDB locks).
+#[test]
+fn demo_stops_everything_on_interrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("demo");
+    let mut child = Command::new(BIN)
+        .args(["demo", "--data", s(&data)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the demo's standard error on a thread for as long as it runs (a closed pipe would
+    // make its messages fail), and wait here until it says it is training.
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    while let Ok(line) = rx.recv() {
+        let training = line.contains("planning the balanced cohort");
+        said.push(line);
+        if training {
+            break;
+        }
+    }
+    assert!(
+        said.iter()
+            .any(|l| l.contains("planning the balanced cohort")),
+        "the demo never reached training: {said:?}"
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    said.extend(rx.try_iter());
+    assert_eq!(status.code(), Some(130), "{said:?}");
+    ecgfed_audit::source::StoreSource::open(&data.join("ledger/db"))
+        .unwrap_or_else(|e| panic!("the ledger still holds its store: {e}"));
+    for site in ["site-a", "site-b", "site-c"] {
+        KeyStore::open(&data.join(site).join("gw"))
+            .unwrap_or_else(|e| panic!("gateway {site} still holds its key store: {e}"));
+    }
 }
