@@ -246,12 +246,6 @@ fn slice_commitments(e: &Entry) -> BTreeSet<&[u8]> {
     }
 }
 
-/// A dataset's history: its versions and erasures, in index order.
-async fn dataset_history<S: Source>(src: &mut S, dataset_id: &str) -> Result<Vec<Entry>> {
-    src.by_subject(SubjectKind::DatasetHistory, dataset_id)
-        .await
-}
-
 /// The lineage of model `model_id`: cohort → slices (with transfers and later erasures) →
 /// dataset versions → sites.
 pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<ModelLineage> {
@@ -327,19 +321,27 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
     // Only the slices committed before the model was trained are its sources.
     slices.retain(|(e, _)| e.index < model.entry.index);
     let mut datasets: BTreeMap<(String, u32), DatasetNode> = BTreeMap::new();
-    let mut histories: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    // Every dataset's history in one batch of lookups (concurrent against a live ledger).
+    let mut ids: Vec<String> = slices.iter().map(|(_, n)| n.dataset_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let queries: Vec<(SubjectKind, &str)> = ids
+        .iter()
+        .map(|id| (SubjectKind::DatasetHistory, id.as_str()))
+        .collect();
+    let mut histories: BTreeMap<String, Vec<Entry>> = ids
+        .iter()
+        .cloned()
+        .zip(src.by_subjects(&queries).await?)
+        .collect();
     for (e, node) in &mut slices {
         node.served = served
             .iter()
             .filter(|(id, s)| *id == node.slice_id && s.entry.index < model.entry.index)
             .map(|(_, s)| s.clone())
             .collect();
-        if !histories.contains_key(&node.dataset_id) {
-            let h = dataset_history(src, &node.dataset_id).await?;
-            histories.insert(node.dataset_id.clone(), h);
-        }
         let commitments = slice_commitments(e);
-        for h in &histories[&node.dataset_id] {
+        for h in histories.entry(node.dataset_id.clone()).or_default().iter() {
             match h.payload() {
                 Some(Payload::DatasetRegistered(d)) if h.index < e.index && d.site == node.site => {
                     node.dataset_version = d.version;

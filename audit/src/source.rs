@@ -82,6 +82,15 @@ pub fn rfc3339(ms: i64) -> String {
 pub trait Source {
     /// Entries naming `(kind, id)`, in index order.
     async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>>;
+    /// Entries naming each of `subjects` (one list per subject, in order). Sources that can
+    /// ask concurrently do so.
+    async fn by_subjects(&mut self, subjects: &[(SubjectKind, &str)]) -> Result<Vec<Vec<Entry>>> {
+        let mut out = Vec::with_capacity(subjects.len());
+        for (k, id) in subjects {
+            out.push(self.by_subject(*k, id).await?);
+        }
+        Ok(out)
+    }
     /// Entry `index`.
     async fn entry(&mut self, index: u64) -> Result<Entry>;
     /// The newest signed checkpoint (note text, parsed) and the ledger key that signed it.
@@ -192,19 +201,40 @@ fn remote(e: impl std::fmt::Display) -> AuditError {
     AuditError::Ledger(e.to_string())
 }
 
+/// One subject query through a verifying client.
+async fn remote_query(
+    client: &mut LedgerClient,
+    kind: SubjectKind,
+    id: &str,
+) -> Result<Vec<Entry>> {
+    let subject = Subject {
+        kind: kind as i32,
+        id: id.to_string(),
+    };
+    client
+        .query_subject(subject, 0, 0)
+        .await
+        .map_err(remote)?
+        .into_iter()
+        .map(|e| Entry::decode(e.index, e.stored))
+        .collect()
+}
+
 impl Source for RemoteSource {
     async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>> {
-        let subject = Subject {
-            kind: kind as i32,
-            id: id.to_string(),
-        };
-        self.client
-            .query_subject(subject, 0, 0)
-            .await
-            .map_err(remote)?
-            .into_iter()
-            .map(|e| Entry::decode(e.index, e.stored))
-            .collect()
+        remote_query(&mut self.client, kind, id).await
+    }
+
+    async fn by_subjects(&mut self, subjects: &[(SubjectKind, &str)]) -> Result<Vec<Vec<Entry>>> {
+        // The clones share the connection and the trusted checkpoint (already covering every
+        // entry asked for, or each updates its own copy and checks consistency).
+        futures::future::join_all(subjects.iter().map(|(k, id)| {
+            let mut c = self.client.clone();
+            async move { remote_query(&mut c, *k, id).await }
+        }))
+        .await
+        .into_iter()
+        .collect()
     }
 
     async fn entry(&mut self, index: u64) -> Result<Entry> {
@@ -314,6 +344,13 @@ impl Source for LedgerSource {
         match self {
             LedgerSource::Store(s) => s.by_subject(kind, id).await,
             LedgerSource::Remote(s) => s.by_subject(kind, id).await,
+        }
+    }
+
+    async fn by_subjects(&mut self, subjects: &[(SubjectKind, &str)]) -> Result<Vec<Vec<Entry>>> {
+        match self {
+            LedgerSource::Store(s) => s.by_subjects(subjects).await,
+            LedgerSource::Remote(s) => s.by_subjects(subjects).await,
         }
     }
 
