@@ -152,46 +152,36 @@ impl Bundle {
 pub async fn build<S: Source>(src: &mut S, model_id: &str) -> Result<Bundle> {
     let lineage = model_lineage(src, model_id).await?;
     let (note, cp, key) = src.checkpoint().await?;
-    let mut indexes = lineage.entry_indexes();
-    indexes.push(0);
-    // Admissions of signers who are not founding members.
-    let mut picked = Vec::new();
-    for &i in &indexes {
-        picked.push(src.entry(i).await?);
+    // Every entry is fetched once: genesis and the lineage's, then the admissions of signers
+    // who are not founding members.
+    let mut picked = std::collections::BTreeMap::new();
+    for i in std::iter::once(0).chain(lineage.entry_indexes()) {
+        if let std::collections::btree_map::Entry::Vacant(v) = picked.entry(i) {
+            v.insert(src.entry(i).await?);
+        }
     }
-    let genesis_ids: Vec<String> = match picked
-        .iter()
-        .find(|e| e.index == 0)
-        .and_then(|e| e.payload())
-    {
+    let genesis_ids: Vec<String> = match picked.get(&0).and_then(|e| e.payload()) {
         Some(Payload::Genesis(g)) => g.members.iter().map(|m| m.id.clone()).collect(),
         _ => return Err(AuditError::Ledger("entry 0 is not a Genesis entry".into())),
     };
-    let mut signers: Vec<String> = picked.iter().map(|e| e.body.signer.clone()).collect();
-    signers.sort();
-    signers.dedup();
+    let signers: std::collections::BTreeSet<String> =
+        picked.values().map(|e| e.body.signer.clone()).collect();
     for s in signers.iter().filter(|s| !genesis_ids.contains(s)) {
-        for e in src.by_subject(SubjectKind::Member, s).await? {
-            if let Some(Payload::MemberAdmitted(a)) = e.payload()
-                && a.member.as_ref().is_some_and(|m| m.id == *s)
-            {
-                indexes.push(e.index);
-                break;
-            }
+        let admitted = src.by_subject(SubjectKind::Member, s).await?.into_iter().find(|e| {
+            matches!(e.payload(), Some(Payload::MemberAdmitted(a)) if a.member.as_ref().is_some_and(|m| m.id == *s))
+        });
+        if let Some(e) = admitted {
+            picked.insert(e.index, e);
         }
     }
-    indexes.sort_unstable();
-    indexes.dedup();
-    let mut entries = Vec::with_capacity(indexes.len());
-    let mut decoded = Vec::with_capacity(indexes.len());
-    for i in indexes {
+    let mut entries = Vec::with_capacity(picked.len());
+    for (&i, e) in &picked {
         if i >= cp.size {
             return Err(AuditError::Ledger(format!(
                 "entry {i} is newer than the latest checkpoint (size {}); retry when it is signed",
                 cp.size
             )));
         }
-        let e = src.entry(i).await?;
         let proof = src.inclusion(i, cp.size).await?;
         entries.push(BundleEntry {
             index: i,
@@ -200,8 +190,8 @@ pub async fn build<S: Source>(src: &mut S, model_id: &str) -> Result<Bundle> {
             leaf_hash: hex::encode(leaf_hash(&e.stored)),
             inclusion_proof: proof.iter().map(hex::encode).collect(),
         });
-        decoded.push(e);
     }
+    let decoded: Vec<Entry> = picked.into_values().collect();
     Ok(Bundle {
         format: FORMAT.into(),
         model_id: model_id.to_string(),

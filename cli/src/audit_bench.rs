@@ -165,51 +165,49 @@ pub async fn run(entries: u64, queries: usize, json: bool) -> Result<()> {
         "bench: signing {} entries ({cohorts} cohorts) ...",
         4 + cohorts * 8
     );
-    // Scientist stream and one stream per hospital; each signer's nonces in order.
-    // The scientist's CohortCreated entries go with the hospitals' streams; the ModelTrained
-    // entries follow once every slice is on the ledger, as in a real run.
-    let (sci_list, model_list): (Vec<SignedEntry>, Vec<SignedEntry>) = {
-        let mut s = EntrySigner::new("sci", sci);
-        let bodies: Vec<_> = (0..cohorts)
-            .flat_map(|c| cohort_payloads(c).0)
-            .map(|p| s.body(p))
-            .collect();
-        let signed: Vec<SignedEntry> = bodies.par_iter().map(|b| s.sign_body(b)).collect();
-        let (created, models): (Vec<_>, Vec<_>) = signed
-            .into_iter()
-            .enumerate()
-            .partition(|(i, _)| i % 2 == 0);
-        (
-            created.into_iter().map(|x| x.1).collect(),
-            models.into_iter().map(|x| x.1).collect(),
-        )
-    };
-    let hosp_lists: Vec<Vec<SignedEntry>> = hosp
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let mut s = EntrySigner::new(&format!("hosp-{i}"), k);
-            let mut bodies = vec![s.body(Payload::DatasetRegistered(DatasetRegistered {
-                dataset_id: format!("{}/store", SITES[i]),
-                site: SITES[i].into(),
+    // Scientist stream and one stream per hospital; each signer's nonces in order. Each
+    // cohort's payloads are built once and dealt out to their signers.
+    let mut sci_payloads = Vec::with_capacity(cohorts as usize * 2);
+    let mut site_payloads: Vec<Vec<Payload>> = SITES
+        .iter()
+        .map(|site| {
+            vec![Payload::DatasetRegistered(DatasetRegistered {
+                dataset_id: format!("{site}/store"),
+                site: site.to_string(),
                 version: 1,
                 record_count: 1000,
                 segment_count: 1000,
                 commitment_root: vec![3; 32],
                 manifest_sha256: vec![4; 32],
                 summary_json: "{}".into(),
-            }))];
-            for c in 0..cohorts {
-                bodies.extend(
-                    cohort_payloads(c)
-                        .1
-                        .swap_remove(i)
-                        .into_iter()
-                        .map(|p| s.body(p)),
-                );
-            }
-            bodies.par_iter().map(|b| s.sign_body(b)).collect()
+            })]
         })
+        .collect();
+    let built: Vec<_> = (0..cohorts).into_par_iter().map(cohort_payloads).collect();
+    for (sci_part, per_site) in built {
+        sci_payloads.extend(sci_part);
+        for (all, part) in site_payloads.iter_mut().zip(per_site) {
+            all.extend(part);
+        }
+    }
+    let sign_all = |member: &str, key: KeyPair, payloads: Vec<Payload>| -> Vec<SignedEntry> {
+        let mut s = EntrySigner::new(member, key);
+        let bodies: Vec<_> = payloads.into_iter().map(|p| s.body(p)).collect();
+        bodies.par_iter().map(|b| s.sign_body(b)).collect()
+    };
+    // The scientist's CohortCreated entries go with the hospitals' streams; the ModelTrained
+    // entries follow once every slice is on the ledger, as in a real run.
+    let (created, models): (Vec<_>, Vec<_>) = sign_all("sci", sci, sci_payloads)
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let sci_list: Vec<SignedEntry> = created.into_iter().map(|x| x.1).collect();
+    let model_list: Vec<SignedEntry> = models.into_iter().map(|x| x.1).collect();
+    let hosp_lists: Vec<Vec<SignedEntry>> = hosp
+        .into_iter()
+        .zip(site_payloads)
+        .enumerate()
+        .map(|(i, (k, payloads))| sign_all(&format!("hosp-{i}"), k, payloads))
         .collect();
     let ledger = Ledger::open(&db, ledger_key)?;
     let (listener, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;

@@ -268,16 +268,21 @@ fn demo_then_audit() {
         &patient,
     ]);
     let trust = data.join("regulator/trust.json");
-    let erased = run(&[
-        "audit",
-        "lineage",
-        "--remote",
-        addr,
-        "--checkpoint",
-        s(&trust),
-        "--erased",
-        "--json",
-    ]);
+    // `ecgfed audit lineage --remote ADDR --checkpoint TRUST QUERY... --json`.
+    let lineage = |query: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "lineage",
+            "--remote",
+            addr,
+            "--checkpoint",
+            s(&trust),
+        ];
+        args.extend_from_slice(query);
+        args.push("--json");
+        run(&args)
+    };
+    let erased = lineage(&["--erased"]);
     let hits: Vec<Value> = erased
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -292,33 +297,12 @@ fn demo_then_audit() {
         "--erased does not list the demo model: {erased}"
     );
     let commitment = &site_b.commitments[0];
-    let by_record = run(&[
-        "audit",
-        "lineage",
-        "--remote",
-        addr,
-        "--checkpoint",
-        s(&trust),
-        "--record",
-        commitment,
-        "--json",
-    ]);
+    let by_record = lineage(&["--record", commitment]);
     assert!(
         by_record.contains(&model),
         "--record {commitment}: {by_record}"
     );
-    let after: Value = serde_json::from_str(&run(&[
-        "audit",
-        "lineage",
-        "--remote",
-        addr,
-        "--checkpoint",
-        s(&trust),
-        "--model",
-        &model,
-        "--json",
-    ]))
-    .unwrap();
+    let after: Value = serde_json::from_str(&lineage(&["--model", &model])).unwrap();
     let b_slice = after["slices"]
         .as_array()
         .unwrap()
