@@ -97,6 +97,10 @@ pub enum AuditCommand {
         /// Timed queries per source.
         #[arg(long, default_value_t = 1000)]
         queries: usize,
+        /// Keep the filled ledger in this folder; a later run with the same folder reuses it
+        /// (a settled database) instead of filling again.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -221,8 +225,9 @@ pub fn run(cmd: AuditCommand) -> Result<()> {
         AuditCommand::Bench {
             entries,
             queries,
+            keep,
             json,
-        } => runtime()?.block_on(crate::audit_bench::run(entries, queries.max(1), json)),
+        } => runtime()?.block_on(crate::audit_bench::run(entries, queries.max(1), keep, json)),
         AuditCommand::VerifyBundle { file, trust, json } => {
             verify_bundle(&file, trust.as_deref(), json)
         }

@@ -220,19 +220,7 @@ impl LedgerClient {
             })
             .await?
             .into_inner();
-        verify_inclusion(
-            index,
-            cp.size,
-            &leaf_hash(stored),
-            &hashes(&p.hashes)?,
-            &cp.root,
-        )
-        .map_err(|e| {
-            verr(format!(
-                "entry {index} is not in the signed tree of size {}: {e}",
-                cp.size
-            ))
-        })
+        check_inclusion(index, stored, &p.hashes, &cp)
     }
 
     /// Submits an entry (answer after it is durable), then proves it is in the log.
@@ -307,18 +295,25 @@ impl LedgerClient {
     }
 
     /// Entries naming `subject`, each proven included and checked to carry the subject.
+    ///
+    /// With a trusted checkpoint held, the query asks the ledger to attach every answer's
+    /// inclusion proof in that checkpoint's tree (one round trip for the whole answer); answers
+    /// beyond it (or without an attached proof) are proven against an updated checkpoint, the
+    /// proofs asked for at once.
     pub async fn query_subject(
         &mut self,
         subject: Subject,
         from_index: u64,
         limit: u64,
     ) -> Result<Vec<VerifiedEntry>, ClientError> {
+        let held = self.trusted.clone();
         let mut stream = self
             .inner
             .query_by_subject(QueryBySubjectRequest {
                 subject: Some(subject.clone()),
                 from_index,
                 limit,
+                prove_at_size: held.as_ref().map_or(0, |c| c.size),
             })
             .await?
             .into_inner();
@@ -327,6 +322,7 @@ impl LedgerClient {
             out.push(r);
         }
         let mut verified = Vec::with_capacity(out.len());
+        let mut unproven = Vec::new();
         for r in out {
             let (body, _) = entry::decode_stored(&r.stored)
                 .map_err(|e| verr(format!("entry {}: {e}", r.index)))?;
@@ -342,21 +338,27 @@ impl LedgerClient {
                     r.index
                 )));
             }
+            match &held {
+                Some(cp) if r.index < cp.size && !r.inclusion.is_empty() => {
+                    check_inclusion(r.index, &r.stored, &r.inclusion, cp)?;
+                }
+                _ => unproven.push(verified.len()),
+            }
             verified.push(VerifiedEntry {
                 index: r.index,
                 stored: r.stored,
                 block_height: r.block_height,
             });
         }
-        // Every entry proven against one trusted checkpoint, the proofs asked for at once
-        // (one round trip instead of one per entry).
-        let Some(last) = verified.iter().map(|e| e.index).max() else {
+        // The rest proven against one trusted checkpoint covering them, the proofs asked for
+        // at once.
+        let Some(last) = unproven.iter().map(|&i| verified[i].index).max() else {
             return Ok(verified);
         };
         let cp = self.trusted_covering(last).await?;
-        let proofs = futures::future::join_all(verified.iter().map(|e| {
+        let proofs = futures::future::join_all(unproven.iter().map(|&i| {
             let mut raw = self.inner.clone();
-            let index = e.index;
+            let index = verified[i].index;
             async move {
                 raw.prove_inclusion(ProveInclusionRequest {
                     index,
@@ -366,22 +368,25 @@ impl LedgerClient {
             }
         }))
         .await;
-        for (e, p) in verified.iter().zip(proofs) {
-            let p = p?.into_inner();
-            verify_inclusion(
-                e.index,
-                cp.size,
-                &leaf_hash(&e.stored),
-                &hashes(&p.hashes)?,
-                &cp.root,
-            )
-            .map_err(|x| {
-                verr(format!(
-                    "entry {} is not in the signed tree of size {}: {x}",
-                    e.index, cp.size
-                ))
-            })?;
+        for (&i, p) in unproven.iter().zip(proofs) {
+            let e = &verified[i];
+            check_inclusion(e.index, &e.stored, &p?.into_inner().hashes, &cp)?;
         }
         Ok(verified)
     }
+}
+
+/// Checks that `stored` is leaf `index` of the signed tree `cp`, given its audit path.
+fn check_inclusion(
+    index: u64,
+    stored: &[u8],
+    path: &[Vec<u8>],
+    cp: &Checkpoint,
+) -> Result<(), ClientError> {
+    verify_inclusion(index, cp.size, &leaf_hash(stored), &hashes(path)?, &cp.root).map_err(|e| {
+        verr(format!(
+            "entry {index} is not in the signed tree of size {}: {e}",
+            cp.size
+        ))
+    })
 }

@@ -64,6 +64,76 @@ pub trait NodeReader {
     fn size(&self) -> u64;
 }
 
+/// Complete nodes of a log's top levels, kept in memory in front of a [`NodeReader`]: every
+/// proof and root reads them, and a complete node never changes. Bounded: only the
+/// `levels` highest levels of the current tree (at most 2^(levels+1) nodes) are kept; the
+/// set is emptied when the tree grows a level. With `levels` = `u32::MAX` every node read
+/// is kept: a memo for one batch of proofs.
+#[derive(Debug)]
+pub struct TopNodes {
+    levels: u32,
+    cache: std::sync::RwLock<Levels>,
+}
+
+/// The lowest cached level and the cached nodes by (level, index).
+type Levels = (u32, std::collections::HashMap<(u32, u64), Hash>);
+
+impl TopNodes {
+    /// A cache for the `levels` highest levels.
+    pub fn new(levels: u32) -> Self {
+        TopNodes {
+            levels,
+            cache: std::sync::RwLock::new((0, std::collections::HashMap::new())),
+        }
+    }
+
+    /// `inner` seen through the cache, as a log of `size` leaves.
+    pub fn reader<'a, R: NodeReader + ?Sized>(&'a self, inner: &'a R, size: u64) -> Cached<'a, R> {
+        let height = 64 - size.leading_zeros();
+        Cached {
+            top: self,
+            inner,
+            size,
+            min_level: height.saturating_sub(self.levels),
+        }
+    }
+}
+
+/// A [`NodeReader`] through a [`TopNodes`] cache (see [`TopNodes::reader`]).
+#[derive(Debug)]
+pub struct Cached<'a, R: ?Sized> {
+    top: &'a TopNodes,
+    inner: &'a R,
+    size: u64,
+    min_level: u32,
+}
+
+impl<R: NodeReader + ?Sized> NodeReader for Cached<'_, R> {
+    fn node(&self, level: u32, index: u64) -> Result<Hash, LogError> {
+        if level < self.min_level {
+            return self.inner.node(level, index);
+        }
+        if let Ok(c) = self.top.cache.read()
+            && c.0 == self.min_level
+            && let Some(h) = c.1.get(&(level, index))
+        {
+            return Ok(*h);
+        }
+        let h = self.inner.node(level, index)?;
+        if let Ok(mut c) = self.top.cache.write() {
+            if c.0 != self.min_level {
+                *c = (self.min_level, std::collections::HashMap::new());
+            }
+            c.1.insert((level, index), h);
+        }
+        Ok(h)
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// Largest power of two strictly below `n` (n ≥ 2).
 fn split(n: u64) -> u64 {
     1u64 << (63 - (n - 1).leading_zeros())
@@ -556,6 +626,38 @@ mod tests {
                 }
                 verify_consistency(m as u64, n as u64, &mth(&d[..m]), &rt, &p).unwrap();
             }
+        }
+    }
+
+    #[test]
+    fn top_node_cache_gives_the_same_proofs_and_stays_bounded() {
+        let d = data(300);
+        let mut log = MemoryLog::new();
+        let top = TopNodes::new(3);
+        for (n, x) in d.iter().enumerate() {
+            log.append(x);
+            let size = n as u64 + 1;
+            let cached = top.reader(&log, size);
+            for s in [1, size / 2 + 1, size] {
+                assert_eq!(root(&cached, s).unwrap(), root(&log, s).unwrap());
+                for m in [0, s / 3, s - 1] {
+                    assert_eq!(
+                        inclusion_proof(&cached, m, s).unwrap(),
+                        inclusion_proof(&log, m, s).unwrap(),
+                        "leaf {m} of {s} (log {size})"
+                    );
+                }
+                assert_eq!(
+                    consistency_proof(&cached, s / 2, s).unwrap(),
+                    consistency_proof(&log, s / 2, s).unwrap()
+                );
+            }
+            // Only the 3 levels under the height of the tree are kept.
+            let c = top.cache.read().unwrap();
+            let height = 64 - size.leading_zeros();
+            assert_eq!(c.0, height.saturating_sub(3));
+            assert!(c.1.keys().all(|(l, _)| *l >= c.0));
+            assert!(c.1.len() < 1 << 4, "{} nodes cached", c.1.len());
         }
     }
 

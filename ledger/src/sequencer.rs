@@ -87,7 +87,13 @@ pub struct Ledger {
     /// Threads that check and hash submissions ahead of the sequencer. Separate from the
     /// sequencer's own pool, so a backlog of submissions never starves the commit path.
     prep_pool: rayon::ThreadPool,
+    /// The Merkle tree's top levels in memory, for proofs.
+    top: log::TopNodes,
 }
+
+/// Merkle levels below the root that [`Ledger`] keeps in memory for proofs (at most 2^15
+/// nodes, 32 bytes each).
+const TOP_LEVELS: u32 = 14;
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -245,6 +251,7 @@ impl Ledger {
             blocks_tx,
             thread: Mutex::new(None),
             prep_pool: pool("ledger-prepare")?,
+            top: log::TopNodes::new(TOP_LEVELS),
         });
         let tip = Tip {
             frontier,
@@ -537,19 +544,44 @@ impl Ledger {
 
     /// Builds an inclusion proof of `index` in the tree of `size` (≤ the committed size).
     pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, Rejection> {
-        self.check_size(size)?;
-        log::inclusion_proof(self.store.as_ref(), index, size)
-            .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))
+        let committed = self.check_size(size)?;
+        log::inclusion_proof(
+            &self.top.reader(self.store.as_ref(), committed),
+            index,
+            size,
+        )
+        .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))
+    }
+
+    /// Inclusion proofs of several leaves in the tree of `size` (≤ the committed size), in
+    /// the order asked; nodes the proofs share are read once.
+    pub fn prove_inclusions(
+        &self,
+        indices: &[u64],
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, Rejection> {
+        let committed = self.check_size(size)?;
+        let memo = log::TopNodes::new(u32::MAX);
+        let top = self.top.reader(self.store.as_ref(), committed);
+        let r = memo.reader(&top, committed);
+        indices
+            .iter()
+            .map(|&i| {
+                log::inclusion_proof(&r, i, size)
+                    .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))
+            })
+            .collect()
     }
 
     /// Builds a consistency proof between two sizes (≤ the committed size).
     pub fn prove_consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, Rejection> {
-        self.check_size(to)?;
-        log::consistency_proof(self.store.as_ref(), from, to)
+        let committed = self.check_size(to)?;
+        log::consistency_proof(&self.top.reader(self.store.as_ref(), committed), from, to)
             .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))
     }
 
-    fn check_size(&self, size: u64) -> Result<(), Rejection> {
+    /// The committed size, when `size` is within it.
+    fn check_size(&self, size: u64) -> Result<u64, Rejection> {
         let committed = self.head().tree_size;
         if size > committed {
             return Err(Rejection::new(
@@ -557,7 +589,7 @@ impl Ledger {
                 format!("tree size {size} is beyond the committed size {committed}"),
             ));
         }
-        Ok(())
+        Ok(committed)
     }
 }
 

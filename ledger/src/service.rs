@@ -95,6 +95,7 @@ impl LedgerServer {
             index,
             stored,
             block_height,
+            inclusion: Vec::new(),
         })
     }
 }
@@ -232,6 +233,13 @@ impl LedgerService for LedgerServer {
             .subject
             .ok_or_else(|| Status::invalid_argument("QueryBySubject needs a subject"))?;
         crate::state::check_id("subject id", &s.id).map_err(status)?;
+        let committed = self.ledger.head().tree_size;
+        if r.prove_at_size > committed {
+            return Err(Status::invalid_argument(format!(
+                "prove_at_size {} is beyond the committed tree size {committed}",
+                r.prove_at_size
+            )));
+        }
         let prefix = subject_key(s.kind, &s.id);
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();
@@ -248,8 +256,26 @@ impl LedgerService for LedgerServer {
                     }
                 };
                 let n = idx.len() as u64;
+                // Proofs of the chunk's entries inside the asked tree, sharing their nodes.
+                let inside: Vec<u64> = idx
+                    .iter()
+                    .copied()
+                    .filter(|&i| i < r.prove_at_size)
+                    .collect();
+                let mut proofs = match this.ledger.prove_inclusions(&inside, r.prove_at_size) {
+                    Ok(p) => p.into_iter(),
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(status(e)));
+                        return;
+                    }
+                };
                 for i in idx {
-                    let item = this.entry_response(i);
+                    let mut item = this.entry_response(i);
+                    if let Ok(e) = &mut item
+                        && i < r.prove_at_size
+                    {
+                        e.inclusion = hashes(proofs.next().unwrap_or_default());
+                    }
                     from = i + 1;
                     if tx.blocking_send(item).is_err() {
                         return;

@@ -86,6 +86,9 @@ pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct Store {
     db: DB,
     path: PathBuf,
+    /// First entry index of every block read so far, by height (blocks never change): the
+    /// block of an entry is found in memory.
+    block_starts: std::sync::RwLock<Vec<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,17 +114,31 @@ pub fn node_key(level: u32, index: u64) -> [u8; 9] {
     k
 }
 
+/// Size of the block cache shared by the column families.
+pub const BLOCK_CACHE_BYTES: usize = 128 << 20;
+
 fn be(v: &[u8]) -> Option<u64> {
     v.try_into().ok().map(u64::from_be_bytes)
 }
 
 impl Store {
-    fn options() -> Options {
+    /// Options of the database and of every column family: LZ4 blocks; a bloom filter per
+    /// table (a point read skips the tables that lack its key); one block cache of
+    /// [`BLOCK_CACHE_BYTES`] shared by all column families, holding index and filter blocks
+    /// too (those of level 0 pinned), so that the Merkle nodes and entries that proofs and
+    /// lineage queries read stay in memory.
+    fn options(cache: &rocksdb::Cache) -> Options {
+        let mut t = rocksdb::BlockBasedOptions::default();
+        t.set_block_cache(cache);
+        t.set_bloom_filter(10.0, false);
+        t.set_cache_index_and_filter_blocks(true);
+        t.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let mut o = Options::default();
         o.create_if_missing(true);
         o.create_missing_column_families(true);
         o.set_compression_type(rocksdb::DBCompressionType::Lz4);
         o.set_max_background_jobs(2);
+        o.set_block_based_table_factory(&t);
         o
     }
 
@@ -134,17 +151,30 @@ impl Store {
 
     /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = COLUMN_FAMILIES
             .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, Self::options()));
-        let db = DB::open_cf_descriptors(&Self::options(), dir, cfs).map_err(|e| StoreError {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+            .map(|n| ColumnFamilyDescriptor::new(*n, Self::options(&cache)));
+        let db =
+            DB::open_cf_descriptors(&Self::options(&cache), dir, cfs).map_err(|e| StoreError {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(Store {
             db,
             path: dir.to_path_buf(),
+            block_starts: std::sync::RwLock::new(Vec::new()),
         })
+    }
+
+    /// Compacts every column family completely, as background compaction eventually would:
+    /// afterwards a point read meets one table per level, each with its bloom filter.
+    pub fn compact(&self) -> Result<(), StoreError> {
+        for name in COLUMN_FAMILIES {
+            self.db
+                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
     }
 
     /// The data directory.
@@ -334,19 +364,54 @@ impl Store {
         if index >= head.tree_size || head.blocks == 0 {
             return Ok(None);
         }
-        let (mut lo, mut hi) = (0u64, head.blocks - 1);
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            let b = self
-                .block(mid)?
-                .ok_or_else(|| self.err(format!("block {mid} is missing")))?;
-            if b.first_index <= index {
-                lo = mid;
-            } else {
-                hi = mid - 1;
+        let find = |starts: &[u64]| {
+            let n = head.blocks as usize;
+            // The last block of the first `n` whose first index is ≤ `index` (block 0 starts
+            // at 0).
+            starts[..n]
+                .partition_point(|&f| f <= index)
+                .saturating_sub(1) as u64
+        };
+        if let Ok(starts) = self.block_starts.read()
+            && starts.len() as u64 >= head.blocks
+        {
+            return Ok(Some(find(&starts)));
+        }
+        let mut starts = self
+            .block_starts
+            .write()
+            .map_err(|_| self.err("block index lock poisoned"))?;
+        let from = starts.len() as u64;
+        if from < head.blocks {
+            // Blocks are keyed by height (big-endian), so one forward scan reads the rest.
+            let mut bad = None;
+            self.walk(CF_BLOCKS, &from.to_be_bytes(), |k, v| {
+                let height = be(k).unwrap_or(u64::MAX);
+                if height != starts.len() as u64 || height >= head.blocks {
+                    if height < head.blocks {
+                        bad = Some(format!("block {height} out of sequence"));
+                    }
+                    return false;
+                }
+                match Block::decode(v) {
+                    Ok(b) => {
+                        starts.push(b.first_index);
+                        true
+                    }
+                    Err(e) => {
+                        bad = Some(format!("block {height}: {e}"));
+                        false
+                    }
+                }
+            })?;
+            if let Some(e) = bad {
+                return Err(self.err(e));
+            }
+            if (starts.len() as u64) < head.blocks {
+                return Err(self.err(format!("block {} is missing", starts.len())));
             }
         }
-        Ok(Some(lo))
+        Ok(Some(find(&starts)))
     }
 
     /// Commits one block: entries, their subject and nonce index rows, the created Merkle

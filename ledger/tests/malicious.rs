@@ -23,6 +23,10 @@ enum Lie {
     Rollback,
     Fork,
     Entry,
+    /// Subject answers with forged attached inclusion proofs.
+    AttachedProof,
+    /// Subject answers with their attached proofs stripped.
+    NoAttachedProof,
 }
 
 #[derive(Clone)]
@@ -124,7 +128,21 @@ impl LedgerService for Liar {
         &self,
         r: Request<QueryBySubjectRequest>,
     ) -> Result<Response<Self::QueryBySubjectStream>, Status> {
-        self.real.query_by_subject(r).await
+        let lie = self.lie();
+        let answers = self.real.query_by_subject(r).await?.into_inner();
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            answers,
+            move |a| {
+                a.map(|mut e| {
+                    match lie {
+                        Lie::AttachedProof => flip(&mut e.inclusion),
+                        Lie::NoAttachedProof => e.inclusion.clear(),
+                        _ => {}
+                    }
+                    e
+                })
+            },
+        ))))
     }
     type WatchBlocksStream = <LedgerServer as LedgerService>::WatchBlocksStream;
     async fn watch_blocks(
@@ -199,6 +217,32 @@ async fn a_lying_server_is_caught_every_time() {
     // A forged entry with an honest proof.
     set(Lie::Entry);
     refused(c.entry(2).await, "not in the signed tree");
+    // Subject answers: a forged attached proof is refused; without attached proofs the client
+    // proves each answer itself and gets the same entries.
+    let m1 = Subject {
+        kind: SubjectKind::Model as i32,
+        id: "m1".into(),
+    };
+    set(Lie::AttachedProof);
+    refused(
+        c.query_subject(m1.clone(), 0, 0).await,
+        "not in the signed tree",
+    );
+    set(Lie::Honest);
+    let honest = c.query_subject(m1.clone(), 0, 0).await.unwrap();
+    assert_eq!(honest.len(), 1);
+    set(Lie::NoAttachedProof);
+    let stripped = c.query_subject(m1, 0, 0).await.unwrap();
+    assert_eq!(
+        stripped
+            .iter()
+            .map(|e| (e.index, &e.stored))
+            .collect::<Vec<_>>(),
+        honest
+            .iter()
+            .map(|e| (e.index, &e.stored))
+            .collect::<Vec<_>>()
+    );
     // Rolled back to the genesis checkpoint (validly signed, but older).
     set(Lie::Rollback);
     refused(c.update_checkpoint().await, "rolled-back");

@@ -7,6 +7,7 @@ use common::*;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::{self, EntrySigner};
 use ecgfed_ledger::keys::{KeyPair, Signature};
+use ecgfed_ledger::log::{MemoryLog, leaf_hash, verify_inclusion};
 use ecgfed_ledger::state::ADMIT_DST;
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{
@@ -352,14 +353,26 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
     // Every entry readable and proven; blocks chained and proven.
     let head = ledger.head();
     assert_eq!(head.tree_size, 1 + 3 + 49);
+    let mut block_of = Vec::new();
     for i in 0..head.tree_size {
-        client.entry(i).await.unwrap();
+        block_of.push(client.entry(i).await.unwrap().block_height);
+    }
+    for a in got.iter().filter(|a| a.code == 0) {
+        assert_eq!(
+            block_of[a.index as usize], a.block_height,
+            "entry {}",
+            a.index
+        );
     }
     let mut prev = [0u8; 32];
     for h in 0..head.blocks {
         let b = client.block(h).await.unwrap();
         assert_eq!(b.previous_hash, prev);
         prev = b.hash();
+        // Each entry's block is the one whose range holds it.
+        for i in b.first_index..b.tree_size {
+            assert_eq!(block_of[i as usize], h, "entry {i}");
+        }
     }
     for h in 0..head.blocks {
         let b = watch.message().await.unwrap().unwrap();
@@ -397,14 +410,7 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
     assert_eq!(sci.len(), 1 + 49);
     let limited = client
         .raw()
-        .query_by_subject(QueryBySubjectRequest {
-            subject: Some(Subject {
-                kind: SubjectKind::Member as i32,
-                id: "scientist".into(),
-            }),
-            from_index: 10,
-            limit: 5,
-        })
+        .query_by_subject(scientist_query(10, 5, 0))
         .await
         .unwrap()
         .into_inner();
@@ -416,6 +422,44 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
     }
     assert_eq!(n, 5);
 
+    // Proofs attached to the answers: each one checks against the root of the tree of the
+    // asked size, recomputed here from the entries themselves; answers beyond it carry none.
+    let at = 30;
+    let mut log = MemoryLog::new();
+    for i in 0..at {
+        log.append(&client.entry(i).await.unwrap().stored);
+    }
+    let root_at = ecgfed_ledger::log::root(&log, at).unwrap();
+    let mut proven = client
+        .raw()
+        .query_by_subject(scientist_query(0, 0, at))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut with, mut without) = (0, 0);
+    while let Some(e) = proven.message().await.unwrap() {
+        if e.index < at {
+            let path: Vec<[u8; 32]> = e
+                .inclusion
+                .iter()
+                .map(|h| h.as_slice().try_into().unwrap())
+                .collect();
+            verify_inclusion(e.index, at, &leaf_hash(&e.stored), &path, &root_at).unwrap();
+            with += 1;
+        } else {
+            assert!(e.inclusion.is_empty(), "entry {} beyond the size", e.index);
+            without += 1;
+        }
+    }
+    assert_eq!(with + without, 1 + 49);
+    assert!(with > 0 && without > 0, "{with} proven, {without} beyond");
+    let beyond = client
+        .raw()
+        .query_by_subject(scientist_query(0, 0, head.tree_size + 1))
+        .await
+        .expect_err("a size beyond the committed tree is refused");
+    assert_eq!(beyond.code(), Code::InvalidArgument);
+
     // Remote audit against the first checkpoint passes.
     let mut auditor = LedgerClient::connect(&addr.to_string(), &origin, key, Some(first))
         .await
@@ -425,4 +469,17 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
         .unwrap();
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!(report.entries, head.tree_size);
+}
+
+/// A QueryBySubject request for the scientist member's entries.
+fn scientist_query(from_index: u64, limit: u64, prove_at_size: u64) -> QueryBySubjectRequest {
+    QueryBySubjectRequest {
+        subject: Some(Subject {
+            kind: SubjectKind::Member as i32,
+            id: "scientist".into(),
+        }),
+        from_index,
+        limit,
+        prove_at_size,
+    }
 }

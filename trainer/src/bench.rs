@@ -80,12 +80,14 @@ pub fn run(opts: &BenchOptions, python: Option<&Path>, script: &Path) -> Result<
             label: String::new(),
             class: i % spec.classes.len(),
             held_out: false,
+            centre_ms: 0,
         })
         .collect();
     let data = CohortData {
         window: opts.window,
         meta,
         x,
+        ..Default::default()
     };
     let parts = vec![Part::Train; opts.rows];
     let trained = crate::train::train(&data, &parts, &spec, tch::Device::Cpu, false)?;

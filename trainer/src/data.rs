@@ -1,7 +1,10 @@
 //! From verified slice rows to model windows: lead choice, resampling to the common rate,
 //! fixed-length windows, normalisation; the patient-level split; the cohort data hash.
 
-use arrow::array::{Array, AsArray, Float32Array, ListArray, RecordBatch, StringArray, UInt8Array};
+use arrow::array::{
+    Array, AsArray, Float32Array, ListArray, RecordBatch, StringArray, UInt8Array, UInt32Array,
+    UInt64Array,
+};
 use arrow::datatypes::Float32Type;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,10 @@ pub struct RowMeta {
     pub class: usize,
     /// True for rows of held-out sites.
     pub held_out: bool,
+    /// Time of the window's centre from the start of its record, in milliseconds (the beat's
+    /// time for beat-centred windows).
+    #[serde(default)]
+    pub centre_ms: u64,
 }
 
 /// The assembled cohort: one window per row, rows in (site, segment id) order.
@@ -45,6 +52,57 @@ pub struct CohortData {
     pub meta: Vec<RowMeta>,
     /// Windows, row-major (`meta.len() × window`).
     pub x: Vec<f32>,
+    /// Scalar features per row besides the window (0: none; [`RR_FEATURES`] after
+    /// [`CohortData::add_rr_features`]).
+    pub features: usize,
+    /// Those features, row-major (`meta.len() × features`).
+    pub f: Vec<f32>,
+}
+
+/// Number of RR-interval features per beat (see [`rr_features`]).
+pub const RR_FEATURES: usize = 8;
+
+/// RR intervals assumed for a record with fewer than two beats, in seconds.
+const RR_UNKNOWN_S: f64 = 1.0;
+
+/// RR-interval features of the beats of one record, given their times in seconds (sorted):
+/// `[pre, post, local, pre/rec, post/rec, local/rec, pre/post, pre/local]`, where `pre` and `post` are the
+/// intervals to the previous and next beat (the first beat takes its `post` as `pre`, the last
+/// its `pre` as `post`), `local` the mean `pre` of the beat and the 9 before it, and `rec` the
+/// median interval of the record. Every value is clipped to [0, 5]; a record of fewer than two
+/// beats gets intervals of 1 s.
+pub fn rr_features(times: &[f64]) -> Vec<[f32; RR_FEATURES]> {
+    let n = times.len();
+    let d: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let interval = |k: usize| d.get(k).copied().unwrap_or(RR_UNKNOWN_S).max(1e-3);
+    let pre: Vec<f64> = (0..n)
+        .map(|i| interval(if i == 0 { 0 } else { i - 1 }))
+        .collect();
+    let rec = if d.is_empty() {
+        RR_UNKNOWN_S
+    } else {
+        let mut s = d.clone();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2].max(1e-3)
+    };
+    (0..n)
+        .map(|i| {
+            let post = if i + 1 < n { interval(i) } else { pre[i] };
+            let from = i.saturating_sub(9);
+            let local = pre[from..=i].iter().sum::<f64>() / (i + 1 - from) as f64;
+            [
+                pre[i],
+                post,
+                local,
+                pre[i] / rec,
+                post / rec,
+                local / rec,
+                pre[i] / post,
+                pre[i] / local,
+            ]
+            .map(|v| v.clamp(0.0, 5.0) as f32)
+        })
+        .collect()
 }
 
 impl CohortData {
@@ -79,14 +137,51 @@ impl CohortData {
         self.take(&idx);
     }
 
+    /// The scalar features of row `i` (empty without features).
+    pub fn row_features(&self, i: usize) -> &[f32] {
+        &self.f[i * self.features..(i + 1) * self.features]
+    }
+
     /// Keeps rows `idx`, in that order.
     fn take(&mut self, idx: &[usize]) {
         let mut x = Vec::with_capacity(idx.len() * self.window);
+        let mut f = Vec::with_capacity(idx.len() * self.features);
         for &i in idx {
             x.extend_from_slice(self.row(i));
+            f.extend_from_slice(self.row_features(i));
         }
         self.meta = idx.iter().map(|&i| self.meta[i].clone()).collect();
         self.x = x;
+        self.f = f;
+    }
+
+    /// Sets each row's features to the [`rr_features`] of its beat among the rows of the same
+    /// record (site and record id), ordered by window centre: for beat-centred windows, the
+    /// RR intervals around each beat, normalised by the record's own rhythm. Only the beats in
+    /// the cohort count: a beat left out (another class, suppressed) lengthens its neighbours'
+    /// intervals.
+    pub fn add_rr_features(&mut self) {
+        use std::collections::BTreeMap;
+        let mut records: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+        for (i, m) in self.meta.iter().enumerate() {
+            records
+                .entry((m.site.as_str(), m.record_id.as_str()))
+                .or_default()
+                .push(i);
+        }
+        let mut f = vec![0f32; self.meta.len() * RR_FEATURES];
+        for rows in records.values_mut() {
+            rows.sort_by_key(|&i| (self.meta[i].centre_ms, i));
+            let times: Vec<f64> = rows
+                .iter()
+                .map(|&i| self.meta[i].centre_ms as f64 / 1000.0)
+                .collect();
+            for (&i, v) in rows.iter().zip(rr_features(&times)) {
+                f[i * RR_FEATURES..(i + 1) * RR_FEATURES].copy_from_slice(&v);
+            }
+        }
+        self.features = RR_FEATURES;
+        self.f = f;
     }
 
     /// SHA-256 over every row in order: segment id ‖ 0x00 ‖ class (u32 LE) ‖ window (f32 LE).
@@ -188,6 +283,8 @@ pub fn windows_from_batch(
     let site: &StringArray = col(b, "site")?;
     let source: &StringArray = col(b, "source")?;
     let fs: &Float32Array = col(b, "fs")?;
+    let start: &UInt64Array = col(b, "start_sample")?;
+    let n_samples: &UInt32Array = col(b, "n_samples")?;
     let leads: &ListArray = col(b, "leads")?;
     let signal: &ListArray = col(b, "signal")?;
     let label: &StringArray = col(b, "label")?;
@@ -236,6 +333,10 @@ pub fn windows_from_batch(
                 label: label.value(i).to_string(),
                 class,
                 held_out,
+                centre_ms: ((start.value(i) as f64 + n_samples.value(i) as f64 / 2.0)
+                    / fs.value(i) as f64
+                    * 1000.0)
+                    .round() as u64,
             };
             Ok(Some((meta, fit_window(&r, len))))
         })
@@ -361,6 +462,85 @@ mod tests {
     }
 
     #[test]
+    fn rr_features_by_hand() {
+        // Intervals 1, 1, 0.5, 1 s: the fourth beat is premature; the record's median is 1 s.
+        let f = rr_features(&[0.0, 1.0, 2.0, 2.5, 3.5]);
+        assert_eq!(f.len(), 5);
+        assert_eq!(f[0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(f[2], [1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 2.0, 1.0]);
+        assert_eq!(
+            f[3],
+            [
+                0.5,
+                1.0,
+                0.875,
+                0.5,
+                1.0,
+                0.875,
+                0.5,
+                (0.5f64 / 0.875) as f32
+            ]
+        );
+        // The last beat takes its pre interval as post; local = (1 + 1 + 1 + 0.5 + 1) / 5.
+        assert_eq!(
+            f[4],
+            [1.0, 1.0, 0.9, 1.0, 1.0, 0.9, 1.0, (1.0f64 / 0.9) as f32]
+        );
+        assert_eq!(rr_features(&[4.0]), vec![[1.0; RR_FEATURES]]);
+        assert!(rr_features(&[]).is_empty());
+        // Ratios are clipped at 5.
+        assert_eq!(rr_features(&[0.0, 0.1, 0.2, 6.2])[3][3], 5.0);
+    }
+
+    #[test]
+    fn rr_features_follow_each_record_and_survive_reordering() {
+        // Two records' beats interleaved and out of time order.
+        let beats = [
+            ("a", 2000),
+            ("b", 500),
+            ("a", 0),
+            ("b", 1500),
+            ("a", 1000),
+            ("b", 1000),
+        ];
+        let meta: Vec<RowMeta> = beats
+            .iter()
+            .enumerate()
+            .map(|(i, (r, t))| RowMeta {
+                site: "s".into(),
+                source: "x".into(),
+                segment_id: format!("{r}/{i}"),
+                record_id: r.to_string(),
+                group: r.to_string(),
+                sex: "M".into(),
+                age_band: "unknown".into(),
+                label: "N".into(),
+                class: 0,
+                held_out: false,
+                centre_ms: *t,
+            })
+            .collect();
+        let mut d = CohortData {
+            window: 1,
+            x: (0..meta.len()).map(|i| i as f32).collect(),
+            meta,
+            ..Default::default()
+        };
+        d.add_rr_features();
+        assert_eq!(d.features, RR_FEATURES);
+        // Record a: 0, 1, 2 s; record b: 0.5, 1, 1.5 s.
+        assert_eq!(d.row_features(0)[..2], [1.0, 1.0]);
+        assert_eq!(d.row_features(1)[..2], [0.5, 0.5]);
+        d.sort();
+        // Sorted by segment id: a/0 (2 s), a/2 (0 s), a/4 (1 s), b/1, b/3, b/5.
+        assert_eq!(d.x, [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+        for (i, m) in d.meta.iter().enumerate() {
+            let want = if m.record_id == "a" { 1.0 } else { 0.5 };
+            assert_eq!(d.row_features(i)[0], want, "{}", m.segment_id);
+        }
+    }
+
+    #[test]
     fn split_keeps_patients_whole_and_is_deterministic() {
         let meta: Vec<RowMeta> = (0..200)
             .map(|i| RowMeta {
@@ -374,6 +554,7 @@ mod tests {
                 label: "l".into(),
                 class: (i / 4) % 2,
                 held_out: i >= 180,
+                centre_ms: 0,
             })
             .collect();
         let parts = split(&meta, 0.2, 7, 2);

@@ -22,7 +22,15 @@ pub struct Arch {
     pub kernel: i64,
     /// Dropout before the classifier.
     pub dropout: f64,
+    /// Scalar features per row besides the signal (RR intervals for beats; 0: none). They
+    /// pass a linear layer of [`FEATURE_UNITS`] units with ReLU and join the pooled
+    /// convolutional features before the classifier.
+    #[serde(default)]
+    pub features: i64,
 }
+
+/// Units of the layer that embeds the scalar features.
+pub const FEATURE_UNITS: i64 = 32;
 
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv1D {
     nn::conv1d(
@@ -86,6 +94,8 @@ pub struct ResNet1d {
     stem: nn::Conv1D,
     stem_bn: nn::BatchNorm,
     blocks: Vec<Block>,
+    feat: Option<nn::Linear>,
+    features: i64,
     fc: nn::Linear,
     dropout: f64,
     classes: usize,
@@ -112,11 +122,16 @@ impl ResNet1d {
                 cin = cout;
             }
         }
-        let fc = nn::linear(p / "fc", 2 * cin, a.classes, Default::default());
+        let feat = (a.features > 0)
+            .then(|| nn::linear(p / "feat", a.features, FEATURE_UNITS, Default::default()));
+        let joined = 2 * cin + if feat.is_some() { FEATURE_UNITS } else { 0 };
+        let fc = nn::linear(p / "fc", joined, a.classes, Default::default());
         ResNet1d {
             stem,
             stem_bn,
             blocks,
+            feat,
+            features: a.features,
             fc,
             dropout: a.dropout,
             classes: a.classes as usize,
@@ -127,11 +142,15 @@ impl ResNet1d {
     pub fn classes(&self) -> usize {
         self.classes
     }
-}
 
-impl ModuleT for ResNet1d {
-    /// `xs`: (batch, leads, samples) → logits (batch, classes).
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+    /// Scalar features per row the network takes (0: none).
+    pub fn features(&self) -> usize {
+        self.features as usize
+    }
+
+    /// `xs`: (batch, leads, samples) and, for a network with scalar features, `feats`:
+    /// (batch, features) → logits (batch, classes). Missing features count as zeros.
+    pub fn forward_rows(&self, xs: &Tensor, feats: Option<&Tensor>, train: bool) -> Tensor {
         let mut x = xs
             .apply(&self.stem)
             .apply_t(&self.stem_bn, train)
@@ -142,9 +161,24 @@ impl ModuleT for ResNet1d {
         }
         let avg = x.mean_dim(-1, false, tch::Kind::Float);
         let max = x.amax(-1, false);
-        Tensor::cat(&[avg, max], 1)
+        let mut parts = vec![avg, max];
+        if let Some(l) = &self.feat {
+            let f = match feats {
+                Some(f) => f.shallow_clone(),
+                None => Tensor::zeros([xs.size()[0], self.features], (xs.kind(), xs.device())),
+            };
+            parts.push(f.apply(l).relu());
+        }
+        Tensor::cat(&parts, 1)
             .dropout(self.dropout, train)
             .apply(&self.fc)
+    }
+}
+
+impl ModuleT for ResNet1d {
+    /// `xs`: (batch, leads, samples) → logits (batch, classes), scalar features as zeros.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_rows(xs, None, train)
     }
 }
 
@@ -161,6 +195,7 @@ mod tests {
             blocks_per_stage: 1,
             kernel: 5,
             dropout: 0.0,
+            features: 0,
         };
         let run = || {
             tch::manual_seed(3);
@@ -173,5 +208,20 @@ mod tests {
         let y = run();
         assert_eq!(y.size(), vec![2, 4]);
         assert!(y.equal(&run()));
+
+        // With scalar features: they change the output, and zeros are the default.
+        let a = Arch { features: 3, ..a };
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let m = ResNet1d::new(&vs.root(), &a);
+        assert_eq!(m.features(), 3);
+        let x = Tensor::linspace(-1.0, 1.0, 2 * 500, (tch::Kind::Float, tch::Device::Cpu))
+            .view([2, 1, 500]);
+        let zeros = Tensor::zeros([2, 3], (tch::Kind::Float, tch::Device::Cpu));
+        let ones = Tensor::ones([2, 3], (tch::Kind::Float, tch::Device::Cpu));
+        let z = m.forward_rows(&x, Some(&zeros), false);
+        assert_eq!(z.size(), vec![2, 4]);
+        assert!(z.equal(&m.forward_t(&x, false)));
+        assert!(!z.equal(&m.forward_rows(&x, Some(&ones), false)));
     }
 }

@@ -57,6 +57,13 @@ impl Model {
                 ),
             ));
         }
+        if card.arch.features > 0 {
+            return Err(TrainerError::spec(
+                &card_path,
+                "the model takes RR-interval features of beat-centred windows; predict \
+                 classifies whole records and needs a model without them",
+            ));
+        }
         let mut vs = nn::VarStore::new(Device::Cpu);
         let net = ResNet1d::new(&vs.root(), &card.arch);
         vs.load(&w)?;

@@ -145,6 +145,9 @@ pub async fn pull(
         reports.push(report);
     }
     data.sort();
+    if spec.spec.train.rr_features {
+        data.add_rr_features();
+    }
     Ok((data, reports))
 }
 

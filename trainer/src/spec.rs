@@ -125,6 +125,10 @@ pub struct TrainSpec {
     pub max_steps_per_epoch: usize,
     /// Threads libtorch may use (0: its default).
     pub threads: i32,
+    /// Give the network each beat's RR-interval features (`aami-beats` only): intervals to
+    /// the previous and next beat of the cohort's rows of the same record, their local mean
+    /// and their ratios to the record's median interval (docs/training.md).
+    pub rr_features: bool,
 }
 
 impl Default for TrainSpec {
@@ -149,6 +153,7 @@ impl Default for TrainSpec {
             exclude_records: Vec::new(),
             max_steps_per_epoch: 0,
             threads: 0,
+            rr_features: false,
         }
     }
 }
@@ -380,6 +385,12 @@ impl CohortSpec {
             return Err(format!(
                 "train.select_on {:?}: expected \"records\" or \"windows\"",
                 t.select_on
+            ));
+        }
+        if t.rr_features && self.task != TASK_BEATS {
+            return Err(format!(
+                "train.rr_features needs task {TASK_BEATS:?} (beat-centred windows), not {:?}",
+                self.task
             ));
         }
         if t.kernel < 1 || t.kernel % 2 == 0 {

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{CohortData, Part};
@@ -62,7 +62,28 @@ pub fn arch_of(spec: &CohortSpec) -> Arch {
         blocks_per_stage: spec.train.blocks_per_stage,
         kernel: spec.train.kernel,
         dropout: spec.train.dropout,
+        features: if spec.train.rr_features {
+            crate::data::RR_FEATURES as i64
+        } else {
+            0
+        },
     }
+}
+
+/// The (batch, features) tensor of rows `idx`; `None` when the rows carry no features.
+pub fn batch_features(data: &CohortData, idx: &[usize], device: Device) -> Option<Tensor> {
+    if data.features == 0 {
+        return None;
+    }
+    let mut v = Vec::with_capacity(idx.len() * data.features);
+    for &i in idx {
+        v.extend_from_slice(data.row_features(i));
+    }
+    Some(
+        Tensor::from_slice(&v)
+            .view([idx.len() as i64, data.features as i64])
+            .to_device(device),
+    )
 }
 
 /// A (batch, 1, window) tensor of rows `idx`.
@@ -116,8 +137,9 @@ pub fn predict(model: &ResNet1d, data: &CohortData, idx: &[usize], device: Devic
     let mut out = vec![0f32; data.len() * k];
     tch::no_grad(|| {
         for chunk in idx.chunks(256) {
+            let feats = batch_features(data, chunk, device);
             let p = model
-                .forward_t(&batch_tensor(data, chunk, device), false)
+                .forward_rows(&batch_tensor(data, chunk, device), feats.as_ref(), false)
                 .softmax(-1, Kind::Float)
                 .to_device(Device::Cpu)
                 .contiguous()
@@ -181,6 +203,12 @@ pub fn train(
     let weights: Vec<f32> = raw.iter().map(|w| (w / mean) as f32).collect();
     let class_w = Tensor::from_slice(&weights).to_device(device);
     let arch = arch_of(spec);
+    if arch.features as usize != data.features {
+        return Err(crate::error::TrainerError::Plan(format!(
+            "the network takes {} scalar features per row, the cohort data has {}",
+            arch.features, data.features
+        )));
+    }
     let vs = nn::VarStore::new(device);
     let model = ResNet1d::new(&vs.root(), &arch);
     let mut opt = nn::AdamW {
@@ -229,7 +257,8 @@ pub fn train(
             };
             let y: Vec<i64> = chunk.iter().map(|&i| data.meta[i].class as i64).collect();
             let y = Tensor::from_slice(&y).to_device(device);
-            let logits = model.forward_t(&x, true);
+            let feats = batch_features(data, chunk, device);
+            let logits = model.forward_rows(&x, feats.as_ref(), true);
             let loss =
                 logits.cross_entropy_loss(&y, Some(&class_w), tch::Reduction::Mean, -100, 0.0);
             opt.backward_step(&loss);
