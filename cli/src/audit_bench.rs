@@ -3,8 +3,9 @@
 //! CohortCreated, three CohortSliceCommitted with their commitments, three DataServed and a
 //! ModelTrained — eight entries), compacts the store, then times `model → sources` lineage
 //! queries for random models through the verifying client (every entry proven against a
-//! signed checkpoint) and, as the same-run baseline, the same queries on the store offline.
-//! `--keep DIR` keeps the filled ledger for later runs.
+//! signed checkpoint) against `ecgfed ledger serve` in its own process and, as the same-run
+//! baseline, the same queries on the store offline. `--keep DIR` keeps the filled ledger for
+//! later runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +34,8 @@ use crate::ledger_bench::percentile;
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 const ROWS: u64 = 4;
+/// Origin of the bench ledger.
+const ORIGIN: &str = "ecgfed.bench/lineage";
 
 /// One cohort's entries per signer: (scientist entries, per-site hospital entries).
 fn cohort_payloads(c: u64) -> (Vec<Payload>, Vec<Vec<Payload>>) {
@@ -145,8 +148,9 @@ struct Kept {
 /// Runs the benchmark: `entries` ledger entries (rounded to whole cohorts), `queries` timed
 /// model lineage queries per source. The ledger is filled in `keep` (a temporary folder
 /// without it; its key in `ledger.key`, 0600, and `bench.json`); the queries are then timed by
-/// a fresh process of this program on that folder, as a client and a ledger service that were
-/// not the generator of a million signed entries would see them. A later run with the same
+/// a fresh process of this program on that folder against `ecgfed ledger serve` in a process
+/// of its own, as a client and a deployed ledger that did not generate a million signed
+/// entries would see them. A later run with the same
 /// `keep` folder times the queries on the kept ledger again without filling.
 pub async fn run(entries: u64, queries: usize, keep: Option<PathBuf>, json: bool) -> Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -168,7 +172,7 @@ pub async fn run(entries: u64, queries: usize, keep: Option<PathBuf>, json: bool
             kept.entries as f64 / kept.fill_seconds,
             kept.compact_seconds
         );
-        let mut child = std::process::Command::new(std::env::current_exe()?);
+        let mut child = std::process::Command::new(crate::demo::self_exe()?);
         child
             .args([
                 "audit",
@@ -195,11 +199,12 @@ pub async fn run(entries: u64, queries: usize, keep: Option<PathBuf>, json: bool
         kept.entries,
         dir.display()
     );
-    time(&db, &kept, ledger_key, queries, json).await
+    time(&dir, &db, &kept, ledger_key, queries, json).await
 }
 
 /// Times the queries on the filled ledger at `db`.
 async fn time(
+    dir: &Path,
     db: &Path,
     kept: &Kept,
     ledger_key: KeyPair,
@@ -207,37 +212,22 @@ async fn time(
     json: bool,
 ) -> Result<()> {
     let cohorts = kept.cohorts;
-    let ledger = Ledger::open(db, ledger_key)?;
-    let (addr, server) = Server::start(&ledger).await?;
-    let size = ledger.head().tree_size;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let warmup: Vec<u64> = (0..WARMUP.min(queries))
-        .map(|_| rng.gen_range(0..cohorts))
-        .collect();
-    let picks: Vec<u64> = (0..queries).map(|_| rng.gen_range(0..cohorts)).collect();
-    // Through the service, verifying every entry against the ledger's signed checkpoint.
-    let (origin, key) = ledger.identity();
-    let cp = ecgfed_ledger::checkpoint::Checkpoint::verify(&ledger.checkpoint(), &origin, &key)
-        .map_err(|e| anyhow::anyhow!("checkpoint: {e}"))?;
-    let client = LedgerClient::connect(&addr.to_string(), &origin, key, Some(cp)).await?;
-    let mut remote = RemoteSource::new(client, key);
-    let mut lat_remote = Vec::with_capacity(queries);
-    for (i, &c) in warmup.iter().chain(&picks).enumerate() {
-        let t = Instant::now();
-        let l = model_lineage(&mut remote, &format!("model-{c}")).await?;
-        if i >= warmup.len() {
-            lat_remote.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        if l.slices.len() != SITES.len() || l.datasets.len() != SITES.len() {
-            bail!(
-                "model-{c}: lineage has {} slices, {} datasets",
-                l.slices.len(),
-                l.datasets.len()
-            );
-        }
-    }
-    server.stop().await;
-    drop(ledger);
+    // The real ledger service, as deployed: `ecgfed ledger serve` in its own process.
+    let procs = crate::demo::Procs::default();
+    let addr = procs.serve(
+        &[
+            "ledger",
+            "serve",
+            "--data",
+            &dir.to_string_lossy(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &dir.join("serve.log"),
+    )?;
+    let timed = time_remote(&addr, ledger_key.public(), cohorts, queries).await;
+    procs.stop_all();
+    let (size, warmup, picks, mut lat_remote) = timed?;
     let mut store = StoreSource::open(db)?;
     let mut lat_store = Vec::with_capacity(queries);
     for (i, &c) in warmup.iter().chain(&picks).enumerate() {
@@ -268,6 +258,41 @@ async fn time(
         );
     }
     Ok(())
+}
+
+/// Model lineage queries through the verifying client against the ledger service at
+/// `addr`: the tree size, the untimed and timed models, and the timed latencies (ms).
+async fn time_remote(
+    addr: &str,
+    key: ecgfed_ledger::keys::PublicKey,
+    cohorts: u64,
+    queries: usize,
+) -> Result<(u64, Vec<u64>, Vec<u64>, Vec<f64>)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let warmup: Vec<u64> = (0..WARMUP.min(queries))
+        .map(|_| rng.gen_range(0..cohorts))
+        .collect();
+    let picks: Vec<u64> = (0..queries).map(|_| rng.gen_range(0..cohorts)).collect();
+    // Every entry verified against the ledger's signed checkpoint.
+    let mut client = LedgerClient::connect(addr, ORIGIN, key, None).await?;
+    let size = client.update_checkpoint().await?.size;
+    let mut remote = RemoteSource::new(client, key);
+    let mut lat = Vec::with_capacity(queries);
+    for (i, &c) in warmup.iter().chain(&picks).enumerate() {
+        let t = Instant::now();
+        let l = model_lineage(&mut remote, &format!("model-{c}")).await?;
+        if i >= warmup.len() {
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        if l.slices.len() != SITES.len() || l.datasets.len() != SITES.len() {
+            bail!(
+                "model-{c}: lineage has {} slices, {} datasets",
+                l.slices.len(),
+                l.datasets.len()
+            );
+        }
+    }
+    Ok((size, warmup, picks, lat))
 }
 
 /// The ledger service on a loopback port of this process.
@@ -320,7 +345,7 @@ async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
     // Entries are signed up front (minutes for a million), so the bench ledger accepts a day
     // of clock skew instead of the default five minutes.
     let g = GenesisFile {
-        origin: "ecgfed.bench/lineage".into(),
+        origin: ORIGIN.into(),
         max_clock_skew_ms: 86_400_000,
         members,
     };

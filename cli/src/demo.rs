@@ -290,7 +290,7 @@ fn loopback(t: &mut Topology) -> Result<()> {
 
 /// Runs `ecgfed ARGS` to completion, capturing its output; fails with its standard error.
 fn ecgfed(args: &[&str]) -> Result<String> {
-    let exe = std::env::current_exe().context("locating the ecgfed binary")?;
+    let exe = self_exe()?;
     let o = Command::new(exe)
         .args(args)
         .output()
@@ -421,11 +421,22 @@ fn setup(
 /// Child processes to stop at the end or on Ctrl-C: the servers, and the pid of the step
 /// running in the foreground (training).
 #[derive(Default, Clone)]
-struct Procs(
+pub(crate) struct Procs(
     Arc<Mutex<Vec<Child>>>,
     Arc<Mutex<Option<u32>>>,
     Arc<std::sync::atomic::AtomicBool>,
 );
+
+/// This program, to start again as a child: `/proc/self/exe` where it exists, so that a
+/// binary replaced on disk while running (a rebuild) still starts itself, not the new build
+/// or nothing.
+pub(crate) fn self_exe() -> Result<PathBuf> {
+    let proc_self = PathBuf::from("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self);
+    }
+    std::env::current_exe().context("locating the ecgfed binary")
+}
 
 /// SIGTERM to `pid`.
 fn terminate(pid: u32) {
@@ -438,8 +449,8 @@ fn terminate(pid: u32) {
 impl Procs {
     /// Starts `ecgfed ARGS` (a server, its standard error into `log`) and waits for its
     /// `listening on ADDR` line.
-    fn serve(&self, args: &[&str], log: &Path) -> Result<String> {
-        let exe = std::env::current_exe().context("locating the ecgfed binary")?;
+    pub(crate) fn serve(&self, args: &[&str], log: &Path) -> Result<String> {
+        let exe = self_exe()?;
         if let Some(d) = log.parent() {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
@@ -472,7 +483,7 @@ impl Procs {
 
     /// Runs `ecgfed ARGS` in the foreground (standard output discarded) until it ends.
     fn run(&self, args: &[&str]) -> Result<std::process::ExitStatus> {
-        let exe = std::env::current_exe().context("locating the ecgfed binary")?;
+        let exe = self_exe()?;
         let mut child = Command::new(exe)
             .args(args)
             .stdout(Stdio::null())
@@ -489,7 +500,7 @@ impl Procs {
     }
 
     /// SIGTERM to the foreground step and every server, then wait for each server.
-    fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         if let Some(pid) = self.1.lock().ok().and_then(|f| *f) {
             terminate(pid);
         }
