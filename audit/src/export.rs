@@ -113,6 +113,26 @@ impl Prov {
         (id, act)
     }
 
+    /// `activity` used `used`, and `generated` was derived from it.
+    fn derived_by(&mut self, activity: &str, generated: &str, used: &str) {
+        self.rel(
+            "used",
+            json!({ "prov:activity": activity, "prov:entity": used }),
+        );
+        self.rel(
+            "wasDerivedFrom",
+            json!({ "prov:generatedEntity": generated, "prov:usedEntity": used }),
+        );
+    }
+
+    /// Entity `id` is attributed to member `signer`.
+    fn attributed(&mut self, id: &str, signer: &str) {
+        self.rel(
+            "wasAttributedTo",
+            json!({ "prov:entity": id, "prov:agent": agent_id(signer) }),
+        );
+    }
+
     fn into_value(self) -> Value {
         let mut doc = Map::new();
         doc.insert(
@@ -142,10 +162,7 @@ pub fn prov_json(lineages: &[ModelLineage]) -> Value {
             "scientist",
             json!({ "prov:type": "ecgfed:Model", "prov:label": l.model.model_id, "ecgfed:weightsSha256": l.model.weights_sha256, "ecgfed:codeVersion": l.model.code_version }),
         );
-        p.rel(
-            "wasAttributedTo",
-            json!({ "prov:entity": model_id, "prov:agent": agent_id(&l.model.entry.signer) }),
-        );
+        p.attributed(&model_id, &l.model.entry.signer);
         let (cohort_id, _) = p.generated(
             "cohort",
             "selection",
@@ -153,14 +170,7 @@ pub fn prov_json(lineages: &[ModelLineage]) -> Value {
             "scientist",
             json!({ "prov:type": "ecgfed:Cohort", "prov:label": l.cohort.cohort_id, "ecgfed:purpose": l.cohort.purpose, "ecgfed:seed": l.cohort.seed, "ecgfed:specSha256": l.cohort.spec_sha256 }),
         );
-        p.rel(
-            "used",
-            json!({ "prov:activity": train_id, "prov:entity": cohort_id }),
-        );
-        p.rel(
-            "wasDerivedFrom",
-            json!({ "prov:generatedEntity": model_id, "prov:usedEntity": cohort_id }),
-        );
+        p.derived_by(&train_id, &model_id, &cohort_id);
         for d in &l.datasets {
             let (did, _) = p.generated(
                 "dataset",
@@ -169,10 +179,7 @@ pub fn prov_json(lineages: &[ModelLineage]) -> Value {
                 "hospital",
                 json!({ "prov:type": "ecgfed:DatasetVersion", "prov:label": format!("{} v{}", d.dataset_id, d.version), "ecgfed:site": d.site, "ecgfed:records": d.records, "ecgfed:segments": d.segments, "ecgfed:commitmentRoot": d.commitment_root }),
             );
-            p.rel(
-                "wasAttributedTo",
-                json!({ "prov:entity": did, "prov:agent": agent_id(&d.entry.signer) }),
-            );
+            p.attributed(&did, &d.entry.signer);
         }
         for s in &l.slices {
             let (sid, selid) = p.generated(
@@ -188,14 +195,7 @@ pub fn prov_json(lineages: &[ModelLineage]) -> Value {
                 .find(|d| d.dataset_id == s.dataset_id && d.version == s.dataset_version)
             {
                 let did = format!("ecgfed:dataset-{}", d.entry.index);
-                p.rel(
-                    "used",
-                    json!({ "prov:activity": selid, "prov:entity": did }),
-                );
-                p.rel(
-                    "wasDerivedFrom",
-                    json!({ "prov:generatedEntity": sid, "prov:usedEntity": did }),
-                );
+                p.derived_by(&selid, &sid, &did);
             }
             p.rel(
                 "wasDerivedFrom",

@@ -329,7 +329,7 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
         .iter()
         .map(|id| (SubjectKind::DatasetHistory, id.as_str()))
         .collect();
-    let mut histories: BTreeMap<String, Vec<Entry>> = ids
+    let histories: BTreeMap<String, Vec<Entry>> = ids
         .iter()
         .cloned()
         .zip(src.by_subjects(&queries).await?)
@@ -341,7 +341,7 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
             .map(|(_, s)| s.clone())
             .collect();
         let commitments = slice_commitments(e);
-        for h in histories.entry(node.dataset_id.clone()).or_default().iter() {
+        for h in histories.get(&node.dataset_id).into_iter().flatten() {
             match h.payload() {
                 Some(Payload::DatasetRegistered(d)) if h.index < e.index && d.site == node.site => {
                     node.dataset_version = d.version;

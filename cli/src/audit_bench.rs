@@ -8,12 +8,11 @@
 //! later runs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use ecgfed_audit::lineage::model_lineage;
-use ecgfed_audit::source::{RemoteSource, StoreSource};
+use ecgfed_audit::source::{RemoteSource, Source, StoreSource};
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
@@ -30,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use tokio_stream::StreamExt;
 
-use crate::ledger_bench::percentile;
+use crate::ledger_bench::{LocalLedger, percentile};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 const ROWS: u64 = 4;
@@ -227,18 +226,8 @@ async fn time(
     )?;
     let timed = time_remote(&addr, ledger_key.public(), cohorts, queries).await;
     procs.stop_all();
-    let (size, warmup, picks, mut lat_remote) = timed?;
-    let mut store = StoreSource::open(db)?;
-    let mut lat_store = Vec::with_capacity(queries);
-    for (i, &c) in warmup.iter().chain(&picks).enumerate() {
-        let t = Instant::now();
-        model_lineage(&mut store, &format!("model-{c}")).await?;
-        if i >= warmup.len() {
-            lat_store.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    lat_remote.sort_by(f64::total_cmp);
-    lat_store.sort_by(f64::total_cmp);
+    let (size, warmup, picks, lat_remote) = timed?;
+    let lat_store = time_queries(&mut StoreSource::open(db)?, &warmup, &picks).await?;
     let (r50, r99) = (percentile(&lat_remote, 0.5), percentile(&lat_remote, 0.99));
     let (s50, s99) = (percentile(&lat_store, 0.5), percentile(&lat_store, 0.99));
     let fill_s = kept.fill_seconds;
@@ -261,7 +250,7 @@ async fn time(
 }
 
 /// Model lineage queries through the verifying client against the ledger service at
-/// `addr`: the tree size, the untimed and timed models, and the timed latencies (ms).
+/// `addr`: the tree size, the untimed and timed models, and the timed latencies (ms, sorted).
 async fn time_remote(
     addr: &str,
     key: ecgfed_ledger::keys::PublicKey,
@@ -276,11 +265,17 @@ async fn time_remote(
     // Every entry verified against the ledger's signed checkpoint.
     let mut client = LedgerClient::connect(addr, ORIGIN, key, None).await?;
     let size = client.update_checkpoint().await?.size;
-    let mut remote = RemoteSource::new(client, key);
-    let mut lat = Vec::with_capacity(queries);
-    for (i, &c) in warmup.iter().chain(&picks).enumerate() {
+    let lat = time_queries(&mut RemoteSource::new(client, key), &warmup, &picks).await?;
+    Ok((size, warmup, picks, lat))
+}
+
+/// The lineage of `model-C` for each C of `warmup` (untimed) and then of `picks`, each checked
+/// to name every site's slice and dataset; the latencies of `picks` in ms, sorted.
+async fn time_queries<S: Source>(src: &mut S, warmup: &[u64], picks: &[u64]) -> Result<Vec<f64>> {
+    let mut lat = Vec::with_capacity(picks.len());
+    for (i, &c) in warmup.iter().chain(picks).enumerate() {
         let t = Instant::now();
-        let l = model_lineage(&mut remote, &format!("model-{c}")).await?;
+        let l = model_lineage(src, &format!("model-{c}")).await?;
         if i >= warmup.len() {
             lat.push(t.elapsed().as_secs_f64() * 1e3);
         }
@@ -292,33 +287,8 @@ async fn time_remote(
             );
         }
     }
-    Ok((size, warmup, picks, lat))
-}
-
-/// The ledger service on a loopback port of this process.
-struct Server {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl Server {
-    async fn start(ledger: &Arc<Ledger>) -> Result<(std::net::SocketAddr, Server)> {
-        let (listener, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(ecgfed_ledger::service::serve(
-            Arc::clone(ledger),
-            listener,
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
-        Ok((addr, Server { stop, task }))
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
 }
 
 /// Untimed queries before the timed ones (connection, caches).
@@ -400,7 +370,8 @@ async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
         .map(|(i, (k, payloads))| sign_all(&format!("hosp-{i}"), k, payloads))
         .collect();
     let ledger = Ledger::open(db, ledger_key.clone())?;
-    let (addr, server) = Server::start(&ledger).await?;
+    let server = LocalLedger::start(&ledger).await?;
+    let addr = server.addr;
     let total =
         (sci_list.len() + model_list.len() + hosp_lists.iter().map(Vec::len).sum::<usize>()) as u64;
     let bar = if json {
@@ -430,7 +401,7 @@ async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
     if rejected > 0 {
         bail!("{rejected} entries were rejected");
     }
-    server.stop().await;
+    server.stop().await?;
     // The bulk fill leaves level-0 tables behind that background compaction would merge
     // over time on a live ledger; compact now so that the queries meet a settled database.
     let started = Instant::now();

@@ -23,6 +23,37 @@ use rayon::prelude::*;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 
+/// The ledger service on a loopback port of this process, until [`LocalLedger::stop`].
+pub(crate) struct LocalLedger {
+    /// Where it listens.
+    pub(crate) addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl LocalLedger {
+    /// Serves `ledger` on a free loopback port.
+    pub(crate) async fn start(ledger: &Arc<Ledger>) -> Result<LocalLedger> {
+        let (listener, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ecgfed_ledger::service::serve(
+            Arc::clone(ledger),
+            listener,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        Ok(LocalLedger { addr, stop, task })
+    }
+
+    /// Stops accepting calls, lets running ones finish, and reports how serving ended.
+    pub(crate) async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
 /// The `p` quantile (0..=1) of sorted values, nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -99,15 +130,8 @@ pub async fn run(
     }
     let single_us = t.elapsed().as_secs_f64() * 1e6 / verifier.len().max(1) as f64;
     let ledger = Ledger::open(&db, ledger_key)?;
-    let (listener, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ecgfed_ledger::service::serve(
-        Arc::clone(&ledger),
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = LocalLedger::start(&ledger).await?;
+    let addr = server.addr;
     eprintln!("bench: submitting through the gRPC service at {addr} ...");
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -164,8 +188,7 @@ pub async fn run(
         );
     }
 
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     drop(ledger);
     tokio::time::sleep(Duration::from_millis(50)).await;
     eprintln!("bench: audit verify over {size} entries ...");

@@ -544,13 +544,10 @@ impl Ledger {
 
     /// Builds an inclusion proof of `index` in the tree of `size` (≤ the committed size).
     pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, Rejection> {
-        let committed = self.check_size(size)?;
-        log::inclusion_proof(
-            &self.top.reader(self.store.as_ref(), committed),
-            index,
-            size,
-        )
-        .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))
+        Ok(self
+            .prove_inclusions(&[index], size)?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// Inclusion proofs of several leaves in the tree of `size` (≤ the committed size), in
@@ -580,8 +577,8 @@ impl Ledger {
             .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))
     }
 
-    /// The committed size, when `size` is within it.
-    fn check_size(&self, size: u64) -> Result<u64, Rejection> {
+    /// The committed size, when `size` is within it (InvalidArgument otherwise).
+    pub fn check_size(&self, size: u64) -> Result<u64, Rejection> {
         let committed = self.head().tree_size;
         if size > committed {
             return Err(Rejection::new(

@@ -233,13 +233,7 @@ impl LedgerService for LedgerServer {
             .subject
             .ok_or_else(|| Status::invalid_argument("QueryBySubject needs a subject"))?;
         crate::state::check_id("subject id", &s.id).map_err(status)?;
-        let committed = self.ledger.head().tree_size;
-        if r.prove_at_size > committed {
-            return Err(Status::invalid_argument(format!(
-                "prove_at_size {} is beyond the committed tree size {committed}",
-                r.prove_at_size
-            )));
-        }
+        self.ledger.check_size(r.prove_at_size).map_err(status)?;
         let prefix = subject_key(s.kind, &s.id);
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();

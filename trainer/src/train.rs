@@ -70,31 +70,34 @@ pub fn arch_of(spec: &CohortSpec) -> Arch {
     }
 }
 
+/// Rows `idx` of a row-major matrix (`row(i)`, `width` values each) as a tensor of `shape`
+/// (whose first dimension is `idx.len()`).
+fn gather<'a>(
+    idx: &[usize],
+    width: usize,
+    row: impl Fn(usize) -> &'a [f32],
+    shape: &[i64],
+    device: Device,
+) -> Tensor {
+    let mut v = Vec::with_capacity(idx.len() * width);
+    for &i in idx {
+        v.extend_from_slice(row(i));
+    }
+    Tensor::from_slice(&v).view(shape).to_device(device)
+}
+
 /// The (batch, features) tensor of rows `idx`; `None` when the rows carry no features.
 pub fn batch_features(data: &CohortData, idx: &[usize], device: Device) -> Option<Tensor> {
-    if data.features == 0 {
-        return None;
-    }
-    let mut v = Vec::with_capacity(idx.len() * data.features);
-    for &i in idx {
-        v.extend_from_slice(data.row_features(i));
-    }
-    Some(
-        Tensor::from_slice(&v)
-            .view([idx.len() as i64, data.features as i64])
-            .to_device(device),
-    )
+    (data.features > 0).then(|| {
+        let shape = [idx.len() as i64, data.features as i64];
+        gather(idx, data.features, |i| data.row_features(i), &shape, device)
+    })
 }
 
 /// A (batch, 1, window) tensor of rows `idx`.
 pub fn batch_tensor(data: &CohortData, idx: &[usize], device: Device) -> Tensor {
-    let mut v = Vec::with_capacity(idx.len() * data.window);
-    for &i in idx {
-        v.extend_from_slice(data.row(i));
-    }
-    Tensor::from_slice(&v)
-        .view([idx.len() as i64, 1, data.window as i64])
-        .to_device(device)
+    let shape = [idx.len() as i64, 1, data.window as i64];
+    gather(idx, data.window, |i| data.row(i), &shape, device)
 }
 
 /// A training batch with augmentation: each row scaled by U(0.85, 1.15) and shifted by up to
