@@ -23,6 +23,9 @@ use crate::state::{Code, Rejection};
 
 /// Largest gRPC message accepted or sent (entries are at most 1 MiB; answers are small).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Subject answers read inline in the request handler before the rest is streamed from a
+/// blocking task.
+const INLINE_ANSWERS: u64 = 64;
 /// Submissions in flight per SubmitStream before the server stops reading it.
 pub const STREAM_WINDOW: usize = 4096;
 
@@ -97,6 +100,38 @@ impl LedgerServer {
             block_height,
             inclusion: Vec::new(),
         })
+    }
+
+    /// Up to `limit` entries naming the subject `prefix` from index `from` on, each with its
+    /// inclusion proof in the tree of `size` entries when it lies inside that tree (proofs of
+    /// one chunk share their node reads).
+    fn subject_chunk(
+        &self,
+        prefix: &[u8],
+        from: u64,
+        limit: u64,
+        size: u64,
+    ) -> Result<Vec<GetEntryResponse>, Status> {
+        let idx = self
+            .ledger
+            .store()
+            .subject_entries(prefix, from, limit)
+            .map_err(internal)?;
+        let inside: Vec<u64> = idx.iter().copied().filter(|&i| i < size).collect();
+        let mut proofs = self
+            .ledger
+            .prove_inclusions(&inside, size)
+            .map_err(status)?
+            .into_iter();
+        idx.into_iter()
+            .map(|i| {
+                let mut e = self.entry_response(i)?;
+                if i < size {
+                    e.inclusion = hashes(proofs.next().unwrap_or_default());
+                }
+                Ok(e)
+            })
+            .collect()
     }
 }
 
@@ -235,53 +270,47 @@ impl LedgerService for LedgerServer {
         crate::state::check_id("subject id", &s.id).map_err(status)?;
         self.ledger.check_size(r.prove_at_size).map_err(status)?;
         let prefix = subject_key(s.kind, &s.id);
+        let limit = if r.limit == 0 { u64::MAX } else { r.limit };
+        let size = r.prove_at_size;
+        // The first few answers are read right here and sent in one go: most lookups (a
+        // model, a cohort, a dataset's history) end there, and a hop to a blocking thread
+        // costs more than the reads. Longer answers go on from a blocking task.
+        let first = self.subject_chunk(&prefix, r.from_index, limit.min(INLINE_ANSWERS), size)?;
+        let n = first.len() as u64;
+        let first_next = first.last().map_or(r.from_index, |e| e.index + 1);
+        let head = tokio_stream::iter(first.into_iter().map(Ok));
+        if n < INLINE_ANSWERS.min(limit) || n == limit {
+            return Ok(Response::new(Box::pin(head)));
+        }
+        // Here n ≥ 1: the first chunk was full and the limit not reached.
+        let mut from = first_next;
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut from = r.from_index;
-            let mut left = if r.limit == 0 { u64::MAX } else { r.limit };
+            let mut left = limit - n;
             loop {
                 let chunk = left.min(1024);
-                let idx = match this.ledger.store().subject_entries(&prefix, from, chunk) {
+                let items = match this.subject_chunk(&prefix, from, chunk, size) {
                     Ok(v) => v,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(internal(e)));
+                        let _ = tx.blocking_send(Err(e));
                         return;
                     }
                 };
-                let n = idx.len() as u64;
-                // Proofs of the chunk's entries inside the asked tree, sharing their nodes.
-                let inside: Vec<u64> = idx
-                    .iter()
-                    .copied()
-                    .filter(|&i| i < r.prove_at_size)
-                    .collect();
-                let mut proofs = match this.ledger.prove_inclusions(&inside, r.prove_at_size) {
-                    Ok(p) => p.into_iter(),
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(status(e)));
-                        return;
-                    }
-                };
-                for i in idx {
-                    let mut item = this.entry_response(i);
-                    if let Ok(e) = &mut item
-                        && i < r.prove_at_size
-                    {
-                        e.inclusion = hashes(proofs.next().unwrap_or_default());
-                    }
-                    from = i + 1;
-                    if tx.blocking_send(item).is_err() {
+                let got = items.len() as u64;
+                for item in items {
+                    from = item.index + 1;
+                    if tx.blocking_send(Ok(item)).is_err() {
                         return;
                     }
                 }
-                left -= n;
-                if n < chunk || left == 0 {
+                left -= got;
+                if got < chunk || left == 0 {
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(head.chain(ReceiverStream::new(rx)))))
     }
 
     type WatchBlocksStream = BoxStream<PbBlock>;

@@ -124,15 +124,16 @@ fn be(v: &[u8]) -> Option<u64> {
 impl Store {
     /// Options of the database and of every column family: LZ4 blocks; a bloom filter per
     /// table (a point read skips the tables that lack its key); one block cache of
-    /// [`BLOCK_CACHE_BYTES`] shared by all column families, holding index and filter blocks
-    /// too (those of level 0 pinned), so that the Merkle nodes and entries that proofs and
-    /// lineage queries read stay in memory.
+    /// [`BLOCK_CACHE_BYTES`] shared by all column families for data blocks, so that the
+    /// Merkle nodes and entries that proofs and lineage queries read stay in memory. Index
+    /// and filter blocks are held by the open tables, outside that cache (about 2 MB per
+    /// million entries): in the cache, the index and filter of a large table were evicted
+    /// by data blocks and read back whole on later point reads.
     fn options(cache: &rocksdb::Cache) -> Options {
         let mut t = rocksdb::BlockBasedOptions::default();
         t.set_block_cache(cache);
         t.set_bloom_filter(10.0, false);
-        t.set_cache_index_and_filter_blocks(true);
-        t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        t.set_cache_index_and_filter_blocks(false);
         let mut o = Options::default();
         o.create_if_missing(true);
         o.create_missing_column_families(true);

@@ -295,6 +295,9 @@ async fn members_are_admitted_only_by_a_hospital_majority_with_proof_of_possessi
     c.submit(bob.sign(model("bob-model-2"))).await.unwrap();
 }
 
+/// Models the scientist submits in the subject-query test (one is refused).
+const MODELS: usize = 150;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_reads_subject_queries_streams_and_block_watch() {
     let mut f = Fixture::new();
@@ -321,7 +324,7 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
         assert_eq!(r.index, 1 + i as u64);
     }
     // SubmitStream: many in flight, answers in order, a bad one reported in-band.
-    let mut batch: Vec<SignedEntry> = (0..50)
+    let mut batch: Vec<SignedEntry> = (0..MODELS)
         .map(|i| f.scientist.sign(model(&format!("m{i}"))))
         .collect();
     batch[10].signature = vec![0; 96];
@@ -334,11 +337,11 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
     let mut got = Vec::new();
     while let Some(a) = answers.message().await.unwrap() {
         got.push(a);
-        if got.len() == 50 {
+        if got.len() == MODELS {
             break;
         }
     }
-    assert_eq!(got.iter().filter(|a| a.code == 0).count(), 49);
+    assert_eq!(got.iter().filter(|a| a.code == 0).count(), MODELS - 1);
     assert_eq!(got[10].code, Code::Unauthenticated as i32);
     let idx: Vec<u64> = got
         .iter()
@@ -352,7 +355,7 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
 
     // Every entry readable and proven; blocks chained and proven.
     let head = ledger.head();
-    assert_eq!(head.tree_size, 1 + 3 + 49);
+    assert_eq!(head.tree_size as usize, 1 + 3 + MODELS - 1);
     let mut block_of = Vec::new();
     for i in 0..head.tree_size {
         block_of.push(client.entry(i).await.unwrap().block_height);
@@ -379,8 +382,8 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
         assert_eq!(b.height, h, "watch replays every block in order");
     }
 
-    // Subject queries: site-1 names genesis and its dataset; the scientist names 50 - 1 models
-    // plus genesis.
+    // Subject queries: site-1 names genesis and its dataset; the scientist names MODELS - 1
+    // models plus genesis (more than the server answers inline, so the rest is streamed).
     let site1 = client
         .query_subject(
             Subject {
@@ -407,20 +410,42 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
         )
         .await
         .unwrap();
-    assert_eq!(sci.len(), 1 + 49);
-    let limited = client
-        .raw()
-        .query_by_subject(scientist_query(10, 5, 0))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut n = 0;
-    let mut s = limited;
-    while let Some(e) = s.message().await.unwrap() {
-        assert!(e.index >= 10);
-        n += 1;
+    assert_eq!(sci.len(), MODELS);
+    let all: Vec<u64> = sci.iter().map(|e| e.index).collect();
+    let mut expected = vec![0];
+    expected.extend(idx.iter().copied());
+    assert_eq!(all, expected, "every scientist entry once, in index order");
+    // Pages from inside the list, short and long (crossing the inline part), and pages that
+    // run past its end.
+    for (from, limit) in [
+        (10, 5),
+        (10, 100),
+        (all[64], 64),
+        (all[63], 0),
+        (all[100], 200),
+    ] {
+        let mut s = client
+            .raw()
+            .query_by_subject(scientist_query(from, limit, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut page = Vec::new();
+        while let Some(e) = s.message().await.unwrap() {
+            page.push(e.index);
+        }
+        let want: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|&i| i >= from)
+            .take(if limit == 0 {
+                usize::MAX
+            } else {
+                limit as usize
+            })
+            .collect();
+        assert_eq!(page, want, "from {from}, limit {limit}");
     }
-    assert_eq!(n, 5);
 
     // Proofs attached to the answers: each one checks against the root of the tree of the
     // asked size, recomputed here from the entries themselves; answers beyond it carry none.
@@ -451,7 +476,7 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
             without += 1;
         }
     }
-    assert_eq!(with + without, 1 + 49);
+    assert_eq!(with + without, MODELS);
     assert!(with > 0 && without > 0, "{with} proven, {without} beyond");
     let beyond = client
         .raw()
