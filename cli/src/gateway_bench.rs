@@ -297,11 +297,11 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
     let (mut verified, mut baseline) = (Vec::new(), Vec::new());
     let (mut signal_bytes, mut wire) = (0u64, 0u64);
     for _ in 0..rounds {
-        let t = Instant::now();
-        let rep = client.pull(&r.slice_id, &mut lc, |_| {}).await?;
-        verified.push(t.elapsed().as_secs_f64());
+        let mut timer = PullTimer::start();
+        let rep = client.pull(&r.slice_id, &mut lc, |_| timer.batch()).await?;
+        verified.push(timer.finish());
         signal_bytes = rep.signal_bytes;
-        let t = Instant::now();
+        let mut timer = PullTimer::start();
         let w = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let wc = Arc::clone(&w);
         let s = plain_client
@@ -319,8 +319,9 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
         let mut rows = 0u64;
         while let Some(b) = st.next().await {
             rows += b?.num_rows() as u64;
+            timer.batch();
         }
-        baseline.push(t.elapsed().as_secs_f64());
+        baseline.push(timer.finish());
         wire = w.load(std::sync::atomic::Ordering::Relaxed);
         if rows != rep.rows {
             bail!(
@@ -329,50 +330,174 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
             );
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (tv, tb) = (median(&mut verified), median(&mut baseline));
+    let (v, b) = (Pull::median(&verified), Pull::median(&baseline));
+    let (tv, tb) = (v.seconds, b.seconds);
     let mb = |bytes: u64, secs: f64| bytes as f64 / secs / 1e6;
     let ratio = tb / tv;
+    // The least CPU that verification can take: SHA-256 over every sample byte at the rate
+    // this machine hashes a large buffer.
+    let hash_rate = sha256_rate();
+    let hash_floor = signal_bytes as f64 / hash_rate;
+    // The verified pull needs at least the baseline's CPU plus the hashing, spread at best
+    // over every core: the ratio cannot exceed this bound.
+    let bound = (tb * cores() as f64 / (b.cpu + hash_floor)).min(1.0);
     if json {
         println!(
             "{}",
             serde_json::json!({
                 "rows": r.rows, "signal_bytes": signal_bytes, "arrow_bytes": wire, "rounds": rounds,
-                "verified": {"seconds": tv, "signal_mb_per_s": mb(signal_bytes, tv), "arrow_mb_per_s": mb(wire, tv), "rows_per_s": r.rows as f64 / tv},
-                "baseline": {"seconds": tb, "signal_mb_per_s": mb(signal_bytes, tb), "arrow_mb_per_s": mb(wire, tb), "rows_per_s": r.rows as f64 / tb},
+                "cores": cores(),
+                "verified": v.json(signal_bytes, wire, r.rows),
+                "baseline": b.json(signal_bytes, wire, r.rows),
                 "verified_over_baseline": ratio,
+                "sha256_bytes_per_s": hash_rate,
+                "hash_floor_cpu_seconds": hash_floor,
+                "verified_over_baseline_bound": bound,
                 "first_pull_from_store": {"seconds": first, "signal_mb_per_s": mb(signal_bytes, first)},
             })
         );
     } else {
         println!(
-            "gateway bench: slice of {} rows, {:.1} MB of signal, {:.1} MB of Arrow data; median of {rounds} rounds",
+            "gateway bench: slice of {} rows, {:.1} MB of signal, {:.1} MB of Arrow data; median of {rounds} rounds; {} cores",
             r.rows,
             signal_bytes as f64 / 1e6,
-            wire as f64 / 1e6
+            wire as f64 / 1e6,
+            cores()
         );
-        println!(
-            "  verified pull   {:.3} s = {:.0} MB/s signal ({:.0} MB/s Arrow), {:.0} rows/s",
-            tv,
-            mb(signal_bytes, tv),
-            mb(wire, tv),
-            r.rows as f64 / tv
-        );
-        println!(
-            "  plain Flight    {:.3} s = {:.0} MB/s signal ({:.0} MB/s Arrow), {:.0} rows/s (same batches, no auth, no verification)",
-            tb,
-            mb(signal_bytes, tb),
-            mb(wire, tb),
-            r.rows as f64 / tb
-        );
+        for (name, p, what) in [
+            ("verified pull", &v, ""),
+            (
+                "plain Flight ",
+                &b,
+                " (same batches, no auth, no verification)",
+            ),
+        ] {
+            println!(
+                "  {name}   {:.3} s = {:.0} MB/s signal ({:.0} MB/s Arrow), {:.0} rows/s{what}\n                  CPU {:.3} core-s ({:.2} cores busy); first batch after {:.1} ms; stream end {:.1} ms after the last batch",
+                p.seconds,
+                mb(signal_bytes, p.seconds),
+                mb(wire, p.seconds),
+                r.rows as f64 / p.seconds,
+                p.cpu,
+                p.cpu / p.seconds,
+                p.first * 1e3,
+                p.tail * 1e3,
+            );
+        }
         println!("  verified / plain throughput: {ratio:.2}×");
+        println!(
+            "  verification: +{:.3} core-s over the baseline, of which ≥ {hash_floor:.3} core-s is SHA-256 of the signal ({:.2} GB/s on one core); with {} cores the ratio cannot exceed {bound:.2}",
+            v.cpu - b.cpu,
+            hash_rate / 1e9,
+            cores()
+        );
         println!(
             "  first verified pull, rows read from the Parquet store: {first:.3} s = {:.0} MB/s signal",
             mb(signal_bytes, first)
         );
     }
     Ok(())
+}
+
+/// CPU time (user + system) of this process so far, in seconds: server, client and ledger of
+/// the bench all run in it.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is a valid `who`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// Cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// SHA-256 throughput of one core on a 64 MiB buffer (best of three), bytes per second.
+fn sha256_rate() -> f64 {
+    use sha2::Digest;
+    let buf = vec![0x5au8; 64 << 20];
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::hint::black_box(sha2::Sha256::digest(&buf));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    buf.len() as f64 / best
+}
+
+/// Times one pull: wall time, process CPU time, time to the first batch, and the wait between
+/// the last batch and the end of the stream.
+struct PullTimer {
+    started: Instant,
+    cpu: f64,
+    first: Option<f64>,
+    last: f64,
+}
+
+impl PullTimer {
+    fn start() -> Self {
+        PullTimer {
+            started: Instant::now(),
+            cpu: cpu_seconds(),
+            first: None,
+            last: 0.0,
+        }
+    }
+
+    /// A batch was handed over.
+    fn batch(&mut self) {
+        let e = self.started.elapsed().as_secs_f64();
+        self.first.get_or_insert(e);
+        self.last = e;
+    }
+
+    fn finish(self) -> Pull {
+        let seconds = self.started.elapsed().as_secs_f64();
+        Pull {
+            seconds,
+            cpu: cpu_seconds() - self.cpu,
+            first: self.first.unwrap_or(seconds),
+            tail: seconds - self.last,
+        }
+    }
+}
+
+/// One pull's figures (seconds).
+#[derive(Debug, Clone, Copy)]
+struct Pull {
+    seconds: f64,
+    cpu: f64,
+    first: f64,
+    tail: f64,
+}
+
+impl Pull {
+    /// Field by field medians.
+    fn median(v: &[Pull]) -> Pull {
+        let m = |f: fn(&Pull) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(f64::total_cmp);
+            x.get(x.len() / 2).copied().unwrap_or(0.0)
+        };
+        Pull {
+            seconds: m(|p| p.seconds),
+            cpu: m(|p| p.cpu),
+            first: m(|p| p.first),
+            tail: m(|p| p.tail),
+        }
+    }
+
+    fn json(&self, signal: u64, wire: u64, rows: u64) -> serde_json::Value {
+        serde_json::json!({
+            "seconds": self.seconds, "signal_mb_per_s": signal as f64 / self.seconds / 1e6,
+            "arrow_mb_per_s": wire as f64 / self.seconds / 1e6, "rows_per_s": rows as f64 / self.seconds,
+            "cpu_seconds": self.cpu, "cores_busy": self.cpu / self.seconds,
+            "first_batch_seconds": self.first, "end_after_last_batch_seconds": self.tail,
+        })
+    }
 }

@@ -215,12 +215,16 @@ impl GatewayClient {
         ledger: &mut LedgerClient,
         mut on_batch: impl FnMut(&RecordBatch),
     ) -> Result<PullReport> {
-        let committed = slice_on_ledger(ledger, slice_id).await?;
+        // The slice root is looked up on the ledger while the gateway starts sending; no batch
+        // is handed over before it verified against that root.
+        let (committed, stream) =
+            tokio::join!(slice_on_ledger(ledger, slice_id), self.do_get_raw(slice_id));
+        let committed = committed?;
         let root: [u8; 32] = committed.slice_root.as_slice().try_into().map_err(|_| {
             GatewayError::Verification(format!("slice {slice_id}: ledger root is not 32 bytes"))
         })?;
         let size = committed.row_count;
-        let mut stream = self.do_get_raw(slice_id).await?;
+        let mut stream = stream?;
         let mut report = PullReport {
             slice_id: slice_id.to_string(),
             root,

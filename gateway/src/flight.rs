@@ -178,7 +178,16 @@ impl FlightService for GatewayFlight {
         let who = caller(&self.gw, &format!("{FLIGHT_PATH}DoGet"), &r).await?;
         let slice_id = parse_ticket(&r.get_ref().ticket)?;
         let s = self.gw.granted_slice(&who, &slice_id, true)?;
-        let (catalog, per_file, erased) = self.gw.plan(&s);
+        // A slice served before is sent from memory, with the erasures it was built with (an
+        // erasure empties the cache); otherwise its rows are read from the store.
+        let cached = self.gw.cached(&s.slice_id);
+        let (plan, erased) = match &cached {
+            Some(c) => (None, c.erased.clone()),
+            None => {
+                let (catalog, per_file, erased) = self.gw.plan(&s);
+                (Some((catalog, per_file)), erased)
+            }
+        };
         let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
         let rows_sent = Arc::new(AtomicU64::new(0));
         let (btx, brx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(4);
@@ -197,14 +206,14 @@ impl FlightService for GatewayFlight {
                 }
                 btx.blocking_send(out).is_ok()
             };
-            if let Some(cached) = gw.cached(&slice.slice_id) {
-                for b in cached.iter() {
+            let Some((catalog, per_file)) = plan else {
+                for b in cached.iter().flat_map(|c| c.batches.iter()) {
                     if !send(Ok(b.clone())) {
                         return;
                     }
                 }
                 return;
-            }
+            };
             let tree = slice.tree();
             let leaf_of: HashMap<&str, u64> = slice
                 .segments
@@ -242,52 +251,54 @@ impl FlightService for GatewayFlight {
                     }
                 }
             }
-            gw.keep(&slice.slice_id, &catalog, built);
+            gw.keep(
+                &slice.slice_id,
+                &catalog,
+                crate::gateway::ServedSlice {
+                    batches: built,
+                    erased,
+                },
+            );
         });
-        let mut enc = FlightDataEncoderBuilder::new()
+        // The encoder's messages go straight to tonic; once the last one is taken, DataServed
+        // is recorded, and only then does the stream end (an error, or a client that leaves,
+        // ends it before: no DataServed).
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&bytes);
+        let id = s.slice_id.clone();
+        let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_max_flight_data_size(8 << 20)
-            .build(ReceiverStream::new(brx));
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<FlightData, Status>>(8);
-        let gw = Arc::clone(&self.gw);
-        tokio::spawn(async move {
-            let mut bytes = 0u64;
-            while let Some(fd) = enc.next().await {
-                match fd {
-                    Ok(fd) => {
-                        bytes += (fd.data_header.len() + fd.data_body.len()) as u64;
-                        if tx.send(Ok(fd)).await.is_err() {
-                            tracing::warn!(slice = %s.slice_id, "client left before the end of the slice");
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!(
-                                "serving slice {}: {e}",
-                                s.slice_id
-                            ))))
-                            .await;
-                        return;
-                    }
+            .build(ReceiverStream::new(brx))
+            .map(move |fd| match fd {
+                Ok(fd) => {
+                    counted.fetch_add(
+                        (fd.data_header.len() + fd.data_body.len()) as u64,
+                        Ordering::Relaxed,
+                    );
+                    Ok(fd)
                 }
-            }
-            let rows = rows_sent.load(Ordering::Relaxed);
+                Err(e) => Err(Status::internal(format!("serving slice {id}: {e}"))),
+            });
+        let gw = Arc::clone(&self.gw);
+        let end = futures::stream::once(async move {
+            let (rows, bytes) = (
+                rows_sent.load(Ordering::Relaxed),
+                bytes.load(Ordering::Relaxed),
+            );
             match gw.served(&s, rows, bytes).await {
                 Ok(index) => {
-                    tracing::info!(slice = %s.slice_id, rows, bytes, index, "slice served")
+                    tracing::info!(slice = %s.slice_id, rows, bytes, index, "slice served");
+                    None
                 }
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(Status::unavailable(format!(
-                            "slice {} was sent but DataServed could not be recorded: {e}",
-                            s.slice_id
-                        ))))
-                        .await;
-                }
+                Err(e) => Some(Err(Status::unavailable(format!(
+                    "slice {} was sent but DataServed could not be recorded: {e}",
+                    s.slice_id
+                )))),
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        })
+        .filter_map(futures::future::ready);
+        Ok(Response::new(Box::pin(data.chain(end))))
     }
 
     async fn do_put(

@@ -60,6 +60,16 @@ const META_ERASING: &str = "erasing";
 /// erased since the reservation (leaf index, hex commitment).
 pub type ServePlan = (Arc<Catalog>, HashMap<usize, Vec<usize>>, Vec<(u64, String)>);
 
+/// A slice as served before, kept for later pulls: its record batches and the leaves that
+/// were erased when it was built (an erasure empties the cache, so both stay true).
+#[derive(Debug)]
+pub struct ServedSlice {
+    /// The served record batches, in order.
+    pub batches: Vec<arrow::array::RecordBatch>,
+    /// Leaf index and hex commitment of every erased leaf.
+    pub erased: Vec<(u64, String)>,
+}
+
 /// A running gateway's state.
 pub struct Gateway {
     /// Configuration.
@@ -77,7 +87,7 @@ pub struct Gateway {
     pub alter_sample: bool,
     /// Served batches of recently pulled slices, with the catalog generation they were built
     /// from (an erasure bumps the generation and empties the cache).
-    cache: std::sync::Mutex<HashMap<String, Arc<Vec<arrow::array::RecordBatch>>>>,
+    cache: std::sync::Mutex<HashMap<String, Arc<ServedSlice>>>,
 }
 
 fn refused(code: Code, m: impl Into<String>) -> GatewayError {
@@ -539,25 +549,23 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// The served batches of `slice_id` built before, if still valid.
-    pub fn cached(&self, slice_id: &str) -> Option<Arc<Vec<arrow::array::RecordBatch>>> {
+    /// The served slice `slice_id` as built before, if still valid.
+    pub fn cached(&self, slice_id: &str) -> Option<Arc<ServedSlice>> {
         self.cache.lock().ok()?.get(slice_id).cloned()
     }
 
-    /// Keeps the served batches of `slice_id` for later pulls when they fit the budget
+    /// Keeps the served slice `slice_id` for later pulls when its batches fit the budget
     /// (evicting the others when needed). `catalog` is the catalog they were built from: if an
     /// erasure replaced it meanwhile, nothing is kept.
-    pub fn keep(
-        &self,
-        slice_id: &str,
-        catalog: &Arc<Catalog>,
-        batches: Vec<arrow::array::RecordBatch>,
-    ) {
+    pub fn keep(&self, slice_id: &str, catalog: &Arc<Catalog>, slice: ServedSlice) {
         let budget = self.cfg.policy.cache_mb.saturating_mul(1 << 20);
-        let size = |v: &[arrow::array::RecordBatch]| -> u64 {
-            v.iter().map(|b| b.get_array_memory_size() as u64).sum()
+        let size = |v: &ServedSlice| -> u64 {
+            v.batches
+                .iter()
+                .map(|b| b.get_array_memory_size() as u64)
+                .sum()
         };
-        let n = size(&batches);
+        let n = size(&slice);
         if n > budget || !Arc::ptr_eq(catalog, &self.catalog()) {
             return;
         }
@@ -566,7 +574,7 @@ impl Gateway {
             if used + n > budget {
                 c.clear();
             }
-            c.insert(slice_id.to_string(), Arc::new(batches));
+            c.insert(slice_id.to_string(), Arc::new(slice));
         }
     }
 }

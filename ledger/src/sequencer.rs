@@ -28,7 +28,7 @@ use crate::store::{Head, NewEntry, Store, StoreError, nonce_key};
 /// Most entries committed in one block.
 pub const MAX_BATCH: usize = 8192;
 /// Longest pause between arriving submissions that still extends the block being gathered.
-pub const GROUP_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+pub const GROUP_GAP: std::time::Duration = std::time::Duration::from_millis(2);
 /// Longest time the sequencer gathers submissions for one block.
 pub const GROUP_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Capacity of the submission queue.
