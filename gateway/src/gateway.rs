@@ -505,11 +505,15 @@ impl Gateway {
             &self.cfg.age_edges,
             self.cfg.k,
         )?;
-        if let Ok(mut w) = self.catalog.write() {
-            *w = Arc::new(fresh);
-        }
-        if let Ok(mut c) = self.cache.lock() {
-            c.clear();
+        // The catalog is replaced and the cache emptied under the cache lock, which `keep`
+        // holds while it checks that its batches were built from the current catalog: no
+        // slice built before the erasure can be kept after it.
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(mut w) = self.catalog.write() {
+                *w = Arc::new(fresh);
+            }
+            cache.clear();
         }
         self.keys.delete_meta(META_ERASING)?;
         tracing::info!(segments = commitments.len(), index, "patient erased");
@@ -566,10 +570,13 @@ impl Gateway {
                 .sum()
         };
         let n = size(&slice);
-        if n > budget || !Arc::ptr_eq(catalog, &self.catalog()) {
+        if n > budget {
             return;
         }
         if let Ok(mut c) = self.cache.lock() {
+            if !Arc::ptr_eq(catalog, &self.catalog()) {
+                return;
+            }
             let used: u64 = c.values().map(|v| size(v)).sum();
             if used + n > budget {
                 c.clear();
