@@ -332,7 +332,6 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
     }
     let (v, b) = (Pull::median(&verified), Pull::median(&baseline));
     let (tv, tb) = (v.seconds, b.seconds);
-    let mb = |bytes: u64, secs: f64| bytes as f64 / secs / 1e6;
     let ratio = tb / tv;
     // The least CPU that verification can take: SHA-256 over every sample byte at the rate
     // this machine hashes a large buffer.
@@ -353,7 +352,7 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
                 "sha256_bytes_per_s": hash_rate,
                 "hash_floor_cpu_seconds": hash_floor,
                 "verified_over_baseline_bound": bound,
-                "first_pull_from_store": {"seconds": first, "signal_mb_per_s": mb(signal_bytes, first)},
+                "first_pull_from_store": {"seconds": first, "signal_mb_per_s": mb_per_s(signal_bytes, first)},
             })
         );
     } else {
@@ -375,8 +374,8 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
             println!(
                 "  {name}   {:.3} s = {:.0} MB/s signal ({:.0} MB/s Arrow), {:.0} rows/s{what}\n                  CPU {:.3} core-s ({:.2} cores busy); first batch after {:.1} ms; stream end {:.1} ms after the last batch",
                 p.seconds,
-                mb(signal_bytes, p.seconds),
-                mb(wire, p.seconds),
+                mb_per_s(signal_bytes, p.seconds),
+                mb_per_s(wire, p.seconds),
                 r.rows as f64 / p.seconds,
                 p.cpu,
                 p.cpu / p.seconds,
@@ -393,7 +392,7 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
         );
         println!(
             "  first verified pull, rows read from the Parquet store: {first:.3} s = {:.0} MB/s signal",
-            mb(signal_bytes, first)
+            mb_per_s(signal_bytes, first)
         );
     }
     Ok(())
@@ -410,6 +409,11 @@ fn cpu_seconds() -> f64 {
     }
     let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// Megabytes (10^6 bytes) per second.
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / seconds / 1e6
 }
 
 /// Cores this process may run on.
@@ -482,7 +486,7 @@ impl Pull {
         let m = |f: fn(&Pull) -> f64| {
             let mut x: Vec<f64> = v.iter().map(f).collect();
             x.sort_by(f64::total_cmp);
-            x.get(x.len() / 2).copied().unwrap_or(0.0)
+            crate::ledger_bench::percentile(&x, 0.5)
         };
         Pull {
             seconds: m(|p| p.seconds),
@@ -494,8 +498,8 @@ impl Pull {
 
     fn json(&self, signal: u64, wire: u64, rows: u64) -> serde_json::Value {
         serde_json::json!({
-            "seconds": self.seconds, "signal_mb_per_s": signal as f64 / self.seconds / 1e6,
-            "arrow_mb_per_s": wire as f64 / self.seconds / 1e6, "rows_per_s": rows as f64 / self.seconds,
+            "seconds": self.seconds, "signal_mb_per_s": mb_per_s(signal, self.seconds),
+            "arrow_mb_per_s": mb_per_s(wire, self.seconds), "rows_per_s": rows as f64 / self.seconds,
             "cpu_seconds": self.cpu, "cores_busy": self.cpu / self.seconds,
             "first_batch_seconds": self.first, "end_after_last_batch_seconds": self.tail,
         })

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, AsArray, Float32Array, ListArray, RecordBatch};
 use arrow::datatypes::Float32Type;
@@ -29,6 +29,21 @@ use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, 
 pub const FLIGHT_PATH: &str = "/arrow.flight.protocol.FlightService/";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Logs a DoGet stream dropped before its end that no error ended: the client left, and no
+/// DataServed is recorded.
+struct Unfinished {
+    slice_id: String,
+    done: Arc<AtomicBool>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.done.load(Ordering::Relaxed) {
+            tracing::warn!(slice = %self.slice_id, "client left before the end of the slice");
+        }
+    }
+}
 
 /// The Flight service of a gateway.
 #[derive(Clone)]
@@ -266,6 +281,11 @@ impl FlightService for GatewayFlight {
         let bytes = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&bytes);
         let id = s.slice_id.clone();
+        let left = Unfinished {
+            slice_id: s.slice_id.clone(),
+            done: Arc::new(AtomicBool::new(false)),
+        };
+        let failed = Arc::clone(&left.done);
         let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_max_flight_data_size(8 << 20)
@@ -278,10 +298,14 @@ impl FlightService for GatewayFlight {
                     );
                     Ok(fd)
                 }
-                Err(e) => Err(Status::internal(format!("serving slice {id}: {e}"))),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    Err(Status::internal(format!("serving slice {id}: {e}")))
+                }
             });
         let gw = Arc::clone(&self.gw);
         let end = futures::stream::once(async move {
+            left.done.store(true, Ordering::Relaxed);
             let (rows, bytes) = (
                 rows_sent.load(Ordering::Relaxed),
                 bytes.load(Ordering::Relaxed),

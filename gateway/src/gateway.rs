@@ -85,8 +85,7 @@ pub struct Gateway {
     writes: tokio::sync::Mutex<()>,
     /// Fault-injection hook ([`FAULT_ENV`]).
     pub alter_sample: bool,
-    /// Served batches of recently pulled slices, with the catalog generation they were built
-    /// from (an erasure bumps the generation and empties the cache).
+    /// Recently served slices, kept for repeated pulls (an erasure empties it).
     cache: std::sync::Mutex<HashMap<String, Arc<ServedSlice>>>,
 }
 
