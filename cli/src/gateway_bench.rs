@@ -30,7 +30,7 @@ use ecgfed_datasets::ingest::{IngestOptions, ingest};
 use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
 use ecgfed_gateway::config::{GatewayConfig, LedgerConfig, Policy};
-use ecgfed_gateway::server::{CONNECTION_WINDOW, STREAM_WINDOW};
+use ecgfed_gateway::server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use ecgfed_gateway::service::MAX_MESSAGE_BYTES;
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::client::LedgerClient;
@@ -273,6 +273,7 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
             .add_service(
                 FlightServiceServer::new(plain)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -284,6 +285,7 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .connect()
         .await?;
     let mut plain_client = FlightServiceClient::new(ch)

@@ -109,6 +109,7 @@ impl GatewayClient {
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(crate::server::MAX_FRAME)
             .connect()
             .await
             .map_err(|e| transport(addr, e))?;
