@@ -30,7 +30,7 @@ use ecgfed_datasets::ingest::{IngestOptions, ingest};
 use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
 use ecgfed_gateway::config::{GatewayConfig, LedgerConfig, Policy};
-use ecgfed_gateway::server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
+use ecgfed_gateway::server::{http2_endpoint, http2_server};
 use ecgfed_gateway::service::MAX_MESSAGE_BYTES;
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::client::LedgerClient;
@@ -269,11 +269,7 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
         batches: Arc::new(kept),
     };
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME)
+        http2_server(tonic::transport::Server::builder())
             .add_service(
                 FlightServiceServer::new(plain)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -281,13 +277,11 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
             )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(pl)),
     );
-    let ch = tonic::transport::Channel::from_shared(format!("http://{paddr}"))?
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
-        .connect()
-        .await?;
+    let ch = http2_endpoint(tonic::transport::Channel::from_shared(format!(
+        "http://{paddr}"
+    ))?)
+    .connect()
+    .await?;
     let mut plain_client = FlightServiceClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

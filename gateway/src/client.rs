@@ -25,7 +25,6 @@ use crate::auth::{RequestSigner, add_headers};
 use crate::commitment::verify_leaf;
 use crate::error::{GatewayError, Result};
 use crate::flight::FLIGHT_PATH;
-use crate::server::{CONNECTION_WINDOW, STREAM_WINDOW};
 use crate::service::{MAX_MESSAGE_BYTES, SERVICE_PATH};
 use crate::slice::{meta, ticket, verify_batch};
 
@@ -105,11 +104,7 @@ impl GatewayClient {
                 )
                 .map_err(|e| transport(addr, e))?;
         }
-        let ch = ep
-            .tcp_nodelay(true)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(crate::server::MAX_FRAME)
+        let ch = crate::server::http2_endpoint(ep)
             .connect()
             .await
             .map_err(|e| transport(addr, e))?;

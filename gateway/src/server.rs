@@ -17,6 +17,25 @@ pub const CONNECTION_WINDOW: u32 = 32 << 20;
 /// MIT-BIH needs half the CPU time (bench/README.md, "Gateway").
 pub const MAX_FRAME: u32 = 1 << 20;
 
+/// The transport settings of a server that streams ECG batches: TCP_NODELAY, the HTTP/2
+/// windows and frame size above. Used by the gateway and by the bench's plain Flight baseline,
+/// so that both pulls ride the same transport.
+pub fn http2_server<L>(builder: tonic::transport::Server<L>) -> tonic::transport::Server<L> {
+    builder
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+}
+
+/// The client side of [`http2_server`]: the same settings on an endpoint.
+pub fn http2_endpoint(ep: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    ep.tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+}
+
 /// The server TLS configuration from PEM files.
 pub fn tls_config(
     tls: &crate::config::TlsConfig,
@@ -51,11 +70,7 @@ pub async fn serve(
             .tls_config(tls_config(tls)?)
             .map_err(|e| crate::GatewayError::Config(format!("tls: {e}")))?;
     }
-    builder
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
+    http2_server(builder)
         .add_service(GatewayServer::new(Arc::clone(&gw)).into_service())
         .add_service(GatewayFlight::new(gw).into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)
