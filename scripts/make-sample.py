@@ -3,9 +3,11 @@
 
     python3 scripts/make-sample.py SHARED_ECG_FOLDER
 
-Selection (about 4 MB of real records from four source databases, each with its licence file):
+Selection (about 4.6 MB of real records from four source databases, each with its licence file):
   cinc2017/  the first 25 N, 25 A, 20 O and 4 ~ records of REFERENCE.csv (AF-rich on purpose)
-  ludb/      records 1-3, the first 3 with atrial fibrillation, 1 flutter, 1 tachycardia
+  ludb/      records 1-3; 4, 7, 9, 36, 37 (sinus rhythm, aged 40-59: with record 3, three men and
+             three women, so that k = 2 strata cells of both sexes exist); the first 3 with atrial
+             fibrillation, 1 flutter, 1 tachycardia
   cinc2021/  georgia/ and ptb-xl/: the first 6 records of each (by name)
 """
 import csv, io, re, shutil, sys
@@ -37,7 +39,7 @@ copy("cinc2017/LICENSE-AND-SOURCE.md")
 def rhythm(n):
     m = re.search(r"#Rhythm: (.*)", (src / f"ludb/data/{n}.hea").read_text())
     return m.group(1).strip() if m else ""
-records = [1, 2, 3]
+records = [1, 2, 3, 4, 7, 9, 36, 37]
 for pick, count in (("Atrial fibrillation", 3), ("Atrial flutter", 1), ("Sinus tachycardia", 1)):
     records += [n for n in range(1, 201) if rhythm(n).startswith(pick) and n not in records][:count]
 for n in records:

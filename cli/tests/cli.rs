@@ -52,13 +52,13 @@ fn ingest_summary_inspect_strata_on_the_sample() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("94 records") && text.contains("initial_value_mismatch"),
+        text.contains("99 records") && text.contains("initial_value_mismatch"),
         "{text}"
     );
 
     let m = json(&ecgfed(&["datasets", "summary", s(&out), "--json"]));
     assert_eq!(m["schema_version"], 1);
-    assert_eq!(m["records"], 94);
+    assert_eq!(m["records"], 99);
     assert_eq!(m["site"], "demo");
     assert_eq!(m["settings"]["segmentation"]["mode"], "windows");
     let cinc = m["sources"]

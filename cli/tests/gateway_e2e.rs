@@ -138,8 +138,9 @@ async fn federation_end_to_end() {
         "restart re-registered an unchanged dataset"
     );
 
-    // Cohort, reservation, verified pull at both sites.
-    let allocation = create_cohort(&fed, "sci", "cohort-1", 2, 3).await;
+    // Cohort, reservation, verified pull at both sites: 3 segments a cell (k on the embedded
+    // sample, whose visible cells may hold only k patients of one segment each).
+    let allocation = create_cohort(&fed, "sci", "cohort-1", 2, fed.k.min(3)).await;
     assert!(allocation.len() >= 3, "{allocation:?}");
     let mut slices = Vec::new();
     for i in 0..2 {

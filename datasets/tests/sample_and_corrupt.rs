@@ -43,7 +43,7 @@ fn sample_layouts_are_detected() {
             ("cinc2017", Layout::Cinc2017, 74),
             ("cinc2021-georgia", Layout::Cinc2021, 6),
             ("cinc2021-ptb-xl", Layout::Cinc2021, 6),
-            ("ludb", Layout::Ludb, 8)
+            ("ludb", Layout::Ludb, 13)
         ]
     );
     // The cinc2021 sites inherit the licence file of their parent folder.
@@ -55,7 +55,7 @@ fn sample_ingest_round_trips_and_hashes_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("store");
     let m = ingest(&[sample()], &out, &opts(), &|_| {}).unwrap();
-    assert_eq!((m.records, m.skipped), (94, 0));
+    assert_eq!((m.records, m.skipped), (99, 0));
     let c = m.sources.iter().find(|s| s.id == "cinc2017").unwrap();
     assert_eq!(c.records_by_raw_label.get("A"), Some(&25));
     // LUDB record 1 (sinus bradycardia, F 51): one 10 s window of 12 leads.
