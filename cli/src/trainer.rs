@@ -105,6 +105,10 @@ pub fn run_train_cmd(
     for (site, s) in &r.evaluation.held_out {
         print!(
             "{}",
+            class_table(&format!("held-out {site}, windows"), &s.windows)
+        );
+        print!(
+            "{}",
             class_table(&format!("held-out {site}, records"), &s.records)
         );
     }

@@ -52,55 +52,129 @@ pub struct CohortData {
     pub meta: Vec<RowMeta>,
     /// Windows, row-major (`meta.len() × window`).
     pub x: Vec<f32>,
-    /// Scalar features per row besides the window (0: none; [`RR_FEATURES`] after
-    /// [`CohortData::add_rr_features`]).
+    /// Scalar features per row besides the window (0: none; [`BEAT_FEATURES`] after
+    /// [`CohortData::add_beat_features`]).
     pub features: usize,
     /// Those features, row-major (`meta.len() × features`).
     pub f: Vec<f32>,
 }
 
 /// Number of RR-interval features per beat (see [`rr_features`]).
-pub const RR_FEATURES: usize = 8;
+pub const RR_FEATURES: usize = 4;
+
+/// Points of a beat's morphology in its features (see [`morphology`]).
+pub const MORPH_POINTS: usize = 54;
+
+/// Beat features per row (see [`CohortData::add_beat_features`]): the RR features, the
+/// morphology minus the record's template, and two template-fit values.
+pub const BEAT_FEATURES: usize = RR_FEATURES + MORPH_POINTS + 2;
+
+/// Spacing of the morphology points, in seconds.
+const MORPH_STEP_S: f64 = 1.0 / 90.0;
 
 /// RR intervals assumed for a record with fewer than two beats, in seconds.
 const RR_UNKNOWN_S: f64 = 1.0;
 
+/// Bounds that intervals are clipped to before their logarithm, in seconds.
+const RR_CLIP_S: (f64, f64) = (0.05, 5.0);
+
+/// Half-width of the window of the average interval, in seconds.
+const RR_AVERAGE_S: f64 = 300.0;
+
 /// RR-interval features of the beats of one record, given their times in seconds (sorted):
-/// `[pre, post, local, pre/rec, post/rec, local/rec, pre/post, pre/local]`, where `pre` and `post` are the
+/// the natural logarithms of `[pre, post, local, average]`, where `pre` and `post` are the
 /// intervals to the previous and next beat (the first beat takes its `post` as `pre`, the last
-/// its `pre` as `post`), `local` the mean `pre` of the beat and the 9 before it, and `rec` the
-/// median interval of the record. Every value is clipped to [0, 5]; a record of fewer than two
-/// beats gets intervals of 1 s.
+/// its `pre` as `post`), `local` the mean `pre` of beats i−5 … i+4 (those that exist) and
+/// `average` the mean `pre` of the beats within ±300 s of the beat. Intervals are in seconds,
+/// clipped to [0.05, 5] before the logarithm; a record of fewer than two beats gets intervals
+/// of 1 s. Absolute intervals, not ratios to the record's median: where premature beats are
+/// the majority (MIT-BIH 232), the median is one of them.
 pub fn rr_features(times: &[f64]) -> Vec<[f32; RR_FEATURES]> {
     let n = times.len();
     let d: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    let interval = |k: usize| d.get(k).copied().unwrap_or(RR_UNKNOWN_S).max(1e-3);
-    let pre: Vec<f64> = (0..n)
-        .map(|i| interval(if i == 0 { 0 } else { i - 1 }))
-        .collect();
-    let rec = if d.is_empty() {
-        RR_UNKNOWN_S
-    } else {
-        let mut s = d.clone();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2].max(1e-3)
-    };
+    let interval = |k: usize| d.get(k).copied().unwrap_or(RR_UNKNOWN_S);
+    let pre: Vec<f64> = (0..n).map(|i| interval(i.saturating_sub(1))).collect();
+    let mut sum = vec![0f64; n + 1];
+    for i in 0..n {
+        sum[i + 1] = sum[i] + pre[i];
+    }
+    let mean = |a: usize, b: usize| (sum[b] - sum[a]) / (b - a).max(1) as f64;
     (0..n)
         .map(|i| {
             let post = if i + 1 < n { interval(i) } else { pre[i] };
-            let from = i.saturating_sub(9);
-            let local = pre[from..=i].iter().sum::<f64>() / (i + 1 - from) as f64;
-            [
-                pre[i],
-                post,
-                local,
-                pre[i] / rec,
-                post / rec,
-                local / rec,
-                pre[i] / post,
-                pre[i] / local,
-            ]
-            .map(|v| v.clamp(0.0, 5.0) as f32)
+            let local = mean(i.saturating_sub(5), (i + 5).min(n));
+            let lo = times.partition_point(|&t| t < times[i] - RR_AVERAGE_S);
+            let hi = times.partition_point(|&t| t <= times[i] + RR_AVERAGE_S);
+            let average = mean(lo, hi.max(lo + 1));
+            [pre[i], post, local, average].map(|v| v.clamp(RR_CLIP_S.0, RR_CLIP_S.1).ln() as f32)
+        })
+        .collect()
+}
+
+/// A beat's morphology: the (normalised) window's samples at offsets (j − 27) / 90 s from its
+/// centre sample (index ⌊len/2⌋), j = 0 … 53, rounded to the nearest sample at `rate` Hz; 0
+/// outside the window. At 180 Hz: every second sample from centre − 54 to centre + 52.
+pub fn morphology(window: &[f32], rate: f64) -> [f32; MORPH_POINTS] {
+    let c = (window.len() / 2) as i64;
+    std::array::from_fn(|j| {
+        let off = ((j as f64 - (MORPH_POINTS / 2) as f64) * MORPH_STEP_S * rate).round() as i64;
+        usize::try_from(c + off)
+            .ok()
+            .and_then(|k| window.get(k))
+            .copied()
+            .unwrap_or(0.0)
+    })
+}
+
+/// The median of `v` (the mean of the two middle values for an even count; 0 when empty).
+fn median(v: &mut [f32]) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f32::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Template features of one record's beats, given their [`morphology`] vectors: the record's
+/// template is the point-wise [`median`] of them; each beat gets its morphology minus the
+/// template, then the Pearson correlation of its morphology with the template (0 where either
+/// is constant) and ln(‖morphology − template‖₂ + 0.001).
+pub fn template_features(morph: &[[f32; MORPH_POINTS]]) -> Vec<[f32; MORPH_POINTS + 2]> {
+    let template: Vec<f64> = (0..MORPH_POINTS)
+        .map(|j| median(&mut morph.iter().map(|m| m[j]).collect::<Vec<_>>()) as f64)
+        .collect();
+    let centred = |v: &[f64]| -> Vec<f64> {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        v.iter().map(|x| x - mean).collect()
+    };
+    let tc = centred(&template);
+    let tn = tc.iter().map(|x| x * x).sum::<f64>().sqrt();
+    morph
+        .iter()
+        .map(|m| {
+            let mv: Vec<f64> = m.iter().map(|&x| x as f64).collect();
+            let mc = centred(&mv);
+            let mn = mc.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let corr = if mn > 0.0 && tn > 0.0 {
+                mc.iter().zip(&tc).map(|(a, b)| a * b).sum::<f64>() / (mn * tn)
+            } else {
+                0.0
+            };
+            let mut out = [0f32; MORPH_POINTS + 2];
+            let mut norm = 0f64;
+            for j in 0..MORPH_POINTS {
+                let d = mv[j] - template[j];
+                out[j] = d as f32;
+                norm += d * d;
+            }
+            out[MORPH_POINTS] = corr as f32;
+            out[MORPH_POINTS + 1] = (norm.sqrt() + 1e-3).ln() as f32;
+            out
         })
         .collect()
 }
@@ -155,12 +229,14 @@ impl CohortData {
         self.f = f;
     }
 
-    /// Sets each row's features to the [`rr_features`] of its beat among the rows of the same
-    /// record (site and record id), ordered by window centre: for beat-centred windows, the
-    /// RR intervals around each beat, normalised by the record's own rhythm. Only the beats in
-    /// the cohort count: a beat left out (another class, suppressed) lengthens its neighbours'
-    /// intervals.
-    pub fn add_rr_features(&mut self) {
+    /// Sets each row's features to its beat features (beat-centred windows at `rate` Hz),
+    /// computed among the rows of the same record (site and record id) ordered by window
+    /// centre: the [`rr_features`] of the beat times, then the [`template_features`] of the
+    /// windows' [`morphology`] — [`BEAT_FEATURES`] values a row. They describe each beat against
+    /// its own patient's rhythm and usual beat, which the window alone does not show across
+    /// patients. Only the beats in the cohort count: a beat left out (another class,
+    /// suppressed) lengthens its neighbours' intervals and is not in the template.
+    pub fn add_beat_features(&mut self, rate: u32) {
         use std::collections::BTreeMap;
         let mut records: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
         for (i, m) in self.meta.iter().enumerate() {
@@ -169,18 +245,28 @@ impl CohortData {
                 .or_default()
                 .push(i);
         }
-        let mut f = vec![0f32; self.meta.len() * RR_FEATURES];
+        let mut f = vec![0f32; self.meta.len() * BEAT_FEATURES];
         for rows in records.values_mut() {
             rows.sort_by_key(|&i| (self.meta[i].centre_ms, i));
             let times: Vec<f64> = rows
                 .iter()
                 .map(|&i| self.meta[i].centre_ms as f64 / 1000.0)
                 .collect();
-            for (&i, v) in rows.iter().zip(rr_features(&times)) {
-                f[i * RR_FEATURES..(i + 1) * RR_FEATURES].copy_from_slice(&v);
+            let morph: Vec<_> = rows
+                .iter()
+                .map(|&i| morphology(self.row(i), rate as f64))
+                .collect();
+            for ((&i, rr), t) in rows
+                .iter()
+                .zip(rr_features(&times))
+                .zip(template_features(&morph))
+            {
+                let row = &mut f[i * BEAT_FEATURES..(i + 1) * BEAT_FEATURES];
+                row[..RR_FEATURES].copy_from_slice(&rr);
+                row[RR_FEATURES..].copy_from_slice(&t);
             }
         }
-        self.features = RR_FEATURES;
+        self.features = BEAT_FEATURES;
         self.f = f;
     }
 
@@ -463,33 +549,66 @@ mod tests {
 
     #[test]
     fn rr_features_by_hand() {
-        // Intervals 1, 1, 0.5, 1 s: the fourth beat is premature; the record's median is 1 s.
+        // Intervals 1, 1, 0.5, 1 s: the fourth beat is premature.
         let f = rr_features(&[0.0, 1.0, 2.0, 2.5, 3.5]);
         assert_eq!(f.len(), 5);
-        assert_eq!(f[0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
-        assert_eq!(f[2], [1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 2.0, 1.0]);
-        assert_eq!(
-            f[3],
-            [
-                0.5,
-                1.0,
-                0.875,
-                0.5,
-                1.0,
-                0.875,
-                0.5,
-                (0.5f64 / 0.875) as f32
-            ]
-        );
-        // The last beat takes its pre interval as post; local = (1 + 1 + 1 + 0.5 + 1) / 5.
-        assert_eq!(
-            f[4],
-            [1.0, 1.0, 0.9, 1.0, 1.0, 0.9, 1.0, (1.0f64 / 0.9) as f32]
-        );
-        assert_eq!(rr_features(&[4.0]), vec![[1.0; RR_FEATURES]]);
+        let ln = |v: f64| v.ln() as f32;
+        // local: all five beats are within i-5 .. i+4, mean pre = (1 + 1 + 1 + 0.5 + 1) / 5;
+        // average: all within 300 s, the same.
+        assert_eq!(f[0], [0.0, 0.0, ln(0.9), ln(0.9)]);
+        assert_eq!(f[2], [0.0, ln(0.5), ln(0.9), ln(0.9)]);
+        assert_eq!(f[3], [ln(0.5), 0.0, ln(0.9), ln(0.9)]);
+        // The last beat takes its pre interval as post.
+        assert_eq!(f[4][..2], [0.0, 0.0]);
+        assert_eq!(rr_features(&[4.0]), vec![[0.0; RR_FEATURES]]);
         assert!(rr_features(&[]).is_empty());
-        // Ratios are clipped at 5.
-        assert_eq!(rr_features(&[0.0, 0.1, 0.2, 6.2])[3][3], 5.0);
+        // Intervals are clipped to [0.05, 5] s.
+        let c = rr_features(&[0.0, 0.01, 0.02, 6.02]);
+        assert_eq!((c[1][0], c[3][0]), (ln(0.05), ln(5.0)));
+        // The average covers ±300 s: beat 3 (400 s) sees beats 3 and 4 only, (398 + 1) / 2.
+        let a = rr_features(&[0.0, 1.0, 2.0, 400.0, 401.0]);
+        assert_eq!((a[0][3], a[1][3], a[3][3]), (0.0, 0.0, ln(5.0)));
+        // 1-s beats from 0 to 300 s, then 2-s beats to 700 s: the beat at 400 s averages the
+        // 201 beats of 100 … 300 s (1 s) and the 200 of 302 … 700 s (2 s).
+        let t: Vec<f64> = (0..=300)
+            .map(f64::from)
+            .chain((151..=350).map(|k| 2.0 * f64::from(k)))
+            .collect();
+        let a = rr_features(&t);
+        let at400 = t.iter().position(|&x| x == 400.0).unwrap();
+        assert_eq!(a[0][3], 0.0);
+        assert!((a[at400][3] as f64 - (601.0f64 / 401.0).ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn morphology_and_template_by_hand() {
+        let w: Vec<f32> = (0..360).map(|k| k as f32).collect();
+        let m = morphology(&w, 180.0);
+        assert_eq!((m[0], m[27], m[53]), (126.0, 180.0, 232.0));
+        let w2: Vec<f32> = (0..720).map(|k| k as f32).collect();
+        assert_eq!(morphology(&w2, 360.0)[0], 252.0);
+        // Points outside a short window are 0.
+        let short = morphology(&[5.0; 10], 180.0);
+        // (centre 5; offsets 2 (j - 27): samples 1 … 9 are j = 25 … 29.)
+        assert_eq!(
+            (short[24], short[25], short[29], short[30]),
+            (0.0, 5.0, 5.0, 0.0)
+        );
+        // Template of (ramp, ramp, -ramp) is the ramp.
+        let ramp: [f32; MORPH_POINTS] = std::array::from_fn(|j| j as f32);
+        let neg = ramp.map(|v| -v);
+        let t = template_features(&[ramp, ramp, neg]);
+        assert!(t[0][..MORPH_POINTS].iter().all(|&v| v == 0.0));
+        assert!((t[0][MORPH_POINTS] - 1.0).abs() < 1e-6);
+        assert_eq!(t[0][MORPH_POINTS + 1], (1e-3f64).ln() as f32);
+        assert_eq!(t[2][5], -10.0);
+        assert!((t[2][MORPH_POINTS] + 1.0).abs() < 1e-6);
+        let sq: f64 = (0..MORPH_POINTS).map(|j| (2.0 * j as f64).powi(2)).sum();
+        assert!((t[2][MORPH_POINTS + 1] as f64 - (sq.sqrt() + 1e-3).ln()).abs() < 1e-5);
+        // An even count takes the mean of the two middle values: the template is 0 here and
+        // a constant template gives correlation 0.
+        let t = template_features(&[ramp, neg]);
+        assert_eq!((t[0][7], t[0][MORPH_POINTS]), (7.0, 0.0));
     }
 
     #[test]
@@ -526,16 +645,17 @@ mod tests {
             meta,
             ..Default::default()
         };
-        d.add_rr_features();
-        assert_eq!(d.features, RR_FEATURES);
-        // Record a: 0, 1, 2 s; record b: 0.5, 1, 1.5 s.
-        assert_eq!(d.row_features(0)[..2], [1.0, 1.0]);
-        assert_eq!(d.row_features(1)[..2], [0.5, 0.5]);
+        d.add_beat_features(180);
+        assert_eq!(d.features, BEAT_FEATURES);
+        // Record a: 0, 1, 2 s; record b: 0.5, 1, 1.5 s (ln of the intervals).
+        let half = (0.5f64).ln() as f32;
+        assert_eq!(d.row_features(0)[..2], [0.0, 0.0]);
+        assert_eq!(d.row_features(1)[..2], [half, half]);
         d.sort();
         // Sorted by segment id: a/0 (2 s), a/2 (0 s), a/4 (1 s), b/1, b/3, b/5.
         assert_eq!(d.x, [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
         for (i, m) in d.meta.iter().enumerate() {
-            let want = if m.record_id == "a" { 1.0 } else { 0.5 };
+            let want = if m.record_id == "a" { 0.0 } else { half };
             assert_eq!(d.row_features(i)[0], want, "{}", m.segment_id);
         }
     }

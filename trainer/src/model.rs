@@ -14,7 +14,9 @@ pub struct Arch {
     pub in_channels: i64,
     /// Classes.
     pub classes: i64,
-    /// Channels per stage; every stage after the first halves the length.
+    /// Channels per stage; every stage after the first halves the length. Empty: no
+    /// convolutional path, the network is a linear classifier over the scalar features
+    /// (multinomial logistic regression; needs `features` > 0).
     pub channels: Vec<i64>,
     /// Residual blocks per stage.
     pub blocks_per_stage: usize,
@@ -91,8 +93,7 @@ impl Block {
 /// The network.
 #[derive(Debug)]
 pub struct ResNet1d {
-    stem: nn::Conv1D,
-    stem_bn: nn::BatchNorm,
+    stem: Option<(nn::Conv1D, nn::BatchNorm)>,
     blocks: Vec<Block>,
     feat: Option<nn::Linear>,
     features: i64,
@@ -104,11 +105,14 @@ pub struct ResNet1d {
 impl ResNet1d {
     /// Builds the network's variables under `p`.
     pub fn new(p: &nn::Path, a: &Arch) -> ResNet1d {
-        let c0 = a.channels[0];
-        let stem = conv(p / "stem", a.in_channels, c0, 15, 2);
-        let stem_bn = nn::batch_norm1d(p / "stem_bn", c0, Default::default());
+        let stem = a.channels.first().map(|&c0| {
+            (
+                conv(p / "stem", a.in_channels, c0, 15, 2),
+                nn::batch_norm1d(p / "stem_bn", c0, Default::default()),
+            )
+        });
         let mut blocks = Vec::new();
-        let mut cin = c0;
+        let mut cin = a.channels.first().copied().unwrap_or(0);
         for (s, &cout) in a.channels.iter().enumerate() {
             for b in 0..a.blocks_per_stage {
                 let stride = if s > 0 && b == 0 { 2 } else { 1 };
@@ -122,13 +126,18 @@ impl ResNet1d {
                 cin = cout;
             }
         }
-        let feat = (a.features > 0)
+        // Features join a convolutional path through their own layer, or alone go straight
+        // into the classifier.
+        let feat = (a.features > 0 && stem.is_some())
             .then(|| nn::linear(p / "feat", a.features, FEATURE_UNITS, Default::default()));
-        let joined = 2 * cin + if feat.is_some() { FEATURE_UNITS } else { 0 };
+        let joined = match (&stem, &feat) {
+            (None, _) => a.features,
+            (Some(_), Some(_)) => 2 * cin + FEATURE_UNITS,
+            (Some(_), None) => 2 * cin,
+        };
         let fc = nn::linear(p / "fc", joined, a.classes, Default::default());
         ResNet1d {
             stem,
-            stem_bn,
             blocks,
             feat,
             features: a.features,
@@ -151,11 +160,18 @@ impl ResNet1d {
     /// `xs`: (batch, leads, samples) and, for a network with scalar features, `feats`:
     /// (batch, features) → logits (batch, classes). Missing features count as zeros.
     pub fn forward_rows(&self, xs: &Tensor, feats: Option<&Tensor>, train: bool) -> Tensor {
-        let mut x = xs
-            .apply(&self.stem)
-            .apply_t(&self.stem_bn, train)
-            .relu()
-            .max_pool1d([3], [2], [1], [1], false);
+        let f = || match feats {
+            Some(f) => f.shallow_clone(),
+            None => Tensor::zeros([xs.size()[0], self.features], (xs.kind(), xs.device())),
+        };
+        let Some((stem, stem_bn)) = &self.stem else {
+            return f().dropout(self.dropout, train).apply(&self.fc);
+        };
+        let mut x =
+            xs.apply(stem)
+                .apply_t(stem_bn, train)
+                .relu()
+                .max_pool1d([3], [2], [1], [1], false);
         for b in &self.blocks {
             x = b.forward(&x, train);
         }
@@ -163,11 +179,7 @@ impl ResNet1d {
         let max = x.amax(-1, false);
         let mut parts = vec![avg, max];
         if let Some(l) = &self.feat {
-            let f = match feats {
-                Some(f) => f.shallow_clone(),
-                None => Tensor::zeros([xs.size()[0], self.features], (xs.kind(), xs.device())),
-            };
-            parts.push(f.apply(l).relu());
+            parts.push(f().apply(l).relu());
         }
         Tensor::cat(&parts, 1)
             .dropout(self.dropout, train)
@@ -223,5 +235,21 @@ mod tests {
         assert_eq!(z.size(), vec![2, 4]);
         assert!(z.equal(&m.forward_t(&x, false)));
         assert!(!z.equal(&m.forward_rows(&x, Some(&ones), false)));
+
+        // No channels: logistic regression over the features, the signal unused.
+        let a = Arch {
+            channels: vec![],
+            ..a
+        };
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let m = ResNet1d::new(&vs.root(), &a);
+        let vars = vs.variables();
+        assert_eq!(vars.len(), 2, "{:?}", vars.keys());
+        let (w, b) = (&vars["fc.weight"], &vars["fc.bias"]);
+        let f = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 1.0, 0.0, -3.0]).view([2, 3]);
+        let got = m.forward_rows(&x, Some(&f), false);
+        let by_hand = f.matmul(&w.tr()) + b;
+        assert!(got.allclose(&by_hand, 1e-6, 1e-6, false));
+        assert!(got.equal(&m.forward_rows(&x.zeros_like(), Some(&f), false)));
     }
 }

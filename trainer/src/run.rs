@@ -145,8 +145,8 @@ pub async fn pull(
         reports.push(report);
     }
     data.sort();
-    if spec.spec.train.rr_features {
-        data.add_rr_features();
+    if spec.spec.train.beat_features {
+        data.add_beat_features(spec.spec.signal.sample_rate);
     }
     Ok((data, reports))
 }

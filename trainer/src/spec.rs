@@ -98,7 +98,8 @@ pub struct TrainSpec {
     pub patience: usize,
     /// Share of patients (records where no patient id) kept for validation.
     pub val_fraction: f64,
-    /// Channels of the residual stages.
+    /// Channels of the residual stages; empty (with `beat_features`): no convolutional
+    /// path, a linear classifier over the beat features.
     pub channels: Vec<i64>,
     /// Residual blocks per stage.
     pub blocks_per_stage: usize,
@@ -125,10 +126,11 @@ pub struct TrainSpec {
     pub max_steps_per_epoch: usize,
     /// Threads libtorch may use (0: its default).
     pub threads: i32,
-    /// Give the network each beat's RR-interval features (`aami-beats` only): intervals to
-    /// the previous and next beat of the cohort's rows of the same record, their local mean
-    /// and their ratios to the record's median interval (docs/training.md).
-    pub rr_features: bool,
+    /// Give the network each beat's features (`aami-beats` only): RR intervals and the beat's
+    /// morphology against its record's template beat (docs/training.md, "Beat features").
+    /// `rr_features` is accepted as the earlier name.
+    #[serde(alias = "rr_features")]
+    pub beat_features: bool,
 }
 
 impl Default for TrainSpec {
@@ -153,7 +155,7 @@ impl Default for TrainSpec {
             exclude_records: Vec::new(),
             max_steps_per_epoch: 0,
             threads: 0,
-            rr_features: false,
+            beat_features: false,
         }
     }
 }
@@ -364,10 +366,17 @@ impl CohortSpec {
             ));
         }
         let t = &self.train;
-        if t.batch_size == 0 || t.epochs == 0 || t.channels.is_empty() || t.blocks_per_stage == 0 {
+        if t.batch_size == 0 || t.epochs == 0 || t.blocks_per_stage == 0 {
+            return Err("train: epochs, batch_size and blocks_per_stage must be > 0".into());
+        }
+        if t.channels.is_empty() && !t.beat_features {
             return Err(
-                "train: epochs, batch_size, channels and blocks_per_stage must be > 0".into(),
+                "train.channels is empty: a network without convolutions needs beat_features"
+                    .into(),
             );
+        }
+        if t.channels.iter().any(|&c| c < 1) {
+            return Err(format!("train.channels {:?} must be > 0", t.channels));
         }
         if t.schedule != "cosine" && t.schedule != "step" {
             return Err(format!(
@@ -387,9 +396,9 @@ impl CohortSpec {
                 t.select_on
             ));
         }
-        if t.rr_features && self.task != TASK_BEATS {
+        if t.beat_features && self.task != TASK_BEATS {
             return Err(format!(
-                "train.rr_features needs task {TASK_BEATS:?} (beat-centred windows), not {:?}",
+                "train.beat_features needs task {TASK_BEATS:?} (beat-centred windows), not {:?}",
                 self.task
             ));
         }

@@ -62,8 +62,8 @@ pub fn arch_of(spec: &CohortSpec) -> Arch {
         blocks_per_stage: spec.train.blocks_per_stage,
         kernel: spec.train.kernel,
         dropout: spec.train.dropout,
-        features: if spec.train.rr_features {
-            crate::data::RR_FEATURES as i64
+        features: if spec.train.beat_features {
+            crate::data::BEAT_FEATURES as i64
         } else {
             0
         },
@@ -316,7 +316,8 @@ pub fn train(
             val_f1
         };
         let score = chosen.unwrap_or(f64::NEG_INFINITY);
-        let better = best.as_ref().is_none_or(|(b, _, _)| score > *b);
+        // Without a validation set every epoch is the best so far: the last one is kept.
+        let better = val_idx.is_empty() || best.as_ref().is_none_or(|(b, _, _)| score > *b);
         if better {
             let snapshot = tch::no_grad(|| {
                 vs.variables()
@@ -362,4 +363,73 @@ pub fn train(
         best_epoch,
         steps: step,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{BEAT_FEATURES, RowMeta};
+    use crate::spec::CohortSpec;
+    use rand::Rng;
+
+    #[test]
+    fn linear_model_without_validation_keeps_its_last_epoch() {
+        // Beat features only (no convolutions), no validation rows: the class is the quadrant
+        // of features 0 and 1, which a linear classifier separates.
+        let mut spec: CohortSpec =
+            toml::from_str("purpose = \"t\"\ntask = \"aami-beats\"\n").unwrap();
+        spec.fill_defaults();
+        spec.train.channels = vec![];
+        spec.train.beat_features = true;
+        spec.train.dropout = 0.0;
+        spec.train.val_fraction = 0.0;
+        spec.train.epochs = 10;
+        spec.train.lr = 0.1;
+        spec.train.batch_size = 64;
+        assert_eq!(spec.classes.len(), 4);
+        let rows = 800;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let f: Vec<f32> = (0..rows * BEAT_FEATURES)
+            .map(|_| rng.gen_range(-1.0f32..1.0))
+            .collect();
+        let class = |i: usize| {
+            usize::from(f[i * BEAT_FEATURES] > 0.0) * 2
+                + usize::from(f[i * BEAT_FEATURES + 1] > 0.0)
+        };
+        let meta: Vec<RowMeta> = (0..rows)
+            .map(|i| RowMeta {
+                site: "s".into(),
+                source: "x".into(),
+                segment_id: format!("x/r@{i}"),
+                record_id: "r".into(),
+                group: "r".into(),
+                sex: "unknown".into(),
+                age_band: "unknown".into(),
+                label: String::new(),
+                class: class(i),
+                held_out: false,
+                centre_ms: 0,
+            })
+            .collect();
+        let data = CohortData {
+            window: 4,
+            x: vec![0.0; rows * 4],
+            meta,
+            features: BEAT_FEATURES,
+            f: f.clone(),
+        };
+        let parts = vec![Part::Train; rows];
+        let trained = train(&data, &parts, &spec, Device::Cpu, false).unwrap();
+        assert_eq!((trained.best_epoch, trained.history.len()), (10, 10));
+        let idx: Vec<usize> = (0..rows).collect();
+        let p = predict(&trained.model, &data, &idx, Device::Cpu);
+        let right = (0..rows)
+            .filter(|&i| {
+                let row = &p[i * 4..(i + 1) * 4];
+                let best = (0..4).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+                best == class(i)
+            })
+            .count();
+        assert!(right * 10 >= rows * 9, "{right} of {rows}");
+    }
 }
