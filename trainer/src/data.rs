@@ -57,6 +57,10 @@ pub struct CohortData {
     pub features: usize,
     /// Those features, row-major (`meta.len() × features`).
     pub f: Vec<f32>,
+    /// The [`morphology`] of each row's other lead (the first lead besides the chosen one),
+    /// row-major (`meta.len() × MORPH_POINTS`), for the beat features; empty when not
+    /// assembled.
+    pub other_lead: Vec<f32>,
 }
 
 /// Number of RR-interval features per beat (see [`rr_features`]).
@@ -66,8 +70,9 @@ pub const RR_FEATURES: usize = 4;
 pub const MORPH_POINTS: usize = 54;
 
 /// Beat features per row (see [`CohortData::add_beat_features`]): the RR features, the
-/// morphology minus the record's template, and two template-fit values.
-pub const BEAT_FEATURES: usize = RR_FEATURES + MORPH_POINTS + 2;
+/// morphology minus the record's template, two template-fit values, and the same two for the
+/// row's other lead.
+pub const BEAT_FEATURES: usize = RR_FEATURES + MORPH_POINTS + 4;
 
 /// Spacing of the morphology points, in seconds.
 const MORPH_STEP_S: f64 = 1.0 / 90.0;
@@ -220,19 +225,29 @@ impl CohortData {
     fn take(&mut self, idx: &[usize]) {
         let mut x = Vec::with_capacity(idx.len() * self.window);
         let mut f = Vec::with_capacity(idx.len() * self.features);
+        let mut o = Vec::with_capacity(self.other_lead.len().min(idx.len() * MORPH_POINTS));
         for &i in idx {
             x.extend_from_slice(self.row(i));
             f.extend_from_slice(self.row_features(i));
+            if let Some(m) = self
+                .other_lead
+                .get(i * MORPH_POINTS..(i + 1) * MORPH_POINTS)
+            {
+                o.extend_from_slice(m);
+            }
         }
         self.meta = idx.iter().map(|&i| self.meta[i].clone()).collect();
         self.x = x;
         self.f = f;
+        self.other_lead = o;
     }
 
     /// Sets each row's features to its beat features (beat-centred windows at `rate` Hz),
     /// computed among the rows of the same record (site and record id) ordered by window
     /// centre: the [`rr_features`] of the beat times, then the [`template_features`] of the
-    /// windows' [`morphology`] — [`BEAT_FEATURES`] values a row. They describe each beat against
+    /// windows' [`morphology`], then the two template-fit values (correlation, log distance)
+    /// of the other lead's morphology (`other_lead`; the chosen lead's where it was not
+    /// assembled) — [`BEAT_FEATURES`] values a row. They describe each beat against
     /// its own patient's rhythm and usual beat, which the window alone does not show across
     /// patients. Only the beats in the cohort count: a beat left out (another class,
     /// suppressed) lengthens its neighbours' intervals and is not in the template.
@@ -256,14 +271,26 @@ impl CohortData {
                 .iter()
                 .map(|&i| morphology(self.row(i), rate as f64))
                 .collect();
-            for ((&i, rr), t) in rows
+            let other: Vec<[f32; MORPH_POINTS]> = rows
+                .iter()
+                .zip(&morph)
+                .map(|(&i, own)| {
+                    self.other_lead
+                        .get(i * MORPH_POINTS..(i + 1) * MORPH_POINTS)
+                        .and_then(|m| m.try_into().ok())
+                        .unwrap_or(*own)
+                })
+                .collect();
+            let rows_of = rows
                 .iter()
                 .zip(rr_features(&times))
                 .zip(template_features(&morph))
-            {
+                .zip(template_features(&other));
+            for (((&i, rr), t), o) in rows_of {
                 let row = &mut f[i * BEAT_FEATURES..(i + 1) * BEAT_FEATURES];
                 row[..RR_FEATURES].copy_from_slice(&rr);
-                row[RR_FEATURES..].copy_from_slice(&t);
+                row[RR_FEATURES..RR_FEATURES + MORPH_POINTS + 2].copy_from_slice(&t);
+                row[RR_FEATURES + MORPH_POINTS + 2..].copy_from_slice(&o[MORPH_POINTS..]);
             }
         }
         self.features = BEAT_FEATURES;
@@ -346,7 +373,7 @@ pub fn fit_window(samples: &[f32], len: usize) -> Vec<f32> {
 }
 
 /// A row's description and window.
-type Window = (RowMeta, Vec<f32>);
+type Window = (RowMeta, Vec<f32>, Option<[f32; MORPH_POINTS]>);
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
     b.column_by_name(name)
@@ -362,7 +389,7 @@ pub fn windows_from_batch(
     spec: &CohortSpec,
     age_edges: &[u32],
     held_out: bool,
-) -> Result<(Vec<RowMeta>, Vec<f32>)> {
+) -> Result<Assembled> {
     let seg: &StringArray = col(b, "segment_id")?;
     let rec: &StringArray = col(b, "record_id")?;
     let pseudo: &StringArray = col(b, "pseudonym")?;
@@ -403,6 +430,25 @@ pub fn windows_from_batch(
             let one = &sig[li * per..(li + 1) * per];
             let r = to_rate(one, fs.value(i), &spec.signal)
                 .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))?;
+            // Beat features also describe the row's other lead (the first besides `li`).
+            let other = match (
+                spec.train.beat_features,
+                (0..names.len()).find(|&k| k != li),
+            ) {
+                (true, Some(k)) => {
+                    let o = to_rate(&sig[k * per..(k + 1) * per], fs.value(i), &spec.signal)
+                        .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))?;
+                    Some(morphology(
+                        &fit_window(&o, len),
+                        spec.signal.sample_rate as f64,
+                    ))
+                }
+                (true, None) => Some(morphology(
+                    &fit_window(&r, len),
+                    spec.signal.sample_rate as f64,
+                )),
+                (false, _) => None,
+            };
             let a = age.is_valid(i).then(|| age.value(i));
             let meta = RowMeta {
                 site: site.value(i).to_string(),
@@ -424,18 +470,32 @@ pub fn windows_from_batch(
                     * 1000.0)
                     .round() as u64,
             };
-            Ok(Some((meta, fit_window(&r, len))))
+            Ok(Some((meta, fit_window(&r, len), other)))
         })
         .collect();
-    let mut meta = Vec::new();
-    let mut x = Vec::new();
+    let mut out = Assembled::default();
     for r in rows {
-        if let Some((m, w)) = r? {
-            meta.push(m);
-            x.extend_from_slice(&w);
+        if let Some((m, w, o)) = r? {
+            out.meta.push(m);
+            out.x.extend_from_slice(&w);
+            if let Some(o) = o {
+                out.other_lead.extend_from_slice(&o);
+            }
         }
     }
-    Ok((meta, x))
+    Ok(out)
+}
+
+/// Rows of one batch as [`windows_from_batch`] assembles them (see [`CohortData`]'s fields
+/// of the same names).
+#[derive(Debug, Default)]
+pub struct Assembled {
+    /// Row descriptions.
+    pub meta: Vec<RowMeta>,
+    /// Windows of the chosen lead, row-major.
+    pub x: Vec<f32>,
+    /// Other-lead morphologies (beat features only), row-major.
+    pub other_lead: Vec<f32>,
 }
 
 /// Which part of the work a row serves.
@@ -658,6 +718,28 @@ mod tests {
             let want = if m.record_id == "a" { 0.0 } else { half };
             assert_eq!(d.row_features(i)[0], want, "{}", m.segment_id);
         }
+        // Without other-lead morphologies the last two features repeat the chosen lead's
+        // template fit; with them, they follow the other lead and survive the sort too.
+        let fit = RR_FEATURES + MORPH_POINTS;
+        assert_eq!(
+            d.row_features(0)[fit..fit + 2],
+            d.row_features(0)[fit + 2..]
+        );
+        // Other lead of record a: two beats alike and the third (segment a/4) far off.
+        d.other_lead = (0..d.len())
+            .flat_map(|i| {
+                let off = d.meta[i].segment_id == "a/4";
+                (0..MORPH_POINTS).map(move |j| if off { -(j as f32) } else { j as f32 })
+            })
+            .collect();
+        d.add_beat_features(180);
+        let far = d.meta.iter().position(|m| m.segment_id == "a/4").unwrap();
+        assert!((d.row_features(0)[fit + 2] - 1.0).abs() < 1e-6);
+        assert!((d.row_features(far)[fit + 2] + 1.0).abs() < 1e-6);
+        d.retain(|m| m.segment_id != "a/0");
+        assert_eq!(d.other_lead.len(), 5 * MORPH_POINTS);
+        let far = d.meta.iter().position(|m| m.segment_id == "a/4").unwrap();
+        assert_eq!((far, d.other_lead[far * MORPH_POINTS + 1]), (1, -1.0));
     }
 
     #[test]

@@ -127,10 +127,11 @@ pub async fn pull(
                     return;
                 }
                 match windows_from_batch(b, &spec.spec, &info.age_edges, held_out) {
-                    Ok((m, x)) => {
-                        rows += m.len() as u64;
-                        data.meta.extend(m);
-                        data.x.extend(x);
+                    Ok(a) => {
+                        rows += a.meta.len() as u64;
+                        data.meta.extend(a.meta);
+                        data.x.extend(a.x);
+                        data.other_lead.extend(a.other_lead);
                         pb.set_message(format!("pulling {site}: {rows} rows verified"));
                         pb.tick();
                     }

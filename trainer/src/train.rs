@@ -417,6 +417,7 @@ mod tests {
             meta,
             features: BEAT_FEATURES,
             f: f.clone(),
+            other_lead: vec![],
         };
         let parts = vec![Part::Train; rows];
         let trained = train(&data, &parts, &spec, Device::Cpu, false).unwrap();
