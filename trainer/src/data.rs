@@ -608,6 +608,82 @@ mod tests {
     }
 
     #[test]
+    fn beat_rows_carry_the_other_leads_morphology() {
+        use arrow::array::{ArrayRef, ListBuilder, StringBuilder};
+        use arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        // Two beat windows of 2 s at 180 Hz: "MLII" + "V1" (a ramp), and "MLII" alone.
+        let n = 360usize;
+        let mlii: Vec<f32> = (0..n).map(|k| ((k % 7) as f32).sin()).collect();
+        let v1: Vec<f32> = (0..n).map(|k| k as f32).collect();
+        let mut leads = ListBuilder::new(StringBuilder::new());
+        leads.values().append_value("MLII");
+        leads.values().append_value("V1");
+        leads.append(true);
+        leads.values().append_value("MLII");
+        leads.append(true);
+        let mut signal = ListBuilder::new(arrow::array::Float32Builder::new());
+        signal.values().append_slice(&mlii);
+        signal.values().append_slice(&v1);
+        signal.append(true);
+        signal.values().append_slice(&mlii);
+        signal.append(true);
+        let s2 = |a: &str, b: &str| Arc::new(StringArray::from(vec![a, b])) as ArrayRef;
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            ("segment_id", s2("m/1@0", "m/2@0")),
+            ("record_id", s2("1", "2")),
+            ("pseudonym", s2("p", "q")),
+            ("site", s2("s", "s")),
+            ("source", s2("m", "m")),
+            ("fs", Arc::new(Float32Array::from(vec![180.0, 180.0]))),
+            ("start_sample", Arc::new(UInt64Array::from(vec![0, 0]))),
+            ("n_samples", Arc::new(UInt32Array::from(vec![n as u32; 2]))),
+            ("leads", Arc::new(leads.finish())),
+            ("signal", Arc::new(signal.finish())),
+            ("label", s2("V", "N")),
+            ("age", Arc::new(UInt8Array::from(vec![Some(60), None]))),
+            ("sex", s2("M", "F")),
+        ];
+        let schema = Schema::new(
+            cols.iter()
+                .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        );
+        let b = RecordBatch::try_new(Arc::new(schema), cols.into_iter().map(|(_, a)| a).collect())
+            .unwrap();
+        let mut spec: CohortSpec = toml::from_str(
+            "purpose = \"t\"\ntask = \"aami-beats\"\n[signal]\nlead = \"II\"\nsample_rate = 180\nwindow_secs = 2\n[train]\nchannels = []\nbeat_features = true\n",
+        )
+        .unwrap();
+        spec.fill_defaults();
+        let a = windows_from_batch(&b, &spec, &[], false).unwrap();
+        assert_eq!((a.meta.len(), a.x.len()), (2, 2 * n));
+        assert_eq!(a.other_lead.len(), 2 * MORPH_POINTS);
+        assert_eq!(a.meta[0].class, 2);
+        // Row 0's other lead is V1: the ramp z-scored (mean 179.5, sd of 0 … 359), taken at
+        // samples 126, 128, … 232.
+        let sd = ((n * n - 1) as f64 / 12.0).sqrt();
+        for j in [0, 27, 53] {
+            let k = 126 + 2 * j;
+            let want = (k as f64 - 179.5) / sd;
+            assert!((a.other_lead[j] as f64 - want).abs() < 1e-5, "point {j}");
+        }
+        // Row 1 has one lead: its own window's morphology.
+        assert_eq!(
+            a.other_lead[MORPH_POINTS..],
+            morphology(&a.x[n..], 180.0)[..]
+        );
+        // Without beat features nothing of the other lead is kept.
+        spec.train.beat_features = false;
+        assert!(
+            windows_from_batch(&b, &spec, &[], false)
+                .unwrap()
+                .other_lead
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn rr_features_by_hand() {
         // Intervals 1, 1, 0.5, 1 s: the fourth beat is premature.
         let f = rr_features(&[0.0, 1.0, 2.0, 2.5, 3.5]);
