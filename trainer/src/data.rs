@@ -83,20 +83,24 @@ const RR_UNKNOWN_S: f64 = 1.0;
 /// Bounds that intervals are clipped to before their logarithm, in seconds.
 const RR_CLIP_S: (f64, f64) = (0.05, 5.0);
 
-/// Half-width of the window of the average interval, in seconds.
-const RR_AVERAGE_S: f64 = 300.0;
+/// Half-width of the window of the average interval, in milliseconds.
+const RR_AVERAGE_MS: u64 = 300_000;
 
-/// RR-interval features of the beats of one record, given their times in seconds (sorted):
+/// RR-interval features of the beats of one record, given their times in whole milliseconds
+/// (sorted):
 /// the natural logarithms of `[pre, post, local, average]`, where `pre` and `post` are the
 /// intervals to the previous and next beat (the first beat takes its `post` as `pre`, the last
 /// its `pre` as `post`), `local` the mean `pre` of beats i−5 … i+4 (those that exist) and
-/// `average` the mean `pre` of the beats within ±300 s of the beat. Intervals are in seconds,
-/// clipped to [0.05, 5] before the logarithm; a record of fewer than two beats gets intervals
-/// of 1 s. Absolute intervals, not ratios to the record's median: where premature beats are
+/// `average` the mean `pre` of the beats within ±300 s of the beat (both ends included, in
+/// whole milliseconds). Intervals are in seconds; the four values are clipped to [0.05, 5]
+/// before the logarithm; a record of fewer than two beats gets intervals of 1 s. Absolute intervals, not ratios to the record's median: where premature beats are
 /// the majority (MIT-BIH 232), the median is one of them.
-pub fn rr_features(times: &[f64]) -> Vec<[f32; RR_FEATURES]> {
-    let n = times.len();
-    let d: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+pub fn rr_features(times_ms: &[u64]) -> Vec<[f32; RR_FEATURES]> {
+    let n = times_ms.len();
+    let d: Vec<f64> = times_ms
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]) as f64 / 1000.0)
+        .collect();
     let interval = |k: usize| d.get(k).copied().unwrap_or(RR_UNKNOWN_S);
     let pre: Vec<f64> = (0..n).map(|i| interval(i.saturating_sub(1))).collect();
     let mut sum = vec![0f64; n + 1];
@@ -108,8 +112,9 @@ pub fn rr_features(times: &[f64]) -> Vec<[f32; RR_FEATURES]> {
         .map(|i| {
             let post = if i + 1 < n { interval(i) } else { pre[i] };
             let local = mean(i.saturating_sub(5), (i + 5).min(n));
-            let lo = times.partition_point(|&t| t < times[i] - RR_AVERAGE_S);
-            let hi = times.partition_point(|&t| t <= times[i] + RR_AVERAGE_S);
+            let ti = times_ms[i];
+            let lo = times_ms.partition_point(|&t| t + RR_AVERAGE_MS < ti);
+            let hi = times_ms.partition_point(|&t| t <= ti + RR_AVERAGE_MS);
             let average = mean(lo, hi.max(lo + 1));
             [pre[i], post, local, average].map(|v| v.clamp(RR_CLIP_S.0, RR_CLIP_S.1).ln() as f32)
         })
@@ -216,6 +221,14 @@ impl CohortData {
         self.take(&idx);
     }
 
+    /// Drops `other_lead` unless it holds one morphology per row (all rows or none), so that
+    /// no row can take another row's.
+    fn check_other_lead(&mut self) {
+        if self.other_lead.len() != self.len() * MORPH_POINTS {
+            self.other_lead.clear();
+        }
+    }
+
     /// The scalar features of row `i` (empty without features).
     pub fn row_features(&self, i: usize) -> &[f32] {
         &self.f[i * self.features..(i + 1) * self.features]
@@ -223,6 +236,7 @@ impl CohortData {
 
     /// Keeps rows `idx`, in that order.
     fn take(&mut self, idx: &[usize]) {
+        self.check_other_lead();
         let mut x = Vec::with_capacity(idx.len() * self.window);
         let mut f = Vec::with_capacity(idx.len() * self.features);
         let mut o = Vec::with_capacity(self.other_lead.len().min(idx.len() * MORPH_POINTS));
@@ -253,6 +267,7 @@ impl CohortData {
     /// suppressed) lengthens its neighbours' intervals and is not in the template.
     pub fn add_beat_features(&mut self, rate: u32) {
         use std::collections::BTreeMap;
+        self.check_other_lead();
         let mut records: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
         for (i, m) in self.meta.iter().enumerate() {
             records
@@ -263,10 +278,7 @@ impl CohortData {
         let mut f = vec![0f32; self.meta.len() * BEAT_FEATURES];
         for rows in records.values_mut() {
             rows.sort_by_key(|&i| (self.meta[i].centre_ms, i));
-            let times: Vec<f64> = rows
-                .iter()
-                .map(|&i| self.meta[i].centre_ms as f64 / 1000.0)
-                .collect();
+            let times: Vec<u64> = rows.iter().map(|&i| self.meta[i].centre_ms).collect();
             let morph: Vec<_> = rows
                 .iter()
                 .map(|&i| morphology(self.row(i), rate as f64))
@@ -372,7 +384,7 @@ pub fn fit_window(samples: &[f32], len: usize) -> Vec<f32> {
     w
 }
 
-/// A row's description and window.
+/// A row's description, window and (beat features only) other-lead morphology.
 type Window = (RowMeta, Vec<f32>, Option<[f32; MORPH_POINTS]>);
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
@@ -430,7 +442,10 @@ pub fn windows_from_batch(
             let one = &sig[li * per..(li + 1) * per];
             let r = to_rate(one, fs.value(i), &spec.signal)
                 .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))?;
-            // Beat features also describe the row's other lead (the first besides `li`).
+            let window = fit_window(&r, len);
+            // Beat features also describe the row's other lead (the first besides `li`; the
+            // chosen lead where the row has no other).
+            let rate = spec.signal.sample_rate as f64;
             let other = match (
                 spec.train.beat_features,
                 (0..names.len()).find(|&k| k != li),
@@ -438,15 +453,9 @@ pub fn windows_from_batch(
                 (true, Some(k)) => {
                     let o = to_rate(&sig[k * per..(k + 1) * per], fs.value(i), &spec.signal)
                         .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))?;
-                    Some(morphology(
-                        &fit_window(&o, len),
-                        spec.signal.sample_rate as f64,
-                    ))
+                    Some(morphology(&fit_window(&o, len), rate))
                 }
-                (true, None) => Some(morphology(
-                    &fit_window(&r, len),
-                    spec.signal.sample_rate as f64,
-                )),
+                (true, None) => Some(morphology(&window, rate)),
                 (false, _) => None,
             };
             let a = age.is_valid(i).then(|| age.value(i));
@@ -470,7 +479,7 @@ pub fn windows_from_batch(
                     * 1000.0)
                     .round() as u64,
             };
-            Ok(Some((meta, fit_window(&r, len), other)))
+            Ok(Some((meta, window, other)))
         })
         .collect();
     let mut out = Assembled::default();
@@ -686,7 +695,7 @@ mod tests {
     #[test]
     fn rr_features_by_hand() {
         // Intervals 1, 1, 0.5, 1 s: the fourth beat is premature.
-        let f = rr_features(&[0.0, 1.0, 2.0, 2.5, 3.5]);
+        let f = rr_features(&[0, 1000, 2000, 2500, 3500]);
         assert_eq!(f.len(), 5);
         let ln = |v: f64| v.ln() as f32;
         // local: all five beats are within i-5 .. i+4, mean pre = (1 + 1 + 1 + 0.5 + 1) / 5;
@@ -696,24 +705,33 @@ mod tests {
         assert_eq!(f[3], [ln(0.5), 0.0, ln(0.9), ln(0.9)]);
         // The last beat takes its pre interval as post.
         assert_eq!(f[4][..2], [0.0, 0.0]);
-        assert_eq!(rr_features(&[4.0]), vec![[0.0; RR_FEATURES]]);
+        assert_eq!(rr_features(&[4000]), vec![[0.0; RR_FEATURES]]);
         assert!(rr_features(&[]).is_empty());
         // Intervals are clipped to [0.05, 5] s.
-        let c = rr_features(&[0.0, 0.01, 0.02, 6.02]);
+        let c = rr_features(&[0, 10, 20, 6020]);
         assert_eq!((c[1][0], c[3][0]), (ln(0.05), ln(5.0)));
         // The average covers ±300 s: beat 3 (400 s) sees beats 3 and 4 only, (398 + 1) / 2.
-        let a = rr_features(&[0.0, 1.0, 2.0, 400.0, 401.0]);
+        let a = rr_features(&[0, 1000, 2000, 400_000, 401_000]);
         assert_eq!((a[0][3], a[1][3], a[3][3]), (0.0, 0.0, ln(5.0)));
         // 1-s beats from 0 to 300 s, then 2-s beats to 700 s: the beat at 400 s averages the
         // 201 beats of 100 … 300 s (1 s) and the 200 of 302 … 700 s (2 s).
-        let t: Vec<f64> = (0..=300)
-            .map(f64::from)
-            .chain((151..=350).map(|k| 2.0 * f64::from(k)))
+        let t: Vec<u64> = (0..=300)
+            .map(|k| k * 1000)
+            .chain((151..=350).map(|k| k * 2000))
             .collect();
         let a = rr_features(&t);
-        let at400 = t.iter().position(|&x| x == 400.0).unwrap();
+        let at400 = t.iter().position(|&x| x == 400_000).unwrap();
         assert_eq!(a[0][3], 0.0);
         assert!((a[at400][3] as f64 - (601.0f64 / 401.0).ln()).abs() < 1e-6);
+        // Both ends are included, exactly 300,000 ms away: beats 0 and 2 s (pre 2 s each),
+        // then 1-s beats to 300 s; the first and the last beat both average all 300.
+        let t: Vec<u64> = [0, 2000]
+            .into_iter()
+            .chain((3..=300).map(|k| k * 1000))
+            .collect();
+        let a = rr_features(&t);
+        let want = (302.0f64 / 300.0).ln() as f32;
+        assert_eq!((a[0][3], a[t.len() - 1][3]), (want, want));
     }
 
     #[test]
@@ -795,7 +813,7 @@ mod tests {
             assert_eq!(d.row_features(i)[0], want, "{}", m.segment_id);
         }
         // Without other-lead morphologies the last two features repeat the chosen lead's
-        // template fit; with them, they follow the other lead and survive the sort too.
+        // template fit; with them, they follow the other lead and survive a retain.
         let fit = RR_FEATURES + MORPH_POINTS;
         assert_eq!(
             d.row_features(0)[fit..fit + 2],
@@ -816,6 +834,14 @@ mod tests {
         assert_eq!(d.other_lead.len(), 5 * MORPH_POINTS);
         let far = d.meta.iter().position(|m| m.segment_id == "a/4").unwrap();
         assert_eq!((far, d.other_lead[far * MORPH_POINTS + 1]), (1, -1.0));
+        // Other-lead morphologies that do not cover every row are not used.
+        d.other_lead = vec![0.0; MORPH_POINTS];
+        d.add_beat_features(180);
+        assert!(d.other_lead.is_empty());
+        assert_eq!(
+            d.row_features(0)[fit..fit + 2],
+            d.row_features(0)[fit + 2..]
+        );
     }
 
     #[test]

@@ -128,8 +128,7 @@ pub struct TrainSpec {
     pub threads: i32,
     /// Give the network each beat's features (`aami-beats` only): RR intervals and the beat's
     /// morphology against its record's template beat (docs/training.md, "Beat features").
-    /// `rr_features` is accepted as the earlier name.
-    #[serde(alias = "rr_features")]
+    /// (It replaced `rr_features`, 8 record-normalised RR values, which is no longer accepted.)
     pub beat_features: bool,
 }
 
@@ -528,6 +527,32 @@ mod tests {
         std::fs::write(&p, "purpose = \"t\"\nsites = [\"a\"]\nheld_out = [\"a\"]\n").unwrap();
         let e = LoadedSpec::read(&p).unwrap_err().to_string();
         assert!(e.contains("both trained on and held out"), "{e}");
+        // Beat features: beats task only; no convolutions only with them; the old name is
+        // refused by name.
+        for (body, want) in [
+            (
+                "[train]\nbeat_features = true\n",
+                "needs task \"aami-beats\"",
+            ),
+            (
+                "task = \"aami-beats\"\n[train]\nchannels = []\n",
+                "needs beat_features",
+            ),
+            (
+                "task = \"aami-beats\"\n[train]\nrr_features = true\n",
+                "rr_features",
+            ),
+        ] {
+            std::fs::write(&p, format!("purpose = \"t\"\n{body}")).unwrap();
+            let e = LoadedSpec::read(&p).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        std::fs::write(
+            &p,
+            "purpose = \"t\"\ntask = \"aami-beats\"\n[train]\nchannels = []\nbeat_features = true\n",
+        )
+        .unwrap();
+        assert!(LoadedSpec::read(&p).unwrap().spec.train.channels.is_empty());
         std::fs::write(&p, "purpose = \"t\"\n[balance]\nby = [\"race\"]\n").unwrap();
         assert!(LoadedSpec::read(&p).is_err());
         std::fs::write(
