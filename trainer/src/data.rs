@@ -87,14 +87,14 @@ const RR_CLIP_S: (f64, f64) = (0.05, 5.0);
 const RR_AVERAGE_MS: u64 = 300_000;
 
 /// RR-interval features of the beats of one record, given their times in whole milliseconds
-/// (sorted):
-/// the natural logarithms of `[pre, post, local, average]`, where `pre` and `post` are the
-/// intervals to the previous and next beat (the first beat takes its `post` as `pre`, the last
-/// its `pre` as `post`), `local` the mean `pre` of beats i−5 … i+4 (those that exist) and
-/// `average` the mean `pre` of the beats within ±300 s of the beat (both ends included, in
-/// whole milliseconds). Intervals are in seconds; the four values are clipped to [0.05, 5]
-/// before the logarithm; a record of fewer than two beats gets intervals of 1 s. Absolute intervals, not ratios to the record's median: where premature beats are
-/// the majority (MIT-BIH 232), the median is one of them.
+/// (sorted): the natural logarithms of `[pre, post, local, average]`, where `pre` and `post`
+/// are the intervals to the previous and next beat (the first beat takes its `post` as `pre`,
+/// the last its `pre` as `post`), `local` the mean `pre` of beats i−5 … i+4 (those that
+/// exist) and `average` the mean `pre` of the beats within ±300 s of the beat (both ends
+/// included, in whole milliseconds). Intervals are in seconds; the four values are clipped to
+/// [0.05, 5] before the logarithm; a record of fewer than two beats gets intervals of 1 s.
+/// Absolute intervals, not ratios to the record's median: where premature beats are the
+/// majority (MIT-BIH 232), the median is one of them.
 pub fn rr_features(times_ms: &[u64]) -> Vec<[f32; RR_FEATURES]> {
     let n = times_ms.len();
     let d: Vec<f64> = times_ms
@@ -257,8 +257,8 @@ impl CohortData {
     }
 
     /// Sets each row's features to its beat features (beat-centred windows at `rate` Hz),
-    /// computed among the rows of the same record (site and record id) ordered by window
-    /// centre: the [`rr_features`] of the beat times, then the [`template_features`] of the
+    /// computed among the rows of the same record (site, source and record id) ordered by
+    /// window centre: the [`rr_features`] of the beat times, then the [`template_features`] of the
     /// windows' [`morphology`], then the two template-fit values (correlation, log distance)
     /// of the other lead's morphology (`other_lead`; the chosen lead's where it was not
     /// assembled) — [`BEAT_FEATURES`] values a row. They describe each beat against
@@ -268,10 +268,10 @@ impl CohortData {
     pub fn add_beat_features(&mut self, rate: u32) {
         use std::collections::BTreeMap;
         self.check_other_lead();
-        let mut records: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+        let mut records: BTreeMap<(&str, &str, &str), Vec<usize>> = BTreeMap::new();
         for (i, m) in self.meta.iter().enumerate() {
             records
-                .entry((m.site.as_str(), m.record_id.as_str()))
+                .entry((m.site.as_str(), m.source.as_str(), m.record_id.as_str()))
                 .or_default()
                 .push(i);
         }
@@ -661,7 +661,8 @@ mod tests {
         let b = RecordBatch::try_new(Arc::new(schema), cols.into_iter().map(|(_, a)| a).collect())
             .unwrap();
         let mut spec: CohortSpec = toml::from_str(
-            "purpose = \"t\"\ntask = \"aami-beats\"\n[signal]\nlead = \"II\"\nsample_rate = 180\nwindow_secs = 2\n[train]\nchannels = []\nbeat_features = true\n",
+            "purpose = \"t\"\ntask = \"aami-beats\"\n[signal]\nlead = \"II\"\n\
+             sample_rate = 180\nwindow_secs = 2\n[train]\nchannels = []\nbeat_features = true\n",
         )
         .unwrap();
         spec.fill_defaults();

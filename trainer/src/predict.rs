@@ -60,7 +60,7 @@ impl Model {
         if card.arch.features > 0 {
             return Err(TrainerError::spec(
                 &card_path,
-                "the model takes beat features (RR intervals, template) of beat-centred windows; predict \
+                "the model takes beat features (RR intervals, templates) of beat windows; predict \
                  classifies whole records and needs a model without them",
             ));
         }
