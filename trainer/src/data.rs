@@ -115,7 +115,7 @@ pub fn rr_features(times_ms: &[u64]) -> Vec<[f32; RR_FEATURES]> {
             let ti = times_ms[i];
             let lo = times_ms.partition_point(|&t| t + RR_AVERAGE_MS < ti);
             let hi = times_ms.partition_point(|&t| t <= ti + RR_AVERAGE_MS);
-            let average = mean(lo, hi.max(lo + 1));
+            let average = mean(lo, hi);
             [pre[i], post, local, average].map(|v| v.clamp(RR_CLIP_S.0, RR_CLIP_S.1).ln() as f32)
         })
         .collect()
@@ -439,10 +439,13 @@ pub fn windows_from_batch(
             let sig = signal.value(i);
             let sig = sig.as_primitive::<Float32Type>().values();
             let per = sig.len() / names.len().max(1);
-            let one = &sig[li * per..(li + 1) * per];
-            let r = to_rate(one, fs.value(i), &spec.signal)
-                .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))?;
-            let window = fit_window(&r, len);
+            // Lead k at the spec's rate, cut and normalised.
+            let lead_window = |k: usize| {
+                to_rate(&sig[k * per..(k + 1) * per], fs.value(i), &spec.signal)
+                    .map(|r| fit_window(&r, len))
+                    .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))
+            };
+            let window = lead_window(li)?;
             // Beat features also describe the row's other lead (the first besides `li`; the
             // chosen lead where the row has no other).
             let rate = spec.signal.sample_rate as f64;
@@ -450,11 +453,7 @@ pub fn windows_from_batch(
                 spec.train.beat_features,
                 (0..names.len()).find(|&k| k != li),
             ) {
-                (true, Some(k)) => {
-                    let o = to_rate(&sig[k * per..(k + 1) * per], fs.value(i), &spec.signal)
-                        .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))?;
-                    Some(morphology(&fit_window(&o, len), rate))
-                }
+                (true, Some(k)) => Some(morphology(&lead_window(k)?, rate)),
                 (true, None) => Some(morphology(&window, rate)),
                 (false, _) => None,
             };

@@ -152,6 +152,11 @@ impl ResNet1d {
         self.classes
     }
 
+    /// True when the network reads the signal (it has a convolutional path).
+    pub fn reads_signal(&self) -> bool {
+        self.stem.is_some()
+    }
+
     /// Scalar features per row the network takes (0: none).
     pub fn features(&self) -> usize {
         self.features as usize

@@ -133,6 +133,25 @@ fn augmented_batch(
         .to_device(device)
 }
 
+/// The signal input of rows `idx` for `model`: their windows (augmented from `augment`'s
+/// stream when given), or an empty (batch, 1, 0) tensor for a network that does not read the
+/// signal, so that no window is copied for it.
+fn signal_input(
+    model: &ResNet1d,
+    data: &CohortData,
+    idx: &[usize],
+    augment: Option<&mut rand_chacha::ChaCha8Rng>,
+    device: Device,
+) -> Tensor {
+    match augment {
+        _ if !model.reads_signal() => {
+            Tensor::zeros([idx.len() as i64, 1, 0], (Kind::Float, device))
+        }
+        Some(rng) => augmented_batch(data, idx, rng, device),
+        None => batch_tensor(data, idx, device),
+    }
+}
+
 /// Softmax probabilities of rows `idx`, in evaluation mode, row-major over all rows of
 /// `data` (`data.len() × classes`; rows not in `idx` stay 0).
 pub fn predict(model: &ResNet1d, data: &CohortData, idx: &[usize], device: Device) -> Vec<f32> {
@@ -141,8 +160,9 @@ pub fn predict(model: &ResNet1d, data: &CohortData, idx: &[usize], device: Devic
     tch::no_grad(|| {
         for chunk in idx.chunks(256) {
             let feats = batch_features(data, chunk, device);
+            let x = signal_input(model, data, chunk, None, device);
             let p = model
-                .forward_rows(&batch_tensor(data, chunk, device), feats.as_ref(), false)
+                .forward_rows(&x, feats.as_ref(), false)
                 .softmax(-1, Kind::Float)
                 .to_device(Device::Cpu)
                 .contiguous()
@@ -253,11 +273,7 @@ pub fn train(
         for chunk in order.chunks(t.batch_size).take(steps_per_epoch) {
             lr = lr_at(spec, step, total, epoch - 1);
             opt.set_lr(lr);
-            let x = if t.augment {
-                augmented_batch(data, chunk, &mut rng, device)
-            } else {
-                batch_tensor(data, chunk, device)
-            };
+            let x = signal_input(&model, data, chunk, t.augment.then_some(&mut rng), device);
             let y: Vec<i64> = chunk.iter().map(|&i| data.meta[i].class as i64).collect();
             let y = Tensor::from_slice(&y).to_device(device);
             let feats = batch_features(data, chunk, device);
