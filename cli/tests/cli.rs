@@ -57,7 +57,7 @@ fn ingest_summary_inspect_strata_on_the_sample() {
     );
 
     let m = json(&ecgfed(&["datasets", "summary", s(&out), "--json"]));
-    assert_eq!(m["schema_version"], 1);
+    assert_eq!(m["schema_version"], 2);
     assert_eq!(m["records"], 99);
     assert_eq!(m["site"], "demo");
     assert_eq!(m["settings"]["segmentation"]["mode"], "windows");

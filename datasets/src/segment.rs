@@ -39,7 +39,7 @@ pub struct Segment {
 }
 
 /// Domain-separation tag that starts every canonical segment encoding.
-pub const HASH_TAG: &[u8] = b"ecgfed-segment-v1";
+pub const HASH_TAG: &[u8] = b"ecgfed-segment-v2";
 
 /// Borrowed fields of a segment that its content hash covers: enough to hash a row straight
 /// from Arrow columns without copying the signal.
@@ -81,6 +81,22 @@ fn put_strs(out: &mut impl FnMut(&[u8]), v: &[&str]) {
     }
 }
 
+/// BLAKE3 of the samples as stored: each sample's IEEE 754 bits, little-endian, lead-major
+/// (docs/datasets.md, "Content hash"). The samples are hashed as one input of their own so
+/// that BLAKE3 runs at its full SIMD width; the encoding then carries this digest.
+pub fn signal_digest(signal: &[f32]) -> [u8; 32] {
+    if cfg!(target_endian = "little") {
+        use arrow::datatypes::ToByteSlice;
+        blake3::hash(signal.to_byte_slice()).into()
+    } else {
+        let mut h = blake3::Hasher::new();
+        for v in signal {
+            h.update(&v.to_bits().to_le_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
 impl SegmentView<'_> {
     /// Feeds the canonical encoding (docs/datasets.md, "Content hash") to `out`, in pieces.
     pub fn encode(&self, out: &mut impl FnMut(&[u8])) {
@@ -92,18 +108,7 @@ impl SegmentView<'_> {
         out(&self.fs.to_bits().to_le_bytes());
         put_strs(out, self.leads);
         out(&(self.signal.len() as u64).to_le_bytes());
-        for chunk in self.signal.chunks(4096) {
-            if cfg!(target_endian = "little") && !chunk.iter().fold(false, |n, v| n | v.is_nan()) {
-                // Little-endian f32 bits are the canonical bytes; NaNs need canonicalising.
-                use arrow::datatypes::ToByteSlice;
-                out(chunk.to_byte_slice());
-            } else {
-                for v in chunk {
-                    let bits = if v.is_nan() { 0x7fc0_0000 } else { v.to_bits() };
-                    out(&bits.to_le_bytes());
-                }
-            }
-        }
+        out(&signal_digest(self.signal));
         put_str(out, self.label);
         put_strs(out, self.label_raw);
         match self.age {
@@ -156,7 +161,7 @@ impl Segment {
     /// hash"). Site and patient are not part of it: the same recording has the same hash at
     /// any site and after pseudonymisation.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(64 + self.signal.len() * 4);
+        let mut b = Vec::with_capacity(128);
         self.with_view(|v| v.encode(&mut |x| b.extend_from_slice(x)));
         b
     }
@@ -341,20 +346,34 @@ mod tests {
     }
 
     #[test]
+    fn signal_digest_is_plain_blake3() {
+        // BLAKE3 of the empty input, from the BLAKE3 specification's test vectors.
+        assert_eq!(
+            hex::encode(signal_digest(&[])),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        // Little-endian bits, lead-major, nothing else.
+        let v = [1.5f32, -0.25, f32::NAN];
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect();
+        assert_eq!(signal_digest(&v), *blake3::hash(&bytes).as_bytes());
+    }
+
+    #[test]
     fn canonical_bytes_exact_layout() {
         let b = seg().canonical_bytes();
-        let mut e = b"ecgfed-segment-v1".to_vec();
+        let mut e = b"ecgfed-segment-v2".to_vec();
         e.extend([1, 0, 0, 0, b's', 1, 0, 0, 0, b'r']);
         e.extend(2u64.to_le_bytes());
         e.extend(2u32.to_le_bytes());
         e.extend(250f32.to_le_bytes());
         e.extend([1, 0, 0, 0, 1, 0, 0, 0, b'I']);
         e.extend(2u64.to_le_bytes());
-        e.extend(1f32.to_le_bytes());
-        e.extend([0x00, 0x00, 0xc0, 0x7f]);
+        // The samples enter as BLAKE3 of their little-endian bits (1.0 and the quiet NaN).
+        e.extend(blake3::hash(&[0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0xc0, 0x7f]).as_bytes());
         e.extend([1, 0, 0, 0, b'N', 1, 0, 0, 0, 1, 0, 0, 0, b'N']);
         e.extend([1, 7, 1, 1, 0, 0, 0, b'F']);
         assert_eq!(b, e);
+        assert_eq!(seg().content_hash(), <[u8; 32]>::from(Sha256::digest(&e)));
         // Site and patient are not hashed; every hashed field is.
         let mut other = seg();
         other.site = "elsewhere".into();

@@ -26,8 +26,10 @@ use crate::error::{DatasetError, Result};
 use crate::record::RecordWarning;
 use crate::segment::{Segment, Segmentation};
 
-/// Version of the store schema and manifest format.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the store schema and manifest format. Version 2 changed the content hash
+/// encoding (`ecgfed-segment-v2`: the samples enter as their BLAKE3 digest); a version-1 store
+/// is refused and must be ingested again.
+pub const SCHEMA_VERSION: u32 = 2;
 /// Manifest file name.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -354,8 +356,14 @@ impl Manifest {
             return Err(DatasetError::store(
                 &path,
                 format!(
-                    "store schema version {} is not supported (expected {SCHEMA_VERSION})",
-                    m.schema_version
+                    "store schema version {} is not supported (expected {SCHEMA_VERSION}){}",
+                    m.schema_version,
+                    if m.schema_version < SCHEMA_VERSION {
+                        "; its content hashes use an older encoding: ingest the sources again \
+                         with `ecgfed datasets ingest` (docs/datasets.md)"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }

@@ -26,7 +26,7 @@ use crate::commitment::verify_leaf;
 use crate::error::{GatewayError, Result};
 use crate::flight::FLIGHT_PATH;
 use crate::service::{MAX_MESSAGE_BYTES, SERVICE_PATH};
-use crate::slice::{meta, ticket, verify_batch};
+use crate::slice::{SliceVerifier, meta, ticket};
 
 /// A signed client of one gateway.
 #[derive(Clone)]
@@ -230,10 +230,10 @@ impl GatewayClient {
         let (vtx, mut vrx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
         let (rtx, mut rrx) = tokio::sync::mpsc::unbounded_channel::<Result<RecordBatch>>();
         let verifier = tokio::task::spawn_blocking(move || {
-            let mut seen = vec![false; size as usize];
+            let mut check = SliceVerifier::new(root, size);
             let mut total = crate::slice::VerifiedRows::default();
             while let Some(b) = vrx.blocking_recv() {
-                match verify_batch(&b, &root, size, &mut seen) {
+                match check.verify_batch(&b) {
                     Ok(v) => {
                         total.rows += v.rows;
                         total.signal_bytes += v.signal_bytes;
@@ -247,7 +247,7 @@ impl GatewayClient {
                     }
                 }
             }
-            (seen, total)
+            (check.seen().to_vec(), total)
         });
         let mut vtx = Some(vtx);
         let mut checked_meta = false;

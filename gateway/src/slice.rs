@@ -12,10 +12,9 @@ use arrow::datatypes::{
     DataType, Field, Float32Type, Schema, SchemaRef, UInt8Type, UInt32Type, UInt64Type,
 };
 use ecgfed_datasets::segment::SegmentView;
-use rayon::prelude::*;
 
 use crate::catalog::Catalog;
-use crate::commitment::{CommitmentTree, commitment, verify_leaf};
+use crate::commitment::{CommitmentTree, commitment};
 use crate::error::{GatewayError, Result};
 
 /// Flight ticket prefix: a ticket is `"ecgfed-slice:" + slice_id` in UTF-8.
@@ -217,150 +216,182 @@ pub struct VerifiedRows {
     pub signal_bytes: u64,
 }
 
-fn strings(l: &ListArray, i: usize) -> Result<Vec<String>> {
-    let v = l.value(i);
-    let s = v
-        .as_string_opt::<i32>()
-        .ok_or_else(|| GatewayError::Verification("list<utf8> column of another type".into()))?;
-    Ok(s.iter()
-        .map(|x| x.unwrap_or_default().to_string())
-        .collect())
+/// Column `name` of `b` as a primitive array of type `T` (`what` names it in the error).
+fn primitive<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    b: &'a RecordBatch,
+    name: &str,
+    what: &str,
+) -> Result<&'a arrow::array::PrimitiveArray<T>> {
+    b.column_by_name(name)
+        .ok_or_else(|| GatewayError::Verification(format!("served batch has no column {name}")))?
+        .as_primitive_opt::<T>()
+        .ok_or_else(|| GatewayError::Verification(format!("{name} is not {what}")))
 }
 
-/// Verifies every row of a served batch against the slice `root` of `size` leaves: the
-/// content hash recomputed from the row's own values, the commitment recomputed from salt,
-/// content hash and segment id, and the commitment's inclusion proof at its leaf index. Marks
-/// each leaf in `seen`; a leaf served twice is an error. Errors name the segment.
-pub fn verify_batch(
-    b: &RecordBatch,
-    root: &[u8; 32],
-    size: u64,
-    seen: &mut [bool],
-) -> Result<VerifiedRows> {
-    let bad = |m: String| GatewayError::Verification(m);
-    let col = |n: &str| {
-        b.column_by_name(n)
-            .ok_or_else(|| bad(format!("served batch has no column {n}")))
-    };
-    let s = |n: &str| -> Result<&StringArray> {
-        col(n)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| bad(format!("column {n} is not Utf8")))
-    };
-    let l = |n: &str| -> Result<&ListArray> {
-        col(n)?
-            .as_list_opt::<i32>()
-            .ok_or_else(|| bad(format!("column {n} is not a list")))
-    };
-    let fsb = |n: &str| -> Result<&FixedSizeBinaryArray> {
-        col(n)?
-            .as_fixed_size_binary_opt()
-            .filter(|a| a.value_length() == 32)
-            .ok_or_else(|| bad(format!("column {n} is not FixedSizeBinary(32)")))
-    };
-    let (sid, rid, src, label, sex) = (
-        s("segment_id")?,
-        s("record_id")?,
-        s("source")?,
-        s("label")?,
-        s("sex")?,
+/// The strings of row `i` of a `list<utf8>` column, borrowed.
+fn strings(l: &ListArray, i: usize) -> Result<Vec<&str>> {
+    let values = l
+        .values()
+        .as_string_opt::<i32>()
+        .ok_or_else(|| GatewayError::Verification("list<utf8> column of another type".into()))?;
+    let (a, z) = (
+        l.value_offsets()[i] as usize,
+        l.value_offsets()[i + 1] as usize,
     );
-    let (leads, signal, raw, proof) = (l("leads")?, l("signal")?, l("label_raw")?, l("proof")?);
-    let (chash, salt, comm) = (fsb("content_hash")?, fsb("salt")?, fsb("commitment")?);
-    let fs = col("fs")?
-        .as_primitive_opt::<Float32Type>()
-        .ok_or_else(|| bad("fs is not Float32".into()))?;
-    let start = col("start_sample")?
-        .as_primitive_opt::<UInt64Type>()
-        .ok_or_else(|| bad("start_sample is not UInt64".into()))?;
-    let n = col("n_samples")?
-        .as_primitive_opt::<UInt32Type>()
-        .ok_or_else(|| bad("n_samples is not UInt32".into()))?;
-    let age = col("age")?
-        .as_primitive_opt::<UInt8Type>()
-        .ok_or_else(|| bad("age is not UInt8".into()))?;
-    let leaf = col("leaf_index")?
-        .as_primitive_opt::<UInt64Type>()
-        .ok_or_else(|| bad("leaf_index is not UInt64".into()))?;
-    let samples = signal
-        .values()
-        .as_primitive_opt::<Float32Type>()
-        .ok_or_else(|| bad("signal is not list<float32>".into()))?
-        .values();
-    let offsets = signal.value_offsets();
-    let proof_values = proof
-        .values()
-        .as_fixed_size_binary_opt()
-        .ok_or_else(|| bad("proof is not list<FixedSizeBinary(32)>".into()))?;
-    let proof_offsets = proof.value_offsets();
-    let checked: Vec<Result<(u64, u64)>> = (0..b.num_rows())
-        .into_par_iter()
-        .map(|i| {
+    if z > values.len() || a > z {
+        return Err(GatewayError::Verification(
+            "list<utf8> offsets out of range".into(),
+        ));
+    }
+    Ok((a..z).map(|j| values.value(j)).collect())
+}
+
+/// Verifies the rows of one slice as they arrive, batch by batch, against the slice root of
+/// `size` leaves recorded on the ledger: for each row, the content hash recomputed from the
+/// row's own values, the commitment recomputed from salt, content hash and segment id, and
+/// the commitment's inclusion proof at its leaf index (nodes verified for earlier rows are
+/// remembered, so a path stops at the first known node). Each leaf may be served once.
+#[derive(Debug, Clone)]
+pub struct SliceVerifier {
+    size: u64,
+    seen: Vec<bool>,
+    tree: ecgfed_ledger::log::InclusionVerifier,
+}
+
+impl SliceVerifier {
+    /// A verifier for the slice of `size` leaves with `root`.
+    pub fn new(root: [u8; 32], size: u64) -> Self {
+        SliceVerifier {
+            size,
+            seen: vec![false; size as usize],
+            tree: ecgfed_ledger::log::InclusionVerifier::new(size, root),
+        }
+    }
+
+    /// Which leaves have been served and verified so far.
+    pub fn seen(&self) -> &[bool] {
+        &self.seen
+    }
+
+    /// Verifies every row of a served batch, in row order, and marks its leaves as seen. Errors name the segment; after an
+    /// error the verifier's state is not meaningful and the pull must stop.
+    pub fn verify_batch(&mut self, b: &RecordBatch) -> Result<VerifiedRows> {
+        let size = self.size;
+        let bad = |m: String| GatewayError::Verification(m);
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .ok_or_else(|| bad(format!("served batch has no column {n}")))
+        };
+        let s = |n: &str| -> Result<&StringArray> {
+            col(n)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| bad(format!("column {n} is not Utf8")))
+        };
+        let l = |n: &str| -> Result<&ListArray> {
+            col(n)?
+                .as_list_opt::<i32>()
+                .ok_or_else(|| bad(format!("column {n} is not a list")))
+        };
+        let fsb = |n: &str| -> Result<&FixedSizeBinaryArray> {
+            col(n)?
+                .as_fixed_size_binary_opt()
+                .filter(|a| a.value_length() == 32)
+                .ok_or_else(|| bad(format!("column {n} is not FixedSizeBinary(32)")))
+        };
+        let (sid, rid, src, label, sex) = (
+            s("segment_id")?,
+            s("record_id")?,
+            s("source")?,
+            s("label")?,
+            s("sex")?,
+        );
+        let (leads, signal, raw, proof) = (l("leads")?, l("signal")?, l("label_raw")?, l("proof")?);
+        let (chash, salt, comm) = (fsb("content_hash")?, fsb("salt")?, fsb("commitment")?);
+        let fs = primitive::<Float32Type>(b, "fs", "Float32")?;
+        let start = primitive::<UInt64Type>(b, "start_sample", "UInt64")?;
+        let n = primitive::<UInt32Type>(b, "n_samples", "UInt32")?;
+        let age = primitive::<UInt8Type>(b, "age", "UInt8")?;
+        let leaf = primitive::<UInt64Type>(b, "leaf_index", "UInt64")?;
+        let samples = signal
+            .values()
+            .as_primitive_opt::<Float32Type>()
+            .ok_or_else(|| bad("signal is not list<float32>".into()))?
+            .values();
+        let offsets = signal.value_offsets();
+        let proof_values = proof
+            .values()
+            .as_fixed_size_binary_opt()
+            .ok_or_else(|| bad("proof is not list<FixedSizeBinary(32)>".into()))?;
+        let proof_offsets = proof.value_offsets();
+        let checked: Vec<Result<([u8; 32], u64)>> = (0..b.num_rows())
+            .map(|i| {
+                let id = sid.value(i);
+                let lead_refs = strings(leads, i)?;
+                let raw_refs = strings(raw, i)?;
+                let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
+                let sig = samples
+                    .get(a..z)
+                    .ok_or_else(|| bad(format!("segment {id}: signal offsets out of range")))?;
+                let view = SegmentView {
+                    source: src.value(i),
+                    record_id: rid.value(i),
+                    start_sample: start.value(i),
+                    n_samples: n.value(i),
+                    fs: fs.value(i),
+                    leads: &lead_refs,
+                    signal: sig,
+                    label: label.value(i),
+                    label_raw: &raw_refs,
+                    age: age.is_valid(i).then(|| age.value(i)),
+                    sex: sex.is_valid(i).then(|| sex.value(i)),
+                };
+                let h = view.content_hash();
+                if h[..] != *chash.value(i) {
+                    return Err(bad(format!(
+                        "segment {id}: its values do not hash to its content hash (data altered)"
+                    )));
+                }
+                let salt_i: [u8; 32] = salt.value(i).try_into().unwrap_or([0; 32]);
+                let c = commitment(&salt_i, &h, id);
+                if c[..] != *comm.value(i) {
+                    return Err(bad(format!(
+                        "segment {id}: commitment does not match salt, content hash and segment id"
+                    )));
+                }
+                Ok((c, (z - a) as u64 * 4))
+            })
+            .collect();
+        let mut out = VerifiedRows::default();
+        for (i, r) in checked.into_iter().enumerate() {
             let id = sid.value(i);
-            let lead_names = strings(leads, i)?;
-            let raw_codes = strings(raw, i)?;
-            let lead_refs: Vec<&str> = lead_names.iter().map(String::as_str).collect();
-            let raw_refs: Vec<&str> = raw_codes.iter().map(String::as_str).collect();
-            let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
-            let sig = samples
-                .get(a..z)
-                .ok_or_else(|| bad(format!("segment {id}: signal offsets out of range")))?;
-            let view = SegmentView {
-                source: src.value(i),
-                record_id: rid.value(i),
-                start_sample: start.value(i),
-                n_samples: n.value(i),
-                fs: fs.value(i),
-                leads: &lead_refs,
-                signal: sig,
-                label: label.value(i),
-                label_raw: &raw_refs,
-                age: age.is_valid(i).then(|| age.value(i)),
-                sex: sex.is_valid(i).then(|| sex.value(i)),
-            };
-            let h = view.content_hash();
-            if h[..] != *chash.value(i) {
-                return Err(bad(format!(
-                    "segment {id}: its values do not hash to its content hash (data altered)"
-                )));
-            }
-            let salt_i: [u8; 32] = salt.value(i).try_into().unwrap_or([0; 32]);
-            let c = commitment(&salt_i, &h, id);
-            if c[..] != *comm.value(i) {
-                return Err(bad(format!(
-                    "segment {id}: commitment does not match salt, content hash and segment id"
-                )));
-            }
+            let (c, bytes) = r?;
+            let index = leaf.value(i);
             let (pa, pz) = (proof_offsets[i] as usize, proof_offsets[i + 1] as usize);
+            if pz > proof_values.len() || pa > pz {
+                return Err(bad(format!("segment {id}: proof offsets out of range")));
+            }
             let path: Vec<[u8; 32]> = (pa..pz)
                 .map(|j| proof_values.value(j).try_into().unwrap_or([0; 32]))
                 .collect();
-            verify_leaf(leaf.value(i), size, &c, &path, root).map_err(|e| {
+            self.tree
+            .verify(index, &ecgfed_ledger::log::leaf_hash(&c), &path)
+            .map_err(|e| {
                 bad(format!(
                     "segment {id}: commitment is not in the slice root recorded on the ledger: {e}"
                 ))
             })?;
-            Ok((leaf.value(i), (z - a) as u64 * 4))
-        })
-        .collect();
-    let mut out = VerifiedRows::default();
-    for (i, r) in checked.into_iter().enumerate() {
-        let (index, bytes) = r?;
-        let slot = seen.get_mut(index as usize).ok_or_else(|| {
-            bad(format!(
-                "segment {}: leaf index {index} beyond the slice's {size} rows",
-                sid.value(i)
-            ))
-        })?;
-        if *slot {
-            return Err(bad(format!(
-                "segment {}: leaf {index} served twice",
-                sid.value(i)
-            )));
+            let slot = self.seen.get_mut(index as usize).ok_or_else(|| {
+                bad(format!(
+                    "segment {id}: leaf index {index} beyond the slice's {size} rows"
+                ))
+            })?;
+            if *slot {
+                return Err(bad(format!("segment {id}: leaf {index} served twice")));
+            }
+            *slot = true;
+            out.rows += 1;
+            out.signal_bytes += bytes;
         }
-        *slot = true;
-        out.rows += 1;
-        out.signal_bytes += bytes;
+        Ok(out)
     }
-    Ok(out)
 }

@@ -314,6 +314,72 @@ pub fn verify_inclusion(
     Ok(())
 }
 
+/// Verifies many leaves of one tree against its root, remembering every node it has verified
+/// (by the leaf range it covers), so that a path stops at the first node already known:
+/// leaves checked in order cost about two node hashes each instead of `log2(size)`.
+///
+/// Sound because a node's value is fixed by the root: a path that reaches a verified node
+/// with the same value proves its leaf as a full walk to the root would, and a different
+/// value is an error at once. Every proof must still have the length RFC 9162 requires.
+#[derive(Debug, Clone)]
+pub struct InclusionVerifier {
+    size: u64,
+    known: std::collections::HashMap<(u64, u64), Hash>,
+}
+
+impl InclusionVerifier {
+    /// A verifier for the tree of `size` leaves with `root`.
+    pub fn new(size: u64, root: Hash) -> Self {
+        let mut known = std::collections::HashMap::new();
+        known.insert((0, size), root);
+        InclusionVerifier { size, known }
+    }
+
+    /// Verifies that `leaf` (a leaf hash) is leaf `index`, as [`verify_inclusion`] does.
+    pub fn verify(&mut self, index: u64, leaf: &Hash, proof: &[Hash]) -> Result<(), LogError> {
+        let size = self.size;
+        let bad = |why: &str| {
+            Err(LogError::BadProof(format!(
+                "inclusion of leaf {index} in tree size {size}: {why}"
+            )))
+        };
+        if index >= size {
+            return bad("leaf index is not below the tree size");
+        }
+        walk(index, size - 1, proof, |_, _| {}).or_else(&bad)?;
+        let (mut f, mut s, mut level) = (index, size - 1, 0u32);
+        let mut r = *leaf;
+        let mut computed: Vec<((u64, u64), Hash)> = Vec::new();
+        for c in proof {
+            if f & 1 == 1 || f == s {
+                r = node_hash(c, &r);
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                    level += 1;
+                }
+            } else {
+                r = node_hash(&r, c);
+            }
+            f >>= 1;
+            s >>= 1;
+            level += 1;
+            let range = (f << level, ((f + 1) << level).min(size));
+            match self.known.get(&range) {
+                Some(k) if *k == r => break,
+                Some(_) if range == (0, size) => return bad("computed root differs"),
+                Some(_) => return bad("a computed node differs from the one already verified"),
+                None => computed.push((range, r)),
+            }
+        }
+        if proof.is_empty() && self.known.get(&(0, size)) != Some(&r) {
+            return bad("computed root differs");
+        }
+        self.known.extend(computed);
+        Ok(())
+    }
+}
+
 /// Verifies that the tree of size `first` with root `first_root` is a prefix of the tree of
 /// size `second` with root `second_root`.
 pub fn verify_consistency(
@@ -507,6 +573,51 @@ impl NodeReader for MemoryLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inclusion_verifier_agrees_with_the_full_walk() {
+        for size in [1u64, 2, 3, 5, 7, 8, 13, 64, 100] {
+            let mut log = MemoryLog::new();
+            for i in 0..size {
+                log.append(&i.to_le_bytes());
+            }
+            let r = root(&log, size).unwrap();
+            // In order, in reverse, and each leaf twice: all verify.
+            let mut v = InclusionVerifier::new(size, r);
+            let order: Vec<u64> = (0..size).chain((0..size).rev()).collect();
+            for &i in &order {
+                let p = inclusion_proof(&log, i, size).unwrap();
+                v.verify(i, &leaf_hash(&i.to_le_bytes()), &p).unwrap();
+            }
+            // After every node is known, a wrong leaf, a wrong index, a changed sibling or a
+            // truncated proof still fails, exactly where the full walk fails.
+            for i in 0..size {
+                let p = inclusion_proof(&log, i, size).unwrap();
+                let wrong = leaf_hash(b"other");
+                assert!(v.verify(i, &wrong, &p).is_err(), "size {size} leaf {i}");
+                assert!(verify_inclusion(i, size, &wrong, &p, &r).is_err());
+                if size > 1 {
+                    let other = (i + 1) % size;
+                    let leaf = leaf_hash(&i.to_le_bytes());
+                    assert_eq!(
+                        v.verify(other, &leaf, &p).is_ok(),
+                        verify_inclusion(other, size, &leaf, &p, &r).is_ok(),
+                        "size {size} leaf {i} at {other}"
+                    );
+                    let mut changed = p.clone();
+                    changed[0][0] ^= 1;
+                    assert!(v.verify(i, &leaf, &changed).is_err());
+                    assert!(v.verify(i, &leaf, &p[..p.len() - 1]).is_err());
+                }
+            }
+            // A fresh verifier with a wrong root accepts nothing.
+            let mut w = InclusionVerifier::new(size, leaf_hash(b"not the root"));
+            for i in 0..size {
+                let p = inclusion_proof(&log, i, size).unwrap();
+                assert!(w.verify(i, &leaf_hash(&i.to_le_bytes()), &p).is_err());
+            }
+        }
+    }
     use proptest::prelude::*;
 
     #[test]
