@@ -226,7 +226,8 @@ impl GatewayClient {
             root,
             ..Default::default()
         };
-        // Verification runs on its own thread (rows in parallel) while the next batches arrive.
+        // Verification runs on one thread of its own while the next batches arrive (with every
+        // core busy serving and decoding, more verifier threads only spin).
         let (vtx, mut vrx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
         let (rtx, mut rrx) = tokio::sync::mpsc::unbounded_channel::<Result<RecordBatch>>();
         let verifier = tokio::task::spawn_blocking(move || {
