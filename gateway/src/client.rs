@@ -248,7 +248,7 @@ impl GatewayClient {
                     }
                 }
             }
-            (check.seen().to_vec(), total)
+            (check.into_seen(), total)
         });
         let mut vtx = Some(vtx);
         let mut checked_meta = false;

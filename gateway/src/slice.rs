@@ -268,13 +268,14 @@ impl SliceVerifier {
         }
     }
 
-    /// Which leaves have been served and verified so far.
-    pub fn seen(&self) -> &[bool] {
-        &self.seen
+    /// Which leaves have been served and verified.
+    pub fn into_seen(self) -> Vec<bool> {
+        self.seen
     }
 
-    /// Verifies every row of a served batch, in row order, and marks its leaves as seen. Errors name the segment; after an
-    /// error the verifier's state is not meaningful and the pull must stop.
+    /// Verifies every row of a served batch, in row order, and marks its leaves as seen.
+    /// Errors name the segment; after an error the verifier's state is not meaningful and the
+    /// pull must stop.
     pub fn verify_batch(&mut self, b: &RecordBatch) -> Result<VerifiedRows> {
         let size = self.size;
         let bad = |m: String| GatewayError::Verification(m);
@@ -323,48 +324,41 @@ impl SliceVerifier {
             .as_fixed_size_binary_opt()
             .ok_or_else(|| bad("proof is not list<FixedSizeBinary(32)>".into()))?;
         let proof_offsets = proof.value_offsets();
-        let checked: Vec<Result<([u8; 32], u64)>> = (0..b.num_rows())
-            .map(|i| {
-                let id = sid.value(i);
-                let lead_refs = strings(leads, i)?;
-                let raw_refs = strings(raw, i)?;
-                let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
-                let sig = samples
-                    .get(a..z)
-                    .ok_or_else(|| bad(format!("segment {id}: signal offsets out of range")))?;
-                let view = SegmentView {
-                    source: src.value(i),
-                    record_id: rid.value(i),
-                    start_sample: start.value(i),
-                    n_samples: n.value(i),
-                    fs: fs.value(i),
-                    leads: &lead_refs,
-                    signal: sig,
-                    label: label.value(i),
-                    label_raw: &raw_refs,
-                    age: age.is_valid(i).then(|| age.value(i)),
-                    sex: sex.is_valid(i).then(|| sex.value(i)),
-                };
-                let h = view.content_hash();
-                if h[..] != *chash.value(i) {
-                    return Err(bad(format!(
-                        "segment {id}: its values do not hash to its content hash (data altered)"
-                    )));
-                }
-                let salt_i: [u8; 32] = salt.value(i).try_into().unwrap_or([0; 32]);
-                let c = commitment(&salt_i, &h, id);
-                if c[..] != *comm.value(i) {
-                    return Err(bad(format!(
-                        "segment {id}: commitment does not match salt, content hash and segment id"
-                    )));
-                }
-                Ok((c, (z - a) as u64 * 4))
-            })
-            .collect();
         let mut out = VerifiedRows::default();
-        for (i, r) in checked.into_iter().enumerate() {
+        for i in 0..b.num_rows() {
             let id = sid.value(i);
-            let (c, bytes) = r?;
+            let lead_refs = strings(leads, i)?;
+            let raw_refs = strings(raw, i)?;
+            let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
+            let sig = samples
+                .get(a..z)
+                .ok_or_else(|| bad(format!("segment {id}: signal offsets out of range")))?;
+            let view = SegmentView {
+                source: src.value(i),
+                record_id: rid.value(i),
+                start_sample: start.value(i),
+                n_samples: n.value(i),
+                fs: fs.value(i),
+                leads: &lead_refs,
+                signal: sig,
+                label: label.value(i),
+                label_raw: &raw_refs,
+                age: age.is_valid(i).then(|| age.value(i)),
+                sex: sex.is_valid(i).then(|| sex.value(i)),
+            };
+            let h = view.content_hash();
+            if h[..] != *chash.value(i) {
+                return Err(bad(format!(
+                    "segment {id}: its values do not hash to its content hash (data altered)"
+                )));
+            }
+            let salt_i: [u8; 32] = salt.value(i).try_into().unwrap_or([0; 32]);
+            let c = commitment(&salt_i, &h, id);
+            if c[..] != *comm.value(i) {
+                return Err(bad(format!(
+                    "segment {id}: commitment does not match salt, content hash and segment id"
+                )));
+            }
             let index = leaf.value(i);
             let (pa, pz) = (proof_offsets[i] as usize, proof_offsets[i + 1] as usize);
             if pz > proof_values.len() || pa > pz {
@@ -390,7 +384,7 @@ impl SliceVerifier {
             }
             *slot = true;
             out.rows += 1;
-            out.signal_bytes += bytes;
+            out.signal_bytes += (z - a) as u64 * 4;
         }
         Ok(out)
     }

@@ -258,23 +258,31 @@ fn walk(
     mut f: u64,
     mut s: u64,
     proof: &[Hash],
-    mut step: impl FnMut(&Hash, bool),
+    mut step: impl FnMut(&Hash, bool, (u64, u64)),
 ) -> Result<(), &'static str> {
+    // The leaf range of the node that each step yields: [f·2^level, (f+1)·2^level) ∩ tree.
+    let size = s + 1;
+    let mut level = 0u32;
+    let range = |f: u64, level: u32| {
+        let at = |i: u64| i.checked_shl(level).unwrap_or(u64::MAX).min(size);
+        (at(f), at(f + 1))
+    };
     for c in proof {
         if s == 0 {
             return Err("proof is too long");
         }
-        if f & 1 == 1 || f == s {
-            step(c, true);
+        let left = f & 1 == 1 || f == s;
+        if left {
             while f & 1 == 0 && f != 0 {
                 f >>= 1;
                 s >>= 1;
+                level += 1;
             }
-        } else {
-            step(c, false);
         }
         f >>= 1;
         s >>= 1;
+        level += 1;
+        step(c, left, range(f, level));
     }
     if s == 0 {
         Ok(())
@@ -300,7 +308,7 @@ pub fn verify_inclusion(
         return bad("leaf index is not below the tree size");
     }
     let mut r = *leaf;
-    walk(index, size - 1, proof, |c, left| {
+    walk(index, size - 1, proof, |c, left, _| {
         r = if left {
             node_hash(c, &r)
         } else {
@@ -346,34 +354,34 @@ impl InclusionVerifier {
         if index >= size {
             return bad("leaf index is not below the tree size");
         }
-        walk(index, size - 1, proof, |_, _| {}).or_else(&bad)?;
-        let (mut f, mut s, mut level) = (index, size - 1, 0u32);
+        // One walk: hashing stops at the first known node, the walk still checks the length.
         let mut r = *leaf;
+        let mut verdict: Option<Result<(), &str>> = None;
         let mut computed: Vec<((u64, u64), Hash)> = Vec::new();
-        for c in proof {
-            if f & 1 == 1 || f == s {
-                r = node_hash(c, &r);
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                    level += 1;
-                }
+        walk(index, size - 1, proof, |c, left, range| {
+            if verdict.is_some() {
+                return;
+            }
+            r = if left {
+                node_hash(c, &r)
             } else {
-                r = node_hash(&r, c);
-            }
-            f >>= 1;
-            s >>= 1;
-            level += 1;
-            let range = (f << level, ((f + 1) << level).min(size));
-            match self.known.get(&range) {
-                Some(k) if *k == r => break,
-                Some(_) if range == (0, size) => return bad("computed root differs"),
-                Some(_) => return bad("a computed node differs from the one already verified"),
-                None => computed.push((range, r)),
-            }
-        }
-        if proof.is_empty() && self.known.get(&(0, size)) != Some(&r) {
-            return bad("computed root differs");
+                node_hash(&r, c)
+            };
+            verdict = match self.known.get(&range) {
+                Some(k) if *k == r => Some(Ok(())),
+                Some(_) if range == (0, size) => Some(Err("computed root differs")),
+                Some(_) => Some(Err("a computed node differs from the one already verified")),
+                None => {
+                    computed.push((range, r));
+                    None
+                }
+            };
+        })
+        .or_else(&bad)?;
+        match verdict {
+            Some(Err(why)) => return bad(why),
+            None if self.known.get(&(0, size)) != Some(&r) => return bad("computed root differs"),
+            _ => {}
         }
         self.known.extend(computed);
         Ok(())
@@ -427,7 +435,7 @@ pub fn verify_consistency(
         s >>= 1;
     }
     let (mut fr, mut sr) = (*head, *head);
-    walk(f, s, rest, |c, left| {
+    walk(f, s, rest, |c, left, _| {
         if left {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
