@@ -97,7 +97,7 @@ impl FlightService for PlainFlight {
         let input = futures::stream::iter((0..batches.len()).map(move |i| Ok(batches[i].clone())));
         let s = FlightDataEncoderBuilder::new()
             .with_schema(schema)
-            .with_max_flight_data_size(8 << 20)
+            .with_max_flight_data_size(ecgfed_gateway::flight::MAX_FLIGHT_DATA_BYTES)
             .build(input)
             .map_err(|e: FlightError| Status::internal(e.to_string()));
         Ok(Response::new(Box::pin(s)))

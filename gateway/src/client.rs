@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
+use arrow_flight::{FlightData, FlightDescriptor, FlightInfo, Ticket};
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::{decode_body, decode_stored};
 use ecgfed_proto::v1::entry_body::Payload;
@@ -27,6 +27,7 @@ use crate::error::{GatewayError, Result};
 use crate::flight::FLIGHT_PATH;
 use crate::service::{MAX_MESSAGE_BYTES, SERVICE_PATH};
 use crate::slice::{SliceVerifier, meta, ticket};
+use crate::wire::BatchDecoder;
 
 /// A signed client of one gateway.
 #[derive(Clone)]
@@ -192,109 +193,151 @@ impl GatewayClient {
 
     /// The raw DoGet stream of a slice (no verification; [`GatewayClient::pull`] verifies).
     pub async fn do_get_raw(&mut self, slice_id: &str) -> Result<FlightRecordBatchStream> {
-        let t = Ticket::new(ticket(slice_id));
-        let r = self.signer.request(&format!("{FLIGHT_PATH}DoGet"), t);
-        let s = self.flight.do_get(r).await.map_err(status)?.into_inner();
+        let s = self.do_get_messages(slice_id).await?;
         Ok(FlightRecordBatchStream::new_from_flight_data(
             s.map_err(|e| FlightError::Tonic(Box::new(e))),
         ))
     }
 
+    /// The signed DoGet call: the slice's Flight messages as they arrive.
+    async fn do_get_messages(&mut self, slice_id: &str) -> Result<tonic::Streaming<FlightData>> {
+        let t = Ticket::new(ticket(slice_id));
+        let r = self.signer.request(&format!("{FLIGHT_PATH}DoGet"), t);
+        Ok(self.flight.do_get(r).await.map_err(status)?.into_inner())
+    }
+
     /// Pulls a slice and verifies every row against the slice root of its
     /// CohortSliceCommitted entry on `ledger` (a verifying client). `on_batch` sees each batch
-    /// only after all of its rows verified; the first bad row ends the pull with an error
-    /// naming it. At the end every leaf must have been served exactly once or be announced
-    /// as erased with an inclusion proof and a RecordsErased entry of the site.
+    /// only after all of its rows verified and the ledger confirmed the root they verified
+    /// against; the first bad row ends the pull with an error naming it. At the end every
+    /// leaf must have been served exactly once or be announced as erased with an inclusion
+    /// proof and a RecordsErased entry of the site.
     pub async fn pull(
         &mut self,
         slice_id: &str,
         ledger: &mut LedgerClient,
         mut on_batch: impl FnMut(&RecordBatch),
     ) -> Result<PullReport> {
-        // The slice root is looked up on the ledger while the gateway starts sending; no batch
-        // is handed over before it verified against that root.
-        let (committed, stream) =
-            tokio::join!(slice_on_ledger(ledger, slice_id), self.do_get_raw(slice_id));
-        let committed = committed?;
+        // The slice entry is looked up on the ledger while the gateway starts sending. Rows
+        // are verified from the first batch on against the root the stream announces; no
+        // batch is handed over before the ledger's root is known to be that root.
+        let mut lookup = Box::pin(slice_on_ledger(ledger, slice_id));
+        let mut committed: Option<CohortSliceCommitted> = None;
+        let mut stream = {
+            let call = self.do_get_messages(slice_id);
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    c = &mut lookup, if committed.is_none() => committed = Some(c?),
+                    s = &mut call => break s?,
+                }
+            }
+        };
+        let mut decoder = BatchDecoder::new();
+        // Verification runs on one thread of its own while the next batches arrive (with every
+        // core busy serving and decoding, more verifier threads only spin).
+        let (rtx, mut rrx) = tokio::sync::mpsc::unbounded_channel::<Result<RecordBatch>>();
+        let mut rtx = Some(rtx);
+        let mut verifier: Option<Verifier> = None;
+        let mut confirmed = false;
+        let mut held = Vec::new();
+        let mut batches = 0u64;
+        loop {
+            if !confirmed && let (Some(c), Some(v)) = (&committed, &verifier) {
+                same_as_ledger(c, &v.root, v.size, slice_id)?;
+                confirmed = true;
+                for b in held.drain(..) {
+                    batches += 1;
+                    on_batch(&b);
+                }
+            }
+            tokio::select! {
+                c = &mut lookup, if committed.is_none() => committed = Some(c?),
+                r = rrx.recv() => match r {
+                    Some(Ok(b)) if confirmed => {
+                        batches += 1;
+                        on_batch(&b);
+                    }
+                    Some(Ok(b)) => held.push(b),
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                },
+                m = stream.next(), if rtx.is_some() || verifier.as_ref().is_some_and(|v| v.tx.is_some()) => {
+                    let Some(m) = m else {
+                        // End of stream: the verifier finishes what it has.
+                        rtx = None;
+                        if let Some(v) = &mut verifier {
+                            v.tx = None;
+                        }
+                        continue;
+                    };
+                    let m = m.map_err(status)?;
+                    let Some(b) = decoder.decode(&m).map_err(|e| transport(&self.addr, e))? else {
+                        continue;
+                    };
+                    if verifier.is_none() {
+                        let (root, size) = announced(b.schema().metadata(), slice_id)?;
+                        let Some(out) = rtx.take() else { continue };
+                        verifier = Some(Verifier::spawn(root, size, out));
+                    }
+                    if let Some(tx) = verifier.as_ref().and_then(|v| v.tx.as_ref())
+                        && tx.send(b).await.is_err()
+                    {
+                        // The verifier stopped on an error, which rrx delivers.
+                        if let Some(v) = &mut verifier {
+                            v.tx = None;
+                        }
+                    }
+                }
+            }
+        }
+        let committed = match committed {
+            Some(c) => c,
+            None => (&mut lookup).await?,
+        };
+        drop(lookup);
         let root: [u8; 32] = committed.slice_root.as_slice().try_into().map_err(|_| {
             GatewayError::Verification(format!("slice {slice_id}: ledger root is not 32 bytes"))
         })?;
         let size = committed.row_count;
-        let mut stream = stream?;
+        let schema = decoder.schema().cloned();
+        if !confirmed {
+            match (&verifier, &schema) {
+                (Some(v), _) => {
+                    same_as_ledger(&committed, &v.root, v.size, slice_id)?;
+                    for b in held.drain(..) {
+                        batches += 1;
+                        on_batch(&b);
+                    }
+                }
+                // No batch arrived: the announcement is checked against the ledger all the same.
+                (None, Some(s)) => {
+                    let (r, n) = announced(s.metadata(), slice_id)?;
+                    same_as_ledger(&committed, &r, n, slice_id)?;
+                }
+                (None, None) if size == 0 => {}
+                (None, None) => {
+                    return Err(GatewayError::Verification(format!(
+                        "slice {slice_id}: stream ended without a schema"
+                    )));
+                }
+            }
+        }
+        let (mut seen, total) = match verifier {
+            Some(v) => v.finish().await?,
+            None => (vec![false; size as usize], Default::default()),
+        };
         let mut report = PullReport {
             slice_id: slice_id.to_string(),
             root,
+            rows: total.rows,
+            signal_bytes: total.signal_bytes,
+            batches,
             ..Default::default()
         };
-        // Verification runs on one thread of its own while the next batches arrive (with every
-        // core busy serving and decoding, more verifier threads only spin).
-        let (vtx, mut vrx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
-        let (rtx, mut rrx) = tokio::sync::mpsc::unbounded_channel::<Result<RecordBatch>>();
-        let verifier = tokio::task::spawn_blocking(move || {
-            let mut check = SliceVerifier::new(root, size);
-            let mut total = crate::slice::VerifiedRows::default();
-            while let Some(b) = vrx.blocking_recv() {
-                match check.verify_batch(&b) {
-                    Ok(v) => {
-                        total.rows += v.rows;
-                        total.signal_bytes += v.signal_bytes;
-                        if rtx.send(Ok(b)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = rtx.send(Err(e));
-                        break;
-                    }
-                }
-            }
-            (check.into_seen(), total)
-        });
-        let mut vtx = Some(vtx);
-        let mut checked_meta = false;
-        loop {
-            tokio::select! {
-                r = rrx.recv() => match r {
-                    Some(Ok(b)) => {
-                        report.batches += 1;
-                        on_batch(&b);
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => break,
-                },
-                b = stream.next(), if vtx.is_some() => match b {
-                    Some(b) => {
-                        let b = b.map_err(|e| match e {
-                            FlightError::Tonic(s) => status(*s),
-                            other => transport(&self.addr, other),
-                        })?;
-                        if !checked_meta {
-                            check_stream_meta(b.schema().metadata(), slice_id, &root, size)?;
-                            checked_meta = true;
-                        }
-                        if let Some(tx) = &vtx
-                            && tx.send(b).await.is_err()
-                        {
-                            vtx = None;
-                        }
-                    }
-                    None => vtx = None,
-                },
-            }
-        }
-        let (mut seen, total) = verifier
-            .await
-            .map_err(|e| GatewayError::Verification(format!("verifier stopped: {e}")))?;
-        report.rows = total.rows;
-        report.signal_bytes = total.signal_bytes;
-        let erased = match stream.schema() {
+        let erased = match &schema {
             Some(s) => parse_erased(s.metadata())?,
-            None if size == 0 => vec![],
-            None => {
-                return Err(GatewayError::Verification(format!(
-                    "slice {slice_id}: stream ended without a schema"
-                )));
-            }
+            None => vec![],
         };
         for (index, c, proof) in &erased {
             if seen.get(*index as usize).copied().unwrap_or(true) {
@@ -318,6 +361,96 @@ impl GatewayClient {
     }
 }
 
+/// The pull's verifier thread: batches in, verified batches (or the first error) out.
+struct Verifier {
+    root: [u8; 32],
+    size: u64,
+    tx: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
+    done: tokio::task::JoinHandle<(Vec<bool>, crate::slice::VerifiedRows)>,
+}
+
+impl Verifier {
+    fn spawn(
+        root: [u8; 32],
+        size: u64,
+        out: tokio::sync::mpsc::UnboundedSender<Result<RecordBatch>>,
+    ) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut check = SliceVerifier::new(root, size);
+            let mut total = crate::slice::VerifiedRows::default();
+            while let Some(b) = rx.blocking_recv() {
+                let r = check.verify_batch(&b);
+                match r {
+                    Ok(v) => {
+                        total.rows += v.rows;
+                        total.signal_bytes += v.signal_bytes;
+                        if out.send(Ok(b)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = out.send(Err(e));
+                        break;
+                    }
+                }
+            }
+            (check.into_seen(), total)
+        });
+        Verifier {
+            root,
+            size,
+            tx: Some(tx),
+            done,
+        }
+    }
+
+    async fn finish(self) -> Result<(Vec<bool>, crate::slice::VerifiedRows)> {
+        drop(self.tx);
+        self.done
+            .await
+            .map_err(|e| GatewayError::Verification(format!("verifier stopped: {e}")))
+    }
+}
+
+/// Checks that the root and size a stream announced are those of the slice's entry.
+fn same_as_ledger(
+    c: &CohortSliceCommitted,
+    root: &[u8; 32],
+    size: u64,
+    slice_id: &str,
+) -> Result<()> {
+    if c.slice_root[..] != root[..] || c.row_count != size {
+        return Err(GatewayError::Verification(format!(
+            "slice {slice_id}: the stream announces root {} size {size}, the ledger records root {} size {}",
+            hex::encode(root),
+            hex::encode(&c.slice_root),
+            c.row_count
+        )));
+    }
+    Ok(())
+}
+
+/// The slice root and size a stream announces in its schema metadata, for `slice_id`.
+fn announced(m: &arrow::datatypes::Metadata, slice_id: &str) -> Result<([u8; 32], u64)> {
+    let get = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
+    let bad = |what: &str| {
+        GatewayError::Verification(format!(
+            "slice {slice_id}: the stream announces {what} {:?}",
+            get(what)
+        ))
+    };
+    if get(meta::SLICE_ID) != slice_id {
+        return Err(bad(meta::SLICE_ID));
+    }
+    let root =
+        crate::commitment::hash32(get(meta::SLICE_ROOT)).ok_or_else(|| bad(meta::SLICE_ROOT))?;
+    let size = get(meta::SLICE_SIZE)
+        .parse()
+        .map_err(|_| bad(meta::SLICE_SIZE))?;
+    Ok((root, size))
+}
+
 type ErasedLeaf = (u64, [u8; 32], Vec<[u8; 32]>);
 
 fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
@@ -331,28 +464,6 @@ fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
     v.into_iter()
         .map(|(i, c, p)| Ok((i, h(&c)?, p.iter().map(|x| h(x)).collect::<Result<_>>()?)))
         .collect()
-}
-
-fn check_stream_meta(
-    m: &arrow::datatypes::Metadata,
-    slice_id: &str,
-    root: &[u8; 32],
-    size: u64,
-) -> Result<()> {
-    let get = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
-    if get(meta::SLICE_ID) != slice_id
-        || get(meta::SLICE_ROOT) != hex::encode(root)
-        || get(meta::SLICE_SIZE) != size.to_string()
-    {
-        return Err(GatewayError::Verification(format!(
-            "slice {slice_id}: the stream announces slice {:?} root {:?} size {:?}, the ledger records root {} size {size}",
-            get(meta::SLICE_ID),
-            get(meta::SLICE_ROOT),
-            get(meta::SLICE_SIZE),
-            hex::encode(root)
-        )));
-    }
-    Ok(())
 }
 
 /// Payloads of the entries naming a subject, each proven in the ledger's signed log, with
@@ -438,4 +549,51 @@ pub fn sign_into<T: prost::Message>(
 ) {
     let bytes = r.get_ref().encode_to_vec();
     add_headers(r.metadata_mut(), &signer.headers(method, &bytes));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(slice: &str, root: &str, size: &str) -> arrow::datatypes::Metadata {
+        [
+            (meta::SLICE_ID, slice),
+            (meta::SLICE_ROOT, root),
+            (meta::SLICE_SIZE, size),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn the_announced_root_must_be_the_ledger_root() {
+        let root = [7u8; 32];
+        let m = metadata("c/site", &hex::encode(root), "12");
+        assert_eq!(announced(&m, "c/site").unwrap(), (root, 12));
+        let entry = CohortSliceCommitted {
+            slice_id: "c/site".into(),
+            slice_root: root.to_vec(),
+            row_count: 12,
+            ..Default::default()
+        };
+        same_as_ledger(&entry, &root, 12, "c/site").unwrap();
+        let e = same_as_ledger(&entry, &[8u8; 32], 12, "c/site").unwrap_err();
+        assert!(e.to_string().contains(&hex::encode([8u8; 32])), "{e}");
+        assert!(e.to_string().contains(&hex::encode(root)), "{e}");
+        assert!(same_as_ledger(&entry, &root, 13, "c/site").is_err());
+    }
+
+    #[test]
+    fn a_stream_for_another_slice_or_without_a_root_is_refused() {
+        let root = hex::encode([7u8; 32]);
+        for (m, what) in [
+            (metadata("other/site", &root, "12"), meta::SLICE_ID),
+            (metadata("c/site", "beef", "12"), meta::SLICE_ROOT),
+            (metadata("c/site", &root, "twelve"), meta::SLICE_SIZE),
+        ] {
+            let e = announced(&m, "c/site").unwrap_err().to_string();
+            assert!(e.contains(what), "{e}");
+        }
+    }
 }

@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, AsArray, Float32Array, ListArray, RecordBatch};
-use arrow::datatypes::Float32Type;
+use arrow::datatypes::{Float32Type, SchemaRef};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -17,11 +17,12 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::{Stream, StreamExt};
-use tokio_stream::wrappers::ReceiverStream;
+use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::gateway::Gateway;
+use crate::catalog::Catalog;
+use crate::error::GatewayError;
+use crate::gateway::{Gateway, ServedSlice};
 use crate::service::{MAX_MESSAGE_BYTES, caller};
 use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
 
@@ -125,6 +126,194 @@ fn alter_first_sample(b: &RecordBatch) -> Result<RecordBatch, FlightError> {
     Ok(RecordBatch::try_new(b.schema(), cols)?)
 }
 
+/// Largest Flight message body the gateway builds (bigger batches are split); under
+/// [`MAX_MESSAGE_BYTES`].
+pub const MAX_FLIGHT_DATA_BYTES: usize = 8 << 20;
+
+/// Where a DoGet's rows come from.
+enum Source {
+    /// The batches of an earlier serve of the slice.
+    Cached(Arc<ServedSlice>),
+    /// The store, through this catalog: sorted row positions per store file.
+    Store(Arc<Catalog>, HashMap<usize, Vec<usize>>),
+}
+
+/// What the serving thread hands to the response stream.
+enum Produced {
+    /// An encoded Flight message.
+    Message(FlightData),
+    /// Every message was produced: rows and Arrow bytes (headers and bodies) in them.
+    Done { rows: u64, bytes: u64 },
+    /// Serving failed.
+    Failed(FlightError),
+}
+
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, FlightError>> + Send>;
+
+/// The served batches of a slice read from the store, file by file: each store row of the
+/// slice with its commitment, leaf index and inclusion proof.
+fn store_batches(
+    gw: &Gateway,
+    slice: &SliceRecord,
+    catalog: &Arc<Catalog>,
+    per_file: HashMap<usize, Vec<usize>>,
+    schema: &SchemaRef,
+) -> impl Iterator<Item = Result<RecordBatch, FlightError>> + Send + 'static {
+    let tree = slice.tree();
+    let leaf_of: HashMap<String, u64> = slice
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i as u64))
+        .collect();
+    let ctx = Arc::new((Arc::clone(catalog), tree, leaf_of, schema.clone()));
+    let batch_rows = gw.cfg.policy.batch_rows;
+    let mut files: Vec<_> = per_file.into_iter().collect();
+    files.sort_by_key(|(f, _)| *f);
+    let external = |e: GatewayError| FlightError::ExternalError(Box::new(e));
+    files
+        .into_iter()
+        .flat_map(move |(file, positions)| -> Batches {
+            let ctx = Arc::clone(&ctx);
+            match ecgfed_datasets::store::read_file(
+                &ctx.0.dir,
+                &ctx.0.files[file],
+                None,
+                Some(&positions),
+                batch_rows,
+            ) {
+                Err(e) => Box::new(std::iter::once(Err(external(e.into())))),
+                Ok(read) => Box::new(read.into_iter().map(move |b| {
+                    let (catalog, tree, leaf_of, schema) = &*ctx;
+                    let proof_of = |id: &str| leaf_of.get(id).map(|&i| (i, tree.proof(i)));
+                    serve_batch(&b, catalog, schema, &proof_of).map_err(external)
+                })),
+            }
+        })
+}
+
+/// Encodes `batches` as Flight messages on the calling (blocking) thread and sends them,
+/// then [`Produced::Done`]; with `alter`, the first batch is altered (fault injection). True
+/// when every message and `Done` were handed over.
+fn produce(
+    tx: &tokio::sync::mpsc::Sender<Produced>,
+    schema: SchemaRef,
+    batches: Batches,
+    alter: bool,
+) -> bool {
+    let rows = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&rows);
+    let mut first = alter;
+    let input = batches.map(move |b| {
+        let b = match b {
+            Ok(b) if std::mem::take(&mut first) => alter_first_sample(&b),
+            other => other,
+        };
+        if let Ok(b) = &b {
+            counted.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        }
+        b
+    });
+    let encoder = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+        .build(futures::stream::iter(input));
+    let mut bytes = 0u64;
+    for m in futures::executor::block_on_stream(encoder) {
+        let out = match m {
+            Ok(mut fd) => {
+                bytes += (fd.data_header.len() + fd.data_body.len()) as u64;
+                crate::wire::align_body(&mut fd);
+                Produced::Message(fd)
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Produced::Failed(e));
+                return false;
+            }
+        };
+        if tx.blocking_send(out).is_err() {
+            return false;
+        }
+    }
+    let rows = rows.load(Ordering::Relaxed);
+    tx.blocking_send(Produced::Done { rows, bytes }).is_ok()
+}
+
+/// The DoGet response stream: the serving thread's messages, then the DataServed record.
+/// Recording starts as soon as tonic takes the last message (every message of the slice was
+/// released to the transport) and runs while that message is sent; the stream ends only
+/// once the entry is durable on the ledger. An error, or a client that leaves before the
+/// last message is taken, ends it with no DataServed.
+struct Respond {
+    rx: tokio::sync::mpsc::Receiver<Produced>,
+    /// A message taken from the channel while looking for `Done`.
+    held: Option<Produced>,
+    recording: Option<tokio::task::JoinHandle<crate::error::Result<u64>>>,
+    finished: bool,
+    left: Unfinished,
+    gw: Arc<Gateway>,
+    slice: Arc<SliceRecord>,
+}
+
+impl Respond {
+    fn record(&mut self, rows: u64, bytes: u64) {
+        if self.recording.is_some() {
+            return;
+        }
+        self.left.done.store(true, Ordering::Relaxed);
+        let (gw, s) = (Arc::clone(&self.gw), Arc::clone(&self.slice));
+        self.recording = Some(tokio::spawn(async move {
+            let index = gw.served(&s, rows, bytes).await?;
+            tracing::info!(slice = %s.slice_id, rows, bytes, index, "slice served");
+            Ok(index)
+        }));
+    }
+
+    async fn next(mut self) -> Option<(Result<FlightData, Status>, Self)> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            let next = match self.held.take() {
+                Some(p) => Some(p),
+                None => self.rx.recv().await,
+            };
+            match next {
+                Some(Produced::Message(fd)) => {
+                    match self.rx.try_recv() {
+                        Ok(Produced::Done { rows, bytes }) => self.record(rows, bytes),
+                        Ok(other) => self.held = Some(other),
+                        Err(_) => {}
+                    }
+                    return Some((Ok(fd), self));
+                }
+                Some(Produced::Done { rows, bytes }) => self.record(rows, bytes),
+                Some(Produced::Failed(e)) => {
+                    self.finished = true;
+                    self.left.done.store(true, Ordering::Relaxed);
+                    let m = format!("serving slice {}: {e}", self.slice.slice_id);
+                    return Some((Err(Status::internal(m)), self));
+                }
+                None => {
+                    self.finished = true;
+                    let id = &self.slice.slice_id;
+                    let failed = match self.recording.take() {
+                        None => format!("serving slice {id} stopped before its end"),
+                        Some(h) => match h.await {
+                            Ok(Ok(_)) => return None,
+                            Ok(Err(e)) => format!(
+                                "slice {id} was sent but DataServed could not be recorded: {e}"
+                            ),
+                            Err(e) => format!("recording DataServed of slice {id}: {e}"),
+                        },
+                    };
+                    return Some((Err(Status::unavailable(failed)), self));
+                }
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl FlightService for GatewayFlight {
     type HandshakeStream = BoxStream<HandshakeResponse>;
@@ -195,134 +384,64 @@ impl FlightService for GatewayFlight {
         let s = self.gw.granted_slice(&who, &slice_id, true)?;
         // A slice served before is sent from memory, with the erasures it was built with (an
         // erasure empties the cache); otherwise its rows are read from the store.
-        let cached = self.gw.cached(&s.slice_id);
-        let (plan, erased) = match &cached {
-            Some(c) => (None, c.erased.clone()),
+        let (source, erased) = match self.gw.cached(&s.slice_id) {
+            Some(c) => {
+                let erased = c.erased.clone();
+                (Source::Cached(c), erased)
+            }
             None => {
                 let (catalog, per_file, erased) = self.gw.plan(&s);
-                (Some((catalog, per_file)), erased)
+                (Source::Store(catalog, per_file), erased)
             }
         };
         let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
-        let rows_sent = Arc::new(AtomicU64::new(0));
-        let (btx, brx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(4);
-        let (gw, sch, sent) = (Arc::clone(&self.gw), schema.clone(), Arc::clone(&rows_sent));
-        let slice = s.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Produced>(2);
+        let (gw, slice) = (Arc::clone(&self.gw), Arc::clone(&s));
         tokio::task::spawn_blocking(move || {
-            let mut first = true;
-            let mut send = |out: Result<RecordBatch, FlightError>| -> bool {
-                let out = match out {
-                    Ok(b) if first && gw.alter_sample => alter_first_sample(&b),
-                    other => other,
-                };
-                first = false;
-                if let Ok(b) = &out {
-                    sent.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            let alter = gw.alter_sample;
+            match source {
+                Source::Cached(c) => {
+                    let batches = c.batches.clone().into_iter().map(Ok);
+                    produce(&tx, schema, Box::new(batches), alter);
                 }
-                btx.blocking_send(out).is_ok()
-            };
-            let Some((catalog, per_file)) = plan else {
-                for b in cached.iter().flat_map(|c| c.batches.iter()) {
-                    if !send(Ok(b.clone())) {
-                        return;
-                    }
-                }
-                return;
-            };
-            let tree = slice.tree();
-            let leaf_of: HashMap<&str, u64> = slice
-                .segments
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i as u64))
-                .collect();
-            let proof_of = |id: &str| leaf_of.get(id).map(|&i| (i, tree.proof(i)));
-            let mut files: Vec<_> = per_file.into_iter().collect();
-            files.sort_by_key(|(f, _)| *f);
-            let mut built = Vec::new();
-            for (file, positions) in files {
-                let batches = match ecgfed_datasets::store::read_file(
-                    &catalog.dir,
-                    &catalog.files[file],
-                    None,
-                    Some(&positions),
-                    gw.cfg.policy.batch_rows,
-                ) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        send(Err(FlightError::ExternalError(Box::new(e))));
-                        return;
-                    }
-                };
-                for b in batches {
-                    let out = serve_batch(&b, &catalog, &sch, &proof_of)
-                        .map_err(|e| FlightError::ExternalError(Box::new(e)));
-                    if let Ok(b) = &out {
-                        built.push(b.clone());
-                    }
-                    let ok = out.is_ok();
-                    if !send(out) || !ok {
-                        return;
+                Source::Store(catalog, per_file) => {
+                    let kept = Arc::new(Mutex::new(Vec::new()));
+                    let into = Arc::clone(&kept);
+                    let batches =
+                        store_batches(&gw, &slice, &catalog, per_file, &schema).inspect(move |b| {
+                            if let (Ok(b), Ok(mut v)) = (b, into.lock()) {
+                                v.push(b.clone());
+                            }
+                        });
+                    if produce(&tx, schema, Box::new(batches), alter) {
+                        let batches =
+                            std::mem::take(&mut *kept.lock().unwrap_or_else(|p| p.into_inner()));
+                        let served = ServedSlice {
+                            record: slice,
+                            batches,
+                            erased,
+                        };
+                        gw.keep(&served.record.slice_id.clone(), &catalog, served);
                     }
                 }
             }
-            gw.keep(
-                &slice.slice_id,
-                &catalog,
-                crate::gateway::ServedSlice {
-                    batches: built,
-                    erased,
-                },
-            );
         });
-        // The encoder's messages go straight to tonic; once the last one is taken, DataServed
-        // is recorded, and only then does the stream end (an error, or a client that leaves,
-        // ends it before: no DataServed).
-        let bytes = Arc::new(AtomicU64::new(0));
-        let counted = Arc::clone(&bytes);
-        let id = s.slice_id.clone();
-        let left = Unfinished {
-            slice_id: s.slice_id.clone(),
-            done: Arc::new(AtomicBool::new(false)),
+        let state = Respond {
+            rx,
+            held: None,
+            recording: None,
+            finished: false,
+            left: Unfinished {
+                slice_id: s.slice_id.clone(),
+                done: Arc::new(AtomicBool::new(false)),
+            },
+            gw: Arc::clone(&self.gw),
+            slice: s,
         };
-        let failed = Arc::clone(&left.done);
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_max_flight_data_size(8 << 20)
-            .build(ReceiverStream::new(brx))
-            .map(move |fd| match fd {
-                Ok(fd) => {
-                    counted.fetch_add(
-                        (fd.data_header.len() + fd.data_body.len()) as u64,
-                        Ordering::Relaxed,
-                    );
-                    Ok(fd)
-                }
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    Err(Status::internal(format!("serving slice {id}: {e}")))
-                }
-            });
-        let gw = Arc::clone(&self.gw);
-        let end = futures::stream::once(async move {
-            left.done.store(true, Ordering::Relaxed);
-            let (rows, bytes) = (
-                rows_sent.load(Ordering::Relaxed),
-                bytes.load(Ordering::Relaxed),
-            );
-            match gw.served(&s, rows, bytes).await {
-                Ok(index) => {
-                    tracing::info!(slice = %s.slice_id, rows, bytes, index, "slice served");
-                    None
-                }
-                Err(e) => Some(Err(Status::unavailable(format!(
-                    "slice {} was sent but DataServed could not be recorded: {e}",
-                    s.slice_id
-                )))),
-            }
-        })
-        .filter_map(futures::future::ready);
-        Ok(Response::new(Box::pin(data.chain(end))))
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            state,
+            Respond::next,
+        ))))
     }
 
     async fn do_put(

@@ -60,10 +60,13 @@ const META_ERASING: &str = "erasing";
 /// erased since the reservation (leaf index, hex commitment).
 pub type ServePlan = (Arc<Catalog>, HashMap<usize, Vec<usize>>, Vec<(u64, String)>);
 
-/// A slice as served before, kept for later pulls: its record batches and the leaves that
-/// were erased when it was built (an erasure empties the cache, so both stay true).
+/// A slice as served before, kept for later pulls: its reservation, its record batches and
+/// the leaves that were erased when it was built (an erasure empties the cache, so all stay
+/// true).
 #[derive(Debug)]
 pub struct ServedSlice {
+    /// The reservation, as read from the key store.
+    pub record: Arc<SliceRecord>,
     /// The served record batches, in order.
     pub batches: Vec<arrow::array::RecordBatch>,
     /// Leaf index and hex commitment of every erased leaf.
@@ -377,13 +380,14 @@ impl Gateway {
         Ok(rec)
     }
 
-    /// The slice behind a ticket, checked to be granted to `caller`.
+    /// The slice behind a ticket, checked to be granted to `caller` (from the served-slice
+    /// cache when it is there, otherwise from the key store).
     pub fn granted_slice(
         &self,
         caller: &MemberInfo,
         slice_id: &str,
         signals: bool,
-    ) -> Result<SliceRecord> {
+    ) -> Result<Arc<SliceRecord>> {
         let allowed = match caller.role {
             Role::Scientist => true,
             Role::Regulator => !signals,
@@ -404,14 +408,21 @@ impl Gateway {
                 ),
             ));
         }
-        let raw = self.keys.slice(slice_id)?.ok_or_else(|| {
-            refused(
-                Code::NotFound,
-                format!("no slice {slice_id:?} was reserved here"),
-            )
-        })?;
-        let s: SliceRecord = serde_json::from_slice(&raw)
-            .map_err(|e| GatewayError::Config(format!("stored slice {slice_id}: {e}")))?;
+        let s =
+            match self.cached(slice_id) {
+                Some(c) => Arc::clone(&c.record),
+                None => {
+                    let raw = self.keys.slice(slice_id)?.ok_or_else(|| {
+                        refused(
+                            Code::NotFound,
+                            format!("no slice {slice_id:?} was reserved here"),
+                        )
+                    })?;
+                    Arc::new(serde_json::from_slice(&raw).map_err(|e| {
+                        GatewayError::Config(format!("stored slice {slice_id}: {e}"))
+                    })?)
+                }
+            };
         if caller.role == Role::Scientist && s.requester != caller.id {
             return Err(refused(
                 Code::PermissionDenied,
@@ -424,19 +435,42 @@ impl Gateway {
         Ok(s)
     }
 
-    /// Records a completed transfer.
-    pub async fn served(&self, s: &SliceRecord, rows: u64, bytes: u64) -> Result<u64> {
+    /// Records a completed transfer: returns the entry index once the ledger has
+    /// acknowledged the DataServed entry. The entry is then proven in the ledger's signed log
+    /// off the client's path; a failed proof is logged as an error.
+    pub async fn served(self: &Arc<Self>, s: &SliceRecord, rows: u64, bytes: u64) -> Result<u64> {
         let root = hex::decode(&s.root).map_err(|e| GatewayError::Config(e.to_string()))?;
-        self.record(Payload::DataServed(DataServed {
-            slice_id: s.slice_id.clone(),
-            cohort_id: s.cohort_id.clone(),
-            site: self.cfg.site.clone(),
-            requester: s.requester.clone(),
-            rows,
-            bytes,
-            slice_root: root,
-        }))
-        .await
+        let entry = self
+            .signer
+            .lock()
+            .await
+            .sign(Payload::DataServed(DataServed {
+                slice_id: s.slice_id.clone(),
+                cohort_id: s.cohort_id.clone(),
+                site: self.cfg.site.clone(),
+                requester: s.requester.clone(),
+                rows,
+                bytes,
+                slice_root: root,
+            }));
+        let (receipt, stored) = self
+            .members
+            .ledger()
+            .lock()
+            .await
+            .submit_acknowledged(entry)
+            .await?;
+        let gw = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ledger = gw.members.ledger().lock().await;
+            if let Err(e) = ledger.prove(receipt.index, &stored).await {
+                tracing::error!(
+                    index = receipt.index,
+                    "the ledger acknowledged a DataServed entry it does not prove: {e}"
+                );
+            }
+        });
+        Ok(receipt.index)
     }
 
     /// Erases a patient: RecordsErased on the ledger (commitments only), salt destroyed,

@@ -23,6 +23,7 @@ pub mod server;
 pub mod service;
 pub mod slice;
 pub mod strata;
+pub mod wire;
 
 pub use config::GatewayConfig;
 pub use error::GatewayError;

@@ -225,6 +225,19 @@ impl LedgerClient {
 
     /// Submits an entry (answer after it is durable), then proves it is in the log.
     pub async fn submit(&mut self, e: SignedEntry) -> Result<SubmitResponse, ClientError> {
+        let (r, stored) = self.submit_acknowledged(e).await?;
+        self.prove(r.index, &stored).await?;
+        Ok(r)
+    }
+
+    /// Submits a signed entry and returns the ledger's receipt as soon as the ledger has
+    /// acknowledged it (durable, if the ledger is honest), with the entry's stored bytes;
+    /// only the receipt's leaf hash is checked. [`LedgerClient::prove`] with those bytes
+    /// proves the entry in the signed log afterwards.
+    pub async fn submit_acknowledged(
+        &mut self,
+        e: SignedEntry,
+    ) -> Result<(SubmitResponse, Vec<u8>), ClientError> {
         let stored = entry::encode_stored(&e.body, &e.signature);
         let r = self.inner.submit(e).await?.into_inner();
         if r.leaf_hash != leaf_hash(&stored) {
@@ -233,8 +246,7 @@ impl LedgerClient {
                 r.index
             )));
         }
-        self.prove(r.index, &stored).await?;
-        Ok(r)
+        Ok((r, stored))
     }
 
     /// Fetches entry `index` and proves it.

@@ -123,10 +123,21 @@ fn any_flipped_byte_is_found_and_named_exactly() {
         .put_raw(store::CF_CHECKPOINTS, &size.to_be_bytes(), &orig)
         .unwrap();
     // An index row that names the wrong entry.
+    // The first row whose key, with its entry index's low bit flipped, is not a row already
+    // (two neighbouring entries may name the same subject, which makes a valid row).
     let rows = store.scan(store::CF_SUBJECTS).unwrap();
-    let mut k = rows[5].0.clone();
-    let n = k.len();
-    k[n - 1] ^= 1;
+    let existing: std::collections::HashSet<&Vec<u8>> = rows.iter().map(|(k, _)| k).collect();
+    let k = rows
+        .iter()
+        .skip(5)
+        .map(|(k, _)| {
+            let mut k = k.clone();
+            let n = k.len();
+            k[n - 1] ^= 1;
+            k
+        })
+        .find(|k| !existing.contains(k))
+        .expect("a subject row whose neighbour index is not indexed");
     store.put_raw(store::CF_SUBJECTS, &k, &[]).unwrap();
     let r = verify_store(&store).unwrap();
     assert_eq!(r.problems[0].what, "subject_index");
