@@ -5,12 +5,11 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, AsArray, Float32Array, ListArray, RecordBatch};
 use arrow::datatypes::{Float32Type, SchemaRef};
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -23,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::Catalog;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, ServedSlice};
+use crate::wire::MessageEncoder;
 use crate::service::{MAX_MESSAGE_BYTES, caller};
 use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
 
@@ -140,10 +140,10 @@ enum Source {
 
 /// What the serving thread hands to the response stream.
 enum Produced {
-    /// An encoded Flight message.
-    Message(FlightData),
-    /// Every message was produced: rows and Arrow bytes (headers and bodies) in them.
-    Done { rows: u64, bytes: u64 },
+    /// A served batch.
+    Batch(RecordBatch),
+    /// Every batch was produced.
+    Done,
     /// Serving failed.
     Failed(FlightError),
 }
@@ -192,40 +192,17 @@ fn store_batches(
         })
 }
 
-/// Encodes `batches` as Flight messages on the calling (blocking) thread and sends them,
-/// then [`Produced::Done`]; with `alter`, the first batch is altered (fault injection). True
-/// when every message and `Done` were handed over.
-fn produce(
-    tx: &tokio::sync::mpsc::Sender<Produced>,
-    schema: SchemaRef,
-    batches: Batches,
-    alter: bool,
-) -> bool {
-    let rows = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&rows);
+/// Sends `batches` to the response stream, then [`Produced::Done`]; with `alter`, the first
+/// batch is altered (fault injection). True when every batch and `Done` were handed over.
+fn produce(tx: &tokio::sync::mpsc::Sender<Produced>, batches: Batches, alter: bool) -> bool {
     let mut first = alter;
-    let input = batches.map(move |b| {
+    for b in batches {
         let b = match b {
             Ok(b) if std::mem::take(&mut first) => alter_first_sample(&b),
             other => other,
         };
-        if let Ok(b) = &b {
-            counted.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-        }
-        b
-    });
-    let encoder = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
-        .build(futures::stream::iter(input));
-    let mut bytes = 0u64;
-    for m in futures::executor::block_on_stream(encoder) {
-        let out = match m {
-            Ok(mut fd) => {
-                bytes += (fd.data_header.len() + fd.data_body.len()) as u64;
-                crate::wire::align_body(&mut fd);
-                Produced::Message(fd)
-            }
+        let out = match b {
+            Ok(b) => Produced::Batch(b),
             Err(e) => {
                 let _ = tx.blocking_send(Produced::Failed(e));
                 return false;
@@ -235,19 +212,27 @@ fn produce(
             return false;
         }
     }
-    let rows = rows.load(Ordering::Relaxed);
-    tx.blocking_send(Produced::Done { rows, bytes }).is_ok()
+    tx.blocking_send(Produced::Done).is_ok()
 }
 
-/// The DoGet response stream: the serving thread's messages, then the DataServed record.
-/// Recording starts as soon as tonic takes the last message (every message of the slice was
-/// released to the transport) and runs while that message is sent; the stream ends only
-/// once the entry is durable on the ledger. An error, or a client that leaves before the
-/// last message is taken, ends it with no DataServed.
+/// The DoGet response stream: the schema message, the messages of the serving thread's
+/// batches (encoded here, as tonic takes them), then the DataServed record. Recording starts
+/// as soon as tonic takes the last message (every message of the slice was released to the
+/// transport) and runs while that message is sent; the stream ends only once the ledger has
+/// acknowledged the entry. An error, or a client that leaves before the last message is
+/// taken, ends it with no DataServed.
 struct Respond {
     rx: tokio::sync::mpsc::Receiver<Produced>,
-    /// A message taken from the channel while looking for `Done`.
+    /// Taken from the channel while looking for `Done`.
     held: Option<Produced>,
+    encoder: MessageEncoder,
+    schema: Option<SchemaRef>,
+    /// Messages of the current batch not yet taken.
+    queue: std::collections::VecDeque<FlightData>,
+    /// The current batch is the slice's last.
+    last: bool,
+    rows: u64,
+    bytes: u64,
     recording: Option<tokio::task::JoinHandle<crate::error::Result<u64>>>,
     finished: bool,
     left: Unfinished,
@@ -256,12 +241,17 @@ struct Respond {
 }
 
 impl Respond {
-    fn record(&mut self, rows: u64, bytes: u64) {
+    fn record(&mut self) {
         if self.recording.is_some() {
             return;
         }
         self.left.done.store(true, Ordering::Relaxed);
-        let (gw, s) = (Arc::clone(&self.gw), Arc::clone(&self.slice));
+        let (gw, s, rows, bytes) = (
+            Arc::clone(&self.gw),
+            Arc::clone(&self.slice),
+            self.rows,
+            self.bytes,
+        );
         self.recording = Some(tokio::spawn(async move {
             let index = gw.served(&s, rows, bytes).await?;
             tracing::info!(slice = %s.slice_id, rows, bytes, index, "slice served");
@@ -269,31 +259,51 @@ impl Respond {
         }));
     }
 
+    fn fail(mut self, m: String) -> Option<(Result<FlightData, Status>, Self)> {
+        self.finished = true;
+        self.left.done.store(true, Ordering::Relaxed);
+        let m = format!("serving slice {}: {m}", self.slice.slice_id);
+        Some((Err(Status::internal(m)), self))
+    }
+
     async fn next(mut self) -> Option<(Result<FlightData, Status>, Self)> {
+        if let Some(schema) = self.schema.take() {
+            return Some((Ok(self.encoder.schema(&schema)), self));
+        }
         loop {
             if self.finished {
                 return None;
+            }
+            if let Some(fd) = self.queue.pop_front() {
+                if self.last && self.queue.is_empty() {
+                    self.record();
+                }
+                return Some((Ok(fd), self));
             }
             let next = match self.held.take() {
                 Some(p) => Some(p),
                 None => self.rx.recv().await,
             };
             match next {
-                Some(Produced::Message(fd)) => {
+                Some(Produced::Batch(b)) => {
+                    let messages = match self.encoder.batch(&b) {
+                        Ok(m) => m,
+                        Err(e) => return self.fail(e.to_string()),
+                    };
+                    self.rows += b.num_rows() as u64;
+                    self.bytes += messages
+                        .iter()
+                        .map(|m| (m.data_header.len() + m.data_body.len()) as u64)
+                        .sum::<u64>();
+                    self.queue.extend(messages);
                     match self.rx.try_recv() {
-                        Ok(Produced::Done { rows, bytes }) => self.record(rows, bytes),
+                        Ok(Produced::Done) => self.last = true,
                         Ok(other) => self.held = Some(other),
                         Err(_) => {}
                     }
-                    return Some((Ok(fd), self));
                 }
-                Some(Produced::Done { rows, bytes }) => self.record(rows, bytes),
-                Some(Produced::Failed(e)) => {
-                    self.finished = true;
-                    self.left.done.store(true, Ordering::Relaxed);
-                    let m = format!("serving slice {}: {e}", self.slice.slice_id);
-                    return Some((Err(Status::internal(m)), self));
-                }
+                Some(Produced::Done) => self.record(),
+                Some(Produced::Failed(e)) => return self.fail(e.to_string()),
                 None => {
                     self.finished = true;
                     let id = &self.slice.slice_id;
@@ -395,25 +405,25 @@ impl FlightService for GatewayFlight {
             }
         };
         let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
-        let (tx, rx) = tokio::sync::mpsc::channel::<Produced>(2);
-        let (gw, slice) = (Arc::clone(&self.gw), Arc::clone(&s));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Produced>(4);
+        let (gw, slice, sch) = (Arc::clone(&self.gw), Arc::clone(&s), schema.clone());
         tokio::task::spawn_blocking(move || {
             let alter = gw.alter_sample;
             match source {
                 Source::Cached(c) => {
                     let batches = c.batches.clone().into_iter().map(Ok);
-                    produce(&tx, schema, Box::new(batches), alter);
+                    produce(&tx, Box::new(batches), alter);
                 }
                 Source::Store(catalog, per_file) => {
                     let kept = Arc::new(Mutex::new(Vec::new()));
                     let into = Arc::clone(&kept);
                     let batches =
-                        store_batches(&gw, &slice, &catalog, per_file, &schema).inspect(move |b| {
+                        store_batches(&gw, &slice, &catalog, per_file, &sch).inspect(move |b| {
                             if let (Ok(b), Ok(mut v)) = (b, into.lock()) {
                                 v.push(b.clone());
                             }
                         });
-                    if produce(&tx, schema, Box::new(batches), alter) {
+                    if produce(&tx, Box::new(batches), alter) {
                         let batches =
                             std::mem::take(&mut *kept.lock().unwrap_or_else(|p| p.into_inner()));
                         let served = ServedSlice {
@@ -429,6 +439,12 @@ impl FlightService for GatewayFlight {
         let state = Respond {
             rx,
             held: None,
+            encoder: MessageEncoder::new(MAX_FLIGHT_DATA_BYTES),
+            schema: Some(schema),
+            queue: Default::default(),
+            last: false,
+            rows: 0,
+            bytes: 0,
             recording: None,
             finished: false,
             left: Unfinished {
