@@ -8,7 +8,10 @@
 //! Parquet and adds commitments and proofs; the client recomputes every content hash and
 //! commitment and checks every inclusion proof before handing a batch over; a DataServed entry
 //! is recorded), (b) the baseline: the batches of (a), held in memory by a plain Flight server,
-//! streamed to a plain client that decodes them and looks at nothing.
+//! streamed to a plain client that decodes them with arrow-flight and looks at nothing, and
+//! (c) the same batches from the same plain server in the gateway's message layout
+//! (`wire::MessageEncoder`), decoded in place as the gateway client decodes them: (b) is the
+//! reference the target is set against, (c) shows what the layout alone is worth.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -32,6 +35,7 @@ use ecgfed_gateway::client::GatewayClient;
 use ecgfed_gateway::config::{GatewayConfig, LedgerConfig, Policy};
 use ecgfed_gateway::server::{http2_endpoint, http2_server};
 use ecgfed_gateway::service::MAX_MESSAGE_BYTES;
+use ecgfed_gateway::wire::{BatchDecoder, MessageEncoder};
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
@@ -91,9 +95,23 @@ impl FlightService for PlainFlight {
     ) -> Result<Response<SchemaResult>, Status> {
         Err(Status::unimplemented("baseline"))
     }
-    async fn do_get(&self, _r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(&self, r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         let batches = Arc::clone(&self.batches);
         let schema = batches[0].schema();
+        if r.get_ref().ticket.as_ref() == ALIGNED.as_bytes() {
+            // The gateway's message layout (wire::MessageEncoder), nothing else of it; each
+            // batch encoded as tonic takes it.
+            let mut enc = MessageEncoder::new(ecgfed_gateway::flight::MAX_FLIGHT_DATA_BYTES);
+            let first = futures::stream::iter([Ok(enc.schema(&schema))]);
+            let rest = futures::stream::iter(0..batches.len()).flat_map(move |i| {
+                let messages: Vec<Result<FlightData, Status>> = match enc.batch(&batches[i]) {
+                    Ok(m) => m.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(Status::internal(e.to_string()))],
+                };
+                futures::stream::iter(messages)
+            });
+            return Ok(Response::new(Box::pin(first.chain(rest))));
+        }
         let input = futures::stream::iter((0..batches.len()).map(move |i| Ok(batches[i].clone())));
         let s = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -126,6 +144,52 @@ impl FlightService for PlainFlight {
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+}
+
+/// Ticket of the plain server's pull in the gateway's message layout.
+const ALIGNED: &str = "aligned";
+
+/// One pull from the plain server: decoded by arrow-flight (`aligned` false) or, for the
+/// [`ALIGNED`] ticket, by the gateway client's in-place decoder. Returns its timing, rows and
+/// Arrow bytes.
+async fn plain_pull(
+    client: &mut FlightServiceClient<tonic::transport::Channel>,
+    aligned: bool,
+) -> Result<(Pull, u64, u64)> {
+    let mut timer = PullTimer::start();
+    let mut s = client
+        .do_get(Ticket::new(if aligned { ALIGNED } else { "x" }))
+        .await?
+        .into_inner();
+    let (mut rows, mut wire) = (0u64, 0u64);
+    if aligned {
+        let mut d = BatchDecoder::new();
+        while let Some(m) = s.message().await? {
+            wire += (m.data_header.len() + m.data_body.len()) as u64;
+            if let Some(b) = d.decode(&m)? {
+                rows += b.num_rows() as u64;
+                timer.batch();
+            }
+        }
+    } else {
+        let w = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let wc = Arc::clone(&w);
+        let s = s
+            .inspect_ok(move |fd| {
+                wc.fetch_add(
+                    (fd.data_header.len() + fd.data_body.len()) as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            })
+            .map_err(|e| FlightError::Tonic(Box::new(e)));
+        let mut st = FlightRecordBatchStream::new_from_flight_data(s);
+        while let Some(b) = st.next().await {
+            rows += b?.num_rows() as u64;
+            timer.batch();
+        }
+        wire = w.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok((timer.finish(), rows, wire))
 }
 
 fn write_key(dir: &Path, name: &str) -> Result<(KeyPair, PathBuf)> {
@@ -300,45 +364,33 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
         "bench: slice of {} rows of the {} segments in the store; {rounds} rounds",
         r.rows, m.segments
     );
-    let (mut verified, mut baseline) = (Vec::new(), Vec::new());
+    let (mut verified, mut baseline, mut aligned) = (Vec::new(), Vec::new(), Vec::new());
     let (mut signal_bytes, mut wire) = (0u64, 0u64);
     for _ in 0..rounds {
         let mut timer = PullTimer::start();
         let rep = client.pull(&r.slice_id, &mut lc, |_| timer.batch()).await?;
         verified.push(timer.finish());
         signal_bytes = rep.signal_bytes;
-        let mut timer = PullTimer::start();
-        let w = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let wc = Arc::clone(&w);
-        let s = plain_client
-            .do_get(Ticket::new("x"))
-            .await?
-            .into_inner()
-            .inspect_ok(move |fd| {
-                wc.fetch_add(
-                    (fd.data_header.len() + fd.data_body.len()) as u64,
-                    std::sync::atomic::Ordering::Relaxed,
+        for (layout, out) in [(false, &mut baseline), (true, &mut aligned)] {
+            let (p, rows, w) = plain_pull(&mut plain_client, layout).await?;
+            if rows != rep.rows {
+                bail!(
+                    "baseline delivered {rows} rows, the verified pull {}",
+                    rep.rows
                 );
-            })
-            .map_err(|e| FlightError::Tonic(Box::new(e)));
-        let mut st = FlightRecordBatchStream::new_from_flight_data(s);
-        let mut rows = 0u64;
-        while let Some(b) = st.next().await {
-            rows += b?.num_rows() as u64;
-            timer.batch();
-        }
-        baseline.push(timer.finish());
-        wire = w.load(std::sync::atomic::Ordering::Relaxed);
-        if rows != rep.rows {
-            bail!(
-                "baseline delivered {rows} rows, the verified pull {}",
-                rep.rows
-            );
+            }
+            out.push(p);
+            wire = w;
         }
     }
-    let (v, b) = (Pull::median(&verified), Pull::median(&baseline));
+    let (v, b, a) = (
+        Pull::median(&verified),
+        Pull::median(&baseline),
+        Pull::median(&aligned),
+    );
     let (tv, tb) = (v.seconds, b.seconds);
     let ratio = tb / tv;
+    let ratio_aligned = a.seconds / tv;
     // The least CPU that verification can take: hashing every sample byte at the rate one
     // core of this machine hashes rows of this slice's size.
     let hash_rate = signal_hash_rate((signal_bytes / r.rows.max(1)) as usize);
@@ -355,6 +407,8 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
                 "verified": v.json(signal_bytes, wire, r.rows),
                 "baseline": b.json(signal_bytes, wire, r.rows),
                 "verified_over_baseline": ratio,
+                "baseline_gateway_layout": a.json(signal_bytes, wire, r.rows),
+                "verified_over_baseline_gateway_layout": ratio_aligned,
                 "signal_hash_bytes_per_s": hash_rate,
                 "hash_floor_cpu_seconds": hash_floor,
                 "verified_over_baseline_bound": bound,
@@ -376,6 +430,11 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
                 &b,
                 " (same batches, no auth, no verification)",
             ),
+            (
+                "plain, layout",
+                &a,
+                " (the same, in the gateway's message layout, decoded in place)",
+            ),
         ] {
             println!(
                 "  {name}   {:.3} s = {:.0} MB/s signal ({:.0} MB/s Arrow), {:.0} rows/s{what}\n                  CPU {:.3} core-s ({:.2} cores busy); first batch after {:.1} ms; stream end {:.1} ms after the last batch",
@@ -389,7 +448,9 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
                 p.tail * 1e3,
             );
         }
-        println!("  verified / plain throughput: {ratio:.2}×");
+        println!(
+            "  verified / plain throughput: {ratio:.2}× (against the plain pull in the gateway's layout: {ratio_aligned:.2}×)"
+        );
         println!(
             "  verification: +{:.3} core-s over the baseline, of which ≥ {hash_floor:.3} core-s is hashing the signal (BLAKE3, {:.2} GB/s on one core); with {} cores the ratio cannot exceed {bound:.2}",
             v.cpu - b.cpu,

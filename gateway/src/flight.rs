@@ -22,9 +22,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::Catalog;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, ServedSlice};
-use crate::wire::MessageEncoder;
 use crate::service::{MAX_MESSAGE_BYTES, caller};
 use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
+use crate::wire::MessageEncoder;
 
 /// gRPC path prefix of Arrow Flight.
 pub const FLIGHT_PATH: &str = "/arrow.flight.protocol.FlightService/";

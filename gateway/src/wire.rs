@@ -110,9 +110,12 @@ impl MessageEncoder {
         let mut at = 0;
         loop {
             let part = batch.slice(at, rows.min(batch.num_rows() - at));
-            let (dictionaries, data) =
-                self.generator
-                    .encode(&part, &mut self.tracker, &self.options, &mut self.context)?;
+            let (dictionaries, data) = self.generator.encode(
+                &part,
+                &mut self.tracker,
+                &self.options,
+                &mut self.context,
+            )?;
             if !dictionaries.is_empty() {
                 return Err(ArrowError::IpcError(
                     "served batches carry no dictionaries".into(),
@@ -238,7 +241,10 @@ mod tests {
             }
             let mut d = BatchDecoder::new();
             let back: Vec<RecordBatch> = got.iter().filter_map(|m| d.decode(m).unwrap()).collect();
-            assert_eq!(arrow::compute::concat_batches(&b.schema(), &back).unwrap(), b);
+            assert_eq!(
+                arrow::compute::concat_batches(&b.schema(), &back).unwrap(),
+                b
+            );
         }
     }
 
