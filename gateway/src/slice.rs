@@ -322,6 +322,7 @@ impl SliceVerifier {
         let proof_values = proof
             .values()
             .as_fixed_size_binary_opt()
+            .filter(|a| a.value_length() == 32)
             .ok_or_else(|| bad("proof is not list<FixedSizeBinary(32)>".into()))?;
         let proof_offsets = proof.value_offsets();
         let mut out = VerifiedRows::default();
@@ -364,11 +365,10 @@ impl SliceVerifier {
             if pz > proof_values.len() || pa > pz {
                 return Err(bad(format!("segment {id}: proof offsets out of range")));
             }
-            let path: Vec<[u8; 32]> = (pa..pz)
-                .map(|j| proof_values.value(j).try_into().unwrap_or([0; 32]))
-                .collect();
+            // The proof's hashes, read in place (32-byte values, checked above).
+            let (path, _) = proof_values.value_data()[pa * 32..pz * 32].as_chunks::<32>();
             self.tree
-            .verify(index, &ecgfed_ledger::log::leaf_hash(&c), &path)
+            .verify(index, &ecgfed_ledger::log::leaf_hash(&c), path)
             .map_err(|e| {
                 bad(format!(
                     "segment {id}: commitment is not in the slice root recorded on the ledger: {e}"

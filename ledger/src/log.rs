@@ -291,6 +291,51 @@ fn walk(
     }
 }
 
+/// The error of an inclusion check of leaf `index` in the tree of `size`.
+fn inclusion_error(index: u64, size: u64, why: &str) -> LogError {
+    LogError::BadProof(format!(
+        "inclusion of leaf {index} in tree size {size}: {why}"
+    ))
+}
+
+/// A climb's early end: the leaf is proven (`Ok`) or the proof fails for the reason given.
+type Verdict = Option<Result<(), &'static str>>;
+
+/// Hashes from `leaf` (leaf `index` of the tree of `size`) up along `proof`, showing each
+/// computed node and the leaf range it covers to `at`, which may end the climb with a verdict
+/// (hashing stops; the walk still checks the proof's length). Returns the last computed node
+/// and the verdict, if any.
+fn climb(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+    mut at: impl FnMut((u64, u64), &Hash) -> Verdict,
+) -> Result<(Hash, Verdict), LogError> {
+    if index >= size {
+        return Err(inclusion_error(
+            index,
+            size,
+            "leaf index is not below the tree size",
+        ));
+    }
+    let mut r = *leaf;
+    let mut verdict = None;
+    walk(index, size - 1, proof, |c, left, range| {
+        if verdict.is_some() {
+            return;
+        }
+        r = if left {
+            node_hash(c, &r)
+        } else {
+            node_hash(&r, c)
+        };
+        verdict = at(range, &r);
+    })
+    .map_err(|why| inclusion_error(index, size, why))?;
+    Ok((r, verdict))
+}
+
 /// Verifies that `leaf` (a leaf hash) is leaf `index` of the tree of `size` with `root`.
 pub fn verify_inclusion(
     index: u64,
@@ -299,25 +344,9 @@ pub fn verify_inclusion(
     proof: &[Hash],
     root: &Hash,
 ) -> Result<(), LogError> {
-    let bad = |why: &str| {
-        Err(LogError::BadProof(format!(
-            "inclusion of leaf {index} in tree size {size}: {why}"
-        )))
-    };
-    if index >= size {
-        return bad("leaf index is not below the tree size");
-    }
-    let mut r = *leaf;
-    walk(index, size - 1, proof, |c, left, _| {
-        r = if left {
-            node_hash(c, &r)
-        } else {
-            node_hash(&r, c)
-        };
-    })
-    .or_else(&bad)?;
+    let (r, _) = climb(index, size, leaf, proof, |_, _| None)?;
     if r != *root {
-        return bad("computed root differs");
+        return Err(inclusion_error(index, size, "computed root differs"));
     }
     Ok(())
 }
@@ -346,41 +375,24 @@ impl InclusionVerifier {
     /// Verifies that `leaf` (a leaf hash) is leaf `index`, as [`verify_inclusion`] does.
     pub fn verify(&mut self, index: u64, leaf: &Hash, proof: &[Hash]) -> Result<(), LogError> {
         let size = self.size;
-        let bad = |why: &str| {
-            Err(LogError::BadProof(format!(
-                "inclusion of leaf {index} in tree size {size}: {why}"
-            )))
-        };
-        if index >= size {
-            return bad("leaf index is not below the tree size");
-        }
-        // One walk: hashing stops at the first known node, the walk still checks the length.
-        let mut r = *leaf;
-        let mut verdict: Option<Result<(), &str>> = None;
         let mut computed: Vec<((u64, u64), Hash)> = Vec::new();
-        walk(index, size - 1, proof, |c, left, range| {
-            if verdict.is_some() {
-                return;
-            }
-            r = if left {
-                node_hash(c, &r)
-            } else {
-                node_hash(&r, c)
-            };
-            verdict = match self.known.get(&range) {
-                Some(k) if *k == r => Some(Ok(())),
+        let known = &self.known;
+        let (r, verdict) = climb(index, size, leaf, proof, |range, r| {
+            match known.get(&range) {
+                Some(k) if k == r => Some(Ok(())),
                 Some(_) if range == (0, size) => Some(Err("computed root differs")),
                 Some(_) => Some(Err("a computed node differs from the one already verified")),
                 None => {
-                    computed.push((range, r));
+                    computed.push((range, *r));
                     None
                 }
-            };
-        })
-        .or_else(&bad)?;
+            }
+        })?;
         match verdict {
-            Some(Err(why)) => return bad(why),
-            None if self.known.get(&(0, size)) != Some(&r) => return bad("computed root differs"),
+            Some(Err(why)) => return Err(inclusion_error(index, size, why)),
+            None if self.known.get(&(0, size)) != Some(&r) => {
+                return Err(inclusion_error(index, size, "computed root differs"));
+            }
             _ => {}
         }
         self.known.extend(computed);
