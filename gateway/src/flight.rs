@@ -1,7 +1,8 @@
 //! The Arrow Flight data plane on the gateway's port: `GetFlightInfo` (slice metadata, for
 //! the granted scientist and regulators) and `DoGet(ticket)` (the slice's rows, for the
 //! granted scientist only). A completed DoGet is recorded as `DataServed` on the ledger before
-//! the stream ends.
+//! the stream ends. The gateway's server answers DoGet through [`DoGetRoute`], which sends the
+//! Arrow buffers of each batch without copying them (docs/flight.md "Message layout").
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,15 +17,16 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::Catalog;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, ServedSlice};
+use crate::route::{DoGetRoute, MessageStream, WireDoGet};
 use crate::service::{MAX_MESSAGE_BYTES, caller};
 use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
-use crate::wire::MessageEncoder;
+use crate::wire::{MessageEncoder, WireMessage};
 
 /// gRPC path prefix of Arrow Flight.
 pub const FLIGHT_PATH: &str = "/arrow.flight.protocol.FlightService/";
@@ -58,11 +60,13 @@ impl GatewayFlight {
         GatewayFlight { gw }
     }
 
-    /// The tonic service with limits sized for ECG batches.
-    pub fn into_service(self) -> FlightServiceServer<GatewayFlight> {
-        FlightServiceServer::new(self)
+    /// The tonic service with limits sized for ECG batches, DoGet answered by [`DoGetRoute`]
+    /// (Arrow buffers sent without a copy).
+    pub fn into_service(self) -> DoGetRoute<GatewayFlight> {
+        let flight = FlightServiceServer::new(self.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        DoGetRoute::new(flight, Arc::new(self))
     }
 }
 
@@ -228,7 +232,7 @@ struct Respond {
     encoder: MessageEncoder,
     schema: Option<SchemaRef>,
     /// Messages of the current batch not yet taken.
-    queue: std::collections::VecDeque<FlightData>,
+    queue: std::collections::VecDeque<WireMessage>,
     /// The current batch is the slice's last.
     last: bool,
     rows: u64,
@@ -259,14 +263,14 @@ impl Respond {
         }));
     }
 
-    fn fail(mut self, m: String) -> Option<(Result<FlightData, Status>, Self)> {
+    fn fail(mut self, m: String) -> Option<(Result<WireMessage, Status>, Self)> {
         self.finished = true;
         self.left.done.store(true, Ordering::Relaxed);
         let m = format!("serving slice {}: {m}", self.slice.slice_id);
         Some((Err(Status::internal(m)), self))
     }
 
-    async fn next(mut self) -> Option<(Result<FlightData, Status>, Self)> {
+    async fn next(mut self) -> Option<(Result<WireMessage, Status>, Self)> {
         if let Some(schema) = self.schema.take() {
             return Some((Ok(self.encoder.schema(&schema)), self));
         }
@@ -291,10 +295,13 @@ impl Respond {
                         Err(e) => return self.fail(e.to_string()),
                     };
                     self.rows += b.num_rows() as u64;
-                    self.bytes += messages
-                        .iter()
-                        .map(|m| (m.data_header.len() + m.data_body.len()) as u64)
-                        .sum::<u64>();
+                    if let Some(m) = messages.iter().find(|m| m.len() > MAX_MESSAGE_BYTES) {
+                        let n = m.len();
+                        return self.fail(format!(
+                            "a message of {n} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
+                        ));
+                    }
+                    self.bytes += messages.iter().map(|m| m.arrow_bytes() as u64).sum::<u64>();
                     self.queue.extend(messages);
                     match self.rx.try_recv() {
                         Ok(Produced::Done) => self.last = true,
@@ -321,6 +328,80 @@ impl Respond {
                 }
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl WireDoGet for GatewayFlight {
+    /// DoGet: the granted requester's slice, from memory when served before, otherwise read
+    /// from the store; DataServed is recorded once the last message was taken.
+    async fn do_get_wire(&self, r: Request<Ticket>) -> Result<MessageStream, Status> {
+        let who = caller(&self.gw, &format!("{FLIGHT_PATH}DoGet"), &r).await?;
+        let slice_id = parse_ticket(&r.get_ref().ticket)?;
+        let s = self.gw.granted_slice(&who, &slice_id, true)?;
+        // A slice served before is sent from memory, with the erasures it was built with (an
+        // erasure empties the cache); otherwise its rows are read from the store.
+        let (source, erased) = match self.gw.cached(&s.slice_id) {
+            Some(c) => {
+                let erased = c.erased.clone();
+                (Source::Cached(c), erased)
+            }
+            None => {
+                let (catalog, per_file, erased) = self.gw.plan(&s);
+                (Source::Store(catalog, per_file), erased)
+            }
+        };
+        let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Produced>(4);
+        let (gw, slice, sch) = (Arc::clone(&self.gw), Arc::clone(&s), schema.clone());
+        tokio::task::spawn_blocking(move || {
+            let alter = gw.alter_sample;
+            match source {
+                Source::Cached(c) => {
+                    let batches = c.batches.clone().into_iter().map(Ok);
+                    produce(&tx, Box::new(batches), alter);
+                }
+                Source::Store(catalog, per_file) => {
+                    let kept = Arc::new(Mutex::new(Vec::new()));
+                    let into = Arc::clone(&kept);
+                    let batches =
+                        store_batches(&gw, &slice, &catalog, per_file, &sch).inspect(move |b| {
+                            if let (Ok(b), Ok(mut v)) = (b, into.lock()) {
+                                v.push(b.clone());
+                            }
+                        });
+                    if produce(&tx, Box::new(batches), alter) {
+                        let batches =
+                            std::mem::take(&mut *kept.lock().unwrap_or_else(|p| p.into_inner()));
+                        let served = ServedSlice {
+                            record: slice,
+                            batches,
+                            erased,
+                        };
+                        gw.keep(&served.record.slice_id.clone(), &catalog, served);
+                    }
+                }
+            }
+        });
+        let state = Respond {
+            rx,
+            held: None,
+            encoder: MessageEncoder::new(MAX_FLIGHT_DATA_BYTES),
+            schema: Some(schema),
+            queue: Default::default(),
+            last: false,
+            rows: 0,
+            bytes: 0,
+            recording: None,
+            finished: false,
+            left: Unfinished {
+                slice_id: s.slice_id.clone(),
+                done: Arc::new(AtomicBool::new(false)),
+            },
+            gw: Arc::clone(&self.gw),
+            slice: s,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, Respond::next)))
     }
 }
 
@@ -388,76 +469,16 @@ impl FlightService for GatewayFlight {
         Err(Status::unimplemented("use GetFlightInfo"))
     }
 
+    /// The messages of [`WireDoGet::do_get_wire`] through tonic's encoder (which copies each
+    /// of them): the gateway's server answers DoGet with [`DoGetRoute`] instead.
     async fn do_get(&self, r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let who = caller(&self.gw, &format!("{FLIGHT_PATH}DoGet"), &r).await?;
-        let slice_id = parse_ticket(&r.get_ref().ticket)?;
-        let s = self.gw.granted_slice(&who, &slice_id, true)?;
-        // A slice served before is sent from memory, with the erasures it was built with (an
-        // erasure empties the cache); otherwise its rows are read from the store.
-        let (source, erased) = match self.gw.cached(&s.slice_id) {
-            Some(c) => {
-                let erased = c.erased.clone();
-                (Source::Cached(c), erased)
-            }
-            None => {
-                let (catalog, per_file, erased) = self.gw.plan(&s);
-                (Source::Store(catalog, per_file), erased)
-            }
-        };
-        let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
-        let (tx, rx) = tokio::sync::mpsc::channel::<Produced>(4);
-        let (gw, slice, sch) = (Arc::clone(&self.gw), Arc::clone(&s), schema.clone());
-        tokio::task::spawn_blocking(move || {
-            let alter = gw.alter_sample;
-            match source {
-                Source::Cached(c) => {
-                    let batches = c.batches.clone().into_iter().map(Ok);
-                    produce(&tx, Box::new(batches), alter);
-                }
-                Source::Store(catalog, per_file) => {
-                    let kept = Arc::new(Mutex::new(Vec::new()));
-                    let into = Arc::clone(&kept);
-                    let batches =
-                        store_batches(&gw, &slice, &catalog, per_file, &sch).inspect(move |b| {
-                            if let (Ok(b), Ok(mut v)) = (b, into.lock()) {
-                                v.push(b.clone());
-                            }
-                        });
-                    if produce(&tx, Box::new(batches), alter) {
-                        let batches =
-                            std::mem::take(&mut *kept.lock().unwrap_or_else(|p| p.into_inner()));
-                        let served = ServedSlice {
-                            record: slice,
-                            batches,
-                            erased,
-                        };
-                        gw.keep(&served.record.slice_id.clone(), &catalog, served);
-                    }
-                }
-            }
-        });
-        let state = Respond {
-            rx,
-            held: None,
-            encoder: MessageEncoder::new(MAX_FLIGHT_DATA_BYTES),
-            schema: Some(schema),
-            queue: Default::default(),
-            last: false,
-            rows: 0,
-            bytes: 0,
-            recording: None,
-            finished: false,
-            left: Unfinished {
-                slice_id: s.slice_id.clone(),
-                done: Arc::new(AtomicBool::new(false)),
-            },
-            gw: Arc::clone(&self.gw),
-            slice: s,
-        };
-        Ok(Response::new(Box::pin(futures::stream::unfold(
-            state,
-            Respond::next,
-        ))))
+        let messages = self.do_get_wire(r).await?;
+        Ok(Response::new(Box::pin(messages.map(|m| {
+            m.and_then(|m| {
+                m.to_flight_data()
+                    .map_err(|e| Status::internal(format!("re-reading a message: {e}")))
+            })
+        }))))
     }
 
     async fn do_put(

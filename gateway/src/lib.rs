@@ -18,6 +18,7 @@ pub mod error;
 pub mod flight;
 pub mod gateway;
 pub mod keystore;
+pub mod route;
 pub mod select;
 pub mod server;
 pub mod service;
