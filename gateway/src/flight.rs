@@ -26,7 +26,7 @@ use crate::gateway::{Gateway, ServedSlice};
 use crate::route::{DoGetRoute, MessageStream, WireDoGet};
 use crate::service::{MAX_MESSAGE_BYTES, caller};
 use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
-use crate::wire::{MessageEncoder, WireMessage};
+use crate::wire::{GRPC_PREFIX, MessageEncoder, WireMessage};
 
 /// gRPC path prefix of Arrow Flight.
 pub const FLIGHT_PATH: &str = "/arrow.flight.protocol.FlightService/";
@@ -220,9 +220,9 @@ fn produce(tx: &tokio::sync::mpsc::Sender<Produced>, batches: Batches, alter: bo
 }
 
 /// The DoGet response stream: the schema message, the messages of the serving thread's
-/// batches (encoded here, as tonic takes them), then the DataServed record. Recording starts
-/// as soon as tonic takes the last message (every message of the slice was released to the
-/// transport) and runs while that message is sent; the stream ends only once the ledger has
+/// batches (encoded here, as the transport takes them), then the DataServed record. Recording
+/// starts as soon as the transport takes the last message (every message of the slice was
+/// released) and runs while that message is sent; the stream ends only once the ledger has
 /// acknowledged the entry. An error, or a client that leaves before the last message is
 /// taken, ends it with no DataServed.
 struct Respond {
@@ -295,8 +295,10 @@ impl Respond {
                         Err(e) => return self.fail(e.to_string()),
                     };
                     self.rows += b.num_rows() as u64;
-                    if let Some(m) = messages.iter().find(|m| m.len() > MAX_MESSAGE_BYTES) {
-                        let n = m.len();
+                    // tonic's limit on the protobuf message, gRPC prefix not counted.
+                    let too_big = |m: &&WireMessage| m.len() - GRPC_PREFIX > MAX_MESSAGE_BYTES;
+                    if let Some(m) = messages.iter().find(too_big) {
+                        let n = m.len() - GRPC_PREFIX;
                         return self.fail(format!(
                             "a message of {n} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
                         ));
@@ -304,6 +306,8 @@ impl Respond {
                     self.bytes += messages.iter().map(|m| m.arrow_bytes() as u64).sum::<u64>();
                     self.queue.extend(messages);
                     match self.rx.try_recv() {
+                        // A last batch without rows has no message to wait for.
+                        Ok(Produced::Done) if self.queue.is_empty() => self.record(),
                         Ok(Produced::Done) => self.last = true,
                         Ok(other) => self.held = Some(other),
                         Err(_) => {}

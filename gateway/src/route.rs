@@ -50,7 +50,10 @@ pub trait WireDoGet: Send + Sync + 'static {
     async fn do_get_wire(&self, request: Request<Ticket>) -> Result<MessageStream, Status>;
 }
 
-/// A Flight service whose DoGet calls are answered by a [`WireDoGet`] (module doc).
+/// A Flight service whose DoGet calls are answered by a [`WireDoGet`] (module doc). The
+/// wrapped service's settings (message size limits, compression) do not apply to DoGet:
+/// requests must be uncompressed, responses are sent uncompressed, and the [`WireDoGet`] keeps
+/// its messages within the client's limit.
 pub struct DoGetRoute<S> {
     flight: FlightServiceServer<S>,
     wire: Arc<dyn WireDoGet>,

@@ -92,8 +92,8 @@ pub struct WireMessage {
 }
 
 impl WireMessage {
-    /// The message of a `FlightData` encoded by prost (one copy; for messages without a body
-    /// worth lending, such as the schema).
+    /// The message of a `FlightData` encoded by prost (one copy; for small messages without
+    /// a body worth lending, such as the schema).
     pub fn from_flight_data(fd: &FlightData) -> Self {
         let n = fd.encoded_len();
         let mut b = BytesMut::with_capacity(GRPC_PREFIX + n);
@@ -109,12 +109,15 @@ impl WireMessage {
 
     /// A record batch message: `header` (the IPC message header) and the body in `body`
     /// (`body_len` bytes), with the body aligned by zero app_metadata.
-    fn record_batch(header: &[u8], body: Vec<Buffer>, body_len: usize) -> Self {
+    fn record_batch(header: &[u8], body: Vec<Buffer>, body_len: usize) -> Result<Self, ArrowError> {
         let pad = body_padding(header.len(), body_len);
         let proto = body_offset(header.len(), pad, body_len) + body_len;
+        let prefix = u32::try_from(proto).map_err(|_| {
+            ArrowError::IpcError(format!("a message of {proto} bytes is over gRPC's 4 GiB"))
+        })?;
         let mut small = BytesMut::with_capacity(GRPC_PREFIX + proto - body_len + 4096);
         small.put_u8(0);
-        small.put_u32(proto as u32);
+        small.put_u32(prefix);
         for (tag, bytes) in [
             (DATA_HEADER, header),
             (APP_METADATA, &[0u8; BODY_ALIGNMENT][..pad]),
@@ -141,11 +144,11 @@ impl WireMessage {
         if !small.is_empty() {
             pieces.push(small.freeze());
         }
-        WireMessage {
+        Ok(WireMessage {
             pieces,
             len: GRPC_PREFIX + proto,
             arrow_bytes: header.len() + body_len,
-        }
+        })
     }
 
     /// The pieces, in order.
@@ -291,7 +294,7 @@ impl MessageEncoder {
                 match message.header_type() {
                     MessageHeader::Schema => {}
                     MessageHeader::RecordBatch => {
-                        out.push(WireMessage::record_batch(&header, body, body_len))
+                        out.push(WireMessage::record_batch(&header, body, body_len)?)
                     }
                     _ => {
                         return Err(ArrowError::IpcError(
