@@ -11,7 +11,7 @@
 //! (arrow-flight's encoder through tonic), streamed to a plain client that decodes them with
 //! arrow-flight and looks at nothing, and (c) the same batches from the same plain server
 //! answered by the gateway's DoGet route (`route::DoGetRoute`, Arrow buffers sent without a
-//! copy), decoded in place as the gateway client decodes them. (b) is the reference the target
+//! copy), received and decoded in place as the gateway client does (`route::do_get`). (b) is the reference the target
 //! is set against; (c) is the gateway's transport without authentication or verification, so
 //! (a) against (c) is what verification costs.
 
@@ -46,15 +46,17 @@ use futures::{StreamExt, TryStreamExt};
 /// One pull from a plain server: decoded by arrow-flight, or (`in_place`) by the gateway
 /// client's in-place decoder. Returns its timing, rows and Arrow bytes.
 async fn plain_pull(
-    client: &mut FlightServiceClient<tonic::transport::Channel>,
+    channel: &mut tonic::transport::Channel,
     in_place: bool,
 ) -> Result<(Pull, u64, u64)> {
     let mut timer = PullTimer::start();
-    let mut s = client.do_get(Ticket::new("all")).await?.into_inner();
     let (mut rows, mut wire) = (0u64, 0u64);
     if in_place {
+        let request = tonic::Request::new(Ticket::new("all"));
+        let mut s = ecgfed_gateway::route::do_get(channel, request, MAX_MESSAGE_BYTES).await?;
         let mut d = BatchDecoder::new();
-        while let Some(m) = s.message().await? {
+        while let Some(m) = s.next().await {
+            let m = m?;
             wire += (m.data_header.len() + m.data_body.len()) as u64;
             if let Some(b) = d.decode(&m)? {
                 rows += b.num_rows() as u64;
@@ -62,6 +64,9 @@ async fn plain_pull(
             }
         }
     } else {
+        let mut client =
+            FlightServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let s = client.do_get(Ticket::new("all")).await?.into_inner();
         let w = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let wc = Arc::clone(&w);
         let s = s
@@ -82,8 +87,8 @@ async fn plain_pull(
     Ok((timer.finish(), rows, wire))
 }
 
-/// Starts `svc` on a loopback port with the gateway's transport settings; a client of it.
-async fn plain_server<S>(svc: S) -> Result<FlightServiceClient<tonic::transport::Channel>>
+/// Starts `svc` on a loopback port with the gateway's transport settings; a channel to it.
+async fn plain_server<S>(svc: S) -> Result<tonic::transport::Channel>
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<tonic::body::Body>,
@@ -102,14 +107,13 @@ where
             .add_service(svc)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
     );
-    let ch = http2_endpoint(tonic::transport::Channel::from_shared(format!(
-        "http://{addr}"
-    ))?)
-    .connect()
-    .await?;
-    Ok(FlightServiceClient::new(ch)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(
+        http2_endpoint(tonic::transport::Channel::from_shared(format!(
+            "http://{addr}"
+        ))?)
+        .connect()
+        .await?,
+    )
 }
 
 fn write_key(dir: &Path, name: &str) -> Result<(KeyPair, PathBuf)> {

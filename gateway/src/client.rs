@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightData, FlightDescriptor, FlightInfo, Ticket};
+use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::{decode_body, decode_stored};
 use ecgfed_proto::v1::entry_body::Payload;
@@ -36,6 +36,7 @@ pub struct GatewayClient {
     signer: Arc<RequestSigner>,
     svc: GatewayServiceClient<Channel>,
     flight: FlightServiceClient<Channel>,
+    channel: Channel,
 }
 
 /// What a verified pull delivered.
@@ -115,9 +116,10 @@ impl GatewayClient {
             svc: GatewayServiceClient::new(ch.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            flight: FlightServiceClient::new(ch)
+            flight: FlightServiceClient::new(ch.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            channel: ch,
         })
     }
 
@@ -199,11 +201,14 @@ impl GatewayClient {
         ))
     }
 
-    /// The signed DoGet call: the slice's Flight messages as they arrive.
-    async fn do_get_messages(&mut self, slice_id: &str) -> Result<tonic::Streaming<FlightData>> {
+    /// The signed DoGet call: the slice's Flight messages as they arrive, each in an aligned
+    /// buffer of its own (`route::do_get`).
+    async fn do_get_messages(&mut self, slice_id: &str) -> Result<crate::route::Received> {
         let t = Ticket::new(ticket(slice_id));
         let r = self.signer.request(&format!("{FLIGHT_PATH}DoGet"), t);
-        Ok(self.flight.do_get(r).await.map_err(status)?.into_inner())
+        crate::route::do_get(&mut self.channel, r, MAX_MESSAGE_BYTES)
+            .await
+            .map_err(status)
     }
 
     /// Pulls a slice and verifies every row against the slice root of its

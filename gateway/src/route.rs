@@ -1,12 +1,18 @@
-//! DoGet answered with messages laid out for the wire (docs/flight.md "Message layout").
+//! DoGet with messages laid out for the wire, both ways (docs/flight.md "Message layout").
 //!
-//! tonic encodes each response message into a send buffer of its own: for a record batch that
-//! is a copy of every Arrow byte, after the copy arrow-flight's encoder makes into the IPC
-//! body. [`DoGetRoute`] wraps a Flight service and answers `DoGet` itself: it reads the
+//! Serving: tonic encodes each response message into a send buffer of its own: for a record
+//! batch that is a copy of every Arrow byte, after the copy arrow-flight's encoder makes into
+//! the IPC body. [`DoGetRoute`] wraps a Flight service and answers `DoGet` itself: it reads the
 //! `Ticket` request, asks a [`WireDoGet`] for the stream of [`WireMessage`]s, and hands their
 //! pieces to HTTP/2 as they are, large Arrow buffers included, then the gRPC status as
 //! trailers. Every other Flight method goes to the wrapped service. On the wire the answer is
 //! the gRPC DoGet response any Flight client reads.
+//!
+//! Receiving: [`do_get`] sends a DoGet call on a channel and assembles each response message
+//! into a 64-byte aligned buffer of its own, gRPC prefix first, so that the bodies the gateway
+//! aligns (wire's `app_metadata` padding) are aligned in memory and decoded in place. tonic's
+//! receive path copies the messages too, into one buffer shared by consecutive messages, where
+//! bodies land aligned only by chance.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -14,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arrow::array::RecordBatch;
+use arrow::buffer::MutableBuffer;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -93,12 +100,12 @@ impl<S: FlightService> tonic::codegen::Service<http::Request<Body>> for DoGetRou
             return self.flight.call(req);
         }
         let wire = Arc::clone(&self.wire);
-        Box::pin(async move { Ok(do_get(wire.as_ref(), req).await) })
+        Box::pin(async move { Ok(answer_do_get(wire.as_ref(), req).await) })
     }
 }
 
 /// One DoGet call: the request, then the response's messages and its status.
-async fn do_get(wire: &dyn WireDoGet, req: http::Request<Body>) -> http::Response<Body> {
+async fn answer_do_get(wire: &dyn WireDoGet, req: http::Request<Body>) -> http::Response<Body> {
     let (parts, body) = req.into_parts();
     let ticket = match read_ticket(body).await {
         Ok(t) => t,
@@ -208,6 +215,196 @@ impl http_body::Body for WireBody {
 
     fn is_end_stream(&self) -> bool {
         self.messages.is_none() && self.pieces.len() == 0
+    }
+}
+
+/// The response messages of a DoGet call made with [`do_get`], as `FlightData` whose bodies
+/// are slices of 64-byte aligned buffers (each buffer: the gRPC prefix, then the message).
+pub struct Received {
+    body: Body,
+    /// Largest message accepted (protobuf bytes).
+    max: usize,
+    /// Prefix bytes of the next message seen so far.
+    prefix: Vec<u8>,
+    /// The message being assembled and its length with the prefix.
+    message: Option<(MutableBuffer, usize)>,
+    /// Data not yet assembled.
+    data: Bytes,
+    done: bool,
+}
+
+/// Sends DoGet `request` on `channel` (a tonic channel to a Flight server) and returns its
+/// response messages; a refusal is the status of the call, a failure later in the stream the
+/// status of its last item. Messages over `max_message` bytes are refused.
+pub async fn do_get<C>(
+    channel: &mut C,
+    request: Request<Ticket>,
+    max_message: usize,
+) -> Result<Received, Status>
+where
+    C: tonic::codegen::Service<http::Request<Body>, Response = http::Response<Body>>,
+    C::Error: std::fmt::Display,
+{
+    let (metadata, _, ticket) = request.into_parts();
+    let msg = ticket.encode_to_vec();
+    let mut framed = Vec::with_capacity(GRPC_PREFIX + msg.len());
+    framed.push(0);
+    framed.extend((msg.len() as u32).to_be_bytes());
+    framed.extend(msg);
+    let mut req = http::Request::new(Body::new(http_body_util::Full::new(Bytes::from(framed))));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static(DO_GET_PATH);
+    let headers = req.headers_mut();
+    headers.extend(metadata.into_headers());
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .map_err(|e| Status::unavailable(format!("DoGet: {e}")))?;
+    let res = channel
+        .call(req)
+        .await
+        .map_err(|e| Status::unavailable(format!("DoGet: {e}")))?;
+    let (parts, body) = res.into_parts();
+    // A trailers-only answer carries its status in the headers.
+    let status = Status::from_header_map(&parts.headers);
+    if let Some(s) = status.as_ref().filter(|s| s.code() != tonic::Code::Ok) {
+        return Err(s.clone());
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(Status::unknown(format!(
+            "DoGet answered HTTP {}",
+            parts.status
+        )));
+    }
+    let mut r = Received::new(body, max_message);
+    r.done = status.is_some();
+    Ok(r)
+}
+
+impl Received {
+    /// The messages of a response body.
+    fn new(body: Body, max: usize) -> Self {
+        Received {
+            body,
+            max,
+            prefix: Vec::with_capacity(GRPC_PREFIX),
+            message: None,
+            data: Bytes::new(),
+            done: false,
+        }
+    }
+
+    /// Assembles from `self.data`: a complete message, if one is.
+    fn assemble(&mut self) -> Result<Option<FlightData>, Status> {
+        while !self.data.is_empty() {
+            let Some((buf, len)) = self.message.as_mut() else {
+                let n = (GRPC_PREFIX - self.prefix.len()).min(self.data.len());
+                self.prefix.extend_from_slice(&self.data.split_to(n));
+                if self.prefix.len() == GRPC_PREFIX {
+                    let p = std::mem::take(&mut self.prefix);
+                    if p[0] != 0 {
+                        return Err(Status::internal(
+                            "DoGet: compressed messages are not accepted",
+                        ));
+                    }
+                    let n = u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize;
+                    if n > self.max {
+                        return Err(Status::out_of_range(format!(
+                            "DoGet: a message of {n} bytes is over the {}-byte limit",
+                            self.max
+                        )));
+                    }
+                    let mut buf = MutableBuffer::with_capacity(GRPC_PREFIX + n);
+                    buf.extend_from_slice(&p);
+                    self.message = Some((buf, GRPC_PREFIX + n));
+                }
+                continue;
+            };
+            let n = (*len - buf.len()).min(self.data.len());
+            buf.extend_from_slice(&self.data.split_to(n));
+            if buf.len() == *len
+                && let Some(m) = self.finish()?
+            {
+                return Ok(Some(m));
+            }
+        }
+        // A message without bytes after its prefix is complete with the prefix.
+        self.finish()
+    }
+
+    /// The message assembled, when it is complete.
+    fn finish(&mut self) -> Result<Option<FlightData>, Status> {
+        match self.message.take() {
+            Some((buf, len)) if buf.len() == len => {
+                let bytes = Bytes::from_owner(crate::wire::Lent(buf.into())).slice(GRPC_PREFIX..);
+                FlightData::decode(bytes)
+                    .map(Some)
+                    .map_err(|e| Status::internal(format!("DoGet: a message does not decode: {e}")))
+            }
+            other => {
+                self.message = other;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Stream for Received {
+    type Item = Result<FlightData, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.assemble() {
+                Ok(Some(m)) => return Poll::Ready(Some(Ok(m))),
+                Ok(None) => {}
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            let frame = match std::task::ready!(http_body::Body::poll_frame(
+                Pin::new(&mut this.body),
+                cx
+            )) {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Status::internal(
+                        "DoGet: the stream ended without a status",
+                    ))));
+                }
+            };
+            match frame.into_data() {
+                Ok(d) => this.data = d,
+                Err(frame) => {
+                    this.done = true;
+                    let status = frame.trailers_ref().and_then(Status::from_header_map);
+                    let partial = this.message.is_some() || !this.prefix.is_empty();
+                    return match status {
+                        Some(s) if s.code() != tonic::Code::Ok => Poll::Ready(Some(Err(s))),
+                        Some(_) if partial => Poll::Ready(Some(Err(Status::internal(
+                            "DoGet: the stream ended inside a message",
+                        )))),
+                        Some(_) => Poll::Ready(None),
+                        None => Poll::Ready(Some(Err(Status::internal(
+                            "DoGet: trailers without grpc-status",
+                        )))),
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -367,8 +564,8 @@ mod tests {
         .unwrap()
     }
 
-    /// Serves `svc` on a loopback port; a client of it.
-    async fn serve<S>(svc: S) -> FlightServiceClient<Channel>
+    /// Serves `svc` on a loopback port; a channel to it.
+    async fn serve<S>(svc: S) -> Channel
     where
         S: tonic::codegen::Service<
                 http::Request<Body>,
@@ -388,12 +585,31 @@ mod tests {
                 .add_service(svc)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
         );
-        let ch = Channel::from_shared(format!("http://{addr}"))
+        Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
             .await
-            .unwrap();
-        FlightServiceClient::new(ch).max_decoding_message_size(64 << 20)
+            .unwrap()
+    }
+
+    fn client(ch: &Channel) -> FlightServiceClient<Channel> {
+        FlightServiceClient::new(ch.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    /// A pull through [`do_get`]: the batches, and whether every body was 64-byte aligned.
+    async fn pull_aligned(
+        ch: &Channel,
+        r: Request<Ticket>,
+    ) -> Result<(Vec<RecordBatch>, bool), Status> {
+        let mut s = do_get(&mut ch.clone(), r, 64 << 20).await?;
+        let mut d = crate::wire::BatchDecoder::new();
+        let (mut out, mut aligned) = (Vec::new(), true);
+        while let Some(m) = s.next().await {
+            let m = m?;
+            aligned &= m.data_body.is_empty() || (m.data_body.as_ptr() as usize).is_multiple_of(64);
+            out.extend(d.decode(&m).map_err(|e| Status::internal(e.to_string()))?);
+        }
+        Ok((out, aligned))
     }
 
     async fn pull(c: &mut FlightServiceClient<Channel>) -> Result<Vec<RecordBatch>, FlightError> {
@@ -417,17 +633,34 @@ mod tests {
         // Batches whose float buffers are lent (over SHARED_FROM), split at 1 MiB, and small.
         let batches = vec![batch(200_000, 0), batch(3, 200_000), batch(90_000, 200_003)];
         let m = MemoryFlight::new(batches.clone(), 1 << 20);
-        let mut tonic_path = serve(flight(&m)).await;
-        let mut route = serve(DoGetRoute::new(flight(&m), Arc::new(m.clone()))).await;
+        let tonic_path = serve(flight(&m)).await;
+        let route = serve(DoGetRoute::new(flight(&m), Arc::new(m.clone()))).await;
         let want = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-        for c in [&mut tonic_path, &mut route] {
-            let got = pull(c).await.unwrap();
+        for ch in [&tonic_path, &route] {
+            let got = pull(&mut client(ch)).await.unwrap();
             assert!(got.len() > batches.len(), "split into messages of 1 MiB");
             let got = arrow::compute::concat_batches(&want.schema(), &got).unwrap();
             assert_eq!(got, want);
         }
+        // Received by do_get: the same batches, every body in place on a 64-byte boundary.
+        let (got, aligned) = pull_aligned(&route, Request::new(Ticket::new("t")))
+            .await
+            .unwrap();
+        assert!(aligned);
+        assert_eq!(
+            arrow::compute::concat_batches(&want.schema(), &got).unwrap(),
+            want
+        );
+        // From tonic's path too (arrow-flight's bodies, not aligned by padding).
+        let (got, _) = pull_aligned(&tonic_path, Request::new(Ticket::new("t")))
+            .await
+            .unwrap();
+        assert_eq!(
+            arrow::compute::concat_batches(&want.schema(), &got).unwrap(),
+            want
+        );
         // Other methods go to the wrapped service.
-        let e = route
+        let e = client(&route)
             .get_flight_info(FlightDescriptor::new_path(vec!["x".into()]))
             .await
             .unwrap_err();
@@ -457,17 +690,47 @@ mod tests {
     #[tokio::test]
     async fn refusals_and_failures_reach_the_client_as_their_status() {
         let m = MemoryFlight::new(vec![batch(1, 0)], 1 << 20);
-        let mut c = serve(DoGetRoute::new(flight(&m), Arc::new(FailsAfterOne))).await;
+        let ch = serve(DoGetRoute::new(flight(&m), Arc::new(FailsAfterOne))).await;
+        let mut c = client(&ch);
         // Refused before any message: the call itself fails with the status.
         let e = c.do_get(Ticket::new("t")).await.unwrap_err();
         assert_eq!(
             (e.code(), e.message()),
             (tonic::Code::PermissionDenied, "no key")
         );
-        // Failing mid-stream: the batch arrives, then the status.
-        let mut r = Request::new(Ticket::new("t"));
-        r.metadata_mut().insert("x-key", "1".parse().unwrap());
-        let mut s = c.do_get(r).await.unwrap().into_inner();
+        let e = do_get(&mut ch.clone(), Request::new(Ticket::new("t")), 64 << 20)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.code(), e.message()),
+            (tonic::Code::PermissionDenied, "no key")
+        );
+        let keyed = || {
+            let mut r = Request::new(Ticket::new("t"));
+            r.metadata_mut().insert("x-key", "1".parse().unwrap());
+            r
+        };
+        // Through do_get: the batch arrives, then the status.
+        let mut s = do_get(&mut ch.clone(), keyed(), 64 << 20).await.unwrap();
+        assert!(s.next().await.unwrap().unwrap().data_body.is_empty());
+        assert!(!s.next().await.unwrap().unwrap().data_body.is_empty());
+        let e = s.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DataLoss);
+        assert_eq!(e.message(), "disk gone after the first batch");
+        assert!(s.next().await.is_none());
+        // A message over the receiver's limit is refused, naming its size.
+        let mut s = do_get(&mut ch.clone(), keyed(), 1000).await.unwrap();
+        s.next().await.unwrap().unwrap();
+        let e = s.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), tonic::Code::OutOfRange, "{}", e.message());
+        assert!(
+            e.message().contains("over the 1000-byte limit"),
+            "{}",
+            e.message()
+        );
+        // Failing mid-stream through tonic: the batch arrives, then the status.
+        let mut s = c.do_get(keyed()).await.unwrap().into_inner();
         let mut messages = 0;
         let e = loop {
             match s.message().await {
@@ -479,6 +742,58 @@ mod tests {
         assert_eq!(messages, 2, "schema and batch before the error");
         assert_eq!(e.code(), tonic::Code::DataLoss);
         assert_eq!(e.message(), "disk gone after the first batch");
+    }
+
+    #[tokio::test]
+    async fn messages_cut_anywhere_are_assembled_aligned() {
+        let b = batch(20_000, 0);
+        let mut enc = MessageEncoder::new(64 << 10);
+        let mut msgs = vec![enc.schema(&b.schema())];
+        msgs.extend(enc.batch(&b).unwrap());
+        let want: Vec<FlightData> = msgs.iter().map(|m| m.to_flight_data().unwrap()).collect();
+        assert!(want.len() > 3, "several batch messages");
+        let wire: Vec<u8> = msgs
+            .iter()
+            .flat_map(|m| m.pieces().iter().flat_map(|p| p.iter()))
+            .copied()
+            .collect();
+        let received = |frames: Vec<Frame<Bytes>>| {
+            let frames = frames.into_iter().map(Ok::<_, Status>);
+            Received::new(
+                Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+                    frames,
+                ))),
+                64 << 20,
+            )
+        };
+        let cut = |at: usize| -> Vec<Frame<Bytes>> {
+            wire.chunks(at)
+                .map(|c| Frame::data(Bytes::copy_from_slice(c)))
+                .collect()
+        };
+        for at in [1, 3, 5, 64, 1000, 65_537, wire.len()] {
+            let mut frames = cut(at);
+            frames.push(Frame::trailers(trailers(None)));
+            let got: Vec<FlightData> = received(frames).try_collect().await.unwrap();
+            assert_eq!(got, want, "cut every {at} bytes");
+            for m in got.iter().filter(|m| !m.data_body.is_empty()) {
+                assert!(
+                    (m.data_body.as_ptr() as usize).is_multiple_of(64),
+                    "cut {at}"
+                );
+            }
+        }
+        // A stream that ends inside a message, or without a status, is an error.
+        let mut frames = cut(1000);
+        frames.truncate(frames.len() - 1);
+        frames.push(Frame::trailers(trailers(None)));
+        let e = received(frames).try_collect::<Vec<_>>().await.unwrap_err();
+        assert!(e.message().contains("inside a message"), "{}", e.message());
+        let e = received(cut(1000))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("without a status"), "{}", e.message());
     }
 
     fn request(bytes: &[u8]) -> Body {

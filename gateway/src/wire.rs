@@ -7,13 +7,13 @@
 //! encoder and tonic would copy every body twice: into an IPC body, then into tonic's send
 //! buffer.
 //!
-//! Receiving: a received message's body is a slice of the receive buffer. Arrow arrays may be
-//! read in place only from memory aligned for their type, and arrow-flight's decoder copies
-//! every body that is not on a 64-byte boundary. tonic mostly receives a large message into a
-//! buffer of its own that starts with the message's 5-byte gRPC prefix, and the allocator
-//! aligns that buffer. The gateway therefore pads the `app_metadata` of each record batch
-//! message with zero bytes so that prefix and message up to the body fill a multiple of 64
-//! bytes, and [`BatchDecoder`] uses any body aligned for its buffers in place, copying only
+//! Receiving: a received message's body is a slice of the buffer it was received into. Arrow
+//! arrays may be read in place only from memory aligned for their type, and arrow-flight's
+//! decoder copies every body that is not on a 64-byte boundary. The gateway therefore pads the
+//! `app_metadata` of each record batch message with zero bytes so that the gRPC prefix and the
+//! message up to the body fill a multiple of 64 bytes; its client (`crate::route::do_get`)
+//! receives each message into a 64-byte aligned buffer of its own, prefix first, so every body
+//! is aligned; and [`BatchDecoder`] uses any body aligned for its buffers in place, copying only
 //! the buffers that are not (as arrow-ipc does).
 
 use std::collections::{HashMap, VecDeque};
@@ -71,8 +71,8 @@ fn body_padding(header: usize, body: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// An Arrow buffer lent to the transport: the bytes stay where the batch keeps them.
-struct Lent(Buffer);
+/// An Arrow buffer lent to `bytes`: the bytes stay where the buffer keeps them.
+pub(crate) struct Lent(pub(crate) Buffer);
 
 impl AsRef<[u8]> for Lent {
     fn as_ref(&self) -> &[u8] {
