@@ -243,7 +243,7 @@ pub async fn do_get<C>(
 ) -> Result<Received, Status>
 where
     C: tonic::codegen::Service<http::Request<Body>, Response = http::Response<Body>>,
-    C::Error: std::fmt::Display,
+    C::Error: Into<tonic::codegen::StdError>,
 {
     let (metadata, _, ticket) = request.into_parts();
     let msg = ticket.encode_to_vec();
@@ -261,13 +261,16 @@ where
         http::HeaderValue::from_static("application/grpc"),
     );
     headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    // As tonic does: the status its error chain maps to (connection refused, timeout, HTTP/2
+    // reset), with the call named.
+    let failed = |e: C::Error| {
+        let s = Status::from_error(e.into());
+        Status::new(s.code(), format!("DoGet: {}", s.message()))
+    };
     std::future::poll_fn(|cx| channel.poll_ready(cx))
         .await
-        .map_err(|e| Status::unavailable(format!("DoGet: {e}")))?;
-    let res = channel
-        .call(req)
-        .await
-        .map_err(|e| Status::unavailable(format!("DoGet: {e}")))?;
+        .map_err(failed)?;
+    let res = channel.call(req).await.map_err(failed)?;
     let (parts, body) = res.into_parts();
     // A trailers-only answer carries its status in the headers.
     let status = Status::from_header_map(&parts.headers);
@@ -275,10 +278,18 @@ where
         return Err(s.clone());
     }
     if parts.status != http::StatusCode::OK {
-        return Err(Status::unknown(format!(
-            "DoGet answered HTTP {}",
-            parts.status
-        )));
+        // gRPC's mapping of HTTP statuses answered without a grpc-status.
+        use tonic::Code;
+        let code = match parts.status.as_u16() {
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502 | 503 | 504 => Code::Unavailable,
+            _ => Code::Unknown,
+        };
+        let m = format!("DoGet answered HTTP {}", parts.status);
+        return Err(Status::new(code, m));
     }
     let mut r = Received::new(body, max_message);
     r.done = status.is_some();
@@ -353,6 +364,19 @@ impl Received {
     }
 }
 
+impl Received {
+    /// Ends the stream with `item`, dropping the response body so that an unfinished HTTP/2
+    /// stream is reset at once rather than left to fill its window.
+    fn end(
+        &mut self,
+        item: Option<Result<FlightData, Status>>,
+    ) -> Poll<Option<Result<FlightData, Status>>> {
+        self.done = true;
+        self.body = Body::empty();
+        Poll::Ready(item)
+    }
+}
+
 impl Stream for Received {
     type Item = Result<FlightData, Status>;
 
@@ -365,43 +389,33 @@ impl Stream for Received {
             match this.assemble() {
                 Ok(Some(m)) => return Poll::Ready(Some(Ok(m))),
                 Ok(None) => {}
-                Err(e) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Err(e) => return this.end(Some(Err(e))),
             }
             let frame = match std::task::ready!(http_body::Body::poll_frame(
                 Pin::new(&mut this.body),
                 cx
             )) {
                 Some(Ok(f)) => f,
-                Some(Err(e)) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Some(Err(e)) => return this.end(Some(Err(e))),
                 None => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(Status::internal(
-                        "DoGet: the stream ended without a status",
-                    ))));
+                    let e = Status::internal("DoGet: the stream ended without a status");
+                    return this.end(Some(Err(e)));
                 }
             };
             match frame.into_data() {
                 Ok(d) => this.data = d,
                 Err(frame) => {
-                    this.done = true;
                     let status = frame.trailers_ref().and_then(Status::from_header_map);
                     let partial = this.message.is_some() || !this.prefix.is_empty();
-                    return match status {
-                        Some(s) if s.code() != tonic::Code::Ok => Poll::Ready(Some(Err(s))),
-                        Some(_) if partial => Poll::Ready(Some(Err(Status::internal(
+                    let item = match status {
+                        Some(s) if s.code() != tonic::Code::Ok => Some(Err(s)),
+                        Some(_) if partial => Some(Err(Status::internal(
                             "DoGet: the stream ended inside a message",
-                        )))),
-                        Some(_) => Poll::Ready(None),
-                        None => Poll::Ready(Some(Err(Status::internal(
-                            "DoGet: trailers without grpc-status",
-                        )))),
+                        ))),
+                        Some(_) => None,
+                        None => Some(Err(Status::internal("DoGet: trailers without grpc-status"))),
                     };
+                    return this.end(item);
                 }
             }
         }
@@ -794,6 +808,55 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.message().contains("without a status"), "{}", e.message());
+    }
+
+    /// Answers every call with an HTTP status and no gRPC status, as a proxy might.
+    struct HttpOnly(u16);
+
+    impl tonic::codegen::Service<http::Request<Body>> for HttpOnly {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _r: http::Request<Body>) -> Self::Future {
+            let mut res = http::Response::new(Body::empty());
+            *res.status_mut() = http::StatusCode::from_u16(self.0).unwrap();
+            std::future::ready(Ok(res))
+        }
+    }
+
+    #[tokio::test]
+    async fn transport_failures_map_to_grpc_codes() {
+        for (http, code) in [
+            (503, tonic::Code::Unavailable),
+            (401, tonic::Code::Unauthenticated),
+            (404, tonic::Code::Unimplemented),
+            (500, tonic::Code::Unknown),
+        ] {
+            let e = do_get(&mut HttpOnly(http), Request::new(Ticket::new("t")), 1 << 20)
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(e.code(), code, "HTTP {http}");
+            assert!(e.message().contains(&http.to_string()), "{}", e.message());
+        }
+        // Nothing listening: Unavailable, naming the call, as tonic reports it.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let mut ch = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let e = do_get(&mut ch, Request::new(Ticket::new("t")), 1 << 20)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{}", e.message());
+        assert!(e.message().starts_with("DoGet: "), "{}", e.message());
     }
 
     fn request(bytes: &[u8]) -> Body {
