@@ -24,12 +24,11 @@ use arrow_flight::Ticket;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::flight_service_server::FlightServiceServer;
 use ecgfed_datasets::ingest::{IngestOptions, ingest};
 use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
 use ecgfed_gateway::config::{GatewayConfig, LedgerConfig, Policy};
-use ecgfed_gateway::route::{DoGetRoute, MemoryFlight};
+use ecgfed_gateway::route::{DoGetRoute, MemoryFlight, flight_server};
 use ecgfed_gateway::server::{http2_endpoint, http2_server};
 use ecgfed_gateway::service::MAX_MESSAGE_BYTES;
 use ecgfed_gateway::wire::BatchDecoder;
@@ -264,14 +263,12 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
     let first = t.elapsed().as_secs_f64();
     // The plain server, twice: arrow-flight's DoGet through tonic (the baseline), and the
     // gateway's DoGet route (the same transport as the gateway's, no auth, no verification).
-    let plain = MemoryFlight::new(kept, ecgfed_gateway::flight::MAX_FLIGHT_DATA_BYTES);
-    let flight = || {
-        FlightServiceServer::new(plain.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-    };
-    let mut plain_client = plain_server(flight()).await?;
-    let mut route_client = plain_server(DoGetRoute::new(flight(), Arc::new(plain.clone()))).await?;
+    let plain = Arc::new(MemoryFlight::new(
+        kept,
+        ecgfed_gateway::flight::MAX_FLIGHT_DATA_BYTES,
+    ));
+    let mut plain_client = plain_server(flight_server(Arc::clone(&plain))).await?;
+    let mut route_client = plain_server(DoGetRoute::new(plain)).await?;
 
     eprintln!(
         "bench: slice of {} rows of the {} segments in the store; {rounds} rounds",

@@ -5,33 +5,25 @@
 //! Arrow buffers of each batch without copying them (docs/flight.md "Message layout").
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, AsArray, Float32Array, ListArray, RecordBatch};
 use arrow::datatypes::{Float32Type, SchemaRef};
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
-};
-use futures::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use tonic::{Request, Status};
 
 use crate::catalog::Catalog;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, ServedSlice};
-use crate::route::{DoGetRoute, MessageStream, WireDoGet};
+use crate::route::{DoGetRoute, FlightCalls, MessageStream, WireDoGet};
 use crate::service::{MAX_MESSAGE_BYTES, caller};
 use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
 use crate::wire::{GRPC_PREFIX, MessageEncoder, WireMessage};
 
 /// gRPC path prefix of Arrow Flight.
 pub const FLIGHT_PATH: &str = "/arrow.flight.protocol.FlightService/";
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Logs a DoGet stream dropped before its end that no error ended: the client left, and no
 /// DataServed is recorded.
@@ -63,10 +55,7 @@ impl GatewayFlight {
     /// The tonic service with limits sized for ECG batches, DoGet answered by [`DoGetRoute`]
     /// (Arrow buffers sent without a copy).
     pub fn into_service(self) -> DoGetRoute<GatewayFlight> {
-        let flight = FlightServiceServer::new(self.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        DoGetRoute::new(flight, Arc::new(self))
+        DoGetRoute::new(Arc::new(self))
     }
 }
 
@@ -410,37 +399,10 @@ impl WireDoGet for GatewayFlight {
 }
 
 #[tonic::async_trait]
-impl FlightService for GatewayFlight {
-    type HandshakeStream = BoxStream<HandshakeResponse>;
-    type ListFlightsStream = BoxStream<FlightInfo>;
-    type DoGetStream = BoxStream<FlightData>;
-    type DoPutStream = BoxStream<PutResult>;
-    type DoExchangeStream = BoxStream<FlightData>;
-    type DoActionStream = BoxStream<arrow_flight::Result>;
-    type ListActionsStream = BoxStream<ActionType>;
-
-    async fn handshake(
-        &self,
-        _r: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented(
-            "no handshake: every call is signed in its metadata (docs/flight.md)",
-        ))
-    }
-
-    async fn list_flights(
-        &self,
-        _r: Request<Criteria>,
-    ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Err(Status::unimplemented(
-            "slices are reserved with GatewayService.ReserveSlice",
-        ))
-    }
-
-    async fn get_flight_info(
-        &self,
-        r: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
+impl FlightCalls for GatewayFlight {
+    /// GetFlightInfo: the slice's schema, ticket and row count, for the granted scientist and
+    /// regulators.
+    async fn flight_info(&self, r: Request<FlightDescriptor>) -> Result<FlightInfo, Status> {
         let who = caller(&self.gw, &format!("{FLIGHT_PATH}GetFlightInfo"), &r).await?;
         let d = r.into_inner();
         let slice_id = match d.path.first() {
@@ -456,62 +418,21 @@ impl FlightService for GatewayFlight {
             .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket(&s.slice_id))))
             .with_descriptor(d)
             .with_total_records((s.segments.len() - erased.len()) as i64);
-        Ok(Response::new(info))
+        Ok(info)
     }
 
-    async fn poll_flight_info(
-        &self,
-        _r: Request<FlightDescriptor>,
-    ) -> Result<Response<PollInfo>, Status> {
-        Err(Status::unimplemented("use GetFlightInfo"))
-    }
-
-    async fn get_schema(
-        &self,
-        _r: Request<FlightDescriptor>,
-    ) -> Result<Response<SchemaResult>, Status> {
-        Err(Status::unimplemented("use GetFlightInfo"))
-    }
-
-    /// The messages of [`WireDoGet::do_get_wire`] through tonic's encoder (which copies each
-    /// of them): the gateway's server answers DoGet with [`DoGetRoute`] instead.
-    async fn do_get(&self, r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let messages = self.do_get_wire(r).await?;
-        Ok(Response::new(Box::pin(messages.map(|m| {
-            m.and_then(|m| {
-                m.to_flight_data()
-                    .map_err(|e| Status::internal(format!("re-reading a message: {e}")))
-            })
-        }))))
-    }
-
-    async fn do_put(
-        &self,
-        _r: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::permission_denied(
-            "a gateway's data is read-only over Flight",
-        ))
-    }
-
-    async fn do_exchange(
-        &self,
-        _r: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented("no DoExchange"))
-    }
-
-    async fn do_action(
-        &self,
-        _r: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
-        Err(Status::unimplemented("no actions"))
-    }
-
-    async fn list_actions(
-        &self,
-        _r: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
-        Err(Status::unimplemented("no actions"))
+    fn refused(&self, method: &str) -> Status {
+        match method {
+            "Handshake" => Status::unimplemented(
+                "no handshake: every call is signed in its metadata (docs/flight.md)",
+            ),
+            "ListFlights" => {
+                Status::unimplemented("slices are reserved with GatewayService.ReserveSlice")
+            }
+            "PollFlightInfo" | "GetSchema" => Status::unimplemented("use GetFlightInfo"),
+            "DoPut" => Status::permission_denied("a gateway's data is read-only over Flight"),
+            "DoAction" | "ListActions" => Status::unimplemented("no actions"),
+            other => Status::unimplemented(format!("no {other}")),
+        }
     }
 }

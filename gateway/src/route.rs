@@ -38,6 +38,8 @@ use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::service::MAX_MESSAGE_BYTES;
+
 use crate::wire::{GRPC_PREFIX, MessageEncoder, WireMessage};
 
 /// gRPC path of DoGet.
@@ -57,16 +59,53 @@ pub trait WireDoGet: Send + Sync + 'static {
     async fn do_get_wire(&self, request: Request<Ticket>) -> Result<MessageStream, Status>;
 }
 
-/// A Flight service whose DoGet calls are answered by a [`WireDoGet`] (module doc). The
-/// wrapped service's settings (message size limits, compression) do not apply to DoGet:
-/// requests must be uncompressed, responses are sent uncompressed, and the [`WireDoGet`] keeps
-/// its messages within the client's limit.
-pub struct DoGetRoute<S> {
-    flight: FlightServiceServer<S>,
-    wire: Arc<dyn WireDoGet>,
+/// A Flight service of this crate: DoGet as [`WireDoGet`] messages, GetFlightInfo when it
+/// offers it, every other method refused with the service's own reason. [`Flight`] makes it a
+/// tonic `FlightService`; [`DoGetRoute`] serves it with DoGet sent from the messages as they are.
+#[tonic::async_trait]
+pub trait FlightCalls: WireDoGet {
+    /// GetFlightInfo (refused unless the service offers it).
+    async fn flight_info(&self, _r: Request<FlightDescriptor>) -> Result<FlightInfo, Status> {
+        Err(self.refused("GetFlightInfo"))
+    }
+
+    /// DoGet through tonic's encoder: by default the messages of
+    /// [`WireDoGet::do_get_wire`], each re-read as `FlightData` (one copy).
+    async fn do_get_flight(&self, r: Request<Ticket>) -> Result<BoxStream<FlightData>, Status> {
+        let messages = self.do_get_wire(r).await?;
+        Ok(Box::pin(messages.map(|m| {
+            m.and_then(|m| {
+                m.to_flight_data()
+                    .map_err(|e| Status::internal(format!("re-reading a message: {e}")))
+            })
+        })))
+    }
+
+    /// The status refusing the Flight method named `method` (as in its gRPC path, e.g.
+    /// `Handshake`).
+    fn refused(&self, method: &str) -> Status;
 }
 
-impl<S> Clone for DoGetRoute<S> {
+/// The tonic `FlightService` of a [`FlightCalls`].
+pub struct Flight<T>(pub Arc<T>);
+
+/// `calls` as a tonic Flight service with limits sized for ECG batches.
+pub fn flight_server<T: FlightCalls>(calls: Arc<T>) -> FlightServiceServer<Flight<T>> {
+    FlightServiceServer::new(Flight(calls))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A Flight service whose DoGet calls are answered from its [`WireDoGet`] messages (module
+/// doc) and every other call by its tonic service ([`flight_server`]). tonic's settings do not
+/// apply to DoGet: requests must be uncompressed, responses are sent uncompressed, and the
+/// [`WireDoGet`] keeps its messages within the client's limit.
+pub struct DoGetRoute<T> {
+    flight: FlightServiceServer<Flight<T>>,
+    wire: Arc<T>,
+}
+
+impl<T> Clone for DoGetRoute<T> {
     fn clone(&self) -> Self {
         DoGetRoute {
             flight: self.flight.clone(),
@@ -75,18 +114,21 @@ impl<S> Clone for DoGetRoute<S> {
     }
 }
 
-impl<S: FlightService> DoGetRoute<S> {
-    /// Routes DoGet to `wire` and every other call to `flight`.
-    pub fn new(flight: FlightServiceServer<S>, wire: Arc<dyn WireDoGet>) -> Self {
-        DoGetRoute { flight, wire }
+impl<T: FlightCalls> DoGetRoute<T> {
+    /// Serves `calls`.
+    pub fn new(calls: Arc<T>) -> Self {
+        DoGetRoute {
+            flight: flight_server(Arc::clone(&calls)),
+            wire: calls,
+        }
     }
 }
 
-impl<S> NamedService for DoGetRoute<S> {
-    const NAME: &'static str = <FlightServiceServer<S> as NamedService>::NAME;
+impl<T> NamedService for DoGetRoute<T> {
+    const NAME: &'static str = <FlightServiceServer<Flight<T>> as NamedService>::NAME;
 }
 
-impl<S: FlightService> tonic::codegen::Service<http::Request<Body>> for DoGetRoute<S> {
+impl<T: FlightCalls> tonic::codegen::Service<http::Request<Body>> for DoGetRoute<T> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
@@ -246,12 +288,8 @@ where
     C::Error: Into<tonic::codegen::StdError>,
 {
     let (metadata, _, ticket) = request.into_parts();
-    let msg = ticket.encode_to_vec();
-    let mut framed = Vec::with_capacity(GRPC_PREFIX + msg.len());
-    framed.push(0);
-    framed.extend((msg.len() as u32).to_be_bytes());
-    framed.extend(msg);
-    let mut req = http::Request::new(Body::new(http_body_util::Full::new(Bytes::from(framed))));
+    let framed = crate::wire::grpc_message(&ticket);
+    let mut req = http::Request::new(Body::new(http_body_util::Full::new(framed)));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = http::Uri::from_static(DO_GET_PATH);
     let headers = req.headers_mut();
@@ -424,8 +462,8 @@ impl Stream for Received {
 
 /// A Flight service holding record batches in memory that streams them to anyone, with no
 /// authentication and no verification: the plain reference the gateway bench measures
-/// against. Its `DoGet` goes through arrow-flight's encoder and tonic; as a [`WireDoGet`]
-/// (behind a [`DoGetRoute`]) it sends the same batches the way the gateway does.
+/// against. Through tonic ([`flight_server`]) its DoGet goes through arrow-flight's encoder;
+/// behind a [`DoGetRoute`] it sends the same batches the way the gateway does.
 #[derive(Clone)]
 pub struct MemoryFlight {
     batches: Arc<Vec<RecordBatch>>,
@@ -475,7 +513,26 @@ impl WireDoGet for MemoryFlight {
 }
 
 #[tonic::async_trait]
-impl FlightService for MemoryFlight {
+impl FlightCalls for MemoryFlight {
+    /// DoGet through arrow-flight's encoder and tonic: the bench's plain baseline.
+    async fn do_get_flight(&self, _r: Request<Ticket>) -> Result<BoxStream<FlightData>, Status> {
+        let (batches, schema) = self.served()?;
+        let input = futures::stream::iter((0..batches.len()).map(move |i| Ok(batches[i].clone())));
+        let s = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_max_flight_data_size(self.max_body)
+            .build(input)
+            .map(|r| r.map_err(|e: FlightError| Status::internal(e.to_string())));
+        Ok(Box::pin(s))
+    }
+
+    fn refused(&self, _method: &str) -> Status {
+        Status::unimplemented("DoGet only")
+    }
+}
+
+#[tonic::async_trait]
+impl<T: FlightCalls> FlightService for Flight<T> {
     type HandshakeStream = BoxStream<HandshakeResponse>;
     type ListFlightsStream = BoxStream<FlightInfo>;
     type DoGetStream = BoxStream<FlightData>;
@@ -488,95 +545,69 @@ impl FlightService for MemoryFlight {
         &self,
         _r: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Err(self.0.refused("Handshake"))
     }
     async fn list_flights(
         &self,
         _r: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Err(self.0.refused("ListFlights"))
     }
     async fn get_flight_info(
         &self,
-        _r: Request<FlightDescriptor>,
+        r: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Ok(Response::new(self.0.flight_info(r).await?))
     }
     async fn poll_flight_info(
         &self,
         _r: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Err(self.0.refused("PollFlightInfo"))
     }
     async fn get_schema(
         &self,
         _r: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Err(self.0.refused("GetSchema"))
     }
-    async fn do_get(&self, _r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let (batches, schema) = self.served()?;
-        let input = futures::stream::iter((0..batches.len()).map(move |i| Ok(batches[i].clone())));
-        let s = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_max_flight_data_size(self.max_body)
-            .build(input)
-            .map(|r| r.map_err(|e: FlightError| Status::internal(e.to_string())));
-        Ok(Response::new(Box::pin(s)))
+    async fn do_get(&self, r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        Ok(Response::new(self.0.do_get_flight(r).await?))
     }
     async fn do_put(
         &self,
         _r: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Err(self.0.refused("DoPut"))
     }
     async fn do_exchange(
         &self,
         _r: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Err(self.0.refused("DoExchange"))
     }
     async fn do_action(
         &self,
         _r: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Err(self.0.refused("DoAction"))
     }
     async fn list_actions(
         &self,
         _r: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        Err(Status::unimplemented("DoGet only"))
+        Err(self.0.refused("ListActions"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Float32Array, Int64Array};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use crate::wire::tests::batch;
     use arrow_flight::decode::FlightRecordBatchStream;
     use arrow_flight::flight_service_client::FlightServiceClient;
     use futures::TryStreamExt;
     use tonic::transport::Channel;
-
-    fn batch(rows: usize, from: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("x", DataType::Float32, true),
-        ]));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Int64Array::from_iter_values(from..from + rows as i64)),
-                // Some nulls, so that the validity bitmap travels too.
-                Arc::new(Float32Array::from_iter(
-                    (0..rows).map(|i| (i % 7 != 3).then_some(i as f32 / 3.0)),
-                )),
-            ],
-        )
-        .unwrap()
-    }
 
     /// Serves `svc` on a loopback port; a channel to it.
     async fn serve<S>(svc: S) -> Channel
@@ -638,17 +669,14 @@ mod tests {
             .await
     }
 
-    fn flight(m: &MemoryFlight) -> FlightServiceServer<MemoryFlight> {
-        FlightServiceServer::new(m.clone()).max_decoding_message_size(64 << 20)
-    }
-
     #[tokio::test]
     async fn a_plain_flight_client_reads_the_route_as_it_reads_tonic() {
         // Batches whose float buffers are lent (over SHARED_FROM), split at 1 MiB, and small.
         let batches = vec![batch(200_000, 0), batch(3, 200_000), batch(90_000, 200_003)];
         let m = MemoryFlight::new(batches.clone(), 1 << 20);
-        let tonic_path = serve(flight(&m)).await;
-        let route = serve(DoGetRoute::new(flight(&m), Arc::new(m.clone()))).await;
+        let m = Arc::new(m);
+        let tonic_path = serve(flight_server(Arc::clone(&m))).await;
+        let route = serve(DoGetRoute::new(m)).await;
         let want = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
         for ch in [&tonic_path, &route] {
             let got = pull(&mut client(ch)).await.unwrap();
@@ -686,6 +714,13 @@ mod tests {
     struct FailsAfterOne;
 
     #[tonic::async_trait]
+    impl FlightCalls for FailsAfterOne {
+        fn refused(&self, _method: &str) -> Status {
+            Status::unimplemented("DoGet only")
+        }
+    }
+
+    #[tonic::async_trait]
     impl WireDoGet for FailsAfterOne {
         async fn do_get_wire(&self, r: Request<Ticket>) -> Result<MessageStream, Status> {
             if r.metadata().get("x-key").is_none_or(|v| v != "1") {
@@ -703,8 +738,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_and_failures_reach_the_client_as_their_status() {
-        let m = MemoryFlight::new(vec![batch(1, 0)], 1 << 20);
-        let ch = serve(DoGetRoute::new(flight(&m), Arc::new(FailsAfterOne))).await;
+        let ch = serve(DoGetRoute::new(Arc::new(FailsAfterOne))).await;
         let mut c = client(&ch);
         // Refused before any message: the call itself fails with the status.
         let e = c.do_get(Ticket::new("t")).await.unwrap_err();

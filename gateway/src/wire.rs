@@ -71,6 +71,17 @@ fn body_padding(header: usize, body: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// `msg` as one uncompressed gRPC message: flag byte 0, the protobuf length as 4 bytes
+/// big-endian, the protobuf bytes (for small messages: a DoGet request, a schema).
+pub fn grpc_message(msg: &impl Message) -> Bytes {
+    let n = msg.encoded_len();
+    let mut b = BytesMut::with_capacity(GRPC_PREFIX + n);
+    b.put_u8(0);
+    b.put_u32(n as u32);
+    msg.encode_raw(&mut b);
+    b.freeze()
+}
+
 /// An Arrow buffer lent to `bytes`: the bytes stay where the buffer keeps them.
 pub(crate) struct Lent(pub(crate) Buffer);
 
@@ -95,14 +106,10 @@ impl WireMessage {
     /// The message of a `FlightData` encoded by prost (one copy; for small messages without
     /// a body worth lending, such as the schema).
     pub fn from_flight_data(fd: &FlightData) -> Self {
-        let n = fd.encoded_len();
-        let mut b = BytesMut::with_capacity(GRPC_PREFIX + n);
-        b.put_u8(0);
-        b.put_u32(n as u32);
-        fd.encode_raw(&mut b);
+        let b = grpc_message(fd);
         WireMessage {
             len: b.len(),
-            pieces: vec![b.freeze()],
+            pieces: vec![b],
             arrow_bytes: fd.data_header.len() + fd.data_body.len(),
         }
     }
@@ -361,24 +368,26 @@ impl BatchDecoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{Float32Array, Int64Array};
     use arrow::datatypes::{DataType, Field};
     use arrow_flight::SchemaAsIpc;
     use arrow_flight::encode::FlightDataEncoderBuilder;
 
-    fn batch(rows: usize) -> RecordBatch {
+    /// Rows `from..from + rows`: an id and a float column with some nulls, so that a validity
+    /// bitmap travels too (shared with `route`'s tests).
+    pub(crate) fn batch(rows: usize, from: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
-            Field::new("x", DataType::Float32, false),
+            Field::new("x", DataType::Float32, true),
         ]));
         RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
-                Arc::new(Float32Array::from_iter_values(
-                    (0..rows).map(|i| i as f32 / 3.0),
+                Arc::new(Int64Array::from_iter_values(from..from + rows as i64)),
+                Arc::new(Float32Array::from_iter(
+                    (0..rows).map(|i| (i % 7 != 3).then_some(i as f32 / 3.0)),
                 )),
             ],
         )
@@ -414,7 +423,7 @@ mod tests {
     #[test]
     fn the_gateway_encoder_sends_what_arrow_flight_sends_with_aligned_bodies() {
         for (rows, max_body) in [(0, 1 << 20), (1, 1 << 20), (5_000, 1 << 20), (5_000, 7_000)] {
-            let b = batch(rows);
+            let b = batch(rows, 0);
             let got = ours(&b, max_body);
             let theirs = encoded_at(&b, max_body);
             assert_eq!(got.len(), theirs.len(), "rows {rows} max {max_body}");
@@ -455,7 +464,7 @@ mod tests {
     fn bodies_start_on_the_boundary_for_every_size() {
         // Sizes that move the header and body lengths across varint boundaries.
         for rows in [1, 7, 100, 2_000, 40_000, 300_000] {
-            for m in ours(&batch(rows), 64 << 20).iter().skip(1) {
+            for m in ours(&batch(rows, 0), 64 << 20).iter().skip(1) {
                 let o = m.to_flight_data().unwrap();
                 let start = m.len() - o.data_body.len();
                 assert_eq!(start % BODY_ALIGNMENT, 0, "rows {rows}");
@@ -466,7 +475,7 @@ mod tests {
 
     #[test]
     fn large_buffers_are_lent_not_copied() {
-        let b = batch(300_000);
+        let b = batch(300_000, 0);
         let m = ours(&b, 64 << 20).pop().unwrap();
         let values = b.column(1).to_data().buffers()[0].clone();
         assert!(values.len() >= SHARED_FROM);
@@ -478,7 +487,7 @@ mod tests {
             .expect("values buffer sent from the batch");
         assert_eq!(lent.len(), values.len());
         // Small buffers are copied: a 3-row batch is one piece.
-        assert_eq!(ours(&batch(3), 64 << 20)[1].pieces().len(), 1);
+        assert_eq!(ours(&batch(3, 0), 64 << 20)[1].pieces().len(), 1);
     }
 
     /// Bytes in a buffer on a 64-byte boundary.
@@ -499,7 +508,7 @@ mod tests {
 
     #[test]
     fn decodes_in_place_when_the_prefix_lands_aligned() {
-        let b = batch(5_000);
+        let b = batch(5_000, 0);
         // The gRPC prefix at a 64- or 16-byte boundary, and elsewhere.
         for (at, in_place) in [(0, true), (16, true), (1, false)] {
             let mut d = BatchDecoder::new();
@@ -523,11 +532,11 @@ mod tests {
     #[test]
     fn a_batch_before_the_schema_is_an_error() {
         let mut d = BatchDecoder::new();
-        let msgs = encoded(&batch(3));
+        let msgs = encoded(&batch(3, 0));
         let e = d.decode(&msgs[1]).unwrap_err().to_string();
         assert!(e.contains("before the schema"), "{e}");
         let opts = arrow::ipc::writer::IpcWriteOptions::default();
-        let schema_msg: FlightData = SchemaAsIpc::new(&batch(1).schema(), &opts).into();
+        let schema_msg: FlightData = SchemaAsIpc::new(&batch(1, 0).schema(), &opts).into();
         assert!(d.decode(&schema_msg).unwrap().is_none());
     }
 }
