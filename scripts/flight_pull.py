@@ -1,7 +1,7 @@
 """Read a granted ecgfed slice with a plain Arrow Flight client (pyarrow), no ecgfed code.
 
 Usage: python flight_pull.py HOST:PORT HEADERS.json
-where HEADERS.json is what `ecgfed gateway sign-do-get --member M --key K --slice S` prints:
+where HEADERS.json is what `ecgfed gateway sign-do-get --member M --key K --site SITE --slice S` prints:
 {"ticket": "ecgfed-slice:<slice id>", "headers": {"x-ecgfed-member": ..., ...}}.
 The signature headers are single-use and valid for about a minute (docs/flight.md).
 Prints the table's row count, columns and the slice root announced in the schema metadata.

@@ -481,6 +481,12 @@ impl Procs {
         }
     }
 
+    /// The process id of the server started last.
+    #[cfg(feature = "bench")]
+    pub(crate) fn last_pid(&self) -> Option<u32> {
+        self.0.lock().ok()?.last().map(|c| c.id())
+    }
+
     /// Runs `ecgfed ARGS` in the foreground (standard output discarded) until it ends.
     fn run(&self, args: &[&str]) -> Result<std::process::ExitStatus> {
         let exe = self_exe()?;

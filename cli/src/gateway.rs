@@ -98,6 +98,13 @@ pub enum GatewayCommand {
         /// Rows per Arrow record batch served by the gateway.
         #[arg(long, default_value_t = 256)]
         batch_rows: usize,
+        /// Then the load phase: this many verified pulls at once of one slice from a gateway in
+        /// its own process, with its peak memory (0: skip).
+        #[arg(long, default_value_t = 0)]
+        concurrent: usize,
+        /// Rows of the load phase's slice (the input is repeated until there are enough).
+        #[arg(long, default_value_t = 100_000)]
+        slice_rows: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -110,6 +117,9 @@ pub enum GatewayCommand {
         /// Member key file.
         #[arg(long)]
         key: PathBuf,
+        /// Site of the gateway the request is for (requests are signed for one gateway).
+        #[arg(long)]
+        site: String,
         /// Slice id.
         #[arg(long)]
         slice: String,
@@ -122,6 +132,10 @@ pub struct Caller {
     /// Gateway address.
     #[arg(long)]
     gateway: String,
+    /// Site of that gateway: requests are signed for it (a request signed for one gateway is
+    /// refused by every other).
+    #[arg(long)]
+    site: String,
     /// Member id of the caller.
     #[arg(long)]
     member: String,
@@ -140,9 +154,9 @@ impl Caller {
         Ok(match &self.ca {
             Some(ca) => {
                 let pem = std::fs::read(ca).with_context(|| ca.display().to_string())?;
-                GatewayClient::connect_tls(&self.gateway, signer, &pem).await?
+                GatewayClient::connect_tls(&self.gateway, &self.site, signer, &pem, None).await?
             }
-            None => GatewayClient::connect(&self.gateway, signer).await?,
+            None => GatewayClient::connect(&self.gateway, &self.site, signer).await?,
         })
     }
 }
@@ -217,15 +231,37 @@ pub fn run(cmd: GatewayCommand) -> Result<()> {
                 out,
                 json,
             } => pull(who, &slice, &ledger, &trust, out, json).await,
+            #[cfg(feature = "bench")]
             GatewayCommand::Bench {
                 input,
                 rounds,
                 batch_rows,
+                concurrent,
+                slice_rows,
                 json,
-            } => crate::gateway_bench::run(input, rounds.max(1), batch_rows.max(1), json).await,
-            GatewayCommand::SignDoGet { member, key, slice } => {
+            } => {
+                crate::gateway_bench::run(
+                    input,
+                    rounds.max(1),
+                    batch_rows.max(1),
+                    concurrent,
+                    slice_rows,
+                    json,
+                )
+                .await
+            }
+            #[cfg(not(feature = "bench"))]
+            GatewayCommand::Bench { .. } => bail!(
+                "this ecgfed was built without the bench kit (its plain Flight baseline is not part of a shipped binary): cargo run --release -p ecgfed --features bench -- gateway bench"
+            ),
+            GatewayCommand::SignDoGet {
+                member,
+                key,
+                site,
+                slice,
+            } => {
                 let signer = RequestSigner::new(&member, KeyPair::read_file(&key)?);
-                let h = do_get_headers(&signer, &slice);
+                let h = do_get_headers(&signer, &site, &slice);
                 let map: serde_json::Map<String, serde_json::Value> = h
                     .iter()
                     .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
@@ -293,9 +329,21 @@ async fn erase(config: PathBuf, patient: &str, reason: &str, json: bool) -> Resu
             let signer = Arc::new(RequestSigner::new(&cfg.member, kp));
             let addr = std::fs::read_to_string(cfg.data.join(ADDR_FILE))
                 .unwrap_or_else(|_| cfg.listen.to_string());
-            let mut c = GatewayClient::connect(addr.trim(), signer)
-                .await
-                .context("the key store is in use but the gateway does not answer")?;
+            let addr = addr.trim();
+            // A gateway with TLS is reached over TLS, its certificate checked against the
+            // configured authority (default: its own certificate).
+            let connected = match &cfg.tls {
+                Some(tls) => {
+                    let ca_path = tls.ca.as_ref().unwrap_or(&tls.cert);
+                    let pem =
+                        std::fs::read(ca_path).with_context(|| ca_path.display().to_string())?;
+                    GatewayClient::connect_tls(addr, &cfg.site, signer, &pem, tls.domain.as_deref())
+                        .await
+                }
+                None => GatewayClient::connect(addr, &cfg.site, signer).await,
+            };
+            let mut c =
+                connected.context("the key store is in use but the gateway does not answer")?;
             let r = c.erase(patient, reason).await?;
             (
                 r.segments,

@@ -122,8 +122,16 @@ fn write_key(dir: &Path, name: &str) -> Result<(KeyPair, PathBuf)> {
     Ok((k, p))
 }
 
-/// Runs the benchmark.
-pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -> Result<()> {
+/// Runs the benchmark; with `concurrent` > 0, then the load phase (crate::gateway_load):
+/// `concurrent` verified pulls at once of a `slice_rows`-row slice from a gateway process.
+pub async fn run(
+    input: PathBuf,
+    rounds: usize,
+    batch_rows: usize,
+    concurrent: usize,
+    slice_rows: u64,
+    json: bool,
+) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     eprintln!("bench: ingesting {} ...", input.display());
@@ -192,7 +200,8 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
 
     // A cohort taking every selectable segment of the site.
     let signer = Arc::new(RequestSigner::new("sci", sci.clone()));
-    let mut client = GatewayClient::connect(&gaddr.to_string(), Arc::clone(&signer)).await?;
+    let mut client =
+        GatewayClient::connect(&gaddr.to_string(), "bench-site", Arc::clone(&signer)).await?;
     let t = client
         .strata(
             "",
@@ -313,6 +322,27 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
     // The verified pull needs at least the CPU of the same transport without verification (c)
     // plus the hashing, spread at best over every core: the ratio cannot exceed this bound.
     let bound = tb * cores() as f64 / (a.cpu + hash_floor);
+    let load = if concurrent > 0 {
+        Some(crate::gateway_load::run(&input, r.rows, slice_rows, concurrent, dir).await?)
+    } else {
+        None
+    };
+    let v_mb = mb_per_s(signal_bytes, tv);
+    let load_json = load.as_ref().map(|l| {
+        let (alone, together) = (
+            mb_per_s(l.signal_bytes, l.alone),
+            mb_per_s(l.signal_bytes * l.concurrent as u64, l.together),
+        );
+        serde_json::json!({
+            "slice_rows": l.rows, "copies": l.copies, "store_segments": l.segments,
+            "signal_bytes_per_pull": l.signal_bytes, "concurrent": l.concurrent,
+            "alone": {"seconds": l.alone, "signal_mb_per_s": alone, "gateway_peak_rss_bytes": l.peak_alone},
+            "together": {"seconds": l.together, "signal_mb_per_s": together, "gateway_peak_rss_bytes": l.peak_together},
+            "together_over_alone": together / alone,
+            "together_over_verified_pull": together / v_mb,
+            "alone_over_first_pull_from_store": alone / mb_per_s(signal_bytes, first),
+        })
+    });
     if json {
         println!(
             "{}",
@@ -328,6 +358,7 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
                 "hash_floor_cpu_seconds": hash_floor,
                 "verified_over_baseline_bound": bound,
                 "first_pull_from_store": {"seconds": first, "signal_mb_per_s": mb_per_s(signal_bytes, first)},
+                "load": load_json,
             })
         );
     } else {
@@ -376,6 +407,37 @@ pub async fn run(input: PathBuf, rounds: usize, batch_rows: usize, json: bool) -
             "  first verified pull, rows read from the Parquet store: {first:.3} s = {:.0} MB/s signal",
             mb_per_s(signal_bytes, first)
         );
+        if let Some(l) = &load {
+            let (alone, together) = (
+                mb_per_s(l.signal_bytes, l.alone),
+                mb_per_s(l.signal_bytes * l.concurrent as u64, l.together),
+            );
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            println!(
+                "load: a {}-row slice ({:.1} MB of signal) from a store of {} copies of the input ({} segments), gateway in its own process (1 GiB cache budget)",
+                l.rows,
+                l.signal_bytes as f64 / 1e6,
+                l.copies,
+                l.segments
+            );
+            println!(
+                "  one verified pull alone       {:.3} s = {alone:.0} MB/s signal; gateway peak RSS {:.2} GiB",
+                l.alone,
+                gib(l.peak_alone)
+            );
+            println!(
+                "  {} verified pulls at once      {:.3} s = {together:.0} MB/s signal in all; gateway peak RSS {:.2} GiB",
+                l.concurrent,
+                l.together,
+                gib(l.peak_together)
+            );
+            println!(
+                "  together / alone: {:.2}×; together / the verified pull above: {:.2}×; alone / the first pull from the store above: {:.2}×",
+                together / alone,
+                together / v_mb,
+                alone / mb_per_s(signal_bytes, first)
+            );
+        }
     }
     Ok(())
 }

@@ -6,7 +6,10 @@ mod audit_bench;
 mod datasets;
 mod demo;
 mod gateway;
+#[cfg(feature = "bench")]
 mod gateway_bench;
+#[cfg(feature = "bench")]
+mod gateway_load;
 mod keys;
 mod ledger;
 mod ledger_bench;
@@ -14,7 +17,7 @@ mod trainer;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// ecgfed: federated ECG data sharing with ledger provenance.
 #[derive(Parser)]
@@ -83,6 +86,23 @@ enum Command {
     },
 }
 
+/// The version line: the package version, and the test machinery compiled in, if any (a
+/// shipped build has none: scripts/check-release.sh).
+fn version() -> &'static str {
+    let kit = ecgfed_gateway::gateway::TEST_KIT;
+    if kit.is_empty() {
+        env!("CARGO_PKG_VERSION")
+    } else {
+        // Built once per process, for clap, which keeps `&'static str`s.
+        format!(
+            "{} (test build: {}; not for deployment)",
+            env!("CARGO_PKG_VERSION"),
+            kit.join(", ")
+        )
+        .leak()
+    }
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -91,7 +111,14 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::command()
+        .version(version())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Datasets(c) => datasets::run(c),
         Command::Keys(c) => keys::run(c),

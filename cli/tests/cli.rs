@@ -262,3 +262,22 @@ fn audit_bench_fills_times_and_reuses_a_kept_ledger() {
     assert_eq!(again["entries"], 100);
     assert_eq!(again["fill_seconds"], first["fill_seconds"]);
 }
+
+/// Issue 23, item 9: `ecgfed --version` names the test machinery a build contains. This test
+/// binary is built with the gateway's fault hook (the tamper test needs it), so it must say
+/// so; the shipped build must name none, which `scripts/check-release.sh` (run by `.ci/run`)
+/// checks on a plain `cargo build --release`, with the binary's bytes.
+#[test]
+fn the_version_names_the_test_machinery_built_in() {
+    let o = ecgfed(&["--version"]);
+    assert!(o.status.success());
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        v.starts_with(&format!("ecgfed {}", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(
+        v.contains("test build: fault-injection") && v.contains("not for deployment"),
+        "{v}"
+    );
+}

@@ -320,6 +320,8 @@ fn plain_flight_client(fed: &Fed, slice_id: &str, rows: u64, root: &[u8]) {
         "sci",
         "--key",
         s(&fed.key("sci")),
+        "--site",
+        "site-b",
         "--slice",
         slice_id,
     ]);
@@ -425,18 +427,48 @@ async fn tls_switch(fed: &mut Fed) {
         "[tls]\ncert = \"gw-cert.pem\"\nkey = \"gw-key.pem\"\n[ledger]",
     );
     std::fs::write(&cfg, &text).unwrap();
+    // A private key that others may read is refused (issue 23, item 10).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    if let Some(c) = fed.gateways[1].0.take() {
+        stop(c);
+    }
+    let err = run_fails(&["gateway", "serve", "--config", s(&cfg)]);
+    assert!(
+        err.contains("gw-key.pem") && err.contains("too open"),
+        "{err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     fed.restart_gateway(1, &[]);
     let ca = std::fs::read(&cert).unwrap();
-    let mut g = GatewayClient::connect_tls(&fed.gateways[1].1, fed.signer("sci"), &ca)
-        .await
-        .unwrap();
+    let mut g =
+        GatewayClient::connect_tls(&fed.gateways[1].1, "site-b", fed.signer("sci"), &ca, None)
+            .await
+            .unwrap();
     assert_eq!(g.list_datasets().await.unwrap().datasets.len(), 1);
-    if let Ok(mut plain) = GatewayClient::connect(&fed.gateways[1].1, fed.signer("sci")).await {
+    if let Ok(mut plain) =
+        GatewayClient::connect(&fed.gateways[1].1, "site-b", fed.signer("sci")).await
+    {
         assert!(
             plain.list_datasets().await.is_err(),
             "plain HTTP/2 answered on a TLS port"
         );
     }
+    // `gateway erase` reaches the running gateway over TLS (issue 23, item 10): a record of
+    // site B's input (in CinC 2021 a record is one patient, its id the record id).
+    let (_, input_b, _) = sites();
+    let mut stems: Vec<String> = std::fs::read_dir(&input_b)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let stem = p.file_stem()?.to_string_lossy().into_owned();
+            (p.extension()? == "hea").then_some(stem)
+        })
+        .collect();
+    stems.sort();
+    let out = run(&[&erase_cmd(&cfg, &stems[0])[..], &["--json"]].concat());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["segments"].as_u64().unwrap() >= 1, "{v}");
 }
 
 /// Each refused request leaves the ledger as it was.
@@ -452,7 +484,7 @@ async fn access_refusals(fed: &Fed, slice_id: &str) {
     // Replayed.
     let sci = fed.signer("sci");
     let body = ListDatasetsRequest {}.encode_to_vec();
-    let h = sci.headers(&method, &body);
+    let h = sci.headers("site-a", &method, &body);
     let mut r = tonic::Request::new(ListDatasetsRequest {});
     add_headers(r.metadata_mut(), &h);
     raw.list_datasets(r).await.unwrap();
@@ -465,7 +497,10 @@ async fn access_refusals(fed: &Fed, slice_id: &str) {
     // Expired (10 minutes old).
     let old = ecgfed_ledger::entry::now_ms() - 600_000;
     let mut r = tonic::Request::new(ListDatasetsRequest {});
-    add_headers(r.metadata_mut(), &sci.headers_at(&method, &body, old, 1));
+    add_headers(
+        r.metadata_mut(),
+        &sci.headers_at("site-a", &method, &body, old, 1),
+    );
     let e = raw.list_datasets(r).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("expired"), "{e:?}");
@@ -473,7 +508,7 @@ async fn access_refusals(fed: &Fed, slice_id: &str) {
     let mut r = tonic::Request::new(ListDatasetsRequest {});
     add_headers(
         r.metadata_mut(),
-        &sci.headers(&format!("{SERVICE_PATH}Strata"), &body),
+        &sci.headers("site-a", &format!("{SERVICE_PATH}Strata"), &body),
     );
     assert_eq!(
         raw.list_datasets(r).await.unwrap_err().code(),
@@ -481,7 +516,7 @@ async fn access_refusals(fed: &Fed, slice_id: &str) {
     );
     // Unknown member.
     let stranger = Arc::new(RequestSigner::new("stranger", KeyPair::generate()));
-    let mut g = GatewayClient::connect(&fed.gateways[0].1, stranger)
+    let mut g = GatewayClient::connect(&fed.gateways[0].1, "site-a", stranger)
         .await
         .unwrap();
     assert_eq!(
@@ -534,7 +569,7 @@ async fn access_refusals(fed: &Fed, slice_id: &str) {
     let mut r = tonic::Request::new(t.clone());
     add_headers(
         r.metadata_mut(),
-        &sci.headers(&format!("{FLIGHT_PATH}DoGet"), &t.encode_to_vec()),
+        &sci.headers("site-a", &format!("{FLIGHT_PATH}DoGet"), &t.encode_to_vec()),
     );
     assert_eq!(
         flight.do_get(r).await.unwrap_err().code(),

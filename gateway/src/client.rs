@@ -9,14 +9,14 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
-use ecgfed_ledger::client::LedgerClient;
-use ecgfed_ledger::entry::{decode_body, decode_stored};
+use ecgfed_ledger::client::{CheckedEntry, LedgerClient};
+use ecgfed_ledger::state;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::gateway_service_client::GatewayServiceClient;
 use ecgfed_proto::v1::{
-    CohortSliceCommitted, EraseRequest, EraseResponse, ListDatasetsRequest, ListDatasetsResponse,
-    ReserveSliceRequest, ReserveSliceResponse, StrataDimension, StrataRequest, StrataTable,
-    Subject, SubjectKind,
+    CohortCreated, CohortSliceCommitted, EraseRequest, EraseResponse, ListDatasetsRequest,
+    ListDatasetsResponse, ReserveSliceRequest, ReserveSliceResponse, Role, StrataDimension,
+    StrataRequest, StrataTable, Subject, SubjectKind,
 };
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
@@ -33,6 +33,8 @@ use crate::wire::BatchDecoder;
 #[derive(Clone)]
 pub struct GatewayClient {
     addr: String,
+    /// The site of the gateway: requests are signed for it, slices pulled must be its.
+    site: String,
     signer: Arc<RequestSigner>,
     svc: GatewayServiceClient<Channel>,
     flight: FlightServiceClient<Channel>,
@@ -69,25 +71,30 @@ fn status(s: tonic::Status) -> GatewayError {
 }
 
 impl GatewayClient {
-    /// Connects to a gateway at `addr` (`host:port` or a URL), signing as `signer`.
-    pub async fn connect(addr: &str, signer: Arc<RequestSigner>) -> Result<Self> {
-        Self::connect_with(addr, signer, None).await
+    /// Connects to the gateway of `site` at `addr` (`host:port` or a URL), signing as
+    /// `signer` (requests are signed for `site` and verify at no other gateway).
+    pub async fn connect(addr: &str, site: &str, signer: Arc<RequestSigner>) -> Result<Self> {
+        Self::connect_with(addr, site, signer, None, None).await
     }
 
     /// Connects over TLS, trusting the PEM certificate authority `ca_pem` for the gateway's
-    /// certificate (whose name must be the host of `addr`).
+    /// certificate (whose name must be the host of `addr`, or `domain` when given).
     pub async fn connect_tls(
         addr: &str,
+        site: &str,
         signer: Arc<RequestSigner>,
         ca_pem: &[u8],
+        domain: Option<&str>,
     ) -> Result<Self> {
-        Self::connect_with(addr, signer, Some(ca_pem)).await
+        Self::connect_with(addr, site, signer, Some(ca_pem), domain).await
     }
 
     async fn connect_with(
         addr: &str,
+        site: &str,
         signer: Arc<RequestSigner>,
         ca_pem: Option<&[u8]>,
+        domain: Option<&str>,
     ) -> Result<Self> {
         let bare = addr.split("://").last().unwrap_or(addr);
         let url = match ca_pem {
@@ -97,7 +104,8 @@ impl GatewayClient {
         };
         let mut ep = Channel::from_shared(url).map_err(|e| transport(addr, e))?;
         if let Some(ca) = ca_pem {
-            let host = bare.rsplit_once(':').map(|(h, _)| h).unwrap_or(bare);
+            let host =
+                domain.unwrap_or_else(|| bare.rsplit_once(':').map(|(h, _)| h).unwrap_or(bare));
             ep = ep
                 .tls_config(
                     tonic::transport::ClientTlsConfig::new()
@@ -112,6 +120,7 @@ impl GatewayClient {
             .map_err(|e| transport(addr, e))?;
         Ok(GatewayClient {
             addr: addr.to_string(),
+            site: site.to_string(),
             signer,
             svc: GatewayServiceClient::new(ch.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -128,9 +137,15 @@ impl GatewayClient {
         &self.addr
     }
 
+    /// The site of the gateway, as the caller named it.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
     /// Datasets served by the gateway.
     pub async fn list_datasets(&mut self) -> Result<ListDatasetsResponse> {
         let r = self.signer.request(
+            &self.site,
             &format!("{SERVICE_PATH}ListDatasets"),
             ListDatasetsRequest {},
         );
@@ -152,7 +167,9 @@ impl GatewayClient {
             dataset_id: dataset_id.to_string(),
             by: by.iter().map(|d| *d as i32).collect(),
         };
-        let r = self.signer.request(&format!("{SERVICE_PATH}Strata"), q);
+        let r = self
+            .signer
+            .request(&self.site, &format!("{SERVICE_PATH}Strata"), q);
         Ok(self.svc.strata(r).await.map_err(status)?.into_inner())
     }
 
@@ -160,7 +177,7 @@ impl GatewayClient {
     pub async fn reserve(&mut self, q: ReserveSliceRequest) -> Result<ReserveSliceResponse> {
         let r = self
             .signer
-            .request(&format!("{SERVICE_PATH}ReserveSlice"), q);
+            .request(&self.site, &format!("{SERVICE_PATH}ReserveSlice"), q);
         Ok(self
             .svc
             .reserve_slice(r)
@@ -175,7 +192,9 @@ impl GatewayClient {
             patient: patient.to_string(),
             reason: reason.to_string(),
         };
-        let r = self.signer.request(&format!("{SERVICE_PATH}Erase"), q);
+        let r = self
+            .signer
+            .request(&self.site, &format!("{SERVICE_PATH}Erase"), q);
         Ok(self.svc.erase(r).await.map_err(status)?.into_inner())
     }
 
@@ -184,7 +203,7 @@ impl GatewayClient {
         let d = FlightDescriptor::new_cmd(ticket(slice_id));
         let r = self
             .signer
-            .request(&format!("{FLIGHT_PATH}GetFlightInfo"), d);
+            .request(&self.site, &format!("{FLIGHT_PATH}GetFlightInfo"), d);
         Ok(self
             .flight
             .get_flight_info(r)
@@ -205,7 +224,9 @@ impl GatewayClient {
     /// buffer of its own (`route::do_get`).
     async fn do_get_messages(&mut self, slice_id: &str) -> Result<crate::route::Received> {
         let t = Ticket::new(ticket(slice_id));
-        let r = self.signer.request(&format!("{FLIGHT_PATH}DoGet"), t);
+        let r = self
+            .signer
+            .request(&self.site, &format!("{FLIGHT_PATH}DoGet"), t);
         crate::route::do_get(&mut self.channel, r, MAX_MESSAGE_BYTES)
             .await
             .map_err(status)
@@ -227,7 +248,7 @@ impl GatewayClient {
         // are verified from the first batch on against the root the stream announces; no
         // batch is handed over before the ledger's root is known to be that root.
         let mut lookup = Box::pin(slice_on_ledger(ledger, slice_id));
-        let mut committed: Option<CohortSliceCommitted> = None;
+        let mut committed: Option<(u64, CohortSliceCommitted)> = None;
         let mut stream = {
             let call = self.do_get_messages(slice_id);
             tokio::pin!(call);
@@ -248,7 +269,7 @@ impl GatewayClient {
         let mut held = Vec::new();
         let mut batches = 0u64;
         loop {
-            if !confirmed && let (Some(c), Some(v)) = (&committed, &verifier) {
+            if !confirmed && let (Some((_, c)), Some(v)) = (&committed, &verifier) {
                 same_as_ledger(c, &v.root, v.size, slice_id)?;
                 confirmed = true;
                 for b in held.drain(..) {
@@ -300,6 +321,13 @@ impl GatewayClient {
             Some(c) => c,
             None => (&mut lookup).await?,
         };
+        let (_, committed) = committed;
+        if committed.site != self.site {
+            return Err(GatewayError::Verification(format!(
+                "slice {slice_id} is site {}'s on the ledger; this gateway is site {}'s",
+                committed.site, self.site
+            )));
+        }
         drop(lookup);
         let root: [u8; 32] = committed.slice_root.as_slice().try_into().map_err(|_| {
             GatewayError::Verification(format!("slice {slice_id}: ledger root is not 32 bytes"))
@@ -471,8 +499,9 @@ fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
         .collect()
 }
 
-/// Payloads of the entries naming a subject, each proven in the ledger's signed log, with
-/// their indexes, in log order.
+/// Payloads of the entries naming a subject, each proven in the ledger's signed log and signed
+/// by a member the client replayed ([`LedgerClient::query_checked`]), with their indexes, in
+/// log order.
 pub async fn ledger_payloads(
     ledger: &mut LedgerClient,
     kind: SubjectKind,
@@ -489,71 +518,157 @@ pub async fn ledger_payloads_page(
     from: u64,
     limit: u64,
 ) -> Result<Vec<(u64, Payload)>> {
+    Ok(ledger_entries(ledger, kind, id, from, limit)
+        .await?
+        .into_iter()
+        .filter_map(|e| Some((e.index, e.body.payload?)))
+        .collect())
+}
+
+/// The checked entries naming a subject (proven, signed by a replayed member), in log order.
+pub async fn ledger_entries(
+    ledger: &mut LedgerClient,
+    kind: SubjectKind,
+    id: &str,
+    from: u64,
+    limit: u64,
+) -> Result<Vec<CheckedEntry>> {
     let subject = Subject {
         kind: kind as i32,
         id: id.to_string(),
     };
-    let mut out = Vec::new();
-    for e in ledger.query_subject(subject, from, limit).await? {
-        let body = decode_stored(&e.stored)
-            .and_then(|(b, _)| decode_body(b))
-            .map_err(|err| {
-                GatewayError::Verification(format!("ledger entry {}: {err}", e.index))
-            })?;
-        if let Some(p) = body.payload {
-            out.push((e.index, p));
-        }
-    }
-    Ok(out)
+    Ok(ledger.query_checked(subject, from, limit).await?)
 }
 
-/// The CohortSliceCommitted entry of `slice_id`, proven in the ledger's log.
+/// The one `CohortCreated` entry of `cohort_id` (index, entry), signed by a scientist who is
+/// its requester; `None` when the ledger has none. Two entries for one id break the ledger's
+/// rules and are a verification error.
+pub async fn cohort_on_ledger(
+    ledger: &mut LedgerClient,
+    cohort_id: &str,
+) -> Result<Option<(u64, CohortCreated)>> {
+    let mut found = None;
+    for e in ledger_entries(ledger, SubjectKind::Cohort, cohort_id, 0, 0).await? {
+        let Some(Payload::CohortCreated(c)) = e.body.payload else {
+            continue;
+        };
+        if c.cohort_id != cohort_id {
+            continue;
+        }
+        if e.signer.role != Role::Scientist || c.requester != e.signer.id {
+            return Err(GatewayError::Verification(format!(
+                "cohort {cohort_id}: entry {} is signed by {} for requester {:?}",
+                e.index, e.signer.id, c.requester
+            )));
+        }
+        if let Some((first, _)) = &found {
+            return Err(GatewayError::Verification(format!(
+                "cohort {cohort_id} has two CohortCreated entries ({first} and {}): the ledger broke its rules",
+                e.index
+            )));
+        }
+        found = Some((e.index, c));
+    }
+    Ok(found)
+}
+
+/// The `CohortSliceCommitted` entry of `slice_id` (index, entry), checked with the ledger's
+/// own rules: its id is `<cohort>/<site>`, it is signed by the hospital member of that site,
+/// its cohort exists and allocates to the site exactly the rows it commits, with the cohort's
+/// requester and seed; and it is the only such entry. Entries that fail (another hospital
+/// front-running the id, say) are not the slice.
 pub async fn slice_on_ledger(
     ledger: &mut LedgerClient,
     slice_id: &str,
-) -> Result<CohortSliceCommitted> {
-    for (_, p) in ledger_payloads(ledger, SubjectKind::Slice, slice_id).await? {
-        if let Payload::CohortSliceCommitted(s) = p
-            && s.slice_id == slice_id
-        {
-            return Ok(s);
+) -> Result<(u64, CohortSliceCommitted)> {
+    let mut found: Option<(u64, CohortSliceCommitted)> = None;
+    let mut refused = Vec::new();
+    for e in ledger_entries(ledger, SubjectKind::Slice, slice_id, 0, 0).await? {
+        let Some(Payload::CohortSliceCommitted(s)) = e.body.payload else {
+            continue;
+        };
+        if s.slice_id != slice_id {
+            continue;
         }
+        let why = if state::slice_id(&s.cohort_id, &s.site) != slice_id {
+            Some(format!("its id is not {}/{}", s.cohort_id, s.site))
+        } else if e.signer.role != Role::Hospital || e.signer.site != s.site {
+            Some(format!(
+                "it is signed by {}, not by the hospital of site {}",
+                e.signer.id, s.site
+            ))
+        } else {
+            match cohort_on_ledger(ledger, &s.cohort_id).await? {
+                None => Some(format!("cohort {} is not on the ledger", s.cohort_id)),
+                Some((_, c)) => state::cohort_info(&c)
+                    .and_then(|info| state::check_slice_of(&s, &info))
+                    .err()
+                    .map(|r| r.message),
+            }
+        };
+        if let Some(why) = why {
+            refused.push(format!("entry {}: {why}", e.index));
+            continue;
+        }
+        if let Some((first, _)) = &found {
+            return Err(GatewayError::Verification(format!(
+                "slice {slice_id} has two valid CohortSliceCommitted entries ({first} and {}): the ledger broke its rules",
+                e.index
+            )));
+        }
+        found = Some((e.index, s));
     }
-    Err(GatewayError::Verification(format!(
-        "slice {slice_id} has no CohortSliceCommitted entry on the ledger"
-    )))
+    found.ok_or_else(|| {
+        GatewayError::Verification(if refused.is_empty() {
+            format!("slice {slice_id} has no CohortSliceCommitted entry on the ledger")
+        } else {
+            format!(
+                "slice {slice_id} has no valid CohortSliceCommitted entry on the ledger ({})",
+                refused.join("; ")
+            )
+        })
+    })
 }
 
 async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 32]) -> Result<()> {
-    for (_, p) in ledger_payloads(ledger, SubjectKind::Commitment, &hex::encode(c)).await? {
-        if let Payload::RecordsErased(r) = p
+    for e in ledger_entries(ledger, SubjectKind::Commitment, &hex::encode(c), 0, 0).await? {
+        if let Some(Payload::RecordsErased(r)) = &e.body.payload
             && r.site == site
+            && e.signer.role == Role::Hospital
+            && e.signer.site == site
             && r.commitments.iter().any(|x| x[..] == c[..])
         {
             return Ok(());
         }
     }
     Err(GatewayError::Verification(format!(
-        "commitment {} is announced erased but no RecordsErased entry of site {site} names it",
+        "commitment {} is announced erased but no RecordsErased entry of site {site}'s hospital names it",
         hex::encode(c)
     )))
 }
 
-/// Signature headers for a plain Flight client's DoGet of `slice_id` (docs/flight.md).
-pub fn do_get_headers(signer: &RequestSigner, slice_id: &str) -> [(&'static str, String); 4] {
+/// Signature headers for a plain Flight client's DoGet of `slice_id` at the gateway of `site`
+/// (docs/flight.md).
+pub fn do_get_headers(
+    signer: &RequestSigner,
+    site: &str,
+    slice_id: &str,
+) -> [(&'static str, String); 4] {
     use prost::Message;
     let t = Ticket::new(ticket(slice_id));
-    signer.headers(&format!("{FLIGHT_PATH}DoGet"), &t.encode_to_vec())
+    signer.headers(site, &format!("{FLIGHT_PATH}DoGet"), &t.encode_to_vec())
 }
 
-/// Adds signature headers to a raw request (for callers building their own requests).
+/// Adds signature headers for the gateway of `site` to a raw request (for callers building
+/// their own requests).
 pub fn sign_into<T: prost::Message>(
     signer: &RequestSigner,
+    site: &str,
     method: &str,
     r: &mut tonic::Request<T>,
 ) {
     let bytes = r.get_ref().encode_to_vec();
-    add_headers(r.metadata_mut(), &signer.headers(method, &bytes));
+    add_headers(r.metadata_mut(), &signer.headers(site, method, &bytes));
 }
 
 #[cfg(test)]

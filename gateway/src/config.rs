@@ -49,8 +49,17 @@ pub struct GatewayConfig {
 pub struct TlsConfig {
     /// Certificate chain (PEM).
     pub cert: PathBuf,
-    /// Private key (PEM).
+    /// Private key (PEM); must be mode 0600 (refused when its group or others may read it).
     pub key: PathBuf,
+    /// Certificate authority (PEM) with which the hospital's own tools (`ecgfed gateway
+    /// erase`) check the running gateway's certificate; default: `cert` itself, which works
+    /// for a self-signed certificate.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Name the certificate is issued for, used by those tools instead of the host of the
+    /// gateway's address (default: that host).
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// Where the ledger is and what to trust of it.
@@ -135,6 +144,9 @@ impl GatewayConfig {
         if let Some(t) = c.tls.as_mut() {
             paths.push(&mut t.cert);
             paths.push(&mut t.key);
+            if let Some(ca) = t.ca.as_mut() {
+                paths.push(ca);
+            }
         }
         for p in paths {
             if p.is_relative() {

@@ -8,8 +8,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, AsArray, Float32Array, ListArray, RecordBatch};
-use arrow::datatypes::{Float32Type, SchemaRef};
+use arrow::array::RecordBatch;
+#[cfg(feature = "fault-injection")]
+use arrow::array::{ArrayRef, AsArray, Float32Array, ListArray};
+#[cfg(feature = "fault-injection")]
+use arrow::datatypes::Float32Type;
+use arrow::datatypes::SchemaRef;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use tonic::{Request, Status};
@@ -93,6 +97,7 @@ fn stream_metadata(
 }
 
 /// Adds 0.001 to the first sample of the first row (fault-injection hook).
+#[cfg(feature = "fault-injection")]
 fn alter_first_sample(b: &RecordBatch) -> Result<RecordBatch, FlightError> {
     let idx = b.schema().index_of("signal")?;
     let list = b.column(idx).as_list::<i32>();
@@ -185,11 +190,31 @@ fn store_batches(
         })
 }
 
+/// Why a transfer stops when an erasure begins while it runs.
+const FENCED: &str = "an erasure began at the gateway during this transfer, which was stopped before its next batch; pull the slice again";
+
 /// Sends `batches` to the response stream, then [`Produced::Done`]; with `alter`, the first
-/// batch is altered (fault injection). True when every batch and `Done` were handed over.
-fn produce(tx: &tokio::sync::mpsc::Sender<Produced>, batches: Batches, alter: bool) -> bool {
+/// batch is altered (fault injection, `fault-injection` builds only). `fenced` is asked before
+/// each batch: once it is true the stream fails. True when every batch and `Done` were handed
+/// over.
+fn produce(
+    tx: &tokio::sync::mpsc::Sender<Produced>,
+    batches: Batches,
+    alter: bool,
+    fenced: &dyn Fn() -> bool,
+) -> bool {
+    #[cfg(feature = "fault-injection")]
     let mut first = alter;
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = alter;
     for b in batches {
+        if fenced() {
+            let _ = tx.blocking_send(Produced::Failed(FlightError::ProtocolError(
+                FENCED.to_string(),
+            )));
+            return false;
+        }
+        #[cfg(feature = "fault-injection")]
         let b = match b {
             Ok(b) if std::mem::take(&mut first) => alter_first_sample(&b),
             other => other,
@@ -206,6 +231,57 @@ fn produce(tx: &tokio::sync::mpsc::Sender<Produced>, batches: Batches, alter: bo
         }
     }
     tx.blocking_send(Produced::Done).is_ok()
+}
+
+/// Gathers the batches of a DoGet to keep for later pulls, within the gateway's cache budget:
+/// each batch's bytes are reserved before it is held; the first that does not fit releases
+/// everything and ends the gathering (that slice is read from the store next time).
+struct Gather {
+    gw: Arc<Gateway>,
+    batches: Vec<RecordBatch>,
+    bytes: u64,
+    full: bool,
+    /// Rows of the slice to serve (to foresee, from the first batch, a slice that cannot fit).
+    rows: u64,
+}
+
+impl Gather {
+    fn push(&mut self, b: &RecordBatch) {
+        if self.full {
+            return;
+        }
+        let n = b.get_array_memory_size() as u64;
+        if self.batches.is_empty() && b.num_rows() > 0 {
+            let foreseen = n / b.num_rows() as u64 * self.rows;
+            if foreseen > self.gw.cfg.policy.cache_mb.saturating_mul(1 << 20) {
+                self.full = true;
+                return;
+            }
+        }
+        if self.gw.reserve_cache(n) {
+            self.bytes += n;
+            self.batches.push(b.clone());
+        } else {
+            self.full = true;
+            self.gw.release_cache(std::mem::take(&mut self.bytes));
+            self.batches = Vec::new();
+        }
+    }
+
+    /// The gathered batches and their reserved bytes, unless the budget ran out.
+    fn take(mut self) -> Option<(Vec<RecordBatch>, u64)> {
+        if self.full {
+            return None;
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        Some((std::mem::take(&mut self.batches), bytes))
+    }
+}
+
+impl Drop for Gather {
+    fn drop(&mut self) {
+        self.gw.release_cache(self.bytes);
+    }
 }
 
 /// The DoGet response stream: the schema message, the messages of the serving thread's
@@ -231,6 +307,8 @@ struct Respond {
     left: Unfinished,
     gw: Arc<Gateway>,
     slice: Arc<SliceRecord>,
+    /// The erasure fence noted at the start ([`Gateway::fence_ok`]).
+    fence: u64,
 }
 
 impl Respond {
@@ -266,6 +344,12 @@ impl Respond {
         loop {
             if self.finished {
                 return None;
+            }
+            if !self.queue.is_empty() && !self.gw.fence_ok(self.fence) {
+                self.finished = true;
+                self.left.done.store(true, Ordering::Relaxed);
+                let m = format!("slice {}: {FENCED}", self.slice.slice_id);
+                return Some((Err(Status::aborted(m)), self));
             }
             if let Some(fd) = self.queue.pop_front() {
                 if self.last && self.queue.is_empty() {
@@ -332,6 +416,14 @@ impl WireDoGet for GatewayFlight {
         let who = caller(&self.gw, &format!("{FLIGHT_PATH}DoGet"), &r).await?;
         let slice_id = parse_ticket(&r.get_ref().ticket)?;
         let s = self.gw.granted_slice(&who, &slice_id, true)?;
+        // The erasure fence, noted before anything is read: no row of a patient whose erasure
+        // began is sent after that.
+        let fence = self.gw.fence();
+        if fence % 2 == 1 {
+            return Err(Status::unavailable(
+                "an erasure is running at this gateway; retry in a moment",
+            ));
+        }
         // A slice served before is sent from memory, with the erasures it was built with (an
         // erasure empties the cache); otherwise its rows are read from the store.
         let (source, erased) = match self.gw.cached(&s.slice_id) {
@@ -349,29 +441,40 @@ impl WireDoGet for GatewayFlight {
         let (gw, slice, sch) = (Arc::clone(&self.gw), Arc::clone(&s), schema.clone());
         tokio::task::spawn_blocking(move || {
             let alter = gw.alter_sample;
+            let fenced = || !gw.fence_ok(fence);
             match source {
                 Source::Cached(c) => {
                     let batches = c.batches.clone().into_iter().map(Ok);
-                    produce(&tx, Box::new(batches), alter);
+                    produce(&tx, Box::new(batches), alter, &fenced);
                 }
                 Source::Store(catalog, per_file) => {
-                    let kept = Arc::new(Mutex::new(Vec::new()));
-                    let into = Arc::clone(&kept);
+                    let gather = Arc::new(Mutex::new(Gather {
+                        gw: Arc::clone(&gw),
+                        batches: Vec::new(),
+                        bytes: 0,
+                        full: false,
+                        rows: slice.segments.len() as u64,
+                    }));
+                    let into = Arc::clone(&gather);
                     let batches =
                         store_batches(&gw, &slice, &catalog, per_file, &sch).inspect(move |b| {
-                            if let (Ok(b), Ok(mut v)) = (b, into.lock()) {
-                                v.push(b.clone());
+                            if let (Ok(b), Ok(mut g)) = (b, into.lock()) {
+                                g.push(b);
                             }
                         });
-                    if produce(&tx, Box::new(batches), alter) {
-                        let batches =
-                            std::mem::take(&mut *kept.lock().unwrap_or_else(|p| p.into_inner()));
-                        let served = ServedSlice {
-                            record: slice,
-                            batches,
-                            erased,
-                        };
-                        gw.keep(&served.record.slice_id.clone(), &catalog, served);
+                    if produce(&tx, Box::new(batches), alter, &fenced) {
+                        let kept = Arc::into_inner(gather)
+                            .and_then(|m| m.into_inner().ok())
+                            .and_then(Gather::take);
+                        if let Some((batches, bytes)) = kept {
+                            let served = ServedSlice {
+                                record: slice,
+                                batches,
+                                erased,
+                                bytes,
+                            };
+                            gw.keep(&served.record.slice_id.clone(), &catalog, fence, served);
+                        }
                     }
                 }
             }
@@ -393,6 +496,7 @@ impl WireDoGet for GatewayFlight {
             },
             gw: Arc::clone(&self.gw),
             slice: s,
+            fence,
         };
         Ok(Box::pin(futures::stream::unfold(state, Respond::next)))
     }

@@ -12,8 +12,8 @@ use ecgfed_ledger::state::MemberInfo;
 use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{
-    AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, DatasetRegistered,
-    RecordsErased, Role, SubjectKind,
+    AllocationCell, CohortSliceCommitted, DataServed, DatasetRegistered, RecordsErased, Role,
+    SubjectKind,
 };
 use tonic::Code;
 
@@ -28,8 +28,19 @@ use crate::slice::SliceRecord;
 
 /// Environment variable of the fault-injection hook used by the tamper test: when set to
 /// `alter-sample`, the gateway adds 0.001 mV to the first sample of the first row it serves
-/// on every DoGet (a lying gateway the client must catch).
+/// on every DoGet (a lying gateway the client must catch). Compiled only with the
+/// `fault-injection` feature, which only tests turn on.
+#[cfg(feature = "fault-injection")]
 pub const FAULT_ENV: &str = "ECGFED_GATEWAY_FAULT";
+
+/// The test machinery compiled into this build (empty in a shipped binary): `ecgfed --version`
+/// prints it.
+pub const TEST_KIT: &[&str] = &[
+    #[cfg(feature = "fault-injection")]
+    "fault-injection",
+    #[cfg(feature = "bench-kit")]
+    "bench-kit",
+];
 
 /// The dataset registration in force.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -44,7 +55,8 @@ pub struct Registration {
     pub root: String,
 }
 
-/// A pending erasure, kept in the key store until every step is done (resumed at start).
+/// A pending erasure, queued in the key store until every step is done (resumed at start, in
+/// order; a second erasure never replaces a pending one).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct PendingErasure {
     source: String,
@@ -54,7 +66,8 @@ struct PendingErasure {
     ledger_index: Option<u64>,
 }
 
-const META_ERASING: &str = "erasing";
+/// Meta key of the single pending erasure of the earlier format (moved into the queue at start).
+const META_ERASING_V1: &str = "erasing";
 
 /// What a DoGet will read: the catalog, sorted row positions per store file, and the leaves
 /// erased since the reservation (leaf index, hex commitment).
@@ -71,6 +84,8 @@ pub struct ServedSlice {
     pub batches: Vec<arrow::array::RecordBatch>,
     /// Leaf index and hex commitment of every erased leaf.
     pub erased: Vec<(u64, String)>,
+    /// Bytes of the batches reserved from the cache budget ([`Gateway::reserve_cache`]).
+    pub bytes: u64,
 }
 
 /// A running gateway's state.
@@ -86,10 +101,17 @@ pub struct Gateway {
     registration: RwLock<Option<Registration>>,
     /// Serialises reservations and erasures.
     writes: tokio::sync::Mutex<()>,
-    /// Fault-injection hook ([`FAULT_ENV`]).
+    /// Fault-injection hook (`FAULT_ENV`, `fault-injection` feature only).
     pub alter_sample: bool,
     /// Recently served slices, kept for repeated pulls (an erasure empties it).
     cache: std::sync::Mutex<HashMap<String, Arc<ServedSlice>>>,
+    /// Bytes of served batches held for the cache: those in it and those being gathered by
+    /// running DoGets; never above the cache budget.
+    cache_bytes: std::sync::atomic::AtomicU64,
+    /// Erasure fence: odd while an erasure runs, bumped at its start and its end. A DoGet
+    /// notes it when it starts and stops if it changed or was odd (an erased patient's rows
+    /// are never sent once the erasure began).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 fn refused(code: Code, m: impl Into<String>) -> GatewayError {
@@ -105,15 +127,14 @@ impl Gateway {
         let key = KeyPair::read_file(&cfg.key_file)?;
         let (_, cp, ledger_key) =
             TrustFile::read(&cfg.ledger.trust).map_err(|e| GatewayError::Config(e.to_string()))?;
-        let mut ledger = LedgerClient::connect(
+        let ledger = LedgerClient::connect(
             &cfg.ledger.address,
             &cp.origin.clone(),
             ledger_key,
             Some(cp),
         )
         .await?;
-        ledger.update_checkpoint().await?;
-        let members = Members::new(ledger);
+        let members = Members::new(ledger).await?;
         let me = members
             .get(&cfg.member)
             .await
@@ -125,7 +146,10 @@ impl Gateway {
         let catalog = Catalog::load(&cfg.store, &cfg.dataset_id(), &keys, &cfg.age_edges, cfg.k)?;
         let gw = Arc::new(Gateway {
             signer: tokio::sync::Mutex::new(EntrySigner::new(&cfg.member, key)),
+            #[cfg(feature = "fault-injection")]
             alter_sample: std::env::var(FAULT_ENV).is_ok_and(|v| v == "alter-sample"),
+            #[cfg(not(feature = "fault-injection"))]
+            alter_sample: false,
             cfg,
             keys,
             members,
@@ -133,6 +157,8 @@ impl Gateway {
             registration: RwLock::new(None),
             writes: tokio::sync::Mutex::new(()),
             cache: std::sync::Mutex::new(HashMap::new()),
+            cache_bytes: Default::default(),
+            epoch: Default::default(),
         });
         gw.resume_erasure().await?;
         gw.register().await?;
@@ -259,10 +285,8 @@ impl Gateway {
         }
         let c = self.check_dataset(dataset_id)?;
         let _w = self.writes.lock().await;
-        let slice_id = format!("{cohort_id}/{}", self.cfg.site);
-        if let Some(raw) = self.keys.slice(&slice_id)? {
-            let s: SliceRecord = serde_json::from_slice(&raw)
-                .map_err(|e| GatewayError::Config(format!("stored slice {slice_id}: {e}")))?;
+        let slice_id = ecgfed_ledger::state::slice_id(cohort_id, &self.cfg.site);
+        if let Some(s) = self.stored_slice(&slice_id)? {
             if s.requester != caller.id {
                 return Err(refused(
                     Code::PermissionDenied,
@@ -271,20 +295,16 @@ impl Gateway {
             }
             return Ok(s);
         }
-        let cohort: CohortCreated = self
-            .entries_of(SubjectKind::Cohort, cohort_id)
-            .await?
-            .into_iter()
-            .find_map(|(_, p)| match p {
-                Payload::CohortCreated(cc) if cc.cohort_id == cohort_id => Some(cc),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                refused(
-                    Code::NotFound,
-                    format!("cohort {cohort_id:?} is not on the ledger (CohortCreated)"),
-                )
-            })?;
+        let (_, cohort) = {
+            let mut ledger = self.members.ledger().lock().await;
+            crate::client::cohort_on_ledger(&mut ledger, cohort_id).await?
+        }
+        .ok_or_else(|| {
+            refused(
+                Code::NotFound,
+                format!("cohort {cohort_id:?} is not on the ledger (CohortCreated)"),
+            )
+        })?;
         if cohort.requester != caller.id {
             return Err(refused(
                 Code::PermissionDenied,
@@ -293,6 +313,14 @@ impl Gateway {
                     cohort.requester, caller.id
                 ),
             ));
+        }
+        // A reservation recorded on the ledger but not stored here (the gateway stopped in
+        // between) is rebuilt from its entry: committing a second one would be refused, and
+        // a selection made now may differ (erasures since).
+        if let Some(rec) = self.slice_from_ledger(&slice_id, &c).await? {
+            self.store_slice(&rec)?;
+            tracing::warn!(slice = %slice_id, index = rec.ledger_index, "reservation rebuilt from its ledger entry");
+            return Ok(rec);
         }
         let cells: Vec<AllocationCell> = cohort
             .allocation
@@ -326,7 +354,10 @@ impl Gateway {
                 ),
             ));
         }
-        let total: u64 = cells.iter().map(|a| a.count).sum();
+        let total = cells
+            .iter()
+            .try_fold(0u64, |t, a| t.checked_add(a.count))
+            .unwrap_or(u64::MAX);
         if total > self.cfg.policy.max_slice_rows {
             return Err(refused(
                 Code::ResourceExhausted,
@@ -355,6 +386,7 @@ impl Gateway {
                     .collect(),
             }))
             .await?;
+        crate::fault!("reserve:after-ledger");
         let rec = SliceRecord {
             slice_id: slice_id.clone(),
             cohort_id: cohort_id.to_string(),
@@ -372,12 +404,74 @@ impl Gateway {
             root: hex::encode(root),
             ledger_index: index,
         };
-        self.keys.put_slice(
-            &slice_id,
-            &serde_json::to_vec(&rec).map_err(|e| GatewayError::Config(e.to_string()))?,
-        )?;
+        self.store_slice(&rec)?;
         tracing::info!(slice = %slice_id, rows = picked.len(), index, "slice reserved");
         Ok(rec)
+    }
+
+    fn stored_slice(&self, slice_id: &str) -> Result<Option<SliceRecord>> {
+        self.keys
+            .slice(slice_id)?
+            .map(|raw| {
+                serde_json::from_slice(&raw)
+                    .map_err(|e| GatewayError::Config(format!("stored slice {slice_id}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn store_slice(&self, rec: &SliceRecord) -> Result<()> {
+        self.keys.put_slice(
+            &rec.slice_id,
+            &serde_json::to_vec(rec).map_err(|e| GatewayError::Config(e.to_string()))?,
+        )
+    }
+
+    /// This gateway's own `CohortSliceCommitted` entry of `slice_id` on the ledger (signed
+    /// with its key, checked as every client checks it), as a reservation: each leaf's segment
+    /// found in the catalog by its commitment; a leaf whose row is gone (erased since) gets an
+    /// empty segment id and is announced erased when served.
+    async fn slice_from_ledger(&self, slice_id: &str, c: &Catalog) -> Result<Option<SliceRecord>> {
+        let mut ledger = self.members.ledger().lock().await;
+        let found = crate::client::ledger_entries(
+            &mut ledger,
+            ecgfed_proto::v1::SubjectKind::Slice,
+            slice_id,
+            0,
+            0,
+        )
+        .await?
+        .into_iter()
+        .any(|e| e.signer.id == self.cfg.member);
+        if !found {
+            return Ok(None);
+        }
+        let (index, s) = crate::client::slice_on_ledger(&mut ledger, slice_id).await?;
+        drop(ledger);
+        let by_commitment: HashMap<&[u8], &str> = c
+            .rows
+            .iter()
+            .map(|r| (&r.commitment[..], r.segment_id.as_str()))
+            .collect();
+        let segments = s
+            .commitments
+            .iter()
+            .map(|x| {
+                by_commitment
+                    .get(x.as_slice())
+                    .map_or_else(String::new, |id| id.to_string())
+            })
+            .collect();
+        Ok(Some(SliceRecord {
+            slice_id: s.slice_id,
+            cohort_id: s.cohort_id,
+            requester: s.requester,
+            dataset_id: s.dataset_id,
+            seed: s.seed,
+            segments,
+            commitments: s.commitments.iter().map(hex::encode).collect(),
+            root: hex::encode(&s.slice_root),
+            ledger_index: index,
+        }))
     }
 
     /// The slice behind a ticket, checked to be granted to `caller` (from the served-slice
@@ -473,10 +567,12 @@ impl Gateway {
         Ok(receipt.index)
     }
 
-    /// Erases a patient: RecordsErased on the ledger (commitments only), salt destroyed,
-    /// rows deleted from the site store, catalog reloaded and the dataset re-registered.
-    /// Each step is remembered in the key store so that an interrupted erasure completes at
-    /// the next start.
+    /// Erases a patient: RecordsErased on the ledger (commitments only), salt destroyed (and
+    /// purged from the key store's files), rows deleted from the site store, catalog reloaded
+    /// and the dataset re-registered. The erasure is queued in the key store first and every
+    /// step is idempotent, so that an interrupted erasure completes at the next start or the
+    /// next erasure; queued erasures run in order and none replaces another. DoGets running
+    /// when it starts are stopped before their next message.
     pub async fn erase(&self, patient: &str, reason: &str) -> Result<(u64, Vec<[u8; 32]>, u64)> {
         let _w = self.writes.lock().await;
         let c = self.catalog();
@@ -491,15 +587,59 @@ impl Gateway {
         };
         let n = rows.len() as u64;
         let commitments: Vec<[u8; 32]> = rows.iter().map(|r| r.commitment).collect();
-        self.keys.set_meta(
-            META_ERASING,
-            &serde_json::to_vec(&pending).map_err(|e| GatewayError::Config(e.to_string()))?,
-        )?;
-        let index = self.finish_erasure(pending).await?;
+        let queued = self.queued_erasures()?;
+        let mine = match queued
+            .iter()
+            .find(|(_, q)| q.source == pending.source && q.patient == pending.patient)
+        {
+            // The same patient is queued already (an earlier erasure was interrupted).
+            Some((k, _)) => k.clone(),
+            None => self.keys.queue_erasure(
+                &serde_json::to_vec(&pending).map_err(|e| GatewayError::Config(e.to_string()))?,
+            )?,
+        };
+        let mut index = None;
+        for (k, p) in self.queued_erasures()? {
+            let i = self.finish_erasure(&k, p).await?;
+            if k == mine {
+                index = Some(i);
+            }
+        }
+        let index = index.ok_or_else(|| {
+            GatewayError::Config(format!("erasure {mine} left the queue unfinished"))
+        })?;
         Ok((n, commitments, index))
     }
 
-    async fn finish_erasure(&self, mut p: PendingErasure) -> Result<u64> {
+    fn queued_erasures(&self) -> Result<Vec<(String, PendingErasure)>> {
+        self.keys
+            .queued_erasures()?
+            .into_iter()
+            .map(|(k, raw)| {
+                let p = serde_json::from_slice(&raw)
+                    .map_err(|e| GatewayError::Config(format!("queued erasure {k}: {e}")))?;
+                Ok((k, p))
+            })
+            .collect()
+    }
+
+    /// Runs the steps of the queued erasure `key` not done yet, then removes it from the
+    /// queue. Each step may be repeated: the ledger entry is written once (its index is kept
+    /// in the record), destroying a salt and deleting rows again change nothing.
+    async fn finish_erasure(&self, key: &str, mut p: PendingErasure) -> Result<u64> {
+        use std::sync::atomic::Ordering;
+        // The fence: running DoGets stop before their next message, new ones wait it out.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let r = self.erasure_steps(key, &mut p).await;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let index = r?;
+        self.keys.delete_meta(key)?;
+        tracing::info!(segments = p.commitments.len(), index, "patient erased");
+        self.register().await?;
+        Ok(index)
+    }
+
+    async fn erasure_steps(&self, key: &str, p: &mut PendingErasure) -> Result<u64> {
         let c = self.catalog();
         let commitments: Vec<[u8; 32]> = p
             .commitments
@@ -519,14 +659,16 @@ impl Gateway {
                     .await?;
                 p.ledger_index = Some(i);
                 self.keys.set_meta(
-                    META_ERASING,
+                    key,
                     &serde_json::to_vec(&p).map_err(|e| GatewayError::Config(e.to_string()))?,
                 )?;
                 i
             }
         };
-        let key = crate::keystore::patient_key(&p.source, &p.patient);
-        self.keys.erase(&key, &commitments)?;
+        crate::fault!("erase:after-ledger");
+        let patient = crate::keystore::patient_key(&p.source, &p.patient);
+        self.keys.erase(&patient, &commitments)?;
+        crate::fault!("erase:after-salt");
         ecgfed_datasets::store::delete_patients(
             &self.cfg.store,
             &[(p.source.clone(), p.patient.clone())],
@@ -538,6 +680,7 @@ impl Gateway {
             &self.cfg.age_edges,
             self.cfg.k,
         )?;
+        crate::fault!("erase:after-store");
         // The catalog is replaced and the cache emptied under the cache lock, which `keep`
         // holds while it checks that its batches were built from the current catalog: no
         // slice built before the erasure can be kept after it.
@@ -546,22 +689,34 @@ impl Gateway {
             if let Ok(mut w) = self.catalog.write() {
                 *w = Arc::new(fresh);
             }
-            cache.clear();
+            for (_, v) in cache.drain() {
+                self.release_cache(v.bytes);
+            }
         }
-        self.keys.delete_meta(META_ERASING)?;
-        tracing::info!(segments = commitments.len(), index, "patient erased");
-        self.register().await?;
         Ok(index)
     }
 
     async fn resume_erasure(&self) -> Result<()> {
-        if let Some(raw) = self.keys.meta(META_ERASING)? {
-            let p: PendingErasure = serde_json::from_slice(&raw)
-                .map_err(|e| GatewayError::Config(format!("pending erasure record: {e}")))?;
-            tracing::warn!(source = %p.source, "finishing an interrupted erasure");
-            self.finish_erasure(p).await?;
+        if let Some(raw) = self.keys.meta(META_ERASING_V1)? {
+            self.keys.queue_erasure(&raw)?;
+            self.keys.delete_meta(META_ERASING_V1)?;
+        }
+        for (k, p) in self.queued_erasures()? {
+            tracing::warn!(source = %p.source, erasure = %k, "finishing an interrupted erasure");
+            self.finish_erasure(&k, p).await?;
         }
         Ok(())
+    }
+
+    /// The erasure fence's value now: a DoGet notes it when it starts ([`Gateway::fence_ok`]).
+    pub fn fence(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// True when no erasure started since the fence value `at` was noted (and none was
+    /// running then).
+    pub fn fence_ok(&self, at: u64) -> bool {
+        at % 2 == 0 && self.fence() == at
     }
 
     /// Row positions to read per store file for the leaves of `s` still present, and the
@@ -591,31 +746,70 @@ impl Gateway {
         self.cache.lock().ok()?.get(slice_id).cloned()
     }
 
-    /// Keeps the served slice `slice_id` for later pulls when its batches fit the budget
-    /// (evicting the others when needed). `catalog` is the catalog they were built from: if an
-    /// erasure replaced it meanwhile, nothing is kept.
-    pub fn keep(&self, slice_id: &str, catalog: &Arc<Catalog>, slice: ServedSlice) {
-        let budget = self.cfg.policy.cache_mb.saturating_mul(1 << 20);
-        let size = |v: &ServedSlice| -> u64 {
-            v.batches
-                .iter()
-                .map(|b| b.get_array_memory_size() as u64)
-                .sum()
+    /// Bytes of served batches held for the cache now (kept and being gathered).
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_bytes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The cache budget in bytes (`policy.cache_mb`).
+    fn cache_budget(&self) -> u64 {
+        self.cfg.policy.cache_mb.saturating_mul(1 << 20)
+    }
+
+    /// Reserves `n` bytes of the cache budget for batches a DoGet gathers to keep; when the
+    /// budget is spent, the cache is emptied once to make room. False when they do not fit:
+    /// the DoGet then keeps nothing. Batches held for the cache, kept or being gathered, never
+    /// exceed the budget, whatever the number of DoGets.
+    pub fn reserve_cache(&self, n: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let budget = self.cache_budget();
+        let take = || {
+            self.cache_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    used.checked_add(n).filter(|&t| t <= budget)
+                })
+                .is_ok()
         };
-        let n = size(&slice);
+        if take() {
+            return true;
+        }
         if n > budget {
-            return;
+            return false;
         }
         if let Ok(mut c) = self.cache.lock() {
-            if !Arc::ptr_eq(catalog, &self.catalog()) {
-                return;
+            for (_, v) in c.drain() {
+                self.release_cache(v.bytes);
             }
-            let used: u64 = c.values().map(|v| size(v)).sum();
-            if used + n > budget {
-                c.clear();
-            }
-            c.insert(slice_id.to_string(), Arc::new(slice));
         }
+        take()
+    }
+
+    /// Returns `n` reserved bytes to the cache budget.
+    pub fn release_cache(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .cache_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(n))
+            });
+    }
+
+    /// Keeps the served slice `slice_id` for later pulls (its bytes were reserved with
+    /// [`Gateway::reserve_cache`]). `catalog` is the catalog its batches were built from and
+    /// `fence` the erasure fence noted when the DoGet started: if an erasure ran since,
+    /// nothing is kept and the bytes are released.
+    pub fn keep(&self, slice_id: &str, catalog: &Arc<Catalog>, fence: u64, slice: ServedSlice) {
+        let bytes = slice.bytes;
+        if let Ok(mut c) = self.cache.lock()
+            && Arc::ptr_eq(catalog, &self.catalog())
+            && self.fence_ok(fence)
+        {
+            if let Some(old) = c.insert(slice_id.to_string(), Arc::new(slice)) {
+                self.release_cache(old.bytes);
+            }
+            return;
+        }
+        self.release_cache(bytes);
     }
 }
 

@@ -1,11 +1,20 @@
 //! The gateway's own RocksDB store: per-patient salts, the pseudonym key, reserved slices,
-//! erased commitments and request nonces (docs/flight.md "Key store"). Nothing of it leaves the
-//! gateway; destroying a salt makes the patient's commitments unlinkable to any data.
+//! erased commitments, pending erasures and request nonces (docs/flight.md "Key store").
+//! Nothing of it leaves the gateway; destroying a salt makes the patient's commitments
+//! unlinkable to any data, and an erasure flushes and compacts the store so that the salt's
+//! bytes are gone from its files, not only hidden.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use hmac::{Hmac, Mac};
 use rand::RngCore;
-use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    BottommostLevelCompaction, ColumnFamilyDescriptor, CompactOptions, DB, IteratorMode, Options,
+    WriteBatch, WriteOptions,
+};
+use sha2::Sha256;
 
 use crate::error::{GatewayError, Result};
 
@@ -13,8 +22,16 @@ const CF_SALTS: &str = "salts";
 const CF_META: &str = "meta";
 const CF_SLICES: &str = "slices";
 const CF_ERASED: &str = "erased";
-const CF_NONCES: &str = "nonces";
+/// Request nonces, keyed `timestamp (u64 BE) ‖ member ‖ 0x00 ‖ nonce (u64 BE)` so that the
+/// expired ones are one range deletion.
+const CF_NONCES: &str = "request_nonces";
+/// The family of the earlier format (member ‖ 0 ‖ nonce → timestamp); dropped at open:
+/// requests signed in that format no longer verify.
+const CF_NONCES_V1: &str = "nonces";
 const PSEUDONYM_KEY: &[u8] = b"pseudonym_key";
+/// How often expired request nonces are pruned, at most (ms).
+const NONCE_PRUNE_EVERY_MS: i64 = 10_000;
+const FAMILIES: [&str; 5] = [CF_SALTS, CF_META, CF_SLICES, CF_ERASED, CF_NONCES];
 
 /// A salt or key: 32 random bytes.
 pub type Secret = [u8; 32];
@@ -23,6 +40,10 @@ pub type Secret = [u8; 32];
 pub struct KeyStore {
     db: DB,
     path: PathBuf,
+    /// Request nonces within the freshness window (the keys of [`CF_NONCES`]): checked and
+    /// inserted under this lock, so that one nonce is accepted once however many copies of a
+    /// request arrive together; the time of the last pruning beside them.
+    nonces: Mutex<(HashSet<Vec<u8>>, i64)>,
 }
 
 /// A patient as the key store names it: `source ‖ 0x00 ‖ patient id`.
@@ -57,9 +78,17 @@ impl KeyStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_SALTS, CF_META, CF_SLICES, CF_ERASED, CF_NONCES]
+        let old_nonces = DB::list_cf(&opts, &path)
+            .map(|v| v.iter().any(|n| n == CF_NONCES_V1))
+            .unwrap_or(false);
+        let mut names = FAMILIES.to_vec();
+        if old_nonces {
+            names.push(CF_NONCES_V1);
+        }
+        let cfs = names
+            .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| {
+        let mut db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| {
             let msg = e.to_string();
             GatewayError::KeyStore {
                 path: path.display().to_string(),
@@ -70,10 +99,29 @@ impl KeyStore {
                 },
             }
         })?;
-        let ks = KeyStore { db, path };
+        if old_nonces {
+            db.drop_cf(CF_NONCES_V1)
+                .map_err(|e| GatewayError::KeyStore {
+                    path: path.display().to_string(),
+                    reason: format!("dropping the old nonce family: {e}"),
+                })?;
+        }
+        let ks = KeyStore {
+            db,
+            path,
+            nonces: Mutex::new((HashSet::new(), 0)),
+        };
         if ks.get(CF_META, PSEUDONYM_KEY)?.is_none() {
             ks.put_synced(CF_META, PSEUDONYM_KEY, &random_secret())?;
         }
+        let mut seen = HashSet::new();
+        for kv in ks.db.iterator_cf(ks.cf(CF_NONCES)?, IteratorMode::Start) {
+            seen.insert(kv.map_err(|e| ks.err(e))?.0.to_vec());
+        }
+        if let Ok(mut n) = ks.nonces.lock() {
+            n.0 = seen;
+        }
+        ks.migrate_tombstones()?;
         Ok(ks)
     }
 
@@ -127,6 +175,7 @@ impl KeyStore {
     pub fn salts(&self, patients: &[Vec<u8>]) -> Result<Vec<Option<Secret>>> {
         let cf = self.cf(CF_SALTS)?;
         let erased = self.cf(CF_ERASED)?;
+        let tomb_key = self.pseudonym_key()?;
         let mut out = Vec::with_capacity(patients.len());
         let mut batch = WriteBatch::default();
         let mut created = std::collections::HashMap::new();
@@ -143,7 +192,7 @@ impl KeyStore {
                 )),
                 None if self
                     .db
-                    .get_cf(erased, tombstone_key(p))
+                    .get_cf(erased, tombstone_key(&tomb_key, p))
                     .map_err(|e| self.err(e))?
                     .is_some() =>
                 {
@@ -191,16 +240,93 @@ impl KeyStore {
     }
 
     /// Erases a patient: destroys the salt, remembers the commitments as erased and leaves a
-    /// tombstone so that no new salt is ever made for them; one synced write.
+    /// tombstone (a keyed hash of the patient, not the id) so that no new salt is ever made for
+    /// them; one synced write. Then every family is flushed and compacted, so that the salt's
+    /// bytes are in no file of the store (the write-ahead log that held them is retired by the
+    /// flush, the table files by the compaction).
     pub fn erase(&self, patient: &[u8], commitments: &[[u8; 32]]) -> Result<()> {
         let mut b = WriteBatch::default();
         b.delete_cf(self.cf(CF_SALTS)?, patient);
         let erased = self.cf(CF_ERASED)?;
-        b.put_cf(erased, tombstone_key(patient), []);
+        b.put_cf(erased, tombstone_key(&self.pseudonym_key()?, patient), []);
         for c in commitments {
             b.put_cf(erased, c, []);
         }
-        self.write(b)
+        self.write(b)?;
+        self.purge()
+    }
+
+    /// Flushes every family and compacts it to the last level: deleted keys and their values
+    /// leave the write-ahead log and the table files.
+    pub fn purge(&self) -> Result<()> {
+        let cfs = FAMILIES
+            .iter()
+            .map(|n| self.cf(n))
+            .collect::<Result<Vec<_>>>()?;
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(|e| self.err(e))?;
+        let mut opts = CompactOptions::default();
+        opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        for cf in cfs {
+            self.db
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+        self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
+    /// Rewrites tombstones of the earlier format (`patient:` ‖ patient key, the id in clear)
+    /// as keyed hashes, then purges the store.
+    fn migrate_tombstones(&self) -> Result<()> {
+        let erased = self.cf(CF_ERASED)?;
+        let key = self.pseudonym_key()?;
+        let mut b = WriteBatch::default();
+        for kv in self.db.prefix_iterator_cf(erased, OLD_TOMBSTONE) {
+            let (k, _) = kv.map_err(|e| self.err(e))?;
+            let Some(patient) = k.strip_prefix(OLD_TOMBSTONE) else {
+                break;
+            };
+            b.put_cf(erased, tombstone_key(&key, patient), []);
+            b.delete_cf(erased, &k);
+        }
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.write(b)?;
+        self.purge()
+    }
+
+    /// Queues an erasure record under `erasing/<seq>` (synced); returns its key. Erasures are
+    /// kept in order until [`KeyStore::delete_meta`] removes each one done.
+    pub fn queue_erasure(&self, record: &[u8]) -> Result<String> {
+        let next = self
+            .meta_with_prefix(ERASING_PREFIX)?
+            .last()
+            .and_then(|(k, _)| k.strip_prefix(ERASING_PREFIX)?.parse::<u64>().ok())
+            .map_or(0, |n| n + 1);
+        let key = format!("{ERASING_PREFIX}{next:020}");
+        self.set_meta(&key, record)?;
+        Ok(key)
+    }
+
+    /// Queued erasure records, oldest first (key, record).
+    pub fn queued_erasures(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.meta_with_prefix(ERASING_PREFIX)
+    }
+
+    fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .prefix_iterator_cf(self.cf(CF_META)?, prefix.as_bytes())
+        {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every erased commitment.
@@ -218,9 +344,12 @@ impl KeyStore {
         Ok(out)
     }
 
-    /// Records a request nonce of `member` seen at `ts_ms`; `false` when it was seen before.
-    /// Nonces older than `keep_ms` before `now_ms` are forgotten (their timestamps can no
-    /// longer pass the freshness check).
+    /// Records the request nonce `nonce` of `member` signed at `ts_ms`; `false` when that
+    /// request was seen before. Check and insertion are one step under a lock (concurrent
+    /// copies of one request: exactly one `true`), and the nonce is on disk (synced) before
+    /// `true` is returned, so a restart does not reopen the window. Nonces older than
+    /// `keep_ms` before `now_ms` are pruned (their timestamps no longer pass the freshness
+    /// check), one range deletion at most every ten seconds, whatever the callers send.
     pub fn use_nonce(
         &self,
         member: &str,
@@ -230,35 +359,56 @@ impl KeyStore {
         keep_ms: u64,
     ) -> Result<bool> {
         let cf = self.cf(CF_NONCES)?;
-        let mut key = Vec::with_capacity(member.len() + 9);
-        key.extend_from_slice(member.as_bytes());
-        key.push(0);
-        key.extend_from_slice(&nonce.to_be_bytes());
-        if self.db.get_cf(cf, &key).map_err(|e| self.err(e))?.is_some() {
-            return Ok(false);
-        }
-        let mut b = WriteBatch::default();
-        b.put_cf(cf, &key, ts_ms.to_be_bytes());
-        // Pruning: a cheap pass now and then (1 in 1024 calls).
-        if nonce.is_multiple_of(1024) {
-            for kv in self.db.iterator_cf(cf, IteratorMode::Start) {
-                let (k, v) = kv.map_err(|e| self.err(e))?;
-                let ts = <[u8; 8]>::try_from(&v[..])
-                    .map(i64::from_be_bytes)
-                    .unwrap_or(0);
-                if ts < now_ms - keep_ms as i64 {
-                    b.delete_cf(cf, k);
-                }
+        let key = nonce_key(ts_ms, member, nonce);
+        let cutoff = now_ms.saturating_sub(keep_ms.min(i64::MAX as u64) as i64);
+        let prune = {
+            let mut n = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            if !n.0.insert(key.clone()) {
+                return Ok(false);
             }
+            if now_ms - n.1 >= NONCE_PRUNE_EVERY_MS {
+                n.1 = now_ms;
+                let limit = nonce_key(cutoff, "", 0);
+                n.0.retain(|k| k[..8] >= limit[..8]);
+                true
+            } else {
+                false
+            }
+        };
+        let mut b = WriteBatch::default();
+        b.put_cf(cf, &key, []);
+        if prune {
+            b.delete_range_cf(cf, vec![0u8; 8], nonce_key(cutoff, "", 0));
         }
-        self.db.write(b).map_err(|e| self.err(e))?;
+        if let Err(e) = self.write(b) {
+            // Not recorded durably: refuse the request (the nonce stays used in memory).
+            return Err(e);
+        }
         Ok(true)
     }
 }
 
-fn tombstone_key(patient: &[u8]) -> Vec<u8> {
-    let mut k = b"patient:".to_vec();
-    k.extend_from_slice(patient);
+/// The key of a request nonce: timestamp (clamped at 0, u64 BE) ‖ member ‖ 0x00 ‖ nonce (BE).
+fn nonce_key(ts_ms: i64, member: &str, nonce: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(member.len() + 17);
+    key.extend_from_slice(&(ts_ms.max(0) as u64).to_be_bytes());
+    key.extend_from_slice(member.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&nonce.to_be_bytes());
+    key
+}
+
+/// Meta keys of queued erasures: `erasing/` ‖ 20-digit sequence number.
+const ERASING_PREFIX: &str = "erasing/";
+/// Prefix of the earlier tombstone format (patient id in clear).
+const OLD_TOMBSTONE: &[u8] = b"patient:";
+
+/// The tombstone of an erased patient: `tomb:` ‖ HMAC-SHA256(pseudonym key, patient key).
+fn tombstone_key(key: &Secret, patient: &[u8]) -> Vec<u8> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(patient);
+    let mut k = b"tomb:".to_vec();
+    k.extend_from_slice(&m.finalize().into_bytes());
     k
 }
 

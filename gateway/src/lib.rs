@@ -15,6 +15,8 @@ pub mod client;
 pub mod commitment;
 pub mod config;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod flight;
 pub mod gateway;
 pub mod keystore;
@@ -25,6 +27,18 @@ pub mod service;
 pub mod slice;
 pub mod strata;
 pub mod wire;
+
+/// Stops with an error at the fault point `$name` when a test armed it (`fault-injection`
+/// builds only; elsewhere it expands to nothing).
+macro_rules! fault {
+    ($name:literal) => {
+        #[cfg(feature = "fault-injection")]
+        if crate::faults::hit($name) {
+            return Err(crate::faults::crashed($name));
+        }
+    };
+}
+pub(crate) use fault;
 
 pub use config::GatewayConfig;
 pub use error::GatewayError;

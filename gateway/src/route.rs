@@ -19,9 +19,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+#[cfg(any(test, feature = "bench-kit"))]
 use arrow::array::RecordBatch;
 use arrow::buffer::MutableBuffer;
+#[cfg(any(test, feature = "bench-kit"))]
 use arrow_flight::encode::FlightDataEncoderBuilder;
+#[cfg(any(test, feature = "bench-kit"))]
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -38,9 +41,11 @@ use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::service::MAX_MESSAGE_BYTES;
+use crate::service::{MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES};
 
-use crate::wire::{GRPC_PREFIX, MessageEncoder, WireMessage};
+#[cfg(any(test, feature = "bench-kit"))]
+use crate::wire::MessageEncoder;
+use crate::wire::{GRPC_PREFIX, WireMessage};
 
 /// gRPC path of DoGet.
 pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
@@ -89,10 +94,11 @@ pub trait FlightCalls: WireDoGet {
 /// The tonic `FlightService` of a [`FlightCalls`].
 pub struct Flight<T>(pub Arc<T>);
 
-/// `calls` as a tonic Flight service with limits sized for ECG batches.
+/// `calls` as a tonic Flight service with limits sized for ECG batches sent, and requests of at
+/// most [`MAX_REQUEST_BYTES`] accepted (they are decoded before authentication).
 pub fn flight_server<T: FlightCalls>(calls: Arc<T>) -> FlightServiceServer<Flight<T>> {
     FlightServiceServer::new(Flight(calls))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
@@ -462,14 +468,16 @@ impl Stream for Received {
 
 /// A Flight service holding record batches in memory that streams them to anyone, with no
 /// authentication and no verification: the plain reference the gateway bench measures
-/// against. Through tonic ([`flight_server`]) its DoGet goes through arrow-flight's encoder;
+/// against (compiled with the `bench-kit` feature only). Through tonic ([`flight_server`]) its DoGet goes through arrow-flight's encoder;
 /// behind a [`DoGetRoute`] it sends the same batches the way the gateway does.
+#[cfg(any(test, feature = "bench-kit"))]
 #[derive(Clone)]
 pub struct MemoryFlight {
     batches: Arc<Vec<RecordBatch>>,
     max_body: usize,
 }
 
+#[cfg(any(test, feature = "bench-kit"))]
 impl MemoryFlight {
     /// Serves `batches` (at least one, all of one schema), split into messages of at most
     /// `max_body` bytes of buffers.
@@ -481,6 +489,7 @@ impl MemoryFlight {
     }
 }
 
+#[cfg(any(test, feature = "bench-kit"))]
 impl MemoryFlight {
     /// The batches and their schema.
     fn served(&self) -> Result<(Arc<Vec<RecordBatch>>, arrow::datatypes::SchemaRef), Status> {
@@ -495,6 +504,7 @@ impl MemoryFlight {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+#[cfg(any(test, feature = "bench-kit"))]
 #[tonic::async_trait]
 impl WireDoGet for MemoryFlight {
     async fn do_get_wire(&self, _r: Request<Ticket>) -> Result<MessageStream, Status> {
@@ -512,6 +522,7 @@ impl WireDoGet for MemoryFlight {
     }
 }
 
+#[cfg(any(test, feature = "bench-kit"))]
 #[tonic::async_trait]
 impl FlightCalls for MemoryFlight {
     /// DoGet through arrow-flight's encoder and tonic: the bench's plain baseline.

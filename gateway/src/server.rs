@@ -36,10 +36,12 @@ pub fn http2_endpoint(ep: tonic::transport::Endpoint) -> tonic::transport::Endpo
         .max_frame_size(MAX_FRAME)
 }
 
-/// The server TLS configuration from PEM files.
+/// The server TLS configuration from PEM files. The private key file is refused unless it is
+/// a regular file of mode 0600 (as the hospital's BLS key).
 pub fn tls_config(
     tls: &crate::config::TlsConfig,
 ) -> Result<tonic::transport::ServerTlsConfig, crate::GatewayError> {
+    ecgfed_ledger::keys::check_secret_file(&tls.key)?;
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| crate::GatewayError::Config(format!("{}: {e}", p.display())))
     };

@@ -18,8 +18,12 @@ use crate::slice::ticket;
 
 /// gRPC path prefix of the service.
 pub const SERVICE_PATH: &str = "/ecgfed.v1.GatewayService/";
-/// Largest gRPC message accepted or sent.
+/// Largest gRPC message sent (answers, Flight data) or accepted by a client.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest request message a gateway decodes. Requests are decoded before their signature is
+/// checked, so anyone who can connect may send one: every legitimate request is far smaller
+/// (a reservation lists a site's allocation cells).
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// The GatewayService implementation.
 #[derive(Clone)]
@@ -36,7 +40,7 @@ impl GatewayServer {
     /// The tonic service with our message limits.
     pub fn into_service(self) -> GatewayServiceServer<GatewayServer> {
         GatewayServiceServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 }
@@ -49,6 +53,7 @@ pub async fn caller<T: Message>(
 ) -> Result<MemberInfo, Status> {
     authenticate(
         r.metadata(),
+        &gw.cfg.site,
         path,
         &r.get_ref().encode_to_vec(),
         &gw.members,

@@ -7,6 +7,9 @@
 //! - Every entry it returns is proven included in the trusted tree.
 //! - Every block it returns has its own hash and a root proven to be a prefix of the trusted
 //!   tree.
+//! - Members, roles and admissions are replayed by the client itself from proven entries with
+//!   the ledger's own rules ([`LedgerClient::sync_members`]); an admission the rules refuse
+//!   admits nobody, whatever the ledger signed.
 
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{
@@ -18,10 +21,11 @@ use tonic::transport::Channel;
 
 use crate::block::Block;
 use crate::checkpoint::Checkpoint;
-use crate::entry;
-use crate::keys::PublicKey;
+use crate::entry::{self, Kind};
+use crate::keys::{PublicKey, Signature};
 use crate::log::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use crate::service::MAX_MESSAGE_BYTES;
+use crate::state::{MemberInfo, State};
 
 /// Client failures.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,95 @@ pub struct VerifiedEntry {
     pub block_height: u64,
 }
 
+/// Members replayed by a client from proven entries: the genesis entry, then every
+/// `MemberAdmitted` entry in log order, each put through the ledger's own rules
+/// ([`State::precheck`], the entry signature, [`State::apply`]).
+#[derive(Debug, Clone)]
+pub struct MemberReplay {
+    state: State,
+    /// Admissions below this index are replayed.
+    next: u64,
+    /// Admission entries the rules refuse (index, reason): evidence that the ledger broke them.
+    refused: Vec<(u64, String)>,
+}
+
+impl MemberReplay {
+    /// The replayed state (members, roles, sites; no cohorts or slices).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// A member by id.
+    pub fn member(&self, id: &str) -> Option<&MemberInfo> {
+        self.state.members.get(id)
+    }
+
+    /// The hospital member that speaks for `site`.
+    pub fn hospital_of(&self, site: &str) -> Option<&MemberInfo> {
+        self.state
+            .members
+            .values()
+            .find(|m| m.role == ecgfed_proto::v1::Role::Hospital && m.site == site)
+    }
+
+    /// Admission entries that the rules refuse (index, reason), in log order.
+    pub fn refused(&self) -> &[(u64, String)] {
+        &self.refused
+    }
+
+    /// Replays one proven admission entry; a refused one is remembered, not applied.
+    fn replay(&mut self, e: &VerifiedEntry) -> Result<(), ClientError> {
+        if e.index < self.next {
+            return Err(verr(format!(
+                "admission entries out of order: entry {} after {}",
+                e.index,
+                self.next - 1
+            )));
+        }
+        self.next = e.index + 1;
+        if let Err(reason) = self.check_and_apply(e) {
+            tracing::error!(
+                entry = e.index,
+                "the ledger's log holds an admission its rules refuse: {reason}"
+            );
+            self.refused.push((e.index, reason));
+        }
+        Ok(())
+    }
+
+    fn check_and_apply(&mut self, e: &VerifiedEntry) -> Result<(), String> {
+        let (body_bytes, sig) = entry::decode_stored(&e.stored).map_err(|x| x.to_string())?;
+        let body = entry::decode_body(body_bytes).map_err(|x| x.to_string())?;
+        if body.payload.as_ref().map(Kind::of) != Some(Kind::MemberAdmitted) {
+            return Err("not a MemberAdmitted entry".into());
+        }
+        let signer = self.state.precheck(&body, None).map_err(|r| r.message)?;
+        let sig = Signature::from_bytes(sig).map_err(|x| x.to_string())?;
+        if !signer.key.verify(&entry::signing_bytes(body_bytes), &sig) {
+            return Err(format!(
+                "signature does not verify under the key of member {}",
+                body.signer
+            ));
+        }
+        self.state.apply(&body).map_err(|r| r.message)
+    }
+}
+
+/// An entry proven included in the trusted log whose signature verifies under its signer's key,
+/// the signer being a member the client replayed itself.
+#[derive(Debug, Clone)]
+pub struct CheckedEntry {
+    /// Index in the log.
+    pub index: u64,
+    /// The decoded body.
+    pub body: ecgfed_proto::v1::EntryBody,
+    /// The signer, as replayed.
+    pub signer: MemberInfo,
+}
+
+/// Admission entries fetched per query while replaying members.
+const ADMISSIONS_PAGE: u64 = 256;
+
 /// A client of one ledger.
 #[derive(Debug, Clone)]
 pub struct LedgerClient {
@@ -102,6 +195,7 @@ pub struct LedgerClient {
     key: PublicKey,
     trusted: Option<Checkpoint>,
     trusted_note: Option<String>,
+    members: Option<MemberReplay>,
 }
 
 impl LedgerClient {
@@ -137,7 +231,74 @@ impl LedgerClient {
             key,
             trusted,
             trusted_note: None,
+            members: None,
         })
+    }
+
+    /// Members as replayed so far ([`LedgerClient::sync_members`]), if replayed at all.
+    pub fn replayed_members(&self) -> Option<&MemberReplay> {
+        self.members.as_ref()
+    }
+
+    /// Brings the replayed members up to the trusted checkpoint (fetching one if none is held):
+    /// the first time from the genesis entry (proven, signed by the ledger member whose key
+    /// and origin this client trusts), then every `MemberAdmitted` entry after the last one
+    /// replayed, found through the `EntryKind` index, each proven included and put through the
+    /// ledger's rules. An admission the rules refuse is kept as evidence and admits nobody.
+    ///
+    /// Completeness of the admissions rests on the ledger's index: a ledger that hides an
+    /// admission can only make a member unknown (refused) or the hospital count smaller; the
+    /// full-log verifier (`ecgfed audit verify`) sees every entry.
+    pub async fn sync_members(&mut self) -> Result<&MemberReplay, ClientError> {
+        if self.trusted.is_none() {
+            self.update_checkpoint().await?;
+        }
+        if self.members.is_none() {
+            let g = self.entry(0).await?;
+            let (body_bytes, sig) =
+                entry::decode_stored(&g.stored).map_err(|e| verr(format!("entry 0: {e}")))?;
+            let body = entry::decode_body(body_bytes).map_err(|e| verr(format!("entry 0: {e}")))?;
+            let state = State::from_genesis(&body, sig, body_bytes)
+                .map_err(|r| verr(format!("entry 0 (genesis): {}", r.message)))?;
+            if state.origin != self.origin {
+                return Err(verr(format!(
+                    "the genesis names origin {:?}, this client trusts {:?}",
+                    state.origin, self.origin
+                )));
+            }
+            if state.ledger_key() != self.key {
+                return Err(verr(
+                    "the genesis ledger member's key is not the ledger key this client trusts",
+                ));
+            }
+            self.members = Some(MemberReplay {
+                state,
+                next: 1,
+                refused: Vec::new(),
+            });
+        }
+        let subject = Subject {
+            kind: ecgfed_proto::v1::SubjectKind::EntryKind as i32,
+            id: Kind::MemberAdmitted.name().to_string(),
+        };
+        loop {
+            let from = self.members.as_ref().map_or(1, |m| m.next);
+            let page = self
+                .query_subject(subject.clone(), from, ADMISSIONS_PAGE)
+                .await?;
+            let full = page.len() as u64 >= ADMISSIONS_PAGE;
+            if let Some(m) = self.members.as_mut() {
+                for e in &page {
+                    m.replay(e)?;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        self.members
+            .as_ref()
+            .ok_or_else(|| verr("members were not replayed"))
     }
 
     /// The raw gRPC client (no verification).
@@ -304,6 +465,58 @@ impl LedgerClient {
             },
         )?;
         Ok(b)
+    }
+
+    /// Entries naming `subject` (from `from_index`, at most `limit`; 0: all), each proven
+    /// included, checked to carry the subject and signed by a replayed member: a signer the
+    /// replay does not know (after one sync) or a signature that does not verify is a
+    /// verification error, not an entry.
+    pub async fn query_checked(
+        &mut self,
+        subject: Subject,
+        from_index: u64,
+        limit: u64,
+    ) -> Result<Vec<CheckedEntry>, ClientError> {
+        let entries = self.query_subject(subject, from_index, limit).await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let (body_bytes, sig) = entry::decode_stored(&e.stored)
+                .map_err(|x| verr(format!("entry {}: {x}", e.index)))?;
+            let body = entry::decode_body(body_bytes)
+                .map_err(|x| verr(format!("entry {}: {x}", e.index)))?;
+            let known = match self.members.as_ref() {
+                Some(m) => m.member(&body.signer).cloned(),
+                None => None,
+            };
+            let signer = match known {
+                Some(m) => m,
+                None => self
+                    .sync_members()
+                    .await?
+                    .member(&body.signer)
+                    .cloned()
+                    .ok_or_else(|| {
+                        verr(format!(
+                            "entry {} is signed by {:?}, whom the replayed members do not include",
+                            e.index, body.signer
+                        ))
+                    })?,
+            };
+            let sig =
+                Signature::from_bytes(sig).map_err(|x| verr(format!("entry {}: {x}", e.index)))?;
+            if !signer.key.verify(&entry::signing_bytes(body_bytes), &sig) {
+                return Err(verr(format!(
+                    "entry {}: signature does not verify under the key of member {}",
+                    e.index, body.signer
+                )));
+            }
+            out.push(CheckedEntry {
+                index: e.index,
+                body,
+                signer,
+            });
+        }
+        Ok(out)
     }
 
     /// Entries naming `subject`, each proven included and checked to carry the subject.

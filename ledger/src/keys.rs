@@ -220,18 +220,11 @@ impl KeyPair {
     /// Reads a key file written by [`KeyPair::write_file`]; refuses files readable by group or
     /// others, and files whose public key does not match the secret key.
     pub fn read_file(path: &Path) -> Result<KeyPair, KeyError> {
-        use std::os::unix::fs::PermissionsExt;
         let ferr = |reason: String| KeyError::File {
             path: path.display().to_string(),
             reason,
         };
-        let meta = std::fs::metadata(path).map_err(|e| ferr(e.to_string()))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(ferr(format!(
-                "permissions {mode:o} are too open; the secret key file must be 0600 (chmod 600)"
-            )));
-        }
+        check_secret_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| ferr(e.to_string()))?;
         let field = |name: &str| -> Result<Vec<u8>, KeyError> {
             let key = format!("\"{name}\"");
@@ -408,6 +401,27 @@ fn msm64(points: &[G2Projective], scalars: &[u64]) -> G2Projective {
     G2Affine::from_uncompressed_unchecked(&ser)
         .map(G2Projective::from)
         .unwrap_or_else(G2Projective::identity)
+}
+
+/// Refuses a secret file (a BLS key, a TLS private key) that is not a regular file or that its
+/// group or others may read or write: it must be mode 0600 (or stricter).
+pub fn check_secret_file(path: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let ferr = |reason: String| KeyError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| ferr(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(ferr("not a regular file".into()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ferr(format!(
+            "permissions {mode:o} are too open; the secret key file must be 0600 (chmod 600)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub fn status(r: Rejection) -> Status {
         Code::PermissionDenied => tonic::Code::PermissionDenied,
         Code::AlreadyExists => tonic::Code::AlreadyExists,
         Code::Unauthenticated => tonic::Code::Unauthenticated,
+        Code::FailedPrecondition => tonic::Code::FailedPrecondition,
         Code::Unavailable => tonic::Code::Unavailable,
     };
     Status::new(code, r.message)

@@ -1,8 +1,13 @@
-//! Ledger state derived from the entries (members and their roles) and the submission rules:
-//! who may write which kind, and what a well-formed payload is (docs/ledger.md, "Submission
+//! Ledger state derived from the entries (members and their roles, cohorts and the slices
+//! committed to them) and the submission rules: who may write which kind, what a well-formed
+//! payload is, and which entries conflict with earlier ones (docs/ledger.md, "Submission
 //! checks"). Signatures and nonces are checked by the sequencer, in batches.
+//!
+//! The same code runs at the ledger, in the offline verifier and in every client that replays
+//! members from proven entries ([`crate::client::LedgerClient::members`]): nobody takes the
+//! ledger's word for its own rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ecgfed_proto::v1::{EntryBody, Member, Role, entry_body::Payload};
 use prost::Message;
@@ -28,6 +33,10 @@ pub enum Code {
     /// Unknown signer, missing or invalid signature, or a stale timestamp (gRPC
     /// Unauthenticated).
     Unauthenticated,
+    /// The entry refers to something the ledger does not have in the state it needs, e.g. a
+    /// slice of a cohort that does not exist or allocates nothing to the site (gRPC
+    /// FailedPrecondition).
+    FailedPrecondition,
     /// The ledger cannot accept it now, e.g. it is shutting down (gRPC Unavailable).
     Unavailable,
 }
@@ -69,7 +78,35 @@ pub struct MemberInfo {
     pub key: PublicKey,
 }
 
-/// Members and settings, replayed from the entries.
+/// A cohort as the rules know it: who asked for it, its seed, and how many rows its allocation
+/// gives each site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortInfo {
+    /// The scientist the cohort was created for.
+    pub requester: String,
+    /// The selection seed.
+    pub seed: u64,
+    /// Rows allocated per site (sites with a positive total only).
+    pub rows_by_site: BTreeMap<String, u64>,
+}
+
+/// What the entries of one block add to the state, staged entry by entry (each checked against
+/// the state and the entries before it) and applied at once by [`State::commit`].
+#[derive(Debug, Default)]
+pub struct Changes {
+    members: Vec<MemberInfo>,
+    cohorts: Vec<(String, CohortInfo)>,
+    slices: HashSet<String>,
+}
+
+impl Changes {
+    /// True when nothing was staged.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.cohorts.is_empty() && self.slices.is_empty()
+    }
+}
+
+/// Members, settings, cohorts and committed slices, replayed from the entries.
 #[derive(Debug, Clone)]
 pub struct State {
     /// The log's name (checkpoint origin).
@@ -83,6 +120,15 @@ pub struct State {
     /// Bumped by every change of the members, so that checks made against an older state can
     /// be told apart.
     pub generation: u64,
+    /// Cohorts by id (`CohortCreated`; an id is created once).
+    pub cohorts: HashMap<String, CohortInfo>,
+    /// Ids of the slices committed (`CohortSliceCommitted`; an id is committed once).
+    pub slices: HashSet<String>,
+}
+
+/// The id of a site's slice of a cohort: `<cohort_id>/<site>`.
+pub fn slice_id(cohort_id: &str, site: &str) -> String {
+    format!("{cohort_id}/{site}")
 }
 
 /// Checks an id: non-empty, at most [`MAX_ID_BYTES`] bytes, no control characters.
@@ -147,6 +193,12 @@ fn member_info(m: &Member) -> Result<MemberInfo, Rejection> {
         .ok_or_else(|| invalid(format!("member {}: role {} is not a role", m.id, m.role)))?;
     if role == Role::Hospital {
         check_id(&format!("member {}: site", m.id), &m.site)?;
+        if m.site.contains('/') {
+            return Err(invalid(format!(
+                "member {}: site {:?} contains '/' (slice ids are <cohort>/<site>)",
+                m.id, m.site
+            )));
+        }
     } else if !m.site.is_empty() {
         return Err(invalid(format!(
             "member {}: only hospitals have a site",
@@ -262,6 +314,8 @@ impl State {
             ledger_id: ledger.id.clone(),
             members,
             generation: 0,
+            cohorts: HashMap::new(),
+            slices: HashSet::new(),
         };
         st.check_subjects(body)?;
         Ok(st)
@@ -294,7 +348,8 @@ impl State {
     }
 
     /// Every check of a submission except its signature and nonce: known signer, freshness
-    /// (when `now_ms` is given), role, payload. Returns the signer.
+    /// (when `now_ms` is given), role, payload, and no conflict with the entries applied so far
+    /// (an entry of the same block is checked again by [`State::stage`]). Returns the signer.
     pub fn precheck(
         &self,
         body: &EntryBody,
@@ -410,7 +465,117 @@ impl State {
             }
         }
         self.check_subjects(body)?;
+        self.check_against(p, &Changes::default())?;
         Ok(signer)
+    }
+
+    /// The checks of `p` that depend on earlier entries (the state and `pending`): a new
+    /// member's id and site are free, a cohort id is new, a slice is the one its signer's site
+    /// may commit for an existing cohort that allocates rows to that site, and its id is new.
+    fn check_against(&self, p: &Payload, pending: &Changes) -> Result<(), Rejection> {
+        match p {
+            Payload::MemberAdmitted(a) => {
+                let m = a.member.as_ref().ok_or_else(|| invalid("no member"))?;
+                let info = member_info(m)?;
+                self.check_new(&info)?;
+                let taken = pending
+                    .members
+                    .iter()
+                    .any(|x| x.id == info.id || (!info.site.is_empty() && x.site == info.site));
+                if taken {
+                    return Err(Rejection::new(
+                        Code::AlreadyExists,
+                        format!(
+                            "member {} or its site is admitted earlier in the same block",
+                            info.id
+                        ),
+                    ));
+                }
+            }
+            Payload::CohortCreated(c) => {
+                if self.cohorts.contains_key(&c.cohort_id)
+                    || pending.cohorts.iter().any(|(id, _)| *id == c.cohort_id)
+                {
+                    return Err(Rejection::new(
+                        Code::AlreadyExists,
+                        format!("cohort {} already exists", c.cohort_id),
+                    ));
+                }
+            }
+            Payload::CohortSliceCommitted(s) => {
+                let want = slice_id(&s.cohort_id, &s.site);
+                if s.slice_id != want {
+                    return Err(invalid(format!(
+                        "slice id {:?} is not <cohort>/<site> = {want:?}",
+                        s.slice_id
+                    )));
+                }
+                let cohort = self
+                    .cohorts
+                    .get(&s.cohort_id)
+                    .or_else(|| {
+                        pending
+                            .cohorts
+                            .iter()
+                            .find(|(id, _)| *id == s.cohort_id)
+                            .map(|(_, c)| c)
+                    })
+                    .ok_or_else(|| {
+                        Rejection::new(
+                            Code::FailedPrecondition,
+                            format!(
+                                "slice {}: cohort {} has no CohortCreated entry",
+                                s.slice_id, s.cohort_id
+                            ),
+                        )
+                    })?;
+                check_slice_of(s, cohort)?;
+                if self.slices.contains(&s.slice_id) || pending.slices.contains(&s.slice_id) {
+                    return Err(Rejection::new(
+                        Code::AlreadyExists,
+                        format!("slice {} is already committed", s.slice_id),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Checks `body` against the state and the entries staged before it in `pending`, then
+    /// stages what it adds. The payload rules ([`State::precheck`]) must have passed.
+    pub fn stage(&self, body: &EntryBody, pending: &mut Changes) -> Result<(), Rejection> {
+        let p = body
+            .payload
+            .as_ref()
+            .ok_or_else(|| invalid("entry has no payload"))?;
+        self.check_against(p, pending)?;
+        match p {
+            Payload::MemberAdmitted(a) => {
+                let m = a.member.as_ref().ok_or_else(|| invalid("no member"))?;
+                pending.members.push(member_info(m)?);
+            }
+            Payload::CohortCreated(c) => {
+                pending.cohorts.push((c.cohort_id.clone(), cohort_info(c)?))
+            }
+            Payload::CohortSliceCommitted(s) => {
+                pending.slices.insert(s.slice_id.clone());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies staged changes (members bump [`State::generation`]).
+    pub fn commit(&mut self, changes: Changes) {
+        if !changes.members.is_empty() {
+            self.generation += 1;
+        }
+        for m in changes.members {
+            self.members.insert(m.id.clone(), m);
+        }
+        self.cohorts.extend(changes.cohorts);
+        self.slices.extend(changes.slices);
     }
 
     fn check_admission(&self, a: &ecgfed_proto::v1::MemberAdmitted) -> Result<(), Rejection> {
@@ -430,7 +595,6 @@ impl State {
                 "a second ledger member cannot be admitted",
             ));
         }
-        self.check_new(&info)?;
         let hospitals = self
             .members
             .values()
@@ -501,17 +665,62 @@ impl State {
         Ok(())
     }
 
-    /// Applies an accepted entry (admissions add members; the admission itself was checked by
-    /// [`State::precheck`]). Returns an AlreadyExists rejection if an admission earlier in the
-    /// same block already took the id or site.
+    /// Applies an accepted entry: [`State::stage`] then [`State::commit`]. Returns the
+    /// rejection when the entry conflicts with the state (an id or site taken, a slice of a
+    /// cohort that does not allocate to the site, a slice id committed before).
     pub fn apply(&mut self, body: &EntryBody) -> Result<(), Rejection> {
-        if let Some(Payload::MemberAdmitted(a)) = &body.payload {
-            let m = a.member.as_ref().ok_or_else(|| invalid("no member"))?;
-            let info = member_info(m)?;
-            self.check_new(&info)?;
-            self.members.insert(info.id.clone(), info);
-            self.generation += 1;
-        }
+        let mut c = Changes::default();
+        self.stage(body, &mut c)?;
+        self.commit(c);
         Ok(())
     }
+}
+
+/// A cohort's info from its entry: rows per site, checked not to overflow.
+pub fn cohort_info(c: &ecgfed_proto::v1::CohortCreated) -> Result<CohortInfo, Rejection> {
+    let mut rows_by_site = BTreeMap::<String, u64>::new();
+    for a in &c.allocation {
+        let n = rows_by_site.entry(a.site.clone()).or_default();
+        *n = n.checked_add(a.count).ok_or_else(|| {
+            invalid(format!(
+                "cohort {}: allocation of site {} overflows",
+                c.cohort_id, a.site
+            ))
+        })?;
+    }
+    rows_by_site.retain(|_, n| *n > 0);
+    Ok(CohortInfo {
+        requester: c.requester.clone(),
+        seed: c.seed,
+        rows_by_site,
+    })
+}
+
+/// A slice is its cohort's: the cohort allocates rows to the slice's site, exactly as many as
+/// the slice commits, and the slice carries the cohort's requester and seed. (The slice id and
+/// its uniqueness are checked by [`State::precheck`] and [`State::stage`].)
+pub fn check_slice_of(
+    s: &ecgfed_proto::v1::CohortSliceCommitted,
+    cohort: &CohortInfo,
+) -> Result<(), Rejection> {
+    let pre = |m: String| Rejection::new(Code::FailedPrecondition, m);
+    let Some(&rows) = cohort.rows_by_site.get(&s.site) else {
+        return Err(pre(format!(
+            "slice {}: cohort {} allocates nothing to site {}",
+            s.slice_id, s.cohort_id, s.site
+        )));
+    };
+    if s.row_count != rows {
+        return Err(invalid(format!(
+            "slice {} commits {} rows; cohort {} allocates {rows} to site {}",
+            s.slice_id, s.row_count, s.cohort_id, s.site
+        )));
+    }
+    if s.requester != cohort.requester || s.seed != cohort.seed {
+        return Err(invalid(format!(
+            "slice {} names requester {:?} and seed {}; cohort {} has {:?} and {}",
+            s.slice_id, s.requester, s.seed, s.cohort_id, cohort.requester, cohort.seed
+        )));
+    }
+    Ok(())
 }

@@ -462,7 +462,9 @@ impl Store {
         self.db.write_opt(wb, &wo).map_err(|e| self.err(e))
     }
 
-    /// Writes raw bytes into a column family (fault injection in tests and tooling only).
+    /// Writes raw bytes into a column family: the tamper tests' fault injection, compiled only
+    /// with the `test-kit` feature (never in a shipped binary).
+    #[cfg(feature = "test-kit")]
     pub fn put_raw(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ecgfed_proto::v1::{EntryBody, entry_body::Payload};
+use ecgfed_proto::v1::EntryBody;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -266,9 +266,7 @@ impl Verifier {
                 return None;
             }
         };
-        if let Some(Payload::MemberAdmitted(_)) = body.payload
-            && let Err(r) = state.apply(body)
-        {
+        if let Err(r) = state.apply(body) {
             self.report(problem("entry", index, r.message));
             return None;
         }

@@ -508,3 +508,163 @@ fn scientist_query(from_index: u64, limit: u64, prove_at_size: u64) -> QueryBySu
         prove_at_size,
     }
 }
+
+/// A slice of `cohort` at `site` committing `rows` made-up commitments, for `requester`.
+fn slice(cohort: &str, slice_id: &str, site: &str, rows: u8, requester: &str) -> Payload {
+    let commitments: Vec<Vec<u8>> = (0..rows).map(|i| vec![i + 1; 32]).collect();
+    let mut log = MemoryLog::new();
+    for c in &commitments {
+        log.append(c);
+    }
+    let root = ecgfed_ledger::log::root(&log, rows as u64).unwrap();
+    Payload::CohortSliceCommitted(ecgfed_proto::v1::CohortSliceCommitted {
+        slice_id: slice_id.into(),
+        cohort_id: cohort.into(),
+        site: site.into(),
+        dataset_id: format!("{site}/store"),
+        requester: requester.into(),
+        row_count: rows as u64,
+        slice_root: root.to_vec(),
+        seed: 7,
+        commitments,
+    })
+}
+
+/// Issue 23, item 3: a slice id is `<cohort>/<site of its hospital>`, for a cohort that
+/// allocates exactly its rows to that site, committed once; a cohort id is created once. The
+/// rules hold across blocks, within one block and across a restart, and the offline verifier
+/// finds an entry that breaks them in a log whose host let it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_are_bound_to_their_site_and_cohort_and_committed_once() {
+    let mut f = Fixture::new();
+    let ledger = f.open();
+    let (addr, stop) = serve(ledger.clone()).await;
+    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let cell = |site: &str, count: u64| ecgfed_proto::v1::AllocationCell {
+        site: site.into(),
+        label: "N".into(),
+        sex: "F".into(),
+        age_band: "40-59".into(),
+        count,
+    };
+    let mut cohort_c1 = cohort("scientist", "c1");
+    if let Payload::CohortCreated(cc) = &mut cohort_c1 {
+        cc.allocation = vec![cell("site-0", 1), cell("site-0", 1), cell("site-1", 1)];
+    }
+    c.submit(f.scientist.sign(cohort_c1.clone())).await.unwrap();
+    expect(
+        &mut c,
+        f.scientist.sign(cohort_c1),
+        Code::AlreadyExists,
+        "cohort c1 already exists",
+    )
+    .await;
+    let before = ledger.head();
+    // Hospital 1 front-running site 0's slice id, under its own site or site 0's.
+    expect(
+        &mut c,
+        f.hospitals[1].sign(slice("c1", "c1/site-0", "site-1", 1, "scientist")),
+        Code::InvalidArgument,
+        "is not <cohort>/<site>",
+    )
+    .await;
+    expect(
+        &mut c,
+        f.hospitals[1].sign(slice("c1", "c1/site-0", "site-0", 2, "scientist")),
+        Code::PermissionDenied,
+        "speaks for site site-1",
+    )
+    .await;
+    // A site the cohort allocates nothing to; a cohort that does not exist.
+    expect(
+        &mut c,
+        f.hospitals[2].sign(slice("c1", "c1/site-2", "site-2", 1, "scientist")),
+        Code::FailedPrecondition,
+        "allocates nothing to site site-2",
+    )
+    .await;
+    expect(
+        &mut c,
+        f.hospitals[0].sign(slice("c9", "c9/site-0", "site-0", 2, "scientist")),
+        Code::FailedPrecondition,
+        "no CohortCreated",
+    )
+    .await;
+    // Not the allocated number of rows; not the cohort's requester.
+    expect(
+        &mut c,
+        f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 3, "scientist")),
+        Code::InvalidArgument,
+        "allocates 2 to site site-0",
+    )
+    .await;
+    expect(
+        &mut c,
+        f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 2, "regulator")),
+        Code::InvalidArgument,
+        "requester",
+    )
+    .await;
+    assert_eq!(ledger.head(), before, "nothing written");
+    // The real one, once.
+    c.submit(f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 2, "scientist")))
+        .await
+        .unwrap();
+    expect(
+        &mut c,
+        f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 2, "scientist")),
+        Code::AlreadyExists,
+        "already committed",
+    )
+    .await;
+    // Two commits of one id in flight together (one block, most likely): one is accepted.
+    let (a, b) = (
+        f.hospitals[1].sign(slice("c1", "c1/site-1", "site-1", 1, "scientist")),
+        f.hospitals[1].sign(slice("c1", "c1/site-1", "site-1", 1, "scientist")),
+    );
+    let (mut c2, mut c3) = (c.clone(), c.clone());
+    let (ra, rb) = tokio::join!(c2.submit(a), c3.submit(b));
+    assert_eq!(
+        [ra.is_ok(), rb.is_ok()].iter().filter(|ok| **ok).count(),
+        1,
+        "{ra:?} {rb:?}"
+    );
+    let refused = ra.err().or(rb.err()).unwrap();
+    assert_eq!(refused.code(), Code::AlreadyExists, "{refused}");
+
+    // A restart replays the cohorts and slices.
+    let _ = stop.send(());
+    drop(c);
+    drop(ledger);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ledger = f.open();
+    let (addr, _stop) = serve(ledger.clone()).await;
+    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    expect(
+        &mut c,
+        f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 2, "scientist")),
+        Code::AlreadyExists,
+        "already committed",
+    )
+    .await;
+
+    // A host that appends past the rules: the offline verifier names the entry.
+    let forged = ledger
+        .append_unchecked(f.hospitals[1].sign(slice("c1", "c1/site-0", "site-1", 1, "scientist")))
+        .await
+        .unwrap();
+    let report = ecgfed_ledger::verify::verify_store(ledger.store()).unwrap();
+    assert!(!report.ok);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.at == forged.index.to_string() && p.reason.contains("<cohort>/<site>")),
+        "{:?}",
+        report.problems
+    );
+}

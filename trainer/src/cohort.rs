@@ -6,15 +6,13 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use ecgfed_gateway::auth::RequestSigner;
-use ecgfed_gateway::client::{GatewayClient, ledger_payloads};
+use ecgfed_gateway::client::{GatewayClient, cohort_on_ledger};
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
-use ecgfed_proto::v1::{
-    AllocationCell, CohortCreated, ReserveSliceRequest, StrataDimension, SubjectKind,
-};
+use ecgfed_proto::v1::{AllocationCell, CohortCreated, ReserveSliceRequest, StrataDimension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainerError};
@@ -117,9 +115,9 @@ impl Session {
         let r = match &g.ca {
             Some(ca) => {
                 let pem = std::fs::read(ca).map_err(|e| TrainerError::io(ca, e))?;
-                GatewayClient::connect_tls(&g.address, signer, &pem).await
+                GatewayClient::connect_tls(&g.address, &g.site, signer, &pem, None).await
             }
-            None => GatewayClient::connect(&g.address, signer).await,
+            None => GatewayClient::connect(&g.address, &g.site, signer).await,
         };
         r.map_err(|e| TrainerError::gateway(site, e))
     }
@@ -182,15 +180,12 @@ impl Session {
         Ok((out, sites))
     }
 
-    /// The first CohortCreated entry of `cohort_id` on the ledger, if any.
+    /// The CohortCreated entry of `cohort_id` on the ledger, if any: proven, signed by its
+    /// requester (a scientist the client replayed), and the only one for that id.
     pub async fn find_cohort(&mut self, cohort_id: &str) -> Result<Option<(u64, CohortCreated)>> {
-        let found = ledger_payloads(&mut self.ledger, SubjectKind::Cohort, cohort_id)
+        cohort_on_ledger(&mut self.ledger, cohort_id)
             .await
-            .map_err(|e| TrainerError::Plan(format!("ledger lookup of {cohort_id}: {e}")))?;
-        Ok(found.into_iter().find_map(|(i, p)| match p {
-            Payload::CohortCreated(c) if c.cohort_id == cohort_id => Some((i, c)),
-            _ => None,
-        }))
+            .map_err(|e| TrainerError::Plan(format!("ledger lookup of {cohort_id}: {e}")))
     }
 
     /// Writes `CohortCreated` for `spec` with `allocation`, or returns the existing entry when
@@ -265,6 +260,18 @@ impl Session {
             })
             .await
             .map_err(|e| TrainerError::gateway(&site.site, e))?;
+        // The gateway names the slice; it must be this cohort's slice of this site (the pull
+        // then checks its ledger entry with the ledger's rules).
+        let want = ecgfed_ledger::state::slice_id(&cohort.cohort_id, &site.site);
+        if r.slice_id != want {
+            return Err(TrainerError::gateway(
+                &site.site,
+                ecgfed_gateway::GatewayError::Verification(format!(
+                    "the gateway reserved slice {:?}; cohort {} at site {} is slice {want:?}",
+                    r.slice_id, cohort.cohort_id, site.site
+                )),
+            ));
+        }
         self.ledger.update_checkpoint().await?;
         let report = c
             .pull(&r.slice_id, &mut self.ledger, on_batch)

@@ -17,6 +17,8 @@ use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{DatasetInfo, Subject, SubjectKind};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ecgfed");
+/// The sites of the federation's two gateways, in order.
+pub const SITES: [&str; 2] = ["site-a", "site-b"];
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -122,7 +124,7 @@ impl Fed {
         c
     }
     pub async fn gateway(&self, i: usize, member: &str) -> GatewayClient {
-        GatewayClient::connect(&self.gateways[i].1, self.signer(member))
+        GatewayClient::connect(&self.gateways[i].1, SITES[i], self.signer(member))
             .await
             .unwrap()
     }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Checks that a shipped ecgfed binary holds no test machinery (issue 23, item 9): built with
+# plain `cargo build --release -p ecgfed` (no dev-dependency features), its version line names
+# no test kit and its bytes contain neither the gateway's fault hook nor the bench's
+# unauthenticated in-memory Flight server. Usage: scripts/check-release.sh [BINARY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${1:-}"
+if [ -z "$bin" ]; then
+  cargo build --release --locked -p ecgfed
+  bin="${CARGO_TARGET_DIR:-target}/release/ecgfed"
+fi
+version=$("$bin" --version)
+case "$version" in
+  *"test build"*) echo "check-release: $bin is a test build: $version" >&2; exit 1 ;;
+esac
+for marker in ECGFED_GATEWAY_FAULT alter-sample MemoryFlight append_unchecked put_raw faults::arm; do
+  if grep -q -a -F "$marker" "$bin"; then
+    echo "check-release: $bin contains test machinery: $marker" >&2
+    exit 1
+  fi
+done
+echo "check-release: $bin ($version) holds no test machinery"
