@@ -151,7 +151,9 @@ pub fn parse_annotations(bytes: &[u8], path: &Path) -> Result<Vec<Annotation>> {
                         format!("annotation code {code} is out of range"),
                     ));
                 }
-                time += i as u64;
+                time = time
+                    .checked_add(u64::from(i))
+                    .ok_or_else(|| err(index, "annotation time passes 2^64 samples".into()))?;
                 out.push(Annotation {
                     sample: time,
                     code: code as u8,

@@ -4,6 +4,7 @@
 //! signal, and `#` comment lines anywhere. Accepts CRLF or LF line endings, record names
 //! written with an extension (as in the CinC 2020 Georgia headers: `E00271.mat 12 500 ...`),
 //! and units in any case (`1000/mv`). Multi-segment records are refused with a clear error.
+//! Every field is parsed char by char (non-ASCII text is an error, never a panic).
 
 use std::path::{Path, PathBuf};
 
@@ -207,29 +208,30 @@ fn parse_frequency(s: &str) -> Option<f64> {
     (fs.is_finite() && fs > 0.0).then_some(fs)
 }
 
+/// Splits `s` after its leading ASCII digits (a char boundary: digits are one byte each).
+fn split_digits(s: &str) -> (&str, &str) {
+    s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()))
+}
+
 /// Parses `format[xspf][:skew][+offset]`.
 fn parse_format(s: &str) -> Result<(u16, u32, u32, u64), String> {
     let bad = || format!("format field `{s}` is malformed");
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if digits_end == 0 {
+    let (digits, rest) = split_digits(s);
+    if digits.is_empty() {
         return Err(bad());
     }
-    let format: u16 = s[..digits_end].parse().map_err(|_| bad())?;
+    let format: u16 = digits.parse().map_err(|_| bad())?;
     let (mut spf, mut skew, mut offset) = (1u32, 0u32, 0u64);
-    let mut rest = &s[digits_end..];
-    while let Some(tag) = rest.chars().next() {
-        let body = &rest[1..];
-        let end = body
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(body.len());
-        let num = &body[..end];
+    let mut chars = rest.chars();
+    while let Some(tag) = chars.next() {
+        let (num, after) = split_digits(chars.as_str());
         match tag {
             'x' => spf = num.parse().map_err(|_| bad())?,
             ':' => skew = num.parse().map_err(|_| bad())?,
             '+' => offset = num.parse().map_err(|_| bad())?,
             _ => return Err(bad()),
         }
-        rest = &body[end..];
+        chars = after.chars();
     }
     Ok((format, spf, skew, offset))
 }
@@ -390,6 +392,18 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_format_modifier_is_an_error_not_a_panic() {
+        for fmt in ["16é", "16xé", "16+2é", "16:é", "212x2é", "16\u{1F600}"] {
+            let t = format!("odd 1 500 10\nodd.dat {fmt} 200/mV\n");
+            let e = parse_header(&t, Path::new("odd.hea")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("odd.hea:2: format field `{fmt}` is malformed")
+            );
+        }
+    }
+
+    #[test]
     fn format_modifiers_and_defaults() {
         let h = p("r 1\nr.dat 212x2:3+512\n");
         let s = &h.signals[0];
@@ -415,6 +429,33 @@ mod tests {
             let mut t = format!("{name} {n} {fs} 100\r\n");
             for _ in 0..n { t.push_str(&format!("{name}.dat {fmt} {gain} {rest}\r\n")); }
             let _ = parse_header(&t, Path::new("f.hea"));
+        }
+
+        /// Non-ASCII text (any printable character) in every field, the format modifiers and
+        /// the gain and units included: an error or a header, never a panic.
+        #[test]
+        fn never_panics_on_non_ascii_fields(
+            name in "\\PC{0,12}", n in 0usize..4, fs in "(\\PC|[0-9./()]){0,10}",
+            nsamp in proptest::prop_oneof![
+                proptest::strategy::Just(u64::MAX.to_string()),
+                proptest::strategy::Just((1u64 << 62).to_string()),
+                "\\PC{0,8}",
+            ],
+            file in proptest::prop_oneof![
+                proptest::strategy::Just("r.dat".to_string()),
+                "\\PC{0,12}",
+            ],
+            fmt in "[0-9]{0,4}(\\PC|[x:+0-9]){0,8}",
+            gain in "(\\PC|[0-9.()-]){0,10}", units in "(\\PC|[mMuUvVµ]){0,6}",
+            rest in "(\\PC| ){0,40}")
+        {
+            let mut t = format!("{name} {n} {fs} {nsamp}\r\n");
+            for _ in 0..n { t.push_str(&format!("{file} {fmt} {gain}/{units} {rest}\r\n")); }
+            if let Ok(h) = parse_header(&t, Path::new("f.hea")) {
+                for s in &h.signals {
+                    let _ = s.to_millivolts();
+                }
+            }
         }
 
         #[test]

@@ -224,6 +224,16 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
                 format!("cannot resample a non-integer rate {fs_in} Hz"),
             ));
         }
+        if fs_in > f64::from(u32::MAX) {
+            return Err(DatasetError::signal(
+                hea,
+                "*",
+                format!(
+                    "cannot resample a rate of {fs_in} Hz (above {} Hz)",
+                    u32::MAX
+                ),
+            ));
+        }
         signals = crate::resample::resample(&signals, fs_in as u32, hz)
             .map_err(|e| DatasetError::signal(hea, "*", e))?;
         fs_out = hz as f64;

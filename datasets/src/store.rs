@@ -158,6 +158,7 @@ pub fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<StoredSegment>
     let (leads, signal, raw) = (list("leads")?, list("signal")?, list("label_raw")?);
     let hash = col("content_hash")?
         .as_fixed_size_binary_opt()
+        .filter(|h| h.value_length() == 32)
         .ok_or_else(|| bad("content_hash"))?;
     let strings = |l: &arrow::array::ListArray, i: usize| -> Result<Vec<String>> {
         let v = l.value(i);
