@@ -1,6 +1,7 @@
 //! Site stores: a folder of zstd Parquet files (`segments-*.parquet`, schema v1) and a
 //! `manifest.json`. Written into a temporary sibling folder and renamed into place, so a
-//! reader never sees a half-written store.
+//! reader never sees a half-written store. Files are read lazily, one row group at a time
+//! ([`read_file_batches`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,7 +16,7 @@ use arrow::datatypes::{
     DataType, Field, Float32Type, Schema, SchemaRef, UInt8Type, UInt32Type, UInt64Type,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -390,6 +391,12 @@ pub struct StoreWriter {
     finished: bool,
 }
 
+/// Most rows in one Parquet row group of a store file.
+pub const ROW_GROUP_ROWS: usize = 1024;
+/// Most (estimated, encoded) bytes in one Parquet row group of a store file, so that a row
+/// group stays small when rows are large (whole-record windows).
+pub const ROW_GROUP_BYTES: usize = 64 << 20;
+
 fn writer_properties() -> WriterProperties {
     let signal = ColumnPath::from(vec![
         "signal".to_string(),
@@ -398,7 +405,8 @@ fn writer_properties() -> WriterProperties {
     ]);
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(1024))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_column_dictionary_enabled(signal.clone(), false)
         .set_column_encoding(signal, Encoding::BYTE_STREAM_SPLIT)
         .build()
@@ -538,12 +546,8 @@ pub fn read_record(dir: &Path, record: &str) -> Result<Vec<StoredSegment>> {
     let mut out = Vec::new();
     for f in &m.files {
         let path = dir.join(&f.name);
-        let file = File::open(&path).map_err(|e| DatasetError::io(&path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(1024).build())
-            .map_err(|e| DatasetError::store(&path, e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| DatasetError::store(&path, e))?;
+        for batch in read_file_batches(dir, &f.name, None, None, 1024)? {
+            let batch = batch?;
             let rid = batch
                 .column_by_name("record_id")
                 .and_then(|c| c.as_string_opt::<i32>().cloned());
@@ -610,16 +614,50 @@ pub fn warning_meaning(kind: &str) -> &'static str {
     }
 }
 
-/// Reads record batches of one store file: only `columns` when given (by name) and only the
-/// rows at the sorted, distinct positions `rows` when given (Parquet row selection, so pages
-/// of other rows are skipped).
-pub fn read_file(
+/// Batches of the selected rows of one store file, read lazily (one row group at a time).
+///
+/// Made by [`read_file_batches`]; owns the open file, so it can be moved to another thread and
+/// kept as long as needed. Memory is bounded by one batch and the pages being decoded, not by
+/// the file. After an error the iterator ends (a damaged file yields one error, not an
+/// endless series).
+pub struct FileBatches {
+    reader: ParquetRecordBatchReader,
+    path: PathBuf,
+    failed: bool,
+}
+
+impl std::fmt::Debug for FileBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBatches")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for FileBatches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let item = self.reader.next()?;
+        self.failed = item.is_err();
+        Some(item.map_err(|e| DatasetError::store(&self.path, e)))
+    }
+}
+
+/// Reads record batches of the store file `file` of the store at `dir` lazily: only `columns`
+/// when given (by name) and only the rows at the sorted, distinct positions `rows` when given
+/// (Parquet row selection, so pages of other rows are skipped), `batch_size` rows at most per
+/// batch. A row position past the file's rows is an error.
+pub fn read_file_batches(
     dir: &Path,
     file: &str,
     columns: Option<&[&str]>,
     rows: Option<&[usize]>,
     batch_size: usize,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<FileBatches> {
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
     let path = dir.join(file);
@@ -640,6 +678,7 @@ pub fn read_file(
         b = b.with_projection(mask);
     }
     if let Some(rows) = rows {
+        let n_rows = u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0);
         let mut sel = Vec::new();
         let mut at = 0usize;
         for &r in rows {
@@ -647,6 +686,12 @@ pub fn read_file(
                 return Err(DatasetError::store(
                     &path,
                     "row positions must be sorted and distinct",
+                ));
+            }
+            if r as u64 >= n_rows {
+                return Err(DatasetError::store(
+                    &path,
+                    format!("row position {r} is past the file's {n_rows} rows"),
                 ));
             }
             if r > at {
@@ -661,9 +706,23 @@ pub fn read_file(
         .with_batch_size(batch_size.max(1))
         .build()
         .map_err(|e| DatasetError::store(&path, e))?;
-    reader
-        .map(|r| r.map_err(|e| DatasetError::store(&path, e)))
-        .collect()
+    Ok(FileBatches {
+        reader,
+        path,
+        failed: false,
+    })
+}
+
+/// Reads record batches of one store file, all at once: [`read_file_batches`] collected (for
+/// small reads; a server streaming a slice should iterate [`read_file_batches`] instead).
+pub fn read_file(
+    dir: &Path,
+    file: &str,
+    columns: Option<&[&str]>,
+    rows: Option<&[usize]>,
+    batch_size: usize,
+) -> Result<Vec<RecordBatch>> {
+    read_file_batches(dir, file, columns, rows, batch_size)?.collect()
 }
 
 /// Deletes from the store at `dir` every row whose (`source`, `patient`) is in `patients`:
