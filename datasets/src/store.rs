@@ -1,7 +1,8 @@
 //! Site stores: a folder of zstd Parquet files (`segments-*.parquet`, schema v1) and a
 //! `manifest.json`. Written into a temporary sibling folder and renamed into place, so a
 //! reader never sees a half-written store. Files are read lazily, one row group at a time
-//! ([`read_file_batches`]).
+//! ([`read_file_batches`]); the file names a manifest lists are checked by [`crate::paths`]
+//! (plain names of regular files inside the store folder) before any is opened.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::demographics::Sex;
 use crate::error::{DatasetError, Result};
+use crate::paths::{self, PathError};
 use crate::record::RecordWarning;
 use crate::segment::{Segment, Segmentation};
 
@@ -342,17 +344,25 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads `manifest.json` of the store at `dir` and checks its schema version and files.
+    /// Reads `manifest.json` of the store at `dir` and checks its schema version and files:
+    /// every listed file name must be a plain file name of a regular file inside the store
+    /// folder ([`crate::paths`]); a name such as `../x.parquet` or `/abs.parquet` is refused.
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                DatasetError::store(dir, "not a site store: manifest.json is missing")
-            } else {
-                DatasetError::io(&path, e)
-            }
-        })?;
-        let m: Manifest = serde_json::from_str(&text)
+        let missing = || DatasetError::store(dir, "not a site store: manifest.json is missing");
+        let folder = match paths::Folder::new(dir) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Err(missing()),
+            Err(e) => return Err(e.at(dir)),
+        };
+        let bytes = match folder.open(MANIFEST) {
+            Ok(f) => f
+                .read_all(paths::MAX_TEXT_BYTES)
+                .map_err(|e| store_file_error(dir, MANIFEST, e))?,
+            Err(e) if e.is_not_found() => return Err(missing()),
+            Err(e) => return Err(store_file_error(dir, MANIFEST, e)),
+        };
+        let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| DatasetError::store(&path, format!("malformed manifest: {e}")))?;
         if m.schema_version != SCHEMA_VERSION {
             return Err(DatasetError::store(
@@ -370,14 +380,35 @@ impl Manifest {
             ));
         }
         for f in &m.files {
-            if !dir.join(&f.name).is_file() {
-                return Err(DatasetError::store(
-                    dir,
-                    format!("file {} listed in the manifest is missing", f.name),
-                ));
+            match folder.open(&f.name) {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {
+                    return Err(DatasetError::store(
+                        dir,
+                        format!("file {} listed in the manifest is missing", f.name),
+                    ));
+                }
+                Err(PathError::Io(e)) => return Err(DatasetError::io(dir.join(&f.name), e)),
+                Err(e) => {
+                    return Err(DatasetError::store(
+                        &path,
+                        e.describe("listed file", &f.name, "the store folder"),
+                    ));
+                }
             }
         }
         Ok(m)
+    }
+}
+
+/// A store error for the file `name` of the store at `dir` that was refused or not readable.
+fn store_file_error(dir: &Path, name: &str, e: PathError) -> DatasetError {
+    match e {
+        PathError::Io(io) => DatasetError::io(dir.join(name), io),
+        refused => DatasetError::store(
+            dir,
+            refused.describe("store file", name, "the store folder"),
+        ),
     }
 }
 
@@ -650,7 +681,8 @@ impl Iterator for FileBatches {
 /// Reads record batches of the store file `file` of the store at `dir` lazily: only `columns`
 /// when given (by name) and only the rows at the sorted, distinct positions `rows` when given
 /// (Parquet row selection, so pages of other rows are skipped), `batch_size` rows at most per
-/// batch. A row position past the file's rows is an error.
+/// batch. `file` must be a plain file name of a regular file inside `dir` ([`crate::paths`]);
+/// a row position past the file's rows is an error.
 pub fn read_file_batches(
     dir: &Path,
     file: &str,
@@ -661,7 +693,9 @@ pub fn read_file_batches(
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
     let path = dir.join(file);
-    let f = File::open(&path).map_err(|e| DatasetError::io(&path, e))?;
+    let f = paths::open_in(dir, file)
+        .map_err(|e| store_file_error(dir, file, e))?
+        .into_file();
     let mut b =
         ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| DatasetError::store(&path, e))?;
     if let Some(cols) = columns {
