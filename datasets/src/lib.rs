@@ -13,6 +13,8 @@ pub mod annotation;
 pub mod bench;
 pub mod demographics;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod header;
 pub mod ingest;
 pub mod labels;
