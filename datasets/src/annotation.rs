@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use crate::error::{DatasetError, Result};
+use crate::paths;
 
 /// One annotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +64,25 @@ pub fn is_beat(symbol: &str) -> bool {
     BEAT_SYMBOLS.contains(&symbol)
 }
 
-/// Reads and parses the annotation file at `path`.
+/// Reads and parses the annotation file at `path`, opened under the rules of [`paths`] (at
+/// most [`paths::MAX_FILE_BYTES`]).
 pub fn read_annotations(path: &Path) -> Result<Vec<Annotation>> {
-    let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
+    let file = paths::open_listed(path).map_err(|e| e.at(path))?;
+    read_opened(&file, path)
+}
+
+/// Like [`read_annotations`], but `Ok(None)` when no file exists at `path`.
+pub fn read_annotations_if_present(path: &Path) -> Result<Option<Vec<Annotation>>> {
+    match paths::open_listed_if_present(path).map_err(|e| e.at(path))? {
+        Some(file) => read_opened(&file, path).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn read_opened(file: &paths::CheckedFile, path: &Path) -> Result<Vec<Annotation>> {
+    let bytes = file
+        .read_all(paths::MAX_FILE_BYTES)
+        .map_err(|e| e.at(path))?;
     parse_annotations(&bytes, path)
 }
 
@@ -151,7 +168,9 @@ pub fn parse_annotations(bytes: &[u8], path: &Path) -> Result<Vec<Annotation>> {
                         format!("annotation code {code} is out of range"),
                     ));
                 }
-                time += i as u64;
+                time = time
+                    .checked_add(u64::from(i))
+                    .ok_or_else(|| err(index, "annotation time passes 2^64 samples".into()))?;
                 out.push(Annotation {
                     sample: time,
                     code: code as u8,

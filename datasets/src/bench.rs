@@ -64,13 +64,9 @@ pub fn read_all(folders: &[PathBuf]) -> ReadStats {
             let phys = r.physical().map_err(fail)?;
             std::hint::black_box(&phys);
             let atr = h.with_extension("atr");
-            let n_ann = if atr.is_file() {
-                crate::annotation::read_annotations(&atr)
-                    .map_err(fail)?
-                    .len() as u64
-            } else {
-                0
-            };
+            let n_ann = crate::annotation::read_annotations_if_present(&atr)
+                .map_err(fail)?
+                .map_or(0, |a| a.len() as u64);
             Ok((r.bytes_read, n_ann))
         })
         .collect();

@@ -142,4 +142,14 @@ mod tests {
             "implausible age is unknown"
         );
     }
+
+    proptest::proptest! {
+        /// Any printable text in comments: demographics or unknown, never a panic, never an
+        /// age above 120.
+        #[test]
+        fn arbitrary_comments_never_panic(lines in proptest::collection::vec("(\\PC|[<>:]|Age|Sex){0,30}", 0..6)) {
+            let d = from_comments(&lines);
+            proptest::prop_assert!(d.age.is_none_or(|a| a <= 120));
+        }
+    }
 }

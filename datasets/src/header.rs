@@ -4,10 +4,14 @@
 //! signal, and `#` comment lines anywhere. Accepts CRLF or LF line endings, record names
 //! written with an extension (as in the CinC 2020 Georgia headers: `E00271.mat 12 500 ...`),
 //! and units in any case (`1000/mv`). Multi-segment records are refused with a clear error.
+//! A signal file name must be a plain file name ([`paths::check_name`]): `../x`, `/abs/x`
+//! or `/dev/zero` is an error naming the header line. Every field is parsed char by char
+//! (non-ASCII text is an error, never a panic).
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{DatasetError, Result};
+use crate::paths;
 
 /// One parsed WFDB header.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +37,9 @@ pub struct Header {
 /// One signal line of a header.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalSpec {
-    /// Signal file name (relative to the header's folder).
+    /// 1-based line of the header this signal was read from (for error messages).
+    pub line: usize,
+    /// Signal file name: a plain file name in the header's folder ([`paths::check_name`]).
     pub file_name: String,
     /// Storage format code (`212`, `16`, ...), verbatim without modifiers.
     pub format: u16,
@@ -76,9 +82,12 @@ impl SignalSpec {
     }
 }
 
-/// Reads and parses the header file at `path`.
+/// Reads and parses the header file at `path`, opened under the rules of [`paths`] (at most
+/// [`paths::MAX_TEXT_BYTES`]).
 pub fn read_header(path: &Path) -> Result<Header> {
-    let bytes = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
+    let bytes = paths::open_listed(path)
+        .and_then(|f| f.read_all(paths::MAX_TEXT_BYTES))
+        .map_err(|e| e.at(path))?;
     let text = String::from_utf8_lossy(&bytes);
     parse_header(&text, path)
 }
@@ -187,7 +196,7 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
     }
     let mut signals = Vec::with_capacity(n_signals);
     for &(line_no, line) in &signal_lines[..n_signals] {
-        signals.push(parse_signal_line(line).map_err(|r| err(path, line_no, r))?);
+        signals.push(parse_signal_line(line, line_no).map_err(|r| err(path, line_no, r))?);
     }
     Ok(Header {
         path: path.to_path_buf(),
@@ -207,29 +216,30 @@ fn parse_frequency(s: &str) -> Option<f64> {
     (fs.is_finite() && fs > 0.0).then_some(fs)
 }
 
+/// Splits `s` after its leading ASCII digits (a char boundary: digits are one byte each).
+fn split_digits(s: &str) -> (&str, &str) {
+    s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()))
+}
+
 /// Parses `format[xspf][:skew][+offset]`.
 fn parse_format(s: &str) -> Result<(u16, u32, u32, u64), String> {
     let bad = || format!("format field `{s}` is malformed");
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if digits_end == 0 {
+    let (digits, rest) = split_digits(s);
+    if digits.is_empty() {
         return Err(bad());
     }
-    let format: u16 = s[..digits_end].parse().map_err(|_| bad())?;
+    let format: u16 = digits.parse().map_err(|_| bad())?;
     let (mut spf, mut skew, mut offset) = (1u32, 0u32, 0u64);
-    let mut rest = &s[digits_end..];
-    while let Some(tag) = rest.chars().next() {
-        let body = &rest[1..];
-        let end = body
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(body.len());
-        let num = &body[..end];
+    let mut chars = rest.chars();
+    while let Some(tag) = chars.next() {
+        let (num, after) = split_digits(chars.as_str());
         match tag {
             'x' => spf = num.parse().map_err(|_| bad())?,
             ':' => skew = num.parse().map_err(|_| bad())?,
             '+' => offset = num.parse().map_err(|_| bad())?,
             _ => return Err(bad()),
         }
-        rest = &body[end..];
+        chars = after.chars();
     }
     Ok((format, spf, skew, offset))
 }
@@ -256,9 +266,11 @@ fn parse_gain(s: &str) -> Result<(f64, Option<i64>, Option<String>), String> {
     Ok((gain, baseline, units))
 }
 
-fn parse_signal_line(line: &str) -> Result<SignalSpec, String> {
+fn parse_signal_line(line: &str, line_no: usize) -> Result<SignalSpec, String> {
     let mut f = line.split_whitespace();
     let file_name = f.next().ok_or("empty signal line")?.to_string();
+    paths::check_name(&file_name)
+        .map_err(|e| e.describe("signal file", &file_name, "the record's folder"))?;
     let format_field = f
         .next()
         .ok_or_else(|| format!("signal line for `{file_name}` lacks the format"))?;
@@ -289,6 +301,7 @@ fn parse_signal_line(line: &str) -> Result<SignalSpec, String> {
     let block_size = int("block size", f.next())?.unwrap_or(0);
     let description = f.collect::<Vec<_>>().join(" ");
     Ok(SignalSpec {
+        line: line_no,
         file_name,
         format,
         samples_per_frame,
@@ -390,6 +403,49 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_format_modifier_is_an_error_not_a_panic() {
+        for fmt in ["16é", "16xé", "16+2é", "16:é", "212x2é", "16\u{1F600}"] {
+            let t = format!("odd 1 500 10\nodd.dat {fmt} 200/mV\n");
+            let e = parse_header(&t, Path::new("odd.hea")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("odd.hea:2: format field `{fmt}` is malformed")
+            );
+        }
+    }
+
+    #[test]
+    fn signal_file_names_must_be_plain_file_names() {
+        let e = parse_header(
+            "evil 1 100 1000\n/srv/outside/canary.bin 16 200/mV\n",
+            Path::new("evil.hea"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "evil.hea:2: signal file name \"/srv/outside/canary.bin\" is not a plain file name \
+             in the record's folder: it contains `/`"
+        );
+        for (name, why) in [
+            ("../x", "it contains `/`"),
+            ("..", "it is `.` or `..`"),
+            (".", "it is `.` or `..`"),
+            ("a\\b", "it contains `\\`"),
+            ("a\u{1}b", "it contains a control character"),
+        ] {
+            let t = format!("r 2 100 10\nr.dat 16\n{name} 16\n");
+            let e = parse_header(&t, Path::new("r.hea"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("r.hea:3: signal file name") && e.ends_with(why),
+                "{e}"
+            );
+        }
+        assert_eq!(p("r 1\nr.dat 16\n").signals[0].line, 2);
+    }
+
+    #[test]
     fn format_modifiers_and_defaults() {
         let h = p("r 1\nr.dat 212x2:3+512\n");
         let s = &h.signals[0];
@@ -415,6 +471,35 @@ mod tests {
             let mut t = format!("{name} {n} {fs} 100\r\n");
             for _ in 0..n { t.push_str(&format!("{name}.dat {fmt} {gain} {rest}\r\n")); }
             let _ = parse_header(&t, Path::new("f.hea"));
+        }
+
+        /// Non-ASCII text (any printable character) in every field, the format modifiers and
+        /// the gain and units included: an error or a header, never a panic; and a parsed
+        /// header only ever names plain file names.
+        #[test]
+        fn never_panics_on_non_ascii_fields(
+            name in "\\PC{0,12}", n in 0usize..4, fs in "(\\PC|[0-9./()]){0,10}",
+            nsamp in proptest::prop_oneof![
+                proptest::strategy::Just(u64::MAX.to_string()),
+                proptest::strategy::Just((1u64 << 62).to_string()),
+                "\\PC{0,8}",
+            ],
+            file in proptest::prop_oneof![
+                proptest::strategy::Just("r.dat".to_string()),
+                "\\PC{0,12}",
+            ],
+            fmt in "[0-9]{0,4}(\\PC|[x:+0-9]){0,8}",
+            gain in "(\\PC|[0-9.()-]){0,10}", units in "(\\PC|[mMuUvVµ]){0,6}",
+            rest in "(\\PC| ){0,40}")
+        {
+            let mut t = format!("{name} {n} {fs} {nsamp}\r\n");
+            for _ in 0..n { t.push_str(&format!("{file} {fmt} {gain}/{units} {rest}\r\n")); }
+            if let Ok(h) = parse_header(&t, Path::new("f.hea")) {
+                for s in &h.signals {
+                    proptest::prop_assert!(paths::check_name(&s.file_name).is_ok());
+                    let _ = s.to_millivolts();
+                }
+            }
         }
 
         #[test]

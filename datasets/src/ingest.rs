@@ -12,6 +12,7 @@ use crate::error::{DatasetError, Result};
 use crate::header::read_header;
 use crate::labels::{self, Label};
 use crate::layout::{self, Layout, SourceFolder};
+use crate::paths;
 use crate::record::{self, RecordWarning};
 use crate::segment::{self, Segment, Segmentation, Window};
 use crate::store::{
@@ -94,13 +95,10 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     let comments = &rec.header.comments;
     let demographics = demographics::from_comments(comments);
 
-    // Annotations (MIT .atr) where present.
+    // Annotations (MIT .atr) where present (opened under the rules of `paths`: a link out of
+    // the folder or a special file is an error for the record).
     let atr = hea.with_extension("atr");
-    let ann: Vec<Annotation> = if atr.is_file() {
-        annotation::read_annotations(&atr)?
-    } else {
-        vec![]
-    };
+    let ann: Vec<Annotation> = annotation::read_annotations_if_present(&atr)?.unwrap_or_default();
     let changes = segment::rhythm_changes(&ann);
     let mut ann_summary = (!ann.is_empty()).then(AnnotationSummary::default);
     if let Some(s) = ann_summary.as_mut() {
@@ -119,17 +117,21 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     // LUDB per-lead wave annotations: parsed (and counted) to prove they are readable.
     if ctx.src.layout == Layout::Ludb {
         let mut waves = 0u64;
+        let stem = hea.file_stem().unwrap_or_default().to_string_lossy();
         for lead in &rec.leads {
-            let p = hea.with_extension(lead);
-            if p.is_file() {
-                match annotation::read_annotations(&p) {
-                    Ok(a) => waves += a.len() as u64,
-                    Err(e) => warnings.push(RecordWarning {
-                        kind: "wave_annotation_error".into(),
-                        record: rec.id.clone(),
-                        detail: e.to_string(),
-                    }),
-                }
+            // The file name comes from the header's lead name: one that is not a plain file
+            // name cannot name a file of the record's folder.
+            let name = format!("{stem}.{lead}");
+            if paths::check_name(&name).is_err() {
+                continue;
+            }
+            match annotation::read_annotations_if_present(&hea.with_file_name(&name)) {
+                Ok(a) => waves += a.map_or(0, |a| a.len() as u64),
+                Err(e) => warnings.push(RecordWarning {
+                    kind: "wave_annotation_error".into(),
+                    record: rec.id.clone(),
+                    detail: e.to_string(),
+                }),
             }
         }
         ann_summary
@@ -222,6 +224,16 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
                 hea,
                 "*",
                 format!("cannot resample a non-integer rate {fs_in} Hz"),
+            ));
+        }
+        if fs_in > f64::from(u32::MAX) {
+            return Err(DatasetError::signal(
+                hea,
+                "*",
+                format!(
+                    "cannot resample a rate of {fs_in} Hz (above {} Hz)",
+                    u32::MAX
+                ),
             ));
         }
         signals = crate::resample::resample(&signals, fs_in as u32, hz)

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{DatasetError, Result};
+use crate::paths;
 
 /// SNOMED CT 426783006: sinus rhythm.
 pub const SINUS_RHYTHM: &str = "426783006";
@@ -76,9 +77,16 @@ pub fn cinc2017_label(class: &str) -> Option<&'static str> {
     }
 }
 
-/// Reads a CinC 2017 `REFERENCE.csv` (`A00001,N` per line) into record → class.
+/// Reads a CinC 2017 `REFERENCE.csv` (`A00001,N` per line) into record → class. The file is
+/// opened under the rules of [`paths`] (at most [`paths::MAX_TEXT_BYTES`]) and must be UTF-8.
 pub fn read_reference_csv(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| DatasetError::io(path, e))?;
+    let bytes = paths::open_listed(path)
+        .and_then(|f| f.read_all(paths::MAX_TEXT_BYTES))
+        .map_err(|e| e.at(path))?;
+    let text = String::from_utf8(bytes).map_err(|e| DatasetError::Labels {
+        path: path.to_path_buf(),
+        reason: format!("not UTF-8 text: {e}"),
+    })?;
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -299,5 +307,48 @@ mod tests {
         std::fs::write(&p, "A00001,N\nA00002,Z\n").unwrap();
         let e = read_reference_csv(&p).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("`Z`"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn reference_csv_link_out_of_folder_or_fifo_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("src");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(d.path().join("secret.csv"), "A00001,N\n").unwrap();
+        let p = dir.join("REFERENCE.csv");
+        std::os::unix::fs::symlink(d.path().join("secret.csv"), &p).unwrap();
+        let e = read_reference_csv(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("REFERENCE.csv: resolves to") && e.contains("outside its folder"),
+            "{e}"
+        );
+        std::fs::remove_file(&p).unwrap();
+        let st = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let e = read_reference_csv(&p).unwrap_err().to_string();
+        assert!(
+            e.ends_with("REFERENCE.csv: is not a regular file but a FIFO"),
+            "{e}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any printable text in label statements and codes: a label, never a panic; codes no
+        /// table knows are counted as unmapped.
+        #[test]
+        fn arbitrary_statements_never_panic(lines in proptest::collection::vec("(\\PC|[:,.]|Rhythm|Dx){0,40}", 0..6),
+                                            aux in "\\PC{0,12}") {
+            let l = ludb_label(&lines);
+            proptest::prop_assert!(l.unmapped.iter().all(|u| l.raw.contains(u)));
+            if let Some(codes) = dx_codes(&lines) {
+                let l = dx_label(&codes);
+                proptest::prop_assert!(l.unmapped.iter().all(|u| codes.contains(u)));
+            }
+            let _ = mit_rhythm(&aux);
+        }
     }
 }

@@ -15,11 +15,18 @@
 //! id is the folder name, lower-cased; CinC 2021 site folders are `cinc2021-<name>`. A folder's
 //! `LICENSE-AND-SOURCE.md` (or the nearest one above it, within the ingested folder) is carried
 //! into the manifest.
+//!
+//! Everything found by listing a folder is opened under the rules of [`crate::paths`]: a
+//! header, annotation, label or licence file that is a symbolic link out of its folder, a FIFO
+//! or another special file is refused with an error naming it (a header is then a skipped
+//! record; a refused licence file or sub-folder fails the folder). Sub-folders reached through
+//! a symbolic link are walked only when the link stays inside the folder.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{DatasetError, Result};
 use crate::header::read_header;
+use crate::paths::{self, PathError};
 use crate::record::Verification;
 
 /// The layout of a source folder.
@@ -78,10 +85,12 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Every `.hea` entry that is not a folder: regular files, and also links and special files,
+/// so that reading them reports why they are refused instead of skipping them unseen.
 fn headers_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = list_dir(dir)?
         .into_iter()
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "hea"))
+        .filter(|p| p.extension().is_some_and(|e| e == "hea") && !p.is_dir())
         .collect();
     v.sort_by_key(|p| record_sort_key(p));
     Ok(v)
@@ -126,8 +135,42 @@ pub fn discover(folder: &Path) -> Result<Vec<SourceFolder>> {
     Ok(out)
 }
 
+/// A layout error about `path` for a refused file or folder.
+fn refused(path: PathBuf, what: &str, e: PathError) -> DatasetError {
+    let name = path.file_name().unwrap_or_default().to_owned();
+    DatasetError::Layout {
+        reason: e.describe(what, &name, "its folder"),
+        path,
+    }
+}
+
+/// The licence file of `dir`: `None` when absent or unreadable, an error when refused.
+fn read_license(dir: &Path) -> Result<Option<String>> {
+    let path = dir.join(LICENSE_FILE);
+    let read = paths::open_listed_if_present(&path)
+        .and_then(|f| f.map(|f| f.read_all(paths::MAX_TEXT_BYTES)).transpose());
+    match read {
+        Ok(bytes) => Ok(bytes.and_then(|b| String::from_utf8(b).ok())),
+        Err(PathError::Io(_)) => Ok(None),
+        Err(e) => Err(refused(path, "licence file", e)),
+    }
+}
+
+/// The sub-folder `name` of `dir` if it exists and is a folder; an error when it is reached
+/// through a link that leaves `dir`.
+fn sub_folder(dir: &Path, name: &std::ffi::OsStr) -> Result<Option<PathBuf>> {
+    let path = dir.join(name);
+    if std::fs::symlink_metadata(&path).is_err() || !path.is_dir() {
+        return Ok(None);
+    }
+    paths::Folder::new(dir)
+        .and_then(|f| f.sub_folder(name))
+        .map_err(|e| refused(path.clone(), "sub-folder", e))?;
+    Ok(Some(path))
+}
+
 fn walk(dir: &Path, inherited_license: Option<&str>, out: &mut Vec<SourceFolder>) -> Result<()> {
-    let own = std::fs::read_to_string(dir.join(LICENSE_FILE)).ok();
+    let own = read_license(dir)?;
     let license = own.as_deref().or(inherited_license);
     let name = dir
         .canonicalize()
@@ -135,8 +178,12 @@ fn walk(dir: &Path, inherited_license: Option<&str>, out: &mut Vec<SourceFolder>
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "records".into());
     let headers = headers_in(dir)?;
-    let data = dir.join("data");
-    if headers.is_empty() && data.is_dir() && dir.join("ludb.csv").is_file() {
+    let data = if headers.is_empty() && dir.join("ludb.csv").is_file() {
+        sub_folder(dir, "data".as_ref())?
+    } else {
+        None
+    };
+    if let Some(data) = data {
         out.push(SourceFolder {
             id: sanitize(&name),
             layout: Layout::Ludb,
@@ -148,8 +195,11 @@ fn walk(dir: &Path, inherited_license: Option<&str>, out: &mut Vec<SourceFolder>
         return Ok(());
     }
     if headers.is_empty() {
-        for sub in list_dir(dir)? {
-            if sub.is_dir() {
+        for entry in list_dir(dir)? {
+            let Some(name) = entry.file_name() else {
+                continue;
+            };
+            if let Some(sub) = sub_folder(dir, name)? {
                 walk(&sub, license, out)?;
             }
         }

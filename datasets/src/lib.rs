@@ -5,16 +5,22 @@
 //! [`record::load_record`] decodes and verifies each record, [`labels`] normalises its labels,
 //! [`segment`] cuts it into segments with a canonical content hash, [`store`] writes and
 //! reads the site store, [`strata`] counts it. [`ingest::ingest`] runs the whole path.
+//! Every file named by input (a header's signal files, a manifest's Parquet files, the files a
+//! layout finds) is opened through [`paths`]: a plain name, inside its folder, a regular file,
+//! its size checked before reading.
 
 pub mod annotation;
 pub mod bench;
 pub mod demographics;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod header;
 pub mod ingest;
 pub mod labels;
 pub mod layout;
 pub mod mat4;
+pub mod paths;
 pub mod record;
 pub mod resample;
 pub mod segment;

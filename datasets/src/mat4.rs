@@ -138,4 +138,15 @@ mod tests {
         );
         assert!(parse_header(&[], p).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120),
+                                       nsig in 0usize..5000, offset in proptest::num::u64::ANY) {
+            if let Ok(cols) = check_val_matrix(&bytes, nsig, offset, Path::new("a.mat")) {
+                proptest::prop_assert_eq!(offset, 24);
+                proptest::prop_assert!(cols <= u32::MAX as u64);
+            }
+        }
+    }
 }

@@ -5,7 +5,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{DatasetError, Result};
 use crate::header::{Header, read_header};
+use crate::paths::{self, PathError};
 use crate::{mat4, signal};
+
+/// Bytes of a MATLAB v4 file read to check its matrix header (20 bytes and a name of at most
+/// 64 bytes).
+const MAT4_HEADER_MAX: u64 = 20 + 64;
 
 /// How header checksums and initial values are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,7 +47,8 @@ pub struct Record {
     pub digital: Vec<Vec<i32>>,
     /// Samples per signal.
     pub n_samples: u64,
-    /// Bytes of signal data read (for throughput figures).
+    /// Bytes of the signal files used: each file's byte offset plus the sample bytes read
+    /// (for throughput figures).
     pub bytes_read: u64,
     /// Warnings raised while loading.
     pub warnings: Vec<RecordWarning>,
@@ -94,9 +100,15 @@ pub fn load_record(hea: &Path, verification: Verification) -> Result<Record> {
 }
 
 /// Loads a record from an already parsed header.
+///
+/// Each signal file is opened under the rules of [`paths`] in the header's folder, its size is
+/// checked against what the header announces before anything is read, and only the bytes the
+/// header needs are read (at most [`paths::MAX_FILE_BYTES`]; a file larger than that is refused
+/// when the header gives no sample count).
 pub fn load_with_header(header: Header, verification: Verification) -> Result<Record> {
     let hea = header.path.clone();
     let dir = hea.parent().unwrap_or(Path::new("."));
+    let folder = paths::Folder::new(dir).map_err(|e| e.at(dir))?;
     let id = hea
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -127,6 +139,7 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
     let mut bytes_read = 0u64;
     for (file, idx) in &groups {
         let first = &header.signals[idx[0]];
+        // As named in the header, for messages; what is opened is checked by `folder.open`.
         let path: PathBuf = dir.join(file);
         for &i in idx {
             let s = &header.signals[i];
@@ -156,18 +169,28 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
                 ));
             }
         }
-        let bytes = std::fs::read(&path).map_err(|e| DatasetError::io(&path, e))?;
-        bytes_read += bytes.len() as u64;
+        let header_err = |reason: String| DatasetError::Header {
+            path: hea.clone(),
+            line: first.line,
+            reason,
+        };
+        let opened = folder.open(file).map_err(|e| match e {
+            PathError::Io(io) => DatasetError::io(&path, io),
+            refused => header_err(refused.describe("signal file", file, "the record's folder")),
+        })?;
+        let len = opened.len();
+        let read = |offset: u64, n: u64| opened.read_range(offset, n).map_err(|e| e.at(&path));
         let is_mat = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("mat"));
         let offset = first.byte_offset;
         let mut frames_available = None;
         if is_mat {
-            let cols = mat4::check_val_matrix(&bytes, idx.len(), offset, &path)?;
+            let head = read(0, len.min(MAT4_HEADER_MAX))?;
+            let cols = mat4::check_val_matrix(&head, idx.len(), offset, &path)?;
             frames_available = Some(cols);
         }
-        let data = bytes.get(offset as usize..).ok_or_else(|| {
+        let data_len = len.checked_sub(offset).ok_or_else(|| {
             DatasetError::signal(
                 &path,
                 "*",
@@ -186,14 +209,55 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
             }
             (Some(n), _) => n,
             (None, Some(cols)) => cols,
-            (None, None) => signal::frames_in(first.format, data.len() as u64, idx.len()),
+            (None, None) if len > paths::MAX_FILE_BYTES => {
+                return Err(header_err(format!(
+                    "signal file {file:?} holds {len} bytes and the header gives no sample count: \
+                     without one at most {} bytes are read",
+                    paths::MAX_FILE_BYTES
+                )));
+            }
+            (None, None) => signal::frames_in(first.format, data_len, idx.len()),
         };
+        // Size checks before any sample byte is read: only the bytes the header needs.
+        let need = signal::bytes_needed(first.format, frames, idx.len()).ok_or_else(|| {
+            DatasetError::signal(
+                &path,
+                "*",
+                format!(
+                    "header announces {frames} samples per signal of {} signals: more bytes than can be addressed",
+                    idx.len()
+                ),
+            )
+        })?;
+        if data_len < need {
+            return Err(DatasetError::signal(
+                &path,
+                "*",
+                format!(
+                    "truncated: header announces {frames} samples per signal ({need} bytes of format {}) but the file holds {data_len} bytes",
+                    first.format
+                ),
+            ));
+        }
+        if need > paths::MAX_FILE_BYTES {
+            return Err(DatasetError::signal(
+                &path,
+                "*",
+                format!(
+                    "header announces {frames} samples per signal ({need} bytes of format {}), more than the {} bytes one file may supply",
+                    first.format,
+                    paths::MAX_FILE_BYTES
+                ),
+            ));
+        }
+        let data = read(offset, need)?;
+        bytes_read += offset + need;
         n_samples = Some(frames);
         let initial: Vec<i64> = idx
             .iter()
             .map(|&i| header.signals[i].initial_value.unwrap_or(0))
             .collect();
-        let decoded = signal::decode(first.format, data, idx.len(), frames, &initial, &path)?;
+        let decoded = signal::decode(first.format, &data, idx.len(), frames, &initial, &path)?;
         for (&i, d) in idx.iter().zip(decoded) {
             digital[i] = d;
         }

@@ -4,6 +4,22 @@
 use rubato::audioadapter_buffers::direct::SequentialSliceOfVecs;
 use rubato::{Fft, FixedSync, Resampler};
 
+/// Most samples (all leads together) one call may produce: a record cannot be resampled into
+/// more memory than this (1 GiB of `f32`), whatever rates its header gives.
+pub const MAX_OUTPUT_SAMPLES: u64 = 1 << 28;
+
+/// Largest term of the reduced rate ratio (`from_hz / gcd`, `to_hz / gcd`): the resampler's
+/// FFT size grows with it, so rates such as a prime number of Hz near 2^32 are refused instead
+/// of allocating gigabytes (360 → 500 Hz reduces to 18 : 25).
+pub const MAX_RATIO_TERM: u32 = 1 << 16;
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// Resamples every lead of `leads` (all the same length) from `from_hz` to `to_hz`.
 ///
 /// Both rates must be whole numbers of Hz. The output has `round(len * to / from)` samples
@@ -17,9 +33,31 @@ pub fn resample(leads: &[Vec<f32>], from_hz: u32, to_hz: u32) -> Result<Vec<Vec<
     if leads.iter().any(|l| l.len() != n_in) {
         return Err("leads differ in length".into());
     }
-    let n_out = ((n_in as u64 * to_hz as u64 + from_hz as u64 / 2) / from_hz as u64) as usize;
     if from_hz == to_hz || n_in == 0 || leads.is_empty() {
         return Ok(leads.to_vec());
+    }
+    // In u128: no overflow whatever the rates; checked against the limit before allocating.
+    let n_out = (n_in as u128 * u128::from(to_hz) + u128::from(from_hz / 2)) / u128::from(from_hz);
+    let n_out = u64::try_from(n_out)
+        .ok()
+        .filter(|n| {
+            n.checked_mul(leads.len() as u64)
+                .is_some_and(|t| t <= MAX_OUTPUT_SAMPLES)
+        })
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            format!(
+                "resampling {n_in} samples × {} leads from {from_hz} Hz to {to_hz} Hz would give more than {MAX_OUTPUT_SAMPLES} samples",
+                leads.len()
+            )
+        })?;
+    let g = gcd(from_hz, to_hz);
+    if from_hz / g > MAX_RATIO_TERM || to_hz / g > MAX_RATIO_TERM {
+        return Err(format!(
+            "cannot resample from {from_hz} Hz to {to_hz} Hz: their ratio reduces to {} : {}, terms above {MAX_RATIO_TERM}",
+            from_hz / g,
+            to_hz / g
+        ));
     }
     let channels = leads.len();
     let input: Vec<Vec<f32>> = leads
@@ -49,7 +87,7 @@ pub fn resample(leads: &[Vec<f32>], from_hz: u32, to_hz: u32) -> Result<Vec<Vec<
         lead.resize(n_out, 0.0);
         for (i, v) in src.iter().enumerate() {
             if v.is_nan() {
-                let j = (i as u64 * to_hz as u64 / from_hz as u64) as usize;
+                let j = (i as u128 * u128::from(to_hz) / u128::from(from_hz)) as usize;
                 if let Some(x) = lead.get_mut(j) {
                     *x = f32::NAN;
                 }
@@ -97,5 +135,14 @@ mod tests {
         let x = vec![vec![1.0, 2.0, 3.0]];
         assert_eq!(resample(&x, 500, 500).unwrap(), x);
         assert!(resample(&x, 0, 500).is_err());
+    }
+
+    #[test]
+    fn output_beyond_the_limit_is_an_error_not_an_allocation() {
+        let x = vec![vec![0.0f32; 1000]; 2];
+        let e = resample(&x, 1, u32::MAX).unwrap_err();
+        assert!(e.contains("more than 268435456 samples"), "{e}");
+        let e = resample(&x, 4_294_967_291, 250).unwrap_err();
+        assert!(e.contains("ratio reduces to 4294967291 : 250"), "{e}");
     }
 }

@@ -51,8 +51,19 @@ pub fn check_supported(format: u16, path: &Path) -> Result<()> {
 /// Number of complete frames (one sample of every signal) that `n_bytes` of `format` hold.
 pub fn frames_in(format: u16, n_bytes: u64, n_signals: usize) -> u64 {
     let bits = bits_per_sample(format).unwrap_or(8);
-    let samples = n_bytes * 8 / bits;
-    samples / n_signals.max(1) as u64
+    // In u128: `n_bytes * 8` cannot overflow, and the result is at most `n_bytes * 8`.
+    let samples = u128::from(n_bytes) * 8 / u128::from(bits);
+    u64::try_from(samples / n_signals.max(1) as u128).unwrap_or(u64::MAX)
+}
+
+/// Bytes that `n_frames` frames of `n_signals` signals of `format` occupy, or `None` when the
+/// format is not decoded here or the count does not fit in a `u64`.
+pub fn bytes_needed(format: u16, n_frames: u64, n_signals: usize) -> Option<u64> {
+    let bits = bits_per_sample(format)?;
+    let bits_total = n_frames
+        .checked_mul(u64::try_from(n_signals).ok()?)?
+        .checked_mul(bits)?;
+    Some(bits_total.div_ceil(8))
 }
 
 /// Decodes `n_frames` frames of `n_signals` interleaved signals stored in `format` from `data`
@@ -69,11 +80,16 @@ pub fn decode(
     path: &Path,
 ) -> Result<Vec<Vec<i32>>> {
     check_supported(format, path)?;
-    let bits = bits_per_sample(format).unwrap_or(8);
-    let total = n_frames
-        .checked_mul(n_signals as u64)
-        .ok_or_else(|| DatasetError::signal(path, "*", "sample count overflows"))?;
-    let need = (total * bits).div_ceil(8);
+    let overflow = || {
+        DatasetError::signal(
+            path,
+            "*",
+            format!(
+                "header announces {n_frames} samples per signal of {n_signals} signals: more bytes than can be addressed"
+            ),
+        )
+    };
+    let need = bytes_needed(format, n_frames, n_signals).ok_or_else(overflow)?;
     if (data.len() as u64) < need {
         return Err(DatasetError::signal(
             path,
@@ -84,7 +100,11 @@ pub fn decode(
             ),
         ));
     }
-    let total = total as usize;
+    // `need` bytes are present, so the sample count fits in memory's address space.
+    let total = n_frames
+        .checked_mul(n_signals as u64)
+        .and_then(|t| usize::try_from(t).ok())
+        .ok_or_else(overflow)?;
     // Decode the interleaved stream, then split it frame by frame (no per-sample division).
     let mut flat: Vec<i32> = Vec::with_capacity(total);
     match format {
@@ -129,7 +149,8 @@ pub fn decode(
             let mut acc: Vec<i32> = (0..n_signals)
                 .map(|s| initial.get(s).copied().unwrap_or(0) as i32)
                 .collect();
-            for frame in flat.chunks_exact_mut(n_signals) {
+            // `max(1)`: no signals means no samples (and no panic on a chunk size of 0).
+            for frame in flat.chunks_exact_mut(n_signals.max(1)) {
                 for (v, a) in frame.iter_mut().zip(acc.iter_mut()) {
                     *a = a.wrapping_add(*v);
                     *v = *a;
@@ -223,7 +244,34 @@ mod tests {
         assert_eq!(checksum(&[-1, -1]), -2);
     }
 
+    #[test]
+    fn sizes_that_overflow_are_errors_not_allocations() {
+        // 2^62 frames of format 16: 2^66 bytes, which wrapped to 0 before sizes were checked.
+        let e = decode(16, &[0; 8], 1, 1 << 62, &[], p()).unwrap_err();
+        assert!(
+            e.to_string().contains("more bytes than can be addressed"),
+            "{e}"
+        );
+        assert_eq!(bytes_needed(16, 1 << 62, 1), None);
+        assert_eq!(bytes_needed(212, 3, 1), Some(5));
+        assert_eq!(bytes_needed(310, 3, 1), None);
+        assert_eq!(frames_in(8, u64::MAX, 1), u64::MAX);
+        assert_eq!(frames_in(212, u64::MAX, 1), 12_297_829_382_473_034_410);
+        assert!(decode(16, &[], 0, 5, &[], p()).unwrap().is_empty());
+        assert!(decode(8, &[], 0, 5, &[], p()).unwrap().is_empty());
+    }
+
     proptest::proptest! {
+        /// Extreme frame and signal counts over a small buffer: an error, never a panic or an
+        /// allocation sized by the counts.
+        #[test]
+        fn extreme_counts_are_errors(fmt in proptest::sample::select(vec![8u16, 16, 24, 32, 61, 80, 160, 212]),
+                                     data in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+                                     nsig in proptest::prop_oneof![proptest::strategy::Just(1usize), 1usize..5000, proptest::strategy::Just(usize::MAX)],
+                                     frames in proptest::prop_oneof![proptest::strategy::Just(u64::MAX), proptest::strategy::Just(1u64 << 62), (1u64 << 10)..u64::MAX]) {
+            proptest::prop_assert!(decode(fmt, &data, nsig, frames, &[], p()).is_err());
+        }
+
         #[test]
         fn decoding_arbitrary_bytes_never_panics(fmt in proptest::sample::select(vec![8u16, 16, 24, 32, 61, 80, 160, 212, 310]),
                                                  data in proptest::collection::vec(proptest::num::u8::ANY, 0..200),

@@ -1,6 +1,8 @@
 //! Site stores: a folder of zstd Parquet files (`segments-*.parquet`, schema v1) and a
 //! `manifest.json`. Written into a temporary sibling folder and renamed into place, so a
-//! reader never sees a half-written store.
+//! reader never sees a half-written store. Files are read lazily, one row group at a time
+//! ([`read_file_batches`]); the file names a manifest lists are checked by [`crate::paths`]
+//! (plain names of regular files inside the store folder) before any is opened.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,7 +17,7 @@ use arrow::datatypes::{
     DataType, Field, Float32Type, Schema, SchemaRef, UInt8Type, UInt32Type, UInt64Type,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -23,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::demographics::Sex;
 use crate::error::{DatasetError, Result};
+use crate::paths::{self, PathError};
 use crate::record::RecordWarning;
 use crate::segment::{Segment, Segmentation};
 
@@ -158,6 +161,7 @@ pub fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<StoredSegment>
     let (leads, signal, raw) = (list("leads")?, list("signal")?, list("label_raw")?);
     let hash = col("content_hash")?
         .as_fixed_size_binary_opt()
+        .filter(|h| h.value_length() == 32)
         .ok_or_else(|| bad("content_hash"))?;
     let strings = |l: &arrow::array::ListArray, i: usize| -> Result<Vec<String>> {
         let v = l.value(i);
@@ -340,17 +344,25 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads `manifest.json` of the store at `dir` and checks its schema version and files.
+    /// Reads `manifest.json` of the store at `dir` and checks its schema version and files:
+    /// every listed file name must be a plain file name of a regular file inside the store
+    /// folder ([`crate::paths`]); a name such as `../x.parquet` or `/abs.parquet` is refused.
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                DatasetError::store(dir, "not a site store: manifest.json is missing")
-            } else {
-                DatasetError::io(&path, e)
-            }
-        })?;
-        let m: Manifest = serde_json::from_str(&text)
+        let missing = || DatasetError::store(dir, "not a site store: manifest.json is missing");
+        let folder = match paths::Folder::new(dir) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Err(missing()),
+            Err(e) => return Err(e.at(dir)),
+        };
+        let bytes = match folder.open(MANIFEST) {
+            Ok(f) => f
+                .read_all(paths::MAX_TEXT_BYTES)
+                .map_err(|e| store_file_error(dir, MANIFEST, e))?,
+            Err(e) if e.is_not_found() => return Err(missing()),
+            Err(e) => return Err(store_file_error(dir, MANIFEST, e)),
+        };
+        let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| DatasetError::store(&path, format!("malformed manifest: {e}")))?;
         if m.schema_version != SCHEMA_VERSION {
             return Err(DatasetError::store(
@@ -368,14 +380,35 @@ impl Manifest {
             ));
         }
         for f in &m.files {
-            if !dir.join(&f.name).is_file() {
-                return Err(DatasetError::store(
-                    dir,
-                    format!("file {} listed in the manifest is missing", f.name),
-                ));
+            match folder.open(&f.name) {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {
+                    return Err(DatasetError::store(
+                        dir,
+                        format!("file {} listed in the manifest is missing", f.name),
+                    ));
+                }
+                Err(PathError::Io(e)) => return Err(DatasetError::io(dir.join(&f.name), e)),
+                Err(e) => {
+                    return Err(DatasetError::store(
+                        &path,
+                        e.describe("listed file", &f.name, "the store folder"),
+                    ));
+                }
             }
         }
         Ok(m)
+    }
+}
+
+/// A store error for the file `name` of the store at `dir` that was refused or not readable.
+fn store_file_error(dir: &Path, name: &str, e: PathError) -> DatasetError {
+    match e {
+        PathError::Io(io) => DatasetError::io(dir.join(name), io),
+        refused => DatasetError::store(
+            dir,
+            refused.describe("store file", name, "the store folder"),
+        ),
     }
 }
 
@@ -389,6 +422,12 @@ pub struct StoreWriter {
     finished: bool,
 }
 
+/// Most rows in one Parquet row group of a store file.
+pub const ROW_GROUP_ROWS: usize = 1024;
+/// Most (estimated, encoded) bytes in one Parquet row group of a store file, so that a row
+/// group stays small when rows are large (whole-record windows).
+pub const ROW_GROUP_BYTES: usize = 64 << 20;
+
 fn writer_properties() -> WriterProperties {
     let signal = ColumnPath::from(vec![
         "signal".to_string(),
@@ -397,7 +436,8 @@ fn writer_properties() -> WriterProperties {
     ]);
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(1024))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_column_dictionary_enabled(signal.clone(), false)
         .set_column_encoding(signal, Encoding::BYTE_STREAM_SPLIT)
         .build()
@@ -525,9 +565,21 @@ impl Drop for StoreWriter {
 
 fn file_digest(path: &Path) -> Result<(u64, String)> {
     let mut f = File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    digest(&mut f, path)
+}
+
+fn digest(f: &mut File, path: &Path) -> Result<(u64, String)> {
     let mut h = Sha256::new();
-    let n = std::io::copy(&mut f, &mut h).map_err(|e| DatasetError::io(path, e))?;
+    let n = std::io::copy(f, &mut h).map_err(|e| DatasetError::io(path, e))?;
     Ok((n, hex::encode(h.finalize())))
+}
+
+/// Size and SHA-256 of the store file `name`, opened under the rules of [`crate::paths`].
+fn store_file_digest(dir: &Path, name: &str) -> Result<(u64, String)> {
+    let mut f = paths::open_in(dir, name)
+        .map_err(|e| store_file_error(dir, name, e))?
+        .into_file();
+    digest(&mut f, &dir.join(name))
 }
 
 /// Reads the segments of the store at `dir` whose record id or `<source>/<record>` matches
@@ -537,12 +589,8 @@ pub fn read_record(dir: &Path, record: &str) -> Result<Vec<StoredSegment>> {
     let mut out = Vec::new();
     for f in &m.files {
         let path = dir.join(&f.name);
-        let file = File::open(&path).map_err(|e| DatasetError::io(&path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(1024).build())
-            .map_err(|e| DatasetError::store(&path, e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| DatasetError::store(&path, e))?;
+        for batch in read_file_batches(dir, &f.name, None, None, 1024)? {
+            let batch = batch?;
             let rid = batch
                 .column_by_name("record_id")
                 .and_then(|c| c.as_string_opt::<i32>().cloned());
@@ -609,20 +657,57 @@ pub fn warning_meaning(kind: &str) -> &'static str {
     }
 }
 
-/// Reads record batches of one store file: only `columns` when given (by name) and only the
-/// rows at the sorted, distinct positions `rows` when given (Parquet row selection, so pages
-/// of other rows are skipped).
-pub fn read_file(
+/// Batches of the selected rows of one store file, read lazily (one row group at a time).
+///
+/// Made by [`read_file_batches`]; owns the open file, so it can be moved to another thread and
+/// kept as long as needed. Memory is bounded by one batch and the pages being decoded, not by
+/// the file. After an error the iterator ends (a damaged file yields one error, not an
+/// endless series).
+pub struct FileBatches {
+    reader: ParquetRecordBatchReader,
+    path: PathBuf,
+    failed: bool,
+}
+
+impl std::fmt::Debug for FileBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBatches")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for FileBatches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let item = self.reader.next()?;
+        self.failed = item.is_err();
+        Some(item.map_err(|e| DatasetError::store(&self.path, e)))
+    }
+}
+
+/// Reads record batches of the store file `file` of the store at `dir` lazily: only `columns`
+/// when given (by name) and only the rows at the sorted, distinct positions `rows` when given
+/// (Parquet row selection, so pages of other rows are skipped), `batch_size` rows at most per
+/// batch. `file` must be a plain file name of a regular file inside `dir` ([`crate::paths`]);
+/// a row position past the file's rows is an error.
+pub fn read_file_batches(
     dir: &Path,
     file: &str,
     columns: Option<&[&str]>,
     rows: Option<&[usize]>,
     batch_size: usize,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<FileBatches> {
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
     let path = dir.join(file);
-    let f = File::open(&path).map_err(|e| DatasetError::io(&path, e))?;
+    let f = paths::open_in(dir, file)
+        .map_err(|e| store_file_error(dir, file, e))?
+        .into_file();
     let mut b =
         ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| DatasetError::store(&path, e))?;
     if let Some(cols) = columns {
@@ -639,6 +724,7 @@ pub fn read_file(
         b = b.with_projection(mask);
     }
     if let Some(rows) = rows {
+        let n_rows = u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0);
         let mut sel = Vec::new();
         let mut at = 0usize;
         for &r in rows {
@@ -646,6 +732,12 @@ pub fn read_file(
                 return Err(DatasetError::store(
                     &path,
                     "row positions must be sorted and distinct",
+                ));
+            }
+            if r as u64 >= n_rows {
+                return Err(DatasetError::store(
+                    &path,
+                    format!("row position {r} is past the file's {n_rows} rows"),
                 ));
             }
             if r > at {
@@ -660,98 +752,234 @@ pub fn read_file(
         .with_batch_size(batch_size.max(1))
         .build()
         .map_err(|e| DatasetError::store(&path, e))?;
-    reader
-        .map(|r| r.map_err(|e| DatasetError::store(&path, e)))
-        .collect()
+    Ok(FileBatches {
+        reader,
+        path,
+        failed: false,
+    })
 }
 
-/// Deletes from the store at `dir` every row whose (`source`, `patient`) is in `patients`:
-/// each affected Parquet file is rewritten beside itself, synced and renamed over the old one,
-/// then the manifest (file sizes, digests, row and segment counts) is rewritten the same way.
-/// Returns the number of rows removed.
-pub fn delete_patients(dir: &Path, patients: &[(String, String)]) -> Result<u64> {
-    use arrow::compute::filter_record_batch;
-    let mut manifest = Manifest::read(dir)?;
-    let mut removed_total = 0u64;
-    let mut removed_records = std::collections::HashSet::new();
-    for f in manifest.files.iter_mut() {
-        let batches = read_file(dir, &f.name, None, None, 1024)?;
-        let path = dir.join(&f.name);
-        let mut kept = Vec::with_capacity(batches.len());
-        let mut removed = 0u64;
-        for b in &batches {
-            let (Some(src), Some(pat), Some(rid)) = (
-                b.column_by_name("source")
-                    .and_then(|c| c.as_string_opt::<i32>()),
-                b.column_by_name("patient")
-                    .and_then(|c| c.as_string_opt::<i32>()),
-                b.column_by_name("record_id")
-                    .and_then(|c| c.as_string_opt::<i32>()),
-            ) else {
+/// Reads record batches of one store file, all at once: [`read_file_batches`] collected (for
+/// small reads; a server streaming a slice should iterate [`read_file_batches`] instead).
+pub fn read_file(
+    dir: &Path,
+    file: &str,
+    columns: Option<&[&str]>,
+    rows: Option<&[usize]>,
+    batch_size: usize,
+) -> Result<Vec<RecordBatch>> {
+    read_file_batches(dir, file, columns, rows, batch_size)?.collect()
+}
+
+/// Stops an erasure at `step` when a test asked for it (feature `fault-injection`); compiled
+/// to nothing otherwise.
+macro_rules! erasure_step {
+    ($step:expr, $path:expr) => {
+        #[cfg(feature = "fault-injection")]
+        {
+            let step = $step;
+            if crate::fault::reached(step.clone()) {
                 return Err(DatasetError::store(
-                    &path,
-                    "columns source/patient/record_id missing",
+                    $path,
+                    format!("fault injection: erasure stopped at {step:?}"),
                 ));
-            };
-            let keep: arrow::array::BooleanArray = (0..b.num_rows())
-                .map(|i| {
-                    let hit = patients
-                        .iter()
-                        .any(|(s, p)| s == src.value(i) && p == pat.value(i));
-                    if hit {
-                        removed_records.insert(format!("{}/{}", src.value(i), rid.value(i)));
-                    }
-                    Some(!hit)
-                })
-                .collect();
-            removed += keep.false_count() as u64;
-            kept.push(filter_record_batch(b, &keep).map_err(|e| DatasetError::store(&path, e))?);
+            }
         }
-        if removed == 0 {
-            continue;
+    };
+}
+
+/// Name of the temporary file that replaces `name` in a store folder.
+fn tmp_name(name: &str) -> String {
+    format!(".{name}.tmp-{}", std::process::id())
+}
+
+/// Whether `entry` is a temporary file left by an interrupted rewrite of one of `names`.
+fn is_leftover_tmp(entry: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| {
+        entry
+            .strip_prefix(&format!(".{n}.tmp-"))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Syncs the folder `dir`, so that renames in it are durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    match File::open(dir).and_then(|f| f.sync_all()) {
+        // Some file systems cannot sync a folder; nothing more can be done there.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
         }
-        let tmp = dir.join(format!(".{}.tmp-{}", f.name, std::process::id()));
-        let file = File::create(&tmp).map_err(|e| DatasetError::io(&tmp, e))?;
-        let mut w = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
-            .map_err(|e| DatasetError::store(&tmp, e))?;
-        for b in &kept {
-            w.write(b).map_err(|e| DatasetError::store(&tmp, e))?;
-        }
-        let file = w.into_inner().map_err(|e| DatasetError::store(&tmp, e))?;
-        file.sync_all().map_err(|e| DatasetError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| DatasetError::io(&path, e))?;
-        let (bytes, sha256) = file_digest(&path)?;
-        f.rows -= removed;
-        f.bytes = bytes;
-        f.sha256 = sha256;
-        for s in manifest.sources.iter_mut().filter(|s| s.id == f.source) {
-            s.segments = s.segments.saturating_sub(removed);
-        }
-        removed_total += removed;
+        r => r.map_err(|e| DatasetError::io(dir, e)),
     }
-    if removed_total > 0 {
-        for s in manifest.sources.iter_mut() {
-            let prefix = format!("{}/", s.id);
-            let gone = removed_records
-                .iter()
-                .filter(|r| r.starts_with(&prefix))
-                .count();
-            s.records = s.records.saturating_sub(gone as u64);
+}
+
+/// Deletes from the store at `dir` every row whose (`source`, `patient`) is in `patients`, and
+/// returns the number of rows this call removed.
+///
+/// Idempotent and resumable: temporary files left by an interrupted run are removed first;
+/// each file holding such rows is rewritten beside itself (written, synced, renamed over the
+/// old file, folder synced); then the manifest's file entries (rows, bytes, SHA-256) and its
+/// segment and record counts (per source, per label, in total) are recomputed from the files
+/// themselves, never by subtraction, and the manifest is replaced the same way when it
+/// differs. Rerunning after a crash at any point therefore leaves exactly the store an
+/// uninterrupted run leaves. One erasure at a time per store.
+pub fn delete_patients(dir: &Path, patients: &[(String, String)]) -> Result<u64> {
+    let manifest = Manifest::read(dir)?;
+    let mut names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+    names.push(MANIFEST);
+    for entry in std::fs::read_dir(dir).map_err(|e| DatasetError::io(dir, e))? {
+        let entry = entry.map_err(|e| DatasetError::io(dir, e))?;
+        let is_file = entry.file_type().is_ok_and(|t| !t.is_dir());
+        if is_file
+            && entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| is_leftover_tmp(n, &names))
+        {
+            std::fs::remove_file(entry.path()).map_err(|e| DatasetError::io(entry.path(), e))?;
         }
-        manifest.segments = manifest.segments.saturating_sub(removed_total);
-        manifest.records = manifest
-            .records
-            .saturating_sub(removed_records.len() as u64);
+    }
+    let hit =
+        |source: &str, patient: &str| patients.iter().any(|(s, p)| s == source && p == patient);
+    let mut removed_total = 0u64;
+    for f in &manifest.files {
+        let path = dir.join(&f.name);
+        let mut removed = 0u64;
+        for b in read_file_batches(dir, &f.name, Some(&["source", "patient"]), None, 8192)? {
+            let b = b?;
+            let [src, pat] = string_columns(&b, ["source", "patient"], &path)?;
+            removed += (0..b.num_rows())
+                .filter(|&i| hit(src.value(i), pat.value(i)))
+                .count() as u64;
+        }
+        if removed > 0 {
+            rewrite_without(dir, &f.name, &hit)?;
+            removed_total += removed;
+        }
+    }
+    erasure_step!(crate::fault::ErasureStep::BeforeManifest, dir);
+    let fresh = recount(dir, &manifest)?;
+    if fresh != manifest {
         let mpath = dir.join(MANIFEST);
-        let tmp = dir.join(format!(".{MANIFEST}.tmp-{}", std::process::id()));
-        let json =
-            serde_json::to_vec_pretty(&manifest).map_err(|e| DatasetError::store(&mpath, e))?;
+        let tmp = dir.join(tmp_name(MANIFEST));
+        let json = serde_json::to_vec_pretty(&fresh).map_err(|e| DatasetError::store(&mpath, e))?;
         std::fs::write(&tmp, json).map_err(|e| DatasetError::io(&tmp, e))?;
         File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(|e| DatasetError::io(&tmp, e))?;
+        erasure_step!(crate::fault::ErasureStep::ManifestTmpWritten, &tmp);
         std::fs::rename(&tmp, &mpath).map_err(|e| DatasetError::io(&mpath, e))?;
-        let _ = File::open(dir).and_then(|f| f.sync_all());
+        erasure_step!(crate::fault::ErasureStep::ManifestRenamed, &mpath);
+        sync_dir(dir)?;
     }
     Ok(removed_total)
+}
+
+/// The string columns `names` of `batch`, or an error naming the file.
+fn string_columns<'a, const N: usize>(
+    batch: &'a RecordBatch,
+    names: [&str; N],
+    path: &Path,
+) -> Result<[&'a arrow::array::StringArray; N]> {
+    let mut out = Vec::with_capacity(N);
+    for n in names {
+        out.push(
+            batch
+                .column_by_name(n)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| {
+                    DatasetError::store(path, format!("column `{n}` missing or not text"))
+                })?,
+        );
+    }
+    out.try_into()
+        .map_err(|_| DatasetError::store(path, "column count"))
+}
+
+/// Rewrites the store file `name` without the rows of the patients `hit` selects: a
+/// temporary file beside it, synced, renamed over it, the folder synced. Streams: one batch
+/// in memory at a time.
+fn rewrite_without(dir: &Path, name: &str, hit: &dyn Fn(&str, &str) -> bool) -> Result<()> {
+    use arrow::compute::filter_record_batch;
+    let path = dir.join(name);
+    let tmp = dir.join(tmp_name(name));
+    let write = || -> Result<()> {
+        let file = File::create(&tmp).map_err(|e| DatasetError::io(&tmp, e))?;
+        let mut w = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
+            .map_err(|e| DatasetError::store(&tmp, e))?;
+        for b in read_file_batches(dir, name, None, None, 1024)? {
+            let b = b?;
+            let [src, pat] = string_columns(&b, ["source", "patient"], &path)?;
+            let keep: arrow::array::BooleanArray = (0..b.num_rows())
+                .map(|i| Some(!hit(src.value(i), pat.value(i))))
+                .collect();
+            let kept = filter_record_batch(&b, &keep).map_err(|e| DatasetError::store(&path, e))?;
+            w.write(&kept).map_err(|e| DatasetError::store(&tmp, e))?;
+        }
+        let file = w.into_inner().map_err(|e| DatasetError::store(&tmp, e))?;
+        file.sync_all().map_err(|e| DatasetError::io(&tmp, e))
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    erasure_step!(
+        crate::fault::ErasureStep::FileTmpWritten(name.to_string()),
+        &tmp
+    );
+    std::fs::rename(&tmp, &path).map_err(|e| DatasetError::io(&path, e))?;
+    erasure_step!(
+        crate::fault::ErasureStep::FileRenamed(name.to_string()),
+        &path
+    );
+    sync_dir(dir)
+}
+
+/// `manifest` with its file entries (rows, bytes, SHA-256) and its segment and record counts
+/// (per source, per label, in total) recomputed from the store's files.
+fn recount(dir: &Path, manifest: &Manifest) -> Result<Manifest> {
+    let mut m = manifest.clone();
+    let mut segments: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_label: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut records: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut total_rows = 0u64;
+    for f in m.files.iter_mut() {
+        let path = dir.join(&f.name);
+        let mut rows = 0u64;
+        let cols = ["source", "record_id", "label"];
+        for b in read_file_batches(dir, &f.name, Some(&cols), None, 8192)? {
+            let b = b?;
+            let [src, rid, label] = string_columns(&b, cols, &path)?;
+            rows += b.num_rows() as u64;
+            for i in 0..b.num_rows() {
+                let s = src.value(i);
+                *segments.entry(s.to_string()).or_default() += 1;
+                *by_label
+                    .entry(s.to_string())
+                    .or_default()
+                    .entry(label.value(i).to_string())
+                    .or_default() += 1;
+                records
+                    .entry(s.to_string())
+                    .or_default()
+                    .insert(rid.value(i).to_string());
+            }
+        }
+        total_rows += rows;
+        f.rows = rows;
+        (f.bytes, f.sha256) = store_file_digest(dir, &f.name)?;
+    }
+    for s in m.sources.iter_mut() {
+        s.segments = segments.get(&s.id).copied().unwrap_or(0);
+        s.records = records.get(&s.id).map_or(0, |r| r.len() as u64);
+        s.segments_by_label = by_label.remove(&s.id).unwrap_or_default();
+    }
+    m.segments = total_rows;
+    m.records = records.values().map(|r| r.len() as u64).sum();
+    Ok(m)
 }

@@ -87,7 +87,7 @@ pub fn age_band_names(edges: &[u8]) -> Vec<String> {
     let mut names = Vec::new();
     let mut lo = 0u32;
     for &e in edges {
-        names.push(format!("{lo}-{}", e as u32 - 1));
+        names.push(format!("{lo}-{}", (e as u32).saturating_sub(1)));
         lo = e as u32;
     }
     names.push(format!("{lo}+"));
