@@ -36,11 +36,13 @@ beats)
     rm -rf "$dir"
     mkdir -p "$dir"
     mit=$(cd "$SHARED/mitdb" && pwd)
-    ln -s "$mit/LICENSE-AND-SOURCE.md" "$dir/"
+    # Copies, not symbolic links: ingest refuses a link that leaves its folder
+    # (docs/datasets.md, "File names from inputs").
+    cp "$mit/LICENSE-AND-SOURCE.md" "$dir/"
     recs=$ds1
     [ "$part" = ds2 ] && recs=$ds2
     for r in $recs; do
-      for f in "$mit/$r".*; do ln -s "$f" "$dir/"; done
+      for f in "$mit/$r".*; do cp "$f" "$dir/"; done
     done
   done
   # One age band: with 22 patients a site, finer cells would mostly fall under k.

@@ -14,7 +14,9 @@ version=$("$bin" --version)
 case "$version" in
   *"test build"*) echo "check-release: $bin is a test build: $version" >&2; exit 1 ;;
 esac
-for marker in ECGFED_GATEWAY_FAULT alter-sample MemoryFlight append_unchecked put_raw faults::arm; do
+# String literals of the fault hooks, and the (mangled) names of the test kit's items.
+for marker in ECGFED_GATEWAY_FAULT alter-sample "fault injected at" 12MemoryFlight \
+              16append_unchecked 5Store7put_raw 14stop_erasure_at; do
   if grep -q -a -F "$marker" "$bin"; then
     echo "check-release: $bin contains test machinery: $marker" >&2
     exit 1

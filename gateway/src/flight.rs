@@ -142,14 +142,16 @@ enum Produced {
     Batch(RecordBatch),
     /// Every batch was produced.
     Done,
+    /// An erasure began: the serving thread stopped.
+    Fenced,
     /// Serving failed.
     Failed(FlightError),
 }
 
 type Batches = Box<dyn Iterator<Item = Result<RecordBatch, FlightError>> + Send>;
 
-/// The served batches of a slice read from the store, file by file: each store row of the
-/// slice with its commitment, leaf index and inclusion proof.
+/// The served batches of a slice read from the store, file by file and lazily (one row group
+/// at a time): each store row of the slice with its commitment, leaf index and inclusion proof.
 fn store_batches(
     gw: &Gateway,
     slice: &SliceRecord,
@@ -173,7 +175,9 @@ fn store_batches(
         .into_iter()
         .flat_map(move |(file, positions)| -> Batches {
             let ctx = Arc::clone(&ctx);
-            match ecgfed_datasets::store::read_file(
+            // One row group of the file at a time: a DoGet holds a few batches, whatever the
+            // slice's size.
+            match ecgfed_datasets::store::read_file_batches(
                 &ctx.0.dir,
                 &ctx.0.files[file],
                 None,
@@ -181,7 +185,8 @@ fn store_batches(
                 batch_rows,
             ) {
                 Err(e) => Box::new(std::iter::once(Err(external(e.into())))),
-                Ok(read) => Box::new(read.into_iter().map(move |b| {
+                Ok(read) => Box::new(read.map(move |b| {
+                    let b = b.map_err(|e| external(e.into()))?;
                     let (catalog, tree, leaf_of, schema) = &*ctx;
                     let proof_of = |id: &str| leaf_of.get(id).map(|&i| (i, tree.proof(i)));
                     serve_batch(&b, catalog, schema, &proof_of).map_err(external)
@@ -209,9 +214,7 @@ fn produce(
     let _ = alter;
     for b in batches {
         if fenced() {
-            let _ = tx.blocking_send(Produced::Failed(FlightError::ProtocolError(
-                FENCED.to_string(),
-            )));
+            let _ = tx.blocking_send(Produced::Fenced);
             return false;
         }
         #[cfg(feature = "fault-injection")]
@@ -330,6 +333,14 @@ impl Respond {
         }));
     }
 
+    /// Ends the stream because an erasure began: `ABORTED`, no DataServed.
+    fn fenced(mut self) -> Option<(Result<WireMessage, Status>, Self)> {
+        self.finished = true;
+        self.left.done.store(true, Ordering::Relaxed);
+        let m = format!("slice {}: {FENCED}", self.slice.slice_id);
+        Some((Err(Status::aborted(m)), self))
+    }
+
     fn fail(mut self, m: String) -> Option<(Result<WireMessage, Status>, Self)> {
         self.finished = true;
         self.left.done.store(true, Ordering::Relaxed);
@@ -346,10 +357,7 @@ impl Respond {
                 return None;
             }
             if !self.queue.is_empty() && !self.gw.fence_ok(self.fence) {
-                self.finished = true;
-                self.left.done.store(true, Ordering::Relaxed);
-                let m = format!("slice {}: {FENCED}", self.slice.slice_id);
-                return Some((Err(Status::aborted(m)), self));
+                return self.fenced();
             }
             if let Some(fd) = self.queue.pop_front() {
                 if self.last && self.queue.is_empty() {
@@ -388,6 +396,7 @@ impl Respond {
                 }
                 Some(Produced::Done) => self.record(),
                 Some(Produced::Failed(e)) => return self.fail(e.to_string()),
+                Some(Produced::Fenced) => return self.fenced(),
                 None => {
                     self.finished = true;
                     let id = &self.slice.slice_id;
@@ -419,7 +428,7 @@ impl WireDoGet for GatewayFlight {
         // The erasure fence, noted before anything is read: no row of a patient whose erasure
         // began is sent after that.
         let fence = self.gw.fence();
-        if fence % 2 == 1 {
+        if !fence.is_multiple_of(2) {
             return Err(Status::unavailable(
                 "an erasure is running at this gateway; retry in a moment",
             ));

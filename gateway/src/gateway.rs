@@ -716,7 +716,7 @@ impl Gateway {
     /// True when no erasure started since the fence value `at` was noted (and none was
     /// running then).
     pub fn fence_ok(&self, at: u64) -> bool {
-        at % 2 == 0 && self.fence() == at
+        at.is_multiple_of(2) && self.fence() == at
     }
 
     /// Row positions to read per store file for the leaves of `s` still present, and the

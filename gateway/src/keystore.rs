@@ -380,10 +380,8 @@ impl KeyStore {
         if prune {
             b.delete_range_cf(cf, vec![0u8; 8], nonce_key(cutoff, "", 0));
         }
-        if let Err(e) = self.write(b) {
-            // Not recorded durably: refuse the request (the nonce stays used in memory).
-            return Err(e);
-        }
+        // Not recorded durably: the request is refused (the nonce stays used in memory).
+        self.write(b)?;
         Ok(true)
     }
 }

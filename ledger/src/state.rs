@@ -347,9 +347,10 @@ impl State {
         Ok(())
     }
 
-    /// Every check of a submission except its signature and nonce: known signer, freshness
-    /// (when `now_ms` is given), role, payload, and no conflict with the entries applied so far
-    /// (an entry of the same block is checked again by [`State::stage`]). Returns the signer.
+    /// Every check of a submission except its signature, its nonce and the checks against
+    /// earlier entries ([`State::stage`], made in log order when its block is committed, so
+    /// that a slice may follow its cohort in one stream of submissions): known signer,
+    /// freshness (when `now_ms` is given), role, payload. Returns the signer.
     pub fn precheck(
         &self,
         body: &EntryBody,
@@ -465,7 +466,6 @@ impl State {
             }
         }
         self.check_subjects(body)?;
-        self.check_against(p, &Changes::default())?;
         Ok(signer)
     }
 
@@ -492,15 +492,14 @@ impl State {
                     ));
                 }
             }
-            Payload::CohortCreated(c) => {
+            Payload::CohortCreated(c)
                 if self.cohorts.contains_key(&c.cohort_id)
-                    || pending.cohorts.iter().any(|(id, _)| *id == c.cohort_id)
-                {
-                    return Err(Rejection::new(
-                        Code::AlreadyExists,
-                        format!("cohort {} already exists", c.cohort_id),
-                    ));
-                }
+                    || pending.cohorts.iter().any(|(id, _)| *id == c.cohort_id) =>
+            {
+                return Err(Rejection::new(
+                    Code::AlreadyExists,
+                    format!("cohort {} already exists", c.cohort_id),
+                ));
             }
             Payload::CohortSliceCommitted(s) => {
                 let want = slice_id(&s.cohort_id, &s.site);
@@ -698,7 +697,7 @@ pub fn cohort_info(c: &ecgfed_proto::v1::CohortCreated) -> Result<CohortInfo, Re
 
 /// A slice is its cohort's: the cohort allocates rows to the slice's site, exactly as many as
 /// the slice commits, and the slice carries the cohort's requester and seed. (The slice id and
-/// its uniqueness are checked by [`State::precheck`] and [`State::stage`].)
+/// its uniqueness are checked by [`State::stage`].)
 pub fn check_slice_of(
     s: &ecgfed_proto::v1::CohortSliceCommitted,
     cohort: &CohortInfo,
