@@ -6,7 +6,7 @@
 //! with every row verified: once alone, then by N clients at once. Reported: throughput of
 //! both, and the gateway process's peak resident memory (VmHWM) after each.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,14 +14,8 @@ use anyhow::{Context, Result, bail};
 use ecgfed_datasets::ingest::{IngestOptions, ingest};
 use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_ledger::Ledger;
-use ecgfed_ledger::client::LedgerClient;
-use ecgfed_ledger::entry::EntrySigner;
-use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
-use ecgfed_ledger::keys::KeyPair;
-use ecgfed_ledger::trust::TrustFile;
-use ecgfed_proto::v1::entry_body::Payload;
-use ecgfed_proto::v1::{AllocationCell, CohortCreated, ReserveSliceRequest, StrataDimension};
+
+use crate::gateway_bench::BenchLedger;
 
 /// The load phase's figures.
 pub struct Load {
@@ -110,49 +104,17 @@ pub async fn run(
     std::fs::remove_dir_all(&sources).ok();
 
     // Ledger in this process; the gateway as its own process, its memory measured alone.
-    let write_key = |name: &str| -> Result<(KeyPair, PathBuf)> {
-        let k = KeyPair::generate();
-        let p = dir.join(format!("load-{name}.key"));
-        k.write_file(&p)?;
-        Ok((k, p))
-    };
-    let (ledger_key, _) = write_key("ledger")?;
-    let (hosp, hosp_file) = write_key("hosp")?;
-    let (sci, _) = write_key("sci")?;
-    let g = GenesisFile {
-        origin: "ecgfed.bench/load".into(),
-        max_clock_skew_ms: 0,
-        members: vec![
-            GenesisMember::for_key("ledger", "ledger", "", &ledger_key),
-            GenesisMember::for_key("hosp", "hospital", "load-site", &hosp),
-            GenesisMember::for_key("sci", "scientist", "", &sci),
-        ],
-    };
-    let ldb = dir.join("load-ledger");
-    let cp = Ledger::init(&ldb, &g, &ledger_key)?;
-    let trust = dir.join("load-trust.json");
-    TrustFile {
-        origin: cp.origin.clone(),
-        ledger_public_key: ledger_key.public().to_hex(),
-        checkpoint: cp.sign(&ledger_key),
-    }
-    .write(&trust)?;
-    let ledger = Ledger::open(&ldb, ledger_key.clone())?;
-    let (ll, laddr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
-    tokio::spawn(ecgfed_ledger::service::serve(
-        Arc::clone(&ledger),
-        ll,
-        std::future::pending(),
-    ));
+    let fed = BenchLedger::start(&dir.join("load"), "ecgfed.bench/load", "load-site").await?;
     let cfg = dir.join("load-gateway.toml");
     std::fs::write(
         &cfg,
         format!(
-            "site = \"load-site\"\nmember = \"hosp\"\nkey_file = {:?}\nstore = {:?}\ndata = {:?}\nlisten = \"127.0.0.1:0\"\nk = 2\n[ledger]\naddress = \"{laddr}\"\ntrust = {:?}\n",
-            hosp_file,
+            "site = \"load-site\"\nmember = \"hosp\"\nkey_file = {:?}\nstore = {:?}\ndata = {:?}\nlisten = \"127.0.0.1:0\"\nk = 2\n[ledger]\naddress = \"{}\"\ntrust = {:?}\n",
+            fed.hosp_file,
             store,
             dir.join("load-gw"),
-            trust
+            fed.addr,
+            fed.trust
         ),
     )?;
     let procs = crate::demo::Procs::default();
@@ -161,17 +123,7 @@ pub async fn run(
         &dir.join("load-gateway.log"),
     )?;
     let pid = procs.last_pid().context("no gateway process")?;
-    let result = pull_all(
-        &gaddr,
-        &laddr.to_string(),
-        &cp,
-        &ledger_key,
-        &sci,
-        slice_rows,
-        concurrent,
-        pid,
-    )
-    .await;
+    let result = pull_all(&fed, &gaddr, slice_rows, concurrent, pid).await;
     procs.stop_all();
     let (signal_bytes, alone, peak_alone, together, peak_together) = result?;
     Ok(Load {
@@ -189,82 +141,18 @@ pub async fn run(
 
 type Figures = (u64, f64, u64, f64, u64);
 
-#[allow(clippy::too_many_arguments)]
 async fn pull_all(
+    fed: &BenchLedger,
     gaddr: &str,
-    laddr: &str,
-    cp: &ecgfed_ledger::checkpoint::Checkpoint,
-    ledger_key: &KeyPair,
-    sci: &KeyPair,
     slice_rows: u64,
     concurrent: usize,
     pid: u32,
 ) -> Result<Figures> {
-    let signer = Arc::new(RequestSigner::new("sci", sci.clone()));
+    let signer = Arc::new(RequestSigner::new("sci", fed.sci.clone()));
     let mut client = GatewayClient::connect(gaddr, "load-site", Arc::clone(&signer)).await?;
-    let t = client
-        .strata(
-            "",
-            &[
-                StrataDimension::Label,
-                StrataDimension::Sex,
-                StrataDimension::AgeBand,
-            ],
-        )
-        .await?;
-    let mut allocation = Vec::new();
-    let mut left = slice_rows;
-    for c in &t.cells {
-        if left == 0 {
-            break;
-        }
-        let n = c.segments.min(left);
-        left -= n;
-        allocation.push(AllocationCell {
-            site: "load-site".into(),
-            label: c.key[0].clone(),
-            sex: c.key[1].clone(),
-            age_band: c.key[2].clone(),
-            count: n,
-        });
-    }
-    if left > 0 {
-        bail!(
-            "the store has {} selectable rows, fewer than {slice_rows}",
-            slice_rows - left
-        );
-    }
-    let ledger_client = || async {
-        LedgerClient::connect(
-            laddr,
-            &cp.origin.clone(),
-            ledger_key.public(),
-            Some(cp.clone()),
-        )
-        .await
-    };
-    let mut lc = ledger_client().await?;
-    lc.submit(
-        EntrySigner::new("sci", sci.clone()).sign(Payload::CohortCreated(CohortCreated {
-            cohort_id: "load".into(),
-            spec_sha256: vec![0; 32],
-            allocation,
-            seed: 1,
-            purpose: "gateway load bench".into(),
-            requester: "sci".into(),
-        })),
-    )
-    .await?;
-    let r = client
-        .reserve(ReserveSliceRequest {
-            cohort_id: "load".into(),
-            ..Default::default()
-        })
-        .await?;
-    eprintln!(
-        "bench: slice of {} rows reserved; one pull alone ...",
-        r.rows
-    );
+    let mut lc = fed.client().await?;
+    let r = fed.cohort(&mut client, &mut lc, "load", slice_rows).await?;
+    eprintln!("bench: slice of {} rows reserved; one pull alone ...", r.rows);
     let t = Instant::now();
     let rep = client.pull(&r.slice_id, &mut lc, |_| {}).await?;
     let alone = t.elapsed().as_secs_f64();
@@ -275,7 +163,7 @@ async fn pull_all(
         let (signer, id) = (Arc::clone(&signer), r.slice_id.clone());
         async move {
             let mut c = GatewayClient::connect(gaddr, "load-site", signer).await?;
-            let mut l = ledger_client().await?;
+            let mut l = fed.client().await?;
             let rep = c.pull(&id, &mut l, |_| {}).await?;
             anyhow::Ok(rep.rows)
         }

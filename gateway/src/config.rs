@@ -89,6 +89,10 @@ pub struct Policy {
     /// than this is read from the store on every DoGet.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// Most DoGets reading and sending at once; further ones wait their turn. With the cache
+    /// budget it bounds the gateway's memory whatever the number of clients.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
 }
 
 impl Default for Policy {
@@ -98,6 +102,7 @@ impl Default for Policy {
             max_slice_rows: default_max_rows(),
             batch_rows: default_batch_rows(),
             cache_mb: default_cache_mb(),
+            max_transfers: default_max_transfers(),
         }
     }
 }
@@ -126,6 +131,9 @@ fn default_batch_rows() -> usize {
 }
 fn default_cache_mb() -> u64 {
     1024
+}
+fn default_max_transfers() -> usize {
+    4
 }
 
 impl GatewayConfig {
@@ -169,8 +177,14 @@ impl GatewayConfig {
         if self.age_edges.first() == Some(&0) || self.age_edges.windows(2).any(|w| w[0] >= w[1]) {
             return Err("age_edges must be strictly increasing and above 0".into());
         }
-        if self.policy.batch_rows == 0 || self.policy.max_slice_rows == 0 {
-            return Err("policy.batch_rows and policy.max_slice_rows must be positive".into());
+        if self.policy.batch_rows == 0
+            || self.policy.max_slice_rows == 0
+            || self.policy.max_transfers == 0
+        {
+            return Err(
+                "policy.batch_rows, policy.max_slice_rows and policy.max_transfers must be positive"
+                    .into(),
+            );
         }
         if self.policy.max_slice_rows > MAX_SLICE_ROWS {
             return Err(format!(

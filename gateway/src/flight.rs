@@ -312,6 +312,8 @@ struct Respond {
     slice: Arc<SliceRecord>,
     /// The erasure fence noted at the start ([`Gateway::fence_ok`]).
     fence: u64,
+    /// This transfer's turn ([`Gateway::transfer_turn`]), given back when the stream ends.
+    _turn: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Respond {
@@ -425,6 +427,8 @@ impl WireDoGet for GatewayFlight {
         let who = caller(&self.gw, &format!("{FLIGHT_PATH}DoGet"), &r).await?;
         let slice_id = parse_ticket(&r.get_ref().ticket)?;
         let s = self.gw.granted_slice(&who, &slice_id, true)?;
+        // At most `max_transfers` DoGets read and send at once; this one waits its turn.
+        let turn = self.gw.transfer_turn().await?;
         // The erasure fence, noted before anything is read: no row of a patient whose erasure
         // began is sent after that.
         let fence = self.gw.fence();
@@ -506,6 +510,7 @@ impl WireDoGet for GatewayFlight {
             gw: Arc::clone(&self.gw),
             slice: s,
             fence,
+            _turn: turn,
         };
         Ok(Box::pin(futures::stream::unfold(state, Respond::next)))
     }

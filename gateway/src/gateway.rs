@@ -112,6 +112,8 @@ pub struct Gateway {
     /// notes it when it starts and stops if it changed or was odd (an erased patient's rows
     /// are never sent once the erasure began).
     epoch: std::sync::atomic::AtomicU64,
+    /// DoGets reading and sending now, at most `policy.max_transfers`.
+    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 fn refused(code: Code, m: impl Into<String>) -> GatewayError {
@@ -144,6 +146,7 @@ impl Gateway {
             })?;
         check_self(&cfg, &me, &key)?;
         let catalog = Catalog::load(&cfg.store, &cfg.dataset_id(), &keys, &cfg.age_edges, cfg.k)?;
+        let transfers = Arc::new(tokio::sync::Semaphore::new(cfg.policy.max_transfers));
         let gw = Arc::new(Gateway {
             signer: tokio::sync::Mutex::new(EntrySigner::new(&cfg.member, key)),
             #[cfg(feature = "fault-injection")]
@@ -159,6 +162,7 @@ impl Gateway {
             cache: std::sync::Mutex::new(HashMap::new()),
             cache_bytes: Default::default(),
             epoch: Default::default(),
+            transfers,
         });
         gw.resume_erasure().await?;
         gw.register().await?;
@@ -706,6 +710,15 @@ impl Gateway {
             self.finish_erasure(&k, p).await?;
         }
         Ok(())
+    }
+
+    /// Waits for a turn to read and send a slice (at most `policy.max_transfers` at once); the
+    /// turn ends when the permit is dropped.
+    pub async fn transfer_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.transfers)
+            .acquire_owned()
+            .await
+            .map_err(|_| refused(Code::Unavailable, "the gateway is shutting down"))
     }
 
     /// The erasure fence's value now: a DoGet notes it when it starts ([`Gateway::fence_ok`]).

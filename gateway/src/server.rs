@@ -82,3 +82,32 @@ pub async fn serve(
             reason: e.to_string(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 23, item 10: a TLS private key that group or others may read is refused (as a BLS
+    /// key is), naming the file; at 0600 it is accepted.
+    #[test]
+    fn a_tls_key_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, "not checked here").unwrap();
+        std::fs::write(&key, "not checked here").unwrap();
+        let tls = crate::config::TlsConfig {
+            cert,
+            key: key.clone(),
+            ca: None,
+            domain: None,
+        };
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = tls_config(&tls).err().expect("refused").to_string();
+            assert!(e.contains("key.pem") && e.contains("too open"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(tls_config(&tls).is_ok());
+    }
+}

@@ -282,6 +282,15 @@ impl Ledger {
             .unwrap_or_else(|_| Err(unavailable()))
     }
 
+    /// The queue into the commit thread (Unavailable once the ledger stops).
+    fn sender(&self) -> Result<mpsc::Sender<Pending>, Rejection> {
+        self.tx
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or_else(unavailable)
+    }
+
     /// Checks an entry ahead of the sequencer (decoding, member, freshness, role and payload
     /// rules, signature decoding and hashing its message to G2, on the rayon pool), queues it,
     /// and returns the receiver of its answer (for pipelined streams).
@@ -289,12 +298,7 @@ impl Ledger {
         &self,
         entry: SignedEntry,
     ) -> Result<oneshot::Receiver<Result<Receipt, Rejection>>, Rejection> {
-        let tx = self
-            .tx
-            .lock()
-            .ok()
-            .and_then(|g| g.clone())
-            .ok_or_else(unavailable)?;
+        let tx = self.sender()?;
         let (ptx, prx) = oneshot::channel();
         let state = Arc::clone(&self.state);
         self.prep_pool.spawn(move || {
@@ -314,12 +318,7 @@ impl Ledger {
     /// rules use it. Compiled with the `test-kit` feature only.
     #[cfg(feature = "test-kit")]
     pub async fn append_unchecked(&self, entry: SignedEntry) -> Result<Receipt, Rejection> {
-        let tx = self
-            .tx
-            .lock()
-            .ok()
-            .and_then(|g| g.clone())
-            .ok_or_else(unavailable)?;
+        let tx = self.sender()?;
         let body = entry::decode_body(&entry.body)
             .map_err(|EntryError(m)| Rejection::new(Code::InvalidArgument, m))?;
         let sig = Signature::from_bytes(&entry.signature)

@@ -562,51 +562,46 @@ async fn slices_are_bound_to_their_site_and_cohort_and_committed_once() {
     )
     .await;
     let before = ledger.head();
-    // Hospital 1 front-running site 0's slice id, under its own site or site 0's.
-    expect(
-        &mut c,
-        f.hospitals[1].sign(slice("c1", "c1/site-0", "site-1", 1, "scientist")),
-        Code::InvalidArgument,
-        "is not <cohort>/<site>",
-    )
-    .await;
-    expect(
-        &mut c,
-        f.hospitals[1].sign(slice("c1", "c1/site-0", "site-0", 2, "scientist")),
-        Code::PermissionDenied,
-        "speaks for site site-1",
-    )
-    .await;
-    // A site the cohort allocates nothing to; a cohort that does not exist.
-    expect(
-        &mut c,
-        f.hospitals[2].sign(slice("c1", "c1/site-2", "site-2", 1, "scientist")),
-        Code::FailedPrecondition,
-        "allocates nothing to site site-2",
-    )
-    .await;
-    expect(
-        &mut c,
-        f.hospitals[0].sign(slice("c9", "c9/site-0", "site-0", 2, "scientist")),
-        Code::FailedPrecondition,
-        "no CohortCreated",
-    )
-    .await;
-    // Not the allocated number of rows; not the cohort's requester.
-    expect(
-        &mut c,
-        f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 3, "scientist")),
-        Code::InvalidArgument,
-        "allocates 2 to site site-0",
-    )
-    .await;
-    expect(
-        &mut c,
-        f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 2, "regulator")),
-        Code::InvalidArgument,
-        "requester",
-    )
-    .await;
+    // (hospital, cohort, slice id, site, rows, requester) refused with (status, message).
+    let refused = [
+        // Hospital 1 front-running site 0's slice id, under its own site or site 0's.
+        (
+            (1, "c1", "c1/site-0", "site-1", 1, "scientist"),
+            Code::InvalidArgument,
+            "is not <cohort>/<site>",
+        ),
+        (
+            (1, "c1", "c1/site-0", "site-0", 2, "scientist"),
+            Code::PermissionDenied,
+            "speaks for site site-1",
+        ),
+        // A site the cohort allocates nothing to; a cohort that does not exist.
+        (
+            (2, "c1", "c1/site-2", "site-2", 1, "scientist"),
+            Code::FailedPrecondition,
+            "allocates nothing to site site-2",
+        ),
+        (
+            (0, "c9", "c9/site-0", "site-0", 2, "scientist"),
+            Code::FailedPrecondition,
+            "no CohortCreated",
+        ),
+        // Not the allocated number of rows; not the cohort's requester.
+        (
+            (0, "c1", "c1/site-0", "site-0", 3, "scientist"),
+            Code::InvalidArgument,
+            "allocates 2 to site site-0",
+        ),
+        (
+            (0, "c1", "c1/site-0", "site-0", 2, "regulator"),
+            Code::InvalidArgument,
+            "requester",
+        ),
+    ];
+    for ((h, cohort, id, site, rows, requester), code, needle) in refused {
+        let e = f.hospitals[h].sign(slice(cohort, id, site, rows, requester));
+        expect(&mut c, e, code, needle).await;
+    }
     assert_eq!(ledger.head(), before, "nothing written");
     // The real one, once.
     c.submit(f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 2, "scientist")))
