@@ -484,7 +484,10 @@ impl BenchLedger {
             bail!("no strata cell reaches k = 2 patients");
         }
         if rows != u64::MAX && left > 0 {
-            bail!("the store has {} selectable rows, fewer than {rows}", rows - left);
+            bail!(
+                "the store has {} selectable rows, fewer than {rows}",
+                rows - left
+            );
         }
         let mut es = EntrySigner::new("sci", self.sci.clone());
         ledger

@@ -152,7 +152,10 @@ async fn pull_all(
     let mut client = GatewayClient::connect(gaddr, "load-site", Arc::clone(&signer)).await?;
     let mut lc = fed.client().await?;
     let r = fed.cohort(&mut client, &mut lc, "load", slice_rows).await?;
-    eprintln!("bench: slice of {} rows reserved; one pull alone ...", r.rows);
+    eprintln!(
+        "bench: slice of {} rows reserved; one pull alone ...",
+        r.rows
+    );
     let t = Instant::now();
     let rep = client.pull(&r.slice_id, &mut lc, |_| {}).await?;
     let alone = t.elapsed().as_secs_f64();

@@ -442,4 +442,37 @@ mod tests {
         let e = KeyStore::open(dir.path()).err().unwrap().to_string();
         assert!(e.contains("gateway running"), "{e}");
     }
+
+    /// Issue 23, item 7: expired request nonces are pruned by time (at most every ten
+    /// seconds), never because of the value a caller picks; a recorded nonce survives a
+    /// restart.
+    #[test]
+    fn request_nonces_are_pruned_by_time_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = |ks: &KeyStore| {
+            ks.db
+                .iterator_cf(ks.cf(CF_NONCES).unwrap(), IteratorMode::Start)
+                .count()
+        };
+        let (t0, keep) = (1_000_000_000i64, 60_000u64);
+        {
+            let ks = KeyStore::open(dir.path()).unwrap();
+            assert!(ks.use_nonce("sci", 1, t0, t0, keep).unwrap());
+            // 100 s later (past the window): an ordinary nonce prunes the expired one.
+            let t1 = t0 + 100_000;
+            assert!(ks.use_nonce("sci", 3, t1, t1, keep).unwrap());
+            assert_eq!(count(&ks), 1, "expired nonce pruned by time");
+            // Half a second later, a nonce that is a multiple of 1024 prunes nothing, and
+            // nothing scans: the caller does not choose when pruning runs.
+            let t2 = t1 + 500;
+            assert!(ks.use_nonce("sci", 1024, t1 - 30_000, t2, keep).unwrap());
+            assert!(ks.use_nonce("sci", 2048, t2, t2, keep).unwrap());
+            assert_eq!(count(&ks), 3);
+        }
+        let ks = KeyStore::open(dir.path()).unwrap();
+        assert!(
+            !ks.use_nonce("sci", 3, t0 + 100_000, t0 + 100_001, keep)
+                .unwrap()
+        );
+    }
 }

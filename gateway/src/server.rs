@@ -105,7 +105,10 @@ mod tests {
         for mode in [0o644, 0o640, 0o604] {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
             let e = tls_config(&tls).err().expect("refused").to_string();
-            assert!(e.contains("key.pem") && e.contains("too open"), "{mode:o}: {e}");
+            assert!(
+                e.contains("key.pem") && e.contains("too open"),
+                "{mode:o}: {e}"
+            );
         }
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(tls_config(&tls).is_ok());

@@ -51,18 +51,31 @@ fn code(e: ecgfed_gateway::GatewayError) -> Code {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slice_id_belongs_to_its_site_whatever_the_ledger_accepts() {
     let fed = Fed::start(Policy::default()).await;
-    fed.cohort("sci", "c1", &[0, 1], 2, 2).await;
+    let allocation = fed.cohort("sci", "c1", &[0, 1], 2, 2).await;
     let mut ledger = fed.ledger_client().await;
+    // B's entry is right in every respect but its id: site B's rows of the cohort, made-up
+    // commitments with their true root, the cohort's requester and seed.
+    let rows_b: u64 = allocation
+        .iter()
+        .filter(|a| a.site == "site-b")
+        .map(|a| a.count)
+        .sum();
+    let commitments: Vec<Vec<u8>> = (0..rows_b).map(|i| vec![i as u8 + 1; 32]).collect();
+    let mut tree = ecgfed_ledger::log::MemoryLog::new();
+    for c in &commitments {
+        tree.append(c);
+    }
+    let root = ecgfed_ledger::log::root(&tree, rows_b).unwrap();
     let forged = |site: &str| CohortSliceCommitted {
         slice_id: "c1/site-a".into(),
         cohort_id: "c1".into(),
         site: site.into(),
         dataset_id: "site-b/x".into(),
         requester: "sci".into(),
-        row_count: 0,
-        slice_root: ecgfed_ledger::log::empty_root().to_vec(),
+        row_count: rows_b,
+        slice_root: root.to_vec(),
         seed: 42,
-        commitments: vec![],
+        commitments: commitments.clone(),
     };
     let mut hosp_b = fed.entry_signer("hosp-b");
     // The ledger's rules: B may not commit under its own site a slice id of site A, nor write
@@ -89,19 +102,23 @@ async fn a_slice_id_belongs_to_its_site_whatever_the_ledger_accepts() {
     let report = a.pull(&r.slice_id, &mut ledger, |_| {}).await.unwrap();
     assert_eq!(report.rows, r.rows);
     assert_eq!(report.root.to_vec(), r.slice_root);
-    // The client names B's entry as refused when it is the only one.
+    // Before site A commits: B's entry alone is no slice, and the client says why.
+    fed.cohort("sci", "c3", &[0, 1], 2, 2).await;
     let e = hosp_b.sign(Payload::CohortSliceCommitted(CohortSliceCommitted {
-        slice_id: "c2/site-a".into(),
-        cohort_id: "c2".into(),
+        slice_id: "c3/site-a".into(),
+        cohort_id: "c3".into(),
         ..forged("site-b")
     }));
     fed.ledger.append_unchecked(e).await.unwrap();
     ledger.update_checkpoint().await.unwrap();
-    let err = ecgfed_gateway::client::slice_on_ledger(&mut ledger, "c2/site-a")
+    let err = ecgfed_gateway::client::slice_on_ledger(&mut ledger, "c3/site-a")
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no valid CohortSliceCommitted"), "{err}");
+    assert!(
+        err.contains("no valid CohortSliceCommitted") && err.contains("its id is not c3/site-b"),
+        "{err}"
+    );
 }
 
 /// A member record and its encoding.
