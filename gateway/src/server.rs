@@ -104,7 +104,10 @@ mod tests {
         };
         for mode in [0o644, 0o640, 0o604] {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
-            let e = tls_config(&tls).err().expect("refused").to_string();
+            let e = match tls_config(&tls) {
+                Ok(_) => panic!("a key of mode {mode:o} was accepted"),
+                Err(e) => e.to_string(),
+            };
             assert!(
                 e.contains("key.pem") && e.contains("too open"),
                 "{mode:o}: {e}"
