@@ -1,7 +1,7 @@
 //! ecgfed-audit: what a regulator runs. Lineage queries over the ledger's subject indexes
 //! ([`lineage`]), W3C PROV-JSON and OpenLineage exports ([`export`]), offline proof bundles
 //! ([`bundle`]) and self-contained HTML reports ([`report`]), all over one [`source::Source`]
-//! abstraction: a ledger store read offline, a running ledger through the verifying client, or
+//! abstraction: a ledger store read offline (`store` feature), a running ledger through the verifying client, or
 //! a bundle's entries. docs/audit.md documents every format.
 
 pub mod bundle;

@@ -88,23 +88,6 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Lineage query latency over a large ledger filled through the real service
-    /// (model → sources, through the verifying client; the offline store as baseline).
-    Bench {
-        /// Ledger entries to generate (rounded to whole cohorts of 8 entries).
-        #[arg(long, default_value_t = 100_000)]
-        entries: u64,
-        /// Timed queries per source.
-        #[arg(long, default_value_t = 1000)]
-        queries: usize,
-        /// Keep the filled ledger in this folder; a later run with the same folder reuses it
-        /// (a settled database) instead of filling again.
-        #[arg(long, value_name = "DIR")]
-        keep: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
     /// Write the HTML audit report of a model (index.html) and its proof bundle
     /// (bundle.json) into a folder.
     Report {
@@ -222,12 +205,6 @@ pub fn run(cmd: AuditCommand) -> Result<()> {
             );
             Ok(())
         }),
-        AuditCommand::Bench {
-            entries,
-            queries,
-            keep,
-            json,
-        } => runtime()?.block_on(crate::audit_bench::run(entries, queries.max(1), keep, json)),
         AuditCommand::VerifyBundle { file, trust, json } => {
             verify_bundle(&file, trust.as_deref(), json)
         }

@@ -144,6 +144,41 @@ struct Kept {
     compact_seconds: f64,
 }
 
+/// `ecgfed audit bench` (flattened into `ecgfed audit`'s subcommands by main).
+#[derive(clap::Subcommand)]
+pub enum AuditBench {
+    /// Lineage query latency over a large ledger filled through the real service
+    /// (model → sources, through the verifying client; the offline store as baseline).
+    Bench {
+        /// Ledger entries to generate (rounded to whole cohorts of 8 entries).
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+        /// Timed queries per source.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Keep the filled ledger in this folder; a later run with the same folder reuses it
+        /// (a settled database) instead of filling again.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl AuditBench {
+    /// Runs it.
+    pub fn run(self) -> Result<()> {
+        let AuditBench::Bench {
+            entries,
+            queries,
+            keep,
+            json,
+        } = self;
+        crate::ledger::runtime()?.block_on(run(entries, queries.max(1), keep, json))
+    }
+}
+
 /// Runs the benchmark: `entries` ledger entries (rounded to whole cohorts), `queries` timed
 /// model lineage queries per source. The ledger is filled in `keep` (a temporary folder
 /// without it; its key in `ledger.key`, 0600, and `bench.json`); the queries are then timed by

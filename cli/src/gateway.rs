@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ecgfed_gateway::auth::RequestSigner;
-use ecgfed_gateway::client::{GatewayClient, do_get_headers};
+use ecgfed_gateway::client::signing::RequestSigner;
+use ecgfed_gateway::client::{GatewayClient, signing::do_get_headers};
 use ecgfed_gateway::{Gateway, GatewayConfig, GatewayError};
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::keys::KeyPair;
@@ -231,26 +231,7 @@ pub fn run(cmd: GatewayCommand) -> Result<()> {
                 out,
                 json,
             } => pull(who, &slice, &ledger, &trust, out, json).await,
-            #[cfg(feature = "bench")]
-            GatewayCommand::Bench {
-                input,
-                rounds,
-                batch_rows,
-                concurrent,
-                slice_rows,
-                json,
-            } => {
-                crate::gateway_bench::run(
-                    input,
-                    rounds.max(1),
-                    batch_rows.max(1),
-                    concurrent,
-                    slice_rows,
-                    json,
-                )
-                .await
-            }
-            #[cfg(not(feature = "bench"))]
+            // With the bench kit built in, main runs `gateway bench` (crate::gateway_bench).
             GatewayCommand::Bench { .. } => bail!(
                 "this ecgfed was built without the bench kit (its plain Flight baseline is not part of a shipped binary): cargo run --release -p ecgfed --features bench -- gateway bench"
             ),
@@ -268,7 +249,7 @@ pub fn run(cmd: GatewayCommand) -> Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"ticket": format!("{}{slice}", ecgfed_gateway::slice::TICKET_PREFIX), "headers": map})
+                    serde_json::json!({"ticket": format!("{}{slice}", ecgfed_gateway::protocol::TICKET_PREFIX), "headers": map})
                 );
                 Ok(())
             }
@@ -316,7 +297,7 @@ async fn serve(config: PathBuf) -> Result<()> {
 
 async fn erase(config: PathBuf, patient: &str, reason: &str, json: bool) -> Result<()> {
     let cfg = GatewayConfig::read(&config)?;
-    let local = ecgfed_gateway::keystore::KeyStore::open(&cfg.data);
+    let local = ecgfed_gateway::server::keystore::KeyStore::open(&cfg.data);
     let (segments, commitments, index) = match local {
         Ok(ks) => {
             drop(ks);

@@ -15,31 +15,26 @@
 //! is set against; (c) is the gateway's transport without authentication or verification, so
 //! (a) against (c) is what verification costs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::bench_ledger::BenchLedger;
+use crate::gateway::GatewayCommand;
 use anyhow::{Context, Result, bail};
 use arrow_flight::Ticket;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use ecgfed_datasets::ingest::{IngestOptions, ingest};
-use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_gateway::config::{GatewayConfig, LedgerConfig, Policy};
-use ecgfed_gateway::route::{DoGetRoute, MemoryFlight, flight_server};
-use ecgfed_gateway::server::{http2_endpoint, http2_server};
-use ecgfed_gateway::service::MAX_MESSAGE_BYTES;
-use ecgfed_gateway::wire::BatchDecoder;
-use ecgfed_ledger::Ledger;
-use ecgfed_ledger::client::LedgerClient;
-use ecgfed_ledger::entry::EntrySigner;
-use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
-use ecgfed_ledger::keys::KeyPair;
-use ecgfed_ledger::trust::TrustFile;
-use ecgfed_proto::v1::entry_body::Payload;
-use ecgfed_proto::v1::{AllocationCell, CohortCreated, ReserveSliceRequest, StrataDimension};
+use ecgfed_gateway::client::signing::RequestSigner;
+use ecgfed_gateway::protocol::MAX_MESSAGE_BYTES;
+use ecgfed_gateway::server::config::{GatewayConfig, LedgerConfig, Policy};
+use ecgfed_gateway::server::flight::FLIGHT_LIMITS;
+use ecgfed_gateway::transport::route::{DoGetRoute, MemoryFlight, flight_server};
+use ecgfed_gateway::transport::wire::BatchDecoder;
+use ecgfed_gateway::transport::{http2_endpoint, http2_server};
 use futures::{StreamExt, TryStreamExt};
 
 /// One pull from a plain server: decoded by arrow-flight, or (`in_place`) by the gateway
@@ -52,7 +47,8 @@ async fn plain_pull(
     let (mut rows, mut wire) = (0u64, 0u64);
     if in_place {
         let request = tonic::Request::new(Ticket::new("all"));
-        let mut s = ecgfed_gateway::route::do_get(channel, request, MAX_MESSAGE_BYTES).await?;
+        let mut s =
+            ecgfed_gateway::transport::route::do_get(channel, request, MAX_MESSAGE_BYTES).await?;
         let mut d = BatchDecoder::new();
         while let Some(m) = s.next().await {
             let m = m?;
@@ -115,11 +111,27 @@ where
     )
 }
 
-fn write_key(dir: &Path, name: &str) -> Result<(KeyPair, PathBuf)> {
-    let k = KeyPair::generate();
-    let p = dir.join(format!("{name}.key"));
-    k.write_file(&p)?;
-    Ok((k, p))
+/// Runs `ecgfed gateway bench` (main hands it the command).
+pub fn command(c: GatewayCommand) -> Result<()> {
+    let GatewayCommand::Bench {
+        input,
+        rounds,
+        batch_rows,
+        concurrent,
+        slice_rows,
+        json,
+    } = c
+    else {
+        bail!("not a gateway bench command");
+    };
+    crate::ledger::runtime()?.block_on(run(
+        input,
+        rounds.max(1),
+        batch_rows.max(1),
+        concurrent,
+        slice_rows,
+        json,
+    ))
 }
 
 /// Runs the benchmark; with `concurrent` > 0, then the load phase (crate::gateway_load):
@@ -202,10 +214,10 @@ pub async fn run(
     // gateway's DoGet route (the same transport as the gateway's, no auth, no verification).
     let plain = Arc::new(MemoryFlight::new(
         kept,
-        ecgfed_gateway::flight::MAX_FLIGHT_DATA_BYTES,
+        ecgfed_gateway::protocol::MAX_FLIGHT_DATA_BYTES,
     ));
-    let mut plain_client = plain_server(flight_server(Arc::clone(&plain))).await?;
-    let mut route_client = plain_server(DoGetRoute::new(plain)).await?;
+    let mut plain_client = plain_server(flight_server(Arc::clone(&plain), FLIGHT_LIMITS)).await?;
+    let mut route_client = plain_server(DoGetRoute::new(plain, FLIGHT_LIMITS)).await?;
 
     eprintln!(
         "bench: slice of {} rows of the {} segments in the store; {rounds} rounds",
@@ -368,145 +380,6 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-/// A bench ledger in this process (RocksDB in `dir`, served on a loopback port) whose genesis
-/// has a hospital `hosp` for one site and a scientist `sci`, with their keys.
-pub(crate) struct BenchLedger {
-    /// The ledger's key.
-    pub ledger_key: KeyPair,
-    /// The hospital's key file.
-    pub hosp_file: PathBuf,
-    /// The scientist's key.
-    pub sci: KeyPair,
-    /// The genesis checkpoint.
-    pub cp: ecgfed_ledger::checkpoint::Checkpoint,
-    /// The trust file.
-    pub trust: PathBuf,
-    /// The ledger's address.
-    pub addr: String,
-    /// The site.
-    pub site: String,
-    _ledger: Arc<Ledger>,
-}
-
-impl BenchLedger {
-    /// Keys, genesis, trust file and the served ledger, in `dir`.
-    pub async fn start(dir: &Path, origin: &str, site: &str) -> Result<BenchLedger> {
-        std::fs::create_dir_all(dir)?;
-        let (ledger_key, _) = write_key(dir, "ledger")?;
-        let (hosp, hosp_file) = write_key(dir, "hosp")?;
-        let (sci, _) = write_key(dir, "sci")?;
-        let g = GenesisFile {
-            origin: origin.into(),
-            max_clock_skew_ms: 0,
-            members: vec![
-                GenesisMember::for_key("ledger", "ledger", "", &ledger_key),
-                GenesisMember::for_key("hosp", "hospital", site, &hosp),
-                GenesisMember::for_key("sci", "scientist", "", &sci),
-            ],
-        };
-        let ldb = dir.join("ledger");
-        let cp = Ledger::init(&ldb, &g, &ledger_key)?;
-        let trust = dir.join("trust.json");
-        TrustFile {
-            origin: cp.origin.clone(),
-            ledger_public_key: ledger_key.public().to_hex(),
-            checkpoint: cp.sign(&ledger_key),
-        }
-        .write(&trust)?;
-        let ledger = Ledger::open(&ldb, ledger_key.clone())?;
-        let (ll, laddr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
-        tokio::spawn(ecgfed_ledger::service::serve(
-            Arc::clone(&ledger),
-            ll,
-            std::future::pending(),
-        ));
-        Ok(BenchLedger {
-            ledger_key,
-            hosp_file,
-            sci,
-            cp,
-            trust,
-            addr: laddr.to_string(),
-            site: site.into(),
-            _ledger: ledger,
-        })
-    }
-
-    /// A verifying client of the ledger.
-    pub async fn client(&self) -> Result<LedgerClient> {
-        Ok(LedgerClient::connect(
-            &self.addr,
-            &self.cp.origin.clone(),
-            self.ledger_key.public(),
-            Some(self.cp.clone()),
-        )
-        .await?)
-    }
-
-    /// Creates cohort `id` taking the site's selectable segments, cell by cell, up to `rows`
-    /// (all of them with `u64::MAX`; exactly `rows` otherwise), and reserves its slice.
-    pub async fn cohort(
-        &self,
-        gateway: &mut GatewayClient,
-        ledger: &mut LedgerClient,
-        id: &str,
-        rows: u64,
-    ) -> Result<ecgfed_proto::v1::ReserveSliceResponse> {
-        let t = gateway
-            .strata(
-                "",
-                &[
-                    StrataDimension::Label,
-                    StrataDimension::Sex,
-                    StrataDimension::AgeBand,
-                ],
-            )
-            .await?;
-        let mut allocation = Vec::new();
-        let mut left = rows;
-        for c in &t.cells {
-            if left == 0 {
-                break;
-            }
-            let n = c.segments.min(left);
-            left -= n;
-            allocation.push(AllocationCell {
-                site: self.site.clone(),
-                label: c.key[0].clone(),
-                sex: c.key[1].clone(),
-                age_band: c.key[2].clone(),
-                count: n,
-            });
-        }
-        if allocation.is_empty() {
-            bail!("no strata cell reaches k = 2 patients");
-        }
-        if rows != u64::MAX && left > 0 {
-            bail!(
-                "the store has {} selectable rows, fewer than {rows}",
-                rows - left
-            );
-        }
-        let mut es = EntrySigner::new("sci", self.sci.clone());
-        ledger
-            .submit(es.sign(Payload::CohortCreated(CohortCreated {
-                cohort_id: id.into(),
-                spec_sha256: vec![0; 32],
-                allocation,
-                seed: 1,
-                purpose: "gateway bench".into(),
-                requester: "sci".into(),
-            })))
-            .await?;
-        Ok(gateway
-            .reserve(ReserveSliceRequest {
-                cohort_id: id.into(),
-                ..Default::default()
-            })
-            .await?)
-    }
 }
 
 /// CPU time (user + system) of this process so far, in seconds: server, client and ledger of

@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ecgfed_datasets::ingest::{IngestOptions, ingest};
-use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
+use ecgfed_gateway::client::signing::RequestSigner;
 
-use crate::gateway_bench::BenchLedger;
+use crate::bench_ledger::BenchLedger;
 
 /// The load phase's figures.
 pub struct Load {

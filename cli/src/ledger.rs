@@ -56,25 +56,6 @@ pub enum LedgerCommand {
         #[arg(long)]
         key: Option<PathBuf>,
     },
-    /// Load generator: durable, signature-verified entries/s through the gRPC service.
-    Bench {
-        /// Entries to submit.
-        #[arg(long, default_value_t = 50_000)]
-        entries: u64,
-        /// Concurrent clients (each a scientist member with its own SubmitStream).
-        #[arg(long, default_value_t = 16)]
-        clients: usize,
-        /// Unanswered submissions per client (at saturation, latency ≈ clients × window /
-        /// throughput; lower it to see latency under light load).
-        #[arg(long, default_value_t = 512)]
-        window: usize,
-        /// Data directory for the benchmark ledger (default: a temporary directory).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 pub use ecgfed_ledger::trust::TrustFile;
@@ -135,22 +116,6 @@ pub fn run(cmd: LedgerCommand) -> Result<()> {
             let kp = KeyPair::read_file(&key_path(&data, key))?;
             let rt = runtime()?;
             rt.block_on(serve(&data, listen, kp))
-        }
-        LedgerCommand::Bench {
-            entries,
-            clients,
-            window,
-            data,
-            json,
-        } => {
-            let rt = runtime()?;
-            rt.block_on(crate::ledger_bench::run(
-                entries,
-                clients.max(1),
-                window.max(1),
-                data,
-                json,
-            ))
         }
     }
 }

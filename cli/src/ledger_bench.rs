@@ -63,6 +63,44 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// `ecgfed ledger bench` (flattened into `ecgfed ledger`'s subcommands by main).
+#[derive(clap::Subcommand)]
+pub enum LedgerBench {
+    /// Load generator: durable, signature-verified entries/s through the gRPC service.
+    Bench {
+        /// Entries to submit.
+        #[arg(long, default_value_t = 50_000)]
+        entries: u64,
+        /// Concurrent clients (each a scientist member with its own SubmitStream).
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Unanswered submissions per client (at saturation, latency ≈ clients × window /
+        /// throughput; lower it to see latency under light load).
+        #[arg(long, default_value_t = 512)]
+        window: usize,
+        /// Data directory for the benchmark ledger (default: a temporary directory).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl LedgerBench {
+    /// Runs it.
+    pub fn run(self) -> Result<()> {
+        let LedgerBench::Bench {
+            entries,
+            clients,
+            window,
+            data,
+            json,
+        } = self;
+        crate::ledger::runtime()?.block_on(run(entries, clients.max(1), window.max(1), data, json))
+    }
+}
+
 /// Runs the benchmark.
 pub async fn run(
     entries: u64,

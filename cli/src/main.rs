@@ -3,6 +3,8 @@
 
 mod audit;
 mod audit_bench;
+#[cfg(feature = "bench")]
+mod bench_ledger;
 mod datasets;
 mod demo;
 mod gateway;
@@ -41,13 +43,13 @@ enum Command {
     Keys(keys::KeysCommand),
     /// The ledger: genesis, init, serve, bench.
     #[command(subcommand)]
-    Ledger(ledger::LedgerCommand),
+    Ledger(LedgerCli),
     /// Gateways: serve a hospital's site store, erase a patient, strata, reserve, verified pulls.
     #[command(subcommand)]
     Gateway(gateway::GatewayCommand),
     /// Audit: verify a ledger offline or against a live server.
     #[command(subcommand)]
-    Audit(audit::AuditCommand),
+    Audit(AuditCli),
     /// Cohorts: plan a cohort over the gateways' strata and record it (CohortCreated).
     #[command(subcommand)]
     Cohort(trainer::CohortCommand),
@@ -86,10 +88,28 @@ enum Command {
     },
 }
 
+/// `ecgfed ledger`: the ledger's commands, and its load generator.
+#[derive(Subcommand)]
+enum LedgerCli {
+    #[command(flatten)]
+    Run(ledger::LedgerCommand),
+    #[command(flatten)]
+    Bench(ledger_bench::LedgerBench),
+}
+
+/// `ecgfed audit`: the auditor's commands, and the lineage query bench.
+#[derive(Subcommand)]
+enum AuditCli {
+    #[command(flatten)]
+    Run(audit::AuditCommand),
+    #[command(flatten)]
+    Bench(audit_bench::AuditBench),
+}
+
 /// The version line: the package version, and the test machinery compiled in, if any (a
 /// shipped build has none: scripts/check-release.sh).
 fn version() -> &'static str {
-    let kit = ecgfed_gateway::gateway::TEST_KIT;
+    let kit = ecgfed_gateway::server::gateway::TEST_KIT;
     if kit.is_empty() {
         env!("CARGO_PKG_VERSION")
     } else {
@@ -122,9 +142,13 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Datasets(c) => datasets::run(c),
         Command::Keys(c) => keys::run(c),
-        Command::Ledger(c) => ledger::run(c),
+        Command::Ledger(LedgerCli::Run(c)) => ledger::run(c),
+        Command::Ledger(LedgerCli::Bench(b)) => b.run(),
+        #[cfg(feature = "bench")]
+        Command::Gateway(c @ gateway::GatewayCommand::Bench { .. }) => gateway_bench::command(c),
         Command::Gateway(c) => gateway::run(c),
-        Command::Audit(c) => audit::run(c),
+        Command::Audit(AuditCli::Run(c)) => audit::run(c),
+        Command::Audit(AuditCli::Bench(b)) => b.run(),
         Command::Demo(a) => demo::run(a),
         Command::Cohort(c) => trainer::run_cohort(c),
         Command::Train {

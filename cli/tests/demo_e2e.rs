@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::fed::{BIN, run, s, serve, stop};
-use ecgfed_gateway::keystore::KeyStore;
-use ecgfed_gateway::slice::SliceRecord;
+use ecgfed_gateway::server::keystore::KeyStore;
+use ecgfed_gateway::server::rows::SliceRecord;
 use serde_json::Value;
 
 fn schema(path: &str) -> jsonschema::Validator {

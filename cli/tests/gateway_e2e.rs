@@ -17,10 +17,10 @@ use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
-use ecgfed_gateway::auth::{RequestSigner, add_headers};
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_gateway::flight::FLIGHT_PATH;
-use ecgfed_gateway::service::SERVICE_PATH;
+use ecgfed_gateway::client::signing::{RequestSigner, add_headers};
+use ecgfed_gateway::protocol::FLIGHT_PATH;
+use ecgfed_gateway::protocol::SERVICE_PATH;
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_proto::v1::entry_body::Payload;

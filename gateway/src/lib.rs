@@ -1,45 +1,23 @@
-//! ecgfed-gateway: a hospital's gateway over its site store (docs/flight.md).
+//! ecgfed-gateway: a hospital's gateway over its site store, and the client that pulls
+//! verified slices from it (docs/flight.md).
 //!
-//! Raw ECG leaves only as a granted, ledger-recorded slice; the ledger sees commitments,
-//! counts and signatures, never identities. Modules: [`config`], [`keystore`] (salts, slices,
-//! nonces in RocksDB), [`commitment`] (commitments, pseudonyms, Merkle trees), [`catalog`]
-//! (the store as the gateway indexes it), [`strata`] (k-anonymous counts), [`select`] (seeded
-//! slice selection), [`auth`] (signed requests, members), [`gateway`] (registration,
-//! reservation, erasure), [`slice`] (served rows and their verification), [`service`]
-//! (GatewayService), [`flight`] (Arrow Flight), [`server`] (one port for both) and
-//! [`client`] (signed calls and verified pulls).
+//! Raw ECG leaves a hospital only as a granted, ledger-recorded slice, every row of which the
+//! client proves against the slice root on the ledger. [`protocol`] is what both halves agree
+//! on; [`client`] (signed calls, verified pulls) and [`server`] (the gateway: catalog, key
+//! store, selection, services; `server` feature, with RocksDB) never import each other;
+//! [`transport`] is the zero-copy Arrow Flight transport both ride; [`commitment`] holds the
+//! hashes both compute.
 
-pub mod auth;
-pub mod catalog;
 pub mod client;
 pub mod commitment;
-pub mod config;
 pub mod error;
-#[cfg(feature = "fault-injection")]
-pub mod faults;
-pub mod flight;
-pub mod gateway;
-pub mod keystore;
-pub mod route;
-pub mod select;
+pub mod protocol;
+#[cfg(feature = "server")]
 pub mod server;
-pub mod service;
-pub mod slice;
-pub mod strata;
-pub mod wire;
+pub mod transport;
 
-/// Stops with an error at the fault point `$name` when a test armed it (`fault-injection`
-/// builds only; elsewhere it expands to nothing).
-macro_rules! fault {
-    ($name:literal) => {
-        #[cfg(feature = "fault-injection")]
-        if crate::faults::hit($name) {
-            return Err(crate::faults::crashed($name));
-        }
-    };
-}
-pub(crate) use fault;
-
-pub use config::GatewayConfig;
+pub use client::GatewayClient;
+pub use client::signing::RequestSigner;
 pub use error::GatewayError;
-pub use gateway::Gateway;
+#[cfg(feature = "server")]
+pub use server::{Gateway, GatewayConfig};

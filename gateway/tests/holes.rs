@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use arrow::array::AsArray;
 use common::{Fed, SITES, contains};
-use ecgfed_gateway::auth::add_headers;
-use ecgfed_gateway::config::Policy;
-use ecgfed_gateway::keystore::patient_key;
-use ecgfed_gateway::service::SERVICE_PATH;
+use ecgfed_gateway::client::signing::add_headers;
+use ecgfed_gateway::protocol::SERVICE_PATH;
+use ecgfed_gateway::server::config::Policy;
+use ecgfed_gateway::server::keystore::patient_key;
 use ecgfed_ledger::keys::{KeyPair, Signature};
 use ecgfed_ledger::state::ADMIT_DST;
 use ecgfed_proto::v1::entry_body::Payload;
@@ -111,10 +111,7 @@ async fn a_slice_id_belongs_to_its_site_whatever_the_ledger_accepts() {
     }));
     fed.ledger.append_unchecked(e).await.unwrap();
     ledger.update_checkpoint().await.unwrap();
-    let err = ecgfed_gateway::client::slice_on_ledger(&mut ledger, "c3/site-a")
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = ledger.slice("c3/site-a").await.unwrap_err().to_string();
     assert!(
         err.contains("no valid CohortSliceCommitted") && err.contains("its id is not c3/site-b"),
         "{err}"
@@ -151,7 +148,9 @@ async fn a_member_the_hospitals_did_not_approve_is_refused() {
             approval_signature: vec![],
         }));
     fed.ledger.append_unchecked(admit).await.unwrap();
-    let signer = Arc::new(ecgfed_gateway::auth::RequestSigner::new("rogue", rogue));
+    let signer = Arc::new(ecgfed_gateway::client::signing::RequestSigner::new(
+        "rogue", rogue,
+    ));
     let mut c = ecgfed_gateway::client::GatewayClient::connect(&fed.addr(0), SITES[0], signer)
         .await
         .unwrap();
@@ -178,7 +177,9 @@ async fn a_member_the_hospitals_did_not_approve_is_refused() {
             approval_signature: Signature::aggregate(&sigs).unwrap().to_bytes(),
         }));
     ledger.submit(admit).await.unwrap();
-    let signer = Arc::new(ecgfed_gateway::auth::RequestSigner::new("sci3", sci3));
+    let signer = Arc::new(ecgfed_gateway::client::signing::RequestSigner::new(
+        "sci3", sci3,
+    ));
     let mut c = ecgfed_gateway::client::GatewayClient::connect(&fed.addr(0), SITES[0], signer)
         .await
         .unwrap();
@@ -237,7 +238,7 @@ async fn interrupted_erasures_complete_and_queue_in_order() {
             .patient_rows(patient)
             .map(|(k, r)| (k, r.iter().map(|r| r.commitment).collect::<Vec<_>>()))
             .unwrap();
-        ecgfed_gateway::faults::arm(point);
+        ecgfed_gateway::server::faults::arm(point);
         let err = fed.gw(0).erase(patient, "test").await.unwrap_err();
         assert!(err.to_string().contains(point), "{err}");
         fed.stop_gateway(0).await;
@@ -253,7 +254,7 @@ async fn interrupted_erasures_complete_and_queue_in_order() {
     }
     // A pending erasure (the ledger was unreachable, say) and a second one: both complete.
     let (p1, p2) = (&patients[3], &patients[4]);
-    ecgfed_gateway::faults::arm("erase:after-ledger");
+    ecgfed_gateway::server::faults::arm("erase:after-ledger");
     assert!(fed.gw(0).erase(p1, "first").await.is_err());
     fed.gw(0).erase(p2, "second").await.unwrap();
     for p in [p1, p2] {
@@ -320,16 +321,16 @@ async fn a_running_do_get_stops_when_an_erasure_begins() {
         .connect()
         .await
         .unwrap();
-    let t = arrow_flight::Ticket::new(ecgfed_gateway::slice::ticket(&r.slice_id));
+    let t = arrow_flight::Ticket::new(ecgfed_gateway::protocol::ticket(&r.slice_id));
     let req = fed.signer("sci").request(
         SITES[0],
-        &format!("{}DoGet", ecgfed_gateway::flight::FLIGHT_PATH),
+        &format!("{}DoGet", ecgfed_gateway::protocol::FLIGHT_PATH),
         t,
     );
-    let mut stream = ecgfed_gateway::route::do_get(&mut ch, req, 64 << 20)
+    let mut stream = ecgfed_gateway::transport::route::do_get(&mut ch, req, 64 << 20)
         .await
         .unwrap();
-    let mut decoder = ecgfed_gateway::wire::BatchDecoder::new();
+    let mut decoder = ecgfed_gateway::transport::wire::BatchDecoder::new();
     let mut first = None;
     while first.is_none() {
         let m = stream.next().await.unwrap().unwrap();
@@ -376,16 +377,14 @@ async fn a_running_do_get_stops_when_an_erasure_begins() {
 async fn a_reservation_on_the_ledger_survives_a_crash_and_an_erasure() {
     let mut fed = Fed::start(Policy::default()).await;
     fed.cohort("sci", "c1", &[0], 2, 2).await;
-    ecgfed_gateway::faults::arm("reserve:after-ledger");
+    ecgfed_gateway::server::faults::arm("reserve:after-ledger");
     let mut sci = fed.client(0, "sci").await;
     assert!(sci.reserve(reserve("c1")).await.is_err());
     fed.stop_gateway(0).await;
     fed.start_gateway(0).await.unwrap();
     // The slice's first row, found through its commitment on the ledger.
     let mut ledger = fed.ledger_client().await;
-    let (index, entry) = ecgfed_gateway::client::slice_on_ledger(&mut ledger, "c1/site-a")
-        .await
-        .unwrap();
+    let (index, entry) = ledger.slice("c1/site-a").await.unwrap();
     let patient = {
         let c = fed.gw(0).catalog();
         let r = c
@@ -449,8 +448,10 @@ async fn a_signed_request_is_served_once_and_at_one_gateway() {
     let before = fed.gw(0).members.refreshes();
     let mut a = GatewayServiceClient::new(ch.clone());
     for i in 0..50 {
-        let stranger =
-            ecgfed_gateway::auth::RequestSigner::new(&format!("stranger-{i}"), KeyPair::generate());
+        let stranger = ecgfed_gateway::client::signing::RequestSigner::new(
+            &format!("stranger-{i}"),
+            KeyPair::generate(),
+        );
         let m = format!("{SERVICE_PATH}ListDatasets");
         let mut r = tonic::Request::new(ListDatasetsRequest {});
         add_headers(

@@ -271,6 +271,15 @@ impl EntrySigner {
     }
 }
 
+/// The replay key of an entry: `signer ‖ 0x00 ‖ nonce BE` (a member's nonce is used once).
+pub fn nonce_key(signer: &str, nonce: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(signer.len() + 9);
+    k.extend_from_slice(signer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&nonce.to_be_bytes());
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,11 +14,16 @@ pub mod entry;
 pub mod genesis;
 pub mod keys;
 pub mod log;
+pub mod protocol;
+#[cfg(feature = "server")]
 pub mod sequencer;
+#[cfg(feature = "server")]
 pub mod service;
 pub mod state;
+#[cfg(feature = "server")]
 pub mod store;
 pub mod trust;
 pub mod verify;
 
+#[cfg(feature = "server")]
 pub use sequencer::{Ledger, Receipt};

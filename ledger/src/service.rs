@@ -18,16 +18,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::entry::subject_key;
+use crate::protocol::{MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use crate::sequencer::{Ledger, Receipt};
 use crate::state::{Code, Rejection};
 
-/// Largest gRPC message accepted or sent (entries are at most 1 MiB; answers are small).
-pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// Subject answers read inline in the request handler before the rest is streamed from a
 /// blocking task.
 const INLINE_ANSWERS: u64 = 64;
-/// Submissions in flight per SubmitStream before the server stops reading it.
-pub const STREAM_WINDOW: usize = 4096;
 
 /// The gRPC status of a rejection.
 pub fn status(r: Rejection) -> Status {

@@ -11,6 +11,7 @@
 //! | `checkpoints` | tree size u64 BE | signed checkpoint note |
 //! | `meta` | `head` | tree size u64 BE ‖ block count u64 BE |
 
+pub use crate::entry::nonce_key;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
@@ -95,15 +96,6 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Store({})", self.path.display())
     }
-}
-
-/// `signer ‖ 0x00 ‖ nonce BE`.
-pub fn nonce_key(signer: &str, nonce: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(signer.len() + 9);
-    k.extend_from_slice(signer.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&nonce.to_be_bytes());
-    k
 }
 
 /// `level ‖ index BE`.

@@ -18,10 +18,12 @@ use serde::Serialize;
 use crate::block::Block;
 use crate::checkpoint::Checkpoint;
 use crate::entry;
+use crate::entry::nonce_key;
 use crate::keys::{Prepared, PublicKey, Signature, verify_prepared};
 use crate::log::{CreatedNode, Frontier, Hash, leaf_hash};
 use crate::state::State;
-use crate::store::{self, Store, StoreError, nonce_key};
+#[cfg(feature = "server")]
+use crate::store::{self, Store, StoreError};
 
 /// Entries checked per batch.
 pub const CHUNK: u64 = 8192;
@@ -432,11 +434,13 @@ impl Verifier {
 }
 
 /// Verifies a whole store offline.
+#[cfg(feature = "server")]
 pub fn verify_store(store: &Store) -> Result<Report, StoreError> {
     verify_store_with(store, |_| {})
 }
 
 /// [`verify_store`] with a progress callback (entries checked so far).
+#[cfg(feature = "server")]
 pub fn verify_store_with(
     store: &Store,
     mut progress: impl FnMut(u64),

@@ -157,8 +157,26 @@ use ecgfed_proto::v1::Checkpoint as Checkpoint_;
 
 fn refused(r: Result<impl std::fmt::Debug, ClientError>, needle: &str) {
     match r {
-        Err(ClientError::Verification(m)) => {
-            assert!(m.contains(needle), "{m:?} should mention {needle:?}")
+        Err(e) if e.is_verification() => {
+            let m = e.to_string();
+            assert!(m.contains(needle), "{m:?} should mention {needle:?}");
+            // The checkpoint lies come with their evidence, as typed variants.
+            match (needle, &e) {
+                ("not consistent", ClientError::Inconsistent { old, new, .. }) => {
+                    assert!(new.size > old.size, "{e:?}")
+                }
+                ("rolled-back", ClientError::RolledBack { trusted, presented }) => {
+                    assert!(presented.size < trusted.size, "{e:?}")
+                }
+                ("forked", ClientError::Forked { trusted, presented }) => {
+                    assert_eq!(presented.size, trusted.size, "{e:?}");
+                    assert_ne!(presented.root, trusted.root, "{e:?}");
+                }
+                ("not consistent" | "rolled-back" | "forked", _) => {
+                    panic!("{needle:?} should be its own variant, got {e:?}")
+                }
+                _ => {}
+            }
         }
         other => panic!("expected a verification failure mentioning {needle:?}, got {other:?}"),
     }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use ecgfed_gateway::auth::RequestSigner;
-use ecgfed_gateway::client::{GatewayClient, cohort_on_ledger};
+use ecgfed_gateway::client::GatewayClient;
+use ecgfed_gateway::client::signing::RequestSigner;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
@@ -183,7 +183,8 @@ impl Session {
     /// The CohortCreated entry of `cohort_id` on the ledger, if any: proven, signed by its
     /// requester (a scientist the client replayed), and the only one for that id.
     pub async fn find_cohort(&mut self, cohort_id: &str) -> Result<Option<(u64, CohortCreated)>> {
-        cohort_on_ledger(&mut self.ledger, cohort_id)
+        self.ledger
+            .cohort(cohort_id)
             .await
             .map_err(|e| TrainerError::Plan(format!("ledger lookup of {cohort_id}: {e}")))
     }

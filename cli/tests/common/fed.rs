@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
+use ecgfed_gateway::client::signing::RequestSigner;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::{decode_body, decode_stored};
 use ecgfed_ledger::keys::KeyPair;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use ecgfed_datasets::ingest::{IngestOptions, ingest};
 use ecgfed_gateway::Gateway;
-use ecgfed_gateway::auth::RequestSigner;
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_gateway::config::{GatewayConfig, LedgerConfig, Policy};
+use ecgfed_gateway::client::signing::RequestSigner;
+use ecgfed_gateway::server::config::{GatewayConfig, LedgerConfig, Policy};
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;

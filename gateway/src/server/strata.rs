@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use ecgfed_proto::v1::{StrataCell, StrataDimension, StrataTable};
 
-use crate::catalog::{Catalog, Row};
 use crate::error::{GatewayError, Result};
+use crate::server::catalog::{Catalog, Row};
 
 /// The value of `dim` for a row.
 fn value<'a>(c: &'a Catalog, r: &'a Row, dim: StrataDimension) -> &'a str {

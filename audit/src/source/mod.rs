@@ -2,14 +2,18 @@
 //! the verifying client (every entry proven against a signed checkpoint), or the entries of a
 //! proof bundle. All three answer the same subject-index lookups.
 
+#[cfg(feature = "store")]
+mod offline;
+#[cfg(feature = "store")]
+pub use offline::StoreSource;
+
 use std::collections::{BTreeMap, HashMap};
 
 use ecgfed_ledger::checkpoint::Checkpoint;
 use ecgfed_ledger::client::LedgerClient;
-use ecgfed_ledger::entry::{Kind, decode_body, decode_stored, subject_key};
+use ecgfed_ledger::entry::{Kind, decode_body, decode_stored};
 use ecgfed_ledger::keys::PublicKey;
-use ecgfed_ledger::log::{self, Hash};
-use ecgfed_ledger::store::Store;
+use ecgfed_ledger::log::Hash;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{EntryBody, ProveInclusionRequest, Subject, SubjectKind};
 
@@ -99,28 +103,6 @@ pub trait Source {
     async fn inclusion(&mut self, index: u64, size: u64) -> Result<Vec<Hash>>;
 }
 
-/// A ledger's RocksDB store, read offline (the ledger must not be running on it).
-pub struct StoreSource {
-    store: Store,
-}
-
-impl StoreSource {
-    /// Opens the store at `db` (the `db` folder of a ledger data directory).
-    pub fn open(db: &std::path::Path) -> Result<Self> {
-        let store = Store::open(db).map_err(|e| AuditError::Ledger(e.to_string()))?;
-        Ok(StoreSource { store })
-    }
-
-    fn get(&self, index: u64) -> Result<Entry> {
-        let stored = self
-            .store
-            .entry(index)
-            .map_err(|e| AuditError::Ledger(e.to_string()))?
-            .ok_or_else(|| AuditError::NotFound(format!("entry {index} is not in the store")))?;
-        Entry::decode(index, stored)
-    }
-}
-
 /// The ledger key and origin from a genesis entry.
 pub fn genesis_key(genesis: &Entry) -> Result<(String, PublicKey)> {
     let Some(Payload::Genesis(g)) = genesis.payload() else {
@@ -142,40 +124,6 @@ pub fn genesis_key(genesis: &Entry) -> Result<(String, PublicKey)> {
         reason: format!("ledger key: {e}"),
     })?;
     Ok((g.origin.clone(), key))
-}
-
-impl Source for StoreSource {
-    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>> {
-        let idx = self
-            .store
-            .subject_entries(&subject_key(kind as i32, id), 0, 0)
-            .map_err(|e| AuditError::Ledger(e.to_string()))?;
-        idx.into_iter().map(|i| self.get(i)).collect()
-    }
-
-    async fn entry(&mut self, index: u64) -> Result<Entry> {
-        self.get(index)
-    }
-
-    async fn checkpoint(&mut self) -> Result<(String, Checkpoint, PublicKey)> {
-        let (origin, key) = genesis_key(&self.get(0)?)?;
-        let (_, note) = self
-            .store
-            .checkpoints()
-            .map_err(|e| AuditError::Ledger(e.to_string()))?
-            .pop()
-            .ok_or_else(|| AuditError::NotFound("the store has no checkpoint".into()))?;
-        let note = String::from_utf8(note)
-            .map_err(|_| AuditError::Ledger("stored checkpoint is not UTF-8".into()))?;
-        let cp = Checkpoint::verify(&note, &origin, &key)
-            .map_err(|e| AuditError::Ledger(format!("stored checkpoint: {e}")))?;
-        Ok((note, cp, key))
-    }
-
-    async fn inclusion(&mut self, index: u64, size: u64) -> Result<Vec<Hash>> {
-        log::inclusion_proof(&self.store, index, size)
-            .map_err(|e| AuditError::Ledger(format!("inclusion proof of entry {index}: {e}")))
-    }
 }
 
 /// A running ledger through the verifying client: every entry is proven to be in a signed
@@ -334,6 +282,7 @@ impl Source for MemorySource {
 /// Either ledger source, chosen at run time (the CLI's `--data` or `--remote`).
 pub enum LedgerSource {
     /// Offline store.
+    #[cfg(feature = "store")]
     Store(StoreSource),
     /// Running ledger.
     Remote(Box<RemoteSource>),
@@ -342,6 +291,7 @@ pub enum LedgerSource {
 impl Source for LedgerSource {
     async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>> {
         match self {
+            #[cfg(feature = "store")]
             LedgerSource::Store(s) => s.by_subject(kind, id).await,
             LedgerSource::Remote(s) => s.by_subject(kind, id).await,
         }
@@ -349,6 +299,7 @@ impl Source for LedgerSource {
 
     async fn by_subjects(&mut self, subjects: &[(SubjectKind, &str)]) -> Result<Vec<Vec<Entry>>> {
         match self {
+            #[cfg(feature = "store")]
             LedgerSource::Store(s) => s.by_subjects(subjects).await,
             LedgerSource::Remote(s) => s.by_subjects(subjects).await,
         }
@@ -356,6 +307,7 @@ impl Source for LedgerSource {
 
     async fn entry(&mut self, index: u64) -> Result<Entry> {
         match self {
+            #[cfg(feature = "store")]
             LedgerSource::Store(s) => s.entry(index).await,
             LedgerSource::Remote(s) => s.entry(index).await,
         }
@@ -363,6 +315,7 @@ impl Source for LedgerSource {
 
     async fn checkpoint(&mut self) -> Result<(String, Checkpoint, PublicKey)> {
         match self {
+            #[cfg(feature = "store")]
             LedgerSource::Store(s) => s.checkpoint().await,
             LedgerSource::Remote(s) => s.checkpoint().await,
         }
@@ -370,6 +323,7 @@ impl Source for LedgerSource {
 
     async fn inclusion(&mut self, index: u64, size: u64) -> Result<Vec<Hash>> {
         match self {
+            #[cfg(feature = "store")]
             LedgerSource::Store(s) => s.inclusion(index, size).await,
             LedgerSource::Remote(s) => s.inclusion(index, size).await,
         }

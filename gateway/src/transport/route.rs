@@ -41,11 +41,11 @@ use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::service::{MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES};
+use super::Limits;
 
 #[cfg(any(test, feature = "bench-kit"))]
-use crate::wire::MessageEncoder;
-use crate::wire::{GRPC_PREFIX, WireMessage};
+use crate::transport::wire::MessageEncoder;
+use crate::transport::wire::{GRPC_PREFIX, WireMessage};
 
 /// gRPC path of DoGet.
 pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
@@ -94,12 +94,16 @@ pub trait FlightCalls: WireDoGet {
 /// The tonic `FlightService` of a [`FlightCalls`].
 pub struct Flight<T>(pub Arc<T>);
 
-/// `calls` as a tonic Flight service with limits sized for ECG batches sent, and requests of at
-/// most [`MAX_REQUEST_BYTES`] accepted (they are decoded before authentication).
-pub fn flight_server<T: FlightCalls>(calls: Arc<T>) -> FlightServiceServer<Flight<T>> {
+/// `calls` as a tonic Flight service sending messages of at most `limits.max_message` bytes
+/// and decoding requests of at most `limits.max_request` (they are decoded before
+/// authentication).
+pub fn flight_server<T: FlightCalls>(
+    calls: Arc<T>,
+    limits: Limits,
+) -> FlightServiceServer<Flight<T>> {
     FlightServiceServer::new(Flight(calls))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(limits.max_request)
+        .max_encoding_message_size(limits.max_message)
 }
 
 /// A Flight service whose DoGet calls are answered from its [`WireDoGet`] messages (module
@@ -121,10 +125,10 @@ impl<T> Clone for DoGetRoute<T> {
 }
 
 impl<T: FlightCalls> DoGetRoute<T> {
-    /// Serves `calls`.
-    pub fn new(calls: Arc<T>) -> Self {
+    /// Serves `calls` within `limits` (DoGet requests are held to [`MAX_TICKET_REQUEST`]).
+    pub fn new(calls: Arc<T>, limits: Limits) -> Self {
         DoGetRoute {
-            flight: flight_server(Arc::clone(&calls)),
+            flight: flight_server(Arc::clone(&calls), limits),
             wire: calls,
         }
     }
@@ -294,7 +298,7 @@ where
     C::Error: Into<tonic::codegen::StdError>,
 {
     let (metadata, _, ticket) = request.into_parts();
-    let framed = crate::wire::grpc_message(&ticket);
+    let framed = crate::transport::wire::grpc_message(&ticket);
     let mut req = http::Request::new(Body::new(http_body_util::Full::new(framed)));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = http::Uri::from_static(DO_GET_PATH);
@@ -395,7 +399,8 @@ impl Received {
     fn finish(&mut self) -> Result<Option<FlightData>, Status> {
         match self.message.take() {
             Some((buf, len)) if buf.len() == len => {
-                let bytes = Bytes::from_owner(crate::wire::Lent(buf.into())).slice(GRPC_PREFIX..);
+                let bytes = Bytes::from_owner(crate::transport::wire::Lent(buf.into()))
+                    .slice(GRPC_PREFIX..);
                 FlightData::decode(bytes)
                     .map(Some)
                     .map_err(|e| Status::internal(format!("DoGet: a message does not decode: {e}")))
@@ -614,7 +619,13 @@ impl<T: FlightCalls> FlightService for Flight<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tests::batch;
+    use crate::transport::wire::tests::batch;
+
+    /// Limits of the tests' services.
+    const LIMITS: Limits = Limits {
+        max_request: 1 << 20,
+        max_message: 64 << 20,
+    };
     use arrow_flight::decode::FlightRecordBatchStream;
     use arrow_flight::flight_service_client::FlightServiceClient;
     use futures::TryStreamExt;
@@ -658,7 +669,7 @@ mod tests {
         r: Request<Ticket>,
     ) -> Result<(Vec<RecordBatch>, bool), Status> {
         let mut s = do_get(&mut ch.clone(), r, 64 << 20).await?;
-        let mut d = crate::wire::BatchDecoder::new();
+        let mut d = crate::transport::wire::BatchDecoder::new();
         let (mut out, mut aligned) = (Vec::new(), true);
         while let Some(m) = s.next().await {
             let m = m?;
@@ -686,8 +697,8 @@ mod tests {
         let batches = vec![batch(200_000, 0), batch(3, 200_000), batch(90_000, 200_003)];
         let m = MemoryFlight::new(batches.clone(), 1 << 20);
         let m = Arc::new(m);
-        let tonic_path = serve(flight_server(Arc::clone(&m))).await;
-        let route = serve(DoGetRoute::new(m)).await;
+        let tonic_path = serve(flight_server(Arc::clone(&m), LIMITS)).await;
+        let route = serve(DoGetRoute::new(m, LIMITS)).await;
         let want = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
         for ch in [&tonic_path, &route] {
             let got = pull(&mut client(ch)).await.unwrap();
@@ -749,7 +760,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_and_failures_reach_the_client_as_their_status() {
-        let ch = serve(DoGetRoute::new(Arc::new(FailsAfterOne))).await;
+        let ch = serve(DoGetRoute::new(Arc::new(FailsAfterOne), LIMITS)).await;
         let mut c = client(&ch);
         // Refused before any message: the call itself fails with the status.
         let e = c.do_get(Ticket::new("t")).await.unwrap_err();

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::commitment::{CommitmentTree, commitment, pseudonym};
 use crate::error::{GatewayError, Result};
-use crate::keystore::{KeyStore, Secret, patient_key};
+use crate::server::keystore::{KeyStore, Secret, patient_key};
 
 /// Columns read to build the catalog (all but the signal).
 const META_COLUMNS: &[&str] = &[

@@ -1,5 +1,5 @@
 //! The gateway itself: start-up checks against the ledger, dataset registration, slice
-//! reservation, served streams and erasure. [`crate::service`] and [`crate::flight`] put
+//! reservation, served streams and erasure. [`crate::server::service`] and [`crate::server::flight`] put
 //! gRPC in front of it.
 
 use std::collections::HashMap;
@@ -17,14 +17,14 @@ use ecgfed_proto::v1::{
 };
 use tonic::Code;
 
-use crate::auth::Members;
-use crate::catalog::Catalog;
 use crate::commitment::CommitmentTree;
-use crate::config::GatewayConfig;
 use crate::error::{GatewayError, Result};
-use crate::keystore::KeyStore;
-use crate::select::select;
-use crate::slice::SliceRecord;
+use crate::server::authenticate::Members;
+use crate::server::catalog::Catalog;
+use crate::server::config::GatewayConfig;
+use crate::server::keystore::KeyStore;
+use crate::server::rows::SliceRecord;
+use crate::server::select::select;
 
 /// Environment variable of the fault-injection hook used by the tamper test: when set to
 /// `alter-sample`, the gateway adds 0.001 mV to the first sample of the first row it serves
@@ -192,7 +192,7 @@ impl Gateway {
 
     async fn entries_of(&self, kind: SubjectKind, id: &str) -> Result<Vec<(u64, Payload)>> {
         let mut ledger = self.members.ledger().lock().await;
-        crate::client::ledger_payloads(&mut ledger, kind, id).await
+        Ok(ledger.payloads_naming(kind, id, 0, 0).await?)
     }
 
     /// Registers the catalog's dataset unless the ledger already has this exact version.
@@ -301,7 +301,7 @@ impl Gateway {
         }
         let (_, cohort) = {
             let mut ledger = self.members.ledger().lock().await;
-            crate::client::cohort_on_ledger(&mut ledger, cohort_id).await?
+            ledger.cohort(cohort_id).await?
         }
         .ok_or_else(|| {
             refused(
@@ -390,7 +390,7 @@ impl Gateway {
                     .collect(),
             }))
             .await?;
-        crate::fault!("reserve:after-ledger");
+        crate::server::fault!("reserve:after-ledger");
         let rec = SliceRecord {
             slice_id: slice_id.clone(),
             cohort_id: cohort_id.to_string(),
@@ -436,20 +436,15 @@ impl Gateway {
     /// empty segment id and is announced erased when served.
     async fn slice_from_ledger(&self, slice_id: &str, c: &Catalog) -> Result<Option<SliceRecord>> {
         let mut ledger = self.members.ledger().lock().await;
-        let found = crate::client::ledger_entries(
-            &mut ledger,
-            ecgfed_proto::v1::SubjectKind::Slice,
-            slice_id,
-            0,
-            0,
-        )
-        .await?
-        .into_iter()
-        .any(|e| e.signer.id == self.cfg.member);
+        let found = ledger
+            .entries_naming(ecgfed_proto::v1::SubjectKind::Slice, slice_id, 0, 0)
+            .await?
+            .into_iter()
+            .any(|e| e.signer.id == self.cfg.member);
         if !found {
             return Ok(None);
         }
-        let (index, s) = crate::client::slice_on_ledger(&mut ledger, slice_id).await?;
+        let (index, s) = ledger.slice(slice_id).await?;
         drop(ledger);
         let by_commitment: HashMap<&[u8], &str> = c
             .rows
@@ -669,10 +664,10 @@ impl Gateway {
                 i
             }
         };
-        crate::fault!("erase:after-ledger");
-        let patient = crate::keystore::patient_key(&p.source, &p.patient);
+        crate::server::fault!("erase:after-ledger");
+        let patient = crate::server::keystore::patient_key(&p.source, &p.patient);
         self.keys.erase(&patient, &commitments)?;
-        crate::fault!("erase:after-salt");
+        crate::server::fault!("erase:after-salt");
         ecgfed_datasets::store::delete_patients(
             &self.cfg.store,
             &[(p.source.clone(), p.patient.clone())],
@@ -684,7 +679,7 @@ impl Gateway {
             &self.cfg.age_edges,
             self.cfg.k,
         )?;
-        crate::fault!("erase:after-store");
+        crate::server::fault!("erase:after-store");
         // The catalog is replaced and the cache emptied under the cache lock, which `keep`
         // holds while it checks that its batches were built from the current catalog: no
         // slice built before the erasure can be kept after it.

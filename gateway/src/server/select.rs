@@ -8,8 +8,8 @@
 use ecgfed_proto::v1::AllocationCell;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::Catalog;
 use crate::error::{GatewayError, Result};
+use crate::server::catalog::Catalog;
 
 /// Domain-separation tag of the selection order.
 pub const SELECT_DST: &[u8] = b"ecgfed/v1/select\n";

@@ -1,4 +1,4 @@
-//! GatewayService over gRPC: every call authenticated ([`crate::auth`]) before anything
+//! GatewayService over gRPC: every call authenticated ([`crate::server::authenticate`]) before anything
 //! else happens, then checked against the caller's role.
 
 use std::sync::Arc;
@@ -12,18 +12,9 @@ use ecgfed_proto::v1::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::auth::authenticate;
-use crate::gateway::Gateway;
-use crate::slice::ticket;
-
-/// gRPC path prefix of the service.
-pub const SERVICE_PATH: &str = "/ecgfed.v1.GatewayService/";
-/// Largest gRPC message sent (answers, Flight data) or accepted by a client.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
-/// Largest request message a gateway decodes. Requests are decoded before their signature is
-/// checked, so anyone who can connect may send one: every legitimate request is far smaller
-/// (a reservation lists a site's allocation cells).
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+use crate::protocol::{MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, SERVICE_PATH, ticket};
+use crate::server::authenticate::authenticate;
+use crate::server::gateway::Gateway;
 
 /// The GatewayService implementation.
 #[derive(Clone)]
@@ -108,7 +99,7 @@ impl GatewayService for GatewayServer {
                 q.dataset_id, c.dataset_id
             )));
         }
-        Ok(Response::new(crate::strata::strata(&c, &q.by)?))
+        Ok(Response::new(crate::server::strata::strata(&c, &q.by)?))
     }
 
     async fn reserve_slice(

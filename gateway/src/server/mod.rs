@@ -1,45 +1,49 @@
-//! One tonic server, one port: GatewayService and Arrow Flight, with HTTP/2 windows, frames
-//! and message limits sized for ECG batches (tonic's 4 MiB default message limit is too small).
+//! The hospital's gateway (`server` feature): [`config`], [`keystore`] (salts, slices, nonces,
+//! erasures in RocksDB), [`catalog`] (the store as the gateway indexes it), [`strata`]
+//! (k-anonymous counts), [`select`] (seeded slice selection), [`authenticate`] (signed requests,
+//! members replayed from the ledger), [`gateway`] (registration, reservation, erasure),
+//! [`rows`] (served rows), [`service`] (GatewayService), [`flight`] (Arrow Flight), and here
+//! one tonic server on one port for both, with HTTP/2 windows, frames and message limits sized
+//! for ECG batches (tonic's 4 MiB default message limit is too small).
+
+pub mod authenticate;
+pub mod catalog;
+pub mod config;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
+pub mod flight;
+pub mod gateway;
+pub mod keystore;
+pub mod rows;
+pub mod select;
+pub mod service;
+pub mod strata;
+
+/// Stops with an error at the fault point `$name` when a test armed it (`fault-injection`
+/// builds only; elsewhere it expands to nothing).
+macro_rules! fault {
+    ($name:literal) => {
+        #[cfg(feature = "fault-injection")]
+        if crate::server::faults::hit($name) {
+            return Err(crate::server::faults::crashed($name));
+        }
+    };
+}
+pub(crate) use fault;
+
+pub use config::GatewayConfig;
+pub use gateway::Gateway;
 
 use std::sync::Arc;
 
-use crate::flight::GatewayFlight;
-use crate::gateway::Gateway;
-use crate::service::GatewayServer;
-
-/// HTTP/2 stream window (per call).
-pub const STREAM_WINDOW: u32 = 16 << 20;
-/// HTTP/2 connection window.
-pub const CONNECTION_WINDOW: u32 = 32 << 20;
-
-/// Largest HTTP/2 frame each side accepts (SETTINGS_MAX_FRAME_SIZE). The protocol's default,
-/// 16 KiB, cuts a 7.5 MB batch into about 460 DATA frames; at 1 MiB a plain Flight pull of
-/// MIT-BIH needs half the CPU time (bench/README.md, "Gateway").
-pub const MAX_FRAME: u32 = 1 << 20;
-
-/// The transport settings of a server that streams ECG batches: TCP_NODELAY, the HTTP/2
-/// windows and frame size above. Used by the gateway and by the bench's plain Flight baseline,
-/// so that both pulls ride the same transport.
-pub fn http2_server<L>(builder: tonic::transport::Server<L>) -> tonic::transport::Server<L> {
-    builder
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
-}
-
-/// The client side of [`http2_server`]: the same settings on an endpoint.
-pub fn http2_endpoint(ep: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
-    ep.tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
-}
+use crate::transport::http2_server;
+use flight::GatewayFlight;
+use service::GatewayServer;
 
 /// The server TLS configuration from PEM files. The private key file is refused unless it is
 /// a regular file of mode 0600 (as the hospital's BLS key).
 pub fn tls_config(
-    tls: &crate::config::TlsConfig,
+    tls: &crate::server::config::TlsConfig,
 ) -> Result<tonic::transport::ServerTlsConfig, crate::GatewayError> {
     ecgfed_ledger::keys::check_secret_file(&tls.key)?;
     let read = |p: &std::path::Path| {
@@ -96,7 +100,7 @@ mod tests {
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert, "not checked here").unwrap();
         std::fs::write(&key, "not checked here").unwrap();
-        let tls = crate::config::TlsConfig {
+        let tls = crate::server::config::TlsConfig {
             cert,
             key: key.clone(),
             ca: None,

@@ -1,7 +1,7 @@
 //! Fault-injection points for the crash tests: a test arms a point by name, and the gateway
 //! stops there with an error the next time it reaches it, leaving its folders and the ledger
 //! as a crash at that point would. Compiled with the `fault-injection` feature only; without
-//! it every point is the constant `false` ([`crate::fault`]).
+//! it every point is the constant `false` ([`crate::server::fault`]).
 
 use std::sync::Mutex;
 

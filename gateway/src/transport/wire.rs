@@ -3,7 +3,7 @@
 //!
 //! Sending: [`MessageEncoder`] frames each record batch as a gRPC message in pieces
 //! ([`WireMessage`]), lending the batch's large buffers to the transport, which writes them to
-//! the socket from where they are (`crate::route` serves DoGet with them). arrow-flight's
+//! the socket from where they are (`crate::transport::route` serves DoGet with them). arrow-flight's
 //! encoder and tonic would copy every body twice: into an IPC body, then into tonic's send
 //! buffer.
 //!
@@ -11,7 +11,7 @@
 //! arrays may be read in place only from memory aligned for their type, and arrow-flight's
 //! decoder copies every body that is not on a 64-byte boundary. The gateway therefore pads the
 //! `app_metadata` of each record batch message with zero bytes so that the gRPC prefix and the
-//! message up to the body fill a multiple of 64 bytes; its client (`crate::route::do_get`)
+//! message up to the body fill a multiple of 64 bytes; its client (`crate::transport::route::do_get`)
 //! receives each message into a 64-byte aligned buffer of its own, prefix first, so every body
 //! is aligned; and [`BatchDecoder`] uses any body aligned for its buffers in place, copying only
 //! the buffers that are not (as arrow-ipc does).

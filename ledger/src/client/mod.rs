@@ -11,6 +11,8 @@
 //!   the ledger's own rules ([`LedgerClient::sync_members`]); an admission the rules refuse
 //!   admits nobody, whatever the ledger signed.
 
+mod subjects;
+
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{
     Block as PbBlock, GetBlockRequest, GetEntryRequest, LatestCheckpointRequest,
@@ -23,27 +25,127 @@ use crate::block::Block;
 use crate::checkpoint::Checkpoint;
 use crate::entry::{self, Kind};
 use crate::keys::{PublicKey, Signature};
-use crate::log::{Hash, leaf_hash, verify_consistency, verify_inclusion};
-use crate::service::MAX_MESSAGE_BYTES;
+use crate::log::{Hash, LogError, leaf_hash, verify_consistency, verify_inclusion};
+use crate::protocol::MAX_MESSAGE_BYTES;
 use crate::state::{MemberInfo, State};
 
-/// Client failures.
+/// Client failures. Each verification failure carries its evidence, so a caller can tell a
+/// fork from a rollback from a broken proof, and show what it saw.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not reach the server.
-    #[error("ledger {addr}: {reason}")]
+    #[error("ledger {addr}: {source}")]
     Transport {
         /// Server address.
         addr: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The address is not a URI.
+    #[error("ledger address {addr}: {source}")]
+    Address {
+        /// The address given.
+        addr: String,
+        /// Why it does not parse.
+        #[source]
+        source: tonic::codegen::http::uri::InvalidUri,
     },
     /// The server refused the request.
     #[error("ledger refused: {0}")]
     Refused(#[from] tonic::Status),
+    /// The presented checkpoint is smaller than the trusted one.
+    #[error(
+        "ledger answer does not verify: rolled-back checkpoint: size {} after a trusted size {}",
+        presented.size,
+        trusted.size
+    )]
+    RolledBack {
+        /// The checkpoint trusted before.
+        trusted: Box<Checkpoint>,
+        /// The smaller one the server presented.
+        presented: Box<Checkpoint>,
+    },
+    /// The presented checkpoint has another root at the trusted size: a fork.
+    #[error(
+        "ledger answer does not verify: forked checkpoint: two different roots for size {}",
+        presented.size
+    )]
+    Forked {
+        /// The checkpoint trusted before.
+        trusted: Box<Checkpoint>,
+        /// The one the server presented, same size, other root.
+        presented: Box<Checkpoint>,
+    },
+    /// The presented checkpoint is larger but not proven an extension of the trusted one.
+    #[error(
+        "ledger answer does not verify: checkpoint of size {} is not consistent with the trusted size {}: {source}",
+        new.size,
+        old.size
+    )]
+    Inconsistent {
+        /// The checkpoint trusted before.
+        old: Box<Checkpoint>,
+        /// The larger one the server presented.
+        new: Box<Checkpoint>,
+        /// The consistency proof it sent.
+        proof: Vec<Hash>,
+        /// Why the proof does not verify.
+        #[source]
+        source: LogError,
+    },
+    /// The ledger holds entries that break its own rules (two cohorts with one id, a slice
+    /// entry signed by another site's hospital, ...): `subject` names what was asked for,
+    /// `entries` the offending entries' indexes.
+    #[error("ledger answer does not verify: {reason}")]
+    BrokenRules {
+        /// The subject asked for (`cohort c1`, `slice c1/site-a`).
+        subject: String,
+        /// Indexes of the entries at fault.
+        entries: Vec<u64>,
+        /// What is wrong, for people.
+        reason: String,
+    },
+    /// The ledger has no valid entry of kind `wanted` for `subject`; `refused` lists the
+    /// entries that claim to be one but break the rules (index, reason).
+    #[error("{subject} has no {}{wanted} entry on the ledger{}", if refused.is_empty() { "" } else { "valid " }, refused_list(refused))]
+    NotOnLedger {
+        /// The subject asked for (`slice c1/site-a`).
+        subject: String,
+        /// The entry kind wanted.
+        wanted: &'static str,
+        /// Entries refused (index, reason).
+        refused: Vec<(u64, String)>,
+    },
     /// The server's answer does not verify: it is lying or broken.
     #[error("ledger answer does not verify: {0}")]
     Verification(String),
+}
+
+impl ClientError {
+    /// Whether the ledger's answer failed verification (the ledger lied or is broken), as
+    /// opposed to an unreachable server, a refusal or an entry that is not there.
+    pub fn is_verification(&self) -> bool {
+        matches!(
+            self,
+            ClientError::RolledBack { .. }
+                | ClientError::Forked { .. }
+                | ClientError::Inconsistent { .. }
+                | ClientError::BrokenRules { .. }
+                | ClientError::Verification(_)
+        )
+    }
+}
+
+fn refused_list(refused: &[(u64, String)]) -> String {
+    if refused.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = refused
+        .iter()
+        .map(|(i, why)| format!("entry {i}: {why}"))
+        .collect();
+    format!(" ({})", items.join("; "))
 }
 
 fn verr(m: impl Into<String>) -> ClientError {
@@ -64,25 +166,27 @@ fn hashes(v: &[Vec<u8>]) -> Result<Vec<Hash>, ClientError> {
 /// `old.size` to `new.size`. Refuses rollbacks, forks and unproven growth.
 pub fn check_update(old: &Checkpoint, new: &Checkpoint, proof: &[Hash]) -> Result<(), ClientError> {
     if new.size < old.size {
-        return Err(verr(format!(
-            "rolled-back checkpoint: size {} after a trusted size {}",
-            new.size, old.size
-        )));
+        return Err(ClientError::RolledBack {
+            trusted: Box::new(old.clone()),
+            presented: Box::new(new.clone()),
+        });
     }
     if new.size == old.size {
         if new.root != old.root {
-            return Err(verr(format!(
-                "forked checkpoint: two different roots for size {}",
-                new.size
-            )));
+            return Err(ClientError::Forked {
+                trusted: Box::new(old.clone()),
+                presented: Box::new(new.clone()),
+            });
         }
         return Ok(());
     }
-    verify_consistency(old.size, new.size, &old.root, &new.root, proof).map_err(|e| {
-        verr(format!(
-            "checkpoint of size {} is not consistent with the trusted size {}: {e}",
-            new.size, old.size
-        ))
+    verify_consistency(old.size, new.size, &old.root, &new.root, proof).map_err(|source| {
+        ClientError::Inconsistent {
+            old: Box::new(old.clone()),
+            new: Box::new(new.clone()),
+            proof: proof.to_vec(),
+            source,
+        }
     })
 }
 
@@ -212,16 +316,19 @@ impl LedgerClient {
         } else {
             format!("http://{addr}")
         };
-        let terr = |e: &dyn std::fmt::Display| ClientError::Transport {
+        let terr = |source| ClientError::Transport {
             addr: addr.to_string(),
-            reason: e.to_string(),
+            source,
         };
         let ch = Channel::from_shared(url)
-            .map_err(|e| terr(&e))?
+            .map_err(|source| ClientError::Address {
+                addr: addr.to_string(),
+                source,
+            })?
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|e| terr(&e))?;
+            .map_err(terr)?;
         Ok(LedgerClient {
             inner: LedgerServiceClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -9,25 +9,26 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
-use ecgfed_ledger::client::{CheckedEntry, LedgerClient};
-use ecgfed_ledger::state;
+use ecgfed_ledger::client::LedgerClient;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::gateway_service_client::GatewayServiceClient;
 use ecgfed_proto::v1::{
-    CohortCreated, CohortSliceCommitted, EraseRequest, EraseResponse, ListDatasetsRequest,
-    ListDatasetsResponse, ReserveSliceRequest, ReserveSliceResponse, Role, StrataDimension,
-    StrataRequest, StrataTable, Subject, SubjectKind,
+    CohortSliceCommitted, EraseRequest, EraseResponse, ListDatasetsRequest, ListDatasetsResponse,
+    ReserveSliceRequest, ReserveSliceResponse, Role, StrataDimension, StrataRequest, StrataTable,
+    SubjectKind,
 };
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
-use crate::auth::{RequestSigner, add_headers};
+pub mod signing;
+pub mod verify;
+
 use crate::commitment::verify_leaf;
 use crate::error::{GatewayError, Result};
-use crate::flight::FLIGHT_PATH;
-use crate::service::{MAX_MESSAGE_BYTES, SERVICE_PATH};
-use crate::slice::{SliceVerifier, meta, ticket};
-use crate::wire::BatchDecoder;
+use crate::protocol::{FLIGHT_PATH, MAX_MESSAGE_BYTES, SERVICE_PATH, meta, ticket};
+use crate::transport::wire::BatchDecoder;
+use signing::RequestSigner;
+use verify::{SliceVerifier, VerifiedRows};
 
 /// A signed client of one gateway.
 #[derive(Clone)]
@@ -114,7 +115,7 @@ impl GatewayClient {
                 )
                 .map_err(|e| transport(addr, e))?;
         }
-        let ch = crate::server::http2_endpoint(ep)
+        let ch = crate::transport::http2_endpoint(ep)
             .connect()
             .await
             .map_err(|e| transport(addr, e))?;
@@ -222,12 +223,15 @@ impl GatewayClient {
 
     /// The signed DoGet call: the slice's Flight messages as they arrive, each in an aligned
     /// buffer of its own (`route::do_get`).
-    async fn do_get_messages(&mut self, slice_id: &str) -> Result<crate::route::Received> {
+    async fn do_get_messages(
+        &mut self,
+        slice_id: &str,
+    ) -> Result<crate::transport::route::Received> {
         let t = Ticket::new(ticket(slice_id));
         let r = self
             .signer
             .request(&self.site, &format!("{FLIGHT_PATH}DoGet"), t);
-        crate::route::do_get(&mut self.channel, r, MAX_MESSAGE_BYTES)
+        crate::transport::route::do_get(&mut self.channel, r, MAX_MESSAGE_BYTES)
             .await
             .map_err(status)
     }
@@ -247,7 +251,7 @@ impl GatewayClient {
         // The slice entry is looked up on the ledger while the gateway starts sending. Rows
         // are verified from the first batch on against the root the stream announces; no
         // batch is handed over before the ledger's root is known to be that root.
-        let mut lookup = Box::pin(slice_on_ledger(ledger, slice_id));
+        let mut lookup = Box::pin(ledger.slice(slice_id));
         let mut committed: Option<(u64, CohortSliceCommitted)> = None;
         let mut stream = {
             let call = self.do_get_messages(slice_id);
@@ -399,7 +403,7 @@ struct Verifier {
     root: [u8; 32],
     size: u64,
     tx: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
-    done: tokio::task::JoinHandle<(Vec<bool>, crate::slice::VerifiedRows)>,
+    done: tokio::task::JoinHandle<(Vec<bool>, VerifiedRows)>,
 }
 
 impl Verifier {
@@ -411,7 +415,7 @@ impl Verifier {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
         let done = tokio::task::spawn_blocking(move || {
             let mut check = SliceVerifier::new(root, size);
-            let mut total = crate::slice::VerifiedRows::default();
+            let mut total = VerifiedRows::default();
             while let Some(b) = rx.blocking_recv() {
                 let r = check.verify_batch(&b);
                 match r {
@@ -438,7 +442,7 @@ impl Verifier {
         }
     }
 
-    async fn finish(self) -> Result<(Vec<bool>, crate::slice::VerifiedRows)> {
+    async fn finish(self) -> Result<(Vec<bool>, VerifiedRows)> {
         drop(self.tx);
         self.done
             .await
@@ -499,139 +503,11 @@ fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
         .collect()
 }
 
-/// Payloads of the entries naming a subject, each proven in the ledger's signed log and signed
-/// by a member the client replayed ([`LedgerClient::query_checked`]), with their indexes, in
-/// log order.
-pub async fn ledger_payloads(
-    ledger: &mut LedgerClient,
-    kind: SubjectKind,
-    id: &str,
-) -> Result<Vec<(u64, Payload)>> {
-    ledger_payloads_page(ledger, kind, id, 0, 0).await
-}
-
-/// [`ledger_payloads`] from entry index `from`, at most `limit` entries (0: all).
-pub async fn ledger_payloads_page(
-    ledger: &mut LedgerClient,
-    kind: SubjectKind,
-    id: &str,
-    from: u64,
-    limit: u64,
-) -> Result<Vec<(u64, Payload)>> {
-    Ok(ledger_entries(ledger, kind, id, from, limit)
-        .await?
-        .into_iter()
-        .filter_map(|e| Some((e.index, e.body.payload?)))
-        .collect())
-}
-
-/// The checked entries naming a subject (proven, signed by a replayed member), in log order.
-pub async fn ledger_entries(
-    ledger: &mut LedgerClient,
-    kind: SubjectKind,
-    id: &str,
-    from: u64,
-    limit: u64,
-) -> Result<Vec<CheckedEntry>> {
-    let subject = Subject {
-        kind: kind as i32,
-        id: id.to_string(),
-    };
-    Ok(ledger.query_checked(subject, from, limit).await?)
-}
-
-/// The one `CohortCreated` entry of `cohort_id` (index, entry), signed by a scientist who is
-/// its requester; `None` when the ledger has none. Two entries for one id break the ledger's
-/// rules and are a verification error.
-pub async fn cohort_on_ledger(
-    ledger: &mut LedgerClient,
-    cohort_id: &str,
-) -> Result<Option<(u64, CohortCreated)>> {
-    let mut found = None;
-    for e in ledger_entries(ledger, SubjectKind::Cohort, cohort_id, 0, 0).await? {
-        let Some(Payload::CohortCreated(c)) = e.body.payload else {
-            continue;
-        };
-        if c.cohort_id != cohort_id {
-            continue;
-        }
-        if e.signer.role != Role::Scientist || c.requester != e.signer.id {
-            return Err(GatewayError::Verification(format!(
-                "cohort {cohort_id}: entry {} is signed by {} for requester {:?}",
-                e.index, e.signer.id, c.requester
-            )));
-        }
-        if let Some((first, _)) = &found {
-            return Err(GatewayError::Verification(format!(
-                "cohort {cohort_id} has two CohortCreated entries ({first} and {}): the ledger broke its rules",
-                e.index
-            )));
-        }
-        found = Some((e.index, c));
-    }
-    Ok(found)
-}
-
-/// The `CohortSliceCommitted` entry of `slice_id` (index, entry), checked with the ledger's
-/// own rules: its id is `<cohort>/<site>`, it is signed by the hospital member of that site,
-/// its cohort exists and allocates to the site exactly the rows it commits, with the cohort's
-/// requester and seed; and it is the only such entry. Entries that fail (another hospital
-/// front-running the id, say) are not the slice.
-pub async fn slice_on_ledger(
-    ledger: &mut LedgerClient,
-    slice_id: &str,
-) -> Result<(u64, CohortSliceCommitted)> {
-    let mut found: Option<(u64, CohortSliceCommitted)> = None;
-    let mut refused = Vec::new();
-    for e in ledger_entries(ledger, SubjectKind::Slice, slice_id, 0, 0).await? {
-        let Some(Payload::CohortSliceCommitted(s)) = e.body.payload else {
-            continue;
-        };
-        if s.slice_id != slice_id {
-            continue;
-        }
-        let why = if state::slice_id(&s.cohort_id, &s.site) != slice_id {
-            Some(format!("its id is not {}/{}", s.cohort_id, s.site))
-        } else if e.signer.role != Role::Hospital || e.signer.site != s.site {
-            Some(format!(
-                "it is signed by {}, not by the hospital of site {}",
-                e.signer.id, s.site
-            ))
-        } else {
-            match cohort_on_ledger(ledger, &s.cohort_id).await? {
-                None => Some(format!("cohort {} is not on the ledger", s.cohort_id)),
-                Some((_, c)) => state::cohort_info(&c)
-                    .and_then(|info| state::check_slice_of(&s, &info))
-                    .err()
-                    .map(|r| r.message),
-            }
-        };
-        if let Some(why) = why {
-            refused.push(format!("entry {}: {why}", e.index));
-            continue;
-        }
-        if let Some((first, _)) = &found {
-            return Err(GatewayError::Verification(format!(
-                "slice {slice_id} has two valid CohortSliceCommitted entries ({first} and {}): the ledger broke its rules",
-                e.index
-            )));
-        }
-        found = Some((e.index, s));
-    }
-    found.ok_or_else(|| {
-        GatewayError::Verification(if refused.is_empty() {
-            format!("slice {slice_id} has no CohortSliceCommitted entry on the ledger")
-        } else {
-            format!(
-                "slice {slice_id} has no valid CohortSliceCommitted entry on the ledger ({})",
-                refused.join("; ")
-            )
-        })
-    })
-}
-
 async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 32]) -> Result<()> {
-    for e in ledger_entries(ledger, SubjectKind::Commitment, &hex::encode(c), 0, 0).await? {
+    for e in ledger
+        .entries_naming(SubjectKind::Commitment, &hex::encode(c), 0, 0)
+        .await?
+    {
         if let Some(Payload::RecordsErased(r)) = &e.body.payload
             && r.site == site
             && e.signer.role == Role::Hospital
@@ -645,30 +521,6 @@ async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 
         "commitment {} is announced erased but no RecordsErased entry of site {site}'s hospital names it",
         hex::encode(c)
     )))
-}
-
-/// Signature headers for a plain Flight client's DoGet of `slice_id` at the gateway of `site`
-/// (docs/flight.md).
-pub fn do_get_headers(
-    signer: &RequestSigner,
-    site: &str,
-    slice_id: &str,
-) -> [(&'static str, String); 4] {
-    use prost::Message;
-    let t = Ticket::new(ticket(slice_id));
-    signer.headers(site, &format!("{FLIGHT_PATH}DoGet"), &t.encode_to_vec())
-}
-
-/// Adds signature headers for the gateway of `site` to a raw request (for callers building
-/// their own requests).
-pub fn sign_into<T: prost::Message>(
-    signer: &RequestSigner,
-    site: &str,
-    method: &str,
-    r: &mut tonic::Request<T>,
-) {
-    let bytes = r.get_ref().encode_to_vec();
-    add_headers(r.metadata_mut(), &signer.headers(site, method, &bytes));
 }
 
 #[cfg(test)]

@@ -1,18 +1,6 @@
-//! Signed requests (docs/flight.md "Request signatures").
-//!
-//! Every call carries four ASCII metadata headers:
-//! `x-ecgfed-member` (member id), `x-ecgfed-timestamp` (ms since the Unix epoch, decimal),
-//! `x-ecgfed-nonce` (u64, decimal) and `x-ecgfed-signature` (hex of a 96-byte BLS signature,
-//! the ledger's scheme, docs/ledger.md) over
-//!
-//! `"ecgfed/v2/request\n" ‖ member ‖ "\n" ‖ site ‖ "\n" ‖ method ‖ "\n" ‖ SHA-256(request) ‖
-//!  timestamp (i64 BE) ‖ nonce (u64 BE)`
-//!
-//! where site is the site of the gateway the request is meant for (a request signed for one
-//! gateway does not verify at another), method is the gRPC path
-//! (`/ecgfed.v1.GatewayService/Strata`, `/arrow.flight.protocol.FlightService/DoGet`, ...) and
-//! request the protobuf encoding of the request message (for DoGet: the `Ticket` message,
-//! field 1 = ticket bytes).
+//! Authentication of signed requests (docs/flight.md "Request signatures"): the four headers,
+//! freshness, the one-use nonce, the signature under the key of a member the gateway replayed
+//! from the ledger itself ([`Members`]). The signed bytes are [`crate::protocol::signing_bytes`].
 
 use std::collections::HashMap;
 use std::sync::{Mutex as StdMutex, RwLock as StdRwLock};
@@ -20,137 +8,13 @@ use std::time::{Duration, Instant};
 
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::now_ms;
-use ecgfed_ledger::keys::{KeyPair, Signature};
+use ecgfed_ledger::keys::Signature;
 use ecgfed_ledger::state::MemberInfo;
-use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-use crate::keystore::KeyStore;
-
-/// Domain-separation tag of request signatures (v2: the gateway's site is signed).
-pub const REQUEST_DST: &[u8] = b"ecgfed/v2/request\n";
-/// Header: member id.
-pub const H_MEMBER: &str = "x-ecgfed-member";
-/// Header: timestamp (ms).
-pub const H_TIMESTAMP: &str = "x-ecgfed-timestamp";
-/// Header: nonce.
-pub const H_NONCE: &str = "x-ecgfed-nonce";
-/// Header: signature (hex).
-pub const H_SIGNATURE: &str = "x-ecgfed-signature";
-
-/// The bytes a request signature covers; `site` is the site of the gateway addressed.
-pub fn signing_bytes(
-    member: &str,
-    site: &str,
-    method: &str,
-    request: &[u8],
-    ts_ms: i64,
-    nonce: u64,
-) -> Vec<u8> {
-    let mut b =
-        Vec::with_capacity(REQUEST_DST.len() + member.len() + site.len() + method.len() + 51);
-    b.extend_from_slice(REQUEST_DST);
-    b.extend_from_slice(member.as_bytes());
-    b.push(b'\n');
-    b.extend_from_slice(site.as_bytes());
-    b.push(b'\n');
-    b.extend_from_slice(method.as_bytes());
-    b.push(b'\n');
-    b.extend_from_slice(&Sha256::digest(request));
-    b.extend_from_slice(&ts_ms.to_be_bytes());
-    b.extend_from_slice(&nonce.to_be_bytes());
-    b
-}
-
-/// Signs requests for one member.
-#[derive(Debug)]
-pub struct RequestSigner {
-    member: String,
-    key: KeyPair,
-    next_nonce: std::sync::atomic::AtomicU64,
-}
-
-impl RequestSigner {
-    /// A signer for `member`; nonces start at the current time in nanoseconds.
-    pub fn new(member: &str, key: KeyPair) -> Self {
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        RequestSigner {
-            member: member.to_string(),
-            key,
-            next_nonce: start.into(),
-        }
-    }
-
-    /// The member id.
-    pub fn member(&self) -> &str {
-        &self.member
-    }
-
-    /// The key pair.
-    pub fn key(&self) -> &KeyPair {
-        &self.key
-    }
-
-    /// The four headers for a call of `method` at the gateway of `site` with the encoded
-    /// `request`, signed now.
-    pub fn headers(&self, site: &str, method: &str, request: &[u8]) -> [(&'static str, String); 4] {
-        let nonce = self
-            .next_nonce
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.headers_at(site, method, request, now_ms(), nonce)
-    }
-
-    /// The headers with a given timestamp and nonce (tests of freshness and replay use it).
-    pub fn headers_at(
-        &self,
-        site: &str,
-        method: &str,
-        request: &[u8],
-        ts_ms: i64,
-        nonce: u64,
-    ) -> [(&'static str, String); 4] {
-        let sig = self.key.sign(&signing_bytes(
-            &self.member,
-            site,
-            method,
-            request,
-            ts_ms,
-            nonce,
-        ));
-        [
-            (H_MEMBER, self.member.clone()),
-            (H_TIMESTAMP, ts_ms.to_string()),
-            (H_NONCE, nonce.to_string()),
-            (H_SIGNATURE, hex::encode(sig.to_bytes())),
-        ]
-    }
-
-    /// Wraps `msg` in a request to the gateway of `site` carrying its signature headers.
-    pub fn request<T: prost::Message>(
-        &self,
-        site: &str,
-        method: &str,
-        msg: T,
-    ) -> tonic::Request<T> {
-        let bytes = msg.encode_to_vec();
-        let mut r = tonic::Request::new(msg);
-        add_headers(r.metadata_mut(), &self.headers(site, method, &bytes));
-        r
-    }
-}
-
-/// Inserts signature headers into gRPC metadata.
-pub fn add_headers(md: &mut MetadataMap, headers: &[(&'static str, String)]) {
-    for (k, v) in headers {
-        if let Ok(v) = v.parse() {
-            md.insert(*k, v);
-        }
-    }
-}
+use crate::protocol::{H_MEMBER, H_NONCE, H_SIGNATURE, H_TIMESTAMP, signing_bytes};
+use crate::server::keystore::KeyStore;
 
 /// Shortest time between two refreshes of the members that an unknown member id triggers: a
 /// flood of requests naming unknown ids costs the ledger one member sync per interval.

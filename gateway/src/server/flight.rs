@@ -18,16 +18,24 @@ use arrow_flight::error::FlightError;
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use tonic::{Request, Status};
 
-use crate::catalog::Catalog;
 use crate::error::GatewayError;
-use crate::gateway::{Gateway, ServedSlice};
-use crate::route::{DoGetRoute, FlightCalls, MessageStream, WireDoGet};
-use crate::service::{MAX_MESSAGE_BYTES, caller};
-use crate::slice::{SliceRecord, meta, parse_ticket, serve_batch, served_schema, ticket};
-use crate::wire::{GRPC_PREFIX, MessageEncoder, WireMessage};
+use crate::protocol::{
+    FLIGHT_PATH, MAX_FLIGHT_DATA_BYTES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, meta, parse_ticket,
+    served_schema, ticket,
+};
+use crate::server::catalog::Catalog;
+use crate::server::gateway::{Gateway, ServedSlice};
+use crate::server::rows::{SliceRecord, serve_batch};
+use crate::server::service::caller;
+use crate::transport::Limits;
+use crate::transport::route::{DoGetRoute, FlightCalls, MessageStream, WireDoGet};
+use crate::transport::wire::{GRPC_PREFIX, MessageEncoder, WireMessage};
 
-/// gRPC path prefix of Arrow Flight.
-pub const FLIGHT_PATH: &str = "/arrow.flight.protocol.FlightService/";
+/// The message limits of the gateway's Flight service.
+pub const FLIGHT_LIMITS: Limits = Limits {
+    max_request: MAX_REQUEST_BYTES,
+    max_message: MAX_MESSAGE_BYTES,
+};
 
 /// Logs a DoGet stream dropped before its end that no error ended: the client left, and no
 /// DataServed is recorded.
@@ -59,7 +67,7 @@ impl GatewayFlight {
     /// The tonic service with limits sized for ECG batches, DoGet answered by [`DoGetRoute`]
     /// (Arrow buffers sent without a copy).
     pub fn into_service(self) -> DoGetRoute<GatewayFlight> {
-        DoGetRoute::new(Arc::new(self))
+        DoGetRoute::new(Arc::new(self), FLIGHT_LIMITS)
     }
 }
 
@@ -123,10 +131,6 @@ fn alter_first_sample(b: &RecordBatch) -> Result<RecordBatch, FlightError> {
     cols[idx] = Arc::new(new_list);
     Ok(RecordBatch::try_new(b.schema(), cols)?)
 }
-
-/// Largest Flight message body the gateway builds (bigger batches are split); under
-/// [`MAX_MESSAGE_BYTES`].
-pub const MAX_FLIGHT_DATA_BYTES: usize = 8 << 20;
 
 /// Where a DoGet's rows come from.
 enum Source {
