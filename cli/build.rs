@@ -1,3 +1,5 @@
+//! Build script: lets the `ecgfed` binary find libtorch at run time (rpath; build-support/torch_rpath.rs).
+
 include!("../build-support/torch_rpath.rs");
 
 fn main() {

@@ -1,3 +1,6 @@
+//! Build script: lets the trainer find libtorch at run time (rpath; build-support/torch_rpath.rs) and
+//! records the code version for ModelTrained.
+
 include!("../build-support/torch_rpath.rs");
 
 /// The code version recorded in ModelTrained: `git describe --always --dirty --abbrev=40` of

@@ -4,6 +4,8 @@
 //! abstraction: a ledger store read offline (`store` feature), a running ledger through the verifying client, or
 //! a bundle's entries. docs/audit.md documents every format.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod bundle;
 pub mod error;
 pub mod export;

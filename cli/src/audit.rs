@@ -18,7 +18,7 @@ use crate::ledger::{TrustFile, db_path, runtime};
 
 /// `ecgfed audit` subcommands.
 #[derive(Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Verify a whole ledger: every entry signature and rule, every block link, the Merkle log
     /// against every checkpoint, the indexes. Exit status 1 and the first bad entry or block
     /// named when anything fails.
@@ -111,7 +111,7 @@ pub enum AuditCommand {
 
 /// Where the ledger is: a data directory read offline, or a running ledger.
 #[derive(Args, Clone)]
-pub struct LedgerArgs {
+pub(crate) struct LedgerArgs {
     /// Ledger data directory (offline; the ledger must not be running on it).
     #[arg(long, conflicts_with = "remote", required_unless_present = "remote")]
     pub data: Option<PathBuf>,
@@ -126,7 +126,7 @@ pub struct LedgerArgs {
 /// What a lineage query is about (exactly one).
 #[derive(Args, Clone)]
 #[group(required = true, multiple = false)]
-pub struct TargetArgs {
+pub(crate) struct TargetArgs {
     /// A model: its full lineage.
     #[arg(long)]
     pub model: Option<String>,
@@ -145,7 +145,7 @@ pub struct TargetArgs {
 }
 
 /// Opens the ledger source the arguments name.
-pub async fn open_source(a: &LedgerArgs) -> Result<LedgerSource> {
+pub(crate) async fn open_source(a: &LedgerArgs) -> Result<LedgerSource> {
     if let Some(data) = &a.data {
         let db = db_path(data);
         if !db.exists() {
@@ -168,7 +168,7 @@ pub async fn open_source(a: &LedgerArgs) -> Result<LedgerSource> {
 }
 
 /// Runs an audit subcommand.
-pub fn run(cmd: AuditCommand) -> Result<()> {
+pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::Verify {
             data,
@@ -227,7 +227,7 @@ pub fn run(cmd: AuditCommand) -> Result<()> {
 }
 
 /// The model id in a model folder's model-card.json.
-pub fn model_id_of(dir: &Path) -> Result<String> {
+pub(crate) fn model_id_of(dir: &Path) -> Result<String> {
     let p = dir.join("model-card.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     let v: serde_json::Value =
@@ -246,7 +246,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes `DIR/index.html` and `DIR/bundle.json` for `model`; returns the page's path.
-pub async fn write_report(ledger: &LedgerArgs, model: &str, out: &Path) -> Result<PathBuf> {
+pub(crate) async fn write_report(ledger: &LedgerArgs, model: &str, out: &Path) -> Result<PathBuf> {
     let mut src = open_source(ledger).await?;
     let b = bundle::build(&mut src, model).await?;
     let bytes = b.to_bytes();

@@ -146,7 +146,7 @@ struct Kept {
 
 /// `ecgfed audit bench` (flattened into `ecgfed audit`'s subcommands by main).
 #[derive(clap::Subcommand)]
-pub enum AuditBench {
+pub(crate) enum AuditBench {
     /// Lineage query latency over a large ledger filled through the real service
     /// (model → sources, through the verifying client; the offline store as baseline).
     Bench {
@@ -168,7 +168,7 @@ pub enum AuditBench {
 
 impl AuditBench {
     /// Runs it.
-    pub fn run(self) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         let AuditBench::Bench {
             entries,
             queries,
@@ -186,7 +186,12 @@ impl AuditBench {
 /// of its own, as a client and a deployed ledger that did not generate a million signed
 /// entries would see them. A later run with the same
 /// `keep` folder times the queries on the kept ledger again without filling.
-pub async fn run(entries: u64, queries: usize, keep: Option<PathBuf>, json: bool) -> Result<()> {
+pub(crate) async fn run(
+    entries: u64,
+    queries: usize,
+    keep: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = match &keep {
         Some(d) => d.clone(),

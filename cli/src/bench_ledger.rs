@@ -45,7 +45,7 @@ pub(crate) struct BenchLedger {
 
 impl BenchLedger {
     /// Keys, genesis, trust file and the served ledger, in `dir`.
-    pub async fn start(dir: &Path, origin: &str, site: &str) -> Result<BenchLedger> {
+    pub(crate) async fn start(dir: &Path, origin: &str, site: &str) -> Result<BenchLedger> {
         std::fs::create_dir_all(dir)?;
         let (ledger_key, _) = write_key(dir, "ledger")?;
         let (hosp, hosp_file) = write_key(dir, "hosp")?;
@@ -88,7 +88,7 @@ impl BenchLedger {
     }
 
     /// A verifying client of the ledger.
-    pub async fn client(&self) -> Result<LedgerClient> {
+    pub(crate) async fn client(&self) -> Result<LedgerClient> {
         Ok(LedgerClient::connect(
             &self.addr,
             &self.cp.origin.clone(),
@@ -100,7 +100,7 @@ impl BenchLedger {
 
     /// Creates cohort `id` taking the site's selectable segments, cell by cell, up to `rows`
     /// (all of them with `u64::MAX`; exactly `rows` otherwise), and reserves its slice.
-    pub async fn cohort(
+    pub(crate) async fn cohort(
         &self,
         gateway: &mut GatewayClient,
         ledger: &mut LedgerClient,

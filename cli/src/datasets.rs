@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Site-store subcommands.
 #[derive(Subcommand)]
-pub enum DatasetsCommand {
+pub(crate) enum DatasetsCommand {
     /// Ingest folders of ECG records (WFDB, MATLAB v4) into a new site store.
     Ingest(IngestArgs),
     /// Summarise a site store (records, labels, demographics, warnings, errors).
@@ -81,7 +81,7 @@ pub enum DatasetsCommand {
 
 /// Segmentation modes.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum SegmentationMode {
+pub(crate) enum SegmentationMode {
     /// Fixed windows labelled by the rhythm in force.
     Windows,
     /// Beat-centred windows labelled with the AAMI class (records without beat annotations
@@ -91,7 +91,7 @@ pub enum SegmentationMode {
 
 /// Arguments of `ecgfed datasets ingest`.
 #[derive(Args)]
-pub struct IngestArgs {
+pub(crate) struct IngestArgs {
     /// Folders to ingest (a source folder, or a folder of source folders).
     #[arg(required = true)]
     folders: Vec<PathBuf>,
@@ -125,7 +125,7 @@ pub struct IngestArgs {
 }
 
 /// Runs a datasets subcommand.
-pub fn run(cmd: DatasetsCommand) -> Result<()> {
+pub(crate) fn run(cmd: DatasetsCommand) -> Result<()> {
     match cmd {
         DatasetsCommand::Ingest(a) => run_ingest(a),
         DatasetsCommand::Summary { store, json } => {

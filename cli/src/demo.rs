@@ -25,7 +25,7 @@ const COHORT: &str = include_str!("../../deploy/cohort.toml");
 
 /// `ecgfed demo` options.
 #[derive(Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// State folder (keys, ledger, stores, model, report); default: a new temporary folder,
     /// kept afterwards so the report can be read.
     #[arg(long)]
@@ -64,7 +64,7 @@ enum DemoCommand {
 /// deploy/topology.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Topology {
+pub(crate) struct Topology {
     /// The ledger's checkpoint origin.
     pub origin: String,
     /// k-anonymity threshold of every gateway.
@@ -86,7 +86,7 @@ pub struct Topology {
 /// A server of the topology.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Service {
+pub(crate) struct Service {
     /// Member id.
     pub member: String,
     /// Listen address.
@@ -98,7 +98,7 @@ pub struct Service {
 /// A hospital and its gateway.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Hospital {
+pub(crate) struct Hospital {
     /// Member id.
     pub member: String,
     /// Site name.
@@ -114,14 +114,14 @@ pub struct Hospital {
 /// A member without a server.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Member {
+pub(crate) struct Member {
     /// Member id.
     pub member: String,
 }
 
 impl Topology {
     /// Parses topology text (`what` names it in errors).
-    pub fn parse(text: &str, what: &str) -> Result<Topology> {
+    pub(crate) fn parse(text: &str, what: &str) -> Result<Topology> {
         let t: Topology = toml::from_str(text).with_context(|| format!("{what}: bad topology"))?;
         if t.hospitals.is_empty() {
             bail!("{what}: no [[hospitals]]");
@@ -131,7 +131,7 @@ impl Topology {
 }
 
 /// Runs `ecgfed demo`.
-pub fn run(a: DemoArgs) -> Result<()> {
+pub(crate) fn run(a: DemoArgs) -> Result<()> {
     if let Some(DemoCommand::Setup {
         topology,
         data,

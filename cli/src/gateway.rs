@@ -21,7 +21,7 @@ const ADDR_FILE: &str = "listening";
 
 /// Gateway subcommands.
 #[derive(Subcommand)]
-pub enum GatewayCommand {
+pub(crate) enum GatewayCommand {
     /// Run a gateway (GatewayService + Arrow Flight on one port) over a site store.
     Serve {
         /// Configuration file (TOML, docs/flight.md).
@@ -128,7 +128,7 @@ pub enum GatewayCommand {
 
 /// Who calls a gateway, and where it is.
 #[derive(clap::Args)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// Gateway address.
     #[arg(long)]
     gateway: String,
@@ -173,7 +173,7 @@ fn dimension(s: &str) -> Result<StrataDimension> {
 }
 
 /// Runs a gateway subcommand.
-pub fn run(cmd: GatewayCommand) -> Result<()> {
+pub(crate) fn run(cmd: GatewayCommand) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         match cmd {

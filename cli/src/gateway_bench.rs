@@ -112,7 +112,7 @@ where
 }
 
 /// Runs `ecgfed gateway bench` (main hands it the command).
-pub fn command(c: GatewayCommand) -> Result<()> {
+pub(crate) fn command(c: GatewayCommand) -> Result<()> {
     let GatewayCommand::Bench {
         input,
         rounds,
@@ -136,7 +136,7 @@ pub fn command(c: GatewayCommand) -> Result<()> {
 
 /// Runs the benchmark; with `concurrent` > 0, then the load phase (crate::gateway_load):
 /// `concurrent` verified pulls at once of a `slice_rows`-row slice from a gateway process.
-pub async fn run(
+pub(crate) async fn run(
     input: PathBuf,
     rounds: usize,
     batch_rows: usize,

@@ -18,7 +18,7 @@ use ecgfed_gateway::client::signing::RequestSigner;
 use crate::bench_ledger::BenchLedger;
 
 /// The load phase's figures.
-pub struct Load {
+pub(crate) struct Load {
     /// Rows of the slice.
     pub rows: u64,
     /// Copies of the input in the store, and the store's segments.
@@ -70,7 +70,7 @@ fn copy_folder(from: &Path, to: &Path) -> Result<()> {
 
 /// Runs the load phase: `selectable` is how many rows of one copy of `input` are selectable at
 /// k = 2 (from the bench's first phase).
-pub async fn run(
+pub(crate) async fn run(
     input: &Path,
     selectable: u64,
     slice_rows: u64,

@@ -8,7 +8,7 @@ use ecgfed_ledger::keys::KeyPair;
 
 /// Key subcommands.
 #[derive(Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Generate a BLS12-381 member key pair into a new file (permissions 0600).
     Generate {
         /// Key file to create (never overwritten).
@@ -29,7 +29,7 @@ pub enum KeysCommand {
 }
 
 /// Runs a keys subcommand.
-pub fn run(cmd: KeysCommand) -> Result<()> {
+pub(crate) fn run(cmd: KeysCommand) -> Result<()> {
     let (kp, file, json) = match cmd {
         KeysCommand::Generate { out, json } => {
             let kp = KeyPair::generate();

@@ -13,7 +13,7 @@ use ecgfed_ledger::keys::KeyPair;
 
 /// `ecgfed ledger` subcommands.
 #[derive(Subcommand)]
-pub enum LedgerCommand {
+pub(crate) enum LedgerCommand {
     /// Write a genesis TOML file from member key files.
     Genesis {
         /// The log's name (first line of every checkpoint).
@@ -58,19 +58,19 @@ pub enum LedgerCommand {
     },
 }
 
-pub use ecgfed_ledger::trust::TrustFile;
+pub(crate) use ecgfed_ledger::trust::TrustFile;
 
 fn key_path(data: &Path, key: Option<PathBuf>) -> PathBuf {
     key.unwrap_or_else(|| data.join("ledger.key"))
 }
 
 /// The RocksDB directory of a ledger data directory.
-pub fn db_path(data: &Path) -> PathBuf {
+pub(crate) fn db_path(data: &Path) -> PathBuf {
     data.join("db")
 }
 
 /// Runs a ledger subcommand.
-pub fn run(cmd: LedgerCommand) -> Result<()> {
+pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
     match cmd {
         LedgerCommand::Genesis {
             origin,
@@ -121,7 +121,7 @@ pub fn run(cmd: LedgerCommand) -> Result<()> {
 }
 
 /// A multi-threaded tokio runtime.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,7 +168,7 @@ fn genesis(origin: String, members: &[String], out: &Path) -> Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM, saying so on standard error.
-pub async fn shutdown_signal(what: &'static str) {
+pub(crate) async fn shutdown_signal(what: &'static str) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

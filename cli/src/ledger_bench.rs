@@ -55,7 +55,7 @@ impl LocalLedger {
 }
 
 /// The `p` quantile (0..=1) of sorted values, nearest rank.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -65,7 +65,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// `ecgfed ledger bench` (flattened into `ecgfed ledger`'s subcommands by main).
 #[derive(clap::Subcommand)]
-pub enum LedgerBench {
+pub(crate) enum LedgerBench {
     /// Load generator: durable, signature-verified entries/s through the gRPC service.
     Bench {
         /// Entries to submit.
@@ -89,7 +89,7 @@ pub enum LedgerBench {
 
 impl LedgerBench {
     /// Runs it.
-    pub fn run(self) -> Result<()> {
+    pub(crate) fn run(self) -> Result<()> {
         let LedgerBench::Bench {
             entries,
             clients,
@@ -102,7 +102,7 @@ impl LedgerBench {
 }
 
 /// Runs the benchmark.
-pub async fn run(
+pub(crate) async fn run(
     entries: u64,
     clients: usize,
     window: usize,

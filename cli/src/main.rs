@@ -1,6 +1,8 @@
 //! `ecgfed`: command line of the federated ECG data-sharing gateway. Parses arguments and
 //! calls the library crates; no logic of its own beyond wiring and printing.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod audit;
 mod audit_bench;
 #[cfg(feature = "bench")]

@@ -15,7 +15,7 @@ use crate::ledger::runtime;
 
 /// `ecgfed cohort` subcommands.
 #[derive(Subcommand)]
-pub enum CohortCommand {
+pub(crate) enum CohortCommand {
     /// Collect strata from every gateway, solve the allocation, write CohortCreated (or reuse
     /// the entry this spec wrote before) and print the cohort datasheet.
     Plan {
@@ -35,7 +35,7 @@ pub enum CohortCommand {
 }
 
 /// Runs `ecgfed cohort ...`.
-pub fn run_cohort(cmd: CohortCommand) -> Result<()> {
+pub(crate) fn run_cohort(cmd: CohortCommand) -> Result<()> {
     let CohortCommand::Plan {
         spec,
         federation,
@@ -69,7 +69,7 @@ pub fn run_cohort(cmd: CohortCommand) -> Result<()> {
 }
 
 /// Runs `ecgfed train`.
-pub fn run_train_cmd(
+pub(crate) fn run_train_cmd(
     spec: PathBuf,
     out: PathBuf,
     device: String,
@@ -123,7 +123,7 @@ pub fn run_train_cmd(
 }
 
 /// Runs `ecgfed predict`.
-pub fn run_predict(model: PathBuf, records: Vec<PathBuf>, json: bool) -> Result<()> {
+pub(crate) fn run_predict(model: PathBuf, records: Vec<PathBuf>, json: bool) -> Result<()> {
     let m = Model::load(&model)?;
     let mut failed = 0;
     let mut out = Vec::new();
@@ -170,7 +170,7 @@ pub fn run_predict(model: PathBuf, records: Vec<PathBuf>, json: bool) -> Result<
 
 /// `ecgfed train-bench` arguments.
 #[derive(clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Synthetic windows.
     #[arg(long, default_value_t = 4096)]
     rows: usize,
@@ -201,7 +201,7 @@ pub struct BenchArgs {
 }
 
 /// Runs `ecgfed train-bench`.
-pub fn run_bench(a: BenchArgs) -> Result<()> {
+pub(crate) fn run_bench(a: BenchArgs) -> Result<()> {
     let opts = ecgfed_trainer::bench::BenchOptions {
         rows: a.rows,
         window: a.window,

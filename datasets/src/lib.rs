@@ -9,6 +9,8 @@
 //! layout finds) is opened through [`paths`]: a plain name, inside its folder, a regular file,
 //! its size checked before reading.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod annotation;
 pub mod bench;
 pub mod demographics;

@@ -8,6 +8,8 @@
 //! [`transport`] is the zero-copy Arrow Flight transport both ride; [`commitment`] holds the
 //! hashes both compute.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod client;
 pub mod commitment;
 pub mod error;

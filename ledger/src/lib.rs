@@ -7,6 +7,8 @@
 //! (RocksDB), [`sequencer`] (the root API with group commit), [`service`] (gRPC),
 //! [`client`] (verifying client), [`trust`] (trust files) and [`verify`] (offline and remote audit).
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod block;
 pub mod checkpoint;
 pub mod client;

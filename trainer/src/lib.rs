@@ -6,6 +6,8 @@
 //! subgroup (`metrics`, `evaluation`, `plots`) and recorded as `ModelTrained` (`run`);
 //! `predict` classifies records from disk with a saved model.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod bench;
 pub mod cohort;
 pub mod data;

@@ -16,15 +16,15 @@ use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{DatasetInfo, Subject, SubjectKind};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ecgfed");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ecgfed");
 /// The sites of the federation's two gateways, in order.
-pub const SITES: [&str; 2] = ["site-a", "site-b"];
+pub(crate) const SITES: [&str; 2] = ["site-a", "site-b"];
 
-pub fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-pub fn run(args: &[&str]) -> String {
+pub(crate) fn run(args: &[&str]) -> String {
     let o = Command::new(BIN).args(args).output().unwrap();
     assert!(
         o.status.success(),
@@ -36,14 +36,14 @@ pub fn run(args: &[&str]) -> String {
 
 /// Starts `ecgfed ARGS` and waits for its "listening on ADDR" line.
 /// Runs `ecgfed ARGS`, which must fail; returns its standard error.
-pub fn run_fails(args: &[&str]) -> String {
+pub(crate) fn run_fails(args: &[&str]) -> String {
     let o = Command::new(BIN).args(args).output().unwrap();
     assert!(!o.status.success(), "ecgfed {args:?} succeeded");
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Payloads of the ledger entries naming a subject, in log order.
-pub async fn payloads(l: &mut LedgerClient, kind: SubjectKind, id: &str) -> Vec<Payload> {
+pub(crate) async fn payloads(l: &mut LedgerClient, kind: SubjectKind, id: &str) -> Vec<Payload> {
     l.query_subject(
         Subject {
             kind: kind as i32,
@@ -63,7 +63,7 @@ pub async fn payloads(l: &mut LedgerClient, kind: SubjectKind, id: &str) -> Vec<
     .collect()
 }
 
-pub fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+pub(crate) fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args).stderr(Stdio::inherit());
     for (k, v) in env {
@@ -72,7 +72,7 @@ pub fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     super::spawn_listening(&mut cmd)
 }
 
-pub fn stop(mut c: Child) {
+pub(crate) fn stop(mut c: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &c.id().to_string()])
         .status();
@@ -80,7 +80,7 @@ pub fn stop(mut c: Child) {
 }
 
 /// The two sites' input folders and k.
-pub fn sites() -> (PathBuf, PathBuf, u64) {
+pub(crate) fn sites() -> (PathBuf, PathBuf, u64) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let shared = root.join("../shared/ecg");
     if shared.join("ludb").is_dir() && shared.join("cinc2021/georgia").is_dir() {
@@ -96,7 +96,7 @@ pub fn sites() -> (PathBuf, PathBuf, u64) {
     (sample.join("ludb"), sample.join("cinc2021"), 2)
 }
 
-pub struct Fed {
+pub(crate) struct Fed {
     pub _tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub ledger: Option<Child>,
@@ -106,16 +106,16 @@ pub struct Fed {
 }
 
 impl Fed {
-    pub fn key(&self, name: &str) -> PathBuf {
+    pub(crate) fn key(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.key"))
     }
-    pub fn signer(&self, member: &str) -> Arc<RequestSigner> {
+    pub(crate) fn signer(&self, member: &str) -> Arc<RequestSigner> {
         Arc::new(RequestSigner::new(
             member,
             KeyPair::read_file(&self.key(member)).unwrap(),
         ))
     }
-    pub async fn ledger_client(&self) -> LedgerClient {
+    pub(crate) async fn ledger_client(&self) -> LedgerClient {
         let (_, cp, key) = TrustFile::read(&self.dir.join("ledger/trust.json")).unwrap();
         let mut c = LedgerClient::connect(&self.ledger_addr, &cp.origin.clone(), key, Some(cp))
             .await
@@ -123,13 +123,13 @@ impl Fed {
         c.update_checkpoint().await.unwrap();
         c
     }
-    pub async fn gateway(&self, i: usize, member: &str) -> GatewayClient {
+    pub(crate) async fn gateway(&self, i: usize, member: &str) -> GatewayClient {
         GatewayClient::connect(&self.gateways[i].1, SITES[i], self.signer(member))
             .await
             .unwrap()
     }
     /// The dataset gateway `i` serves, as `member` sees it.
-    pub async fn dataset(&self, i: usize, member: &str) -> DatasetInfo {
+    pub(crate) async fn dataset(&self, i: usize, member: &str) -> DatasetInfo {
         self.gateway(i, member)
             .await
             .list_datasets()
@@ -138,10 +138,10 @@ impl Fed {
             .datasets[0]
             .clone()
     }
-    pub async fn ledger_size(&self) -> u64 {
+    pub(crate) async fn ledger_size(&self) -> u64 {
         self.ledger_client().await.trusted().unwrap().size
     }
-    pub fn restart_gateway(&mut self, i: usize, env: &[(&str, &str)]) {
+    pub(crate) fn restart_gateway(&mut self, i: usize, env: &[(&str, &str)]) {
         if let Some(c) = self.gateways[i].0.take() {
             stop(c);
         }
@@ -165,7 +165,7 @@ impl Drop for Fed {
     }
 }
 
-pub fn federation() -> Fed {
+pub(crate) fn federation() -> Fed {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let (site_a, site_b, k) = sites();

@@ -1,14 +1,14 @@
 //! Helpers shared by the CLI's process tests.
 #![allow(dead_code)]
 
-pub mod fed;
+pub(crate) mod fed;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 /// Spawns `cmd` (a server printing "listening on ADDR" as its first line of standard output)
 /// and returns the child and ADDR.
-pub fn spawn_listening(cmd: &mut Command) -> (Child, String) {
+pub(crate) fn spawn_listening(cmd: &mut Command) -> (Child, String) {
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())

@@ -22,23 +22,23 @@ use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{AllocationCell, CohortCreated, StrataDimension};
 
-pub const ORIGIN: &str = "ecgfed.test/gateway";
-pub const SITES: [&str; 2] = ["site-a", "site-b"];
+pub(crate) const ORIGIN: &str = "ecgfed.test/gateway";
+pub(crate) const SITES: [&str; 2] = ["site-a", "site-b"];
 
 /// The embedded sample's CinC 2017 folder (single-lead, about 70 records).
-pub fn sample() -> PathBuf {
+pub(crate) fn sample() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/sample/cinc2017")
 }
 
 /// One running gateway: its address, its state and how to stop it.
-pub struct Running {
+pub(crate) struct Running {
     pub addr: String,
     pub gw: Arc<Gateway>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
-pub struct Fed {
+pub(crate) struct Fed {
     pub tmp: tempfile::TempDir,
     pub ledger: Arc<Ledger>,
     pub ledger_addr: String,
@@ -57,7 +57,7 @@ fn key_file(dir: &Path, name: &str, k: &KeyPair) -> PathBuf {
 
 impl Fed {
     /// Ledger, stores and both gateways running, with `policy` at both gateways.
-    pub async fn start(policy: Policy) -> Fed {
+    pub(crate) async fn start(policy: Policy) -> Fed {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let mut keys = std::collections::HashMap::new();
@@ -139,7 +139,10 @@ impl Fed {
     }
 
     /// Starts gateway `i` (after a stop).
-    pub async fn start_gateway(&mut self, i: usize) -> Result<(), ecgfed_gateway::GatewayError> {
+    pub(crate) async fn start_gateway(
+        &mut self,
+        i: usize,
+    ) -> Result<(), ecgfed_gateway::GatewayError> {
         let gw = Gateway::start(self.cfgs[i].clone()).await?;
         let (l, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse().unwrap())
             .await
@@ -163,7 +166,7 @@ impl Fed {
 
     /// Stops gateway `i` and waits until its key store is closed (a crash of the process,
     /// as far as its folders are concerned).
-    pub async fn stop_gateway(&mut self, i: usize) {
+    pub(crate) async fn stop_gateway(&mut self, i: usize) {
         let Some(r) = self.gateways[i].take() else {
             return;
         };
@@ -180,25 +183,25 @@ impl Fed {
         panic!("gateway {i} still referenced after its server stopped");
     }
 
-    pub fn gw(&self, i: usize) -> &Arc<Gateway> {
+    pub(crate) fn gw(&self, i: usize) -> &Arc<Gateway> {
         &self.gateways[i].as_ref().expect("running").gw
     }
 
-    pub fn addr(&self, i: usize) -> String {
+    pub(crate) fn addr(&self, i: usize) -> String {
         self.gateways[i].as_ref().expect("running").addr.clone()
     }
 
-    pub fn signer(&self, member: &str) -> Arc<RequestSigner> {
+    pub(crate) fn signer(&self, member: &str) -> Arc<RequestSigner> {
         Arc::new(RequestSigner::new(member, self.keys[member].clone()))
     }
 
-    pub async fn client(&self, i: usize, member: &str) -> GatewayClient {
+    pub(crate) async fn client(&self, i: usize, member: &str) -> GatewayClient {
         GatewayClient::connect(&self.addr(i), SITES[i], self.signer(member))
             .await
             .unwrap()
     }
 
-    pub async fn ledger_client(&self) -> LedgerClient {
+    pub(crate) async fn ledger_client(&self) -> LedgerClient {
         let (_, cp, key) = TrustFile::read(&self.trust).unwrap();
         let mut c = LedgerClient::connect(&self.ledger_addr, &cp.origin.clone(), key, Some(cp))
             .await
@@ -207,13 +210,13 @@ impl Fed {
         c
     }
 
-    pub fn entry_signer(&self, member: &str) -> EntrySigner {
+    pub(crate) fn entry_signer(&self, member: &str) -> EntrySigner {
         EntrySigner::new(member, self.keys[member].clone())
     }
 
     /// Creates cohort `id` for `who`, taking `take` segments (0: all) of each of the first
     /// `cells` visible strata cells of each site in `sites`; returns the allocation.
-    pub async fn cohort(
+    pub(crate) async fn cohort(
         &self,
         who: &str,
         id: &str,
@@ -265,7 +268,7 @@ impl Fed {
     }
 
     /// Every file under `dir`, recursively.
-    pub fn files(dir: &Path) -> Vec<PathBuf> {
+    pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
@@ -283,6 +286,6 @@ impl Fed {
 }
 
 /// True when `needle` occurs in `hay`.
-pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }

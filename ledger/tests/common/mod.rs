@@ -13,7 +13,7 @@ use ecgfed_ledger::keys::KeyPair;
 use ecgfed_proto::v1::{CohortCreated, DatasetRegistered, ModelTrained, entry_body::Payload};
 
 /// A fresh ledger and its members' signers.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
     pub ledger_key: KeyPair,
@@ -23,10 +23,10 @@ pub struct Fixture {
     pub regulator: EntrySigner,
 }
 
-pub const ORIGIN: &str = "ecgfed.test/ledger";
+pub(crate) const ORIGIN: &str = "ecgfed.test/ledger";
 
 impl Fixture {
-    pub fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
         let ledger_key = KeyPair::generate();
@@ -65,12 +65,12 @@ impl Fixture {
         }
     }
 
-    pub fn open(&self) -> Arc<Ledger> {
+    pub(crate) fn open(&self) -> Arc<Ledger> {
         Ledger::open(&self.db, self.ledger_key.clone()).unwrap()
     }
 }
 
-pub fn dataset(site: &str, id: &str) -> Payload {
+pub(crate) fn dataset(site: &str, id: &str) -> Payload {
     Payload::DatasetRegistered(DatasetRegistered {
         dataset_id: id.into(),
         site: site.into(),
@@ -83,7 +83,7 @@ pub fn dataset(site: &str, id: &str) -> Payload {
     })
 }
 
-pub fn cohort(requester: &str, id: &str) -> Payload {
+pub(crate) fn cohort(requester: &str, id: &str) -> Payload {
     Payload::CohortCreated(CohortCreated {
         cohort_id: id.into(),
         spec_sha256: vec![3; 32],
@@ -94,7 +94,7 @@ pub fn cohort(requester: &str, id: &str) -> Payload {
     })
 }
 
-pub fn model(id: &str) -> Payload {
+pub(crate) fn model(id: &str) -> Payload {
     Payload::ModelTrained(ModelTrained {
         model_id: id.into(),
         cohort_id: "c1".into(),
@@ -106,7 +106,7 @@ pub fn model(id: &str) -> Payload {
 }
 
 /// Serves `ledger` on 127.0.0.1 with a free port; returns the address and a stopper.
-pub async fn serve(ledger: Arc<Ledger>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+pub(crate) async fn serve(ledger: Arc<Ledger>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let (l, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
