@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AuditError, Result};
 use crate::lineage::{ModelLineage, model_lineage};
-use crate::source::{Entry, MemorySource, Source};
+use crate::source::{MemorySource, Source, VerifiedEntry, decode_entry};
 
 /// Value of the bundle's `format` field.
 pub const FORMAT: &str = "ecgfed-proof-bundle/v1";
@@ -119,7 +119,7 @@ fn member_of(m: &Member, at: u64) -> BundleMember {
 
 /// Members defined by the genesis and admission entries among `entries`, keeping those that
 /// signed one of them.
-fn members_of(entries: &[Entry]) -> Vec<BundleMember> {
+fn members_of(entries: &[VerifiedEntry]) -> Vec<BundleMember> {
     let mut all = Vec::new();
     for e in entries {
         match e.payload() {
@@ -191,7 +191,7 @@ pub async fn build<S: Source>(src: &mut S, model_id: &str) -> Result<Bundle> {
             inclusion_proof: proof.iter().map(hex::encode).collect(),
         });
     }
-    let decoded: Vec<Entry> = picked.into_values().collect();
+    let decoded: Vec<VerifiedEntry> = picked.into_values().collect();
     Ok(Bundle {
         format: FORMAT.into(),
         model_id: model_id.to_string(),
@@ -281,7 +281,7 @@ pub fn verify(bytes: &[u8], trusted_key: Option<&PublicKey>) -> Result<Verified>
                 cp.size
             ))
         })?;
-        let e = Entry::decode(be.index, stored).map_err(|e| bad(e.to_string()))?;
+        let e = decode_entry(be.index, stored).map_err(|e| bad(e.to_string()))?;
         if e.kind() != be.kind {
             return Err(at(format!(
                 "kind {:?} but the body is a {}",

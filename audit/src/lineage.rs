@@ -10,7 +10,7 @@ use ecgfed_proto::v1::entry_body::Payload;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AuditError, Result};
-use crate::source::{Entry, Source};
+use crate::source::{Source, VerifiedEntry, entry_time};
 
 /// Where an entry sits and who signed it when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,11 +23,11 @@ pub struct EntryRef {
     pub signer: String,
 }
 
-impl From<&Entry> for EntryRef {
-    fn from(e: &Entry) -> Self {
+impl From<&VerifiedEntry> for EntryRef {
+    fn from(e: &VerifiedEntry) -> Self {
         EntryRef {
             index: e.index,
-            time: e.time(),
+            time: entry_time(e),
             signer: e.body.signer.clone(),
         }
     }
@@ -212,7 +212,7 @@ fn not_found(what: String) -> AuditError {
 }
 
 /// The model's `ModelTrained` entry.
-async fn model_entry<S: Source>(src: &mut S, model_id: &str) -> Result<(Entry, ModelNode)> {
+async fn model_entry<S: Source>(src: &mut S, model_id: &str) -> Result<(VerifiedEntry, ModelNode)> {
     for e in src.by_subject(SubjectKind::Model, model_id).await? {
         if let Some(Payload::ModelTrained(m)) = e.payload()
             && m.model_id == model_id
@@ -237,7 +237,7 @@ async fn model_entry<S: Source>(src: &mut S, model_id: &str) -> Result<(Entry, M
 }
 
 /// Commitments of a slice entry as a set.
-fn slice_commitments(e: &Entry) -> BTreeSet<&[u8]> {
+fn slice_commitments(e: &VerifiedEntry) -> BTreeSet<&[u8]> {
     match e.payload() {
         Some(Payload::CohortSliceCommitted(s)) => {
             s.commitments.iter().map(|c| c.as_slice()).collect()
@@ -254,7 +254,7 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
         .by_subject(SubjectKind::Cohort, &model.cohort_id)
         .await?;
     let mut cohort = None;
-    let mut slices: Vec<(Entry, SliceNode)> = Vec::new();
+    let mut slices: Vec<(VerifiedEntry, SliceNode)> = Vec::new();
     let mut served: Vec<(String, ServedNode)> = Vec::new();
     for e in &cohort_entries {
         match e.payload() {
@@ -329,7 +329,7 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
         .iter()
         .map(|id| (SubjectKind::DatasetHistory, id.as_str()))
         .collect();
-    let histories: BTreeMap<String, Vec<Entry>> = ids
+    let histories: BTreeMap<String, Vec<VerifiedEntry>> = ids
         .iter()
         .cloned()
         .zip(src.by_subjects(&queries).await?)
@@ -512,7 +512,7 @@ async fn cohort_usage<S: Source>(
     Ok(u)
 }
 
-fn slice_ref(e: &Entry, matching: u64) -> Option<(String, SliceRef)> {
+fn slice_ref(e: &VerifiedEntry, matching: u64) -> Option<(String, SliceRef)> {
     let Some(Payload::CohortSliceCommitted(s)) = e.payload() else {
         return None;
     };

@@ -27,13 +27,22 @@ pub fn esc(s: &str) -> String {
     o
 }
 
+/// A chart plotters could not draw.
+#[derive(Debug, thiserror::Error)]
+#[error("plot: {0}")]
+pub struct PlotError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+fn plot_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> PlotError {
+    PlotError(Box::new(e))
+}
+
 /// A bar chart of values in [0, 1] (e.g. macro-F1 per subgroup) as SVG text.
-pub fn bar_chart(title: &str, bars: &[(String, f64)]) -> Result<String, String> {
+pub fn bar_chart(title: &str, bars: &[(String, f64)]) -> Result<String, PlotError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (160 + 60 * bars.len().max(1) as u32, 380))
             .into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(plot_error)?;
         let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
         let mut c = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -41,7 +50,7 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)]) -> Result<String, String> 
             .x_label_area_size(80)
             .y_label_area_size(45)
             .build_cartesian_2d((0..bars.len().max(1)).into_segmented(), 0f64..1f64)
-            .map_err(|e| e.to_string())?;
+            .map_err(plot_error)?;
         c.configure_mesh()
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
@@ -51,7 +60,7 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)]) -> Result<String, String> 
             })
             .x_labels(bars.len().max(1))
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(plot_error)?;
         c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
             Rectangle::new(
                 [
@@ -61,8 +70,8 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)]) -> Result<String, String> 
                 BLUE.mix(0.6).filled(),
             )
         }))
-        .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
+        .map_err(plot_error)?;
+        root.present().map_err(plot_error)?;
     }
     Ok(svg)
 }
@@ -357,7 +366,7 @@ fn metrics(m: &Value) -> String {
         match bar_chart(title, &bars) {
             Ok(svg) => h.push_str(&svg),
             Err(e) => {
-                let _ = write!(h, "<p>(plot not drawn: {})</p>", esc(&e));
+                let _ = write!(h, "<p>(plot not drawn: {})</p>", esc(&e.to_string()));
             }
         }
         h.push_str("<table><tbody>");

@@ -182,7 +182,7 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
     procs.on_interrupt()?;
     let outcome = run_federation(&topo, &data, &procs, &say);
     procs.stop_all();
-    if procs.2.load(std::sync::atomic::Ordering::SeqCst) {
+    if procs.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         // Interrupted: the step that failed was stopped on purpose; everything is down.
         std::process::exit(130);
     }
@@ -421,11 +421,14 @@ fn setup(
 /// Child processes to stop at the end or on Ctrl-C: the servers, and the pid of the step
 /// running in the foreground (training).
 #[derive(Default, Clone)]
-pub(crate) struct Procs(
-    Arc<Mutex<Vec<Child>>>,
-    Arc<Mutex<Option<u32>>>,
-    Arc<std::sync::atomic::AtomicBool>,
-);
+pub(crate) struct Procs {
+    /// The servers started, to stop at the end.
+    servers: Arc<Mutex<Vec<Child>>>,
+    /// The pid of the step running in the foreground, if any.
+    foreground: Arc<Mutex<Option<u32>>>,
+    /// Set when Ctrl-C (or SIGTERM) asked everything to stop.
+    interrupted: Arc<std::sync::atomic::AtomicBool>,
+}
 
 /// This program, to start again as a child: `/proc/self/exe` where it exists, so that a
 /// binary replaced on disk while running (a rebuild) still starts itself, not the new build
@@ -463,7 +466,7 @@ impl Procs {
             .spawn()
             .with_context(|| format!("starting ecgfed {}", args.join(" ")))?;
         let out = child.stdout.take().context("no standard output")?;
-        self.0
+        self.servers
             .lock()
             .map_err(|_| anyhow::anyhow!("lock"))?
             .push(child);
@@ -484,7 +487,7 @@ impl Procs {
     /// The process id of the server started last.
     #[cfg(feature = "bench")]
     pub(crate) fn last_pid(&self) -> Option<u32> {
-        self.0.lock().ok()?.last().map(|c| c.id())
+        self.servers.lock().ok()?.last().map(|c| c.id())
     }
 
     /// Runs `ecgfed ARGS` in the foreground (standard output discarded) until it ends.
@@ -495,11 +498,11 @@ impl Procs {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting ecgfed {}", args.join(" ")))?;
-        if let Ok(mut f) = self.1.lock() {
+        if let Ok(mut f) = self.foreground.lock() {
             *f = Some(child.id());
         }
         let status = child.wait();
-        if let Ok(mut f) = self.1.lock() {
+        if let Ok(mut f) = self.foreground.lock() {
             *f = None;
         }
         status.with_context(|| format!("ecgfed {}", args.join(" ")))
@@ -507,10 +510,12 @@ impl Procs {
 
     /// SIGTERM to the foreground step and every server, then wait for each server.
     pub(crate) fn stop_all(&self) {
-        if let Some(pid) = self.1.lock().ok().and_then(|f| *f) {
+        if let Some(pid) = self.foreground.lock().ok().and_then(|f| *f) {
             terminate(pid);
         }
-        let Ok(mut v) = self.0.lock() else { return };
+        let Ok(mut v) = self.servers.lock() else {
+            return;
+        };
         for c in v.iter() {
             terminate(c.id());
         }
@@ -525,7 +530,8 @@ impl Procs {
         let rt = runtime()?;
         std::thread::spawn(move || {
             rt.block_on(crate::ledger::shutdown_signal("demo"));
-            me.2.store(true, std::sync::atomic::Ordering::SeqCst);
+            me.interrupted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!("demo: interrupted, stopping the federation");
             me.stop_all();
             std::process::exit(130);

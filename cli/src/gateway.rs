@@ -305,7 +305,7 @@ async fn erase(config: PathBuf, patient: &str, reason: &str, json: bool) -> Resu
             let (n, c, i) = gw.erase(patient, reason).await?;
             (n, c.iter().map(hex::encode).collect::<Vec<_>>(), i)
         }
-        Err(GatewayError::KeyStore { reason: why, .. }) if why.contains("gateway running") => {
+        Err(GatewayError::KeyStoreInUse { .. }) => {
             let kp = KeyPair::read_file(&cfg.key_file)?;
             let signer = Arc::new(RequestSigner::new(&cfg.member, kp));
             let addr = std::fs::read_to_string(cfg.data.join(ADDR_FILE))

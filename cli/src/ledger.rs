@@ -83,7 +83,7 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
             key,
             json,
         } => {
-            let g = GenesisFile::read(&genesis).map_err(|e| anyhow!(e))?;
+            let g = GenesisFile::read(&genesis)?;
             let kp = KeyPair::read_file(&key_path(&data, key))?;
             std::fs::create_dir_all(&data).with_context(|| format!("{}", data.display()))?;
             let cp = Ledger::init(&db_path(&data), &g, &kp)?;

@@ -98,7 +98,7 @@ fn demo_then_audit() {
                 r.slice_id.clone(),
                 r.dataset_id.clone(),
                 r.segments.len() as u64,
-                r.root.clone(),
+                r.root.to_hex(),
             )
         })
         .collect();
@@ -296,7 +296,7 @@ fn demo_then_audit() {
                 .any(|m| m["model_id"] == model.as_str())),
         "--erased does not list the demo model: {erased}"
     );
-    let commitment = &site_b.commitments[0];
+    let commitment = &site_b.commitments[0].to_hex();
     let by_record = lineage(&["--record", commitment]);
     assert!(
         by_record.contains(&model),

@@ -13,6 +13,65 @@ pub const MAX_OUTPUT_SAMPLES: u64 = 1 << 28;
 /// of allocating gigabytes (360 → 500 Hz reduces to 18 : 25).
 pub const MAX_RATIO_TERM: u32 = 1 << 16;
 
+/// Why a record cannot be resampled.
+#[derive(Debug, thiserror::Error)]
+pub enum ResampleError {
+    /// A rate is zero.
+    #[error("cannot resample from {from_hz} Hz to {to_hz} Hz")]
+    ZeroRate {
+        /// Input rate.
+        from_hz: u32,
+        /// Output rate.
+        to_hz: u32,
+    },
+    /// A rate is not a positive whole number of Hz.
+    #[error("sampling rate {hz} Hz is not a positive whole number")]
+    NotWholeHz {
+        /// The rate.
+        hz: f64,
+    },
+    /// The leads are not all the same length.
+    #[error("leads differ in length")]
+    UnequalLeads,
+    /// The output would exceed [`MAX_OUTPUT_SAMPLES`].
+    #[error(
+        "resampling {samples} samples × {leads} leads from {from_hz} Hz to {to_hz} Hz would give more than {MAX_OUTPUT_SAMPLES} samples"
+    )]
+    TooLarge {
+        /// Samples per lead.
+        samples: usize,
+        /// Leads.
+        leads: usize,
+        /// Input rate.
+        from_hz: u32,
+        /// Output rate.
+        to_hz: u32,
+    },
+    /// The reduced rate ratio has a term above [`MAX_RATIO_TERM`].
+    #[error(
+        "cannot resample from {from_hz} Hz to {to_hz} Hz: their ratio reduces to {} : {}, terms above {MAX_RATIO_TERM}",
+        from_hz / gcd(*from_hz, *to_hz),
+        to_hz / gcd(*from_hz, *to_hz)
+    )]
+    Ratio {
+        /// Input rate.
+        from_hz: u32,
+        /// Output rate.
+        to_hz: u32,
+    },
+    /// The resampler failed.
+    #[error("resampling {from_hz}→{to_hz} Hz: {source}")]
+    Resampler {
+        /// Input rate.
+        from_hz: u32,
+        /// Output rate.
+        to_hz: u32,
+        /// rubato's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -25,13 +84,17 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 /// Both rates must be whole numbers of Hz. The output has `round(len * to / from)` samples
 /// per lead. NaN samples (invalid ADC values) are resampled as 0 and put back as NaN at the
 /// nearest output position, so a gap stays visible.
-pub fn resample(leads: &[Vec<f32>], from_hz: u32, to_hz: u32) -> Result<Vec<Vec<f32>>, String> {
+pub fn resample(
+    leads: &[Vec<f32>],
+    from_hz: u32,
+    to_hz: u32,
+) -> Result<Vec<Vec<f32>>, ResampleError> {
     if from_hz == 0 || to_hz == 0 {
-        return Err(format!("cannot resample from {from_hz} Hz to {to_hz} Hz"));
+        return Err(ResampleError::ZeroRate { from_hz, to_hz });
     }
     let n_in = leads.first().map_or(0, Vec::len);
     if leads.iter().any(|l| l.len() != n_in) {
-        return Err("leads differ in length".into());
+        return Err(ResampleError::UnequalLeads);
     }
     if from_hz == to_hz || n_in == 0 || leads.is_empty() {
         return Ok(leads.to_vec());
@@ -45,20 +108,21 @@ pub fn resample(leads: &[Vec<f32>], from_hz: u32, to_hz: u32) -> Result<Vec<Vec<
                 .is_some_and(|t| t <= MAX_OUTPUT_SAMPLES)
         })
         .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| {
-            format!(
-                "resampling {n_in} samples × {} leads from {from_hz} Hz to {to_hz} Hz would give more than {MAX_OUTPUT_SAMPLES} samples",
-                leads.len()
-            )
+        .ok_or(ResampleError::TooLarge {
+            samples: n_in,
+            leads: leads.len(),
+            from_hz,
+            to_hz,
         })?;
     let g = gcd(from_hz, to_hz);
     if from_hz / g > MAX_RATIO_TERM || to_hz / g > MAX_RATIO_TERM {
-        return Err(format!(
-            "cannot resample from {from_hz} Hz to {to_hz} Hz: their ratio reduces to {} : {}, terms above {MAX_RATIO_TERM}",
-            from_hz / g,
-            to_hz / g
-        ));
+        return Err(ResampleError::Ratio { from_hz, to_hz });
     }
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| ResampleError::Resampler {
+        from_hz,
+        to_hz,
+        source,
+    };
     let channels = leads.len();
     let input: Vec<Vec<f32>> = leads
         .iter()
@@ -75,14 +139,15 @@ pub fn resample(leads: &[Vec<f32>], from_hz: u32, to_hz: u32) -> Result<Vec<Vec<
         channels,
         FixedSync::Input,
     )
-    .map_err(|e| format!("resampler {from_hz}→{to_hz} Hz: {e}"))?;
+    .map_err(|e| failed(Box::new(e)))?;
     let needed = r.process_all_needed_output_len(n_in);
     let mut out: Vec<Vec<f32>> = vec![vec![0.0; needed]; channels];
-    let inp = SequentialSliceOfVecs::new(&input, channels, n_in).map_err(|e| e.to_string())?;
-    let mut outp =
-        SequentialSliceOfVecs::new_mut(&mut out, channels, needed).map_err(|e| e.to_string())?;
+    let inp =
+        SequentialSliceOfVecs::new(&input, channels, n_in).map_err(|e| failed(Box::new(e)))?;
+    let mut outp = SequentialSliceOfVecs::new_mut(&mut out, channels, needed)
+        .map_err(|e| failed(Box::new(e)))?;
     r.process_all_into_buffer(&inp, &mut outp, n_in, None)
-        .map_err(|e| format!("resampling {from_hz}→{to_hz} Hz: {e}"))?;
+        .map_err(|e| failed(Box::new(e)))?;
     for (lead, src) in out.iter_mut().zip(leads) {
         lead.resize(n_out, 0.0);
         for (i, v) in src.iter().enumerate() {
@@ -141,8 +206,13 @@ mod tests {
     fn output_beyond_the_limit_is_an_error_not_an_allocation() {
         let x = vec![vec![0.0f32; 1000]; 2];
         let e = resample(&x, 1, u32::MAX).unwrap_err();
-        assert!(e.contains("more than 268435456 samples"), "{e}");
+        assert!(matches!(e, ResampleError::TooLarge { .. }), "{e:?}");
+        assert!(e.to_string().contains("more than 268435456 samples"), "{e}");
         let e = resample(&x, 4_294_967_291, 250).unwrap_err();
-        assert!(e.contains("ratio reduces to 4294967291 : 250"), "{e}");
+        assert!(matches!(e, ResampleError::Ratio { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("ratio reduces to 4294967291 : 250"),
+            "{e}"
+        );
     }
 }

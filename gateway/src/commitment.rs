@@ -78,9 +78,8 @@ pub fn verify_leaf(
     commitment: &[u8; 32],
     proof: &[Hash],
     root: &Hash,
-) -> Result<(), String> {
+) -> Result<(), log::LogError> {
     log::verify_inclusion(index, size, &log::leaf_hash(commitment), proof, root)
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

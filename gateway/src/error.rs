@@ -1,6 +1,11 @@
 //! Gateway errors and their gRPC statuses.
 
+use std::path::PathBuf;
+
 use tonic::{Code, Status};
+
+/// A boxed error kept as the source of another.
+pub type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// What can go wrong in a gateway or its client.
 #[derive(Debug, thiserror::Error)]
@@ -11,13 +16,23 @@ pub enum GatewayError {
     /// The site store cannot be read or written.
     #[error("site store: {0}")]
     Store(#[from] ecgfed_datasets::error::DatasetError),
-    /// The gateway's key store (RocksDB) failed.
-    #[error("key store {path}: {reason}")]
+    /// The gateway's key store (RocksDB) failed, or holds what it never writes.
+    #[error("key store {}: {source}", path.display())]
     KeyStore {
         /// Folder of the key store.
-        path: String,
-        /// What failed.
-        reason: String,
+        path: PathBuf,
+        /// What failed: the RocksDB or I/O error, or what is wrong with a stored value.
+        #[source]
+        source: Source,
+    },
+    /// Another process (a running gateway) holds the key store.
+    #[error("key store {}: {source} (is a gateway running on this folder?)", path.display())]
+    KeyStoreInUse {
+        /// Folder of the key store.
+        path: PathBuf,
+        /// RocksDB's lock error.
+        #[source]
+        source: Source,
     },
     /// The ledger refused, failed or gave an answer that does not verify.
     #[error("{0}")]
@@ -37,16 +52,17 @@ pub enum GatewayError {
     #[error("verification failed: {0}")]
     Verification(String),
     /// A connection or transfer failed.
-    #[error("{peer}: {reason}")]
+    #[error("{peer}: {source}")]
     Transport {
         /// The gateway or ledger address.
         peer: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: Source,
     },
     /// Building or reading Arrow data failed.
     #[error("arrow: {0}")]
-    Arrow(String),
+    Arrow(#[from] arrow::error::ArrowError),
 }
 
 impl GatewayError {
@@ -56,12 +72,6 @@ impl GatewayError {
             code,
             message: message.into(),
         }
-    }
-}
-
-impl From<arrow::error::ArrowError> for GatewayError {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        GatewayError::Arrow(e.to_string())
     }
 }
 

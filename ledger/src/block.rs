@@ -48,9 +48,9 @@ impl Block {
     }
 
     /// Decodes the canonical encoding.
-    pub fn decode(b: &[u8]) -> Result<Block, String> {
+    pub fn decode(b: &[u8]) -> Result<Block, BlockError> {
         if b.len() != BLOCK_BYTES {
-            return Err(format!("{} bytes, expected {BLOCK_BYTES}", b.len()));
+            return Err(BlockError::Length { len: b.len() });
         }
         let u = |o: usize| u64::from_be_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
         let h = |o: usize| -> Hash { b[o..o + 32].try_into().unwrap_or([0; 32]) };
@@ -88,10 +88,12 @@ impl Block {
     }
 
     /// From the wire form, checking hash lengths and the carried hash.
-    pub fn from_proto(p: &ecgfed_proto::v1::Block) -> Result<Block, String> {
-        let h = |v: &[u8], what: &str| -> Result<Hash, String> {
-            v.try_into()
-                .map_err(|_| format!("{what} is {} bytes, expected 32", v.len()))
+    pub fn from_proto(p: &ecgfed_proto::v1::Block) -> Result<Block, BlockError> {
+        let h = |v: &[u8], field: &'static str| -> Result<Hash, BlockError> {
+            v.try_into().map_err(|_| BlockError::HashLength {
+                field,
+                len: v.len(),
+            })
         };
         let b = Block {
             height: p.height,
@@ -103,13 +105,35 @@ impl Block {
             root: h(&p.root, "root")?,
         };
         if b.hash().as_slice() != p.hash.as_slice() {
-            return Err(format!(
-                "block {} carries a hash that is not its own",
-                p.height
-            ));
+            return Err(BlockError::NotItsHash { height: p.height });
         }
         Ok(b)
     }
+}
+
+/// Why bytes are not a block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// The encoding has the wrong length.
+    #[error("{len} bytes, expected {BLOCK_BYTES}")]
+    Length {
+        /// Its length.
+        len: usize,
+    },
+    /// A hash field of the wire form is not 32 bytes.
+    #[error("{field} is {len} bytes, expected 32")]
+    HashLength {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// The wire form carries a hash that is not the block's.
+    #[error("block {height} carries a hash that is not its own")]
+    NotItsHash {
+        /// The block's height.
+        height: u64,
+    },
 }
 
 #[cfg(test)]

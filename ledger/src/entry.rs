@@ -21,9 +21,86 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 pub const MAX_ID_BYTES: usize = 256;
 
 /// A malformed stored entry or body.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct EntryError(pub String);
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EntryError {
+    /// Fewer bytes than the 4-byte length prefix.
+    #[error("{len} bytes, shorter than the length prefix")]
+    Short {
+        /// Bytes stored.
+        len: usize,
+    },
+    /// The length prefix does not match what follows.
+    #[error(
+        "length prefix says a {body_len}-byte body, but {following} bytes follow it (expected body + 96-byte signature)"
+    )]
+    Length {
+        /// Body length the prefix announces.
+        body_len: usize,
+        /// Bytes after the prefix.
+        following: usize,
+    },
+    /// The body exceeds [`MAX_BODY_BYTES`].
+    #[error("body of {len} bytes exceeds the {MAX_BODY_BYTES}-byte limit")]
+    TooLarge {
+        /// Body length.
+        len: usize,
+    },
+    /// The body is not an `EntryBody` message.
+    #[error("body is not an EntryBody: {0}")]
+    Body(#[source] prost::DecodeError),
+    /// The body has no payload.
+    #[error("no payload")]
+    NoPayload,
+}
+
+/// A decoded log entry: its index in the log, its body, and its stored bytes (the Merkle leaf,
+/// `u32 BE body length ‖ body ‖ 96-byte signature`). The one entry type of the workspace: the
+/// ledger client hands it out once proven in the signed tree
+/// ([`crate::client::LedgerClient::entry`]); audit sources once proven against a checkpoint
+/// or read from a store the auditor verifies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedEntry {
+    /// Index in the log.
+    pub index: u64,
+    /// The decoded body (its payload is present).
+    pub body: EntryBody,
+    /// Stored bytes.
+    pub stored: Vec<u8>,
+}
+
+impl VerifiedEntry {
+    /// Decodes stored entry bytes at `index`; a body without a payload is refused.
+    pub fn decode(index: u64, stored: Vec<u8>) -> Result<VerifiedEntry, EntryError> {
+        let (body, _) = decode_stored(&stored)?;
+        let body = decode_body(body)?;
+        if body.payload.is_none() {
+            return Err(EntryError::NoPayload);
+        }
+        Ok(VerifiedEntry {
+            index,
+            body,
+            stored,
+        })
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> Option<&Payload> {
+        self.body.payload.as_ref()
+    }
+
+    /// The entry's kind name (`CohortCreated`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.payload().map(|p| Kind::of(p).name()).unwrap_or("?")
+    }
+
+    /// Whether the body lists `(kind, id)` among its subjects.
+    pub fn names(&self, kind: SubjectKind, id: &str) -> bool {
+        self.body
+            .subjects
+            .iter()
+            .any(|s| s.kind == kind as i32 && s.id == id)
+    }
+}
 
 /// The kind of an entry, from its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,17 +175,12 @@ pub fn decode_stored(stored: &[u8]) -> Result<(&[u8], &[u8]), EntryError> {
     let len = stored
         .get(..4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(|| {
-            EntryError(format!(
-                "{} bytes, shorter than the length prefix",
-                stored.len()
-            ))
-        })?;
+        .ok_or(EntryError::Short { len: stored.len() })?;
     if stored.len() != 4 + len + 96 {
-        return Err(EntryError(format!(
-            "length prefix says a {len}-byte body, but {} bytes follow it (expected body + 96-byte signature)",
-            stored.len() - 4
-        )));
+        return Err(EntryError::Length {
+            body_len: len,
+            following: stored.len() - 4,
+        });
     }
     Ok((&stored[4..4 + len], &stored[4 + len..]))
 }
@@ -116,12 +188,9 @@ pub fn decode_stored(stored: &[u8]) -> Result<(&[u8], &[u8]), EntryError> {
 /// Decodes body bytes as an [`EntryBody`].
 pub fn decode_body(body: &[u8]) -> Result<EntryBody, EntryError> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(EntryError(format!(
-            "body of {} bytes exceeds the {MAX_BODY_BYTES}-byte limit",
-            body.len()
-        )));
+        return Err(EntryError::TooLarge { len: body.len() });
     }
-    EntryBody::decode(body).map_err(|e| EntryError(format!("body is not an EntryBody: {e}")))
+    EntryBody::decode(body).map_err(EntryError::Body)
 }
 
 /// Milliseconds since the Unix epoch, now.

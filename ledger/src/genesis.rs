@@ -80,15 +80,17 @@ impl GenesisMember {
     }
 
     /// The protobuf member; errors name the member and field.
-    pub fn to_proto(&self) -> Result<Member, String> {
-        let role = parse_role(&self.role).ok_or_else(|| {
-            format!(
-                "member {}: role {:?} is not one of hospital, scientist, regulator, ledger",
-                self.id, self.role
-            )
+    pub fn to_proto(&self) -> Result<Member, GenesisError> {
+        let role = parse_role(&self.role).ok_or_else(|| GenesisError::Role {
+            member: self.id.clone(),
+            role: self.role.clone(),
         })?;
-        let hexf = |what: &str, v: &str| {
-            hex::decode(v).map_err(|e| format!("member {}: {what}: {e}", self.id))
+        let hexf = |field: &'static str, v: &str| {
+            hex::decode(v).map_err(|source| GenesisError::Hex {
+                member: self.id.clone(),
+                field,
+                source,
+            })
         };
         Ok(Member {
             id: self.id.clone(),
@@ -102,13 +104,19 @@ impl GenesisMember {
 
 impl GenesisFile {
     /// Reads and parses a genesis file.
-    pub fn read(path: &Path) -> Result<GenesisFile, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn read(path: &Path) -> Result<GenesisFile, GenesisError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| GenesisError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The genesis entry body, signed by the ledger member `ledger_id`.
-    pub fn body(&self) -> Result<EntryBody, String> {
+    pub fn body(&self) -> Result<EntryBody, GenesisError> {
         let members = self
             .members
             .iter()
@@ -118,7 +126,7 @@ impl GenesisFile {
             .members
             .iter()
             .find(|m| m.role == "ledger")
-            .ok_or("the genesis file has no member with role \"ledger\"")?;
+            .ok_or(GenesisError::NoLedgerMember)?;
         let payload = Payload::Genesis(Genesis {
             origin: self.origin.clone(),
             members,
@@ -132,4 +140,49 @@ impl GenesisFile {
             payload: Some(payload),
         })
     }
+}
+
+/// Why a genesis file cannot be used; each names the file or member.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a genesis file.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The TOML error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A member's role is not one of the four.
+    #[error("member {member}: role {role:?} is not one of hospital, scientist, regulator, ledger")]
+    Role {
+        /// The member id.
+        member: String,
+        /// The role given.
+        role: String,
+    },
+    /// A member's key or proof of possession is not hex.
+    #[error("member {member}: {field}: {source}")]
+    Hex {
+        /// The member id.
+        member: String,
+        /// The field.
+        field: &'static str,
+        /// The decoding error.
+        #[source]
+        source: hex::FromHexError,
+    },
+    /// No member has role `ledger`.
+    #[error("the genesis file has no member with role \"ledger\"")]
+    NoLedgerMember,
 }

@@ -12,6 +12,69 @@ use sha2::{Digest, Sha256};
 /// A SHA-256 hash.
 pub type Hash = [u8; 32];
 
+/// A 32-byte hash that reads and writes as 64 lowercase hex characters (JSON, TOML, logs):
+/// for records that keep hashes as text. Parsing refuses anything but 32 bytes of hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hash32(pub Hash);
+
+/// Text that is not 64 hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a 32-byte hash in hex")]
+pub struct HashHexError {
+    /// The text (cut to 80 characters).
+    pub text: String,
+}
+
+impl Hash32 {
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// From 64 hex characters.
+    pub fn from_hex(text: &str) -> Result<Hash32, HashHexError> {
+        hex::decode(text)
+            .ok()
+            .and_then(|b| Hash::try_from(b).ok())
+            .map(Hash32)
+            .ok_or_else(|| HashHexError {
+                text: text.chars().take(80).collect(),
+            })
+    }
+}
+
+impl From<Hash> for Hash32 {
+    fn from(h: Hash) -> Hash32 {
+        Hash32(h)
+    }
+}
+
+impl std::fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::str::FromStr for Hash32 {
+    type Err = HashHexError;
+    fn from_str(s: &str) -> Result<Hash32, HashHexError> {
+        Hash32::from_hex(s)
+    }
+}
+
+impl serde::Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hash32, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Hash32::from_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Errors of the Merkle log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
@@ -593,6 +656,18 @@ impl NodeReader for MemoryLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash32_is_hex_in_json_and_refuses_other_lengths() {
+        let h = Hash32([0xab; 32]);
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<Hash32>(&json).unwrap(), h);
+        for bad in ["\"abcd\"", "\"zz\"", &format!("\"{}\"", "ab".repeat(33))] {
+            assert!(serde_json::from_str::<Hash32>(bad).is_err(), "{bad}");
+        }
+        assert_eq!("ab".repeat(32).parse::<Hash32>().unwrap(), h);
+    }
 
     #[test]
     fn inclusion_verifier_agrees_with_the_full_walk() {

@@ -320,7 +320,7 @@ impl Ledger {
     pub async fn append_unchecked(&self, entry: SignedEntry) -> Result<Receipt, Rejection> {
         let tx = self.sender()?;
         let body = entry::decode_body(&entry.body)
-            .map_err(|EntryError(m)| Rejection::new(Code::InvalidArgument, m))?;
+            .map_err(|e: EntryError| Rejection::new(Code::InvalidArgument, e.to_string()))?;
         let sig = Signature::from_bytes(&entry.signature)
             .map_err(|e| Rejection::new(Code::InvalidArgument, e.to_string()))?;
         let checked = Checked {
@@ -670,7 +670,7 @@ struct Checked {
 
 fn check(state: &State, e: &SignedEntry, now: i64) -> Result<Checked, Rejection> {
     let body = entry::decode_body(&e.body)
-        .map_err(|EntryError(m)| Rejection::new(Code::InvalidArgument, m))?;
+        .map_err(|e: EntryError| Rejection::new(Code::InvalidArgument, e.to_string()))?;
     if e.signature.is_empty() {
         return Err(Rejection::new(
             Code::Unauthenticated,

@@ -320,7 +320,7 @@ impl Verifier {
             let b = match Block::decode(raw) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.report(problem("block", at, e));
+                    self.report(problem("block", at, e.to_string()));
                     return;
                 }
             };
@@ -615,7 +615,7 @@ pub async fn verify_remote(
             })
             .await?
             .into_inner();
-        let block = Block::from_proto(&b).map_err(crate::client::ClientError::Verification)?;
+        let block = Block::from_proto(&b)?;
         next_size = block.tree_size;
         v.want_root(block.tree_size);
         blocks.push((b.height, block.encode()));

@@ -358,7 +358,7 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
     assert_eq!(head.tree_size as usize, 1 + 3 + MODELS - 1);
     let mut block_of = Vec::new();
     for i in 0..head.tree_size {
-        block_of.push(client.entry(i).await.unwrap().block_height);
+        block_of.push(client.entry_with_block(i).await.unwrap().1);
     }
     for a in got.iter().filter(|a| a.code == 0) {
         assert_eq!(

@@ -86,7 +86,7 @@ pub fn run(opts: &BenchOptions, python: Option<&Path>, script: &Path) -> Result<
     let data = CohortData {
         window: opts.window,
         meta,
-        x,
+        windows: x,
         ..Default::default()
     };
     let parts = vec![Part::Train; opts.rows];

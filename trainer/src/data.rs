@@ -6,6 +6,7 @@ use arrow::array::{
     UInt64Array,
 };
 use arrow::datatypes::Float32Type;
+use ecgfed_datasets::resample::ResampleError;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -51,12 +52,12 @@ pub struct CohortData {
     /// Row descriptions.
     pub meta: Vec<RowMeta>,
     /// Windows, row-major (`meta.len() × window`).
-    pub x: Vec<f32>,
+    pub windows: Vec<f32>,
     /// Scalar features per row besides the window (0: none; [`BEAT_FEATURES`] after
     /// [`CohortData::add_beat_features`]).
     pub features: usize,
     /// Those features, row-major (`meta.len() × features`).
-    pub f: Vec<f32>,
+    pub feature_values: Vec<f32>,
     /// The [`morphology`] of each row's other lead (the first lead besides the chosen one),
     /// row-major (`meta.len() × MORPH_POINTS`), for the beat features; empty when not
     /// assembled.
@@ -202,7 +203,7 @@ impl CohortData {
 
     /// The window of row `i`.
     pub fn row(&self, i: usize) -> &[f32] {
-        &self.x[i * self.window..(i + 1) * self.window]
+        &self.windows[i * self.window..(i + 1) * self.window]
     }
 
     /// Keeps the rows for which `keep` is true.
@@ -231,7 +232,7 @@ impl CohortData {
 
     /// The scalar features of row `i` (empty without features).
     pub fn row_features(&self, i: usize) -> &[f32] {
-        &self.f[i * self.features..(i + 1) * self.features]
+        &self.feature_values[i * self.features..(i + 1) * self.features]
     }
 
     /// Keeps rows `idx`, in that order.
@@ -251,8 +252,8 @@ impl CohortData {
             }
         }
         self.meta = idx.iter().map(|&i| self.meta[i].clone()).collect();
-        self.x = x;
-        self.f = f;
+        self.windows = x;
+        self.feature_values = f;
         self.other_lead = o;
     }
 
@@ -306,7 +307,7 @@ impl CohortData {
             }
         }
         self.features = BEAT_FEATURES;
-        self.f = f;
+        self.feature_values = f;
     }
 
     /// SHA-256 over every row in order: segment id ‖ 0x00 ‖ class (u32 LE) ‖ window (f32 LE).
@@ -344,11 +345,9 @@ pub fn to_rate(
     samples: &[f32],
     fs: f32,
     sig: &SignalSpec,
-) -> std::result::Result<Vec<f32>, String> {
+) -> std::result::Result<Vec<f32>, ResampleError> {
     if !(fs.is_finite() && fs > 0.0) || (fs - fs.round()).abs() > 1e-3 {
-        return Err(format!(
-            "sampling rate {fs} Hz is not a positive whole number"
-        ));
+        return Err(ResampleError::NotWholeHz { hz: f64::from(fs) });
     }
     let mut out = ecgfed_datasets::resample::resample(
         &[samples.to_vec()],
@@ -485,7 +484,7 @@ pub fn windows_from_batch(
     for r in rows {
         if let Some((m, w, o)) = r? {
             out.meta.push(m);
-            out.x.extend_from_slice(&w);
+            out.windows.extend_from_slice(&w);
             if let Some(o) = o {
                 out.other_lead.extend_from_slice(&o);
             }
@@ -501,7 +500,7 @@ pub struct Assembled {
     /// Row descriptions.
     pub meta: Vec<RowMeta>,
     /// Windows of the chosen lead, row-major.
-    pub x: Vec<f32>,
+    pub windows: Vec<f32>,
     /// Other-lead morphologies (beat features only), row-major.
     pub other_lead: Vec<f32>,
 }
@@ -666,7 +665,7 @@ mod tests {
         .unwrap();
         spec.fill_defaults();
         let a = windows_from_batch(&b, &spec, &[], false).unwrap();
-        assert_eq!((a.meta.len(), a.x.len()), (2, 2 * n));
+        assert_eq!((a.meta.len(), a.windows.len()), (2, 2 * n));
         assert_eq!(a.other_lead.len(), 2 * MORPH_POINTS);
         assert_eq!(a.meta[0].class, 2);
         // Row 0's other lead is V1: the ramp z-scored (mean 179.5, sd of 0 … 359), taken at
@@ -680,7 +679,7 @@ mod tests {
         // Row 1 has one lead: its own window's morphology.
         assert_eq!(
             a.other_lead[MORPH_POINTS..],
-            morphology(&a.x[n..], 180.0)[..]
+            morphology(&a.windows[n..], 180.0)[..]
         );
         // Without beat features nothing of the other lead is kept.
         spec.train.beat_features = false;
@@ -795,7 +794,7 @@ mod tests {
             .collect();
         let mut d = CohortData {
             window: 1,
-            x: (0..meta.len()).map(|i| i as f32).collect(),
+            windows: (0..meta.len()).map(|i| i as f32).collect(),
             meta,
             ..Default::default()
         };
@@ -807,7 +806,7 @@ mod tests {
         assert_eq!(d.row_features(1)[..2], [half, half]);
         d.sort();
         // Sorted by segment id: a/0 (2 s), a/2 (0 s), a/4 (1 s), b/1, b/3, b/5.
-        assert_eq!(d.x, [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+        assert_eq!(d.windows, [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
         for (i, m) in d.meta.iter().enumerate() {
             let want = if m.record_id == "a" { 0.0 } else { half };
             assert_eq!(d.row_features(i)[0], want, "{}", m.segment_id);

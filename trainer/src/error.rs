@@ -38,6 +38,9 @@ pub enum TrainerError {
     /// The plan cannot be made (names the cell, class or site).
     #[error("plan: {0}")]
     Plan(String),
+    /// The allocation has no solution.
+    #[error("plan: {0}")]
+    Solve(#[from] PlanError),
     /// A pulled row cannot be turned into a window (names the segment).
     #[error("data: {0}")]
     Data(String),
@@ -82,3 +85,19 @@ impl TrainerError {
 
 /// Shorthand result.
 pub type Result<T, E = TrainerError> = std::result::Result<T, E>;
+
+/// Why no plan can be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A site the spec names has no visible strata.
+    #[error(
+        "site {site:?} has no visible strata (not in the federation, or nothing at or above k)"
+    )]
+    SiteWithoutStrata {
+        /// The site.
+        site: String,
+    },
+    /// No training site has a cell at or above k for the task's labels.
+    #[error("no training site has selectable strata for the task's labels")]
+    NoTrainingStrata,
+}

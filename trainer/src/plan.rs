@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ecgfed_proto::v1::AllocationCell;
 use serde::{Deserialize, Serialize};
 
+use crate::error::PlanError;
 use crate::spec::{CohortSpec, Targets};
 
 /// One visible stratum of a gateway.
@@ -199,13 +200,11 @@ fn allocate_class(
 }
 
 /// Solves the allocation of `spec` over `strata` (every gateway's visible cells).
-pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, String> {
+pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
     let all_sites: BTreeSet<&str> = strata.iter().map(|s| s.site.as_str()).collect();
     for s in spec.sites.iter().chain(&spec.held_out) {
         if !all_sites.contains(s.as_str()) {
-            return Err(format!(
-                "site {s:?} has no visible strata (not in the federation, or nothing at or above k)"
-            ));
+            return Err(PlanError::SiteWithoutStrata { site: s.clone() });
         }
     }
     let train_site = |s: &str| {
@@ -235,7 +234,7 @@ pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, String> {
         .filter(|&i| train_site(&usable[i].site))
         .collect();
     if train.is_empty() {
-        return Err("no training site has selectable strata for the task's labels".into());
+        return Err(PlanError::NoTrainingStrata);
     }
     let mut supply_c = vec![0u64; names.len()];
     for &i in &train {
@@ -562,6 +561,9 @@ mod tests {
             .map(|c| (c.class.as_str(), c.count))
             .collect();
         assert_eq!(held, vec![("A", 2), ("N", 7)]);
-        assert!(solve(&spec("sites = [\"zz\"]\n"), &strata).is_err());
+        assert_eq!(
+            solve(&spec("sites = [\"zz\"]\n"), &strata).unwrap_err(),
+            PlanError::SiteWithoutStrata { site: "zz".into() }
+        );
     }
 }

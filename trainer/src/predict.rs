@@ -91,7 +91,8 @@ impl Model {
             ))
         })?;
         let phys = rec.physical().map_err(|e| err(e.to_string()))?;
-        let samples = to_rate(&phys[li], rec.fs() as f32, &self.card.signal).map_err(err)?;
+        let samples = to_rate(&phys[li], rec.fs() as f32, &self.card.signal)
+            .map_err(|e| err(e.to_string()))?;
         let len = self.card.window_samples;
         let mut windows: Vec<Vec<f32>> = samples
             .chunks_exact(len)

@@ -63,7 +63,7 @@ pub fn federation_of(spec: &LoadedSpec, explicit: Option<&Path>) -> Result<Feder
 /// reuses the entry this spec already wrote.
 pub async fn plan(spec: &LoadedSpec, session: &mut Session, dry_run: bool) -> Result<PlanOutcome> {
     let (strata, sites) = session.strata().await?;
-    let plan = solve(&spec.spec, &strata).map_err(TrainerError::Plan)?;
+    let plan = solve(&spec.spec, &strata)?;
     let cohort_id = spec.cohort_id();
     let mut out = PlanOutcome {
         datasheet: Datasheet::planned(&cohort_id, &plan),
@@ -130,7 +130,7 @@ pub async fn pull(
                     Ok(a) => {
                         rows += a.meta.len() as u64;
                         data.meta.extend(a.meta);
-                        data.x.extend(a.x);
+                        data.windows.extend(a.windows);
                         data.other_lead.extend(a.other_lead);
                         pb.set_message(format!("pulling {site}: {rows} rows verified"));
                         pb.tick();

@@ -429,10 +429,10 @@ mod tests {
             .collect();
         let data = CohortData {
             window: 4,
-            x: vec![0.0; rows * 4],
+            windows: vec![0.0; rows * 4],
             meta,
             features: BEAT_FEATURES,
-            f: f.clone(),
+            feature_values: f.clone(),
             other_lead: vec![],
         };
         let parts = vec![Part::Train; rows];

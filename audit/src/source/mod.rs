@@ -11,63 +11,25 @@ use std::collections::{BTreeMap, HashMap};
 
 use ecgfed_ledger::checkpoint::Checkpoint;
 use ecgfed_ledger::client::LedgerClient;
-use ecgfed_ledger::entry::{Kind, decode_body, decode_stored};
+pub use ecgfed_ledger::entry::VerifiedEntry;
 use ecgfed_ledger::keys::PublicKey;
 use ecgfed_ledger::log::Hash;
 use ecgfed_proto::v1::entry_body::Payload;
-use ecgfed_proto::v1::{EntryBody, ProveInclusionRequest, Subject, SubjectKind};
+use ecgfed_proto::v1::{ProveInclusionRequest, Subject, SubjectKind};
 
 use crate::error::{AuditError, Result};
 
-/// One ledger entry: its index, stored bytes (the Merkle leaf) and decoded body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// Index in the log.
-    pub index: u64,
-    /// Stored bytes: `u32 BE body length ‖ body ‖ 96-byte signature`.
-    pub stored: Vec<u8>,
-    /// The decoded body.
-    pub body: EntryBody,
+/// Decodes stored entry bytes at `index`; the error names the entry.
+pub fn decode_entry(index: u64, stored: Vec<u8>) -> Result<VerifiedEntry> {
+    VerifiedEntry::decode(index, stored).map_err(|e| AuditError::Entry {
+        index,
+        reason: e.to_string(),
+    })
 }
 
-impl Entry {
-    /// Decodes stored entry bytes.
-    pub fn decode(index: u64, stored: Vec<u8>) -> Result<Entry> {
-        let bad = |reason: String| AuditError::Entry { index, reason };
-        let (body, _) = decode_stored(&stored).map_err(|e| bad(e.to_string()))?;
-        let body = decode_body(body).map_err(|e| bad(e.to_string()))?;
-        if body.payload.is_none() {
-            return Err(bad("no payload".into()));
-        }
-        Ok(Entry {
-            index,
-            stored,
-            body,
-        })
-    }
-
-    /// The payload (always present after [`Entry::decode`]).
-    pub fn payload(&self) -> Option<&Payload> {
-        self.body.payload.as_ref()
-    }
-
-    /// The entry's kind name.
-    pub fn kind(&self) -> &'static str {
-        self.payload().map(|p| Kind::of(p).name()).unwrap_or("?")
-    }
-
-    /// Signing time as RFC 3339 (UTC, milliseconds).
-    pub fn time(&self) -> String {
-        rfc3339(self.body.timestamp_ms)
-    }
-
-    /// Whether the body lists `(kind, id)` among its subjects.
-    pub fn names(&self, kind: SubjectKind, id: &str) -> bool {
-        self.body
-            .subjects
-            .iter()
-            .any(|s| s.kind == kind as i32 && s.id == id)
-    }
+/// An entry's signing time as RFC 3339 (UTC, milliseconds).
+pub fn entry_time(e: &VerifiedEntry) -> String {
+    rfc3339(e.body.timestamp_ms)
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 in UTC with milliseconds
@@ -85,18 +47,21 @@ pub fn rfc3339(ms: i64) -> String {
 #[allow(async_fn_in_trait)] // used with concrete types on one runtime; no Send bound needed
 pub trait Source {
     /// Entries naming `(kind, id)`, in index order.
-    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>>;
+    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<VerifiedEntry>>;
     /// Entries naming each of `subjects` (one list per subject, in order). Sources that can
     /// ask concurrently do so.
-    async fn by_subjects(&mut self, subjects: &[(SubjectKind, &str)]) -> Result<Vec<Vec<Entry>>> {
+    async fn by_subjects(
+        &mut self,
+        subjects: &[(SubjectKind, &str)],
+    ) -> Result<Vec<Vec<VerifiedEntry>>> {
         let mut out = Vec::with_capacity(subjects.len());
         for (k, id) in subjects {
             out.push(self.by_subject(*k, id).await?);
         }
         Ok(out)
     }
-    /// Entry `index`.
-    async fn entry(&mut self, index: u64) -> Result<Entry>;
+    /// VerifiedEntry `index`.
+    async fn entry(&mut self, index: u64) -> Result<VerifiedEntry>;
     /// The newest signed checkpoint (note text, parsed) and the ledger key that signed it.
     async fn checkpoint(&mut self) -> Result<(String, Checkpoint, PublicKey)>;
     /// Inclusion proof of entry `index` in the tree of `size` entries.
@@ -104,7 +69,7 @@ pub trait Source {
 }
 
 /// The ledger key and origin from a genesis entry.
-pub fn genesis_key(genesis: &Entry) -> Result<(String, PublicKey)> {
+pub fn genesis_key(genesis: &VerifiedEntry) -> Result<(String, PublicKey)> {
     let Some(Payload::Genesis(g)) = genesis.payload() else {
         return Err(AuditError::Entry {
             index: genesis.index,
@@ -154,7 +119,7 @@ async fn remote_query(
     client: &mut LedgerClient,
     kind: SubjectKind,
     id: &str,
-) -> Result<Vec<Entry>> {
+) -> Result<Vec<VerifiedEntry>> {
     let subject = Subject {
         kind: kind as i32,
         id: id.to_string(),
@@ -164,16 +129,27 @@ async fn remote_query(
         .await
         .map_err(remote)?
         .into_iter()
-        .map(|e| Entry::decode(e.index, e.stored))
+        .map(|e| {
+            if e.body.payload.is_none() {
+                return Err(AuditError::Entry {
+                    index: e.index,
+                    reason: "no payload".into(),
+                });
+            }
+            Ok(e)
+        })
         .collect()
 }
 
 impl Source for RemoteSource {
-    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>> {
+    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<VerifiedEntry>> {
         remote_query(&mut self.client, kind, id).await
     }
 
-    async fn by_subjects(&mut self, subjects: &[(SubjectKind, &str)]) -> Result<Vec<Vec<Entry>>> {
+    async fn by_subjects(
+        &mut self,
+        subjects: &[(SubjectKind, &str)],
+    ) -> Result<Vec<Vec<VerifiedEntry>>> {
         // The clones share the connection and the trusted checkpoint (already covering every
         // entry asked for, or each updates its own copy and checks consistency).
         futures::future::join_all(subjects.iter().map(|(k, id)| {
@@ -185,9 +161,8 @@ impl Source for RemoteSource {
         .collect()
     }
 
-    async fn entry(&mut self, index: u64) -> Result<Entry> {
-        let e = self.client.entry(index).await.map_err(remote)?;
-        Entry::decode(index, e.stored)
+    async fn entry(&mut self, index: u64) -> Result<VerifiedEntry> {
+        self.client.entry(index).await.map_err(remote)
     }
 
     async fn checkpoint(&mut self) -> Result<(String, Checkpoint, PublicKey)> {
@@ -221,13 +196,13 @@ impl Source for RemoteSource {
 /// Entries held in memory (a proof bundle's), indexed by their subjects.
 #[derive(Debug, Default)]
 pub struct MemorySource {
-    entries: BTreeMap<u64, Entry>,
+    entries: BTreeMap<u64, VerifiedEntry>,
     index: HashMap<(i32, String), Vec<u64>>,
 }
 
 impl MemorySource {
     /// Indexes `entries` by the subjects their bodies list.
-    pub fn new(entries: impl IntoIterator<Item = Entry>) -> Self {
+    pub fn new(entries: impl IntoIterator<Item = VerifiedEntry>) -> Self {
         let mut m = MemorySource::default();
         for e in entries {
             for s in &e.body.subjects {
@@ -247,7 +222,7 @@ impl MemorySource {
 }
 
 impl Source for MemorySource {
-    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>> {
+    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<VerifiedEntry>> {
         Ok(self
             .index
             .get(&(kind as i32, id.to_string()))
@@ -259,7 +234,7 @@ impl Source for MemorySource {
             .unwrap_or_default())
     }
 
-    async fn entry(&mut self, index: u64) -> Result<Entry> {
+    async fn entry(&mut self, index: u64) -> Result<VerifiedEntry> {
         self.entries
             .get(&index)
             .cloned()
@@ -289,7 +264,7 @@ pub enum LedgerSource {
 }
 
 impl Source for LedgerSource {
-    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>> {
+    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<VerifiedEntry>> {
         match self {
             #[cfg(feature = "store")]
             LedgerSource::Store(s) => s.by_subject(kind, id).await,
@@ -297,7 +272,10 @@ impl Source for LedgerSource {
         }
     }
 
-    async fn by_subjects(&mut self, subjects: &[(SubjectKind, &str)]) -> Result<Vec<Vec<Entry>>> {
+    async fn by_subjects(
+        &mut self,
+        subjects: &[(SubjectKind, &str)],
+    ) -> Result<Vec<Vec<VerifiedEntry>>> {
         match self {
             #[cfg(feature = "store")]
             LedgerSource::Store(s) => s.by_subjects(subjects).await,
@@ -305,7 +283,7 @@ impl Source for LedgerSource {
         }
     }
 
-    async fn entry(&mut self, index: u64) -> Result<Entry> {
+    async fn entry(&mut self, index: u64) -> Result<VerifiedEntry> {
         match self {
             #[cfg(feature = "store")]
             LedgerSource::Store(s) => s.entry(index).await,

@@ -8,7 +8,7 @@ use ecgfed_ledger::log::{self, Hash};
 use ecgfed_ledger::store::Store;
 use ecgfed_proto::v1::SubjectKind;
 
-use super::{Entry, Source, genesis_key};
+use super::{Source, VerifiedEntry, decode_entry, genesis_key};
 use crate::error::{AuditError, Result};
 
 /// A ledger's RocksDB store, read offline (the ledger must not be running on it).
@@ -23,18 +23,18 @@ impl StoreSource {
         Ok(StoreSource { store })
     }
 
-    fn get(&self, index: u64) -> Result<Entry> {
+    fn get(&self, index: u64) -> Result<VerifiedEntry> {
         let stored = self
             .store
             .entry(index)
             .map_err(|e| AuditError::Ledger(e.to_string()))?
             .ok_or_else(|| AuditError::NotFound(format!("entry {index} is not in the store")))?;
-        Entry::decode(index, stored)
+        decode_entry(index, stored)
     }
 }
 
 impl Source for StoreSource {
-    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<Entry>> {
+    async fn by_subject(&mut self, kind: SubjectKind, id: &str) -> Result<Vec<VerifiedEntry>> {
         let idx = self
             .store
             .subject_entries(&subject_key(kind as i32, id), 0, 0)
@@ -42,7 +42,7 @@ impl Source for StoreSource {
         idx.into_iter().map(|i| self.get(i)).collect()
     }
 
-    async fn entry(&mut self, index: u64) -> Result<Entry> {
+    async fn entry(&mut self, index: u64) -> Result<VerifiedEntry> {
         self.get(index)
     }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use ecgfed_gateway::client::GatewayClient;
 use ecgfed_gateway::client::signing::RequestSigner;
 use ecgfed_ledger::client::LedgerClient;
-use ecgfed_ledger::entry::{decode_body, decode_stored};
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
@@ -55,11 +54,7 @@ pub(crate) async fn payloads(l: &mut LedgerClient, kind: SubjectKind, id: &str) 
     .await
     .unwrap()
     .into_iter()
-    .filter_map(|e| {
-        decode_body(decode_stored(&e.stored).unwrap().0)
-            .unwrap()
-            .payload
-    })
+    .filter_map(|e| e.body.payload)
     .collect()
 }
 

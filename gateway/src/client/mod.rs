@@ -60,10 +60,10 @@ pub struct PullReport {
     pub root: [u8; 32],
 }
 
-fn transport(addr: &str, e: impl std::fmt::Display) -> GatewayError {
+fn transport(addr: &str, e: impl Into<crate::error::Source>) -> GatewayError {
     GatewayError::Transport {
         peer: addr.to_string(),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -508,7 +508,7 @@ async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 
         .entries_naming(SubjectKind::Commitment, &hex::encode(c), 0, 0)
         .await?
     {
-        if let Some(Payload::RecordsErased(r)) = &e.body.payload
+        if let Some(Payload::RecordsErased(r)) = &e.entry.body.payload
             && r.site == site
             && e.signer.role == Role::Hospital
             && e.signer.site == site

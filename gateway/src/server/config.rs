@@ -161,33 +161,37 @@ impl GatewayConfig {
                 *p = base.join(&*p);
             }
         }
-        c.check().map_err(bad)?;
+        c.check().map_err(|e| match e {
+            GatewayError::Config(m) => bad(m),
+            other => other,
+        })?;
         Ok(c)
     }
 
     /// Checks values: site and member set, k ≥ 2, age edges strictly increasing and above 0,
     /// positive batch size.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), GatewayError> {
+        let bad = |m: String| Err(GatewayError::Config(m));
         if self.site.is_empty() || self.member.is_empty() {
-            return Err("site and member must be set".into());
+            return bad("site and member must be set".into());
         }
         if self.k < 2 {
-            return Err(format!("k = {} is too small (at least 2)", self.k));
+            return bad(format!("k = {} is too small (at least 2)", self.k));
         }
         if self.age_edges.first() == Some(&0) || self.age_edges.windows(2).any(|w| w[0] >= w[1]) {
-            return Err("age_edges must be strictly increasing and above 0".into());
+            return bad("age_edges must be strictly increasing and above 0".into());
         }
         if self.policy.batch_rows == 0
             || self.policy.max_slice_rows == 0
             || self.policy.max_transfers == 0
         {
-            return Err(
+            return bad(
                 "policy.batch_rows, policy.max_slice_rows and policy.max_transfers must be positive"
                     .into(),
             );
         }
         if self.policy.max_slice_rows > MAX_SLICE_ROWS {
-            return Err(format!(
+            return bad(format!(
                 "policy.max_slice_rows = {} is above {MAX_SLICE_ROWS} (a slice entry lists every row commitment and must fit the ledger's 4 MiB entry limit)",
                 self.policy.max_slice_rows
             ));

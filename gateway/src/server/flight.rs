@@ -23,8 +23,10 @@ use crate::protocol::{
     FLIGHT_PATH, MAX_FLIGHT_DATA_BYTES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, meta, parse_ticket,
     served_schema, ticket,
 };
+use ecgfed_ledger::log::Hash32;
+
 use crate::server::catalog::Catalog;
-use crate::server::gateway::{Gateway, ServedSlice};
+use crate::server::gateway::{Gateway, ServePlan, ServedSlice};
 use crate::server::rows::{SliceRecord, serve_batch};
 use crate::server::service::caller;
 use crate::transport::Limits;
@@ -74,16 +76,16 @@ impl GatewayFlight {
 fn stream_metadata(
     s: &SliceRecord,
     site: &str,
-    erased: &[(u64, String)],
+    erased: &[(u64, Hash32)],
 ) -> HashMap<String, String> {
     // Proofs of erased leaves only; the tree is built when there are any.
     let tree = (!erased.is_empty()).then(|| s.tree());
-    let erased: Vec<(u64, &str, Vec<String>)> = erased
+    let erased: Vec<(u64, Hash32, Vec<String>)> = erased
         .iter()
         .map(|(i, c)| {
             (
                 *i,
-                c.as_str(),
+                *c,
                 tree.as_ref()
                     .map(|t| t.proof(*i).iter().map(hex::encode).collect())
                     .unwrap_or_default(),
@@ -94,7 +96,7 @@ fn stream_metadata(
         (meta::SLICE_ID.to_string(), s.slice_id.clone()),
         (meta::COHORT_ID.to_string(), s.cohort_id.clone()),
         (meta::SITE.to_string(), site.to_string()),
-        (meta::SLICE_ROOT.to_string(), s.root.clone()),
+        (meta::SLICE_ROOT.to_string(), s.root.to_hex()),
         (meta::SLICE_SIZE.to_string(), s.segments.len().to_string()),
         (meta::LEDGER_INDEX.to_string(), s.ledger_index.to_string()),
         (
@@ -449,7 +451,11 @@ impl WireDoGet for GatewayFlight {
                 (Source::Cached(c), erased)
             }
             None => {
-                let (catalog, per_file, erased) = self.gw.plan(&s);
+                let ServePlan {
+                    catalog,
+                    per_file,
+                    erased,
+                } = self.gw.plan(&s);
                 (Source::Store(catalog, per_file), erased)
             }
         };
@@ -532,7 +538,7 @@ impl FlightCalls for GatewayFlight {
             None => parse_ticket(&d.cmd)?,
         };
         let s = self.gw.granted_slice(&who, &slice_id, false)?;
-        let (_, _, erased) = self.gw.plan(&s);
+        let erased = self.gw.plan(&s).erased;
         let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
         let info = FlightInfo::new()
             .try_with_schema(&schema)

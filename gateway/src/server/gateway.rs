@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
+use ecgfed_ledger::log::{Hash, Hash32};
 use ecgfed_ledger::state::MemberInfo;
 use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
@@ -61,7 +62,7 @@ pub struct Registration {
 struct PendingErasure {
     source: String,
     patient: String,
-    commitments: Vec<String>,
+    commitments: Vec<Hash32>,
     reason: String,
     ledger_index: Option<u64>,
 }
@@ -69,9 +70,16 @@ struct PendingErasure {
 /// Meta key of the single pending erasure of the earlier format (moved into the queue at start).
 const META_ERASING_V1: &str = "erasing";
 
-/// What a DoGet will read: the catalog, sorted row positions per store file, and the leaves
-/// erased since the reservation (leaf index, hex commitment).
-pub type ServePlan = (Arc<Catalog>, HashMap<usize, Vec<usize>>, Vec<(u64, String)>);
+/// What a DoGet will read.
+#[derive(Debug, Clone)]
+pub struct ServePlan {
+    /// The catalog the row positions refer to.
+    pub catalog: Arc<Catalog>,
+    /// Sorted row positions to read, per store file (its index in the catalog).
+    pub per_file: HashMap<usize, Vec<usize>>,
+    /// The leaves erased since the reservation (leaf index, commitment).
+    pub erased: Vec<(u64, Hash32)>,
+}
 
 /// A slice as served before, kept for later pulls: its reservation, its record batches and
 /// the leaves that were erased when it was built (an erasure empties the cache, so all stay
@@ -82,8 +90,8 @@ pub struct ServedSlice {
     pub record: Arc<SliceRecord>,
     /// The served record batches, in order.
     pub batches: Vec<arrow::array::RecordBatch>,
-    /// Leaf index and hex commitment of every erased leaf.
-    pub erased: Vec<(u64, String)>,
+    /// Leaf index and commitment of every erased leaf.
+    pub erased: Vec<(u64, Hash32)>,
     /// Bytes of the batches reserved from the cache budget ([`Gateway::reserve_cache`]).
     pub bytes: u64,
 }
@@ -403,9 +411,9 @@ impl Gateway {
                 .collect(),
             commitments: picked
                 .iter()
-                .map(|&i| hex::encode(c.rows[i].commitment))
+                .map(|&i| Hash32(c.rows[i].commitment))
                 .collect(),
-            root: hex::encode(root),
+            root: Hash32(root),
             ledger_index: index,
         };
         self.store_slice(&rec)?;
@@ -460,6 +468,20 @@ impl Gateway {
                     .map_or_else(String::new, |id| id.to_string())
             })
             .collect();
+        let h = |v: &[u8]| {
+            Hash::try_from(v).map(Hash32).map_err(|_| {
+                GatewayError::Verification(format!(
+                    "slice {slice_id}: ledger entry {index} holds a hash of {} bytes",
+                    v.len()
+                ))
+            })
+        };
+        let commitments = s
+            .commitments
+            .iter()
+            .map(|c| h(c))
+            .collect::<Result<Vec<_>>>()?;
+        let root = h(&s.slice_root)?;
         Ok(Some(SliceRecord {
             slice_id: s.slice_id,
             cohort_id: s.cohort_id,
@@ -467,8 +489,8 @@ impl Gateway {
             dataset_id: s.dataset_id,
             seed: s.seed,
             segments,
-            commitments: s.commitments.iter().map(hex::encode).collect(),
-            root: hex::encode(&s.slice_root),
+            commitments,
+            root,
             ledger_index: index,
         }))
     }
@@ -532,7 +554,7 @@ impl Gateway {
     /// acknowledged the DataServed entry. The entry is then proven in the ledger's signed log
     /// off the client's path; a failed proof is logged as an error.
     pub async fn served(self: &Arc<Self>, s: &SliceRecord, rows: u64, bytes: u64) -> Result<u64> {
-        let root = hex::decode(&s.root).map_err(|e| GatewayError::Config(e.to_string()))?;
+        let root = s.root.0.to_vec();
         let entry = self
             .signer
             .lock()
@@ -580,7 +602,7 @@ impl Gateway {
         let pending = PendingErasure {
             source: String::from_utf8_lossy(&key[..sep]).into_owned(),
             patient: String::from_utf8_lossy(key.get(sep + 1..).unwrap_or_default()).into_owned(),
-            commitments: rows.iter().map(|r| hex::encode(r.commitment)).collect(),
+            commitments: rows.iter().map(|r| Hash32(r.commitment)).collect(),
             reason: reason.to_string(),
             ledger_index: None,
         };
@@ -640,11 +662,7 @@ impl Gateway {
 
     async fn erasure_steps(&self, key: &str, p: &mut PendingErasure) -> Result<u64> {
         let c = self.catalog();
-        let commitments: Vec<[u8; 32]> = p
-            .commitments
-            .iter()
-            .filter_map(|h| crate::commitment::hash32(h))
-            .collect();
+        let commitments: Vec<[u8; 32]> = p.commitments.iter().map(|h| h.0).collect();
         let index = match p.ledger_index {
             Some(i) => i,
             None => {
@@ -735,16 +753,18 @@ impl Gateway {
         let mut erased = Vec::new();
         for (i, (seg, com)) in s.segments.iter().zip(&s.commitments).enumerate() {
             match c.row(seg) {
-                Some(r) if hex::encode(r.commitment) == *com => {
-                    per_file.entry(r.file).or_default().push(r.pos)
-                }
-                _ => erased.push((i as u64, com.clone())),
+                Some(r) if r.commitment == com.0 => per_file.entry(r.file).or_default().push(r.pos),
+                _ => erased.push((i as u64, *com)),
             }
         }
         for v in per_file.values_mut() {
             v.sort_unstable();
         }
-        (c, per_file, erased)
+        ServePlan {
+            catalog: c,
+            per_file,
+            erased,
+        }
     }
 }
 

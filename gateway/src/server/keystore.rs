@@ -66,8 +66,8 @@ impl KeyStore {
     /// process (a running gateway) holds it.
     pub fn open(dir: &Path) -> Result<KeyStore> {
         std::fs::create_dir_all(dir).map_err(|e| GatewayError::KeyStore {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
+            path: dir.to_path_buf(),
+            source: e.into(),
         })?;
         #[cfg(unix)]
         {
@@ -89,21 +89,21 @@ impl KeyStore {
             .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let mut db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| {
-            let msg = e.to_string();
-            GatewayError::KeyStore {
-                path: path.display().to_string(),
-                reason: if msg.contains("lock") {
-                    format!("{msg} (is a gateway running on this folder?)")
-                } else {
-                    msg
-                },
+            // RocksDB reports its LOCK file held by another process as an I/O error naming
+            // the lock; nothing else distinguishes it.
+            let held = e.kind() == rocksdb::ErrorKind::IOError && e.to_string().contains("lock");
+            let (path, source) = (path.clone(), e.into());
+            if held {
+                GatewayError::KeyStoreInUse { path, source }
+            } else {
+                GatewayError::KeyStore { path, source }
             }
         })?;
         if old_nonces {
             db.drop_cf(CF_NONCES_V1)
                 .map_err(|e| GatewayError::KeyStore {
-                    path: path.display().to_string(),
-                    reason: format!("dropping the old nonce family: {e}"),
+                    path: path.clone(),
+                    source: format!("dropping the old nonce family: {e}").into(),
                 })?;
         }
         let ks = KeyStore {
@@ -125,10 +125,10 @@ impl KeyStore {
         Ok(ks)
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> GatewayError {
+    fn err(&self, e: impl Into<crate::error::Source>) -> GatewayError {
         GatewayError::KeyStore {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
+            path: self.path.clone(),
+            source: e.into(),
         }
     }
 
@@ -439,8 +439,9 @@ mod tests {
         assert_eq!(ks.salts(std::slice::from_ref(&a)).unwrap(), vec![None]);
         assert!(ks.erased_commitments().unwrap().contains(&[9u8; 32]));
         // A second open of a folder in use is refused with a clear message.
-        let e = KeyStore::open(dir.path()).err().unwrap().to_string();
-        assert!(e.contains("gateway running"), "{e}");
+        let e = KeyStore::open(dir.path()).err().unwrap();
+        assert!(matches!(e, GatewayError::KeyStoreInUse { .. }), "{e:?}");
+        assert!(e.to_string().contains("gateway running"), "{e}");
     }
 
     /// Issue 23, item 7: expired request nonces are pruned by time (at most every ten

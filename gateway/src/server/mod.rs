@@ -83,7 +83,7 @@ pub async fn serve(
         .await
         .map_err(|e| crate::GatewayError::Transport {
             peer: "gateway".into(),
-            reason: e.to_string(),
+            source: e.into(),
         })
 }
 

@@ -9,7 +9,11 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, SchemaRef};
 
 use crate::commitment::CommitmentTree;
+use arrow::error::ArrowError;
+
 use crate::error::{GatewayError, Result};
+use ecgfed_ledger::log::Hash32;
+
 use crate::server::catalog::Catalog;
 
 /// A reserved slice as the gateway keeps it.
@@ -27,10 +31,10 @@ pub struct SliceRecord {
     pub seed: u64,
     /// Segment ids in slice (leaf) order.
     pub segments: Vec<String>,
-    /// Hex commitments in leaf order.
-    pub commitments: Vec<String>,
-    /// Hex slice root.
-    pub root: String,
+    /// Commitments in leaf order (hex in the stored JSON).
+    pub commitments: Vec<Hash32>,
+    /// The slice root (hex in the stored JSON).
+    pub root: Hash32,
     /// Index of the CohortSliceCommitted entry.
     pub ledger_index: u64,
 }
@@ -38,10 +42,7 @@ pub struct SliceRecord {
 impl SliceRecord {
     /// The commitments in leaf order, as bytes.
     pub fn commitment_bytes(&self) -> Vec<[u8; 32]> {
-        self.commitments
-            .iter()
-            .map(|h| crate::commitment::hash32(h).unwrap_or([0; 32]))
-            .collect()
+        self.commitments.iter().map(|h| h.0).collect()
     }
 
     /// The slice's commitment tree (for inclusion proofs).
@@ -62,15 +63,16 @@ pub fn serve_batch(
     leaf_of: &LeafOf<'_>,
 ) -> Result<RecordBatch> {
     let col = |n: &str| {
-        store
-            .column_by_name(n)
-            .cloned()
-            .ok_or_else(|| GatewayError::Arrow(format!("store batch has no column {n}")))
+        store.column_by_name(n).cloned().ok_or_else(|| {
+            GatewayError::Arrow(ArrowError::SchemaError(format!(
+                "store batch has no column {n}"
+            )))
+        })
     };
     let sid = col("segment_id")?;
-    let sid = sid
-        .as_string_opt::<i32>()
-        .ok_or_else(|| GatewayError::Arrow("segment_id is not Utf8".into()))?;
+    let sid = sid.as_string_opt::<i32>().ok_or_else(|| {
+        GatewayError::Arrow(ArrowError::SchemaError("segment_id is not Utf8".into()))
+    })?;
     let mut keep = Vec::with_capacity(store.num_rows());
     let mut pseudonyms = Vec::new();
     let (mut salt, mut comm) = (

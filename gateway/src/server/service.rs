@@ -118,7 +118,7 @@ impl GatewayService for GatewayServer {
         Ok(Response::new(ReserveSliceResponse {
             ticket: ticket(&s.slice_id),
             rows: s.segments.len() as u64,
-            slice_root: hex::decode(&s.root).unwrap_or_default(),
+            slice_root: s.root.0.to_vec(),
             ledger_index: s.ledger_index,
             slice_id: s.slice_id,
         }))

@@ -117,6 +117,9 @@ pub enum ClientError {
         /// Entries refused (index, reason).
         refused: Vec<(u64, String)>,
     },
+    /// A block the server sent is malformed or carries a hash that is not its own.
+    #[error("ledger answer does not verify: block: {0}")]
+    Block(#[from] crate::block::BlockError),
     /// The server's answer does not verify: it is lying or broken.
     #[error("ledger answer does not verify: {0}")]
     Verification(String),
@@ -132,6 +135,7 @@ impl ClientError {
                 | ClientError::Forked { .. }
                 | ClientError::Inconsistent { .. }
                 | ClientError::BrokenRules { .. }
+                | ClientError::Block(_)
                 | ClientError::Verification(_)
         )
     }
@@ -190,16 +194,7 @@ pub fn check_update(old: &Checkpoint, new: &Checkpoint, proof: &[Hash]) -> Resul
     })
 }
 
-/// A verified entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedEntry {
-    /// Index.
-    pub index: u64,
-    /// Stored bytes (leaf).
-    pub stored: Vec<u8>,
-    /// Block height the server reported.
-    pub block_height: u64,
-}
+pub use crate::entry::VerifiedEntry;
 
 /// Members replayed by a client from proven entries: the genesis entry, then every
 /// `MemberAdmitted` entry in log order, each put through the ledger's own rules
@@ -259,11 +254,11 @@ impl MemberReplay {
 
     fn check_and_apply(&mut self, e: &VerifiedEntry) -> Result<(), String> {
         let (body_bytes, sig) = entry::decode_stored(&e.stored).map_err(|x| x.to_string())?;
-        let body = entry::decode_body(body_bytes).map_err(|x| x.to_string())?;
+        let body = &e.body;
         if body.payload.as_ref().map(Kind::of) != Some(Kind::MemberAdmitted) {
             return Err("not a MemberAdmitted entry".into());
         }
-        let signer = self.state.precheck(&body, None).map_err(|r| r.message)?;
+        let signer = self.state.precheck(body, None).map_err(|r| r.message)?;
         let sig = Signature::from_bytes(sig).map_err(|x| x.to_string())?;
         if !signer.key.verify(&entry::signing_bytes(body_bytes), &sig) {
             return Err(format!(
@@ -271,7 +266,7 @@ impl MemberReplay {
                 body.signer
             ));
         }
-        self.state.apply(&body).map_err(|r| r.message)
+        self.state.apply(body).map_err(|r| r.message)
     }
 }
 
@@ -279,11 +274,9 @@ impl MemberReplay {
 /// the signer being a member the client replayed itself.
 #[derive(Debug, Clone)]
 pub struct CheckedEntry {
-    /// Index in the log.
-    pub index: u64,
-    /// The decoded body.
-    pub body: ecgfed_proto::v1::EntryBody,
-    /// The signer, as replayed.
+    /// The entry, proven.
+    pub entry: VerifiedEntry,
+    /// Its signer, as replayed.
     pub signer: MemberInfo,
 }
 
@@ -519,6 +512,15 @@ impl LedgerClient {
 
     /// Fetches entry `index` and proves it.
     pub async fn entry(&mut self, index: u64) -> Result<VerifiedEntry, ClientError> {
+        Ok(self.entry_with_block(index).await?.0)
+    }
+
+    /// [`LedgerClient::entry`], with the height of the block the server says holds it (as
+    /// reported: [`LedgerClient::block`] proves a block's entry range).
+    pub async fn entry_with_block(
+        &mut self,
+        index: u64,
+    ) -> Result<(VerifiedEntry, u64), ClientError> {
         let r = self
             .inner
             .get_entry(GetEntryRequest { index })
@@ -528,11 +530,9 @@ impl LedgerClient {
             return Err(verr(format!("asked for entry {index}, got {}", r.index)));
         }
         self.prove(index, &r.stored).await?;
-        Ok(VerifiedEntry {
-            index,
-            stored: r.stored,
-            block_height: r.block_height,
-        })
+        let e = VerifiedEntry::decode(index, r.stored)
+            .map_err(|e| verr(format!("entry {index}: {e}")))?;
+        Ok((e, r.block_height))
     }
 
     /// Fetches block `height`; checks its hash and proves its root is the root of the trusted
@@ -543,7 +543,7 @@ impl LedgerClient {
             .get_block(GetBlockRequest { height })
             .await?
             .into_inner();
-        let b = Block::from_proto(&pb).map_err(verr)?;
+        let b = Block::from_proto(&pb)?;
         if b.height != height {
             return Err(verr(format!("asked for block {height}, got {}", b.height)));
         }
@@ -589,8 +589,7 @@ impl LedgerClient {
         for e in entries {
             let (body_bytes, sig) = entry::decode_stored(&e.stored)
                 .map_err(|x| verr(format!("entry {}: {x}", e.index)))?;
-            let body = entry::decode_body(body_bytes)
-                .map_err(|x| verr(format!("entry {}: {x}", e.index)))?;
+            let body = &e.body;
             let known = match self.members.as_ref() {
                 Some(m) => m.member(&body.signer).cloned(),
                 None => None,
@@ -617,11 +616,7 @@ impl LedgerClient {
                     e.index, body.signer
                 )));
             }
-            out.push(CheckedEntry {
-                index: e.index,
-                body,
-                signer,
-            });
+            out.push(CheckedEntry { entry: e, signer });
         }
         Ok(out)
     }
@@ -678,8 +673,8 @@ impl LedgerClient {
             }
             verified.push(VerifiedEntry {
                 index: r.index,
+                body,
                 stored: r.stored,
-                block_height: r.block_height,
             });
         }
         // The rest proven against one trusted checkpoint covering them, the proofs asked for

@@ -39,7 +39,7 @@ impl LedgerClient {
             .entries_naming(kind, id, from, limit)
             .await?
             .into_iter()
-            .filter_map(|e| Some((e.index, e.body.payload?)))
+            .filter_map(|e| Some((e.entry.index, e.entry.body.payload?)))
             .collect())
     }
 
@@ -60,7 +60,7 @@ impl LedgerClient {
             .entries_naming(SubjectKind::Cohort, cohort_id, 0, 0)
             .await?
         {
-            let Some(Payload::CohortCreated(c)) = e.body.payload else {
+            let Some(Payload::CohortCreated(c)) = e.entry.body.payload else {
                 continue;
             };
             if c.cohort_id != cohort_id {
@@ -68,23 +68,23 @@ impl LedgerClient {
             }
             if e.signer.role != Role::Scientist || c.requester != e.signer.id {
                 return Err(broken(
-                    vec![e.index],
+                    vec![e.entry.index],
                     format!(
                         "cohort {cohort_id}: entry {} is signed by {} for requester {:?}",
-                        e.index, e.signer.id, c.requester
+                        e.entry.index, e.signer.id, c.requester
                     ),
                 ));
             }
             if let Some((first, _)) = &found {
                 return Err(broken(
-                    vec![*first, e.index],
+                    vec![*first, e.entry.index],
                     format!(
                         "cohort {cohort_id} has two CohortCreated entries ({first} and {}): the ledger broke its rules",
-                        e.index
+                        e.entry.index
                     ),
                 ));
             }
-            found = Some((e.index, c));
+            found = Some((e.entry.index, c));
         }
         Ok(found)
     }
@@ -105,7 +105,7 @@ impl LedgerClient {
             .entries_naming(SubjectKind::Slice, slice_id, 0, 0)
             .await?
         {
-            let Some(Payload::CohortSliceCommitted(s)) = e.body.payload else {
+            let Some(Payload::CohortSliceCommitted(s)) = e.entry.body.payload else {
                 continue;
             };
             if s.slice_id != slice_id {
@@ -128,20 +128,20 @@ impl LedgerClient {
                 }
             };
             if let Some(why) = why {
-                refused.push((e.index, why));
+                refused.push((e.entry.index, why));
                 continue;
             }
             if let Some((first, _)) = &found {
                 return Err(ClientError::BrokenRules {
                     subject: format!("slice {slice_id}"),
-                    entries: vec![*first, e.index],
+                    entries: vec![*first, e.entry.index],
                     reason: format!(
                         "slice {slice_id} has two valid CohortSliceCommitted entries ({first} and {}): the ledger broke its rules",
-                        e.index
+                        e.entry.index
                     ),
                 });
             }
-            found = Some((e.index, s));
+            found = Some((e.entry.index, s));
         }
         found.ok_or_else(|| ClientError::NotOnLedger {
             subject: format!("slice {slice_id}"),
