@@ -92,17 +92,71 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     let header = read_header(hea)?;
     let rec = record::load_with_header(header, ctx.src.layout.verification())?;
     let mut warnings = rec.warnings.clone();
-    let comments = &rec.header.comments;
-    let demographics = demographics::from_comments(comments);
-
+    let demographics = demographics::from_comments(&rec.header.comments);
     // Annotations (MIT .atr) where present (opened under the rules of `paths`: a link out of
     // the folder or a special file is an error for the record).
     let atr = hea.with_extension("atr");
     let ann: Vec<Annotation> = annotation::read_annotations_if_present(&atr)?.unwrap_or_default();
     let changes = segment::rhythm_changes(&ann);
+    let ann_summary = summarise_annotations(ctx, hea, &rec, &ann, &changes, &mut warnings);
+    let label = record_label(ctx, &rec, &changes, &mut warnings);
+    let (leads, signals, fs_out) = output_signals(ctx, hea, &rec)?;
+    let windows = record_windows(ctx, &rec, &ann, &changes, &label, &atr, &mut warnings);
+
+    let fs_in = rec.fs();
+    let ratio = fs_out / fs_in;
+    let out_len = signals.first().map_or(0, Vec::len);
+    let patient = layout::patient_of(&ctx.src.id, ctx.src.layout, &rec.id);
+    let mut segments = Vec::with_capacity(windows.len());
+    let mut unmapped: BTreeSet<String> = label.unmapped.iter().cloned().collect();
+    for w in windows {
+        unmapped.extend(w.unmapped);
+        let s0 = ((w.start as f64 * ratio).round() as usize).min(out_len);
+        let l = ((w.len as f64 * ratio).round() as usize).min(out_len - s0);
+        let mut sig = Vec::with_capacity(l * signals.len());
+        for lead in &signals {
+            sig.extend_from_slice(&lead[s0..s0 + l]);
+        }
+        segments.push(Segment {
+            source: ctx.src.id.clone(),
+            record_id: rec.id.clone(),
+            patient: patient.clone(),
+            site: ctx.opts.site.clone(),
+            fs: fs_out as f32,
+            leads: leads.clone(),
+            start_sample: w.start,
+            n_samples: u32::try_from(w.len).unwrap_or(u32::MAX),
+            signal: sig,
+            label: w.label,
+            label_raw: w.raw,
+            age: demographics.age,
+            sex: demographics.sex,
+        });
+    }
+    Ok(RecordOutput {
+        unmapped,
+        segments,
+        label,
+        demographics,
+        warnings,
+        bytes: rec.bytes_read,
+        annotations: ann_summary,
+    })
+}
+
+/// Beat and rhythm counts of the record's annotations; for LUDB, its per-lead wave
+/// annotations, parsed (and counted) to prove they are readable. `None` without annotations.
+fn summarise_annotations(
+    ctx: &SourceContext,
+    hea: &Path,
+    rec: &record::Record,
+    ann: &[Annotation],
+    changes: &[(u64, String)],
+    warnings: &mut Vec<RecordWarning>,
+) -> Option<AnnotationSummary> {
     let mut ann_summary = (!ann.is_empty()).then(AnnotationSummary::default);
     if let Some(s) = ann_summary.as_mut() {
-        for a in &ann {
+        for a in ann {
             let sym = a.symbol();
             if annotation::is_beat(sym) {
                 s.beats += 1;
@@ -110,11 +164,10 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
                 *s.beats_by_aami.entry(class.to_string()).or_default() += 1;
             }
         }
-        for (_, aux) in &changes {
+        for (_, aux) in changes {
             *s.rhythm_changes.entry(aux.clone()).or_default() += 1;
         }
     }
-    // LUDB per-lead wave annotations: parsed (and counted) to prove they are readable.
     if ctx.src.layout == Layout::Ludb {
         let mut waves = 0u64;
         let stem = hea.file_stem().unwrap_or_default().to_string_lossy();
@@ -138,10 +191,20 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
             .get_or_insert_with(AnnotationSummary::default)
             .wave_annotations = waves;
     }
+    ann_summary
+}
 
-    // Record-level label.
+/// The record-level label: from the source's reference file (CinC 2017), its comments (LUDB,
+/// the CinC 2020/2021 `Dx` codes) or its rhythm annotations.
+fn record_label(
+    ctx: &SourceContext,
+    rec: &record::Record,
+    changes: &[(u64, String)],
+    warnings: &mut Vec<RecordWarning>,
+) -> Label {
+    let comments = &rec.header.comments;
     let n = rec.n_samples;
-    let label = match ctx.src.layout {
+    match ctx.src.layout {
         Layout::Cinc2017 => match ctx.reference.as_ref().and_then(|r| r.get(&rec.id)) {
             Some(class) => Label {
                 label: labels::cinc2017_label(class)
@@ -173,7 +236,7 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
         },
         Layout::Ludb => labels::ludb_label(comments),
         _ if !changes.is_empty() => {
-            let w = segment::label_by_rhythm(&changes, 0, n);
+            let w = segment::label_by_rhythm(changes, 0, n);
             Label {
                 label: w.label,
                 raw: w.raw,
@@ -188,9 +251,16 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
                 unmapped: vec![],
             },
         },
-    };
+    }
+}
 
-    // Signals: physical units, lead selection, resampling.
+/// The signals to store: physical units, the leads asked for, resampled to the rate asked
+/// for. Returns (lead names, signals, rate).
+fn output_signals(
+    ctx: &SourceContext,
+    hea: &Path,
+    rec: &record::Record,
+) -> Result<(Vec<String>, Vec<Vec<f32>>, f64)> {
     let mut leads = rec.leads.clone();
     let mut signals = rec.physical()?;
     if let Some(want) = &ctx.opts.leads {
@@ -240,9 +310,23 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
             .map_err(|e| DatasetError::signal(hea, "*", e))?;
         fs_out = hz as f64;
     }
+    Ok((leads, signals, fs_out))
+}
 
-    // Windows.
-    let record_windows = |secs: f64| -> Vec<Window> {
+/// The record's windows in its own sample positions: fixed windows (labelled by the record's
+/// label or its rhythm annotations) or beat-centred windows, as the options ask.
+fn record_windows(
+    ctx: &SourceContext,
+    rec: &record::Record,
+    ann: &[Annotation],
+    changes: &[(u64, String)],
+    label: &Label,
+    atr: &Path,
+    warnings: &mut Vec<RecordWarning>,
+) -> Vec<Window> {
+    let n = rec.n_samples;
+    let fs_in = rec.fs();
+    let fixed = |secs: f64| -> Vec<Window> {
         segment::fixed_windows(n, window_samples(secs, fs_in))
             .into_iter()
             .map(|(start, len)| {
@@ -255,19 +339,19 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
                         unmapped: label.unmapped.clone(),
                     }
                 } else {
-                    segment::label_by_rhythm(&changes, start, len)
+                    segment::label_by_rhythm(changes, start, len)
                 }
             })
             .collect()
     };
-    let windows = match ctx.opts.segmentation {
-        Segmentation::Windows { secs } => record_windows(secs),
+    match ctx.opts.segmentation {
+        Segmentation::Windows { secs } => fixed(secs),
         Segmentation::Beats {
             secs,
             fallback_secs,
         } => {
             if ann.iter().any(|a| annotation::is_beat(a.symbol())) {
-                let (w, dropped) = segment::beat_windows(&ann, n, window_samples(secs, fs_in));
+                let (w, dropped) = segment::beat_windows(ann, n, window_samples(secs, fs_in));
                 if dropped > 0 {
                     warnings.push(RecordWarning {
                         kind: "duplicate_beat_window".into(),
@@ -280,49 +364,10 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
                 }
                 w
             } else {
-                record_windows(fallback_secs)
+                fixed(fallback_secs)
             }
         }
-    };
-
-    let ratio = fs_out / fs_in;
-    let out_len = signals.first().map_or(0, Vec::len);
-    let patient = layout::patient_of(&ctx.src.id, ctx.src.layout, &rec.id);
-    let mut segments = Vec::with_capacity(windows.len());
-    let mut unmapped: BTreeSet<String> = label.unmapped.iter().cloned().collect();
-    for w in windows {
-        unmapped.extend(w.unmapped);
-        let s0 = ((w.start as f64 * ratio).round() as usize).min(out_len);
-        let l = ((w.len as f64 * ratio).round() as usize).min(out_len - s0);
-        let mut sig = Vec::with_capacity(l * signals.len());
-        for lead in &signals {
-            sig.extend_from_slice(&lead[s0..s0 + l]);
-        }
-        segments.push(Segment {
-            source: ctx.src.id.clone(),
-            record_id: rec.id.clone(),
-            patient: patient.clone(),
-            site: ctx.opts.site.clone(),
-            fs: fs_out as f32,
-            leads: leads.clone(),
-            start_sample: w.start,
-            n_samples: u32::try_from(w.len).unwrap_or(u32::MAX),
-            signal: sig,
-            label: w.label,
-            label_raw: w.raw,
-            age: demographics.age,
-            sex: demographics.sex,
-        });
     }
-    Ok(RecordOutput {
-        unmapped,
-        segments,
-        label,
-        demographics,
-        warnings,
-        bytes: rec.bytes_read,
-        annotations: ann_summary,
-    })
 }
 
 fn merge_annotations(into: &mut Option<AnnotationSummary>, from: AnnotationSummary) {

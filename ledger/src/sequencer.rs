@@ -21,7 +21,7 @@ use crate::checkpoint::Checkpoint;
 use crate::entry::{self, EntryError};
 use crate::genesis::GenesisFile;
 use crate::keys::{KeyPair, Prepared, PublicKey, Signature, verify_prepared};
-use crate::log::{self, Frontier, Hash, leaf_hash};
+use crate::log::{self, CreatedNode, Frontier, Hash, leaf_hash};
 use crate::state::{Changes, Code, Rejection, State};
 use crate::store::{Head, NewEntry, Store, StoreError, nonce_key};
 
@@ -105,6 +105,79 @@ fn invalid(dir: &Path, reason: impl std::fmt::Display) -> LedgerError {
     LedgerError::Invalid {
         path: dir.display().to_string(),
         reason: reason.to_string(),
+    }
+}
+
+/// A checked batch laid out as the next leaves of the log.
+struct LaidOut {
+    /// The tree after the batch's accepted entries.
+    frontier: Frontier,
+    /// Index of the first of them.
+    first_index: u64,
+    /// The accepted entries, as stored.
+    entries: Vec<NewEntry>,
+    /// The Merkle nodes they create.
+    nodes: Vec<CreatedNode>,
+    /// One answer per submission, in batch order.
+    receipts: Vec<Result<Receipt, Rejection>>,
+}
+
+impl LaidOut {
+    /// The block holding the laid-out entries, on top of `tip`.
+    fn block(&self, tip: &Tip, now: i64) -> Block {
+        Block {
+            height: tip.blocks,
+            previous_hash: tip.last_hash,
+            timestamp_ms: now,
+            first_index: self.first_index,
+            entry_count: self.entries.len() as u64,
+            tree_size: self.frontier.size(),
+            root: self.frontier.root(),
+        }
+    }
+}
+
+/// Appends the accepted entries of `checked` to a copy of the tip's tree.
+fn lay_out(checked: &[Result<Checked, Rejection>], tip: &Tip) -> LaidOut {
+    let mut frontier = tip.frontier.clone();
+    let first_index = frontier.size();
+    let mut entries = Vec::new();
+    let mut nodes = Vec::new();
+    let mut receipts = Vec::with_capacity(checked.len());
+    for c in checked {
+        match c {
+            Ok(ok) => {
+                let index = frontier.size();
+                let stored = entry::encode_stored(&ok.body_bytes, &ok.sig_bytes);
+                let lh = leaf_hash(&stored);
+                nodes.extend(frontier.append_hash(lh));
+                receipts.push(Ok(Receipt {
+                    index,
+                    block_height: tip.blocks,
+                    leaf_hash: lh,
+                }));
+                entries.push(NewEntry {
+                    index,
+                    stored,
+                    subject_keys: ok
+                        .body
+                        .subjects
+                        .iter()
+                        .map(|s| entry::subject_key(s.kind, &s.id))
+                        .collect(),
+                    signer: ok.body.signer.clone(),
+                    nonce: ok.body.nonce,
+                });
+            }
+            Err(r) => receipts.push(Err(r.clone())),
+        }
+    }
+    LaidOut {
+        frontier,
+        first_index,
+        entries,
+        nodes,
+        receipts,
     }
 }
 
@@ -433,6 +506,29 @@ impl Ledger {
         key: &KeyPair,
     ) -> Result<(), StoreError> {
         let now = entry::now_ms();
+        let (checked, changes) = self.check_batch(&mut batch, now)?;
+        let laid = lay_out(&checked, tip);
+        if !laid.entries.is_empty()
+            && let Err(e) = self.seal_block(laid.block(tip, now), &laid, changes, tip, key)
+        {
+            for p in batch {
+                let _ = p.reply.send(Err(unavailable()));
+            }
+            return Err(e);
+        }
+        for (p, r) in batch.into_iter().zip(laid.receipts) {
+            let _ = p.reply.send(r);
+        }
+        Ok(())
+    }
+
+    /// The rules, signatures and nonces of a batch, each entry against the state and the
+    /// batch's earlier entries, in order; the state changes the accepted ones make.
+    fn check_batch(
+        &self,
+        batch: &mut [Pending],
+        now: i64,
+    ) -> Result<(Vec<Result<Checked, Rejection>>, Changes), StoreError> {
         let state_guard = self.state.read().unwrap_or_else(|e| e.into_inner());
         let state: &State = &state_guard;
         // The rules were checked and the message hashed in `enqueue`; check the rules again
@@ -501,83 +597,43 @@ impl Ledger {
                 *c = Err(r);
             }
         }
-        drop(state_guard);
+        Ok((checked, changes))
+    }
 
-        let mut frontier = tip.frontier.clone();
-        let first_index = frontier.size();
-        let mut new_entries = Vec::new();
-        let mut nodes = Vec::new();
-        let mut receipts = Vec::with_capacity(batch.len());
-        for c in &checked {
-            match c {
-                Ok(ok) => {
-                    let index = frontier.size();
-                    let stored = entry::encode_stored(&ok.body_bytes, &ok.sig_bytes);
-                    let lh = leaf_hash(&stored);
-                    nodes.extend(frontier.append_hash(lh));
-                    receipts.push(Ok(Receipt {
-                        index,
-                        block_height: tip.blocks,
-                        leaf_hash: lh,
-                    }));
-                    new_entries.push(NewEntry {
-                        index,
-                        stored,
-                        subject_keys: ok
-                            .body
-                            .subjects
-                            .iter()
-                            .map(|s| entry::subject_key(s.kind, &s.id))
-                            .collect(),
-                        signer: ok.body.signer.clone(),
-                        nonce: ok.body.nonce,
-                    });
-                }
-                Err(r) => receipts.push(Err(r.clone())),
-            }
+    /// Writes the block and its entries, then makes them visible: the tip, the state, the
+    /// checkpoint, the head, the block watchers.
+    fn seal_block(
+        &self,
+        block: Block,
+        laid: &LaidOut,
+        changes: Changes,
+        tip: &mut Tip,
+        key: &KeyPair,
+    ) -> Result<(), StoreError> {
+        let note = {
+            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+            checkpoint_for(&s, &block, key)
+        };
+        self.store
+            .commit(&laid.entries, &laid.nodes, &block, &note)?;
+        tip.frontier = laid.frontier.clone();
+        tip.blocks += 1;
+        tip.last_hash = block.hash();
+        if !changes.is_empty()
+            && let Ok(mut g) = self.state.write()
+        {
+            g.commit(changes);
         }
-        if !new_entries.is_empty() {
-            let block = Block {
-                height: tip.blocks,
-                previous_hash: tip.last_hash,
-                timestamp_ms: now,
-                first_index,
-                entry_count: new_entries.len() as u64,
-                tree_size: frontier.size(),
-                root: frontier.root(),
+        if let Ok(mut c) = self.checkpoint.write() {
+            *c = note;
+        }
+        if let Ok(mut h) = self.head.write() {
+            *h = Head {
+                tree_size: block.tree_size,
+                blocks: tip.blocks,
             };
-            let note = {
-                let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-                checkpoint_for(&s, &block, key)
-            };
-            if let Err(e) = self.store.commit(&new_entries, &nodes, &block, &note) {
-                for p in batch {
-                    let _ = p.reply.send(Err(unavailable()));
-                }
-                return Err(e);
-            }
-            tip.frontier = frontier;
-            tip.blocks += 1;
-            tip.last_hash = block.hash();
-            if !changes.is_empty()
-                && let Ok(mut g) = self.state.write()
-            {
-                g.commit(changes);
-            }
-            if let Ok(mut c) = self.checkpoint.write() {
-                *c = note;
-            }
-            if let Ok(mut h) = self.head.write() {
-                *h = Head {
-                    tree_size: block.tree_size,
-                    blocks: tip.blocks,
-                };
-            }
-            let _ = self.blocks_tx.send(block);
         }
-        for (p, r) in batch.into_iter().zip(receipts) {
-            let _ = p.reply.send(r);
-        }
+        let _ = self.blocks_tx.send(block);
         Ok(())
     }
 

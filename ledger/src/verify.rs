@@ -455,8 +455,8 @@ pub fn verify_store_with(
         ));
         return Ok(v.finish(0, 0, started));
     };
-    let blocks = store.scan(store::CF_BLOCKS)?;
-    let blocks: Vec<(u64, Vec<u8>)> = blocks
+    let blocks: Vec<(u64, Vec<u8>)> = store
+        .scan(store::CF_BLOCKS)?
         .into_iter()
         .map(|(k, val)| {
             (
@@ -474,11 +474,40 @@ pub fn verify_store_with(
     for (size, _) in &checkpoints {
         v.want_root(*size);
     }
-    // Entries and Merkle nodes.
+    check_entries_and_nodes(store, &mut v, head.tree_size, &mut progress)?;
+    // Blocks and checkpoints.
+    let n_cp = v.check_checkpoints(&checkpoints);
+    v.check_blocks(&blocks, head.tree_size);
+    if blocks.len() as u64 != head.blocks {
+        v.report(problem(
+            "head",
+            head.blocks,
+            format!(
+                "{} blocks stored, the head says {}",
+                blocks.len(),
+                head.blocks
+            ),
+        ));
+    }
+    check_subject_index(store, &mut v)?;
+    check_nonce_index(store, &mut v)?;
+    Ok(v.finish(blocks.len() as u64, n_cp, started))
+}
+
+/// Feeds every entry below `tree_size` to `v` in chunks, compares each Merkle node it
+/// recomputes with the stored one, and checks that nothing is stored beyond the head and no
+/// node is stored that the entries do not make.
+#[cfg(feature = "server")]
+fn check_entries_and_nodes(
+    store: &Store,
+    v: &mut Verifier,
+    tree_size: u64,
+    progress: &mut impl FnMut(u64),
+) -> Result<(), StoreError> {
     let mut from = 0;
     let mut node_count = 0u64;
-    while from < head.tree_size {
-        let to = (from + CHUNK).min(head.tree_size);
+    while from < tree_size {
+        let to = (from + CHUNK).min(tree_size);
         let chunk = store.entries(from, to)?;
         if chunk.is_empty() {
             v.report(problem("entry", from, "missing"));
@@ -508,11 +537,11 @@ pub fn verify_store_with(
         from = to;
         progress(from);
     }
-    if let Some((k, _)) = store.entries(head.tree_size, u64::MAX)?.first() {
+    if let Some((k, _)) = store.entries(tree_size, u64::MAX)?.first() {
         v.report(problem(
             "entry",
             k,
-            format!("stored beyond the head's tree size {}", head.tree_size),
+            format!("stored beyond the head's tree size {tree_size}"),
         ));
     }
     let stored_nodes = store.count(store::CF_NODES)?;
@@ -520,52 +549,47 @@ pub fn verify_store_with(
         v.report(problem(
             "merkle_node",
             "-",
-            format!(
-                "{stored_nodes} nodes stored, {node_count} expected for {} entries",
-                head.tree_size
-            ),
+            format!("{stored_nodes} nodes stored, {node_count} expected for {tree_size} entries"),
         ));
     }
-    // Blocks and checkpoints.
-    let n_cp = v.check_checkpoints(&checkpoints);
-    v.check_blocks(&blocks, head.tree_size);
-    if blocks.len() as u64 != head.blocks {
+    Ok(())
+}
+
+/// Compares the stored subject index with the rows the entries name.
+#[cfg(feature = "server")]
+fn check_subject_index(store: &Store, v: &mut Verifier) -> Result<(), StoreError> {
+    let Some(mut rows) = v.subject_rows.take() else {
+        return Ok(());
+    };
+    rows.sort_unstable();
+    let stored = store.scan_keys(store::CF_SUBJECTS)?;
+    if let Some((i, _)) = rows
+        .iter()
+        .zip(&stored)
+        .enumerate()
+        .find(|(_, (a, b))| a != b)
+    {
         v.report(problem(
-            "head",
-            head.blocks,
+            "subject_index",
+            hex::encode(&stored[i]),
             format!(
-                "{} blocks stored, the head says {}",
-                blocks.len(),
-                head.blocks
+                "row differs from the rows the entries name (expected {})",
+                hex::encode(&rows[i])
             ),
         ));
+    } else if rows.len() != stored.len() {
+        v.report(problem(
+            "subject_index",
+            "-",
+            format!("{} rows stored, {} expected", stored.len(), rows.len()),
+        ));
     }
-    // Indexes.
-    if let Some(mut rows) = v.subject_rows.take() {
-        rows.sort_unstable();
-        let stored = store.scan_keys(store::CF_SUBJECTS)?;
-        if let Some((i, _)) = rows
-            .iter()
-            .zip(&stored)
-            .enumerate()
-            .find(|(_, (a, b))| a != b)
-        {
-            v.report(problem(
-                "subject_index",
-                hex::encode(&stored[i]),
-                format!(
-                    "row differs from the rows the entries name (expected {})",
-                    hex::encode(&rows[i])
-                ),
-            ));
-        } else if rows.len() != stored.len() {
-            v.report(problem(
-                "subject_index",
-                "-",
-                format!("{} rows stored, {} expected", stored.len(), rows.len()),
-            ));
-        }
-    }
+    Ok(())
+}
+
+/// Compares the stored nonce index with the nonces the entries used.
+#[cfg(feature = "server")]
+fn check_nonce_index(store: &Store, v: &mut Verifier) -> Result<(), StoreError> {
     let stored_nonces = store.scan(store::CF_NONCES)?;
     let mismatched = stored_nonces
         .iter()
@@ -587,7 +611,7 @@ pub fn verify_store_with(
             ),
         ));
     }
-    Ok(v.finish(blocks.len() as u64, n_cp, started))
+    Ok(())
 }
 
 /// Verifies a live ledger against the client's trusted checkpoint: updates the checkpoint

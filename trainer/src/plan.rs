@@ -212,22 +212,7 @@ pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
             && (spec.sites.is_empty() || spec.sites.iter().any(|x| x == s))
     };
     let mut shortfalls = Vec::new();
-    let usable: Vec<Stratum> = strata
-        .iter()
-        .filter(|s| spec.class_of(&s.label).is_some())
-        .filter(|s| {
-            if s.patients < spec.k {
-                shortfalls.push(format!(
-                    "site {} label {} sex={} age_band={}: {} patients, under k = {}; not used",
-                    s.site, s.label, s.sex, s.age_band, s.patients, spec.k
-                ));
-                false
-            } else {
-                true
-            }
-        })
-        .cloned()
-        .collect();
+    let usable = usable_strata(spec, strata, &mut shortfalls);
     let names = spec.class_names();
     let class_idx = |s: &Stratum| spec.class_of(&s.label).unwrap_or(0);
     let train: Vec<usize> = (0..usable.len())
@@ -258,6 +243,88 @@ pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
         .zip(&supply_c)
         .map(|(c, &s)| class_target(&spec.targets, c, s, balanced))
         .collect();
+    let counts = allocate_training(spec, &usable, &train, &targets, &mut shortfalls);
+    let mut cells: Vec<PlanCell> = counts
+        .iter()
+        .map(|(&i, &n)| plan_cell(&usable[i], &names[class_idx(&usable[i])], n, false))
+        .collect();
+    let planned = |c: &str, cells: &[PlanCell]| -> u64 {
+        cells.iter().filter(|x| x.class == c).map(|x| x.count).sum()
+    };
+    let target_rows = names
+        .iter()
+        .zip(&targets)
+        .map(|(c, &t)| (c.clone(), t, planned(c, &cells)))
+        .collect();
+    cells.extend(allocate_held_out(spec, &usable, &mut shortfalls));
+    cells.retain(|c| c.count > 0);
+    cells.sort_by(|a, b| {
+        (a.held_out, &a.site, &a.label, &a.sex, &a.age_band).cmp(&(
+            b.held_out,
+            &b.site,
+            &b.label,
+            &b.sex,
+            &b.age_band,
+        ))
+    });
+    Ok(Plan {
+        cells,
+        targets: target_rows,
+        shortfalls,
+    })
+}
+
+/// The strata of the task's labels with at least k patients; the others are explained in
+/// `shortfalls`.
+fn usable_strata(
+    spec: &CohortSpec,
+    strata: &[Stratum],
+    shortfalls: &mut Vec<String>,
+) -> Vec<Stratum> {
+    strata
+        .iter()
+        .filter(|s| spec.class_of(&s.label).is_some())
+        .filter(|s| {
+            if s.patients < spec.k {
+                shortfalls.push(format!(
+                    "site {} label {} sex={} age_band={}: {} patients, under k = {}; not used",
+                    s.site, s.label, s.sex, s.age_band, s.patients, spec.k
+                ));
+                false
+            } else {
+                true
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// A plan cell of `count` segments from stratum `s` for `class`.
+fn plan_cell(s: &Stratum, class: &str, count: u64, held_out: bool) -> PlanCell {
+    PlanCell {
+        site: s.site.clone(),
+        class: class.to_string(),
+        label: s.label.clone(),
+        sex: s.sex.clone(),
+        age_band: s.age_band.clone(),
+        count,
+        supply: s.segments,
+        held_out,
+    }
+}
+
+/// Allocates each class's target over the training strata (`train`, indexes into `usable`),
+/// balanced over the groups seen at the training sites, then scales down any site above the
+/// site cap and allocates again (at most 16 rounds). Counts per stratum.
+fn allocate_training(
+    spec: &CohortSpec,
+    usable: &[Stratum],
+    train: &[usize],
+    targets: &[u64],
+    shortfalls: &mut Vec<String>,
+) -> BTreeMap<usize, u64> {
+    let names = spec.class_names();
+    let class_idx = |s: &Stratum| spec.class_of(&s.label).unwrap_or(0);
     // The balance groups seen at the training sites (in any class): a class lacking one of
     // them has a shortfall there, explained like any other.
     let train_groups: BTreeSet<(String, String)> = train
@@ -278,7 +345,7 @@ pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
                 .collect();
             counts.extend(allocate_class(
                 &Pool {
-                    strata: &usable,
+                    strata: usable,
                     caps: &caps,
                     by: &spec.balance.by,
                     groups: &train_groups,
@@ -332,31 +399,19 @@ pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
         }
     }
     shortfalls.extend(cap_notes);
-    let mut cells: Vec<PlanCell> = counts
-        .iter()
-        .map(|(&i, &n)| {
-            let s = &usable[i];
-            PlanCell {
-                site: s.site.clone(),
-                class: names[class_idx(s)].clone(),
-                label: s.label.clone(),
-                sex: s.sex.clone(),
-                age_band: s.age_band.clone(),
-                count: n,
-                supply: s.segments,
-                held_out: false,
-            }
-        })
-        .collect();
-    let planned = |c: &str, cells: &[PlanCell]| -> u64 {
-        cells.iter().filter(|x| x.class == c).map(|x| x.count).sum()
-    };
-    let target_rows = names
-        .iter()
-        .zip(&targets)
-        .map(|(c, &t)| (c.clone(), t, planned(c, &cells)))
-        .collect();
-    // Held-out sites: per site and class, balanced over the groups like training.
+    counts
+}
+
+/// The held-out sites' cells: per site and class, balanced over the site's groups like
+/// training.
+fn allocate_held_out(
+    spec: &CohortSpec,
+    usable: &[Stratum],
+    shortfalls: &mut Vec<String>,
+) -> Vec<PlanCell> {
+    let names = spec.class_names();
+    let class_idx = |s: &Stratum| spec.class_of(&s.label).unwrap_or(0);
+    let mut cells = Vec::new();
     for site in &spec.held_out {
         for (c, name) in names.iter().enumerate() {
             let members: Vec<usize> = (0..usable.len())
@@ -376,7 +431,7 @@ pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
             let mut notes = Vec::new();
             let got = allocate_class(
                 &Pool {
-                    strata: &usable,
+                    strata: usable,
                     caps: &caps,
                     by: &spec.balance.by,
                     groups: &site_groups,
@@ -387,36 +442,13 @@ pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
                 &mut notes,
             );
             shortfalls.extend(notes);
-            for (i, n) in got {
-                let s = &usable[i];
-                cells.push(PlanCell {
-                    site: s.site.clone(),
-                    class: name.clone(),
-                    label: s.label.clone(),
-                    sex: s.sex.clone(),
-                    age_band: s.age_band.clone(),
-                    count: n,
-                    supply: s.segments,
-                    held_out: true,
-                });
-            }
+            cells.extend(
+                got.into_iter()
+                    .map(|(i, n)| plan_cell(&usable[i], name, n, true)),
+            );
         }
     }
-    cells.retain(|c| c.count > 0);
-    cells.sort_by(|a, b| {
-        (a.held_out, &a.site, &a.label, &a.sex, &a.age_band).cmp(&(
-            b.held_out,
-            &b.site,
-            &b.label,
-            &b.sex,
-            &b.age_band,
-        ))
-    });
-    Ok(Plan {
-        cells,
-        targets: target_rows,
-        shortfalls,
-    })
+    cells
 }
 
 #[cfg(test)]

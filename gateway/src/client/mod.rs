@@ -360,41 +360,27 @@ impl GatewayClient {
                 }
             }
         }
-        let (mut seen, total) = match verifier {
+        let (seen, total) = match verifier {
             Some(v) => v.finish().await?,
             None => (vec![false; size as usize], Default::default()),
         };
-        let mut report = PullReport {
+        let erased = account_for_every_leaf(
+            ledger,
+            slice_id,
+            &committed,
+            &root,
+            schema.as_ref().map(|s| s.metadata()),
+            seen,
+        )
+        .await?;
+        Ok(PullReport {
             slice_id: slice_id.to_string(),
             root,
             rows: total.rows,
             signal_bytes: total.signal_bytes,
             batches,
-            ..Default::default()
-        };
-        let erased = match &schema {
-            Some(s) => parse_erased(s.metadata())?,
-            None => vec![],
-        };
-        for (index, c, proof) in &erased {
-            if seen.get(*index as usize).copied().unwrap_or(true) {
-                return Err(GatewayError::Verification(format!(
-                    "slice {slice_id}: leaf {index} announced erased but served or out of range"
-                )));
-            }
-            verify_leaf(*index, size, c, proof, &root).map_err(|e| {
-                GatewayError::Verification(format!("slice {slice_id}: erased leaf {index}: {e}"))
-            })?;
-            check_erased_on_ledger(ledger, &committed.site, c).await?;
-            seen[*index as usize] = true;
-        }
-        report.erased = erased.len() as u64;
-        if let Some(missing) = seen.iter().position(|s| !s) {
-            return Err(GatewayError::Verification(format!(
-                "slice {slice_id}: leaf {missing} of {size} was never served (incomplete transfer)"
-            )));
-        }
-        Ok(report)
+            erased,
+        })
     }
 }
 
@@ -501,6 +487,42 @@ fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
     v.into_iter()
         .map(|(i, c, p)| Ok((i, h(&c)?, p.iter().map(|x| h(x)).collect::<Result<_>>()?)))
         .collect()
+}
+
+/// Checks that every leaf of the slice committed on the ledger (of root `root`) was either
+/// served (`seen`) or announced erased in the stream's metadata with a valid inclusion proof
+/// and a `RecordsErased` entry of the site's hospital naming it. Returns the erased count.
+async fn account_for_every_leaf(
+    ledger: &mut LedgerClient,
+    slice_id: &str,
+    committed: &CohortSliceCommitted,
+    root: &[u8; 32],
+    metadata: Option<&arrow::datatypes::Metadata>,
+    mut seen: Vec<bool>,
+) -> Result<u64> {
+    let size = committed.row_count;
+    let erased = match metadata {
+        Some(m) => parse_erased(m)?,
+        None => vec![],
+    };
+    for (index, c, proof) in &erased {
+        if seen.get(*index as usize).copied().unwrap_or(true) {
+            return Err(GatewayError::Verification(format!(
+                "slice {slice_id}: leaf {index} announced erased but served or out of range"
+            )));
+        }
+        verify_leaf(*index, size, c, proof, root).map_err(|e| {
+            GatewayError::Verification(format!("slice {slice_id}: erased leaf {index}: {e}"))
+        })?;
+        check_erased_on_ledger(ledger, &committed.site, c).await?;
+        seen[*index as usize] = true;
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(GatewayError::Verification(format!(
+            "slice {slice_id}: leaf {missing} of {size} was never served (incomplete transfer)"
+        )));
+    }
+    Ok(erased.len() as u64)
 }
 
 async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 32]) -> Result<()> {
