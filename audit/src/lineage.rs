@@ -253,65 +253,11 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
     let cohort_entries = src
         .by_subject(SubjectKind::Cohort, &model.cohort_id)
         .await?;
-    let mut cohort = None;
-    let mut slices: Vec<(VerifiedEntry, SliceNode)> = Vec::new();
-    let mut served: Vec<(String, ServedNode)> = Vec::new();
-    for e in &cohort_entries {
-        match e.payload() {
-            Some(Payload::CohortCreated(c))
-                if c.cohort_id == model.cohort_id && cohort.is_none() =>
-            {
-                cohort = Some(CohortNode {
-                    cohort_id: c.cohort_id.clone(),
-                    entry: e.into(),
-                    requester: c.requester.clone(),
-                    purpose: c.purpose.clone(),
-                    seed: c.seed,
-                    spec_sha256: hex::encode(&c.spec_sha256),
-                    cells: c
-                        .allocation
-                        .iter()
-                        .map(|a| Cell {
-                            site: a.site.clone(),
-                            label: a.label.clone(),
-                            sex: a.sex.clone(),
-                            age_band: a.age_band.clone(),
-                            count: a.count,
-                        })
-                        .collect(),
-                });
-            }
-            Some(Payload::CohortSliceCommitted(s)) if s.cohort_id == model.cohort_id => {
-                slices.push((
-                    e.clone(),
-                    SliceNode {
-                        slice_id: s.slice_id.clone(),
-                        site: s.site.clone(),
-                        dataset_id: s.dataset_id.clone(),
-                        dataset_version: 0,
-                        entry: e.into(),
-                        requester: s.requester.clone(),
-                        rows: s.row_count,
-                        slice_root: hex::encode(&s.slice_root),
-                        served: Vec::new(),
-                        erased_since: Vec::new(),
-                    },
-                ));
-            }
-            Some(Payload::DataServed(d)) if d.cohort_id == model.cohort_id => {
-                served.push((
-                    d.slice_id.clone(),
-                    ServedNode {
-                        entry: e.into(),
-                        requester: d.requester.clone(),
-                        rows: d.rows,
-                        bytes: d.bytes,
-                    },
-                ));
-            }
-            _ => {}
-        }
-    }
+    let CohortEntries {
+        cohort,
+        mut slices,
+        served,
+    } = read_cohort_entries(&cohort_entries, &model.cohort_id);
     let cohort = cohort.ok_or_else(|| {
         not_found(format!(
             "model {model_id}: cohort {} has no CohortCreated entry",
@@ -340,44 +286,10 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
             .filter(|(id, s)| *id == node.slice_id && s.entry.index < model.entry.index)
             .map(|(_, s)| s.clone())
             .collect();
-        let commitments = slice_commitments(e);
-        for h in histories.get(&node.dataset_id).into_iter().flatten() {
-            match h.payload() {
-                Some(Payload::DatasetRegistered(d)) if h.index < e.index && d.site == node.site => {
-                    node.dataset_version = d.version;
-                    datasets.insert(
-                        (d.dataset_id.clone(), d.version),
-                        DatasetNode {
-                            dataset_id: d.dataset_id.clone(),
-                            version: d.version,
-                            site: d.site.clone(),
-                            entry: h.into(),
-                            records: d.record_count,
-                            segments: d.segment_count,
-                            commitment_root: hex::encode(&d.commitment_root),
-                        },
-                    );
-                }
-                Some(Payload::RecordsErased(r)) if h.index > e.index && r.site == node.site => {
-                    let in_slice = r
-                        .commitments
-                        .iter()
-                        .filter(|c| commitments.contains(c.as_slice()))
-                        .count() as u64;
-                    if in_slice > 0 {
-                        node.erased_since.push(ErasureNode {
-                            entry: h.into(),
-                            site: r.site.clone(),
-                            dataset_id: r.dataset_id.clone(),
-                            erased: r.commitments.len() as u64,
-                            in_slice,
-                            reason: r.reason.clone(),
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
+        let history = histories
+            .get(&node.dataset_id)
+            .map_or(&[][..], Vec::as_slice);
+        attach_dataset_history(e, node, history, &mut datasets);
     }
     let slices: Vec<SliceNode> = slices.into_iter().map(|(_, n)| n).collect();
     // Only the version in force at each slice (the last registration before it) is a source.
@@ -390,8 +302,144 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
         .filter(|(k, _)| used.contains(k))
         .map(|(_, d)| d)
         .collect();
+    let sites = sites_of(&slices);
+    Ok(ModelLineage {
+        model,
+        cohort,
+        slices,
+        datasets,
+        sites,
+    })
+}
+
+/// What a cohort's entries say: the cohort, its slices (with their entries) and the transfers
+/// of its slices (slice id, transfer).
+struct CohortEntries {
+    cohort: Option<CohortNode>,
+    slices: Vec<(VerifiedEntry, SliceNode)>,
+    served: Vec<(String, ServedNode)>,
+}
+
+/// Reads the entries naming cohort `cohort_id`: its first `CohortCreated`, its slices and
+/// their transfers.
+fn read_cohort_entries(cohort_entries: &[VerifiedEntry], cohort_id: &str) -> CohortEntries {
+    let mut cohort = None;
+    let mut slices: Vec<(VerifiedEntry, SliceNode)> = Vec::new();
+    let mut served: Vec<(String, ServedNode)> = Vec::new();
+    for e in cohort_entries {
+        match e.payload() {
+            Some(Payload::CohortCreated(c)) if c.cohort_id == cohort_id && cohort.is_none() => {
+                cohort = Some(CohortNode {
+                    cohort_id: c.cohort_id.clone(),
+                    entry: e.into(),
+                    requester: c.requester.clone(),
+                    purpose: c.purpose.clone(),
+                    seed: c.seed,
+                    spec_sha256: hex::encode(&c.spec_sha256),
+                    cells: c
+                        .allocation
+                        .iter()
+                        .map(|a| Cell {
+                            site: a.site.clone(),
+                            label: a.label.clone(),
+                            sex: a.sex.clone(),
+                            age_band: a.age_band.clone(),
+                            count: a.count,
+                        })
+                        .collect(),
+                });
+            }
+            Some(Payload::CohortSliceCommitted(s)) if s.cohort_id == cohort_id => {
+                slices.push((
+                    e.clone(),
+                    SliceNode {
+                        slice_id: s.slice_id.clone(),
+                        site: s.site.clone(),
+                        dataset_id: s.dataset_id.clone(),
+                        dataset_version: 0,
+                        entry: e.into(),
+                        requester: s.requester.clone(),
+                        rows: s.row_count,
+                        slice_root: hex::encode(&s.slice_root),
+                        served: Vec::new(),
+                        erased_since: Vec::new(),
+                    },
+                ));
+            }
+            Some(Payload::DataServed(d)) if d.cohort_id == cohort_id => {
+                served.push((
+                    d.slice_id.clone(),
+                    ServedNode {
+                        entry: e.into(),
+                        requester: d.requester.clone(),
+                        rows: d.rows,
+                        bytes: d.bytes,
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
+    CohortEntries {
+        cohort,
+        slices,
+        served,
+    }
+}
+
+/// Sets the dataset version a slice (entry `e`) was drawn from, the last registration of its
+/// site before it (recorded in `datasets`), and the erasures since that touch its rows, from
+/// the dataset's history.
+fn attach_dataset_history(
+    e: &VerifiedEntry,
+    node: &mut SliceNode,
+    history: &[VerifiedEntry],
+    datasets: &mut BTreeMap<(String, u32), DatasetNode>,
+) {
+    let commitments = slice_commitments(e);
+    for h in history {
+        match h.payload() {
+            Some(Payload::DatasetRegistered(d)) if h.index < e.index && d.site == node.site => {
+                node.dataset_version = d.version;
+                datasets.insert(
+                    (d.dataset_id.clone(), d.version),
+                    DatasetNode {
+                        dataset_id: d.dataset_id.clone(),
+                        version: d.version,
+                        site: d.site.clone(),
+                        entry: h.into(),
+                        records: d.record_count,
+                        segments: d.segment_count,
+                        commitment_root: hex::encode(&d.commitment_root),
+                    },
+                );
+            }
+            Some(Payload::RecordsErased(r)) if h.index > e.index && r.site == node.site => {
+                let in_slice = r
+                    .commitments
+                    .iter()
+                    .filter(|c| commitments.contains(c.as_slice()))
+                    .count() as u64;
+                if in_slice > 0 {
+                    node.erased_since.push(ErasureNode {
+                        entry: h.into(),
+                        site: r.site.clone(),
+                        dataset_id: r.dataset_id.clone(),
+                        erased: r.commitments.len() as u64,
+                        in_slice,
+                        reason: r.reason.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The sites of the slices, with their hospital and rows.
+fn sites_of(slices: &[SliceNode]) -> Vec<SiteNode> {
     let mut sites: BTreeMap<String, SiteNode> = BTreeMap::new();
-    for s in &slices {
+    for s in slices {
         let n = sites.entry(s.site.clone()).or_insert_with(|| SiteNode {
             site: s.site.clone(),
             hospital: s.entry.signer.clone(),
@@ -399,13 +447,7 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
         });
         n.rows += s.rows;
     }
-    Ok(ModelLineage {
-        model,
-        cohort,
-        slices,
-        datasets,
-        sites: sites.into_values().collect(),
-    })
+    sites.into_values().collect()
 }
 
 /// What a usage query looks for.

@@ -185,6 +185,74 @@ fn lr_at(spec: &CohortSpec, step: usize, total: usize, epoch: usize) -> f64 {
     t.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * f).cos()))
 }
 
+/// Class weights of the loss: (rows / rows of the class)^`power`, scaled to mean 1 over the
+/// training rows; 0 for a class without training rows.
+fn class_weights(data: &CohortData, train_idx: &[usize], k: usize, power: f64) -> Vec<f32> {
+    let mut counts = vec![0f64; k];
+    for &i in train_idx {
+        counts[data.meta[i].class] += 1.0;
+    }
+    let raw: Vec<f64> = counts
+        .iter()
+        .map(|&c| {
+            if c > 0.0 {
+                (train_idx.len() as f64 / c).powf(power)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mean = raw.iter().zip(&counts).map(|(w, c)| w * c).sum::<f64>() / train_idx.len() as f64;
+    raw.iter().map(|w| (w / mean) as f32).collect()
+}
+
+/// Validation loss and macro-F1 per window and per record (`None` without validation rows).
+fn validate(
+    model: &ResNet1d,
+    data: &CohortData,
+    val_idx: &[usize],
+    spec: &CohortSpec,
+    classes: &[String],
+    device: Device,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    if val_idx.is_empty() {
+        return (None, None, None);
+    }
+    let k = spec.classes.len();
+    let probs = predict(model, data, val_idx, device);
+    let sc = scores(val_idx, &data.meta, &probs, k, classes, &spec.scored);
+    let nll: f64 = val_idx
+        .iter()
+        .map(|&i| -(probs[i * k + data.meta[i].class].max(1e-7) as f64).ln())
+        .sum::<f64>()
+        / val_idx.len() as f64;
+    (Some(nll), sc.windows.macro_f1, sc.records.macro_f1)
+}
+
+/// One epoch's figures on the progress bar and, with `progress`, as a line above it (plain
+/// lines in a log file).
+fn report_epoch(pb: &ProgressBar, progress: bool, epochs: usize, stats: &EpochStats) {
+    let fmt = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+    pb.set_message(format!(
+        "epoch {}/{epochs} loss {:.4} val F1 {}",
+        stats.epoch,
+        stats.train_loss,
+        fmt(stats.val_macro_f1, 3)
+    ));
+    if progress {
+        pb.suspend(|| eprintln!(
+            "epoch {:>3}  lr {:.2e}  train loss {:.4}  val loss {}  val macro-F1 windows {} records {}  {:.0} windows/s",
+            stats.epoch,
+            stats.lr,
+            stats.train_loss,
+            fmt(stats.val_loss, 4),
+            fmt(stats.val_macro_f1, 4),
+            fmt(stats.val_macro_f1_records, 4),
+            stats.windows_per_sec
+        ));
+    }
+}
+
 /// Trains on the `Train` rows, stopping early on the `Val` rows' macro-F1.
 pub fn train(
     data: &CohortData,
@@ -208,22 +276,7 @@ pub fn train(
         ));
     }
     let k = spec.classes.len();
-    let mut counts = vec![0f64; k];
-    for &i in &train_idx {
-        counts[data.meta[i].class] += 1.0;
-    }
-    let raw: Vec<f64> = counts
-        .iter()
-        .map(|&c| {
-            if c > 0.0 {
-                (train_idx.len() as f64 / c).powf(t.class_weight_power)
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mean = raw.iter().zip(&counts).map(|(w, c)| w * c).sum::<f64>() / train_idx.len() as f64;
-    let weights: Vec<f32> = raw.iter().map(|w| (w / mean) as f32).collect();
+    let weights = class_weights(data, &train_idx, k, t.class_weight_power);
     let class_w = Tensor::from_slice(&weights).to_device(device);
     let arch = arch_of(spec);
     if arch.features as usize != data.features {
@@ -287,18 +340,8 @@ pub fn train(
             pb.inc(1);
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        let (val_loss, val_f1, val_f1_records) = if val_idx.is_empty() {
-            (None, None, None)
-        } else {
-            let probs = predict(&model, data, &val_idx, device);
-            let sc = scores(&val_idx, &data.meta, &probs, k, &classes, &spec.scored);
-            let nll: f64 = val_idx
-                .iter()
-                .map(|&i| -(probs[i * k + data.meta[i].class].max(1e-7) as f64).ln())
-                .sum::<f64>()
-                / val_idx.len() as f64;
-            (Some(nll), sc.windows.macro_f1, sc.records.macro_f1)
-        };
+        let (val_loss, val_f1, val_f1_records) =
+            validate(&model, data, &val_idx, spec, &classes, device);
         let stats = EpochStats {
             epoch,
             lr,
@@ -308,23 +351,7 @@ pub fn train(
             val_macro_f1_records: val_f1_records,
             windows_per_sec: seen as f64 / secs,
         };
-        pb.set_message(format!(
-            "epoch {epoch}/{} loss {:.4} val F1 {}",
-            t.epochs,
-            stats.train_loss,
-            val_f1.map_or("-".into(), |f| format!("{f:.3}"))
-        ));
-        if progress {
-            // Printed above the bar on a terminal, and as plain lines into a log file.
-            pb.suspend(|| eprintln!(
-                "epoch {epoch:>3}  lr {lr:.2e}  train loss {:.4}  val loss {}  val macro-F1 windows {} records {}  {:.0} windows/s",
-                stats.train_loss,
-                val_loss.map_or("-".into(), |v| format!("{v:.4}")),
-                val_f1.map_or("-".into(), |f| format!("{f:.4}")),
-                val_f1_records.map_or("-".into(), |f| format!("{f:.4}")),
-                stats.windows_per_sec
-            ));
-        }
+        report_epoch(&pb, progress, t.epochs, &stats);
         history.push(stats);
         let chosen = if t.select_on == "records" {
             val_f1_records
