@@ -13,8 +13,8 @@ use ecgfed_ledger::state::MemberInfo;
 use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{
-    AllocationCell, CohortSliceCommitted, DataServed, DatasetRegistered, RecordsErased, Role,
-    SubjectKind,
+    AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, DatasetRegistered,
+    RecordsErased, Role, SubjectKind,
 };
 use tonic::Code;
 
@@ -334,6 +334,58 @@ impl Gateway {
             tracing::warn!(slice = %slice_id, index = rec.ledger_index, "reservation rebuilt from its ledger entry");
             return Ok(rec);
         }
+        let cells = self.site_cells(cohort_id, &cohort, seed, allocation)?;
+        let picked = select(&c, cohort_id, cohort.seed, &cells)?;
+        let tree = CommitmentTree::new(picked.iter().map(|&i| &c.rows[i].commitment));
+        let root = tree.root();
+        let index = self
+            .record(Payload::CohortSliceCommitted(CohortSliceCommitted {
+                slice_id: slice_id.clone(),
+                cohort_id: cohort_id.to_string(),
+                site: self.cfg.site.clone(),
+                dataset_id: c.dataset_id.clone(),
+                requester: caller.id.clone(),
+                row_count: picked.len() as u64,
+                slice_root: root.to_vec(),
+                seed: cohort.seed,
+                commitments: picked
+                    .iter()
+                    .map(|&i| c.rows[i].commitment.to_vec())
+                    .collect(),
+            }))
+            .await?;
+        crate::server::fault!("reserve:after-ledger");
+        let rec = SliceRecord {
+            slice_id: slice_id.clone(),
+            cohort_id: cohort_id.to_string(),
+            requester: caller.id.clone(),
+            dataset_id: c.dataset_id.clone(),
+            seed: cohort.seed,
+            segments: picked
+                .iter()
+                .map(|&i| c.rows[i].segment_id.clone())
+                .collect(),
+            commitments: picked
+                .iter()
+                .map(|&i| Hash32(c.rows[i].commitment))
+                .collect(),
+            root: Hash32(root),
+            ledger_index: index,
+        };
+        self.store_slice(&rec)?;
+        tracing::info!(slice = %slice_id, rows = picked.len(), index, "slice reserved");
+        Ok(rec)
+    }
+
+    /// This site's cells of the cohort on the ledger, checked against what the scientist sent
+    /// (`seed` and `allocation`, when given) and against the gateway's slice limit.
+    fn site_cells(
+        &self,
+        cohort_id: &str,
+        cohort: &CohortCreated,
+        seed: u64,
+        allocation: &[AllocationCell],
+    ) -> Result<Vec<AllocationCell>> {
         let cells: Vec<AllocationCell> = cohort
             .allocation
             .iter()
@@ -379,46 +431,7 @@ impl Gateway {
                 ),
             ));
         }
-        let picked = select(&c, cohort_id, cohort.seed, &cells)?;
-        let tree = CommitmentTree::new(picked.iter().map(|&i| &c.rows[i].commitment));
-        let root = tree.root();
-        let index = self
-            .record(Payload::CohortSliceCommitted(CohortSliceCommitted {
-                slice_id: slice_id.clone(),
-                cohort_id: cohort_id.to_string(),
-                site: self.cfg.site.clone(),
-                dataset_id: c.dataset_id.clone(),
-                requester: caller.id.clone(),
-                row_count: picked.len() as u64,
-                slice_root: root.to_vec(),
-                seed: cohort.seed,
-                commitments: picked
-                    .iter()
-                    .map(|&i| c.rows[i].commitment.to_vec())
-                    .collect(),
-            }))
-            .await?;
-        crate::server::fault!("reserve:after-ledger");
-        let rec = SliceRecord {
-            slice_id: slice_id.clone(),
-            cohort_id: cohort_id.to_string(),
-            requester: caller.id.clone(),
-            dataset_id: c.dataset_id.clone(),
-            seed: cohort.seed,
-            segments: picked
-                .iter()
-                .map(|&i| c.rows[i].segment_id.clone())
-                .collect(),
-            commitments: picked
-                .iter()
-                .map(|&i| Hash32(c.rows[i].commitment))
-                .collect(),
-            root: Hash32(root),
-            ledger_index: index,
-        };
-        self.store_slice(&rec)?;
-        tracing::info!(slice = %slice_id, rows = picked.len(), index, "slice reserved");
-        Ok(rec)
+        Ok(cells)
     }
 
     fn stored_slice(&self, slice_id: &str) -> Result<Option<SliceRecord>> {
