@@ -395,8 +395,8 @@ async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
         let bodies: Vec<_> = payloads.into_iter().map(|p| s.body(p)).collect();
         bodies.par_iter().map(|b| s.sign_body(b)).collect()
     };
-    // The scientist's CohortCreated entries go with the hospitals' streams; the ModelTrained
-    // entries follow once every slice is on the ledger, as in a real run.
+    // The scientist's CohortCreated entries go first (a slice is refused before its cohort);
+    // the ModelTrained entries follow once every slice is on the ledger, as in a real run.
     let (created, models): (Vec<_>, Vec<_>) = sign_all("sci", sci, sci_payloads)
         .into_iter()
         .enumerate()
@@ -426,12 +426,12 @@ async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
     };
     let started = Instant::now();
     let url = format!("http://{addr}");
-    // Four streams at once: the three hospitals' and the scientist's cohorts.
+    // The cohorts, then three streams at once: the hospitals' slices and transfers.
+    let mut rejected = push(url.clone(), sci_list, bar.clone()).await?;
     let mut tasks = Vec::new();
-    for list in hosp_lists.into_iter().chain([sci_list]) {
+    for list in hosp_lists {
         tasks.push(tokio::spawn(push(url.clone(), list, bar.clone())));
     }
-    let mut rejected = 0;
     for t in tasks {
         rejected += t.await??;
     }

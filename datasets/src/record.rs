@@ -138,127 +138,12 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
     let mut n_samples = header.n_samples;
     let mut bytes_read = 0u64;
     for (file, idx) in &groups {
-        let first = &header.signals[idx[0]];
-        // As named in the header, for messages; what is opened is checked by `folder.open`.
         let path: PathBuf = dir.join(file);
-        for &i in idx {
-            let s = &header.signals[i];
-            signal::check_supported(s.format, &path)?;
-            if s.format != first.format || s.byte_offset != first.byte_offset {
-                return Err(DatasetError::signal(
-                    &path,
-                    leads[i].clone(),
-                    "signals in one file must share format and byte offset",
-                ));
-            }
-            if s.samples_per_frame != 1 {
-                return Err(DatasetError::signal(
-                    &path,
-                    leads[i].clone(),
-                    format!(
-                        "multi-frequency records ({} samples per frame) are not supported",
-                        s.samples_per_frame
-                    ),
-                ));
-            }
-            if s.skew != 0 {
-                return Err(DatasetError::signal(
-                    &path,
-                    leads[i].clone(),
-                    format!("skew {} is not supported", s.skew),
-                ));
-            }
-        }
-        let header_err = |reason: String| DatasetError::Header {
-            path: hea.clone(),
-            line: first.line,
-            reason,
-        };
-        let opened = folder.open(file).map_err(|e| match e {
-            PathError::Io(io) => DatasetError::io(&path, io),
-            refused => header_err(refused.describe("signal file", file, "the record's folder")),
-        })?;
-        let len = opened.len();
-        let read = |offset: u64, n: u64| opened.read_range(offset, n).map_err(|e| e.at(&path));
-        let is_mat = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("mat"));
-        let offset = first.byte_offset;
-        let mut frames_available = None;
-        if is_mat {
-            let head = read(0, len.min(MAT4_HEADER_MAX))?;
-            let cols = mat4::check_val_matrix(&head, idx.len(), offset, &path)?;
-            frames_available = Some(cols);
-        }
-        let data_len = len.checked_sub(offset).ok_or_else(|| {
-            DatasetError::signal(
-                &path,
-                "*",
-                format!("file is shorter than its byte offset {offset}"),
-            )
-        })?;
-        let frames = match (n_samples, frames_available) {
-            (Some(n), Some(cols)) if n != cols => {
-                return Err(DatasetError::signal(
-                    &path,
-                    "*",
-                    format!(
-                        "header announces {n} samples but the MATLAB matrix has {cols} columns"
-                    ),
-                ));
-            }
-            (Some(n), _) => n,
-            (None, Some(cols)) => cols,
-            (None, None) if len > paths::MAX_FILE_BYTES => {
-                return Err(header_err(format!(
-                    "signal file {file:?} holds {len} bytes and the header gives no sample count: \
-                     without one at most {} bytes are read",
-                    paths::MAX_FILE_BYTES
-                )));
-            }
-            (None, None) => signal::frames_in(first.format, data_len, idx.len()),
-        };
-        // Size checks before any sample byte is read: only the bytes the header needs.
-        let need = signal::bytes_needed(first.format, frames, idx.len()).ok_or_else(|| {
-            DatasetError::signal(
-                &path,
-                "*",
-                format!(
-                    "header announces {frames} samples per signal of {} signals: more bytes than can be addressed",
-                    idx.len()
-                ),
-            )
-        })?;
-        if data_len < need {
-            return Err(DatasetError::signal(
-                &path,
-                "*",
-                format!(
-                    "truncated: header announces {frames} samples per signal ({need} bytes of format {}) but the file holds {data_len} bytes",
-                    first.format
-                ),
-            ));
-        }
-        if need > paths::MAX_FILE_BYTES {
-            return Err(DatasetError::signal(
-                &path,
-                "*",
-                format!(
-                    "header announces {frames} samples per signal ({need} bytes of format {}), more than the {} bytes one file may supply",
-                    first.format,
-                    paths::MAX_FILE_BYTES
-                ),
-            ));
-        }
-        let data = read(offset, need)?;
-        bytes_read += offset + need;
-        n_samples = Some(frames);
-        let initial: Vec<i64> = idx
-            .iter()
-            .map(|&i| header.signals[i].initial_value.unwrap_or(0))
-            .collect();
-        let decoded = signal::decode(first.format, &data, idx.len(), frames, &initial, &path)?;
-        for (&i, d) in idx.iter().zip(decoded) {
+        check_group(&header, &leads, idx, &path)?;
+        let g = read_group(&folder, &header, file, idx, n_samples)?;
+        bytes_read += g.bytes;
+        n_samples = Some(g.frames);
+        for (&i, d) in idx.iter().zip(g.decoded) {
             digital[i] = d;
         }
     }
@@ -311,5 +196,156 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
         n_samples: n_samples.unwrap_or(0),
         bytes_read,
         warnings,
+    })
+}
+
+/// Checks that the signals of one file (`idx`) share format and byte offset and use no
+/// multi-frequency frames or skew.
+fn check_group(header: &Header, leads: &[String], idx: &[usize], path: &Path) -> Result<()> {
+    let first = &header.signals[idx[0]];
+    for &i in idx {
+        let s = &header.signals[i];
+        signal::check_supported(s.format, path)?;
+        if s.format != first.format || s.byte_offset != first.byte_offset {
+            return Err(DatasetError::signal(
+                path,
+                leads[i].clone(),
+                "signals in one file must share format and byte offset",
+            ));
+        }
+        if s.samples_per_frame != 1 {
+            return Err(DatasetError::signal(
+                path,
+                leads[i].clone(),
+                format!(
+                    "multi-frequency records ({} samples per frame) are not supported",
+                    s.samples_per_frame
+                ),
+            ));
+        }
+        if s.skew != 0 {
+            return Err(DatasetError::signal(
+                path,
+                leads[i].clone(),
+                format!("skew {} is not supported", s.skew),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One signal file's samples, decoded: per signal of the group, in order.
+struct GroupRead {
+    decoded: Vec<Vec<i32>>,
+    /// Samples per signal.
+    frames: u64,
+    /// Bytes read from the file (its byte offset included).
+    bytes: u64,
+}
+
+/// Opens signal file `file` of the record's folder (under the rules of `paths`), checks its
+/// size against the header (and against the sample count of an earlier file of the record,
+/// `n_samples`) before reading, and decodes the signals `idx` it holds.
+fn read_group(
+    folder: &paths::Folder,
+    header: &Header,
+    file: &str,
+    idx: &[usize],
+    n_samples: Option<u64>,
+) -> Result<GroupRead> {
+    let hea = &header.path;
+    let first = &header.signals[idx[0]];
+    // As named in the header, for messages; what is opened is checked by `folder.open`.
+    let dir = hea.parent().unwrap_or(Path::new("."));
+    let path: PathBuf = dir.join(file);
+    let header_err = |reason: String| DatasetError::Header {
+        path: hea.clone(),
+        line: first.line,
+        reason,
+    };
+    let opened = folder.open(file).map_err(|e| match e {
+        PathError::Io(io) => DatasetError::io(&path, io),
+        refused => header_err(refused.describe("signal file", file, "the record's folder")),
+    })?;
+    let len = opened.len();
+    let read = |offset: u64, n: u64| opened.read_range(offset, n).map_err(|e| e.at(&path));
+    let is_mat = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mat"));
+    let offset = first.byte_offset;
+    let mut frames_available = None;
+    if is_mat {
+        let head = read(0, len.min(MAT4_HEADER_MAX))?;
+        let cols = mat4::check_val_matrix(&head, idx.len(), offset, &path)?;
+        frames_available = Some(cols);
+    }
+    let data_len = len.checked_sub(offset).ok_or_else(|| {
+        DatasetError::signal(
+            &path,
+            "*",
+            format!("file is shorter than its byte offset {offset}"),
+        )
+    })?;
+    let frames = match (n_samples, frames_available) {
+        (Some(n), Some(cols)) if n != cols => {
+            return Err(DatasetError::signal(
+                &path,
+                "*",
+                format!("header announces {n} samples but the MATLAB matrix has {cols} columns"),
+            ));
+        }
+        (Some(n), _) => n,
+        (None, Some(cols)) => cols,
+        (None, None) if len > paths::MAX_FILE_BYTES => {
+            return Err(header_err(format!(
+                "signal file {file:?} holds {len} bytes and the header gives no sample count: \
+                 without one at most {} bytes are read",
+                paths::MAX_FILE_BYTES
+            )));
+        }
+        (None, None) => signal::frames_in(first.format, data_len, idx.len()),
+    };
+    // Size checks before any sample byte is read: only the bytes the header needs.
+    let need = signal::bytes_needed(first.format, frames, idx.len()).ok_or_else(|| {
+        DatasetError::signal(
+            &path,
+            "*",
+            format!(
+                "header announces {frames} samples per signal of {} signals: more bytes than can be addressed",
+                idx.len()
+            ),
+        )
+    })?;
+    if data_len < need {
+        return Err(DatasetError::signal(
+            &path,
+            "*",
+            format!(
+                "truncated: header announces {frames} samples per signal ({need} bytes of format {}) but the file holds {data_len} bytes",
+                first.format
+            ),
+        ));
+    }
+    if need > paths::MAX_FILE_BYTES {
+        return Err(DatasetError::signal(
+            &path,
+            "*",
+            format!(
+                "header announces {frames} samples per signal ({need} bytes of format {}), more than the {} bytes one file may supply",
+                first.format,
+                paths::MAX_FILE_BYTES
+            ),
+        ));
+    }
+    let data = read(offset, need)?;
+    let initial: Vec<i64> = idx
+        .iter()
+        .map(|&i| header.signals[i].initial_value.unwrap_or(0))
+        .collect();
+    let decoded = signal::decode(first.format, &data, idx.len(), frames, &initial, &path)?;
+    Ok(GroupRead {
+        decoded,
+        frames,
+        bytes: offset + need,
     })
 }
