@@ -103,33 +103,72 @@ pub fn parse_ticket(t: &[u8]) -> Result<String> {
         })
 }
 
-/// The Arrow schema of served rows: the store schema with `patient` replaced by `pseudonym`,
-/// plus `salt`, `commitment`, `leaf_index` and `proof`.
+/// The Arrow schema of served rows: the store schema (`ecgfed_datasets::store::schema`) with
+/// `patient` replaced by `pseudonym`, plus `salt`, `commitment`, `leaf_index` and `proof`.
 pub fn served_schema(metadata: HashMap<String, String>) -> SchemaRef {
-    let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, false)));
     let h32 = DataType::FixedSizeBinary(32);
-    Arc::new(
-        Schema::new(vec![
-            Field::new("segment_id", DataType::Utf8, false),
-            Field::new("record_id", DataType::Utf8, false),
-            Field::new("pseudonym", DataType::Utf8, false),
-            Field::new("site", DataType::Utf8, false),
-            Field::new("source", DataType::Utf8, false),
-            Field::new("fs", DataType::Float32, false),
-            Field::new("leads", list(DataType::Utf8), false),
-            Field::new("start_sample", DataType::UInt64, false),
-            Field::new("n_samples", DataType::UInt32, false),
-            Field::new("signal", list(DataType::Float32), false),
-            Field::new("label", DataType::Utf8, false),
-            Field::new("label_raw", list(DataType::Utf8), false),
-            Field::new("age", DataType::UInt8, true),
-            Field::new("sex", DataType::Utf8, true),
-            Field::new("content_hash", h32.clone(), false),
-            Field::new("salt", h32.clone(), false),
-            Field::new("commitment", h32.clone(), false),
-            Field::new("leaf_index", DataType::UInt64, false),
-            Field::new("proof", list(h32), false),
-        ])
-        .with_metadata(metadata),
-    )
+    let mut fields: Vec<Field> = ecgfed_datasets::store::schema()
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "patient" => Field::new("pseudonym", f.data_type().clone(), f.is_nullable()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    fields.extend([
+        Field::new("salt", h32.clone(), false),
+        Field::new("commitment", h32.clone(), false),
+        Field::new("leaf_index", DataType::UInt64, false),
+        Field::new(
+            "proof",
+            DataType::List(Arc::new(Field::new_list_field(h32, false))),
+            false,
+        ),
+    ]);
+    Arc::new(Schema::new(fields).with_metadata(metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The served columns, in order, as docs/flight.md "Served rows" lists them: the store's
+    /// with `patient` replaced by `pseudonym`, then the four proof columns.
+    #[test]
+    fn served_schema_is_the_documented_one() {
+        let s = served_schema(HashMap::new());
+        let names: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "segment_id",
+                "record_id",
+                "pseudonym",
+                "site",
+                "source",
+                "fs",
+                "leads",
+                "start_sample",
+                "n_samples",
+                "signal",
+                "label",
+                "label_raw",
+                "age",
+                "sex",
+                "content_hash",
+                "salt",
+                "commitment",
+                "leaf_index",
+                "proof"
+            ]
+        );
+        let pseudonym = s.field_with_name("pseudonym").unwrap();
+        assert_eq!(pseudonym.data_type(), &DataType::Utf8);
+        assert!(!pseudonym.is_nullable());
+        assert!(s.field_with_name("age").unwrap().is_nullable());
+        assert_eq!(
+            s.field_with_name("commitment").unwrap().data_type(),
+            &DataType::FixedSizeBinary(32)
+        );
+    }
 }

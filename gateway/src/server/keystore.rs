@@ -89,9 +89,7 @@ impl KeyStore {
             .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let mut db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| {
-            // RocksDB reports its LOCK file held by another process as an I/O error naming
-            // the lock; nothing else distinguishes it.
-            let held = e.kind() == rocksdb::ErrorKind::IOError && e.to_string().contains("lock");
+            let held = e.kind() == rocksdb::ErrorKind::IOError && lock_held(e.as_ref());
             let (path, source) = (path.clone(), e.into());
             if held {
                 GatewayError::KeyStoreInUse { path, source }
@@ -396,6 +394,14 @@ fn nonce_key(ts_ms: i64, member: &str, nonce: u64) -> Vec<u8> {
     key
 }
 
+/// Whether a RocksDB I/O error says its LOCK file is held: by another process ("While lock
+/// file: ...") or by this one ("lock hold by current process"). RocksDB has no error code for
+/// it, so its two messages are matched, never a bare "lock": a folder named `blocks` must not
+/// pass for a running gateway.
+fn lock_held(message: &str) -> bool {
+    message.contains("While lock file") || message.contains("lock hold by current process")
+}
+
 /// Meta keys of queued erasures: `erasing/` ‖ 20-digit sequence number.
 const ERASING_PREFIX: &str = "erasing/";
 /// Prefix of the earlier tombstone format (patient id in clear).
@@ -442,6 +448,20 @@ mod tests {
         let e = KeyStore::open(dir.path()).err().unwrap();
         assert!(matches!(e, GatewayError::KeyStoreInUse { .. }), "{e:?}");
         assert!(e.to_string().contains("gateway running"), "{e}");
+    }
+
+    /// A key store that cannot be opened for another reason is not "in use", even when its
+    /// path says "lock" (`gateway erase` would otherwise look for a running gateway).
+    #[test]
+    fn a_broken_key_store_is_not_taken_for_one_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = dir.path().join("blocks");
+        std::fs::create_dir_all(&blocks).unwrap();
+        // RocksDB's CURRENT file is a folder: an I/O error naming the path, not the lock.
+        std::fs::create_dir_all(blocks.join("keystore").join("CURRENT")).unwrap();
+        let e = KeyStore::open(&blocks).err().unwrap();
+        assert!(matches!(e, GatewayError::KeyStore { .. }), "{e:?}");
+        assert!(!e.to_string().contains("gateway running"), "{e}");
     }
 
     /// Issue 23, item 7: expired request nonces are pruned by time (at most every ten

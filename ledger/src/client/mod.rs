@@ -357,8 +357,7 @@ impl LedgerClient {
             let g = self.entry(0).await?;
             let (body_bytes, sig) =
                 entry::decode_stored(&g.stored).map_err(|e| verr(format!("entry 0: {e}")))?;
-            let body = entry::decode_body(body_bytes).map_err(|e| verr(format!("entry 0: {e}")))?;
-            let state = State::from_genesis(&body, sig, body_bytes)
+            let state = State::from_genesis(&g.body, sig, body_bytes)
                 .map_err(|r| verr(format!("entry 0 (genesis): {}", r.message)))?;
             if state.origin != self.origin {
                 return Err(verr(format!(

@@ -3,6 +3,8 @@
 //! cohort or slice entry an id stands for, held to the ledger's own rules (docs/ledger.md,
 //! "Submission checks").
 
+use std::collections::HashMap;
+
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{CohortCreated, CohortSliceCommitted, Role, Subject, SubjectKind};
 
@@ -101,6 +103,8 @@ impl LedgerClient {
     ) -> Result<(u64, CohortSliceCommitted), ClientError> {
         let mut found: Option<(u64, CohortSliceCommitted)> = None;
         let mut refused = Vec::new();
+        // Each cohort looked up once, however many entries claim the slice id.
+        let mut cohorts: HashMap<String, Option<(u64, CohortCreated)>> = HashMap::new();
         for e in self
             .entries_naming(SubjectKind::Slice, slice_id, 0, 0)
             .await?
@@ -119,7 +123,15 @@ impl LedgerClient {
                     e.signer.id, s.site
                 ))
             } else {
-                match self.cohort(&s.cohort_id).await? {
+                let cohort = match cohorts.get(&s.cohort_id) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = self.cohort(&s.cohort_id).await?;
+                        cohorts.insert(s.cohort_id.clone(), c.clone());
+                        c
+                    }
+                };
+                match cohort {
                     None => Some(format!("cohort {} is not on the ledger", s.cohort_id)),
                     Some((_, c)) => state::cohort_info(&c)
                         .and_then(|info| state::check_slice_of(&s, &info))
