@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch baseline of the trainer's training loop (the same architecture as
-trainer/src/model.rs, the same loss, optimiser and schedule), for `ecgfed train-bench`.
+trainer/src/model.rs, the same loss, optimiser and schedule), for `ecgfed-bench train`.
 
 Run with the torch of .venv-torch, which carries the same libtorch as the Rust build:
 

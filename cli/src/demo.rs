@@ -5,14 +5,12 @@
 //! docker-compose topology (deploy/). Every step runs the same `ecgfed` subcommands a person
 //! would; this module only wires them.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use ecgfed_testkit::procs::{self, Procs, self_exe};
 use serde::Deserialize;
 
 use crate::audit::{LedgerArgs, model_id_of, write_report};
@@ -178,11 +176,11 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
     };
     say(&format!("state in {}", data.display()));
     setup(&topo, &cohort, &sample_root, &data, &mut |m| say(m))?;
-    let procs = Procs::default();
-    procs.on_interrupt()?;
+    let procs = Procs::new(self_exe()?);
+    stop_on_interrupt(&procs)?;
     let outcome = run_federation(&topo, &data, &procs, &say);
     procs.stop_all();
-    if procs.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+    if procs.interrupted() {
         // Interrupted: the step that failed was stopped on purpose; everything is down.
         std::process::exit(130);
     }
@@ -290,19 +288,7 @@ fn loopback(t: &mut Topology) -> Result<()> {
 
 /// Runs `ecgfed ARGS` to completion, capturing its output; fails with its standard error.
 fn ecgfed(args: &[&str]) -> Result<String> {
-    let exe = self_exe()?;
-    let o = Command::new(exe)
-        .args(args)
-        .output()
-        .with_context(|| format!("running ecgfed {}", args.join(" ")))?;
-    if !o.status.success() {
-        bail!(
-            "ecgfed {} failed:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim_end()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    procs::output(&self_exe()?, args, &[])
 }
 
 fn s(p: &Path) -> &str {
@@ -418,126 +404,17 @@ fn setup(
     Ok(())
 }
 
-/// Child processes to stop at the end or on Ctrl-C: the servers, and the pid of the step
-/// running in the foreground (training).
-#[derive(Default, Clone)]
-pub(crate) struct Procs {
-    /// The servers started, to stop at the end.
-    servers: Arc<Mutex<Vec<Child>>>,
-    /// The pid of the step running in the foreground, if any.
-    foreground: Arc<Mutex<Option<u32>>>,
-    /// Set when Ctrl-C (or SIGTERM) asked everything to stop.
-    interrupted: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// This program, to start again as a child: `/proc/self/exe` where it exists, so that a
-/// binary replaced on disk while running (a rebuild) still starts itself, not the new build
-/// or nothing.
-pub(crate) fn self_exe() -> Result<PathBuf> {
-    let proc_self = PathBuf::from("/proc/self/exe");
-    if proc_self.exists() {
-        return Ok(proc_self);
-    }
-    std::env::current_exe().context("locating the ecgfed binary")
-}
-
-/// SIGTERM to `pid`.
-fn terminate(pid: u32) {
-    // SAFETY: kill(2) on the pid of a child this process spawned and has not reaped.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
-}
-
-impl Procs {
-    /// Starts `ecgfed ARGS` (a server, its standard error into `log`) and waits for its
-    /// `listening on ADDR` line.
-    pub(crate) fn serve(&self, args: &[&str], log: &Path) -> Result<String> {
-        let exe = self_exe()?;
-        if let Some(d) = log.parent() {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        let err =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting ecgfed {}", args.join(" ")))?;
-        let out = child.stdout.take().context("no standard output")?;
-        self.servers
-            .lock()
-            .map_err(|_| anyhow::anyhow!("lock"))?
-            .push(child);
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .with_context(|| format!("ecgfed {}", args.join(" ")))?;
-        match line.trim().strip_prefix("listening on ") {
-            Some(a) => Ok(a.to_string()),
-            None => bail!(
-                "ecgfed {} did not start (said {line:?}; its log: {})",
-                args.join(" "),
-                log.display()
-            ),
-        }
-    }
-
-    /// The process id of the server started last.
-    #[cfg(feature = "bench")]
-    pub(crate) fn last_pid(&self) -> Option<u32> {
-        self.servers.lock().ok()?.last().map(|c| c.id())
-    }
-
-    /// Runs `ecgfed ARGS` in the foreground (standard output discarded) until it ends.
-    fn run(&self, args: &[&str]) -> Result<std::process::ExitStatus> {
-        let exe = self_exe()?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting ecgfed {}", args.join(" ")))?;
-        if let Ok(mut f) = self.foreground.lock() {
-            *f = Some(child.id());
-        }
-        let status = child.wait();
-        if let Ok(mut f) = self.foreground.lock() {
-            *f = None;
-        }
-        status.with_context(|| format!("ecgfed {}", args.join(" ")))
-    }
-
-    /// SIGTERM to the foreground step and every server, then wait for each server.
-    pub(crate) fn stop_all(&self) {
-        if let Some(pid) = self.foreground.lock().ok().and_then(|f| *f) {
-            terminate(pid);
-        }
-        let Ok(mut v) = self.servers.lock() else {
-            return;
-        };
-        for c in v.iter() {
-            terminate(c.id());
-        }
-        for mut c in v.drain(..) {
-            let _ = c.wait();
-        }
-    }
-
-    /// On SIGINT/SIGTERM: stop every child, then exit with status 130.
-    fn on_interrupt(&self) -> Result<()> {
-        let me = self.clone();
-        let rt = runtime()?;
-        std::thread::spawn(move || {
-            rt.block_on(crate::ledger::shutdown_signal("demo"));
-            me.interrupted
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!("demo: interrupted, stopping the federation");
-            me.stop_all();
-            std::process::exit(130);
-        });
-        Ok(())
-    }
+/// On SIGINT/SIGTERM: stop every child of `procs`, then exit with status 130.
+fn stop_on_interrupt(procs: &Procs) -> Result<()> {
+    let procs = procs.clone();
+    let rt = runtime()?;
+    std::thread::spawn(move || {
+        rt.block_on(crate::ledger::shutdown_signal("demo"));
+        eprintln!("demo: interrupted, stopping the federation");
+        procs.interrupt();
+        std::process::exit(130);
+    });
+    Ok(())
 }
 
 struct Summary {

@@ -86,29 +86,6 @@ pub(crate) enum GatewayCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark: verified cohort pull over loopback against a plain Flight server sending
-    /// the same batches, in the same run.
-    Bench {
-        /// Folder of ECG records to ingest as the bench site.
-        #[arg(long, default_value = "datasets/sample")]
-        input: PathBuf,
-        /// Timed rounds of each (medians are reported).
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Rows per Arrow record batch served by the gateway.
-        #[arg(long, default_value_t = 256)]
-        batch_rows: usize,
-        /// Then the load phase: this many verified pulls at once of one slice from a gateway in
-        /// its own process, with its peak memory (0: skip).
-        #[arg(long, default_value_t = 0)]
-        concurrent: usize,
-        /// Rows of the load phase's slice (the input is repeated until there are enough).
-        #[arg(long, default_value_t = 100_000)]
-        slice_rows: u64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
     /// Print the signature headers of one DoGet for a plain Arrow Flight client (JSON).
     SignDoGet {
         /// Member id.
@@ -231,10 +208,6 @@ pub(crate) fn run(cmd: GatewayCommand) -> Result<()> {
                 out,
                 json,
             } => pull(who, &slice, &ledger, &trust, out, json).await,
-            // With the bench kit built in, main runs `gateway bench` (crate::gateway_bench).
-            GatewayCommand::Bench { .. } => bail!(
-                "this ecgfed was built without the bench kit (its plain Flight baseline is not part of a shipped binary): cargo run --release -p ecgfed --features bench -- gateway bench"
-            ),
             GatewayCommand::SignDoGet {
                 member,
                 key,

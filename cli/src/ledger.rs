@@ -1,4 +1,4 @@
-//! `ecgfed ledger ...`: genesis, init, serve, bench.
+//! `ecgfed ledger ...`: genesis, init, serve.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -4,19 +4,11 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod audit;
-mod audit_bench;
-#[cfg(feature = "bench")]
-mod bench_ledger;
 mod datasets;
 mod demo;
 mod gateway;
-#[cfg(feature = "bench")]
-mod gateway_bench;
-#[cfg(feature = "bench")]
-mod gateway_load;
 mod keys;
 mod ledger;
-mod ledger_bench;
 mod trainer;
 
 use std::path::PathBuf;
@@ -37,21 +29,21 @@ enum Command {
     /// on loopback over the embedded sample, a balanced cohort trained briefly, the ledger
     /// verified, the audit report written; then everything is shut down.
     Demo(demo::DemoArgs),
-    /// Site stores: ingest ECG files, summarise, inspect, count strata, benchmark readers.
+    /// Site stores: ingest ECG files, summarise, inspect, count strata.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
     /// Member keys: BLS12-381 key pairs for ledger identities.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// The ledger: genesis, init, serve, bench.
+    /// The ledger: genesis, init, serve.
     #[command(subcommand)]
-    Ledger(LedgerCli),
+    Ledger(ledger::LedgerCommand),
     /// Gateways: serve a hospital's site store, erase a patient, strata, reserve, verified pulls.
     #[command(subcommand)]
     Gateway(gateway::GatewayCommand),
     /// Audit: verify a ledger offline or against a live server.
     #[command(subcommand)]
-    Audit(AuditCli),
+    Audit(audit::AuditCommand),
     /// Cohorts: plan a cohort over the gateways' strata and record it (CohortCreated).
     #[command(subcommand)]
     Cohort(trainer::CohortCommand),
@@ -73,9 +65,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Training throughput of the tch loop against the same network in PyTorch
-    /// (bench/torch_baseline.py, same libtorch), in the same invocation.
-    TrainBench(trainer::BenchArgs),
     /// Classify WFDB/.mat records from disk with a saved model.
     Predict {
         /// Model folder written by `ecgfed train`.
@@ -88,24 +77,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// `ecgfed ledger`: the ledger's commands, and its load generator.
-#[derive(Subcommand)]
-enum LedgerCli {
-    #[command(flatten)]
-    Run(ledger::LedgerCommand),
-    #[command(flatten)]
-    Bench(ledger_bench::LedgerBench),
-}
-
-/// `ecgfed audit`: the auditor's commands, and the lineage query bench.
-#[derive(Subcommand)]
-enum AuditCli {
-    #[command(flatten)]
-    Run(audit::AuditCommand),
-    #[command(flatten)]
-    Bench(audit_bench::AuditBench),
 }
 
 /// The version line: the package version, and the test machinery compiled in, if any (a
@@ -144,13 +115,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Datasets(c) => datasets::run(c),
         Command::Keys(c) => keys::run(c),
-        Command::Ledger(LedgerCli::Run(c)) => ledger::run(c),
-        Command::Ledger(LedgerCli::Bench(b)) => b.run(),
-        #[cfg(feature = "bench")]
-        Command::Gateway(c @ gateway::GatewayCommand::Bench { .. }) => gateway_bench::command(c),
+        Command::Ledger(c) => ledger::run(c),
         Command::Gateway(c) => gateway::run(c),
-        Command::Audit(AuditCli::Run(c)) => audit::run(c),
-        Command::Audit(AuditCli::Bench(b)) => b.run(),
+        Command::Audit(c) => audit::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Cohort(c) => trainer::run_cohort(c),
         Command::Train {
@@ -160,7 +127,6 @@ fn main() -> std::process::ExitCode {
             federation,
             json,
         } => trainer::run_train_cmd(spec, out, device, federation, json),
-        Command::TrainBench(a) => trainer::run_bench(a),
         Command::Predict {
             model,
             records,

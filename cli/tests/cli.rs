@@ -1,4 +1,4 @@
-//! The `ecgfed datasets` commands (and keys, the lineage bench) as a user runs them: real
+//! The `ecgfed datasets` commands (and keys) as a user runs them: real
 //! binary, real files, exit codes and documented JSON.
 
 use std::path::{Path, PathBuf};
@@ -216,51 +216,6 @@ fn keys_generate_writes_a_0600_file_once() {
     let again = ecgfed(&["keys", "generate", "--out", s(&key)]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("File exists"));
-}
-
-/// `audit bench` end to end at a small size: fills a ledger through the service, times the
-/// lineage queries against `ledger serve` in its own process, and times a kept folder again
-/// without filling.
-#[test]
-fn audit_bench_fills_times_and_reuses_a_kept_ledger() {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let keep = tmp.path().join("bench");
-    let run = || {
-        json(&ecgfed(&[
-            "audit",
-            "bench",
-            "--entries",
-            "100",
-            "--queries",
-            "20",
-            "--keep",
-            s(&keep),
-            "--json",
-        ]))
-    };
-    let first = run();
-    // Genesis and three registrations, then (100 - 4) / 8 = 12 cohorts of eight entries.
-    assert_eq!(first["entries"], 100);
-    assert_eq!(first["queries"], 20);
-    let (p50, p99) = (
-        first["remote_p50_ms"].as_f64().unwrap(),
-        first["remote_p99_ms"].as_f64().unwrap(),
-    );
-    assert!(p50 > 0.0 && p99 >= p50, "p50 {p50} p99 {p99}");
-    assert!(first["store_p50_ms"].as_f64().unwrap() > 0.0);
-    let key = std::fs::metadata(keep.join("ledger.key")).unwrap();
-    assert_eq!(key.permissions().mode() & 0o777, 0o600);
-    assert!(
-        std::fs::read_to_string(keep.join("serve.log"))
-            .unwrap()
-            .contains("serving 100 entries"),
-        "the queries went to a separate ledger serve process"
-    );
-    // The kept ledger is timed again, not filled again.
-    let again = run();
-    assert_eq!(again["entries"], 100);
-    assert_eq!(again["fill_seconds"], first["fill_seconds"]);
 }
 
 /// Issue 23, item 9: `ecgfed --version` names the test machinery a build contains. This test

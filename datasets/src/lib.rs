@@ -12,7 +12,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod annotation;
-pub mod bench;
 pub mod demographics;
 pub mod error;
 #[cfg(feature = "fault-injection")]

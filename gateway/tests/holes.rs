@@ -167,7 +167,10 @@ async fn a_member_the_hospitals_did_not_approve_is_refused() {
     let (m, bytes) = member("sci3", Role::Scientist, &sci3);
     let mut msg = ADMIT_DST.to_vec();
     msg.extend_from_slice(&bytes);
-    let sigs = [fed.keys["hosp-a"].sign(&msg), fed.keys["hosp-b"].sign(&msg)];
+    let sigs = [
+        fed.members.key("hosp-a").sign(&msg),
+        fed.members.key("hosp-b").sign(&msg),
+    ];
     let admit = fed
         .entry_signer("hosp-a")
         .sign(Payload::MemberAdmitted(MemberAdmitted {

@@ -8,7 +8,6 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod bench;
 pub mod cohort;
 pub mod data;
 pub mod datasheet;

@@ -16,11 +16,10 @@ use ecgfed_gateway::server::config::{GatewayConfig, LedgerConfig, Policy};
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
-use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
-use ecgfed_ledger::keys::KeyPair;
-use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{AllocationCell, CohortCreated, StrataDimension};
+use ecgfed_testkit::local::TestLedger;
+use ecgfed_testkit::members::Members;
 
 pub(crate) const ORIGIN: &str = "ecgfed.test/gateway";
 pub(crate) const SITES: [&str; 2] = ["site-a", "site-b"];
@@ -42,17 +41,11 @@ pub(crate) struct Fed {
     pub tmp: tempfile::TempDir,
     pub ledger: Arc<Ledger>,
     pub ledger_addr: String,
-    pub ledger_key: KeyPair,
-    pub keys: std::collections::HashMap<String, KeyPair>,
+    pub members: Members,
     pub trust: PathBuf,
     pub cfgs: Vec<GatewayConfig>,
     pub gateways: Vec<Option<Running>>,
-}
-
-fn key_file(dir: &Path, name: &str, k: &KeyPair) -> PathBuf {
-    let p = dir.join(format!("{name}.key"));
-    k.write_file(&p).unwrap();
-    p
+    served: TestLedger,
 }
 
 impl Fed {
@@ -60,42 +53,12 @@ impl Fed {
     pub(crate) async fn start(policy: Policy) -> Fed {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let mut keys = std::collections::HashMap::new();
-        for n in ["ledger", "hosp-a", "hosp-b", "sci", "sci2"] {
-            keys.insert(n.to_string(), KeyPair::generate());
-        }
-        let members = vec![
-            GenesisMember::for_key("ledger", "ledger", "", &keys["ledger"]),
-            GenesisMember::for_key("hosp-a", "hospital", "site-a", &keys["hosp-a"]),
-            GenesisMember::for_key("hosp-b", "hospital", "site-b", &keys["hosp-b"]),
-            GenesisMember::for_key("sci", "scientist", "", &keys["sci"]),
-            GenesisMember::for_key("sci2", "scientist", "", &keys["sci2"]),
-        ];
-        let g = GenesisFile {
-            origin: ORIGIN.into(),
-            max_clock_skew_ms: 0,
-            members,
-        };
-        let ledger_key = keys["ledger"].clone();
-        let ldb = dir.join("ledger");
-        let cp = Ledger::init(&ldb, &g, &ledger_key).unwrap();
-        let trust = dir.join("trust.json");
-        TrustFile {
-            origin: cp.origin.clone(),
-            ledger_public_key: ledger_key.public().to_hex(),
-            checkpoint: cp.sign(&ledger_key),
-        }
-        .write(&trust)
-        .unwrap();
-        let ledger = Ledger::open(&ldb, ledger_key.clone()).unwrap();
-        let (ll, laddr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        tokio::spawn(ecgfed_ledger::service::serve(
-            Arc::clone(&ledger),
-            ll,
-            std::future::pending(),
-        ));
+        let members = Members::new(ORIGIN)
+            .hospital("hosp-a", "site-a")
+            .hospital("hosp-b", "site-b")
+            .scientist("sci")
+            .scientist("sci2");
+        let served = TestLedger::start(dir, &members).await.unwrap();
         let mut cfgs = Vec::new();
         for (site, member) in SITES.iter().zip(["hosp-a", "hosp-b"]) {
             let store = dir.join(format!("store-{site}"));
@@ -107,14 +70,14 @@ impl Fed {
             cfgs.push(GatewayConfig {
                 site: site.to_string(),
                 member: member.into(),
-                key_file: key_file(dir, member, &keys[member]),
+                key_file: members.write_key(member, dir).unwrap(),
                 store,
                 data: dir.join(format!("gw-{site}")),
                 dataset_id: None,
                 listen: "127.0.0.1:0".parse().unwrap(),
                 ledger: LedgerConfig {
-                    address: laddr.to_string(),
-                    trust: trust.clone(),
+                    address: served.addr(),
+                    trust: served.trust.clone(),
                 },
                 k: 2,
                 age_edges: vec![20, 40, 60, 80],
@@ -124,13 +87,13 @@ impl Fed {
         }
         let mut fed = Fed {
             tmp,
-            ledger,
-            ledger_addr: laddr.to_string(),
-            ledger_key,
-            keys,
-            trust,
+            ledger: Arc::clone(&served.served.ledger),
+            ledger_addr: served.addr(),
+            trust: served.trust.clone(),
+            members,
             cfgs,
             gateways: vec![None, None],
+            served,
         };
         for i in 0..2 {
             fed.start_gateway(i).await.unwrap();
@@ -192,7 +155,7 @@ impl Fed {
     }
 
     pub(crate) fn signer(&self, member: &str) -> Arc<RequestSigner> {
-        Arc::new(RequestSigner::new(member, self.keys[member].clone()))
+        self.members.request_signer(member)
     }
 
     pub(crate) async fn client(&self, i: usize, member: &str) -> GatewayClient {
@@ -202,16 +165,11 @@ impl Fed {
     }
 
     pub(crate) async fn ledger_client(&self) -> LedgerClient {
-        let (_, cp, key) = TrustFile::read(&self.trust).unwrap();
-        let mut c = LedgerClient::connect(&self.ledger_addr, &cp.origin.clone(), key, Some(cp))
-            .await
-            .unwrap();
-        c.update_checkpoint().await.unwrap();
-        c
+        self.served.client(&self.members).await.unwrap()
     }
 
     pub(crate) fn entry_signer(&self, member: &str) -> EntrySigner {
-        EntrySigner::new(member, self.keys[member].clone())
+        self.members.signer(member)
     }
 
     /// Creates cohort `id` for `who`, taking `take` segments (0: all) of each of the first

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::entry::EntrySigner;
-use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
+use ecgfed_ledger::genesis::GenesisFile;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_proto::v1::{CohortCreated, DatasetRegistered, ModelTrained, entry_body::Payload};
+use ecgfed_testkit::members::Members;
 
 /// A fresh ledger and its members' signers.
 pub(crate) struct Fixture {
@@ -29,39 +30,26 @@ impl Fixture {
     pub(crate) fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
-        let ledger_key = KeyPair::generate();
-        let hk: Vec<KeyPair> = (0..3).map(|_| KeyPair::generate()).collect();
-        let sk = KeyPair::generate();
-        let rk = KeyPair::generate();
-        let mut members = vec![GenesisMember::for_key("ledger", "ledger", "", &ledger_key)];
-        for (i, k) in hk.iter().enumerate() {
-            members.push(GenesisMember::for_key(
-                &format!("hospital-{i}"),
-                "hospital",
-                &format!("site-{i}"),
-                k,
-            ));
-        }
-        members.push(GenesisMember::for_key("scientist", "scientist", "", &sk));
-        members.push(GenesisMember::for_key("regulator", "regulator", "", &rk));
-        let genesis = GenesisFile {
-            origin: ORIGIN.into(),
-            max_clock_skew_ms: 60_000,
-            members,
-        };
+        let members = (0..3)
+            .fold(Members::new(ORIGIN), |m, i| {
+                m.hospital(&format!("hospital-{i}"), &format!("site-{i}"))
+            })
+            .scientist("scientist")
+            .regulator("regulator")
+            .max_clock_skew_ms(60_000);
+        let genesis = members.genesis();
+        let ledger_key = members.ledger_key().clone();
         Ledger::init(&db, &genesis, &ledger_key).unwrap();
         Fixture {
             dir,
             db,
             ledger_key,
             genesis,
-            hospitals: hk
-                .into_iter()
-                .enumerate()
-                .map(|(i, k)| EntrySigner::new(&format!("hospital-{i}"), k))
+            hospitals: (0..3)
+                .map(|i| members.signer(&format!("hospital-{i}")))
                 .collect(),
-            scientist: EntrySigner::new("scientist", sk),
-            regulator: EntrySigner::new("regulator", rk),
+            scientist: members.signer("scientist"),
+            regulator: members.signer("regulator"),
         }
     }
 

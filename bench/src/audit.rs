@@ -1,4 +1,4 @@
-//! `ecgfed audit bench`: lineage query latency over a large ledger. Generates a federation's
+//! `ecgfed-bench audit`: lineage query latency over a large ledger. Generates a federation's
 //! history through the real gRPC service (three hospitals registering datasets; per cohort a
 //! CohortCreated, three CohortSliceCommitted with their commitments, three DataServed and a
 //! ModelTrained — eight entries), compacts the store, then times `model → sources` lineage
@@ -16,7 +16,6 @@ use ecgfed_audit::source::{RemoteSource, Source, StoreSource};
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
-use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::log::MemoryLog;
 use ecgfed_proto::v1::entry_body::Payload;
@@ -29,7 +28,11 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use tokio_stream::StreamExt;
 
-use crate::ledger_bench::{LocalLedger, percentile};
+use ecgfed_testkit::local::LocalLedger;
+use ecgfed_testkit::members::Members;
+use ecgfed_testkit::procs::{Procs, self_exe};
+
+use crate::percentile;
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 const ROWS: u64 = 4;
@@ -144,39 +147,28 @@ struct Kept {
     compact_seconds: f64,
 }
 
-/// `ecgfed audit bench` (flattened into `ecgfed audit`'s subcommands by main).
-#[derive(clap::Subcommand)]
-pub(crate) enum AuditBench {
-    /// Lineage query latency over a large ledger filled through the real service
-    /// (model → sources, through the verifying client; the offline store as baseline).
-    Bench {
-        /// Ledger entries to generate (rounded to whole cohorts of 8 entries).
-        #[arg(long, default_value_t = 100_000)]
-        entries: u64,
-        /// Timed queries per source.
-        #[arg(long, default_value_t = 1000)]
-        queries: usize,
-        /// Keep the filled ledger in this folder; a later run with the same folder reuses it
-        /// (a settled database) instead of filling again.
-        #[arg(long, value_name = "DIR")]
-        keep: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+/// `ecgfed-bench audit`: lineage query latency over a large ledger filled through the real
+/// service (model → sources, through the verifying client; the offline store as baseline).
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// Ledger entries to generate (rounded to whole cohorts of 8 entries).
+    #[arg(long, default_value_t = 100_000)]
+    entries: u64,
+    /// Timed queries per source.
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    /// Keep the filled ledger in this folder; a later run with the same folder reuses it
+    /// (a settled database) instead of filling again.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-impl AuditBench {
-    /// Runs it.
-    pub(crate) fn run(self) -> Result<()> {
-        let AuditBench::Bench {
-            entries,
-            queries,
-            keep,
-            json,
-        } = self;
-        crate::ledger::runtime()?.block_on(run(entries, queries.max(1), keep, json))
-    }
+/// Runs `ecgfed-bench audit`.
+pub fn command(a: AuditArgs) -> Result<()> {
+    crate::runtime()?.block_on(run(a.entries, a.queries.max(1), a.keep, a.json))
 }
 
 /// Runs the benchmark: `entries` ledger entries (rounded to whole cohorts), `queries` timed
@@ -186,19 +178,14 @@ impl AuditBench {
 /// of its own, as a client and a deployed ledger that did not generate a million signed
 /// entries would see them. A later run with the same
 /// `keep` folder times the queries on the kept ledger again without filling.
-pub(crate) async fn run(
-    entries: u64,
-    queries: usize,
-    keep: Option<PathBuf>,
-    json: bool,
-) -> Result<()> {
+async fn run(entries: u64, queries: usize, keep: Option<PathBuf>, json: bool) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = match &keep {
         Some(d) => d.clone(),
         None => tmp.path().join("bench-ledger"),
     };
     std::fs::create_dir_all(&dir)?;
-    let db = crate::ledger::db_path(&dir);
+    let db = dir.join("db");
     let meta = dir.join("bench.json");
     if !meta.exists() {
         let (kept, key) = fill(&db, entries, json).await?;
@@ -211,15 +198,9 @@ pub(crate) async fn run(
             kept.entries as f64 / kept.fill_seconds,
             kept.compact_seconds
         );
-        let mut child = std::process::Command::new(crate::demo::self_exe()?);
+        let mut child = std::process::Command::new(self_exe()?);
         child
-            .args([
-                "audit",
-                "bench",
-                "--queries",
-                &queries.to_string(),
-                "--keep",
-            ])
+            .args(["audit", "--queries", &queries.to_string(), "--keep"])
             .arg(&dir);
         if json {
             child.arg("--json");
@@ -252,7 +233,7 @@ async fn time(
 ) -> Result<()> {
     let cohorts = kept.cohorts;
     // The real ledger service, as deployed: `ecgfed ledger serve` in its own process.
-    let procs = crate::demo::Procs::default();
+    let procs = Procs::new(crate::ecgfed_exe()?);
     let addr = procs.serve(
         &[
             "ledger",
@@ -337,29 +318,17 @@ const WARMUP: usize = 50;
 /// Fills a new ledger at `db` with about `entries` entries through the real service; returns
 /// what was filled and the ledger's key.
 async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
-    let ledger_key = KeyPair::generate();
-    let sci = KeyPair::generate();
-    let hosp: Vec<KeyPair> = SITES.iter().map(|_| KeyPair::generate()).collect();
-    let mut members = vec![
-        GenesisMember::for_key("ledger", "ledger", "", &ledger_key),
-        GenesisMember::for_key("sci", "scientist", "", &sci),
-    ];
-    for (i, s) in SITES.iter().enumerate() {
-        members.push(GenesisMember::for_key(
-            &format!("hosp-{i}"),
-            "hospital",
-            s,
-            &hosp[i],
-        ));
-    }
     // Entries are signed up front (minutes for a million), so the bench ledger accepts a day
     // of clock skew instead of the default five minutes.
-    let g = GenesisFile {
-        origin: ORIGIN.into(),
-        max_clock_skew_ms: 86_400_000,
-        members,
-    };
-    Ledger::init(db, &g, &ledger_key)?;
+    let members = SITES
+        .iter()
+        .enumerate()
+        .fold(Members::new(ORIGIN).scientist("sci"), |m, (i, site)| {
+            m.hospital(&format!("hosp-{i}"), site)
+        })
+        .max_clock_skew_ms(86_400_000);
+    let ledger_key = members.ledger_key().clone();
+    Ledger::init(db, &members.genesis(), &ledger_key)?;
     let cohorts = (entries.saturating_sub(4) / 8).max(1);
     eprintln!(
         "bench: signing {} entries ({cohorts} cohorts) ...",
@@ -390,24 +359,23 @@ async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
             all.extend(part);
         }
     }
-    let sign_all = |member: &str, key: KeyPair, payloads: Vec<Payload>| -> Vec<SignedEntry> {
-        let mut s = EntrySigner::new(member, key);
+    let sign_all = |member: &str, payloads: Vec<Payload>| -> Vec<SignedEntry> {
+        let mut s: EntrySigner = members.signer(member);
         let bodies: Vec<_> = payloads.into_iter().map(|p| s.body(p)).collect();
         bodies.par_iter().map(|b| s.sign_body(b)).collect()
     };
     // The scientist's CohortCreated entries go first (a slice is refused before its cohort);
     // the ModelTrained entries follow once every slice is on the ledger, as in a real run.
-    let (created, models): (Vec<_>, Vec<_>) = sign_all("sci", sci, sci_payloads)
+    let (created, models): (Vec<_>, Vec<_>) = sign_all("sci", sci_payloads)
         .into_iter()
         .enumerate()
         .partition(|(i, _)| i % 2 == 0);
     let sci_list: Vec<SignedEntry> = created.into_iter().map(|x| x.1).collect();
     let model_list: Vec<SignedEntry> = models.into_iter().map(|x| x.1).collect();
-    let hosp_lists: Vec<Vec<SignedEntry>> = hosp
+    let hosp_lists: Vec<Vec<SignedEntry>> = site_payloads
         .into_iter()
-        .zip(site_payloads)
         .enumerate()
-        .map(|(i, (k, payloads))| sign_all(&format!("hosp-{i}"), k, payloads))
+        .map(|(i, payloads)| sign_all(&format!("hosp-{i}"), payloads))
         .collect();
     let ledger = Ledger::open(db, ledger_key.clone())?;
     let server = LocalLedger::start(&ledger).await?;

@@ -1,4 +1,4 @@
-//! `ecgfed ledger bench`: the ledger's load generator ("hammer").
+//! `ecgfed-bench ledger`: the ledger's load generator ("hammer").
 //!
 //! Creates a ledger with one scientist member per client, serves it on a loopback port, and
 //! has every client push pre-signed `ModelTrained` entries through its own SubmitStream with
@@ -11,98 +11,54 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ecgfed_ledger::entry::{self, EntrySigner};
-use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};
-use ecgfed_ledger::keys::{KeyPair, PublicKey, Signature};
+use ecgfed_ledger::entry;
+use ecgfed_ledger::genesis::GenesisFile;
+use ecgfed_ledger::keys::{PublicKey, Signature};
 use ecgfed_ledger::log::{leaf_hash, verify_inclusion};
 use ecgfed_ledger::store::Store;
 use ecgfed_ledger::{Ledger, verify};
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{ModelTrained, SignedEntry, entry_body::Payload};
+use ecgfed_testkit::local::LocalLedger;
+use ecgfed_testkit::members::Members;
 use rayon::prelude::*;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 
-/// The ledger service on a loopback port of this process, until [`LocalLedger::stop`].
-pub(crate) struct LocalLedger {
-    /// Where it listens.
-    pub(crate) addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+/// `ecgfed-bench ledger`: durable, signature-verified entries/s through the gRPC service.
+#[derive(clap::Args)]
+pub struct LedgerArgs {
+    /// Entries to submit.
+    #[arg(long, default_value_t = 50_000)]
+    entries: u64,
+    /// Concurrent clients (each a scientist member with its own SubmitStream).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Unanswered submissions per client (at saturation, latency ≈ clients × window /
+    /// throughput; lower it to see latency under light load).
+    #[arg(long, default_value_t = 512)]
+    window: usize,
+    /// Data directory for the benchmark ledger (default: a temporary directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-impl LocalLedger {
-    /// Serves `ledger` on a free loopback port.
-    pub(crate) async fn start(ledger: &Arc<Ledger>) -> Result<LocalLedger> {
-        let (listener, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(ecgfed_ledger::service::serve(
-            Arc::clone(ledger),
-            listener,
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
-        Ok(LocalLedger { addr, stop, task })
-    }
-
-    /// Stops accepting calls, lets running ones finish, and reports how serving ended.
-    pub(crate) async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
-        self.task.await??;
-        Ok(())
-    }
-}
-
-/// The `p` quantile (0..=1) of sorted values, nearest rank.
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
-
-/// `ecgfed ledger bench` (flattened into `ecgfed ledger`'s subcommands by main).
-#[derive(clap::Subcommand)]
-pub(crate) enum LedgerBench {
-    /// Load generator: durable, signature-verified entries/s through the gRPC service.
-    Bench {
-        /// Entries to submit.
-        #[arg(long, default_value_t = 50_000)]
-        entries: u64,
-        /// Concurrent clients (each a scientist member with its own SubmitStream).
-        #[arg(long, default_value_t = 16)]
-        clients: usize,
-        /// Unanswered submissions per client (at saturation, latency ≈ clients × window /
-        /// throughput; lower it to see latency under light load).
-        #[arg(long, default_value_t = 512)]
-        window: usize,
-        /// Data directory for the benchmark ledger (default: a temporary directory).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-impl LedgerBench {
-    /// Runs it.
-    pub(crate) fn run(self) -> Result<()> {
-        let LedgerBench::Bench {
-            entries,
-            clients,
-            window,
-            data,
-            json,
-        } = self;
-        crate::ledger::runtime()?.block_on(run(entries, clients.max(1), window.max(1), data, json))
-    }
+/// Runs `ecgfed-bench ledger`.
+pub fn command(a: LedgerArgs) -> Result<()> {
+    crate::runtime()?.block_on(run(
+        a.entries,
+        a.clients.max(1),
+        a.window.max(1),
+        a.data,
+        a.json,
+    ))
 }
 
 /// Runs the benchmark.
-pub(crate) async fn run(
+async fn run(
     entries: u64,
     clients: usize,
     window: usize,
@@ -112,32 +68,20 @@ pub(crate) async fn run(
     let tmp = tempfile::tempdir()?;
     let dir = data.unwrap_or_else(|| tmp.path().join("bench-ledger"));
     std::fs::create_dir_all(&dir)?;
-    let db = crate::ledger::db_path(&dir);
-    let ledger_key = KeyPair::generate();
-    let keys: Vec<KeyPair> = (0..clients).map(|_| KeyPair::generate()).collect();
-    let mut members = vec![GenesisMember::for_key("ledger", "ledger", "", &ledger_key)];
-    for (i, k) in keys.iter().enumerate() {
-        members.push(GenesisMember::for_key(
-            &format!("scientist-{i}"),
-            "scientist",
-            "",
-            k,
-        ));
-    }
-    let g = GenesisFile {
-        origin: "ecgfed.bench/ledger".into(),
-        max_clock_skew_ms: 0,
-        members,
-    };
+    let db = dir.join("db");
+    let members = (0..clients).fold(Members::new("ecgfed.bench/ledger"), |m, i| {
+        m.scientist(&format!("scientist-{i}"))
+    });
+    let g = members.genesis();
+    let ledger_key = members.ledger_key().clone();
     Ledger::init(&db, &g, &ledger_key)?;
 
     eprintln!("bench: signing {entries} entries for {clients} clients ...");
-    let per_client: Vec<Vec<SignedEntry>> = keys
+    let per_client: Vec<Vec<SignedEntry>> = (0..clients)
         .into_par_iter()
-        .enumerate()
-        .map(|(c, k)| {
+        .map(|c| {
             let n = entries / clients as u64 + u64::from((c as u64) < entries % clients as u64);
-            let mut s = EntrySigner::new(&format!("scientist-{c}"), k);
+            let mut s = members.signer(&format!("scientist-{c}"));
             (0..n)
                 .map(|i| {
                     let mut w = [0u8; 32];
@@ -240,7 +184,10 @@ pub(crate) async fn run(
     }
     let rate = accepted as f64 / elapsed;
     let baseline = 1e6 / single_us;
-    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let (p50, p99) = (
+        crate::percentile(&latencies, 0.5),
+        crate::percentile(&latencies, 0.99),
+    );
     if json {
         println!(
             "{}",

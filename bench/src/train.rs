@@ -1,5 +1,6 @@
-//! Training-throughput benchmark: the real training loop ([`crate::train::train`], with the
-//! Rust batch assembly from a [`CohortData`]) on synthetic windows, against
+//! `ecgfed-bench train`, training throughput: the trainer's real training loop
+//! (`ecgfed_trainer::train::train`, with the Rust batch assembly from a [`CohortData`]) on
+//! synthetic windows, against
 //! `bench/torch_baseline.py` (the same architecture in PyTorch on the same libtorch) run in
 //! the same invocation.
 
@@ -8,9 +9,9 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{CohortData, Part, RowMeta};
-use crate::error::{Result, TrainerError};
-use crate::spec::CohortSpec;
+use anyhow::{Context, Result, bail};
+use ecgfed_trainer::CohortSpec;
+use ecgfed_trainer::data::{CohortData, Part, RowMeta};
 
 /// Benchmark settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +57,7 @@ pub struct BenchReport {
 /// Runs the Rust loop, then (given `python`) the PyTorch baseline script.
 pub fn run(opts: &BenchOptions, python: Option<&Path>, script: &Path) -> Result<BenchReport> {
     let mut spec: CohortSpec =
-        toml::from_str("purpose = \"bench\"\n").map_err(|e| TrainerError::Plan(e.to_string()))?;
+        toml::from_str("purpose = \"bench\"\n").context("the bench's cohort spec")?;
     spec.fill_defaults();
     spec.train.epochs = 2;
     spec.train.max_steps_per_epoch = opts.steps;
@@ -90,7 +91,7 @@ pub fn run(opts: &BenchOptions, python: Option<&Path>, script: &Path) -> Result<
         ..Default::default()
     };
     let parts = vec![Part::Train; opts.rows];
-    let trained = crate::train::train(&data, &parts, &spec, tch::Device::Cpu, false)?;
+    let trained = ecgfed_trainer::train::train(&data, &parts, &spec, tch::Device::Cpu, false)?;
     let rust = BenchSide {
         framework: "tch".into(),
         windows_per_sec: trained.history.last().map_or(0.0, |h| h.windows_per_sec),
@@ -123,17 +124,87 @@ fn run_python(py: &Path, script: &Path, o: &BenchOptions) -> Result<BenchSide> {
         .args(["--kernel", &o.kernel.to_string()])
         .arg("--json")
         .output()
-        .map_err(|e| TrainerError::io(py, e))?;
+        .with_context(|| format!("running {} {}", py.display(), script.display()))?;
     if !out.status.success() {
-        return Err(TrainerError::io(
-            script,
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| TrainerError::io(script, format!("output is not JSON: {e}")))?;
+        .with_context(|| format!("{}: output is not JSON", script.display()))?;
     Ok(BenchSide {
         framework: v["framework"].as_str().unwrap_or("pytorch").to_string(),
         windows_per_sec: v["windows_per_sec"].as_f64().unwrap_or(0.0),
     })
+}
+
+/// `ecgfed-bench train`: the trainer's training loop against the same network in PyTorch
+/// (bench/torch_baseline.py, same libtorch), in the same invocation.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Synthetic windows.
+    #[arg(long, default_value_t = 4096)]
+    rows: usize,
+    /// Samples per window.
+    #[arg(long, default_value_t = 1250)]
+    window: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Timed steps (after as many warm-up steps).
+    #[arg(long, default_value_t = 40)]
+    steps: usize,
+    /// Channels per stage.
+    #[arg(long, default_value = "32,64,128,128", value_delimiter = ',')]
+    channels: Vec<i64>,
+    /// Kernel size.
+    #[arg(long, default_value_t = 9)]
+    kernel: i64,
+    /// Python with torch 2.13.0 for the baseline (omit to time the Rust loop only).
+    #[arg(long)]
+    python: Option<std::path::PathBuf>,
+    /// The baseline script.
+    #[arg(long, default_value = "bench/torch_baseline.py")]
+    script: std::path::PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `ecgfed-bench train` and prints its report.
+pub fn command(a: TrainArgs) -> Result<()> {
+    let opts = BenchOptions {
+        rows: a.rows,
+        window: a.window,
+        batch: a.batch,
+        steps: a.steps,
+        channels: a.channels,
+        kernel: a.kernel,
+    };
+    let r = run(&opts, a.python.as_deref(), &a.script)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "training throughput, {} steps of {} windows of {} samples, {} libtorch threads:",
+        opts.steps, opts.batch, opts.window, r.threads
+    );
+    println!(
+        "  tch (Rust data path):  {:>8.1} windows/s",
+        r.rust.windows_per_sec
+    );
+    if let Some(p) = &r.python {
+        println!(
+            "  {:<22} {:>8.1} windows/s",
+            format!("{}:", p.framework),
+            p.windows_per_sec
+        );
+    }
+    if let Some(x) = r.ratio {
+        println!("  ratio tch / PyTorch:   {x:>8.2}x");
+    }
+    Ok(())
 }

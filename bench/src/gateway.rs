@@ -1,4 +1,4 @@
-//! `ecgfed gateway bench`: throughput of a verified cohort pull over loopback against a plain
+//! `ecgfed-bench gateway`: throughput of a verified cohort pull over loopback against a plain
 //! Arrow Flight server sending the same record batches with no authentication and no
 //! verification, in the same run (bench/README.md).
 //!
@@ -19,8 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::bench_ledger::BenchLedger;
-use crate::gateway::GatewayCommand;
 use anyhow::{Context, Result, bail};
 use arrow_flight::Ticket;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -28,7 +26,6 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use ecgfed_datasets::ingest::{IngestOptions, ingest};
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_gateway::client::signing::RequestSigner;
 use ecgfed_gateway::protocol::MAX_MESSAGE_BYTES;
 use ecgfed_gateway::server::config::{GatewayConfig, LedgerConfig, Policy};
 use ecgfed_gateway::server::flight::FLIGHT_LIMITS;
@@ -36,6 +33,8 @@ use ecgfed_gateway::transport::route::{DoGetRoute, MemoryFlight, flight_server};
 use ecgfed_gateway::transport::wire::BatchDecoder;
 use ecgfed_gateway::transport::{http2_endpoint, http2_server};
 use futures::{StreamExt, TryStreamExt};
+
+use crate::site_ledger::BenchLedger;
 
 /// One pull from a plain server: decoded by arrow-flight, or (`in_place`) by the gateway
 /// client's in-place decoder. Returns its timing, rows and Arrow bytes.
@@ -111,32 +110,46 @@ where
     )
 }
 
-/// Runs `ecgfed gateway bench` (main hands it the command).
-pub(crate) fn command(c: GatewayCommand) -> Result<()> {
-    let GatewayCommand::Bench {
-        input,
-        rounds,
-        batch_rows,
-        concurrent,
-        slice_rows,
-        json,
-    } = c
-    else {
-        bail!("not a gateway bench command");
-    };
-    crate::ledger::runtime()?.block_on(run(
-        input,
-        rounds.max(1),
-        batch_rows.max(1),
-        concurrent,
-        slice_rows,
-        json,
+/// `ecgfed-bench gateway`: verified cohort pull over loopback against a plain Flight server
+/// sending the same batches, in the same run.
+#[derive(clap::Args)]
+pub struct GatewayArgs {
+    /// Folder of ECG records to ingest as the bench site.
+    #[arg(long, default_value = "datasets/sample")]
+    input: PathBuf,
+    /// Timed rounds of each (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Rows per Arrow record batch served by the gateway.
+    #[arg(long, default_value_t = 256)]
+    batch_rows: usize,
+    /// Then the load phase: this many verified pulls at once of one slice from a gateway in
+    /// its own process, with its peak memory (0: skip).
+    #[arg(long, default_value_t = 0)]
+    concurrent: usize,
+    /// Rows of the load phase's slice (the input is repeated until there are enough).
+    #[arg(long, default_value_t = 100_000)]
+    slice_rows: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `ecgfed-bench gateway`.
+pub fn command(a: GatewayArgs) -> Result<()> {
+    crate::runtime()?.block_on(run(
+        a.input,
+        a.rounds.max(1),
+        a.batch_rows.max(1),
+        a.concurrent,
+        a.slice_rows,
+        a.json,
     ))
 }
 
 /// Runs the benchmark; with `concurrent` > 0, then the load phase (crate::gateway_load):
 /// `concurrent` verified pulls at once of a `slice_rows`-row slice from a gateway process.
-pub(crate) async fn run(
+async fn run(
     input: PathBuf,
     rounds: usize,
     batch_rows: usize,
@@ -184,7 +197,7 @@ pub(crate) async fn run(
     ));
 
     // A cohort taking every selectable segment of the site.
-    let signer = Arc::new(RequestSigner::new("sci", fed.sci.clone()));
+    let signer = fed.members.request_signer("sci");
     let mut client =
         GatewayClient::connect(&gaddr.to_string(), "bench-site", Arc::clone(&signer)).await?;
     let mut lc = fed.client().await?;
@@ -474,7 +487,7 @@ impl Pull {
         let m = |f: fn(&Pull) -> f64| {
             let mut x: Vec<f64> = v.iter().map(f).collect();
             x.sort_by(f64::total_cmp);
-            crate::ledger_bench::percentile(&x, 0.5)
+            crate::percentile(&x, 0.5)
         };
         Pull {
             seconds: m(|p| p.seconds),

@@ -13,9 +13,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use ecgfed_datasets::ingest::{IngestOptions, ingest};
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_gateway::client::signing::RequestSigner;
 
-use crate::bench_ledger::BenchLedger;
+use crate::site_ledger::BenchLedger;
 
 /// The load phase's figures.
 pub(crate) struct Load {
@@ -117,7 +116,7 @@ pub(crate) async fn run(
             fed.trust
         ),
     )?;
-    let procs = crate::demo::Procs::default();
+    let procs = ecgfed_testkit::procs::Procs::new(crate::ecgfed_exe()?);
     let gaddr = procs.serve(
         &["gateway", "serve", "--config", &cfg.to_string_lossy()],
         &dir.join("load-gateway.log"),
@@ -148,7 +147,7 @@ async fn pull_all(
     concurrent: usize,
     pid: u32,
 ) -> Result<Figures> {
-    let signer = Arc::new(RequestSigner::new("sci", fed.sci.clone()));
+    let signer = fed.members.request_signer("sci");
     let mut client = GatewayClient::connect(gaddr, "load-site", Arc::clone(&signer)).await?;
     let mut lc = fed.client().await?;
     let r = fed.cohort(&mut client, &mut lc, "load", slice_rows).await?;

@@ -10,7 +10,7 @@ use ecgfed_datasets::record::{Verification, load_record};
 use ecgfed_datasets::signal::decode;
 
 fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/sample")
 }
 
 fn readers(c: &mut Criterion) {
@@ -60,10 +60,10 @@ fn readers(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("sample");
     g.sample_size(10);
-    let probe = ecgfed_datasets::bench::read_all(&[sample()]);
+    let probe = ecgfed_bench::read::read_all(&[sample()]);
     g.throughput(Throughput::Bytes(probe.bytes));
     g.bench_function("read_all_embedded_sample", |b| {
-        b.iter(|| ecgfed_datasets::bench::read_all(&[sample()]))
+        b.iter(|| ecgfed_bench::read::read_all(&[sample()]))
     });
     g.finish();
 }

@@ -1,13 +1,13 @@
 //! Read throughput measurement: decode every record (signals in mV and annotations) under some
-//! folders without writing a store. Used by `ecgfed datasets bench` and the criterion bench.
+//! folders without writing a store. Used by `ecgfed-bench datasets` and the criterion bench
+//! (benches/readers.rs).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::layout;
-use crate::record;
+use ecgfed_datasets::{DatasetError, annotation, layout, record};
 
 /// Figures of one read pass.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -59,12 +59,12 @@ pub fn read_all(folders: &[PathBuf]) -> ReadStats {
     let results: Vec<Result<(u64, u64), (String, String)>> = jobs
         .par_iter()
         .map(|(h, v)| {
-            let fail = |e: crate::DatasetError| (h.display().to_string(), e.to_string());
+            let fail = |e: DatasetError| (h.display().to_string(), e.to_string());
             let r = record::load_record(h, *v).map_err(fail)?;
             let phys = r.physical().map_err(fail)?;
             std::hint::black_box(&phys);
             let atr = h.with_extension("atr");
-            let n_ann = crate::annotation::read_annotations_if_present(&atr)
+            let n_ann = annotation::read_annotations_if_present(&atr)
                 .map_err(fail)?
                 .map_or(0, |a| a.len() as u64);
             Ok((r.bytes_read, n_ann))
