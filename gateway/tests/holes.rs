@@ -521,3 +521,44 @@ async fn requests_and_cached_slices_are_bounded() {
     assert!(fed.gw(0).cache_bytes() <= 1 << 20);
     assert!(fed.gw(0).cached(&r.slice_id).is_none());
 }
+
+/// A gateway whose configuration does not match its member on the ledger refuses to start,
+/// and says how in a typed error an operator's tooling can match: another member's key, a
+/// member not on the ledger, another site's hospital, a member that is no hospital.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_identity_is_not_the_ledgers_refuses_to_start() {
+    use ecgfed_gateway::error::{GatewayError, IdentityProblem};
+    let mut fed = Fed::start(Policy::default()).await;
+    fed.stop_gateway(0).await;
+    let dir = fed.tmp.path().to_path_buf();
+    let sci_key = fed.members.write_key("sci", &dir).unwrap();
+    let good = fed.cfgs[0].clone();
+    let cases = [
+        ("hosp-a", sci_key.clone(), "other key"),
+        ("nobody", good.key_file.clone(), "not on the ledger"),
+        ("hosp-b", fed.cfgs[1].key_file.clone(), "other site"),
+        ("sci", sci_key, "not a hospital"),
+    ];
+    for (member, key_file, case) in cases {
+        let mut cfg = good.clone();
+        cfg.member = member.into();
+        cfg.key_file = key_file;
+        let Err(e) = ecgfed_gateway::Gateway::start(cfg).await else {
+            panic!("{case}: the gateway started");
+        };
+        let GatewayError::Identity { problem, .. } = &e else {
+            panic!("{case}: {e}");
+        };
+        let ok = match case {
+            "other key" => matches!(problem, IdentityProblem::OtherKey { .. }),
+            "not on the ledger" => matches!(problem, IdentityProblem::NotOnLedger),
+            "other site" => {
+                matches!(problem, IdentityProblem::OtherSite { ledger, .. } if ledger == "site-b")
+            }
+            _ => matches!(problem, IdentityProblem::NotAHospital(_)),
+        };
+        assert!(ok, "{case}: {e}");
+    }
+    // The right configuration still starts.
+    fed.start_gateway(0).await.unwrap();
+}

@@ -267,10 +267,11 @@ impl Session {
         if r.slice_id != want {
             return Err(TrainerError::gateway(
                 &site.site,
-                ecgfed_gateway::GatewayError::Verification(format!(
-                    "the gateway reserved slice {:?}; cohort {} at site {} is slice {want:?}",
-                    r.slice_id, cohort.cohort_id, site.site
-                )),
+                ecgfed_gateway::error::VerificationError::WrongSlice {
+                    reserved: r.slice_id,
+                    expected: want,
+                }
+                .into(),
             ));
         }
         self.ledger.update_checkpoint().await?;

@@ -10,6 +10,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::log::Hash32;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::gateway_service_client::GatewayServiceClient;
 use ecgfed_proto::v1::{
@@ -24,7 +25,7 @@ pub mod signing;
 pub mod verify;
 
 use crate::commitment::verify_leaf;
-use crate::error::{GatewayError, Result};
+use crate::error::{GatewayError, Result, VerificationError};
 use crate::protocol::{FLIGHT_PATH, MAX_MESSAGE_BYTES, SERVICE_PATH, meta, ticket};
 use crate::transport::wire::BatchDecoder;
 use signing::RequestSigner;
@@ -325,16 +326,22 @@ impl GatewayClient {
             Some(c) => c,
             None => (&mut lookup).await?,
         };
-        let (_, committed) = committed;
+        let (entry_index, committed) = committed;
         if committed.site != self.site {
-            return Err(GatewayError::Verification(format!(
-                "slice {slice_id} is site {}'s on the ledger; this gateway is site {}'s",
-                committed.site, self.site
-            )));
+            return Err(VerificationError::OtherSite {
+                slice: slice_id.into(),
+                ledger_site: committed.site,
+                gateway_site: self.site.clone(),
+            }
+            .into());
         }
         drop(lookup);
         let root: [u8; 32] = committed.slice_root.as_slice().try_into().map_err(|_| {
-            GatewayError::Verification(format!("slice {slice_id}: ledger root is not 32 bytes"))
+            VerificationError::LedgerHash {
+                index: entry_index,
+                what: "slice_root",
+                len: committed.slice_root.len(),
+            }
         })?;
         let size = committed.row_count;
         let schema = decoder.schema().cloned();
@@ -354,9 +361,10 @@ impl GatewayClient {
                 }
                 (None, None) if size == 0 => {}
                 (None, None) => {
-                    return Err(GatewayError::Verification(format!(
-                        "slice {slice_id}: stream ended without a schema"
-                    )));
+                    return Err(VerificationError::NoSchema {
+                        slice: slice_id.into(),
+                    }
+                    .into());
                 }
             }
         }
@@ -432,7 +440,7 @@ impl Verifier {
         drop(self.tx);
         self.done
             .await
-            .map_err(|e| GatewayError::Verification(format!("verifier stopped: {e}")))
+            .map_err(|e| VerificationError::Stopped(e).into())
     }
 }
 
@@ -444,12 +452,14 @@ fn same_as_ledger(
     slice_id: &str,
 ) -> Result<()> {
     if c.slice_root[..] != root[..] || c.row_count != size {
-        return Err(GatewayError::Verification(format!(
-            "slice {slice_id}: the stream announces root {} size {size}, the ledger records root {} size {}",
-            hex::encode(root),
-            hex::encode(&c.slice_root),
-            c.row_count
-        )));
+        return Err(VerificationError::NotTheLedgers {
+            slice: slice_id.into(),
+            announced_root: Hash32(*root),
+            announced_size: size,
+            ledger_root: Hash32(c.slice_root.as_slice().try_into().unwrap_or_default()),
+            ledger_size: c.row_count,
+        }
+        .into());
     }
     Ok(())
 }
@@ -457,14 +467,13 @@ fn same_as_ledger(
 /// The slice root and size a stream announces in its schema metadata, for `slice_id`.
 fn announced(m: &arrow::datatypes::Metadata, slice_id: &str) -> Result<([u8; 32], u64)> {
     let get = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
-    let bad = |what: &str| {
-        GatewayError::Verification(format!(
-            "slice {slice_id}: the stream announces {what} {:?}",
-            get(what)
-        ))
+    let bad = |key: &'static str| VerificationError::Announcement {
+        slice: slice_id.into(),
+        key,
+        value: get(key).into(),
     };
     if get(meta::SLICE_ID) != slice_id {
-        return Err(bad(meta::SLICE_ID));
+        return Err(bad(meta::SLICE_ID).into());
     }
     let root =
         crate::commitment::hash32(get(meta::SLICE_ROOT)).ok_or_else(|| bad(meta::SLICE_ROOT))?;
@@ -478,11 +487,19 @@ type ErasedLeaf = (u64, [u8; 32], Vec<[u8; 32]>);
 
 fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
     let raw = m.get(meta::ERASED).map(String::as_str).unwrap_or("[]");
-    let v: Vec<(u64, String, Vec<String>)> = serde_json::from_str(raw)
-        .map_err(|e| GatewayError::Verification(format!("{}: {e}", meta::ERASED)))?;
+    let v: Vec<(u64, String, Vec<String>)> =
+        serde_json::from_str(raw).map_err(|e| VerificationError::ErasedList {
+            key: meta::ERASED,
+            reason: e.to_string(),
+        })?;
     let h = |s: &str| -> Result<[u8; 32]> {
-        crate::commitment::hash32(s)
-            .ok_or_else(|| GatewayError::Verification(format!("{}: bad hash {s}", meta::ERASED)))
+        crate::commitment::hash32(s).ok_or_else(|| {
+            VerificationError::ErasedList {
+                key: meta::ERASED,
+                reason: format!("bad hash {s:?}"),
+            }
+            .into()
+        })
     };
     v.into_iter()
         .map(|(i, c, p)| Ok((i, h(&c)?, p.iter().map(|x| h(x)).collect::<Result<_>>()?)))
@@ -507,20 +524,29 @@ async fn account_for_every_leaf(
     };
     for (index, c, proof) in &erased {
         if seen.get(*index as usize).copied().unwrap_or(true) {
-            return Err(GatewayError::Verification(format!(
-                "slice {slice_id}: leaf {index} announced erased but served or out of range"
-            )));
+            return Err(VerificationError::ErasedButServed {
+                slice: slice_id.into(),
+                leaf: *index,
+            }
+            .into());
         }
-        verify_leaf(*index, size, c, proof, root).map_err(|e| {
-            GatewayError::Verification(format!("slice {slice_id}: erased leaf {index}: {e}"))
+        verify_leaf(*index, size, c, proof, root).map_err(|source| {
+            VerificationError::ErasedNotInSlice {
+                slice: slice_id.into(),
+                leaf: *index,
+                source,
+            }
         })?;
         check_erased_on_ledger(ledger, &committed.site, c).await?;
         seen[*index as usize] = true;
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(GatewayError::Verification(format!(
-            "slice {slice_id}: leaf {missing} of {size} was never served (incomplete transfer)"
-        )));
+        return Err(VerificationError::Incomplete {
+            slice: slice_id.into(),
+            leaf: missing as u64,
+            size,
+        }
+        .into());
     }
     Ok(erased.len() as u64)
 }
@@ -539,10 +565,11 @@ async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 
             return Ok(());
         }
     }
-    Err(GatewayError::Verification(format!(
-        "commitment {} is announced erased but no RecordsErased entry of site {site}'s hospital names it",
-        hex::encode(c)
-    )))
+    Err(VerificationError::ErasureNotOnLedger {
+        commitment: Hash32(*c),
+        site: site.into(),
+    }
+    .into())
 }
 
 #[cfg(test)]
@@ -575,6 +602,19 @@ mod tests {
         let e = same_as_ledger(&entry, &[8u8; 32], 12, "c/site").unwrap_err();
         assert!(e.to_string().contains(&hex::encode([8u8; 32])), "{e}");
         assert!(e.to_string().contains(&hex::encode(root)), "{e}");
+        // Callers match on the evidence, not on the message.
+        let GatewayError::Verification(v) = e else {
+            panic!("not a verification error: {e}")
+        };
+        let VerificationError::NotTheLedgers {
+            announced_root,
+            ledger_root,
+            ..
+        } = *v
+        else {
+            panic!("not a root mismatch: {v}")
+        };
+        assert_eq!((announced_root.0, ledger_root.0), ([8u8; 32], root));
         assert!(same_as_ledger(&entry, &root, 13, "c/site").is_err());
     }
 
@@ -586,8 +626,13 @@ mod tests {
             (metadata("c/site", "beef", "12"), meta::SLICE_ROOT),
             (metadata("c/site", &root, "twelve"), meta::SLICE_SIZE),
         ] {
-            let e = announced(&m, "c/site").unwrap_err().to_string();
-            assert!(e.contains(what), "{e}");
+            let e = announced(&m, "c/site").unwrap_err();
+            assert!(e.to_string().contains(what), "{e}");
+            assert!(
+                matches!(&e, GatewayError::Verification(v)
+                    if matches!(**v, VerificationError::Announcement { key, .. } if key == what)),
+                "{e:?}"
+            );
         }
     }
 }

@@ -7,7 +7,9 @@ use arrow::datatypes::{Float32Type, UInt8Type, UInt32Type, UInt64Type};
 use ecgfed_datasets::segment::SegmentView;
 
 use crate::commitment::commitment;
-use crate::error::{GatewayError, Result};
+use ecgfed_ledger::log::Hash32;
+
+use crate::error::{Result, VerificationError};
 
 /// What a verified stream contained.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -18,32 +20,42 @@ pub struct VerifiedRows {
     pub signal_bytes: u64,
 }
 
-/// Column `name` of `b` as a primitive array of type `T` (`what` names it in the error).
-fn primitive<'a, T: arrow::datatypes::ArrowPrimitiveType>(
-    b: &'a RecordBatch,
-    name: &str,
-    what: &str,
-) -> Result<&'a arrow::array::PrimitiveArray<T>> {
-    b.column_by_name(name)
-        .ok_or_else(|| GatewayError::Verification(format!("served batch has no column {name}")))?
-        .as_primitive_opt::<T>()
-        .ok_or_else(|| GatewayError::Verification(format!("{name} is not {what}")))
+/// A missing or mistyped column of a served batch.
+fn column(column: &'static str, expected: &'static str) -> VerificationError {
+    VerificationError::Column { column, expected }
 }
 
-/// The strings of row `i` of a `list<utf8>` column, borrowed.
-fn strings(l: &ListArray, i: usize) -> Result<Vec<&str>> {
+/// Column `name` of `b` as a primitive array of type `T` (`what` names the type in the error).
+fn primitive<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    b: &'a RecordBatch,
+    name: &'static str,
+    what: &'static str,
+) -> Result<&'a arrow::array::PrimitiveArray<T>, VerificationError> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<T>())
+        .ok_or(column(name, what))
+}
+
+/// The strings of row `i` (segment `segment`) of the `list<utf8>` column `name`, borrowed.
+fn strings<'a>(
+    l: &'a ListArray,
+    i: usize,
+    name: &'static str,
+    segment: &str,
+) -> Result<Vec<&'a str>, VerificationError> {
     let values = l
         .values()
         .as_string_opt::<i32>()
-        .ok_or_else(|| GatewayError::Verification("list<utf8> column of another type".into()))?;
+        .ok_or(column(name, "list<utf8>"))?;
     let (a, z) = (
         l.value_offsets()[i] as usize,
         l.value_offsets()[i + 1] as usize,
     );
     if z > values.len() || a > z {
-        return Err(GatewayError::Verification(
-            "list<utf8> offsets out of range".into(),
-        ));
+        return Err(VerificationError::Offsets {
+            segment: segment.into(),
+            column: name,
+        });
     }
     Ok((a..z).map(|j| values.value(j)).collect())
 }
@@ -80,26 +92,21 @@ impl SliceVerifier {
     /// pull must stop.
     pub fn verify_batch(&mut self, b: &RecordBatch) -> Result<VerifiedRows> {
         let size = self.size;
-        let bad = |m: String| GatewayError::Verification(m);
-        let col = |n: &str| {
+        let s = |n: &'static str| -> Result<&StringArray, VerificationError> {
             b.column_by_name(n)
-                .ok_or_else(|| bad(format!("served batch has no column {n}")))
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or(column(n, "Utf8"))
         };
-        let s = |n: &str| -> Result<&StringArray> {
-            col(n)?
-                .as_string_opt::<i32>()
-                .ok_or_else(|| bad(format!("column {n} is not Utf8")))
+        let l = |n: &'static str, t: &'static str| -> Result<&ListArray, VerificationError> {
+            b.column_by_name(n)
+                .and_then(|c| c.as_list_opt::<i32>())
+                .ok_or(column(n, t))
         };
-        let l = |n: &str| -> Result<&ListArray> {
-            col(n)?
-                .as_list_opt::<i32>()
-                .ok_or_else(|| bad(format!("column {n} is not a list")))
-        };
-        let fsb = |n: &str| -> Result<&FixedSizeBinaryArray> {
-            col(n)?
-                .as_fixed_size_binary_opt()
+        let fsb = |n: &'static str| -> Result<&FixedSizeBinaryArray, VerificationError> {
+            b.column_by_name(n)
+                .and_then(|c| c.as_fixed_size_binary_opt())
                 .filter(|a| a.value_length() == 32)
-                .ok_or_else(|| bad(format!("column {n} is not FixedSizeBinary(32)")))
+                .ok_or(column(n, "FixedSizeBinary(32)"))
         };
         let (sid, rid, src, label, sex) = (
             s("segment_id")?,
@@ -108,7 +115,11 @@ impl SliceVerifier {
             s("label")?,
             s("sex")?,
         );
-        let (leads, signal, raw, proof) = (l("leads")?, l("signal")?, l("label_raw")?, l("proof")?);
+        let (leads, signal) = (l("leads", "list<utf8>")?, l("signal", "list<float32>")?);
+        let (raw, proof) = (
+            l("label_raw", "list<utf8>")?,
+            l("proof", "list<FixedSizeBinary(32)>")?,
+        );
         let (chash, salt, comm) = (fsb("content_hash")?, fsb("salt")?, fsb("commitment")?);
         let fs = primitive::<Float32Type>(b, "fs", "Float32")?;
         let start = primitive::<UInt64Type>(b, "start_sample", "UInt64")?;
@@ -118,24 +129,27 @@ impl SliceVerifier {
         let samples = signal
             .values()
             .as_primitive_opt::<Float32Type>()
-            .ok_or_else(|| bad("signal is not list<float32>".into()))?
+            .ok_or(column("signal", "list<float32>"))?
             .values();
         let offsets = signal.value_offsets();
         let proof_values = proof
             .values()
             .as_fixed_size_binary_opt()
             .filter(|a| a.value_length() == 32)
-            .ok_or_else(|| bad("proof is not list<FixedSizeBinary(32)>".into()))?;
+            .ok_or(column("proof", "list<FixedSizeBinary(32)>"))?;
         let proof_offsets = proof.value_offsets();
         let mut out = VerifiedRows::default();
         for i in 0..b.num_rows() {
             let id = sid.value(i);
-            let lead_refs = strings(leads, i)?;
-            let raw_refs = strings(raw, i)?;
+            let lead_refs = strings(leads, i, "leads", id)?;
+            let raw_refs = strings(raw, i, "label_raw", id)?;
             let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
             let sig = samples
                 .get(a..z)
-                .ok_or_else(|| bad(format!("segment {id}: signal offsets out of range")))?;
+                .ok_or_else(|| VerificationError::Offsets {
+                    segment: id.into(),
+                    column: "signal",
+                })?;
             let view = SegmentView {
                 source: src.value(i),
                 record_id: rid.value(i),
@@ -151,38 +165,49 @@ impl SliceVerifier {
             };
             let h = view.content_hash();
             if h[..] != *chash.value(i) {
-                return Err(bad(format!(
-                    "segment {id}: its values do not hash to its content hash (data altered)"
-                )));
+                return Err(VerificationError::ContentHash {
+                    segment: id.into(),
+                    served: Hash32(chash.value(i).try_into().unwrap_or_default()),
+                    computed: Hash32(h),
+                }
+                .into());
             }
             let salt_i: [u8; 32] = salt.value(i).try_into().unwrap_or([0; 32]);
             let c = commitment(&salt_i, &h, id);
             if c[..] != *comm.value(i) {
-                return Err(bad(format!(
-                    "segment {id}: commitment does not match salt, content hash and segment id"
-                )));
+                return Err(VerificationError::Commitment { segment: id.into() }.into());
             }
             let index = leaf.value(i);
             let (pa, pz) = (proof_offsets[i] as usize, proof_offsets[i + 1] as usize);
             if pz > proof_values.len() || pa > pz {
-                return Err(bad(format!("segment {id}: proof offsets out of range")));
+                return Err(VerificationError::Offsets {
+                    segment: id.into(),
+                    column: "proof",
+                }
+                .into());
             }
             // The proof's hashes, read in place (32-byte values, checked above).
             let (path, _) = proof_values.value_data()[pa * 32..pz * 32].as_chunks::<32>();
             self.tree
-            .verify(index, &ecgfed_ledger::log::leaf_hash(&c), path)
-            .map_err(|e| {
-                bad(format!(
-                    "segment {id}: commitment is not in the slice root recorded on the ledger: {e}"
-                ))
-            })?;
+                .verify(index, &ecgfed_ledger::log::leaf_hash(&c), path)
+                .map_err(|source| VerificationError::NotInSlice {
+                    segment: id.into(),
+                    leaf: index,
+                    source,
+                })?;
             let slot = self.seen.get_mut(index as usize).ok_or_else(|| {
-                bad(format!(
-                    "segment {id}: leaf index {index} beyond the slice's {size} rows"
-                ))
+                VerificationError::LeafOutOfRange {
+                    segment: id.into(),
+                    leaf: index,
+                    size,
+                }
             })?;
             if *slot {
-                return Err(bad(format!("segment {id}: leaf {index} served twice")));
+                return Err(VerificationError::ServedTwice {
+                    segment: id.into(),
+                    leaf: index,
+                }
+                .into());
             }
             *slot = true;
             out.rows += 1;

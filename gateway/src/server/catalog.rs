@@ -102,11 +102,14 @@ impl Catalog {
         k: u64,
     ) -> Result<Catalog> {
         let manifest = Manifest::read(dir)?;
-        let manifest_sha256: [u8; 32] = Sha256::digest(
-            std::fs::read(dir.join(store::MANIFEST))
-                .map_err(|e| GatewayError::Config(format!("{}: {e}", dir.display())))?,
-        )
-        .into();
+        let manifest_sha256: [u8; 32] =
+            Sha256::digest(std::fs::read(dir.join(store::MANIFEST)).map_err(|source| {
+                GatewayError::File {
+                    path: dir.join(store::MANIFEST),
+                    source,
+                }
+            })?)
+            .into();
         let pkey = keys.pseudonym_key()?;
         let mut raw = Vec::new();
         let files: Vec<String> = manifest.files.iter().map(|f| f.name.clone()).collect();
@@ -180,11 +183,10 @@ impl Catalog {
             .collect();
         rows.sort_by(|a, b| a.segment_id.cmp(&b.segment_id));
         if let Some(w) = rows.windows(2).find(|w| w[0].segment_id == w[1].segment_id) {
-            return Err(GatewayError::Config(format!(
-                "{}: segment {} appears twice in the store",
-                dir.display(),
-                w[0].segment_id
-            )));
+            return Err(GatewayError::DuplicateSegment {
+                store: dir.to_path_buf(),
+                segment: w[0].segment_id.clone(),
+            });
         }
         // Visibility: finest cell (label, sex, age band, source) with ≥ k distinct patients.
         let mut cells: HashMap<(&str, &str, &str, &str), HashSet<&[u8]>> = HashMap::new();

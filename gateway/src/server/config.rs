@@ -140,7 +140,10 @@ impl GatewayConfig {
     /// Reads and checks a configuration file; relative paths become relative to its folder.
     pub fn read(path: &Path) -> Result<GatewayConfig, GatewayError> {
         let bad = |m: String| GatewayError::Config(format!("{}: {m}", path.display()));
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| GatewayError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut c: GatewayConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut paths = vec![

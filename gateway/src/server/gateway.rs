@@ -19,7 +19,7 @@ use ecgfed_proto::v1::{
 use tonic::Code;
 
 use crate::commitment::CommitmentTree;
-use crate::error::{GatewayError, Result};
+use crate::error::{GatewayError, IdentityProblem, Result, VerificationError};
 use crate::server::authenticate::Members;
 use crate::server::catalog::Catalog;
 use crate::server::config::GatewayConfig;
@@ -136,7 +136,10 @@ impl Gateway {
         let keys = KeyStore::open(&cfg.data)?;
         let key = KeyPair::read_file(&cfg.key_file)?;
         let (_, cp, ledger_key) =
-            TrustFile::read(&cfg.ledger.trust).map_err(|e| GatewayError::Config(e.to_string()))?;
+            TrustFile::read(&cfg.ledger.trust).map_err(|source| GatewayError::Trust {
+                path: cfg.ledger.trust.clone(),
+                source,
+            })?;
         let ledger = LedgerClient::connect(
             &cfg.ledger.address,
             &cp.origin.clone(),
@@ -148,9 +151,10 @@ impl Gateway {
         let me = members
             .get(&cfg.member)
             .await
-            .map_err(|s| GatewayError::Config(s.message().to_string()))?
-            .ok_or_else(|| {
-                GatewayError::Config(format!("member {:?} is not on the ledger", cfg.member))
+            .map_err(|s| GatewayError::Ledger(ecgfed_ledger::client::ClientError::Refused(s)))?
+            .ok_or_else(|| GatewayError::Identity {
+                member: cfg.member.clone(),
+                problem: IdentityProblem::NotOnLedger,
             })?;
         check_self(&cfg, &me, &key)?;
         let catalog = Catalog::load(&cfg.store, &cfg.dataset_id(), &keys, &cfg.age_edges, cfg.k)?;
@@ -439,7 +443,7 @@ impl Gateway {
             .slice(slice_id)?
             .map(|raw| {
                 serde_json::from_slice(&raw)
-                    .map_err(|e| GatewayError::Config(format!("stored slice {slice_id}: {e}")))
+                    .map_err(|e| self.keys.err(format!("stored slice {slice_id}: {e}")))
             })
             .transpose()
     }
@@ -447,7 +451,7 @@ impl Gateway {
     fn store_slice(&self, rec: &SliceRecord) -> Result<()> {
         self.keys.put_slice(
             &rec.slice_id,
-            &serde_json::to_vec(rec).map_err(|e| GatewayError::Config(e.to_string()))?,
+            &serde_json::to_vec(rec).map_err(|e| self.keys.err(e))?,
         )
     }
 
@@ -483,10 +487,11 @@ impl Gateway {
             .collect();
         let h = |v: &[u8]| {
             Hash::try_from(v).map(Hash32).map_err(|_| {
-                GatewayError::Verification(format!(
-                    "slice {slice_id}: ledger entry {index} holds a hash of {} bytes",
-                    v.len()
-                ))
+                GatewayError::from(VerificationError::LedgerHash {
+                    index,
+                    what: "commitment",
+                    len: v.len(),
+                })
             })
         };
         let commitments = s
@@ -536,21 +541,21 @@ impl Gateway {
                 ),
             ));
         }
-        let s =
-            match self.cached(slice_id) {
-                Some(c) => Arc::clone(&c.record),
-                None => {
-                    let raw = self.keys.slice(slice_id)?.ok_or_else(|| {
-                        refused(
-                            Code::NotFound,
-                            format!("no slice {slice_id:?} was reserved here"),
-                        )
-                    })?;
-                    Arc::new(serde_json::from_slice(&raw).map_err(|e| {
-                        GatewayError::Config(format!("stored slice {slice_id}: {e}"))
-                    })?)
-                }
-            };
+        let s = match self.cached(slice_id) {
+            Some(c) => Arc::clone(&c.record),
+            None => {
+                let raw = self.keys.slice(slice_id)?.ok_or_else(|| {
+                    refused(
+                        Code::NotFound,
+                        format!("no slice {slice_id:?} was reserved here"),
+                    )
+                })?;
+                Arc::new(
+                    serde_json::from_slice(&raw)
+                        .map_err(|e| self.keys.err(format!("stored slice {slice_id}: {e}")))?,
+                )
+            }
+        };
         if caller.role == Role::Scientist && s.requester != caller.id {
             return Err(refused(
                 Code::PermissionDenied,
@@ -628,9 +633,9 @@ impl Gateway {
         {
             // The same patient is queued already (an earlier erasure was interrupted).
             Some((k, _)) => k.clone(),
-            None => self.keys.queue_erasure(
-                &serde_json::to_vec(&pending).map_err(|e| GatewayError::Config(e.to_string()))?,
-            )?,
+            None => self
+                .keys
+                .queue_erasure(&serde_json::to_vec(&pending).map_err(|e| self.keys.err(e))?)?,
         };
         let mut index = None;
         for (k, p) in self.queued_erasures()? {
@@ -640,7 +645,8 @@ impl Gateway {
             }
         }
         let index = index.ok_or_else(|| {
-            GatewayError::Config(format!("erasure {mine} left the queue unfinished"))
+            self.keys
+                .err(format!("erasure {mine} left the queue unfinished"))
         })?;
         Ok((n, commitments, index))
     }
@@ -651,7 +657,7 @@ impl Gateway {
             .into_iter()
             .map(|(k, raw)| {
                 let p = serde_json::from_slice(&raw)
-                    .map_err(|e| GatewayError::Config(format!("queued erasure {k}: {e}")))?;
+                    .map_err(|e| self.keys.err(format!("queued erasure {k}: {e}")))?;
                 Ok((k, p))
             })
             .collect()
@@ -688,10 +694,8 @@ impl Gateway {
                     }))
                     .await?;
                 p.ledger_index = Some(i);
-                self.keys.set_meta(
-                    key,
-                    &serde_json::to_vec(&p).map_err(|e| GatewayError::Config(e.to_string()))?,
-                )?;
+                self.keys
+                    .set_meta(key, &serde_json::to_vec(&p).map_err(|e| self.keys.err(e))?)?;
                 i
             }
         };
@@ -855,24 +859,22 @@ impl Gateway {
 }
 
 fn check_self(cfg: &GatewayConfig, me: &MemberInfo, key: &KeyPair) -> Result<()> {
-    if me.role != Role::Hospital {
-        return Err(GatewayError::Config(format!(
-            "member {} is a {:?} on the ledger, not a hospital",
-            me.id, me.role
-        )));
-    }
-    if me.site != cfg.site {
-        return Err(GatewayError::Config(format!(
-            "member {} speaks for site {:?} on the ledger, not {:?}",
-            me.id, me.site, cfg.site
-        )));
-    }
-    if me.key != key.public() {
-        return Err(GatewayError::Config(format!(
-            "{} is not the key of member {} on the ledger",
-            cfg.key_file.display(),
-            me.id
-        )));
-    }
-    Ok(())
+    let problem = if me.role != Role::Hospital {
+        IdentityProblem::NotAHospital(me.role)
+    } else if me.site != cfg.site {
+        IdentityProblem::OtherSite {
+            ledger: me.site.clone(),
+            configured: cfg.site.clone(),
+        }
+    } else if me.key != key.public() {
+        IdentityProblem::OtherKey {
+            key_file: cfg.key_file.clone(),
+        }
+    } else {
+        return Ok(());
+    };
+    Err(GatewayError::Identity {
+        member: me.id.clone(),
+        problem,
+    })
 }

@@ -123,7 +123,8 @@ impl KeyStore {
         Ok(ks)
     }
 
-    fn err(&self, e: impl Into<crate::error::Source>) -> GatewayError {
+    /// An error of this key store: `e` (a RocksDB error, or what is wrong with a value).
+    pub(crate) fn err(&self, e: impl Into<crate::error::Source>) -> GatewayError {
         GatewayError::KeyStore {
             path: self.path.clone(),
             source: e.into(),

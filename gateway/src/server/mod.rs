@@ -47,7 +47,10 @@ pub fn tls_config(
 ) -> Result<tonic::transport::ServerTlsConfig, crate::GatewayError> {
     ecgfed_ledger::keys::check_secret_file(&tls.key)?;
     let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| crate::GatewayError::Config(format!("{}: {e}", p.display())))
+        std::fs::read(p).map_err(|source| crate::GatewayError::File {
+            path: p.to_path_buf(),
+            source,
+        })
     };
     let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
     Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
@@ -74,7 +77,7 @@ pub async fn serve(
     if let Some(tls) = &gw.cfg.tls {
         builder = builder
             .tls_config(tls_config(tls)?)
-            .map_err(|e| crate::GatewayError::Config(format!("tls: {e}")))?;
+            .map_err(crate::GatewayError::Tls)?;
     }
     http2_server(builder)
         .add_service(GatewayServer::new(Arc::clone(&gw)).into_service())
