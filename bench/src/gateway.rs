@@ -159,188 +159,322 @@ async fn run(
 ) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
-    eprintln!("bench: ingesting {} ...", input.display());
-    let store = dir.join("store");
-    let opts = IngestOptions {
-        site: "bench-site".into(),
-        ..Default::default()
-    };
-    let m = ingest(std::slice::from_ref(&input), &store, &opts, &|_| {})
-        .with_context(|| format!("ingesting {}", input.display()))?;
-    let fed = BenchLedger::start(dir, "ecgfed.bench/gateway", "bench-site").await?;
-    let cfg = GatewayConfig {
-        site: "bench-site".into(),
-        member: "hosp".into(),
-        key_file: fed.hosp_file.clone(),
-        store: store.clone(),
-        data: dir.join("gw"),
-        dataset_id: None,
-        listen: "127.0.0.1:0".parse()?,
-        ledger: LedgerConfig {
-            address: fed.addr.clone(),
-            trust: fed.trust.clone(),
-        },
-        k: 2,
-        age_edges: vec![20, 40, 60, 80],
-        policy: Policy {
-            batch_rows,
-            ..Default::default()
-        },
-        tls: None,
-    };
-    let gw = ecgfed_gateway::Gateway::start(cfg).await?;
-    let (gl, gaddr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
-    tokio::spawn(ecgfed_gateway::server::serve(
-        gw,
-        gl,
-        std::future::pending(),
-    ));
-
-    // A cohort taking every selectable segment of the site.
-    let signer = fed.members.request_signer("sci");
-    let mut client =
-        GatewayClient::connect(&gaddr.to_string(), "bench-site", Arc::clone(&signer)).await?;
-    let mut lc = fed.client().await?;
-    let r = fed
-        .cohort(&mut client, &mut lc, "bench", u64::MAX)
-        .await
-        .with_context(|| input.display().to_string())?;
-
-    // Warm-up pull, keeping the batches for the baseline server. Each is copied into buffers
-    // of its own: a decoded batch's columns are views into the whole received message, which
-    // makes the Flight encoder overstate its size and split it into many small messages, so
-    // the baseline would not send the same messages as the gateway.
-    let mut kept = Vec::new();
-    let t = Instant::now();
-    client
-        .pull(&r.slice_id, &mut lc, |b| kept.push(b.clone()))
-        .await?;
-    let kept = kept
-        .iter()
-        .map(|b| {
-            let all = arrow::array::UInt32Array::from_iter_values(0..b.num_rows() as u32);
-            arrow::compute::take_record_batch(b, &all)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let first = t.elapsed().as_secs_f64();
-    // The plain server, twice: arrow-flight's DoGet through tonic (the baseline), and the
-    // gateway's DoGet route (the same transport as the gateway's, no auth, no verification).
-    let plain = Arc::new(MemoryFlight::new(
-        kept,
-        ecgfed_gateway::protocol::MAX_FLIGHT_DATA_BYTES,
-    ));
-    let mut plain_client = plain_server(flight_server(Arc::clone(&plain), FLIGHT_LIMITS)).await?;
-    let mut route_client = plain_server(DoGetRoute::new(plain, FLIGHT_LIMITS)).await?;
-
+    let mut site = Site::start(&input, batch_rows, dir).await?;
+    let (first, mut plain) = site.first_pull().await?;
     eprintln!(
         "bench: slice of {} rows of the {} segments in the store; {rounds} rounds",
-        r.rows, m.segments
+        site.slice.rows, site.segments
     );
-    let (mut verified, mut baseline, mut route) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut signal_bytes, mut wire) = (0u64, 0u64);
-    for _ in 0..rounds {
-        let mut timer = PullTimer::start();
-        let rep = client.pull(&r.slice_id, &mut lc, |_| timer.batch()).await?;
-        verified.push(timer.finish());
-        signal_bytes = rep.signal_bytes;
-        for (through_route, out) in [(false, &mut baseline), (true, &mut route)] {
-            let c = if through_route {
-                &mut route_client
-            } else {
-                &mut plain_client
-            };
-            let (p, rows, w) = plain_pull(c, through_route).await?;
-            if rows != rep.rows {
-                bail!(
-                    "baseline delivered {rows} rows, the verified pull {}",
-                    rep.rows
-                );
-            }
-            out.push(p);
-            wire = w;
-        }
-    }
-    let (v, b, a) = (
-        Pull::median(&verified),
-        Pull::median(&baseline),
-        Pull::median(&route),
-    );
-    let (tv, tb) = (v.seconds, b.seconds);
-    let ratio = tb / tv;
-    let ratio_route = a.seconds / tv;
-    // The least CPU that verification can take: hashing every sample byte at the rate one
-    // core of this machine hashes rows of this slice's size.
-    let hash_rate = signal_hash_rate((signal_bytes / r.rows.max(1)) as usize);
-    let hash_floor = signal_bytes as f64 / hash_rate;
-    // The verified pull needs at least the CPU of the same transport without verification (c)
-    // plus the hashing, spread at best over every core: the ratio cannot exceed this bound.
-    let bound = tb * cores() as f64 / (a.cpu + hash_floor);
+    let timed = site.time_rounds(&mut plain, rounds).await?;
     let load = if concurrent > 0 {
-        Some(crate::gateway_load::run(&input, r.rows, slice_rows, concurrent, dir).await?)
+        let rows = site.slice.rows;
+        Some(crate::gateway_load::run(&input, rows, slice_rows, concurrent, dir).await?)
     } else {
         None
     };
-    let v_mb = mb_per_s(signal_bytes, tv);
-    let load_json = load.as_ref().map(|l| {
-        let (alone, together) = (
+    let f = Figures::new(timed, site.slice.rows, first, rounds, load);
+    if json {
+        println!("{}", f.json());
+    } else {
+        f.print();
+    }
+    Ok(())
+}
+
+/// The bench site: a store ingested from the input, its gateway served in this process with
+/// a ledger, a scientist's client and verifying ledger client, and the reserved slice of a
+/// cohort taking every selectable segment.
+struct Site {
+    segments: u64,
+    client: GatewayClient,
+    ledger: ecgfed_ledger::client::LedgerClient,
+    slice: ecgfed_proto::v1::ReserveSliceResponse,
+    _fed: BenchLedger,
+}
+
+/// The plain Flight server holding the slice's batches, reached twice: through arrow-flight's
+/// DoGet on tonic (the baseline), and through the gateway's DoGet route (the gateway's
+/// transport with no authentication and no verification).
+struct Plain {
+    tonic: tonic::transport::Channel,
+    route: tonic::transport::Channel,
+}
+
+/// The timed rounds: per pull kind, one [`Pull`] per round; the slice's signal and Arrow bytes.
+struct Timed {
+    verified: Vec<Pull>,
+    baseline: Vec<Pull>,
+    route: Vec<Pull>,
+    signal_bytes: u64,
+    wire: u64,
+}
+
+impl Site {
+    /// Ingests `input`, starts the ledger and the gateway (`batch_rows` rows per batch) in
+    /// `dir`, and reserves the cohort's slice (not timed).
+    async fn start(
+        input: &std::path::Path,
+        batch_rows: usize,
+        dir: &std::path::Path,
+    ) -> Result<Site> {
+        eprintln!("bench: ingesting {} ...", input.display());
+        let store = dir.join("store");
+        let opts = IngestOptions {
+            site: "bench-site".into(),
+            ..Default::default()
+        };
+        let m = ingest(
+            std::slice::from_ref(&input.to_path_buf()),
+            &store,
+            &opts,
+            &|_| {},
+        )
+        .with_context(|| format!("ingesting {}", input.display()))?;
+        let fed = BenchLedger::start(dir, "ecgfed.bench/gateway", "bench-site").await?;
+        let cfg = GatewayConfig {
+            site: "bench-site".into(),
+            member: "hosp".into(),
+            key_file: fed.hosp_file.clone(),
+            store,
+            data: dir.join("gw"),
+            dataset_id: None,
+            listen: "127.0.0.1:0".parse()?,
+            ledger: LedgerConfig {
+                address: fed.addr.clone(),
+                trust: fed.trust.clone(),
+            },
+            k: 2,
+            age_edges: vec![20, 40, 60, 80],
+            policy: Policy {
+                batch_rows,
+                ..Default::default()
+            },
+            tls: None,
+        };
+        let gw = ecgfed_gateway::Gateway::start(cfg).await?;
+        let (gl, gaddr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse()?).await?;
+        tokio::spawn(ecgfed_gateway::server::serve(
+            gw,
+            gl,
+            std::future::pending(),
+        ));
+        // A cohort taking every selectable segment of the site.
+        let signer = fed.members.request_signer("sci");
+        let mut client = GatewayClient::connect(&gaddr.to_string(), "bench-site", signer).await?;
+        let mut ledger = fed.client().await?;
+        let slice = fed
+            .cohort(&mut client, &mut ledger, "bench", u64::MAX)
+            .await
+            .with_context(|| input.display().to_string())?;
+        Ok(Site {
+            segments: m.segments,
+            client,
+            ledger,
+            slice,
+            _fed: fed,
+        })
+    }
+
+    /// The warm-up pull (rows read from the Parquet store), timed, with its batches kept for
+    /// the plain server. Each is copied into buffers of its own: a decoded batch's columns are
+    /// views into the whole received message, which makes the Flight encoder overstate its
+    /// size and split it into many small messages, so the baseline would not send the same
+    /// messages as the gateway.
+    async fn first_pull(&mut self) -> Result<(f64, Plain)> {
+        let mut kept = Vec::new();
+        let t = Instant::now();
+        self.client
+            .pull(&self.slice.slice_id, &mut self.ledger, |b| {
+                kept.push(b.clone())
+            })
+            .await?;
+        let kept = kept
+            .iter()
+            .map(|b| {
+                let all = arrow::array::UInt32Array::from_iter_values(0..b.num_rows() as u32);
+                arrow::compute::take_record_batch(b, &all)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = t.elapsed().as_secs_f64();
+        let plain = Arc::new(MemoryFlight::new(
+            kept,
+            ecgfed_gateway::protocol::MAX_FLIGHT_DATA_BYTES,
+        ));
+        let tonic = plain_server(flight_server(Arc::clone(&plain), FLIGHT_LIMITS)).await?;
+        let route = plain_server(DoGetRoute::new(plain, FLIGHT_LIMITS)).await?;
+        Ok((first, Plain { tonic, route }))
+    }
+
+    /// `rounds` rounds of: the verified pull, the baseline pull, the pull through the route;
+    /// each plain pull must deliver the verified pull's rows.
+    async fn time_rounds(&mut self, plain: &mut Plain, rounds: usize) -> Result<Timed> {
+        let mut t = Timed {
+            verified: Vec::new(),
+            baseline: Vec::new(),
+            route: Vec::new(),
+            signal_bytes: 0,
+            wire: 0,
+        };
+        for _ in 0..rounds {
+            let mut timer = PullTimer::start();
+            let rep = self
+                .client
+                .pull(&self.slice.slice_id, &mut self.ledger, |_| timer.batch())
+                .await?;
+            t.verified.push(timer.finish());
+            t.signal_bytes = rep.signal_bytes;
+            for (through_route, out) in [(false, &mut t.baseline), (true, &mut t.route)] {
+                let c = if through_route {
+                    &mut plain.route
+                } else {
+                    &mut plain.tonic
+                };
+                let (p, rows, w) = plain_pull(c, through_route).await?;
+                if rows != rep.rows {
+                    bail!(
+                        "baseline delivered {rows} rows, the verified pull {}",
+                        rep.rows
+                    );
+                }
+                out.push(p);
+                t.wire = w;
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// What the bench reports: the medians of each pull kind, the ratios and the bound on them,
+/// the first pull, and the load phase's figures.
+struct Figures {
+    rows: u64,
+    rounds: usize,
+    signal_bytes: u64,
+    wire: u64,
+    /// Medians: verified pull, baseline, plain pull through the route.
+    v: Pull,
+    b: Pull,
+    a: Pull,
+    /// Baseline time over verified time, and route time over verified time.
+    ratio: f64,
+    ratio_route: f64,
+    /// One core's BLAKE3 rate on rows of this slice's size, and the least CPU hashing takes.
+    hash_rate: f64,
+    hash_floor: f64,
+    /// The most the ratio can be on this machine.
+    bound: f64,
+    /// Seconds of the first pull (rows read from the store).
+    first: f64,
+    load: Option<crate::gateway_load::Load>,
+}
+
+impl Figures {
+    fn new(
+        t: Timed,
+        rows: u64,
+        first: f64,
+        rounds: usize,
+        load: Option<crate::gateway_load::Load>,
+    ) -> Figures {
+        let (v, b, a) = (
+            Pull::median(&t.verified),
+            Pull::median(&t.baseline),
+            Pull::median(&t.route),
+        );
+        // The least CPU that verification can take: hashing every sample byte at the rate
+        // one core of this machine hashes rows of this slice's size.
+        let hash_rate = signal_hash_rate((t.signal_bytes / rows.max(1)) as usize);
+        let hash_floor = t.signal_bytes as f64 / hash_rate;
+        // The verified pull needs at least the CPU of the same transport without
+        // verification plus the hashing, spread at best over every core: the ratio cannot
+        // exceed this bound.
+        let bound = b.seconds * cores() as f64 / (a.cpu + hash_floor);
+        Figures {
+            rows,
+            rounds,
+            signal_bytes: t.signal_bytes,
+            wire: t.wire,
+            ratio: b.seconds / v.seconds,
+            ratio_route: a.seconds / v.seconds,
+            v,
+            b,
+            a,
+            hash_rate,
+            hash_floor,
+            bound,
+            first,
+            load,
+        }
+    }
+
+    /// The load phase's throughputs: one pull alone, all pulls together (MB/s of signal).
+    fn load_rates(l: &crate::gateway_load::Load) -> (f64, f64) {
+        (
             mb_per_s(l.signal_bytes, l.alone),
             mb_per_s(l.signal_bytes * l.concurrent as u64, l.together),
-        );
-        serde_json::json!({
-            "slice_rows": l.rows, "copies": l.copies, "store_segments": l.segments,
-            "signal_bytes_per_pull": l.signal_bytes, "concurrent": l.concurrent,
-            "alone": {"seconds": l.alone, "signal_mb_per_s": alone, "gateway_peak_rss_bytes": l.peak_alone},
-            "together": {"seconds": l.together, "signal_mb_per_s": together, "gateway_peak_rss_bytes": l.peak_together},
-            "together_over_alone": together / alone,
-            "together_over_verified_pull": together / v_mb,
-            "alone_over_first_pull_from_store": alone / mb_per_s(signal_bytes, first),
-        })
-    });
-    if json {
-        println!(
-            "{}",
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (sb, w, rows) = (self.signal_bytes, self.wire, self.rows);
+        let v_mb = mb_per_s(sb, self.v.seconds);
+        let first_mb = mb_per_s(sb, self.first);
+        let load = self.load.as_ref().map(|l| {
+            let (alone, together) = Self::load_rates(l);
             serde_json::json!({
-                "rows": r.rows, "signal_bytes": signal_bytes, "arrow_bytes": wire, "rounds": rounds,
-                "cores": cores(),
-                "verified": v.json(signal_bytes, wire, r.rows),
-                "baseline": b.json(signal_bytes, wire, r.rows),
-                "verified_over_baseline": ratio,
-                "plain_gateway_route": a.json(signal_bytes, wire, r.rows),
-                "verified_over_plain_gateway_route": ratio_route,
-                "signal_hash_bytes_per_s": hash_rate,
-                "hash_floor_cpu_seconds": hash_floor,
-                "verified_over_baseline_bound": bound,
-                "first_pull_from_store": {"seconds": first, "signal_mb_per_s": mb_per_s(signal_bytes, first)},
-                "load": load_json,
+                "slice_rows": l.rows, "copies": l.copies, "store_segments": l.segments,
+                "signal_bytes_per_pull": l.signal_bytes, "concurrent": l.concurrent,
+                "alone": {"seconds": l.alone, "signal_mb_per_s": alone, "gateway_peak_rss_bytes": l.peak_alone},
+                "together": {"seconds": l.together, "signal_mb_per_s": together, "gateway_peak_rss_bytes": l.peak_together},
+                "together_over_alone": together / alone,
+                "together_over_verified_pull": together / v_mb,
+                "alone_over_first_pull_from_store": alone / first_mb,
             })
-        );
-    } else {
+        });
+        serde_json::json!({
+            "rows": rows, "signal_bytes": sb, "arrow_bytes": w, "rounds": self.rounds,
+            "cores": cores(),
+            "verified": self.v.json(sb, w, rows),
+            "baseline": self.b.json(sb, w, rows),
+            "verified_over_baseline": self.ratio,
+            "plain_gateway_route": self.a.json(sb, w, rows),
+            "verified_over_plain_gateway_route": self.ratio_route,
+            "signal_hash_bytes_per_s": self.hash_rate,
+            "hash_floor_cpu_seconds": self.hash_floor,
+            "verified_over_baseline_bound": self.bound,
+            "first_pull_from_store": {"seconds": self.first, "signal_mb_per_s": first_mb},
+            "load": load,
+        })
+    }
+
+    fn print(&self) {
+        let (sb, rows) = (self.signal_bytes, self.rows);
         println!(
-            "gateway bench: slice of {} rows, {:.1} MB of signal, {:.1} MB of Arrow data; median of {rounds} rounds; {} cores",
-            r.rows,
-            signal_bytes as f64 / 1e6,
-            wire as f64 / 1e6,
+            "gateway bench: slice of {rows} rows, {:.1} MB of signal, {:.1} MB of Arrow data; median of {} rounds; {} cores",
+            sb as f64 / 1e6,
+            self.wire as f64 / 1e6,
+            self.rounds,
             cores()
         );
         for (name, p, what) in [
-            ("verified pull", &v, ""),
+            ("verified pull", &self.v, ""),
             (
                 "plain Flight ",
-                &b,
+                &self.b,
                 " (same batches, no auth, no verification)",
             ),
             (
                 "plain, route ",
-                &a,
+                &self.a,
                 " (the same, sent by the gateway's DoGet route, decoded in place)",
             ),
         ] {
             println!(
                 "  {name}   {:.3} s = {:.0} MB/s signal ({:.0} MB/s Arrow), {:.0} rows/s{what}\n                  CPU {:.3} core-s ({:.2} cores busy); first batch after {:.1} ms; stream end {:.1} ms after the last batch",
                 p.seconds,
-                mb_per_s(signal_bytes, p.seconds),
-                mb_per_s(wire, p.seconds),
-                r.rows as f64 / p.seconds,
+                mb_per_s(sb, p.seconds),
+                mb_per_s(self.wire, p.seconds),
+                rows as f64 / p.seconds,
                 p.cpu,
                 p.cpu / p.seconds,
                 p.first * 1e3,
@@ -348,51 +482,55 @@ async fn run(
             );
         }
         println!(
-            "  verified / plain Flight throughput: {ratio:.2}× (against the plain pull through the gateway's route: {ratio_route:.2}×)"
+            "  verified / plain Flight throughput: {:.2}× (against the plain pull through the gateway's route: {:.2}×)",
+            self.ratio, self.ratio_route
         );
         println!(
-            "  verification: +{:.3} core-s over the same transport without it, of which ≥ {hash_floor:.3} core-s is hashing the signal (BLAKE3, {:.2} GB/s on one core); with {} cores the ratio cannot exceed {bound:.2}",
-            v.cpu - a.cpu,
-            hash_rate / 1e9,
-            cores()
+            "  verification: +{:.3} core-s over the same transport without it, of which ≥ {:.3} core-s is hashing the signal (BLAKE3, {:.2} GB/s on one core); with {} cores the ratio cannot exceed {:.2}",
+            self.v.cpu - self.a.cpu,
+            self.hash_floor,
+            self.hash_rate / 1e9,
+            cores(),
+            self.bound
         );
         println!(
-            "  first verified pull, rows read from the Parquet store: {first:.3} s = {:.0} MB/s signal",
-            mb_per_s(signal_bytes, first)
+            "  first verified pull, rows read from the Parquet store: {:.3} s = {:.0} MB/s signal",
+            self.first,
+            mb_per_s(sb, self.first)
         );
-        if let Some(l) = &load {
-            let (alone, together) = (
-                mb_per_s(l.signal_bytes, l.alone),
-                mb_per_s(l.signal_bytes * l.concurrent as u64, l.together),
-            );
-            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-            println!(
-                "load: a {}-row slice ({:.1} MB of signal) from a store of {} copies of the input ({} segments), gateway in its own process (1 GiB cache budget)",
-                l.rows,
-                l.signal_bytes as f64 / 1e6,
-                l.copies,
-                l.segments
-            );
-            println!(
-                "  one verified pull alone       {:.3} s = {alone:.0} MB/s signal; gateway peak RSS {:.2} GiB",
-                l.alone,
-                gib(l.peak_alone)
-            );
-            println!(
-                "  {} verified pulls at once      {:.3} s = {together:.0} MB/s signal in all; gateway peak RSS {:.2} GiB",
-                l.concurrent,
-                l.together,
-                gib(l.peak_together)
-            );
-            println!(
-                "  together / alone: {:.2}×; together / the verified pull above: {:.2}×; alone / the first pull from the store above: {:.2}×",
-                together / alone,
-                together / v_mb,
-                alone / mb_per_s(signal_bytes, first)
-            );
+        if let Some(l) = &self.load {
+            self.print_load(l);
         }
     }
-    Ok(())
+
+    fn print_load(&self, l: &crate::gateway_load::Load) {
+        let (alone, together) = Self::load_rates(l);
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        println!(
+            "load: a {}-row slice ({:.1} MB of signal) from a store of {} copies of the input ({} segments), gateway in its own process (1 GiB cache budget)",
+            l.rows,
+            l.signal_bytes as f64 / 1e6,
+            l.copies,
+            l.segments
+        );
+        println!(
+            "  one verified pull alone       {:.3} s = {alone:.0} MB/s signal; gateway peak RSS {:.2} GiB",
+            l.alone,
+            gib(l.peak_alone)
+        );
+        println!(
+            "  {} verified pulls at once      {:.3} s = {together:.0} MB/s signal in all; gateway peak RSS {:.2} GiB",
+            l.concurrent,
+            l.together,
+            gib(l.peak_together)
+        );
+        println!(
+            "  together / alone: {:.2}×; together / the verified pull above: {:.2}×; alone / the first pull from the store above: {:.2}×",
+            together / alone,
+            together / mb_per_s(self.signal_bytes, self.v.seconds),
+            alone / mb_per_s(self.signal_bytes, self.first)
+        );
+    }
 }
 
 /// CPU time (user + system) of this process so far, in seconds: server, client and ledger of

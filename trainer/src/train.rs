@@ -275,9 +275,6 @@ pub fn train(
             "the cohort has no training rows".into(),
         ));
     }
-    let k = spec.classes.len();
-    let weights = class_weights(data, &train_idx, k, t.class_weight_power);
-    let class_w = Tensor::from_slice(&weights).to_device(device);
     let arch = arch_of(spec);
     if arch.features as usize != data.features {
         return Err(crate::error::TrainerError::Plan(format!(
@@ -292,15 +289,82 @@ pub fn train(
         ..Default::default()
     }
     .build(&vs, t.lr)?;
-    let steps_per_epoch = {
-        let s = train_idx.len().div_ceil(t.batch_size);
-        if t.max_steps_per_epoch > 0 {
-            s.min(t.max_steps_per_epoch)
-        } else {
-            s
-        }
+    let weights = class_weights(data, &train_idx, spec.classes.len(), t.class_weight_power);
+    let mut run = EpochLoop {
+        data,
+        spec,
+        device,
+        model: &model,
+        class_w: Tensor::from_slice(&weights).to_device(device),
+        steps_per_epoch: steps_per_epoch(train_idx.len(), t.batch_size, t.max_steps_per_epoch),
+        step: 0,
+        pb: ProgressBar::hidden(),
     };
-    let total = steps_per_epoch * t.epochs;
+    run.pb = progress_bar(progress, run.steps_per_epoch * t.epochs);
+    let classes = spec.class_names();
+    let mut history = Vec::new();
+    let mut best: Option<Best> = None;
+    let mut since_best = 0usize;
+    for epoch in 1..=t.epochs {
+        let (train_loss, seen, lr, secs) = run.epoch(&mut opt, &train_idx, epoch);
+        let (val_loss, val_f1, val_f1_records) =
+            validate(&model, data, &val_idx, spec, &classes, device);
+        let stats = EpochStats {
+            epoch,
+            lr,
+            train_loss,
+            val_loss,
+            val_macro_f1: val_f1,
+            val_macro_f1_records: val_f1_records,
+            windows_per_sec: seen as f64 / secs,
+        };
+        report_epoch(&run.pb, progress, t.epochs, &stats);
+        history.push(stats);
+        let chosen = if t.select_on == "records" {
+            val_f1_records
+        } else {
+            val_f1
+        };
+        let score = chosen.unwrap_or(f64::NEG_INFINITY);
+        // Without a validation set every epoch is the best so far: the last one is kept.
+        if val_idx.is_empty() || best.as_ref().is_none_or(|b| score > b.score) {
+            best = Some(Best::of(&vs, score, epoch));
+            since_best = 0;
+            continue;
+        }
+        since_best += 1;
+        if !val_idx.is_empty() && since_best >= t.patience.max(1) {
+            if progress {
+                run.pb.suspend(|| {
+                    eprintln!("early stop: no better validation macro-F1 for {since_best} epochs")
+                });
+            }
+            break;
+        }
+    }
+    run.pb.finish_and_clear();
+    let best_epoch = match &best {
+        Some(b) => b.restore(&vs),
+        None => t.epochs,
+    };
+    Ok(Trained {
+        steps: run.step,
+        vs,
+        model,
+        arch,
+        history,
+        best_epoch,
+    })
+}
+
+/// Optimiser steps per epoch: every training row once, or at most `max` steps (0: no limit).
+fn steps_per_epoch(rows: usize, batch_size: usize, max: usize) -> usize {
+    let s = rows.div_ceil(batch_size);
+    if max > 0 { s.min(max) } else { s }
+}
+
+/// The bar of `total` steps on standard error (hidden without `progress`).
+fn progress_bar(progress: bool, total: usize) -> ProgressBar {
     let pb = if progress {
         ProgressBar::new(total as u64)
     } else {
@@ -310,102 +374,98 @@ pub fn train(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let classes = spec.class_names();
-    let mut history = Vec::new();
-    let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
-    let mut step = 0usize;
-    let mut since_best = 0usize;
-    for epoch in 1..=t.epochs {
-        let mut order = train_idx.clone();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ (epoch as u64) << 32);
+    pb
+}
+
+/// What every epoch of one training run shares, and the steps taken so far.
+struct EpochLoop<'a> {
+    data: &'a CohortData,
+    spec: &'a CohortSpec,
+    device: Device,
+    model: &'a ResNet1d,
+    class_w: Tensor,
+    steps_per_epoch: usize,
+    step: usize,
+    pb: ProgressBar,
+}
+
+impl EpochLoop<'_> {
+    /// One epoch over the training rows `train_idx`, shuffled by the epoch's seed: the mean
+    /// training loss, the windows seen, the last learning rate and the seconds it took.
+    fn epoch(
+        &mut self,
+        opt: &mut nn::Optimizer,
+        train_idx: &[usize],
+        epoch: usize,
+    ) -> (f64, usize, f64, f64) {
+        let (t, data, device) = (&self.spec.train, self.data, self.device);
+        let total = self.steps_per_epoch * t.epochs;
+        let mut order = train_idx.to_vec();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.spec.seed ^ (epoch as u64) << 32);
         order.shuffle(&mut rng);
         let started = Instant::now();
-        let mut loss_sum = 0.0;
-        let mut seen = 0usize;
-        let mut lr = t.lr;
-        for chunk in order.chunks(t.batch_size).take(steps_per_epoch) {
-            lr = lr_at(spec, step, total, epoch - 1);
+        let (mut loss_sum, mut seen, mut lr) = (0.0, 0usize, t.lr);
+        for chunk in order.chunks(t.batch_size).take(self.steps_per_epoch) {
+            lr = lr_at(self.spec, self.step, total, epoch - 1);
             opt.set_lr(lr);
-            let x = signal_input(&model, data, chunk, t.augment.then_some(&mut rng), device);
+            let x = signal_input(
+                self.model,
+                data,
+                chunk,
+                t.augment.then_some(&mut rng),
+                device,
+            );
             let y: Vec<i64> = chunk.iter().map(|&i| data.meta[i].class as i64).collect();
             let y = Tensor::from_slice(&y).to_device(device);
             let feats = batch_features(data, chunk, device);
-            let logits = model.forward_rows(&x, feats.as_ref(), true);
+            let logits = self.model.forward_rows(&x, feats.as_ref(), true);
             let loss =
-                logits.cross_entropy_loss(&y, Some(&class_w), tch::Reduction::Mean, -100, 0.0);
+                logits.cross_entropy_loss(&y, Some(&self.class_w), tch::Reduction::Mean, -100, 0.0);
             opt.backward_step(&loss);
             loss_sum += loss.double_value(&[]) * chunk.len() as f64;
             seen += chunk.len();
-            step += 1;
-            pb.inc(1);
+            self.step += 1;
+            self.pb.inc(1);
         }
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        let (val_loss, val_f1, val_f1_records) =
-            validate(&model, data, &val_idx, spec, &classes, device);
-        let stats = EpochStats {
+        (loss_sum / seen.max(1) as f64, seen, lr, secs)
+    }
+}
+
+/// The best epoch so far: its score, its number and a copy of its weights.
+struct Best {
+    score: f64,
+    epoch: usize,
+    weights: HashMap<String, Tensor>,
+}
+
+impl Best {
+    /// The weights of `vs` now, as epoch `epoch` of score `score`.
+    fn of(vs: &nn::VarStore, score: f64, epoch: usize) -> Best {
+        let weights = tch::no_grad(|| {
+            vs.variables()
+                .into_iter()
+                .map(|(n, v)| (n, v.detach().copy()))
+                .collect()
+        });
+        Best {
+            score,
             epoch,
-            lr,
-            train_loss: loss_sum / seen.max(1) as f64,
-            val_loss,
-            val_macro_f1: val_f1,
-            val_macro_f1_records: val_f1_records,
-            windows_per_sec: seen as f64 / secs,
-        };
-        report_epoch(&pb, progress, t.epochs, &stats);
-        history.push(stats);
-        let chosen = if t.select_on == "records" {
-            val_f1_records
-        } else {
-            val_f1
-        };
-        let score = chosen.unwrap_or(f64::NEG_INFINITY);
-        // Without a validation set every epoch is the best so far: the last one is kept.
-        let better = val_idx.is_empty() || best.as_ref().is_none_or(|(b, _, _)| score > *b);
-        if better {
-            let snapshot = tch::no_grad(|| {
-                vs.variables()
-                    .into_iter()
-                    .map(|(n, v)| (n, v.detach().copy()))
-                    .collect()
-            });
-            best = Some((score, epoch, snapshot));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if !val_idx.is_empty() && since_best >= t.patience.max(1) {
-                if progress {
-                    pb.suspend(|| {
-                        eprintln!(
-                            "early stop: no better validation macro-F1 for {since_best} epochs"
-                        )
-                    });
-                }
-                break;
-            }
+            weights,
         }
     }
-    pb.finish_and_clear();
-    let best_epoch = match &best {
-        Some((_, e, snap)) => {
-            tch::no_grad(|| {
-                for (n, mut v) in vs.variables() {
-                    if let Some(s) = snap.get(&n) {
-                        v.copy_(s);
-                    }
+
+    /// Puts the kept weights back into `vs`; returns the epoch they are from.
+    fn restore(&self, vs: &nn::VarStore) -> usize {
+        tch::no_grad(|| {
+            for (n, mut v) in vs.variables() {
+                if let Some(s) = self.weights.get(&n) {
+                    v.copy_(s);
                 }
-            });
-            *e
-        }
-        None => t.epochs,
-    };
-    Ok(Trained {
-        vs,
-        model,
-        arch,
-        history,
-        best_epoch,
-        steps: step,
-    })
+            }
+        });
+        self.epoch
+    }
 }
 
 #[cfg(test)]

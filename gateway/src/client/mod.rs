@@ -326,7 +326,35 @@ impl GatewayClient {
             Some(c) => c,
             None => (&mut lookup).await?,
         };
-        let (entry_index, committed) = committed;
+        drop(lookup);
+        let ended = Ended {
+            schema: decoder.schema().cloned(),
+            verifier,
+            held: (!confirmed).then_some(held),
+            batches,
+        };
+        self.conclude(ledger, slice_id, committed, ended, on_batch)
+            .await
+    }
+
+    /// The end of a pull: the slice's ledger entry (`committed`, at its index) must be this
+    /// gateway's site's, its root the one the rows verified against (checked now if the
+    /// stream ended before it was, then the held batches are handed over), and every leaf
+    /// served or announced erased.
+    async fn conclude(
+        &self,
+        ledger: &mut LedgerClient,
+        slice_id: &str,
+        (entry_index, committed): (u64, CohortSliceCommitted),
+        ended: Ended,
+        mut on_batch: impl FnMut(&RecordBatch),
+    ) -> Result<PullReport> {
+        let Ended {
+            schema,
+            verifier,
+            held,
+            mut batches,
+        } = ended;
         if committed.site != self.site {
             return Err(VerificationError::OtherSite {
                 slice: slice_id.into(),
@@ -335,7 +363,6 @@ impl GatewayClient {
             }
             .into());
         }
-        drop(lookup);
         let root: [u8; 32] = committed.slice_root.as_slice().try_into().map_err(|_| {
             VerificationError::LedgerHash {
                 index: entry_index,
@@ -344,12 +371,11 @@ impl GatewayClient {
             }
         })?;
         let size = committed.row_count;
-        let schema = decoder.schema().cloned();
-        if !confirmed {
+        if let Some(held) = held {
             match (&verifier, &schema) {
                 (Some(v), _) => {
                     same_as_ledger(&committed, &v.root, v.size, slice_id)?;
-                    for b in held.drain(..) {
+                    for b in held {
                         batches += 1;
                         on_batch(&b);
                     }
@@ -390,6 +416,16 @@ impl GatewayClient {
             erased,
         })
     }
+}
+
+/// A pull's stream after its end: its schema, the verifier, the batches held back while the
+/// ledger's root was not yet known to be the one they verified against (`None` once it
+/// was), and the batches handed over.
+struct Ended {
+    schema: Option<arrow::datatypes::SchemaRef>,
+    verifier: Option<Verifier>,
+    held: Option<Vec<RecordBatch>>,
+    batches: u64,
 }
 
 /// The pull's verifier thread: batches in, verified batches (or the first error) out.
