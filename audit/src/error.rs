@@ -3,7 +3,26 @@
 /// An audit failure, naming the entry, subject or file it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    /// The ledger (store or server) could not answer.
+    /// The ledger server refused or failed, or its answer does not verify (the client's
+    /// typed error: a fork, a rollback, an inconsistent tree, a broken rule).
+    #[error("ledger: {0}")]
+    Client(#[from] ecgfed_ledger::client::ClientError),
+    /// The ledger server refused or failed a raw call.
+    #[error("ledger: {0}")]
+    Status(#[from] tonic::Status),
+    /// The ledger's store could not be read (offline audit).
+    #[error("ledger store: {0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// An inclusion proof cannot be had for an entry.
+    #[error("inclusion proof of entry {index}: {source}")]
+    Proof {
+        /// The entry.
+        index: u64,
+        /// Why.
+        #[source]
+        source: ecgfed_ledger::log::LogError,
+    },
+    /// The ledger's answer or store is not what the formats allow (names what).
     #[error("ledger: {0}")]
     Ledger(String),
     /// An entry could not be decoded.

@@ -337,7 +337,7 @@ async fn lineage_cmd(ledger: &LedgerArgs, t: &TargetArgs, json: bool) -> Result<
                 )
                 .and_then(|_| print_usage_models(&u.usage, &mut out))
             }
-            .map_err(|e| ecgfed_audit::AuditError::Ledger(e.to_string()))
+            .map_err(|e| ecgfed_audit::AuditError::io(Path::new("standard output"), e))
         })
         .await?
     } else {
@@ -376,7 +376,7 @@ async fn lineage_cmd(ledger: &LedgerArgs, t: &TargetArgs, json: bool) -> Result<
                     print_usage_models(&u, &mut out)
                 })
             }
-            .map_err(|e| ecgfed_audit::AuditError::Ledger(e.to_string()))
+            .map_err(|e| ecgfed_audit::AuditError::io(Path::new("standard output"), e))
         })
         .await?
     };

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ecgfed_gateway::client::signing::RequestSigner;
-use ecgfed_gateway::client::{GatewayClient, signing::do_get_headers};
+use ecgfed_gateway::client::RequestSigner;
+use ecgfed_gateway::client::{GatewayClient, do_get_headers};
 use ecgfed_gateway::{Gateway, GatewayConfig, GatewayError};
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::keys::KeyPair;
@@ -270,7 +270,7 @@ async fn serve(config: PathBuf) -> Result<()> {
 
 async fn erase(config: PathBuf, patient: &str, reason: &str, json: bool) -> Result<()> {
     let cfg = GatewayConfig::read(&config)?;
-    let local = ecgfed_gateway::server::keystore::KeyStore::open(&cfg.data);
+    let local = ecgfed_gateway::server::KeyStore::open(&cfg.data);
     let (segments, commitments, index) = match local {
         Ok(ks) => {
             drop(ks);

@@ -82,7 +82,7 @@ enum Command {
 /// The version line: the package version, and the test machinery compiled in, if any (a
 /// shipped build has none: scripts/check-release.sh).
 fn version() -> &'static str {
-    let kit = ecgfed_gateway::server::gateway::TEST_KIT;
+    let kit = ecgfed_gateway::server::TEST_KIT;
     if kit.is_empty() {
         env!("CARGO_PKG_VERSION")
     } else {

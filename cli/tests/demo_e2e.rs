@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::fed::{BIN, run, s, serve, stop};
-use ecgfed_gateway::server::keystore::KeyStore;
-use ecgfed_gateway::server::rows::SliceRecord;
+use ecgfed_gateway::server::KeyStore;
+use ecgfed_gateway::server::SliceRecord;
 use serde_json::Value;
 
 fn schema(path: &str) -> jsonschema::Validator {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use arrow::array::AsArray;
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_gateway::client::signing::{RequestSigner, add_headers};
+use ecgfed_gateway::client::{RequestSigner, add_headers};
 use ecgfed_gateway::protocol::FLIGHT_PATH;
 use ecgfed_gateway::protocol::SERVICE_PATH;
 use ecgfed_ledger::entry::EntrySigner;

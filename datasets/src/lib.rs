@@ -20,7 +20,7 @@ pub mod header;
 pub mod ingest;
 pub mod labels;
 pub mod layout;
-pub mod mat4;
+mod mat4;
 pub mod paths;
 pub mod record;
 pub mod resample;

@@ -12,7 +12,7 @@ use crate::error::{DatasetError, Result};
 
 /// Header of the first matrix in a Level 4 MAT file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mat4Header {
+pub(crate) struct Mat4Header {
     /// Rows (leads).
     pub rows: u32,
     /// Columns (samples).
@@ -26,7 +26,7 @@ pub struct Mat4Header {
 }
 
 /// Parses the first matrix header of a little-endian Level 4 MAT file.
-pub fn parse_header(bytes: &[u8], path: &Path) -> Result<Mat4Header> {
+pub(crate) fn parse_header(bytes: &[u8], path: &Path) -> Result<Mat4Header> {
     let bad = |reason: String| DatasetError::signal(path, "*", reason);
     if bytes.len() < 20 {
         return Err(bad(format!(
@@ -65,7 +65,7 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<Mat4Header> {
 
 /// Checks that a MAT v4 file holds int16 `val` with `n_signals` rows starting at `byte_offset`,
 /// and returns its number of columns (samples per signal).
-pub fn check_val_matrix(
+pub(crate) fn check_val_matrix(
     bytes: &[u8],
     n_signals: usize,
     byte_offset: u64,

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// The commitment of one store row.
-pub fn commitment(salt: &[u8; 32], content_hash: &[u8; 32], segment_id: &str) -> [u8; 32] {
+pub(crate) fn commitment(salt: &[u8; 32], content_hash: &[u8; 32], segment_id: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(salt);
     h.update(content_hash);
@@ -23,7 +23,7 @@ pub fn commitment(salt: &[u8; 32], content_hash: &[u8; 32], segment_id: &str) ->
 }
 
 /// The pseudonym of a patient under the gateway's pseudonym key.
-pub fn pseudonym(key: &[u8; 32], source: &str, patient: &str) -> String {
+pub(crate) fn pseudonym(key: &[u8; 32], source: &str, patient: &str) -> String {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(source.as_bytes());
     m.update(&[0]);
@@ -32,7 +32,7 @@ pub fn pseudonym(key: &[u8; 32], source: &str, patient: &str) -> String {
 }
 
 /// Decodes a 32-byte hash from hex.
-pub fn hash32(hex_str: &str) -> Option<[u8; 32]> {
+pub(crate) fn hash32(hex_str: &str) -> Option<[u8; 32]> {
     hex::decode(hex_str).ok()?.try_into().ok()
 }
 
@@ -72,7 +72,7 @@ impl CommitmentTree {
 }
 
 /// Checks that `commitment` is leaf `index` of the tree of `size` leaves with `root`.
-pub fn verify_leaf(
+pub(crate) fn verify_leaf(
     index: u64,
     size: u64,
     commitment: &[u8; 32],

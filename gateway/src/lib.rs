@@ -11,7 +11,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod client;
-pub mod commitment;
+mod commitment;
 pub mod error;
 pub mod protocol;
 #[cfg(feature = "server")]
@@ -19,7 +19,7 @@ pub mod server;
 pub mod transport;
 
 pub use client::GatewayClient;
-pub use client::signing::RequestSigner;
+pub use client::RequestSigner;
 pub use error::GatewayError;
 #[cfg(feature = "server")]
 pub use server::{Gateway, GatewayConfig};

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use arrow::array::AsArray;
 use common::{Fed, SITES, contains};
-use ecgfed_gateway::client::signing::add_headers;
+use ecgfed_gateway::client::add_headers;
 use ecgfed_gateway::protocol::SERVICE_PATH;
-use ecgfed_gateway::server::config::Policy;
-use ecgfed_gateway::server::keystore::patient_key;
+use ecgfed_gateway::server::Policy;
+use ecgfed_gateway::server::patient_key;
 use ecgfed_ledger::keys::{KeyPair, Signature};
 use ecgfed_ledger::state::ADMIT_DST;
 use ecgfed_proto::v1::entry_body::Payload;
@@ -148,9 +148,7 @@ async fn a_member_the_hospitals_did_not_approve_is_refused() {
             approval_signature: vec![],
         }));
     fed.ledger.append_unchecked(admit).await.unwrap();
-    let signer = Arc::new(ecgfed_gateway::client::signing::RequestSigner::new(
-        "rogue", rogue,
-    ));
+    let signer = Arc::new(ecgfed_gateway::client::RequestSigner::new("rogue", rogue));
     let mut c = ecgfed_gateway::client::GatewayClient::connect(&fed.addr(0), SITES[0], signer)
         .await
         .unwrap();
@@ -180,9 +178,7 @@ async fn a_member_the_hospitals_did_not_approve_is_refused() {
             approval_signature: Signature::aggregate(&sigs).unwrap().to_bytes(),
         }));
     ledger.submit(admit).await.unwrap();
-    let signer = Arc::new(ecgfed_gateway::client::signing::RequestSigner::new(
-        "sci3", sci3,
-    ));
+    let signer = Arc::new(ecgfed_gateway::client::RequestSigner::new("sci3", sci3));
     let mut c = ecgfed_gateway::client::GatewayClient::connect(&fed.addr(0), SITES[0], signer)
         .await
         .unwrap();
@@ -451,7 +447,7 @@ async fn a_signed_request_is_served_once_and_at_one_gateway() {
     let before = fed.gw(0).members.refreshes();
     let mut a = GatewayServiceClient::new(ch.clone());
     for i in 0..50 {
-        let stranger = ecgfed_gateway::client::signing::RequestSigner::new(
+        let stranger = ecgfed_gateway::client::RequestSigner::new(
             &format!("stranger-{i}"),
             KeyPair::generate(),
         );

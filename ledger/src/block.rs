@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::log::Hash;
 
 /// Domain-separation prefix of block hashes.
-pub const BLOCK_DST: &[u8] = b"ecgfed/v1/block\n";
+pub(crate) const BLOCK_DST: &[u8] = b"ecgfed/v1/block\n";
 /// Length of the canonical encoding.
-pub const BLOCK_BYTES: usize = 104;
+pub(crate) const BLOCK_BYTES: usize = 104;
 
 /// A committed block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl Block {
     }
 
     /// The wire form.
-    pub fn to_proto(&self) -> ecgfed_proto::v1::Block {
+    pub(crate) fn to_proto(self) -> ecgfed_proto::v1::Block {
         ecgfed_proto::v1::Block {
             height: self.height,
             previous_hash: self.previous_hash.to_vec(),

@@ -9,7 +9,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod block;
+mod block;
 pub mod checkpoint;
 pub mod client;
 pub mod entry;
@@ -18,7 +18,7 @@ pub mod keys;
 pub mod log;
 pub mod protocol;
 #[cfg(feature = "server")]
-pub mod sequencer;
+mod sequencer;
 #[cfg(feature = "server")]
 pub mod service;
 pub mod state;

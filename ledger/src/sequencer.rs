@@ -26,13 +26,13 @@ use crate::state::{Changes, Code, Rejection, State};
 use crate::store::{Head, NewEntry, Store, StoreError, nonce_key};
 
 /// Most entries committed in one block.
-pub const MAX_BATCH: usize = 8192;
+pub(crate) const MAX_BATCH: usize = 8192;
 /// Longest pause between arriving submissions that still extends the block being gathered.
-pub const GROUP_GAP: std::time::Duration = std::time::Duration::from_millis(2);
+pub(crate) const GROUP_GAP: std::time::Duration = std::time::Duration::from_millis(2);
 /// Longest time the sequencer gathers submissions for one block.
-pub const GROUP_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+pub(crate) const GROUP_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Capacity of the submission queue.
-pub const QUEUE: usize = 65_536;
+pub(crate) const QUEUE: usize = 65_536;
 
 /// Where an accepted entry landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,7 @@ fn checkpoint_for(state: &State, block: &Block, key: &KeyPair) -> String {
 }
 
 /// Replays the state (members, cohorts, committed slices) from the stored entries.
-pub fn replay_state(store: &Store, head: Head) -> Result<State, LedgerError> {
+pub(crate) fn replay_state(store: &Store, head: Head) -> Result<State, LedgerError> {
     let dir = store.path();
     let g = store
         .entry(0)?

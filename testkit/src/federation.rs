@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_gateway::client::signing::RequestSigner;
+use ecgfed_gateway::client::RequestSigner;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::trust::TrustFile;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ecgfed_gateway::client::signing::RequestSigner;
+use ecgfed_gateway::client::RequestSigner;
 use ecgfed_ledger::checkpoint::Checkpoint;
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::genesis::{GenesisFile, GenesisMember};

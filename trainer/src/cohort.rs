@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use ecgfed_gateway::client::GatewayClient;
-use ecgfed_gateway::client::signing::RequestSigner;
+use ecgfed_gateway::client::RequestSigner;
 use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
@@ -15,9 +15,10 @@ use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{AllocationCell, CohortCreated, ReserveSliceRequest, StrataDimension};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrainerError};
+use crate::error::{CohortTaken, GatewayProblem, Result, TrainerError};
 use crate::plan::Stratum;
 use crate::spec::{Federation, GatewayEntry, LoadedSpec};
+use ecgfed_ledger::log::Hash32;
 
 /// Connections to the ledger and the gateways, as one member.
 pub struct Session {
@@ -103,8 +104,9 @@ impl Session {
             .gateways
             .iter()
             .find(|g| g.site == site)
-            .ok_or_else(|| {
-                TrainerError::Plan(format!("site {site:?} is not in the federation file"))
+            .ok_or_else(|| TrainerError::NotInFederation {
+                site: site.into(),
+                cohort: None,
             })
     }
 
@@ -132,14 +134,19 @@ impl Session {
                 .list_datasets()
                 .await
                 .map_err(|e| TrainerError::gateway(&g.site, e))?;
-            let d = ds.datasets.first().ok_or_else(|| {
-                TrainerError::Plan(format!("gateway of site {} serves no dataset", g.site))
-            })?;
+            let problem = |problem| TrainerError::GatewayAnswer {
+                site: g.site.clone(),
+                problem,
+            };
+            let d = ds
+                .datasets
+                .first()
+                .ok_or_else(|| problem(GatewayProblem::NoDataset))?;
             if d.site != g.site {
-                return Err(TrainerError::Plan(format!(
-                    "the gateway at {} serves site {:?}, the federation file says {:?}",
-                    g.address, d.site, g.site
-                )));
+                return Err(problem(GatewayProblem::OtherSite {
+                    address: g.address.clone(),
+                    served: d.site.clone(),
+                }));
             }
             let t = c
                 .strata(
@@ -154,11 +161,9 @@ impl Session {
                 .map_err(|e| TrainerError::gateway(&g.site, e))?;
             for cell in &t.cells {
                 let [label, sex, age_band] = cell.key.as_slice() else {
-                    return Err(TrainerError::Plan(format!(
-                        "gateway {}: a strata cell has {} keys, expected 3",
-                        g.site,
-                        cell.key.len()
-                    )));
+                    return Err(problem(GatewayProblem::StrataKeys {
+                        keys: cell.key.len(),
+                    }));
                 };
                 out.push(Stratum {
                     site: g.site.clone(),
@@ -186,7 +191,10 @@ impl Session {
         self.ledger
             .cohort(cohort_id)
             .await
-            .map_err(|e| TrainerError::Plan(format!("ledger lookup of {cohort_id}: {e}")))
+            .map_err(|source| TrainerError::CohortLookup {
+                cohort: cohort_id.into(),
+                source,
+            })
     }
 
     /// Writes `CohortCreated` for `spec` with `allocation`, or returns the existing entry when
@@ -201,13 +209,14 @@ impl Session {
         let id = spec.cohort_id();
         if let Some((index, c)) = self.find_cohort(&id).await? {
             if c.spec_sha256 != spec.sha256 || c.requester != self.member() {
-                return Err(TrainerError::Plan(format!(
-                    "cohort {id} is already on the ledger (entry {index}) with spec {} by {}; this spec is {} by {}: choose another cohort_id",
-                    hex::encode(&c.spec_sha256),
-                    c.requester,
-                    hex::encode(spec.sha256),
-                    self.member()
-                )));
+                return Err(TrainerError::CohortTaken(Box::new(CohortTaken {
+                    cohort: id,
+                    index,
+                    ledger_spec: Hash32(c.spec_sha256.as_slice().try_into().unwrap_or_default()),
+                    ledger_requester: c.requester,
+                    spec: Hash32(spec.sha256),
+                    requester: self.member().into(),
+                })));
             }
             return Ok(LedgerCohort {
                 entry: c,

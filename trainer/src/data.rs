@@ -389,7 +389,9 @@ type Window = (RowMeta, Vec<f32>, Option<[f32; MORPH_POINTS]>);
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| TrainerError::Data(format!("served batch lacks column {name}")))
+        .ok_or_else(|| TrainerError::Column {
+            column: name.into(),
+        })
 }
 
 /// Turns verified served rows into windows. Rows whose label is outside the task are skipped
@@ -429,11 +431,10 @@ pub fn windows_from_batch(
                 .iter()
                 .map(|s| s.unwrap_or("").to_string())
                 .collect();
-            let li = pick_lead(&names, &spec.signal.lead).ok_or_else(|| {
-                TrainerError::Data(format!(
-                    "segment {sid}: no lead {} among {names:?}",
-                    spec.signal.lead
-                ))
+            let li = pick_lead(&names, &spec.signal.lead).ok_or_else(|| TrainerError::NoLead {
+                segment: sid.into(),
+                lead: spec.signal.lead.clone(),
+                leads: names.clone(),
             })?;
             let sig = signal.value(i);
             let sig = sig.as_primitive::<Float32Type>().values();
@@ -442,7 +443,10 @@ pub fn windows_from_batch(
             let lead_window = |k: usize| {
                 to_rate(&sig[k * per..(k + 1) * per], fs.value(i), &spec.signal)
                     .map(|r| fit_window(&r, len))
-                    .map_err(|e| TrainerError::Data(format!("segment {sid}: {e}")))
+                    .map_err(|source| TrainerError::Resample {
+                        segment: sid.into(),
+                        source,
+                    })
             };
             let window = lead_window(li)?;
             // Beat features also describe the row's other lead (the first besides `li`; the

@@ -2,6 +2,10 @@
 
 use std::path::Path;
 
+use ecgfed_ledger::log::Hash32;
+
+use ecgfed_datasets::resample::ResampleError;
+
 /// What can go wrong while planning, pulling, training or recording.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainerError {
@@ -35,15 +39,90 @@ pub enum TrainerError {
     /// A key file cannot be used.
     #[error("key: {0}")]
     Key(#[from] ecgfed_ledger::keys::KeyError),
-    /// The plan cannot be made (names the cell, class or site).
-    #[error("plan: {0}")]
-    Plan(String),
+    /// A site the cohort or the caller names is not in the federation file.
+    #[error("site {site:?} is not in the federation file{}", cohort.as_ref().map(|c| format!(" (cohort {c} allocates to it)")).unwrap_or_default())]
+    NotInFederation {
+        /// The site.
+        site: String,
+        /// The cohort that allocates to it, if any.
+        cohort: Option<String>,
+    },
+    /// A gateway's answer contradicts the federation file or the protocol.
+    #[error("gateway of site {site}: {problem}")]
+    GatewayAnswer {
+        /// The site in the federation file.
+        site: String,
+        /// What is wrong.
+        problem: GatewayProblem,
+    },
+    /// The cohort id is on the ledger already with another spec or requester.
+    #[error(transparent)]
+    CohortTaken(Box<CohortTaken>),
+    /// Looking the cohort up on the ledger failed.
+    #[error("ledger lookup of cohort {cohort}: {source}")]
+    CohortLookup {
+        /// The cohort id.
+        cohort: String,
+        /// The ledger client's error.
+        #[source]
+        source: ecgfed_ledger::client::ClientError,
+    },
+    /// No cell could be allocated; the shortfalls say why, cell by cell.
+    #[error("nothing to allocate: {}", shortfalls.join("; "))]
+    NothingToAllocate {
+        /// One line per cell or class short of its target.
+        shortfalls: Vec<String>,
+    },
+    /// The cohort has no training rows.
+    #[error("plan: the cohort has no training rows")]
+    NoTrainingRows,
+    /// The network's scalar features differ from the data's.
+    #[error(
+        "plan: the network takes {network} scalar features per row, the cohort data has {data}"
+    )]
+    Features {
+        /// Features the network takes.
+        network: usize,
+        /// Features per row of the data.
+        data: usize,
+    },
+    /// The requested device cannot be used.
+    #[error("--device {requested:?}: {}", if requested == "cuda" { "libtorch sees no CUDA device on this machine" } else { "expected cpu or cuda" })]
+    Device {
+        /// The device asked for.
+        requested: String,
+    },
+    /// A planned cohort has no ledger entry (the planner's outcome is inconsistent).
+    #[error("plan: the plan has no ledger entry")]
+    NoLedgerEntry,
     /// The allocation has no solution.
     #[error("plan: {0}")]
     Solve(#[from] PlanError),
-    /// A pulled row cannot be turned into a window (names the segment).
-    #[error("data: {0}")]
-    Data(String),
+    /// A served batch lacks a column the trainer reads, or has it with another type.
+    #[error("data: served batch lacks column {column}")]
+    Column {
+        /// The column.
+        column: String,
+    },
+    /// A row has no lead the spec asks for.
+    #[error("data: segment {segment}: no lead {lead} among {leads:?}")]
+    NoLead {
+        /// The row's segment id.
+        segment: String,
+        /// The lead the spec asks for.
+        lead: String,
+        /// The row's leads.
+        leads: Vec<String>,
+    },
+    /// A row's signal cannot be brought to the spec's rate.
+    #[error("data: segment {segment}: {source}")]
+    Resample {
+        /// The row's segment id.
+        segment: String,
+        /// Why.
+        #[source]
+        source: ResampleError,
+    },
     /// A record given to `predict` cannot be read.
     #[error("record {path}: {reason}")]
     Record {
@@ -81,6 +160,48 @@ impl TrainerError {
             source,
         }
     }
+}
+
+/// A cohort id on the ledger already, with another spec or requester than this one's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cohort {cohort} is already on the ledger (entry {index}) with spec {ledger_spec} by {ledger_requester}; this spec is {spec} by {requester}: choose another cohort_id"
+)]
+pub struct CohortTaken {
+    /// The cohort id.
+    pub cohort: String,
+    /// Its CohortCreated entry.
+    pub index: u64,
+    /// The spec hash on the ledger.
+    pub ledger_spec: Hash32,
+    /// The requester on the ledger.
+    pub ledger_requester: String,
+    /// This spec's hash.
+    pub spec: Hash32,
+    /// This requester.
+    pub requester: String,
+}
+
+/// How a gateway's answer contradicts the federation file or the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayProblem {
+    /// It serves no dataset.
+    #[error("serves no dataset")]
+    NoDataset,
+    /// It serves another site than the federation file says.
+    #[error("the gateway at {address} serves site {served:?}")]
+    OtherSite {
+        /// Its address.
+        address: String,
+        /// The site it serves.
+        served: String,
+    },
+    /// A strata cell has other keys than label, sex and age band.
+    #[error("a strata cell has {keys} keys, expected 3")]
+    StrataKeys {
+        /// The cell's number of keys.
+        keys: usize,
+    },
 }
 
 /// Shorthand result.

@@ -10,13 +10,13 @@
 
 pub mod cohort;
 pub mod data;
-pub mod datasheet;
+mod datasheet;
 pub mod error;
 pub mod evaluation;
-pub mod metrics;
-pub mod model;
-pub mod plan;
-pub mod plots;
+mod metrics;
+mod model;
+mod plan;
+mod plots;
 pub mod predict;
 pub mod run;
 pub mod spec;

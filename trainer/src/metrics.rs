@@ -59,7 +59,7 @@ fn average_ranks(v: &[f64]) -> Vec<f64> {
 }
 
 /// One-vs-rest AUROC of `scores` for `positive` rows (Mann–Whitney U with ties averaged).
-pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+pub(crate) fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
     let n_pos = positive.iter().filter(|&&p| p).count() as f64;
     let n_neg = positive.len() as f64 - n_pos;
     if n_pos == 0.0 || n_neg == 0.0 {
@@ -76,7 +76,7 @@ pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
 }
 
 /// Expected calibration error over `bins` equal-width bins of the top probability.
-pub fn ece(top_prob: &[f64], correct: &[bool], bins: usize) -> f64 {
+pub(crate) fn ece(top_prob: &[f64], correct: &[bool], bins: usize) -> f64 {
     if top_prob.is_empty() {
         return 0.0;
     }
@@ -98,7 +98,12 @@ pub fn ece(top_prob: &[f64], correct: &[bool], bins: usize) -> f64 {
 
 /// Metrics of rows with true classes `y`, predicted probabilities `probs` (row-major,
 /// `classes.len()` per row); macro-F1 averages the classes named in `scored`.
-pub fn evaluate(y: &[usize], probs: &[f32], classes: &[String], scored: &[String]) -> Report {
+pub(crate) fn evaluate(
+    y: &[usize],
+    probs: &[f32],
+    classes: &[String],
+    scored: &[String],
+) -> Report {
     let k = classes.len();
     let n = y.len();
     let mut confusion = vec![vec![0u64; k]; k];

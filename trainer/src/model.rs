@@ -32,7 +32,7 @@ pub struct Arch {
 }
 
 /// Units of the layer that embeds the scalar features.
-pub const FEATURE_UNITS: i64 = 32;
+pub(crate) const FEATURE_UNITS: i64 = 32;
 
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv1D {
     nn::conv1d(

@@ -97,7 +97,7 @@ impl Plan {
 /// Integer water-filling: shares of `target` over buckets with `supply`, as equal as the
 /// supplies allow (a bucket with less than the level gives all it has; the rest differ by at
 /// most one, the extra units going to the lower indexes). The total is min(target, Σ supply).
-pub fn water_fill(supply: &[u64], target: u64) -> Vec<u64> {
+pub(crate) fn water_fill(supply: &[u64], target: u64) -> Vec<u64> {
     let n = supply.len();
     let mut out = vec![0u64; n];
     let mut remaining = target.min(supply.iter().sum());
@@ -200,7 +200,7 @@ fn allocate_class(
 }
 
 /// Solves the allocation of `spec` over `strata` (every gateway's visible cells).
-pub fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
+pub(crate) fn solve(spec: &CohortSpec, strata: &[Stratum]) -> Result<Plan, PlanError> {
     let all_sites: BTreeSet<&str> = strata.iter().map(|s| s.site.as_str()).collect();
     for s in spec.sites.iter().chain(&spec.held_out) {
         if !all_sites.contains(s.as_str()) {

@@ -106,7 +106,11 @@ fn subgroups(bars: &[(String, f64)], svg: &mut String) -> Drawn {
 
 /// Every plot as (file name, SVG text). A plot that cannot be drawn is left out with a
 /// warning; plots never fail a run.
-pub fn all(history: &[EpochStats], e: &Evaluation, classes: &[String]) -> Vec<(String, String)> {
+pub(crate) fn all(
+    history: &[EpochStats],
+    e: &Evaluation,
+    classes: &[String],
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut add = |name: &str, f: &dyn Fn(&mut String) -> Drawn| {
         let mut svg = String::new();

@@ -76,10 +76,9 @@ pub async fn plan(spec: &LoadedSpec, session: &mut Session, dry_run: bool) -> Re
         entry: None,
     };
     if out.plan.cells.is_empty() {
-        return Err(TrainerError::Plan(format!(
-            "nothing to allocate: {}",
-            out.plan.shortfalls.join("; ")
-        )));
+        return Err(TrainerError::NothingToAllocate {
+            shortfalls: out.plan.shortfalls.clone(),
+        });
     }
     if dry_run {
         return Ok(out);
@@ -106,12 +105,14 @@ pub async fn pull(
     };
     let mut reports = Vec::new();
     for site in cohort_sites(cohort) {
-        let info = sites.iter().find(|s| s.site == site).ok_or_else(|| {
-            TrainerError::Plan(format!(
-                "cohort {} allocates to site {site}, which is not in the federation file",
-                cohort.cohort_id
-            ))
-        })?;
+        let info =
+            sites
+                .iter()
+                .find(|s| s.site == site)
+                .ok_or_else(|| TrainerError::NotInFederation {
+                    site: site.clone(),
+                    cohort: Some(cohort.cohort_id.clone()),
+                })?;
         let held_out = spec.spec.held_out.contains(&site);
         let pb = if progress {
             indicatif::ProgressBar::new_spinner()
@@ -234,12 +235,9 @@ pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
         "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => Err(TrainerError::Plan(
-            "--device cuda: libtorch sees no CUDA device on this machine".into(),
-        )),
-        other => Err(TrainerError::Plan(format!(
-            "--device {other:?}: expected cpu or cuda"
-        ))),
+        other => Err(TrainerError::Device {
+            requested: other.into(),
+        }),
     }
 }
 
@@ -289,10 +287,7 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
     let mut session = Session::open(fed).await?;
     std::fs::create_dir_all(&opts.out).map_err(|e| TrainerError::io(&opts.out, e))?;
     let planned = plan(spec, &mut session, false).await?;
-    let cohort = planned
-        .entry
-        .clone()
-        .ok_or_else(|| TrainerError::Plan("the plan has no ledger entry".into()))?;
+    let cohort = planned.entry.clone().ok_or(TrainerError::NoLedgerEntry)?;
     if opts.progress {
         eprintln!(
             "cohort {} ({} at ledger index {})",

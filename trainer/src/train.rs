@@ -271,16 +271,14 @@ pub fn train(
         .collect();
     let val_idx: Vec<usize> = (0..data.len()).filter(|&i| parts[i] == Part::Val).collect();
     if train_idx.is_empty() {
-        return Err(crate::error::TrainerError::Plan(
-            "the cohort has no training rows".into(),
-        ));
+        return Err(crate::error::TrainerError::NoTrainingRows);
     }
     let arch = arch_of(spec);
     if arch.features as usize != data.features {
-        return Err(crate::error::TrainerError::Plan(format!(
-            "the network takes {} scalar features per row, the cohort data has {}",
-            arch.features, data.features
-        )));
+        return Err(crate::error::TrainerError::Features {
+            network: arch.features as usize,
+            data: data.features,
+        });
     }
     let vs = nn::VarStore::new(device);
     let model = ResNet1d::new(&vs.root(), &arch);

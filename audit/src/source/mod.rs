@@ -110,10 +110,6 @@ impl RemoteSource {
     }
 }
 
-fn remote(e: impl std::fmt::Display) -> AuditError {
-    AuditError::Ledger(e.to_string())
-}
-
 /// One subject query through a verifying client.
 async fn remote_query(
     client: &mut LedgerClient,
@@ -126,8 +122,7 @@ async fn remote_query(
     };
     client
         .query_subject(subject, 0, 0)
-        .await
-        .map_err(remote)?
+        .await?
         .into_iter()
         .map(|e| {
             if e.body.payload.is_none() {
@@ -162,11 +157,11 @@ impl Source for RemoteSource {
     }
 
     async fn entry(&mut self, index: u64) -> Result<VerifiedEntry> {
-        self.client.entry(index).await.map_err(remote)
+        Ok(self.client.entry(index).await?)
     }
 
     async fn checkpoint(&mut self) -> Result<(String, Checkpoint, PublicKey)> {
-        let cp = self.client.update_checkpoint().await.map_err(remote)?;
+        let cp = self.client.update_checkpoint().await?;
         let note = self.client.trusted_note().unwrap_or_default().to_string();
         Ok((note, cp, self.key))
     }
@@ -179,15 +174,14 @@ impl Source for RemoteSource {
                 index,
                 tree_size: size,
             })
-            .await
-            .map_err(remote)?
+            .await?
             .into_inner();
         p.hashes
             .iter()
             .map(|h| {
-                h.as_slice()
-                    .try_into()
-                    .map_err(|_| remote(format!("inclusion proof of entry {index}: bad hash")))
+                h.as_slice().try_into().map_err(|_| {
+                    AuditError::Ledger(format!("inclusion proof of entry {index}: bad hash"))
+                })
             })
             .collect()
     }

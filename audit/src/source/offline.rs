@@ -19,7 +19,7 @@ pub struct StoreSource {
 impl StoreSource {
     /// Opens the store at `db` (the `db` folder of a ledger data directory).
     pub fn open(db: &std::path::Path) -> Result<Self> {
-        let store = Store::open(db).map_err(|e| AuditError::Ledger(e.to_string()))?;
+        let store = Store::open(db).map_err(|e| AuditError::Store(Box::new(e)))?;
         Ok(StoreSource { store })
     }
 
@@ -27,7 +27,7 @@ impl StoreSource {
         let stored = self
             .store
             .entry(index)
-            .map_err(|e| AuditError::Ledger(e.to_string()))?
+            .map_err(|e| AuditError::Store(Box::new(e)))?
             .ok_or_else(|| AuditError::NotFound(format!("entry {index} is not in the store")))?;
         decode_entry(index, stored)
     }
@@ -38,7 +38,7 @@ impl Source for StoreSource {
         let idx = self
             .store
             .subject_entries(&subject_key(kind as i32, id), 0, 0)
-            .map_err(|e| AuditError::Ledger(e.to_string()))?;
+            .map_err(|e| AuditError::Store(Box::new(e)))?;
         idx.into_iter().map(|i| self.get(i)).collect()
     }
 
@@ -51,7 +51,7 @@ impl Source for StoreSource {
         let (_, note) = self
             .store
             .checkpoints()
-            .map_err(|e| AuditError::Ledger(e.to_string()))?
+            .map_err(|e| AuditError::Store(Box::new(e)))?
             .pop()
             .ok_or_else(|| AuditError::NotFound("the store has no checkpoint".into()))?;
         let note = String::from_utf8(note)
@@ -63,6 +63,6 @@ impl Source for StoreSource {
 
     async fn inclusion(&mut self, index: u64, size: u64) -> Result<Vec<Hash>> {
         log::inclusion_proof(&self.store, index, size)
-            .map_err(|e| AuditError::Ledger(format!("inclusion proof of entry {index}: {e}")))
+            .map_err(|source| AuditError::Proof { index, source })
     }
 }

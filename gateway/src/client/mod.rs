@@ -21,15 +21,16 @@ use ecgfed_proto::v1::{
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
-pub mod signing;
-pub mod verify;
+mod signing;
+mod verify;
+
+pub use signing::{RequestSigner, add_headers, do_get_headers, sign_into};
+pub use verify::{SliceVerifier, VerifiedRows};
 
 use crate::commitment::verify_leaf;
 use crate::error::{GatewayError, Result, VerificationError};
 use crate::protocol::{FLIGHT_PATH, MAX_MESSAGE_BYTES, SERVICE_PATH, meta, ticket};
 use crate::transport::wire::BatchDecoder;
-use signing::RequestSigner;
-use verify::{SliceVerifier, VerifiedRows};
 
 /// A signed client of one gateway.
 #[derive(Clone)]

@@ -18,7 +18,7 @@ use crate::server::keystore::KeyStore;
 
 /// Shortest time between two refreshes of the members that an unknown member id triggers: a
 /// flood of requests naming unknown ids costs the ledger one member sync per interval.
-pub const MEMBER_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+pub(super) const MEMBER_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Members as this gateway replayed them from proven ledger entries with the ledger's own
 /// rules ([`LedgerClient::sync_members`]): genesis members and every admission whose hospital
@@ -120,7 +120,7 @@ fn header<'a>(md: &'a MetadataMap, name: &str) -> Result<&'a str, Status> {
 /// Checks a request's signature headers: present, fresh within `max_age_ms`, by a known
 /// member, signature valid for this gateway's `site`, nonce not used before (recorded in
 /// `keys`, atomically and durably). Returns the caller.
-pub async fn authenticate(
+pub(super) async fn authenticate(
     md: &MetadataMap,
     site: &str,
     method: &str,

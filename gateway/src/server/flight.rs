@@ -56,19 +56,19 @@ impl Drop for Unfinished {
 
 /// The Flight service of a gateway.
 #[derive(Clone)]
-pub struct GatewayFlight {
+pub(super) struct GatewayFlight {
     gw: Arc<Gateway>,
 }
 
 impl GatewayFlight {
     /// A Flight service over `gw`.
-    pub fn new(gw: Arc<Gateway>) -> Self {
+    pub(super) fn new(gw: Arc<Gateway>) -> Self {
         GatewayFlight { gw }
     }
 
     /// The tonic service with limits sized for ECG batches, DoGet answered by [`DoGetRoute`]
     /// (Arrow buffers sent without a copy).
-    pub fn into_service(self) -> DoGetRoute<GatewayFlight> {
+    pub(super) fn into_service(self) -> DoGetRoute<GatewayFlight> {
         DoGetRoute::new(Arc::new(self), FLIGHT_LIMITS)
     }
 }

@@ -34,7 +34,7 @@ const NONCE_PRUNE_EVERY_MS: i64 = 10_000;
 const FAMILIES: [&str; 5] = [CF_SALTS, CF_META, CF_SLICES, CF_ERASED, CF_NONCES];
 
 /// A salt or key: 32 random bytes.
-pub type Secret = [u8; 32];
+pub(super) type Secret = [u8; 32];
 
 /// The key store of one gateway.
 pub struct KeyStore {

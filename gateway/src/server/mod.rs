@@ -6,18 +6,18 @@
 //! one tonic server on one port for both, with HTTP/2 windows, frames and message limits sized
 //! for ECG batches (tonic's 4 MiB default message limit is too small).
 
-pub mod authenticate;
-pub mod catalog;
-pub mod config;
+mod authenticate;
+mod catalog;
+mod config;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
-pub mod flight;
-pub mod gateway;
-pub mod keystore;
-pub mod rows;
-pub mod select;
-pub mod service;
-pub mod strata;
+mod flight;
+mod gateway;
+mod keystore;
+mod rows;
+mod select;
+mod service;
+mod strata;
 
 /// Stops with an error at the fault point `$name` when a test armed it (`fault-injection`
 /// builds only; elsewhere it expands to nothing).
@@ -31,8 +31,13 @@ macro_rules! fault {
 }
 pub(crate) use fault;
 
-pub use config::GatewayConfig;
-pub use gateway::Gateway;
+pub use config::{GatewayConfig, LedgerConfig, MAX_SLICE_ROWS, Policy, TlsConfig};
+pub use flight::FLIGHT_LIMITS;
+#[cfg(feature = "fault-injection")]
+pub use gateway::FAULT_ENV;
+pub use gateway::{Gateway, Registration, ServePlan, ServedSlice, TEST_KIT};
+pub use keystore::{KeyStore, patient_key};
+pub use rows::SliceRecord;
 
 use std::sync::Arc;
 

@@ -52,11 +52,11 @@ impl SliceRecord {
 }
 
 /// Leaf index and inclusion proof of a segment id in the slice tree (`None`: not in it).
-pub type LeafOf<'a> = dyn Fn(&str) -> Option<(u64, Vec<[u8; 32]>)> + 'a;
+pub(super) type LeafOf<'a> = dyn Fn(&str) -> Option<(u64, Vec<[u8; 32]>)> + 'a;
 
 /// Turns one store batch (store schema v1) into served rows: `leaf_of(segment_id)` gives the
 /// row's leaf index and proof. Rows it returns `None` for are dropped.
-pub fn serve_batch(
+pub(super) fn serve_batch(
     store: &RecordBatch,
     catalog: &Catalog,
     schema: &SchemaRef,

@@ -12,7 +12,7 @@ use crate::error::{GatewayError, Result};
 use crate::server::catalog::Catalog;
 
 /// Domain-separation tag of the selection order.
-pub const SELECT_DST: &[u8] = b"ecgfed/v1/select\n";
+pub(super) const SELECT_DST: &[u8] = b"ecgfed/v1/select\n";
 
 fn order_key(seed: u64, cohort: &str, segment_id: &str) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -25,7 +25,7 @@ fn order_key(seed: u64, cohort: &str, segment_id: &str) -> [u8; 32] {
 }
 
 /// Row indexes (into `c.rows`) of the slice, in slice order.
-pub fn select(
+pub(super) fn select(
     c: &Catalog,
     cohort: &str,
     seed: u64,

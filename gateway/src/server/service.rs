@@ -18,18 +18,18 @@ use crate::server::gateway::Gateway;
 
 /// The GatewayService implementation.
 #[derive(Clone)]
-pub struct GatewayServer {
+pub(super) struct GatewayServer {
     gw: Arc<Gateway>,
 }
 
 impl GatewayServer {
     /// A server over `gw`.
-    pub fn new(gw: Arc<Gateway>) -> Self {
+    pub(super) fn new(gw: Arc<Gateway>) -> Self {
         GatewayServer { gw }
     }
 
     /// The tonic service with our message limits.
-    pub fn into_service(self) -> GatewayServiceServer<GatewayServer> {
+    pub(super) fn into_service(self) -> GatewayServiceServer<GatewayServer> {
         GatewayServiceServer::new(self)
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -37,7 +37,7 @@ impl GatewayServer {
 }
 
 /// Authenticates a request of `method` (name inside the service) for `gw`.
-pub async fn caller<T: Message>(
+pub(super) async fn caller<T: Message>(
     gw: &Gateway,
     path: &str,
     r: &Request<T>,

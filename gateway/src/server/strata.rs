@@ -26,7 +26,7 @@ fn value<'a>(c: &'a Catalog, r: &'a Row, dim: StrataDimension) -> &'a str {
 }
 
 /// Dimension names as the store's strata use them.
-pub fn dimension_name(d: StrataDimension) -> &'static str {
+pub(super) fn dimension_name(d: StrataDimension) -> &'static str {
     match d {
         StrataDimension::Label => "label",
         StrataDimension::Sex => "sex",
@@ -38,7 +38,7 @@ pub fn dimension_name(d: StrataDimension) -> &'static str {
 
 /// Counts the visible rows of `c` grouped by `by` (raw proto enum values; empty = label ×
 /// sex × age band × source).
-pub fn strata(c: &Catalog, by: &[i32]) -> Result<StrataTable> {
+pub(super) fn strata(c: &Catalog, by: &[i32]) -> Result<StrataTable> {
     let mut dims = Vec::new();
     for &d in by {
         let dim = StrataDimension::try_from(d)
