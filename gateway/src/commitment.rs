@@ -9,7 +9,10 @@
 //! - dataset and slice roots: RFC 6962 Merkle trees whose leaves are the 32 commitment bytes
 //!   (leaf hash SHA-256(0x00 ‖ commitment)), built with the ledger's Merkle code.
 
-use ecgfed_ledger::log::{self, Hash, MemoryLog};
+#[cfg(feature = "server")]
+use ecgfed_ledger::log::MemoryLog;
+use ecgfed_ledger::log::{self, Hash};
+#[cfg(feature = "server")]
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -23,6 +26,7 @@ pub(crate) fn commitment(salt: &[u8; 32], content_hash: &[u8; 32], segment_id: &
 }
 
 /// The pseudonym of a patient under the gateway's pseudonym key.
+#[cfg(feature = "server")]
 pub(crate) fn pseudonym(key: &[u8; 32], source: &str, patient: &str) -> String {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(source.as_bytes());
@@ -36,16 +40,18 @@ pub(crate) fn hash32(hex_str: &str) -> Option<[u8; 32]> {
     hex::decode(hex_str).ok()?.try_into().ok()
 }
 
-/// A Merkle tree over commitments, in the order given.
+/// A Merkle tree over commitments, in the order given (the server's dataset and slice roots).
+#[cfg(feature = "server")]
 #[derive(Debug, Clone, Default)]
-pub struct CommitmentTree {
+pub(crate) struct CommitmentTree {
     log: MemoryLog,
     size: u64,
 }
 
+#[cfg(feature = "server")]
 impl CommitmentTree {
     /// The tree of `commitments`.
-    pub fn new<'a>(commitments: impl IntoIterator<Item = &'a [u8; 32]>) -> Self {
+    pub(crate) fn new<'a>(commitments: impl IntoIterator<Item = &'a [u8; 32]>) -> Self {
         let mut log = MemoryLog::new();
         let mut size = 0;
         for c in commitments {
@@ -55,18 +61,13 @@ impl CommitmentTree {
         CommitmentTree { log, size }
     }
 
-    /// Number of leaves.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// The RFC 6962 root (SHA-256 of the empty string for no leaves).
-    pub fn root(&self) -> Hash {
+    pub(crate) fn root(&self) -> Hash {
         log::root(&self.log, self.size).unwrap_or_else(|_| log::empty_root())
     }
 
     /// Inclusion proof of leaf `index`.
-    pub fn proof(&self, index: u64) -> Vec<Hash> {
+    pub(crate) fn proof(&self, index: u64) -> Vec<Hash> {
         log::inclusion_proof(&self.log, index, self.size).unwrap_or_default()
     }
 }

@@ -74,6 +74,7 @@ impl Block {
     }
 
     /// The wire form.
+    #[cfg(feature = "server")]
     pub(crate) fn to_proto(self) -> ecgfed_proto::v1::Block {
         ecgfed_proto::v1::Block {
             height: self.height,

@@ -46,7 +46,7 @@ impl SliceRecord {
     }
 
     /// The slice's commitment tree (for inclusion proofs).
-    pub fn tree(&self) -> CommitmentTree {
+    pub(crate) fn tree(&self) -> CommitmentTree {
         CommitmentTree::new(&self.commitment_bytes())
     }
 }
