@@ -313,10 +313,14 @@ async fn a_running_do_get_stops_when_an_erasure_begins() {
     let mut sci = fed.client(0, "sci").await;
     let r = sci.reserve(reserve("c1")).await.unwrap();
     assert!(r.rows >= 4);
-    // A channel with HTTP/2's default 64 KiB windows: the gateway can send only what the
-    // client reads.
+    // A channel with 16 KiB HTTP/2 windows (a row of the sample is about 12 KB): the gateway
+    // can send only about one row more than the client reads, so the erasure below always
+    // meets rows still to send (with the default 64 KiB windows, a small slice could fit in
+    // the windows whole before the erasure began).
     let mut ch = tonic::transport::Channel::from_shared(format!("http://{}", fed.addr(0)))
         .unwrap()
+        .initial_stream_window_size(16 << 10)
+        .initial_connection_window_size(16 << 10)
         .connect()
         .await
         .unwrap();

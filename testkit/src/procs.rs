@@ -21,6 +21,20 @@ pub fn self_exe() -> Result<PathBuf> {
     std::env::current_exe().context("locating this program's binary")
 }
 
+/// The program's name for messages: its file name (`ecgfed`), that of this program where
+/// `exe` is `/proc/self/exe`.
+pub fn program_name(exe: &Path) -> String {
+    let named = if exe == Path::new("/proc/self/exe") {
+        std::env::current_exe().ok()
+    } else {
+        Some(exe.to_path_buf())
+    };
+    named.as_deref().and_then(Path::file_name).map_or_else(
+        || exe.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// Sends SIGTERM to `pid`.
 pub fn terminate(pid: u32) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
@@ -69,11 +83,11 @@ pub fn output(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String>
         .args(args)
         .envs(env.iter().copied())
         .output()
-        .with_context(|| format!("running {} {}", exe.display(), args.join(" ")))?;
+        .with_context(|| format!("running {} {}", program_name(exe), args.join(" ")))?;
     if !o.status.success() {
         bail!(
             "{} {} failed ({}):\n{}",
-            exe.display(),
+            program_name(exe),
             args.join(" "),
             o.status,
             String::from_utf8_lossy(&o.stderr).trim_end()
@@ -121,7 +135,7 @@ impl Procs {
             .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
-            .with_context(|| format!("starting {} {}", self.exe.display(), args.join(" ")))?;
+            .with_context(|| format!("starting {} {}", program_name(&self.exe), args.join(" ")))?;
         let addr = first_line_address(&mut child);
         self.servers
             .lock()
@@ -130,7 +144,7 @@ impl Procs {
         addr.with_context(|| {
             format!(
                 "{} {} did not start (its log: {})",
-                self.exe.display(),
+                program_name(&self.exe),
                 args.join(" "),
                 log.display()
             )
@@ -149,7 +163,7 @@ impl Procs {
             .args(args)
             .stdout(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {} {}", self.exe.display(), args.join(" ")))?;
+            .with_context(|| format!("starting {} {}", program_name(&self.exe), args.join(" ")))?;
         if let Ok(mut f) = self.foreground.lock() {
             *f = Some(child.id());
         }
@@ -157,7 +171,7 @@ impl Procs {
         if let Ok(mut f) = self.foreground.lock() {
             *f = None;
         }
-        status.with_context(|| format!("{} {}", self.exe.display(), args.join(" ")))
+        status.with_context(|| format!("{} {}", program_name(&self.exe), args.join(" ")))
     }
 
     /// Runs `exe ARGS` to completion; its standard output, or its standard error as the error.
