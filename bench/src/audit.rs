@@ -21,8 +21,7 @@ use ecgfed_ledger::log::MemoryLog;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{
-    AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, DatasetRegistered,
-    ModelTrained, SignedEntry,
+    AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, ModelTrained, SignedEntry,
 };
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -340,16 +339,10 @@ async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
     let mut site_payloads: Vec<Vec<Payload>> = SITES
         .iter()
         .map(|site| {
-            vec![Payload::DatasetRegistered(DatasetRegistered {
-                dataset_id: format!("{site}/store"),
-                site: site.to_string(),
-                version: 1,
-                record_count: 1000,
-                segment_count: 1000,
-                commitment_root: vec![3; 32],
-                manifest_sha256: vec![4; 32],
-                summary_json: "{}".into(),
-            })]
+            vec![ecgfed_testkit::payloads::dataset(
+                site,
+                &format!("{site}/store"),
+            )]
         })
         .collect();
     let built: Vec<_> = (0..cohorts).into_par_iter().map(cohort_payloads).collect();

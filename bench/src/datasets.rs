@@ -3,10 +3,9 @@
 //! the Python `wfdb` reader on the same folders (bench/wfdb_read.py), in the same run.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ecgfed_datasets::{IngestOptions, ingest};
 
 /// `ecgfed-bench datasets`: read throughput and a full ingest; optionally the Python `wfdb`
@@ -77,21 +76,9 @@ fn run(
             "seconds": secs, "mb_per_s": bytes as f64 / 1e6 / secs, "records_per_s": m.records as f64 / secs});
     }
     if let Some(py) = python {
-        let out = Command::new(py)
-            .arg(script)
-            .arg("--json")
-            .args(folders)
-            .output()
-            .with_context(|| format!("running {} {}", py.display(), script.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("parsing the Python reader's JSON")?;
+        let mut args = vec!["--json".to_string()];
+        args.extend(folders.iter().map(|f| f.display().to_string()));
+        let v = crate::python_json(py, script, &args)?;
         let py_mbs = v["mb_per_s"].as_f64().unwrap_or(0.0);
         let py_rps = v["records_per_s"].as_f64().unwrap_or(0.0);
         report["ratio_read_mb_per_s"] = serde_json::json!(read.mb_per_s() / py_mbs.max(1e-9));

@@ -37,6 +37,29 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Runs a Python baseline, `py script ARGS` (ARGS ask it for `--json`), and returns the JSON
+/// report it prints; fails with its standard error.
+pub fn python_json(
+    py: &std::path::Path,
+    script: &std::path::Path,
+    args: &[String],
+) -> Result<serde_json::Value> {
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} {}", py.display(), script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{}: output is not JSON", script.display()))
+}
+
 /// The product binary the benches start as servers (`ecgfed ledger serve`, `ecgfed gateway
 /// serve`): `$ECGFED_BIN`, else the `ecgfed` beside this program (cargo builds both into the
 /// same folder).

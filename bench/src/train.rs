@@ -9,7 +9,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ecgfed_trainer::CohortSpec;
 use ecgfed_trainer::data::{CohortData, Part, RowMeta};
 
@@ -113,27 +113,21 @@ pub fn run(opts: &BenchOptions, python: Option<&Path>, script: &Path) -> Result<
 
 fn run_python(py: &Path, script: &Path, o: &BenchOptions) -> Result<BenchSide> {
     let channels: Vec<String> = o.channels.iter().map(|c| c.to_string()).collect();
-    let out = std::process::Command::new(py)
-        .arg(script)
-        .args(["--rows", &o.rows.to_string()])
-        .args(["--window", &o.window.to_string()])
-        .args(["--batch", &o.batch.to_string()])
-        .args(["--steps", &o.steps.to_string()])
-        .args(["--warmup", &o.steps.to_string()])
-        .args(["--channels", &channels.join(",")])
-        .args(["--kernel", &o.kernel.to_string()])
-        .arg("--json")
-        .output()
-        .with_context(|| format!("running {} {}", py.display(), script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("{}: output is not JSON", script.display()))?;
+    let args = [
+        ("--rows", o.rows.to_string()),
+        ("--window", o.window.to_string()),
+        ("--batch", o.batch.to_string()),
+        ("--steps", o.steps.to_string()),
+        ("--warmup", o.steps.to_string()),
+        ("--channels", channels.join(",")),
+        ("--kernel", o.kernel.to_string()),
+    ];
+    let mut args: Vec<String> = args
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_string(), v])
+        .collect();
+    args.push("--json".into());
+    let v = crate::python_json(py, script, &args)?;
     Ok(BenchSide {
         framework: v["framework"].as_str().unwrap_or("pytorch").to_string(),
         windows_per_sec: v["windows_per_sec"].as_f64().unwrap_or(0.0),

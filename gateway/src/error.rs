@@ -120,8 +120,33 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// Whether the error names the gateway's own files or storage (key store, site store,
+    /// configured files): what a remote caller must not learn.
+    fn is_local(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::KeyStore { .. }
+                | GatewayError::KeyStoreInUse { .. }
+                | GatewayError::File { .. }
+                | GatewayError::Trust { .. }
+                | GatewayError::Store(_)
+                | GatewayError::Tls(_)
+                | GatewayError::DuplicateSegment { .. }
+                | GatewayError::Identity { .. }
+        )
+    }
+}
+
+/// The status a remote caller receives. An error that names the gateway's own files or
+/// storage is logged here and reaches the caller as a bare `Internal`: a hospital's folder
+/// layout, key store paths and storage errors are not the caller's to see.
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Status {
+        if e.is_local() {
+            tracing::error!("{e}");
+            return Status::internal("internal error of the gateway (its log has the details)");
+        }
         match e {
             GatewayError::Refused { code, message } => Status::new(code, message),
             GatewayError::Ledger(ecgfed_ledger::client::ClientError::Refused(s)) => {
@@ -346,3 +371,40 @@ pub enum VerificationError {
 
 /// Shorthand result.
 pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote caller learns no path of the hospital's machine from a failed call.
+    #[test]
+    fn statuses_name_no_local_path() {
+        let path = PathBuf::from("/srv/hospital-a/gateway/keys");
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        for e in [
+            GatewayError::KeyStore {
+                path: path.clone(),
+                source: "stored slice c1/site-a: expected value at line 1".into(),
+            },
+            GatewayError::File {
+                path: path.clone(),
+                source: io(),
+            },
+            GatewayError::Store(ecgfed_datasets::error::DatasetError::Io {
+                path: path.clone(),
+                source: io(),
+            }),
+        ] {
+            assert!(e.to_string().contains("/srv/hospital-a"), "{e}");
+            let s = Status::from(e);
+            assert_eq!(s.code(), Code::Internal);
+            assert!(!s.message().contains("hospital-a"), "{}", s.message());
+        }
+        // Refusals still say why.
+        let s = Status::from(GatewayError::refused(Code::PermissionDenied, "not granted"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::PermissionDenied, "not granted")
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! The test kit of ecgfed: what the tests, the benches and the demo need to stand up a
 //! federation, kept out of the product's crates. [`members`] makes member keys and a genesis,
-//! [`local`] serves a ledger in this process (feature `server`), [`procs`] starts and stops
+//! [`payloads`] builds entry payloads, [`local`] serves a ledger in this process (feature `server`), [`procs`] starts and stops
 //! `ecgfed` child processes, [`federation`] runs a ledger and two gateways as child processes,
 //! and [`shared`] finds the shared ECG folders and the embedded sample.
 //!
@@ -14,5 +14,6 @@ pub mod federation;
 #[cfg(feature = "server")]
 pub mod local;
 pub mod members;
+pub mod payloads;
 pub mod procs;
 pub mod shared;

@@ -10,7 +10,6 @@ use ecgfed_ledger::Ledger;
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::genesis::GenesisFile;
 use ecgfed_ledger::keys::KeyPair;
-use ecgfed_proto::v1::{CohortCreated, DatasetRegistered, ModelTrained, entry_body::Payload};
 use ecgfed_testkit::members::Members;
 
 /// A fresh ledger and its members' signers.
@@ -58,40 +57,8 @@ impl Fixture {
     }
 }
 
-pub(crate) fn dataset(site: &str, id: &str) -> Payload {
-    Payload::DatasetRegistered(DatasetRegistered {
-        dataset_id: id.into(),
-        site: site.into(),
-        version: 1,
-        record_count: 10,
-        segment_count: 100,
-        commitment_root: vec![1; 32],
-        manifest_sha256: vec![2; 32],
-        summary_json: "{}".into(),
-    })
-}
-
-pub(crate) fn cohort(requester: &str, id: &str) -> Payload {
-    Payload::CohortCreated(CohortCreated {
-        cohort_id: id.into(),
-        spec_sha256: vec![3; 32],
-        allocation: vec![],
-        seed: 7,
-        purpose: "test".into(),
-        requester: requester.into(),
-    })
-}
-
-pub(crate) fn model(id: &str) -> Payload {
-    Payload::ModelTrained(ModelTrained {
-        model_id: id.into(),
-        cohort_id: "c1".into(),
-        weights_sha256: vec![4; 32],
-        code_version: "test".into(),
-        hyperparameters_json: "{}".into(),
-        metrics_json: "{}".into(),
-    })
-}
+#[allow(unused_imports)]
+pub(crate) use ecgfed_testkit::payloads::{cohort, dataset, model};
 
 /// Serves `ledger` on 127.0.0.1 with a free port; returns the address and a stopper.
 pub(crate) async fn serve(ledger: Arc<Ledger>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
