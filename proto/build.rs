@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ecgfed/v1/datasets.proto",
         "ecgfed/v1/ledger.proto",
         "ecgfed/v1/gateway.proto",
+        "ecgfed/v1/witness.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -3,7 +3,7 @@
 # Debian 12 machine. Idempotent: re-running it only checks what is already there.
 #
 #   scripts/setup.sh            system packages for building and testing, and .venv-test
-#                               (pyarrow, for the plain Arrow Flight client test)
+#                               (pyarrow and py_ecc, for the independent-client tests)
 #   scripts/setup.sh --bench    also the Python `wfdb` reader used by bench/ (own venv)
 set -euo pipefail
 
@@ -37,12 +37,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # The tests read a granted slice with pyarrow.flight, a Flight client that knows nothing of
-# ecgfed (cli/tests/gateway_e2e.rs, docs/flight.md).
-if ! .venv-test/bin/python -c "import pyarrow.flight" >/dev/null 2>&1; then
-  echo "setup: creating .venv-test with pyarrow"
+# ecgfed (cli/tests/gateway_e2e.rs, docs/flight.md), and check the witnessed-checkpoint vector
+# with py_ecc, a BLS implementation that knows nothing of ecgfed (ledger/tests/vectors.rs).
+if ! .venv-test/bin/python -c "import pyarrow.flight, py_ecc" >/dev/null 2>&1; then
+  echo "setup: creating .venv-test with pyarrow and py_ecc"
   rm -rf .venv-test
   python3 -m venv .venv-test
-  .venv-test/bin/pip install -q 'pyarrow==25.0.1'
+  .venv-test/bin/pip install -q 'pyarrow==25.0.1' 'py_ecc==8.0.0'
 fi
 
 # libtorch for the trainer (tch 0.26 needs libtorch 2.13.0 exactly). The Python package index

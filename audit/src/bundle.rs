@@ -95,6 +95,10 @@ pub struct Verified {
     pub slices: Vec<String>,
     /// Whether records of the model's slices were erased afterwards (by the bundle's time).
     pub erasures: bool,
+    /// The witnesses that cosigned the checkpoint (empty on an unwitnessed ledger).
+    pub cosigners: Vec<String>,
+    /// Cosignatures the genesis requires (0: an unwitnessed ledger).
+    pub witness_quorum: u64,
 }
 
 fn role_name(role: i32) -> String {
@@ -304,6 +308,11 @@ pub fn verify(bytes: &[u8], trusted_key: Option<&PublicKey>) -> Result<Verified>
             "the genesis ledger member's key is not ledger_public_key",
         ));
     }
+    // On a witnessed ledger the checkpoint must carry a quorum of cosignatures.
+    let witnessed = state
+        .witnesses
+        .verify(&b.checkpoint, &b.origin, &key)
+        .map_err(|e| bad(format!("checkpoint: {e}")))?;
     for e in &entries[1..] {
         let at = |m: String| bad(format!("entry {} ({}): {m}", e.index, e.kind()));
         let (body, sig) = decode_stored(&e.stored).map_err(|x| at(x.to_string()))?;
@@ -365,6 +374,8 @@ pub fn verify(bytes: &[u8], trusted_key: Option<&PublicKey>) -> Result<Verified>
             .collect(),
         slices: lineage.slices.iter().map(|s| s.slice_id.clone()).collect(),
         erasures: lineage.has_erasures(),
+        cosigners: witnessed.cosigners,
+        witness_quorum: state.witnesses.quorum as u64,
     })
 }
 

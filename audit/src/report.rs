@@ -463,10 +463,20 @@ fn timeline(l: &ModelLineage) -> String {
 fn status(v: &Result<Verified, String>, checkpoint: &str) -> String {
     match v {
         Ok(v) => format!(
-            "<div class='status ok'><b>Verified.</b> {} entries proven in the ledger's signed tree of size {} (root <code>{}</code>); every entry's BLS signature checked under its signer's key from genesis or admission; the lineage below recomputed from the proven entries alone and equal to the one shown; each site's slice holds the rows the cohort allocated to it.{}</div><details><summary>signed checkpoint</summary><pre>{}</pre></details>",
+            "<div class='status ok'><b>Verified.</b> {} entries proven in the ledger's signed tree of size {} (root <code>{}</code>){}; every entry's BLS signature checked under its signer's key from genesis or admission; the lineage below recomputed from the proven entries alone and equal to the one shown; each site's slice holds the rows the cohort allocated to it.{}</div><details><summary>signed checkpoint</summary><pre>{}</pre></details>",
             v.entries,
             v.tree_size,
             esc(&v.root),
+            if v.witness_quorum > 0 {
+                format!(
+                    ", witnessed: cosigned by {} ({} of the {} cosignatures the genesis requires, one aggregate BLS signature checked)",
+                    esc(&v.cosigners.join(", ")),
+                    v.cosigners.len(),
+                    v.witness_quorum
+                )
+            } else {
+                " (a ledger without witnesses: its own signature only)".to_string()
+            },
             if v.erasures {
                 " <b>Records of this model's slices were erased after the slices were committed</b> (see Erasures)."
             } else {

@@ -124,7 +124,7 @@ async fn run(
     let mut latencies = Vec::new();
     let mut rejected = 0u64;
     for t in tasks {
-        let (lat, rej) = t.await??;
+        let (lat, rej, _) = t.await??;
         latencies.extend(lat);
         rejected += rej;
     }
@@ -258,7 +258,16 @@ fn sample_keys_verify(
         .collect()
 }
 
-async fn client(url: String, list: Vec<SignedEntry>, window: usize) -> Result<(Vec<f64>, u64)> {
+/// What one load client saw: submit→ack latencies (ms), rejections, and when each accepted
+/// entry (by index) was acknowledged.
+pub(crate) type ClientRun = (Vec<f64>, u64, Vec<(u64, Instant)>);
+
+/// Pushes `list` through one SubmitStream with at most `window` unanswered.
+pub(crate) async fn client(
+    url: String,
+    list: Vec<SignedEntry>,
+    window: usize,
+) -> Result<ClientRun> {
     let mut c = LedgerServiceClient::connect(url.clone())
         .await
         .with_context(|| format!("connecting to {url}"))?;
@@ -285,6 +294,7 @@ async fn client(url: String, list: Vec<SignedEntry>, window: usize) -> Result<(V
         .await?
         .into_inner();
     let mut lat = Vec::with_capacity(n);
+    let mut acks = Vec::with_capacity(n);
     let mut rejected = 0;
     let mut i = 0;
     while let Some(r) = answers.next().await {
@@ -296,6 +306,7 @@ async fn client(url: String, list: Vec<SignedEntry>, window: usize) -> Result<(V
             .unwrap_or_else(Instant::now);
         if r.code == 0 {
             lat.push(t0.elapsed().as_secs_f64() * 1e3);
+            acks.push((r.index, Instant::now()));
         } else {
             rejected += 1;
             if rejected == 1 {
@@ -308,5 +319,5 @@ async fn client(url: String, list: Vec<SignedEntry>, window: usize) -> Result<(V
             break;
         }
     }
-    Ok((lat, rejected))
+    Ok((lat, rejected, acks))
 }

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod read;
 mod site_ledger;
 pub mod train;
+pub mod witnesses;
 
 use std::path::PathBuf;
 

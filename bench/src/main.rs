@@ -5,7 +5,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use clap::{Parser, Subcommand};
-use ecgfed_bench::{audit, datasets, gateway, ledger, train};
+use ecgfed_bench::{audit, datasets, gateway, ledger, train, witnesses};
 
 /// ecgfed-bench: benchmarks of the ledger, gateway, audit, trainer and readers.
 #[derive(Parser)]
@@ -20,6 +20,8 @@ enum Command {
     /// The ledger's load generator: durable, signature-verified entries/s through the gRPC
     /// service, with the single-signature baseline.
     Ledger(ledger::LedgerArgs),
+    /// What witnessing costs: the ledger load with 0, 3 and 16 witnesses in one run.
+    Witnesses(witnesses::WitnessArgs),
     /// Verified cohort pull against a plain Flight server sending the same batches, and
     /// optionally concurrent pulls from a gateway process with its peak memory.
     Gateway(gateway::GatewayArgs),
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(a) => audit::command(a),
         Command::Train(a) => train::command(a),
         Command::Datasets(a) => datasets::command(a),
+        Command::Witnesses(a) => witnesses::command(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,12 +9,15 @@ use clap::{Args, Subcommand};
 use ecgfed_audit::lineage::{self, Target};
 use ecgfed_audit::source::{LedgerSource, RemoteSource, StoreSource};
 use ecgfed_audit::{bundle, export, report};
-use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::client::{LedgerClient, Memory};
 use ecgfed_ledger::store::Store;
 use ecgfed_ledger::verify::{self, Report};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ledger::{TrustFile, db_path, runtime};
+
+/// Who a regulator's commands are, in trust state file names and evidence.
+const AUDITOR: &str = "auditor";
 
 /// `ecgfed audit` subcommands.
 #[derive(Subcommand)]
@@ -107,6 +110,23 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Show the evidence of a split view: pairs of checkpoints signed by the ledger key that
+    /// cannot both be true, as gateways, trainers, auditors and witnesses recorded them. Each
+    /// is re-checked against the trust file's ledger key. Exit status 1 when any holds.
+    Evidence {
+        /// Evidence folder(s) (default: `evidence/` beside the trust file). Repeatable.
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
+        /// Trust file of the ledger (its key checks the signatures).
+        #[arg(long)]
+        trust: PathBuf,
+        /// Also write every piece of evidence that holds into this JSON file.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the ledger is: a data directory read offline, or a running ledger.
@@ -161,8 +181,8 @@ pub(crate) async fn open_source(a: &LedgerArgs) -> Result<LedgerSource> {
         (Some(a), Some(p)) => (a, p),
         _ => bail!("give --data DIR or --remote ADDR --checkpoint FILE"),
     };
-    let (trust, cp, key) = TrustFile::read(path)?;
-    let mut c = LedgerClient::connect(addr, &trust.origin, key, Some(cp)).await?;
+    let key = TrustFile::read(path)?.2;
+    let mut c = LedgerClient::open(addr, path, Some(Memory::for_trust_file(path, AUDITOR))).await?;
     c.update_checkpoint().await?;
     Ok(LedgerSource::Remote(Box::new(RemoteSource::new(c, key))))
 }
@@ -205,6 +225,12 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
             );
             Ok(())
         }),
+        AuditCommand::Evidence {
+            dirs,
+            trust,
+            export,
+            json,
+        } => evidence_cmd(&dirs, &trust, export.as_deref(), json),
         AuditCommand::VerifyBundle { file, trust, json } => {
             verify_bundle(&file, trust.as_deref(), json)
         }
@@ -219,8 +245,16 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
                 (None, Some(dir)) => model_id_of(&dir)?,
                 (None, None) => bail!("give --model ID or --model-from DIR"),
             };
-            let path = runtime()?.block_on(write_report(&ledger, &model, &out))?;
-            println!("report of model {model}: {}", path.display());
+            let (path, verified) = runtime()?.block_on(write_report(&ledger, &model, &out))?;
+            match verified {
+                Ok(v) if v.witness_quorum > 0 => println!(
+                    "report of model {model}: {} (checkpoint of size {} cosigned by {})",
+                    path.display(),
+                    v.tree_size,
+                    v.cosigners.join(", ")
+                ),
+                _ => println!("report of model {model}: {}", path.display()),
+            }
             Ok(())
         }
     }
@@ -246,7 +280,11 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes `DIR/index.html` and `DIR/bundle.json` for `model`; returns the page's path.
-pub(crate) async fn write_report(ledger: &LedgerArgs, model: &str, out: &Path) -> Result<PathBuf> {
+pub(crate) async fn write_report(
+    ledger: &LedgerArgs,
+    model: &str,
+    out: &Path,
+) -> Result<(PathBuf, std::result::Result<bundle::Verified, String>)> {
     let mut src = open_source(ledger).await?;
     let b = bundle::build(&mut src, model).await?;
     let bytes = b.to_bytes();
@@ -256,7 +294,7 @@ pub(crate) async fn write_report(ledger: &LedgerArgs, model: &str, out: &Path) -
     write_file(&out.join("bundle.json"), &bytes)?;
     let page = out.join("index.html");
     write_file(&page, html.as_bytes())?;
-    Ok(page)
+    Ok((page, verified))
 }
 
 fn verify_bundle(file: &Path, trust: Option<&Path>, json: bool) -> Result<()> {
@@ -271,12 +309,21 @@ fn verify_bundle(file: &Path, trust: Option<&Path>, json: bool) -> Result<()> {
                 println!("{}", serde_json::json!({"ok": true, "verified": v}));
             } else {
                 println!(
-                    "bundle {}: OK — model {} — {} entries proven in the signed tree of size {} (root {}), signatures checked; sites {}; datasets {}; slices {}{}{}",
+                    "bundle {}: OK — model {} — {} entries proven in the signed tree of size {} (root {}){}, signatures checked; sites {}; datasets {}; slices {}{}{}",
                     file.display(),
                     v.model_id,
                     v.entries,
                     v.tree_size,
                     v.root,
+                    if v.witness_quorum > 0 {
+                        format!(
+                            ", cosigned by {} (quorum {})",
+                            v.cosigners.join(", "),
+                            v.witness_quorum
+                        )
+                    } else {
+                        String::new()
+                    },
                     v.sites.join(", "),
                     v.datasets.join(", "),
                     v.slices.join(", "),
@@ -531,10 +578,12 @@ fn verify_ledger(
         }
         (None, Some(addr)) => {
             let path = checkpoint.context("--remote needs --checkpoint")?;
-            let (trust, cp, key) = TrustFile::read(&path)?;
+            let (trust, _, _) = TrustFile::read(&path)?;
             let rt = runtime()?;
             let (r, new_note) = rt.block_on(async {
-                let mut c = LedgerClient::connect(&addr, &trust.origin, key, Some(cp)).await?;
+                let mut c =
+                    LedgerClient::open(&addr, &path, Some(Memory::for_trust_file(&path, AUDITOR)))
+                        .await?;
                 let r = verify::verify_remote(&mut c, |n| bar.set_position(n)).await?;
                 anyhow::Ok((r, c.trusted_note().map(str::to_string)))
             })?;
@@ -575,6 +624,83 @@ fn print_report(r: &Report, what: &str, json: bool) -> Result<()> {
         for p in &r.problems {
             println!("  {} {}: {}", p.what, p.at, p.reason);
         }
+    }
+    Ok(())
+}
+
+fn evidence_cmd(dirs: &[PathBuf], trust: &Path, export: Option<&Path>, json: bool) -> Result<()> {
+    use ecgfed_ledger::evidence::Evidence;
+    let (_, _, key) = TrustFile::read(trust)?;
+    let dirs = if dirs.is_empty() {
+        vec![trust.parent().unwrap_or(Path::new(".")).join("evidence")]
+    } else {
+        dirs.to_vec()
+    };
+    let mut held = Vec::new();
+    let mut lines = Vec::new();
+    for dir in &dirs {
+        for path in Evidence::list(dir)? {
+            let e = match Evidence::read(&path) {
+                Ok(e) => e,
+                Err(err) => {
+                    eprintln!("{err}");
+                    continue;
+                }
+            };
+            match e.check(&key) {
+                Ok((a, b)) => {
+                    let show = |c: &ecgfed_ledger::checkpoint::Checkpoint| serde_json::json!({"size": c.size, "root": hex::encode(c.root), "timestamp_ms": c.timestamp_ms});
+                    lines.push(serde_json::json!({
+                        "file": path.display().to_string(),
+                        "kind": e.kind,
+                        "detected_by": e.detected_by,
+                        "source": e.source,
+                        "detected_at_ms": e.detected_at_ms,
+                        "first": show(&a),
+                        "second": show(&b),
+                    }));
+                    if !json {
+                        println!(
+                            "{}: {} found by {} (from {}): size {} root {} vs size {} root {}, both signed by the ledger key\n--- first\n{}--- second\n{}",
+                            path.display(),
+                            e.kind,
+                            e.detected_by,
+                            e.source,
+                            a.size,
+                            hex::encode(a.root),
+                            b.size,
+                            hex::encode(b.root),
+                            e.first,
+                            e.second
+                        );
+                    }
+                    held.push(e);
+                }
+                Err(err) => {
+                    eprintln!("{}: {err}", path.display());
+                }
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({"evidence": lines}));
+    } else if held.is_empty() {
+        println!(
+            "no evidence of conflicting checkpoints in {}",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let Some(out) = export {
+        write_file(
+            out,
+            (serde_json::to_string_pretty(&held)? + "\n").as_bytes(),
+        )?;
+    }
+    if !held.is_empty() {
+        std::process::exit(1);
     }
     Ok(())
 }

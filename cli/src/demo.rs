@@ -196,6 +196,7 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
                 "report": s.report.display().to_string(),
                 "bundle": s.report.with_file_name("bundle.json").display().to_string(),
                 "ledger_entries": s.entries,
+                "witnessed_checkpoint": {"size": s.witnessed.0, "cosigners": s.witnessed.1},
                 "ledger_addr": s.ledger_addr,
                 "gateways": topo.hospitals.iter().map(|h| serde_json::json!({"site": h.site, "address": h.address})).collect::<Vec<_>>(),
                 "seconds": secs,
@@ -203,10 +204,12 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
         );
     } else {
         println!(
-            "ecgfed demo finished in {secs:.0} s: ledger + {} gateways, model {} trained and recorded, ledger verified ({} entries).\n  model:   {}\n  report:  {}\n  bundle:  {}\n  state:   {} (keys, ledger, stores; delete when done)\nRe-check offline: ecgfed audit verify --data {}   ·   ecgfed audit verify-bundle {}",
+            "ecgfed demo finished in {secs:.0} s: ledger + {} gateways, model {} trained and recorded, ledger verified ({} entries).\n  witnessed checkpoint of the report: size {}, cosigned by {}\n  model:   {}\n  report:  {}\n  bundle:  {}\n  state:   {} (keys, ledger, stores; delete when done)\nRe-check offline: ecgfed audit verify --data {}   ·   ecgfed audit verify-bundle {}",
             topo.hospitals.len(),
             s.model_id,
             s.entries,
+            s.witnessed.0,
+            s.witnessed.1.join(", "),
             s.model_dir.display(),
             s.report.display(),
             s.report.with_file_name("bundle.json").display(),
@@ -421,6 +424,8 @@ struct Summary {
     model_id: String,
     model_dir: PathBuf,
     report: PathBuf,
+    /// The checkpoint the regulator's report verified and who cosigned it.
+    witnessed: (u64, Vec<String>),
     entries: u64,
     ledger_addr: String,
 }
@@ -429,17 +434,26 @@ fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) 
     let ldir = data.join("ledger");
     say("starting the ledger");
     let logs = data.join("logs");
-    let ledger_addr = procs.serve(
-        &[
-            "ledger",
-            "serve",
-            "--data",
-            s(&ldir),
-            "--listen",
-            &t.ledger.listen,
-        ],
-        &logs.join("ledger.log"),
-    )?;
+    // Every hospital's gateway is a witness (the genesis names them, quorum 2 of 3): the
+    // ledger asks each for its cosignature of every new checkpoint.
+    let witness_args: Vec<String> = t
+        .hospitals
+        .iter()
+        .map(|h| format!("{}={}", h.member, h.address))
+        .collect();
+    let mut args = vec![
+        "ledger",
+        "serve",
+        "--data",
+        s(&ldir),
+        "--listen",
+        &t.ledger.listen,
+    ];
+    for w in &witness_args {
+        args.push("--witness");
+        args.push(w);
+    }
+    let ledger_addr = procs.serve(&args, &logs.join("ledger.log"))?;
     for h in &t.hospitals {
         say(&format!(
             "starting the gateway of {} ({}, log in logs/{}.log)",
@@ -487,7 +501,7 @@ fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) 
         bail!("the ledger did not verify: {v}");
     }
     say("writing the audit report (ecgfed audit report)");
-    let page = runtime()?.block_on(write_report(
+    let (page, verified) = runtime()?.block_on(write_report(
         &LedgerArgs {
             data: None,
             remote: Some(ledger_addr.clone()),
@@ -496,7 +510,9 @@ fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) 
         &model_id,
         &rdir.join("report"),
     ))?;
+    let verified = verified.map_err(|e| anyhow::anyhow!("the audit report's bundle: {e}"))?;
     Ok(Summary {
+        witnessed: (verified.tree_size, verified.cosigners),
         model_id,
         model_dir,
         report: page,

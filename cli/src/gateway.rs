@@ -9,9 +9,8 @@ use clap::Subcommand;
 use ecgfed_gateway::client::RequestSigner;
 use ecgfed_gateway::client::{GatewayClient, do_get_headers};
 use ecgfed_gateway::{Gateway, GatewayConfig, GatewayError};
-use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::client::{LedgerClient, Memory};
 use ecgfed_ledger::keys::KeyPair;
-use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::{ReserveSliceRequest, StrataDimension};
 
 use crate::ledger::{runtime, shutdown_signal};
@@ -326,8 +325,8 @@ async fn pull(
     out: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
-    let (_, cp, key) = TrustFile::read(trust)?;
-    let mut ledger = LedgerClient::connect(ledger_addr, &cp.origin.clone(), key, Some(cp)).await?;
+    let memory = Memory::for_trust_file(trust, &who.member);
+    let mut ledger = LedgerClient::open(ledger_addr, trust, Some(memory)).await?;
     ledger.update_checkpoint().await?;
     let mut client = who.client().await?;
     let mut writer: Option<arrow::ipc::writer::FileWriter<std::fs::File>> = None;

@@ -23,6 +23,17 @@ pub(crate) enum LedgerCommand {
         /// regulator or ledger; SITE for hospitals). Repeat for each member.
         #[arg(long = "member", required = true)]
         members: Vec<String>,
+        /// The witnesses that cosign checkpoints (member ids, hospitals or regulators; repeat).
+        /// Default: every hospital.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Cosignatures a checkpoint needs (more than half of the witnesses; default: a
+        /// strict majority).
+        #[arg(long)]
+        witness_quorum: Option<u32>,
+        /// An unwitnessed ledger: its own signature is the only one on a checkpoint.
+        #[arg(long, conflicts_with_all = ["witnesses", "witness_quorum"])]
+        no_witnesses: bool,
         /// Output file (refuses to overwrite).
         #[arg(long)]
         out: PathBuf,
@@ -55,6 +66,64 @@ pub(crate) enum LedgerCommand {
         /// The ledger member's key file (default DIR/ledger.key).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// A witness to ask for cosignatures: `ID=HOST:PORT` (a gateway's address, or an
+        /// `ecgfed witness serve`). Repeat for each witness of the genesis.
+        #[arg(long = "witness")]
+        witnesses: Vec<ecgfed_ledger::WitnessPeer>,
+    },
+    /// Revoke a member (MemberRevoked): approved by a majority of the hospitals, whose
+    /// signatures are aggregated into one; from then on the ledger, every gateway and every
+    /// client refuse the member. Prints the entry's index.
+    Revoke {
+        /// Address of the ledger.
+        #[arg(long)]
+        ledger: String,
+        /// The ledger's trust file.
+        #[arg(long)]
+        trust: PathBuf,
+        /// The member to revoke.
+        #[arg(long)]
+        member: String,
+        /// Why (recorded on the ledger; no patient data).
+        #[arg(long, default_value = "revoked by the hospitals")]
+        reason: String,
+        /// The hospital (or ledger member) submitting the entry: `ID=KEYFILE`.
+        #[arg(long)]
+        signer: String,
+        /// An approving hospital, `ID=KEYFILE` (signs here) or `ID:HEX` (a signature made with
+        /// `ecgfed ledger approve-revocation`). Repeat: a strict majority of the hospitals.
+        #[arg(long = "approver", required = true)]
+        approvers: Vec<String>,
+    },
+    /// Sign one hospital's approval of a revocation (hex on standard output), for `ecgfed ledger
+    /// revoke --approver ID:HEX` run by someone else.
+    ApproveRevocation {
+        /// The ledger's trust file (its origin is signed).
+        #[arg(long)]
+        trust: PathBuf,
+        /// The member to revoke.
+        #[arg(long)]
+        member: String,
+        /// The approving hospital's key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Copy and verify a whole ledger (entries, blocks, witnessed checkpoints), follow it
+    /// live, and serve its read RPCs until SIGINT/SIGTERM. Its DIR/db restores a lost ledger
+    /// (docs/ledger.md, "Mirrors"). Prints `listening on ADDR` once ready.
+    Mirror {
+        /// The ledger (or another mirror) to copy.
+        #[arg(long)]
+        from: String,
+        /// The ledger's trust file (origin and key every block is checked against).
+        #[arg(long)]
+        trust: PathBuf,
+        /// The mirror's folder (RocksDB in DIR/db, as a ledger's).
+        #[arg(long)]
+        data: PathBuf,
+        /// Listen address for the read RPCs (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:7401")]
+        listen: SocketAddr,
     },
 }
 
@@ -75,8 +144,20 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
         LedgerCommand::Genesis {
             origin,
             members,
+            witnesses,
+            witness_quorum,
+            no_witnesses,
             out,
-        } => genesis(origin, &members, &out),
+        } => genesis(
+            origin,
+            &members,
+            Witnesses {
+                ids: witnesses,
+                quorum: witness_quorum,
+                none: no_witnesses,
+            },
+            &out,
+        ),
         LedgerCommand::Init {
             genesis,
             data,
@@ -91,6 +172,7 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
                 origin: cp.origin.clone(),
                 ledger_public_key: kp.public().to_hex(),
                 checkpoint: cp.sign(&kp),
+                distrusted: None,
             };
             let tpath = data.join("trust.json");
             trust.write(&tpath)?;
@@ -112,11 +194,39 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
             }
             Ok(())
         }
-        LedgerCommand::Serve { data, listen, key } => {
+        LedgerCommand::Serve {
+            data,
+            listen,
+            key,
+            witnesses,
+        } => {
             let kp = KeyPair::read_file(&key_path(&data, key))?;
             let rt = runtime()?;
-            rt.block_on(serve(&data, listen, kp))
+            rt.block_on(serve(&data, listen, kp, &witnesses))
         }
+        LedgerCommand::Revoke {
+            ledger,
+            trust,
+            member,
+            reason,
+            signer,
+            approvers,
+        } => runtime()?.block_on(revoke(
+            &ledger, &trust, &member, &reason, &signer, &approvers,
+        )),
+        LedgerCommand::ApproveRevocation { trust, member, key } => {
+            let (t, _, _) = TrustFile::read(&trust)?;
+            let kp = KeyPair::read_file(&key)?;
+            let msg = ecgfed_ledger::state::revocation_message(&t.origin, &member);
+            println!("{}", hex::encode(kp.sign(&msg).to_bytes()));
+            Ok(())
+        }
+        LedgerCommand::Mirror {
+            from,
+            trust,
+            data,
+            listen,
+        } => runtime()?.block_on(mirror(&from, &trust, &data, listen)),
     }
 }
 
@@ -128,7 +238,14 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn genesis(origin: String, members: &[String], out: &Path) -> Result<()> {
+/// The witnesses asked for on the command line.
+struct Witnesses {
+    ids: Vec<String>,
+    quorum: Option<u32>,
+    none: bool,
+}
+
+fn genesis(origin: String, members: &[String], w: Witnesses, out: &Path) -> Result<()> {
     let mut list = Vec::new();
     for m in members {
         let (spec, file) = m
@@ -146,9 +263,26 @@ fn genesis(origin: String, members: &[String], out: &Path) -> Result<()> {
         let kp = KeyPair::read_file(Path::new(file))?;
         list.push(GenesisMember::for_key(id, role, site, &kp));
     }
+    let witnesses = if w.none {
+        Vec::new()
+    } else if w.ids.is_empty() {
+        list.iter()
+            .filter(|m| m.role == "hospital")
+            .map(|m| m.id.clone())
+            .collect()
+    } else {
+        w.ids
+    };
+    let witness_quorum = match (witnesses.len(), w.quorum) {
+        (0, _) => 0,
+        (_, Some(q)) => q,
+        (n, None) => ecgfed_ledger::genesis::majority(n),
+    };
     let g = GenesisFile {
         origin,
         max_clock_skew_ms: 0,
+        witnesses,
+        witness_quorum,
         members: list,
     };
     let text = toml::to_string(&g)?;
@@ -160,9 +294,14 @@ fn genesis(origin: String, members: &[String], out: &Path) -> Result<()> {
         .with_context(|| format!("{}: cannot create (it must not exist)", out.display()))?;
     f.write_all(text.as_bytes())?;
     println!(
-        "genesis with {} members written to {}",
+        "genesis with {} members written to {}; witnesses: {}",
         g.members.len(),
-        out.display()
+        out.display(),
+        if g.witnesses.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{} (quorum {})", g.witnesses.join(", "), g.witness_quorum)
+        }
     );
     Ok(())
 }
@@ -177,8 +316,14 @@ pub(crate) async fn shutdown_signal(what: &'static str) {
     eprintln!("{what}: shutting down");
 }
 
-async fn serve(data: &Path, listen: SocketAddr, kp: KeyPair) -> Result<()> {
+async fn serve(
+    data: &Path,
+    listen: SocketAddr,
+    kp: KeyPair,
+    witnesses: &[ecgfed_ledger::WitnessPeer],
+) -> Result<()> {
     let ledger: Arc<Ledger> = Ledger::open(&db_path(data), kp)?;
+    ledger.start_witnessing(witnesses)?;
     let (listener, addr) = ecgfed_ledger::service::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -197,6 +342,128 @@ async fn serve(data: &Path, listen: SocketAddr, kp: KeyPair) -> Result<()> {
     eprintln!(
         "ledger: stopped cleanly at {} entries, {} blocks",
         head.tree_size, head.blocks
+    );
+    Ok(())
+}
+
+async fn mirror(from: &str, trust: &Path, data: &Path, listen: SocketAddr) -> Result<()> {
+    use ecgfed_ledger::mirror::{self, MirrorError};
+    let (t, _, key) = TrustFile::read(trust)?;
+    std::fs::create_dir_all(data).with_context(|| format!("{}", data.display()))?;
+    let mut src = mirror::connect(from).await?;
+    let ledger = mirror::open(&db_path(data), &mut src, from, &t.origin, &key).await?;
+    let (listener, addr) = ecgfed_ledger::service::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("listening on {addr}");
+    eprintln!(
+        "mirror of {} from {from}: holds {} entries",
+        t.origin,
+        ledger.head().tree_size
+    );
+    let (l, from) = (Arc::clone(&ledger), from.to_string());
+    let follower = tokio::spawn(async move {
+        let mut src = Some(src);
+        loop {
+            let client = match src.take() {
+                Some(c) => c,
+                None => match mirror::connect(&from).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("mirror: {e}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            };
+            match mirror::follow(Arc::clone(&l), client, from.clone()).await {
+                Err(MirrorError::Source { reason, .. }) => {
+                    eprintln!("mirror: source {from}: {reason}; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return e,
+                Ok(()) => {}
+            }
+        }
+    });
+    let served = ecgfed_ledger::service::serve(
+        Arc::clone(&ledger),
+        listener,
+        async {
+            tokio::select! {
+                _ = shutdown_signal("mirror") => {}
+                _ = async { while !follower.is_finished() { tokio::time::sleep(Duration::from_millis(200)).await; } } => {}
+            }
+        },
+    )
+    .await;
+    ledger.shutdown();
+    served?;
+    if follower.is_finished() {
+        let e = follower.await?;
+        return Err(anyhow::Error::new(e).context("the mirror stopped following"));
+    }
+    follower.abort();
+    eprintln!(
+        "mirror: stopped at {} entries, {} blocks",
+        ledger.head().tree_size,
+        ledger.head().blocks
+    );
+    Ok(())
+}
+
+/// `ID=KEYFILE` → (id, key pair).
+fn member_key(spec: &str) -> Result<(String, KeyPair)> {
+    let (id, file) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow!("{spec:?}: expected ID=KEYFILE"))?;
+    Ok((id.to_string(), KeyPair::read_file(Path::new(file))?))
+}
+
+async fn revoke(
+    addr: &str,
+    trust: &Path,
+    member: &str,
+    reason: &str,
+    signer: &str,
+    approvers: &[String],
+) -> Result<()> {
+    use ecgfed_ledger::keys::Signature;
+    use ecgfed_proto::v1::{MemberRevoked, entry_body::Payload};
+    let (t, _, _) = TrustFile::read(trust)?;
+    let msg = ecgfed_ledger::state::revocation_message(&t.origin, member);
+    let mut ids = Vec::new();
+    let mut sigs = Vec::new();
+    for a in approvers {
+        if let Some((id, hexsig)) = a.split_once(':').filter(|_| !a.contains('=')) {
+            let sig = Signature::from_bytes(
+                &hex::decode(hexsig).with_context(|| format!("--approver {id}: not hex"))?,
+            )
+            .with_context(|| format!("--approver {id}"))?;
+            ids.push(id.to_string());
+            sigs.push(sig);
+        } else {
+            let (id, kp) = member_key(a)?;
+            ids.push(id);
+            sigs.push(kp.sign(&msg));
+        }
+    }
+    let aggregate = Signature::aggregate(&sigs)?;
+    let (signer_id, signer_key) = member_key(signer)?;
+    let mut es = ecgfed_ledger::entry::EntrySigner::new(&signer_id, signer_key);
+    let entry = es.sign(Payload::MemberRevoked(MemberRevoked {
+        member_id: member.to_string(),
+        approvers: ids.clone(),
+        approval_signature: aggregate.to_bytes(),
+        reason: reason.to_string(),
+    }));
+    let memory = ecgfed_ledger::client::Memory::for_trust_file(trust, &signer_id);
+    let mut c = ecgfed_ledger::client::LedgerClient::open(addr, trust, Some(memory)).await?;
+    let r = c.submit(entry).await?;
+    println!(
+        "member {member} revoked (approved by {}): MemberRevoked at ledger entry {}",
+        ids.join(", "),
+        r.index
     );
     Ok(())
 }

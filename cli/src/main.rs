@@ -10,6 +10,7 @@ mod gateway;
 mod keys;
 mod ledger;
 mod trainer;
+mod witness;
 
 use std::path::PathBuf;
 
@@ -38,6 +39,9 @@ enum Command {
     /// The ledger: genesis, init, serve.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// Witnesses: cosign the ledger's checkpoints (a regulator's; gateways witness too).
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
     /// Gateways: serve a hospital's site store, erase a patient, strata, reserve, verified pulls.
     #[command(subcommand)]
     Gateway(gateway::GatewayCommand),
@@ -117,6 +121,7 @@ fn main() -> std::process::ExitCode {
         Command::Keys(c) => keys::run(c),
         Command::Ledger(c) => ledger::run(c),
         Command::Gateway(c) => gateway::run(c),
+        Command::Witness(c) => witness::run(c),
         Command::Audit(c) => audit::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Cohort(c) => trainer::run_cohort(c),

@@ -62,6 +62,17 @@ fn demo_then_audit() {
     let summary: Value =
         serde_json::from_str(&run(&["demo", "--data", s(&data), "--json"])).unwrap();
     let model = summary["model_id"].as_str().unwrap().to_string();
+    // The regulator's report verified a checkpoint cosigned by a quorum of the hospitals.
+    let cosigners = summary["witnessed_checkpoint"]["cosigners"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no witnessed checkpoint in {summary}"));
+    assert!(cosigners.len() >= 2, "{summary}");
+    assert!(
+        cosigners
+            .iter()
+            .all(|c| ["hosp-a", "hosp-b", "hosp-c"].contains(&c.as_str().unwrap())),
+        "{summary}"
+    );
     let report = Path::new(summary["report"].as_str().unwrap()).to_path_buf();
     let bundle_path = report.with_file_name("bundle.json");
     let ledger = data.join("ledger");
@@ -231,6 +242,10 @@ fn demo_then_audit() {
     // The report: self-contained, verified, names the model and every slice.
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.contains(&model) && html.contains("Verified."));
+    assert!(
+        html.contains("witnessed: cosigned by"),
+        "the report names the cosigners"
+    );
     for r in &served {
         assert!(html.contains(&r.slice_id), "report lacks {}", r.slice_id);
     }
@@ -255,10 +270,38 @@ fn demo_then_audit() {
         .patient
         .clone();
     let addr = summary["ledger_addr"].as_str().unwrap();
-    let (ledger_proc, _) = serve(
-        &["ledger", "serve", "--data", s(&ledger), "--listen", addr],
-        &[],
-    );
+    // The gateways are down: two hospitals' witness roles run standalone on the gateways'
+    // witness state (a quorum of 2 of 3), so that the erasure can be witnessed.
+    let mut witnesses = Vec::new();
+    let mut witness_args = Vec::new();
+    for (site, member) in [("site-a", "hosp-a"), ("site-c", "hosp-c")] {
+        let dir = data.join(site);
+        let (child, waddr) = serve(
+            &[
+                "witness",
+                "serve",
+                "--member",
+                member,
+                "--key",
+                s(&dir.join(format!("{member}.key"))),
+                "--trust",
+                s(&dir.join("trust.json")),
+                "--data",
+                s(&dir.join("gw")),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
+        witnesses.push(child);
+        witness_args.push(format!("{member}={waddr}"));
+    }
+    let mut args = vec!["ledger", "serve", "--data", s(&ledger), "--listen", addr];
+    for w in &witness_args {
+        args.push("--witness");
+        args.push(w);
+    }
+    let (ledger_proc, _) = serve(&args, &[]);
     run(&[
         "gateway",
         "erase",
@@ -314,6 +357,9 @@ fn demo_then_audit() {
         "{b_slice}"
     );
     stop(ledger_proc);
+    for w in witnesses {
+        stop(w);
+    }
     run(&["audit", "verify", "--data", s(&ledger)]);
 }
 

@@ -286,6 +286,7 @@ async fn federation_end_to_end() {
     assert!(err.contains("no records"), "{err}");
     offline_erasure(&mut fed, &second.unwrap()).await;
 
+    revocation(&mut fed).await;
     tls_switch(&mut fed).await;
 
     // Everything on the ledger verifies offline.
@@ -301,6 +302,89 @@ async fn federation_end_to_end() {
     let out = run(&["audit", "verify", "--data", s(&ldir), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ok"], true, "{out}");
+}
+
+/// A member revoked by the hospitals (`ecgfed ledger revoke`, issue 25) is refused by both
+/// gateways (within their member refresh interval), and by a restarted gateway; one hospital's
+/// approval alone revokes nobody.
+async fn revocation(fed: &mut Fed) {
+    let ledger = fed.ledger_addr.clone();
+    let trust = fed.dir.join("ledger/trust.json");
+    let key = |m: &str| format!("{m}={}", fed.key(m).display());
+    assert_eq!(
+        strata(fed, 0, "sci2").await,
+        None,
+        "sci2 is a member before"
+    );
+    // One of two hospitals is not a majority.
+    let err = run_fails(&[
+        "ledger",
+        "revoke",
+        "--ledger",
+        &ledger,
+        "--trust",
+        s(&trust),
+        "--member",
+        "sci2",
+        "--signer",
+        &key("hosp-a"),
+        "--approver",
+        &key("hosp-a"),
+    ]);
+    assert!(err.contains("majority"), "{err}");
+    // hosp-b's approval made apart and handed over as a signature.
+    let approval = run(&[
+        "ledger",
+        "approve-revocation",
+        "--trust",
+        s(&trust),
+        "--member",
+        "sci2",
+        "--key",
+        s(&fed.key("hosp-b")),
+    ]);
+    let out = run(&[
+        "ledger",
+        "revoke",
+        "--ledger",
+        &ledger,
+        "--trust",
+        s(&trust),
+        "--member",
+        "sci2",
+        "--reason",
+        "key lost",
+        "--signer",
+        &key("hosp-a"),
+        "--approver",
+        &key("hosp-a"),
+        "--approver",
+        &format!("hosp-b:{}", approval.trim()),
+    ]);
+    assert!(out.contains("member sci2 revoked"), "{out}");
+    // Both gateways refuse sci2 once their members are refreshed (2 s at most).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for i in 0..2 {
+        assert_eq!(
+            strata(fed, i, "sci2").await,
+            Some(Code::Unauthenticated),
+            "gateway {i}"
+        );
+    }
+    // sci is untouched; a restarted gateway still refuses sci2.
+    assert_eq!(strata(fed, 0, "sci").await, None);
+    fed.restart_gateway(1, &[]);
+    assert_eq!(strata(fed, 1, "sci2").await, Some(Code::Unauthenticated));
+}
+
+/// The refusal code of a strata query by `who` at gateway `i` (None: answered).
+async fn strata(fed: &Fed, i: usize, who: &str) -> Option<Code> {
+    fed.gateway(i, who)
+        .await
+        .strata("", &[])
+        .await
+        .err()
+        .map(code)
 }
 
 /// A plain Arrow Flight client (pyarrow, from scripts/setup.sh's .venv-test) reads a granted

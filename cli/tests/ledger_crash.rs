@@ -115,6 +115,8 @@ fn acknowledged_entries_survive_sigkill_under_load() {
     let g = GenesisFile {
         origin: "ecgfed.test/crash".into(),
         max_clock_skew_ms: 0,
+        witnesses: Vec::new(),
+        witness_quorum: 0,
         members,
     };
     let gpath = dir.path().join("genesis.toml");

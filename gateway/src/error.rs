@@ -33,6 +33,10 @@ pub enum GatewayError {
         #[source]
         source: ecgfed_ledger::trust::TrustError,
     },
+    /// The gateway's witness state cannot be used.
+    #[cfg(feature = "server")]
+    #[error(transparent)]
+    Witness(Box<ecgfed_ledger::witness::WitnessError>),
     /// The gateway's member on the ledger is not the hospital its configuration names.
     #[error("member {member}: {problem}")]
     Identity {
@@ -124,6 +128,10 @@ impl GatewayError {
     /// Whether the error names the gateway's own files or storage (key store, site store,
     /// configured files): what a remote caller must not learn.
     fn is_local(&self) -> bool {
+        #[cfg(feature = "server")]
+        if matches!(self, GatewayError::Witness(_)) {
+            return true;
+        }
         matches!(
             self,
             GatewayError::KeyStore { .. }

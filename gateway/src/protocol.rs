@@ -28,7 +28,7 @@ pub const FLIGHT_PATH: &str = "/arrow.flight.protocol.FlightService/";
 pub const MAX_FLIGHT_DATA_BYTES: usize = 8 << 20;
 
 /// Domain-separation tag of request signatures (v2: the gateway's site is signed).
-pub const REQUEST_DST: &[u8] = b"ecgfed/v2/request\n";
+pub const REQUEST_TAG: &[u8] = b"ecgfed/v2/request\n";
 /// Header: member id.
 pub const H_MEMBER: &str = "x-ecgfed-member";
 /// Header: timestamp (ms).
@@ -48,8 +48,8 @@ pub fn signing_bytes(
     nonce: u64,
 ) -> Vec<u8> {
     let mut b =
-        Vec::with_capacity(REQUEST_DST.len() + member.len() + site.len() + method.len() + 51);
-    b.extend_from_slice(REQUEST_DST);
+        Vec::with_capacity(REQUEST_TAG.len() + member.len() + site.len() + method.len() + 51);
+    b.extend_from_slice(REQUEST_TAG);
     b.extend_from_slice(member.as_bytes());
     b.push(b'\n');
     b.extend_from_slice(site.as_bytes());

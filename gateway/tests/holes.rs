@@ -20,7 +20,7 @@ use ecgfed_gateway::protocol::SERVICE_PATH;
 use ecgfed_gateway::server::Policy;
 use ecgfed_gateway::server::patient_key;
 use ecgfed_ledger::keys::{KeyPair, Signature};
-use ecgfed_ledger::state::ADMIT_DST;
+use ecgfed_ledger::state::ADMIT_TAG;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::gateway_service_client::GatewayServiceClient;
 use ecgfed_proto::v1::{
@@ -163,7 +163,7 @@ async fn a_member_the_hospitals_did_not_approve_is_refused() {
     // Approved by both hospitals (the majority of two): admitted, and served.
     let sci3 = KeyPair::generate();
     let (m, bytes) = member("sci3", Role::Scientist, &sci3);
-    let mut msg = ADMIT_DST.to_vec();
+    let mut msg = ADMIT_TAG.to_vec();
     msg.extend_from_slice(&bytes);
     let sigs = [
         fed.members.key("hosp-a").sign(&msg),

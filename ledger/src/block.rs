@@ -2,15 +2,15 @@
 //!
 //! Canonical encoding (104 bytes, integers big-endian): height u64 ‖ previous block hash (32)
 //! ‖ timestamp ms i64 ‖ first entry index u64 ‖ entry count u64 ‖ tree size after the block u64
-//! ‖ Merkle root after the block (32). Block hash = SHA-256(`BLOCK_DST` ‖ encoding). The
+//! ‖ Merkle root after the block (32). Block hash = SHA-256(`BLOCK_TAG` ‖ encoding). The
 //! previous hash of block 0 is 32 zero bytes.
 
 use sha2::{Digest, Sha256};
 
 use crate::log::Hash;
 
-/// Domain-separation prefix of block hashes.
-pub(crate) const BLOCK_DST: &[u8] = b"ecgfed/v1/block\n";
+/// Tag hashed before a block encoding.
+pub(crate) const BLOCK_TAG: &[u8] = b"ecgfed/v1/block\n";
 /// Length of the canonical encoding.
 pub(crate) const BLOCK_BYTES: usize = 104;
 
@@ -65,10 +65,10 @@ impl Block {
         })
     }
 
-    /// SHA-256(`BLOCK_DST` ‖ encoding).
+    /// SHA-256(`BLOCK_TAG` ‖ encoding).
     pub fn hash(&self) -> Hash {
         let mut d = Sha256::new();
-        d.update(BLOCK_DST);
+        d.update(BLOCK_TAG);
         d.update(self.encode());
         d.finalize().into()
     }

@@ -5,7 +5,7 @@
 //! <origin>\n<tree size>\n<base64 root>\ntimestamp <ms>\n\n— <origin> <base64(key id ‖ signature)>\n
 //! ```
 //! The note body is the first four lines (with their newlines). The signature is a BLS
-//! signature by the ledger key over `CHECKPOINT_DST ‖ body`; the key id is the first 4 bytes
+//! signature by the ledger key over `CHECKPOINT_TAG ‖ body`; the key id is the first 4 bytes
 //! of SHA-256(origin ‖ 0x0A ‖ 0xFF ‖ 48-byte public key) (0xFF: a signature type outside the
 //! C2SP registry).
 
@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::keys::{KeyPair, PublicKey, Signature};
 use crate::log::Hash;
 
-/// Domain-separation prefix of checkpoint signatures.
-pub const CHECKPOINT_DST: &[u8] = b"ecgfed/v1/checkpoint\n";
+/// Message tag (not the BLS DST) of checkpoint signatures: the ledger signs `CHECKPOINT_TAG ‖ body`.
+pub const CHECKPOINT_TAG: &[u8] = b"ecgfed/v1/checkpoint\n";
 
 /// A checkpoint that does not parse or verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,25 +62,82 @@ impl Checkpoint {
     /// The signed note text.
     pub fn sign(&self, key: &KeyPair) -> String {
         let body = self.body();
-        let mut msg = CHECKPOINT_DST.to_vec();
+        let mut msg = CHECKPOINT_TAG.to_vec();
         msg.extend_from_slice(body.as_bytes());
         let mut sig = key_id(&self.origin, &key.public()).to_vec();
         sig.extend_from_slice(&key.sign(&msg).to_bytes());
         format!("{body}\n\u{2014} {} {}\n", self.origin, B64.encode(sig))
     }
 
-    /// Parses a signed note and verifies its signature by `key` under `origin`.
+    /// Parses a signed note and verifies its signature by `key` under `origin`. Other
+    /// signature lines (the witnesses', docs/ledger.md "Witnesses") are ignored here.
     pub fn verify(
         note: &str,
         origin: &str,
         key: &PublicKey,
     ) -> Result<Checkpoint, CheckpointError> {
         let bad = |m: String| CheckpointError(m);
+        let parsed = SignedNote::parse(note)?;
+        let cp = parsed.checkpoint(origin)?;
+        let want_id = key_id(origin, key);
+        let mut msg = CHECKPOINT_TAG.to_vec();
+        msg.extend_from_slice(parsed.body.as_bytes());
+        for (name, raw) in &parsed.signatures {
+            if name != origin || raw.len() != 100 || raw[..4] != want_id {
+                continue;
+            }
+            let sig = Signature::from_bytes(&raw[4..]).map_err(|e| bad(e.to_string()))?;
+            if !key.verify(&msg, &sig) {
+                return Err(bad(format!("signature by {origin} does not verify")));
+            }
+            return Ok(cp);
+        }
+        Err(bad(format!("no signature by the ledger key of {origin}")))
+    }
+}
+
+/// A signed note split into its body and its signature lines (`— <name> <base64>`), each
+/// decoded from base64; nothing verified yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedNote {
+    /// The body: every line before the blank line, each with its `\n`.
+    pub body: String,
+    /// (name, decoded signature bytes) of every signature line, in order.
+    pub signatures: Vec<(String, Vec<u8>)>,
+}
+
+impl SignedNote {
+    /// Splits a note; errors say which line is malformed.
+    pub fn parse(note: &str) -> Result<SignedNote, CheckpointError> {
+        let bad = |m: String| CheckpointError(m);
         let (body, sigs) = note
             .split_once("\n\n")
             .ok_or_else(|| bad("no blank line between body and signatures".into()))?;
-        let body = format!("{body}\n");
-        let lines: Vec<&str> = body.lines().collect();
+        let mut signatures = Vec::new();
+        for line in sigs.lines() {
+            let Some(rest) = line.strip_prefix("\u{2014} ") else {
+                return Err(bad(format!(
+                    "signature line {line:?} does not start with an em dash"
+                )));
+            };
+            let Some((name, b64)) = rest.split_once(' ') else {
+                return Err(bad(format!("signature line {line:?} has no signature")));
+            };
+            let raw = B64
+                .decode(b64)
+                .map_err(|e| bad(format!("signature of {name}: {e}")))?;
+            signatures.push((name.to_string(), raw));
+        }
+        Ok(SignedNote {
+            body: format!("{body}\n"),
+            signatures,
+        })
+    }
+
+    /// The checkpoint the body states (origin, size, root, timestamp), unverified.
+    pub fn checkpoint(&self, origin: &str) -> Result<Checkpoint, CheckpointError> {
+        let bad = |m: String| CheckpointError(m);
+        let lines: Vec<&str> = self.body.lines().collect();
         if lines.len() != 4 {
             return Err(bad(format!("body has {} lines, expected 4", lines.len())));
         }
@@ -104,36 +161,16 @@ impl Checkpoint {
                     lines[3]
                 ))
             })?;
-        let want_id = key_id(origin, key);
-        let mut msg = CHECKPOINT_DST.to_vec();
-        msg.extend_from_slice(body.as_bytes());
-        for line in sigs.lines() {
-            let Some(rest) = line.strip_prefix("\u{2014} ") else {
-                return Err(bad(format!(
-                    "signature line {line:?} does not start with an em dash"
-                )));
-            };
-            let Some((name, b64)) = rest.split_once(' ') else {
-                return Err(bad(format!("signature line {line:?} has no signature")));
-            };
-            let raw = B64
-                .decode(b64)
-                .map_err(|e| bad(format!("signature of {name}: {e}")))?;
-            if name != origin || raw.len() != 100 || raw[..4] != want_id {
-                continue;
-            }
-            let sig = Signature::from_bytes(&raw[4..]).map_err(|e| bad(e.to_string()))?;
-            if !key.verify(&msg, &sig) {
-                return Err(bad(format!("signature by {origin} does not verify")));
-            }
-            return Ok(Checkpoint {
-                origin: origin.to_string(),
-                size,
-                root,
-                timestamp_ms,
-            });
+        let cp = Checkpoint {
+            origin: origin.to_string(),
+            size,
+            root,
+            timestamp_ms,
+        };
+        if cp.body() != self.body {
+            return Err(bad("body is not in canonical form".into()));
         }
-        Err(bad(format!("no signature by the ledger key of {origin}")))
+        Ok(cp)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Entries: the signed bytes, the stored (leaf) encoding, entry kinds and the subjects each
 //! kind must name.
 //!
-//! A client encodes an [`EntryBody`] once and signs `ENTRY_DST ‖ body`; the server stores
+//! A client encodes an [`EntryBody`] once and signs `ENTRY_TAG ‖ body`; the server stores
 //! `u32 big-endian body length ‖ body ‖ 96-byte signature` and that byte string is the Merkle
 //! leaf. Nothing is ever re-encoded, so signatures and leaf hashes are over bytes, not
 //! structures (docs/ledger.md, "Entries").
@@ -13,8 +13,8 @@ use prost::Message;
 
 use crate::keys::{KeyPair, Signature};
 
-/// Domain-separation prefix of entry signatures: the signed message is `ENTRY_DST ‖ body`.
-pub const ENTRY_DST: &[u8] = b"ecgfed/v1/entry\n";
+/// Message tag (not the BLS DST) of entry signatures: the signed message is `ENTRY_TAG ‖ body`.
+pub const ENTRY_TAG: &[u8] = b"ecgfed/v1/entry\n";
 /// Longest accepted encoded body (4 MiB: a slice entry lists every row commitment).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// Longest subject id, member id or site name, in bytes.
@@ -121,6 +121,8 @@ pub enum Kind {
     ModelTrained,
     /// Records erased at a hospital.
     RecordsErased,
+    /// A member revoked by a majority of hospitals.
+    MemberRevoked,
 }
 
 impl Kind {
@@ -135,6 +137,7 @@ impl Kind {
             Kind::DataServed => "DataServed",
             Kind::ModelTrained => "ModelTrained",
             Kind::RecordsErased => "RecordsErased",
+            Kind::MemberRevoked => "MemberRevoked",
         }
     }
 
@@ -149,14 +152,15 @@ impl Kind {
             Payload::DataServed(_) => Kind::DataServed,
             Payload::ModelTrained(_) => Kind::ModelTrained,
             Payload::RecordsErased(_) => Kind::RecordsErased,
+            Payload::MemberRevoked(_) => Kind::MemberRevoked,
         }
     }
 }
 
-/// The message a signer signs for `body`: `ENTRY_DST ‖ body`.
+/// The message a signer signs for `body`: `ENTRY_TAG ‖ body`.
 pub fn signing_bytes(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(ENTRY_DST.len() + body.len());
-    m.extend_from_slice(ENTRY_DST);
+    let mut m = Vec::with_capacity(ENTRY_TAG.len() + body.len());
+    m.extend_from_slice(ENTRY_TAG);
     m.extend_from_slice(body);
     m
 }
@@ -253,6 +257,7 @@ pub fn derived_subjects(signer: &str, payload: &Payload) -> Vec<Subject> {
             v.push(subject(S::Model, &m.model_id));
             v.push(subject(S::Cohort, &m.cohort_id));
         }
+        Payload::MemberRevoked(r) => v.push(subject(S::Member, &r.member_id)),
         Payload::RecordsErased(r) => {
             v.push(subject(S::Site, &r.site));
             v.push(subject(S::Dataset, &r.dataset_id));

@@ -3,6 +3,8 @@
 //! ```toml
 //! origin = "ecgfed.example/ledger"   # checkpoint origin line
 //! max_clock_skew_ms = 300000         # optional, default 5 minutes
+//! witnesses = ["hospital-a", "hospital-b", "hospital-c"]   # optional: cosigners of checkpoints
+//! witness_quorum = 2                  # cosignatures a checkpoint needs (> half the witnesses)
 //!
 //! [[members]]
 //! id = "ledger"
@@ -52,8 +54,24 @@ pub struct GenesisFile {
     /// Accepted clock skew, ms (0 or absent: 5 minutes).
     #[serde(default)]
     pub max_clock_skew_ms: u64,
+    /// Member ids of the witnesses that cosign checkpoints, in signer-bitmap order (empty: an
+    /// unwitnessed ledger).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<String>,
+    /// Cosignatures a checkpoint needs (more than half of `witnesses`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub witness_quorum: u32,
     /// Founding members.
     pub members: Vec<GenesisMember>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// The default quorum of `n` witnesses: a strict majority.
+pub fn majority(n: usize) -> u32 {
+    (n / 2 + 1) as u32
 }
 
 /// Parses a role name.
@@ -131,6 +149,8 @@ impl GenesisFile {
             origin: self.origin.clone(),
             members,
             max_clock_skew_ms: self.max_clock_skew_ms,
+            witnesses: self.witnesses.clone(),
+            witness_quorum: self.witness_quorum,
         });
         Ok(EntryBody {
             signer: ledger.id.clone(),

@@ -176,6 +176,11 @@ impl KeyPair {
         }
     }
 
+    /// The key pair of a 32-byte secret scalar (little-endian, as key files hold it).
+    pub fn from_secret_bytes(secret: &[u8]) -> Result<KeyPair, KeyError> {
+        decode_exact("secret key", secret, 32, PrivateKey::from_bytes).map(KeyPair::from_secret)
+    }
+
     /// The public key.
     pub fn public(&self) -> PublicKey {
         self.public

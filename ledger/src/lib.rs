@@ -9,13 +9,17 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-mod block;
+pub mod block;
 pub mod checkpoint;
 pub mod client;
+pub mod cosign;
 pub mod entry;
+pub mod evidence;
 pub mod genesis;
 pub mod keys;
 pub mod log;
+#[cfg(feature = "server")]
+pub mod mirror;
 pub mod protocol;
 #[cfg(feature = "server")]
 mod sequencer;
@@ -26,6 +30,12 @@ pub mod state;
 pub mod store;
 pub mod trust;
 pub mod verify;
+#[cfg(feature = "server")]
+pub mod witness;
+#[cfg(feature = "server")]
+mod witnessing;
 
 #[cfg(feature = "server")]
-pub use sequencer::{Ledger, Receipt};
+pub use sequencer::{Latest, Ledger, LedgerError, MirrorRefusal, Receipt};
+#[cfg(feature = "server")]
+pub use witnessing::WitnessPeer;

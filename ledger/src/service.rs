@@ -7,9 +7,9 @@ use std::sync::Arc;
 use ecgfed_proto::v1::ledger_service_server::{LedgerService, LedgerServiceServer};
 use ecgfed_proto::v1::{
     Block as PbBlock, Checkpoint as PbCheckpoint, ConsistencyProof, GetBlockRequest,
-    GetEntryRequest, GetEntryResponse, InclusionProof, LatestCheckpointRequest,
-    ProveConsistencyRequest, ProveInclusionRequest, QueryBySubjectRequest, SignedEntry,
-    SubmitResponse, WatchBlocksRequest,
+    GetCheckpointRequest, GetEntryRequest, GetEntryResponse, InclusionProof,
+    LatestCheckpointRequest, ProveConsistencyRequest, ProveInclusionRequest, QueryBySubjectRequest,
+    SignedEntry, SubmitResponse, WatchBlocksRequest,
 };
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -25,6 +25,9 @@ use crate::state::{Code, Rejection};
 /// Subject answers read inline in the request handler before the rest is streamed from a
 /// blocking task.
 const INLINE_ANSWERS: u64 = 64;
+
+/// How long a streamed answer waits for its caller to read on before it is dropped.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The gRPC status of a rejection.
 pub fn status(r: Rejection) -> Status {
@@ -216,11 +219,25 @@ impl LedgerService for LedgerServer {
 
     async fn latest_checkpoint(
         &self,
-        _req: Request<LatestCheckpointRequest>,
+        req: Request<LatestCheckpointRequest>,
     ) -> Result<Response<PbCheckpoint>, Status> {
+        let at_least = req.into_inner().at_least;
         Ok(Response::new(PbCheckpoint {
-            note: self.ledger.checkpoint(),
+            note: self.ledger.witnessed_at_least(at_least).await.note,
         }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<GetCheckpointRequest>,
+    ) -> Result<Response<PbCheckpoint>, Status> {
+        let size = req.into_inner().size;
+        let note = self
+            .ledger
+            .checkpoint_at(size)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no block ended at tree size {size}")))?;
+        Ok(Response::new(PbCheckpoint { note }))
     }
 
     async fn prove_inclusion(
@@ -284,21 +301,28 @@ impl LedgerService for LedgerServer {
         let mut from = first_next;
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        // Chunks are read on a blocking thread, one at a time, and sent from an async task: a
+        // stream its caller stops reading holds no thread, and is dropped after STREAM_IDLE.
+        tokio::spawn(async move {
             let mut left = limit - n;
             loop {
                 let chunk = left.min(1024);
-                let items = match this.subject_chunk(&prefix, from, chunk, size) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
+                let (t, p) = (this.clone(), prefix.clone());
+                let read =
+                    tokio::task::spawn_blocking(move || t.subject_chunk(&p, from, chunk, size))
+                        .await;
+                let items = match read {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
+                    Err(_) => return,
                 };
                 let got = items.len() as u64;
                 for item in items {
                     from = item.index + 1;
-                    if tx.blocking_send(Ok(item)).is_err() {
+                    if !sent(&tx, Ok(item)).await {
                         return;
                     }
                 }
@@ -319,6 +343,7 @@ impl LedgerService for LedgerServer {
     ) -> Result<Response<Self::WatchBlocksStream>, Status> {
         let mut next = req.into_inner().from_height;
         let mut live = self.ledger.watch();
+        let mut stop = self.ledger.stopping.subscribe();
         let ledger = Arc::clone(&self.ledger);
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
@@ -331,14 +356,18 @@ impl LedgerService for LedgerServer {
                         Err(e) => Err(internal(e)),
                     };
                     let stop = b.is_err();
-                    if tx.send(b).await.is_err() || stop {
+                    if !sent(&tx, b).await || stop {
                         return;
                     }
                     next += 1;
                 }
-                match live.recv().await {
+                let got = tokio::select! {
+                    got = live.recv() => got,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                match got {
                     Ok(b) if b.height == next => {
-                        if tx.send(Ok(b.to_proto())).await.is_err() {
+                        if !sent(&tx, Ok(b.to_proto())).await {
                             return;
                         }
                         next += 1;
@@ -350,6 +379,15 @@ impl LedgerService for LedgerServer {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// Sends one streamed answer; false when the caller is gone or has not read for
+/// [`STREAM_IDLE`] (the stream is then dropped).
+async fn sent<T>(tx: &mpsc::Sender<Result<T, Status>>, item: Result<T, Status>) -> bool {
+    matches!(
+        tokio::time::timeout(STREAM_IDLE, tx.send(item)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Serves `ledger` on `listener` until `shutdown` resolves, then stops accepting calls,
@@ -371,6 +409,13 @@ pub async fn serve(
         },
     );
     let svc = LedgerServer::new(Arc::clone(&ledger)).into_service();
+    // Once asked to stop, endless streams (WatchBlocks of mirrors, waits for a witnessed
+    // checkpoint) end, so that the graceful shutdown does not wait for them forever.
+    let stopping = Arc::clone(&ledger);
+    let shutdown = async move {
+        shutdown.await;
+        stopping.begin_shutdown();
+    };
     let r = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(svc)

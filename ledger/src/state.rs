@@ -12,12 +12,25 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ecgfed_proto::v1::{EntryBody, Member, Role, entry_body::Payload};
 use prost::Message;
 
+use crate::cosign::{WitnessKey, WitnessPolicy};
 use crate::entry::{self, Kind, MAX_ID_BYTES};
 use crate::keys::{PublicKey, Signature};
 
-/// Domain-separation prefix of member-admission approvals: hospitals sign
-/// `ADMIT_DST ‖ member_bytes`.
-pub const ADMIT_DST: &[u8] = b"ecgfed/v1/admit\n";
+/// Message tag (not the BLS DST) of member-admission approvals: hospitals sign
+/// `ADMIT_TAG ‖ member_bytes`.
+pub const ADMIT_TAG: &[u8] = b"ecgfed/v1/admit\n";
+/// Message tag (not the BLS DST) of revocation approvals ([`revocation_message`]).
+pub const REVOKE_TAG: &[u8] = b"ecgfed/v1/revoke\n";
+
+/// What the approving hospitals sign to revoke `member_id` on the ledger `origin`:
+/// `REVOKE_TAG ‖ origin ‖ 0x0A ‖ member_id`.
+pub fn revocation_message(origin: &str, member_id: &str) -> Vec<u8> {
+    let mut m = REVOKE_TAG.to_vec();
+    m.extend_from_slice(origin.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(member_id.as_bytes());
+    m
+}
 /// Default accepted clock skew of submissions (5 minutes).
 pub const DEFAULT_MAX_SKEW_MS: u64 = 300_000;
 
@@ -95,6 +108,7 @@ pub struct CohortInfo {
 #[derive(Debug, Default)]
 pub struct Changes {
     members: Vec<MemberInfo>,
+    revoked: Vec<String>,
     cohorts: Vec<(String, CohortInfo)>,
     slices: HashSet<String>,
 }
@@ -102,7 +116,10 @@ pub struct Changes {
 impl Changes {
     /// True when nothing was staged.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty() && self.cohorts.is_empty() && self.slices.is_empty()
+        self.members.is_empty()
+            && self.revoked.is_empty()
+            && self.cohorts.is_empty()
+            && self.slices.is_empty()
     }
 }
 
@@ -124,6 +141,54 @@ pub struct State {
     pub cohorts: HashMap<String, CohortInfo>,
     /// Ids of the slices committed (`CohortSliceCommitted`; an id is committed once).
     pub slices: HashSet<String>,
+    /// Revoked members by id (`MemberRevoked`): they sign nothing more; their ids and sites
+    /// stay taken.
+    pub revoked: HashMap<String, MemberInfo>,
+    /// Who cosigns checkpoints and how many must (from the genesis).
+    pub witnesses: WitnessPolicy,
+}
+
+/// The witnesses a genesis names, checked: distinct founding members, each a hospital or a
+/// regulator, and a quorum of more than half of them (two quorums then share a witness, so two
+/// conflicting checkpoints cannot both be witnessed unless a witness signs both).
+fn witness_policy(
+    g: &ecgfed_proto::v1::Genesis,
+    members: &HashMap<String, MemberInfo>,
+) -> Result<WitnessPolicy, Rejection> {
+    let mut list = Vec::with_capacity(g.witnesses.len());
+    let mut seen = HashSet::new();
+    for id in &g.witnesses {
+        let m = members
+            .get(id)
+            .ok_or_else(|| invalid(format!("witness {id:?} is not a founding member")))?;
+        if !matches!(m.role, Role::Hospital | Role::Regulator) {
+            return Err(invalid(format!(
+                "witness {id} has role {}; witnesses are hospitals or regulators",
+                role_name(m.role)
+            )));
+        }
+        if !seen.insert(id.as_str()) {
+            return Err(invalid(format!("witness {id} is listed twice")));
+        }
+        list.push(WitnessKey {
+            id: id.clone(),
+            key: m.key,
+        });
+    }
+    let n = list.len();
+    let q = g.witness_quorum as usize;
+    if n == 0 && q != 0 {
+        return Err(invalid(format!("witness_quorum {q} without any witness")));
+    }
+    if n > 0 && (q * 2 <= n || q > n) {
+        return Err(invalid(format!(
+            "witness_quorum {q} of {n} witnesses: it must be more than half of them and at most all"
+        )));
+    }
+    Ok(WitnessPolicy {
+        witnesses: list,
+        quorum: q,
+    })
 }
 
 /// The id of a site's slice of a cohort: `<cohort_id>/<site>`.
@@ -235,10 +300,15 @@ pub fn role_may_write(role: Role, kind: Kind) -> bool {
     match role {
         Role::Hospital => matches!(
             kind,
-            MemberAdmitted | DatasetRegistered | CohortSliceCommitted | DataServed | RecordsErased
+            MemberAdmitted
+                | MemberRevoked
+                | DatasetRegistered
+                | CohortSliceCommitted
+                | DataServed
+                | RecordsErased
         ),
         Role::Scientist => matches!(kind, CohortCreated | ModelTrained),
-        Role::Ledger => matches!(kind, MemberAdmitted),
+        Role::Ledger => matches!(kind, MemberAdmitted | MemberRevoked),
         Role::Regulator | Role::Unspecified => false,
     }
 }
@@ -304,7 +374,9 @@ impl State {
                 "genesis signature does not verify under the ledger member's key",
             ));
         }
+        let witnesses = witness_policy(g, &members)?;
         let st = State {
+            witnesses,
             origin: g.origin.clone(),
             max_skew_ms: if g.max_clock_skew_ms == 0 {
                 DEFAULT_MAX_SKEW_MS
@@ -316,6 +388,7 @@ impl State {
             generation: 0,
             cohorts: HashMap::new(),
             slices: HashSet::new(),
+            revoked: HashMap::new(),
         };
         st.check_subjects(body)?;
         Ok(st)
@@ -411,6 +484,7 @@ impl State {
         match p {
             Payload::Genesis(_) => {}
             Payload::MemberAdmitted(a) => self.check_admission(a)?,
+            Payload::MemberRevoked(r) => self.check_revocation(r)?,
             Payload::DatasetRegistered(d) => {
                 own_site(&d.site)?;
                 check_id("dataset_id", &d.dataset_id)?;
@@ -492,6 +566,15 @@ impl State {
                     ));
                 }
             }
+            Payload::MemberRevoked(r) if pending.revoked.contains(&r.member_id) => {
+                return Err(Rejection::new(
+                    Code::AlreadyExists,
+                    format!(
+                        "member {} is revoked earlier in the same block",
+                        r.member_id
+                    ),
+                ));
+            }
             Payload::CohortCreated(c)
                 if self.cohorts.contains_key(&c.cohort_id)
                     || pending.cohorts.iter().any(|(id, _)| *id == c.cohort_id) =>
@@ -548,12 +631,22 @@ impl State {
             .payload
             .as_ref()
             .ok_or_else(|| invalid("entry has no payload"))?;
+        if pending.revoked.contains(&body.signer) {
+            return Err(Rejection::new(
+                Code::Unauthenticated,
+                format!(
+                    "signer {} is revoked earlier in the same block",
+                    body.signer
+                ),
+            ));
+        }
         self.check_against(p, pending)?;
         match p {
             Payload::MemberAdmitted(a) => {
                 let m = a.member.as_ref().ok_or_else(|| invalid("no member"))?;
                 pending.members.push(member_info(m)?);
             }
+            Payload::MemberRevoked(r) => pending.revoked.push(r.member_id.clone()),
             Payload::CohortCreated(c) => {
                 pending.cohorts.push((c.cohort_id.clone(), cohort_info(c)?))
             }
@@ -567,11 +660,16 @@ impl State {
 
     /// Applies staged changes (members bump [`State::generation`]).
     pub fn commit(&mut self, changes: Changes) {
-        if !changes.members.is_empty() {
+        if !changes.members.is_empty() || !changes.revoked.is_empty() {
             self.generation += 1;
         }
         for m in changes.members {
             self.members.insert(m.id.clone(), m);
+        }
+        for id in changes.revoked {
+            if let Some(m) = self.members.remove(&id) {
+                self.revoked.insert(id, m);
+            }
         }
         self.cohorts.extend(changes.cohorts);
         self.slices.extend(changes.slices);
@@ -594,6 +692,55 @@ impl State {
                 "a second ledger member cannot be admitted",
             ));
         }
+        let mut msg = ADMIT_TAG.to_vec();
+        msg.extend_from_slice(&a.member_bytes);
+        self.check_approvals(
+            &format!("admission of {}", info.id),
+            &a.approvers,
+            &a.approval_signature,
+            &msg,
+        )
+    }
+
+    /// A revocation: a member (not the ledger's) approved for removal by a majority of the
+    /// hospitals, their aggregate signature over [`revocation_message`].
+    fn check_revocation(&self, r: &ecgfed_proto::v1::MemberRevoked) -> Result<(), Rejection> {
+        check_id("member_id", &r.member_id)?;
+        let Some(target) = self.members.get(&r.member_id) else {
+            if self.revoked.contains_key(&r.member_id) {
+                return Err(Rejection::new(
+                    Code::AlreadyExists,
+                    format!("member {} is already revoked", r.member_id),
+                ));
+            }
+            return Err(Rejection::new(
+                Code::FailedPrecondition,
+                format!("member {} does not exist", r.member_id),
+            ));
+        };
+        if target.role == Role::Ledger {
+            return Err(Rejection::new(
+                Code::PermissionDenied,
+                "the ledger member cannot be revoked",
+            ));
+        }
+        self.check_approvals(
+            &format!("revocation of {}", r.member_id),
+            &r.approvers,
+            &r.approval_signature,
+            &revocation_message(&self.origin, &r.member_id),
+        )
+    }
+
+    /// Approvals by a strict majority of the hospital members: distinct hospitals whose
+    /// aggregate signature over `msg` verifies (sound: their possession was proven).
+    fn check_approvals(
+        &self,
+        what: &str,
+        approvers: &[String],
+        signature: &[u8],
+        msg: &[u8],
+    ) -> Result<(), Rejection> {
         let hospitals = self
             .members
             .values()
@@ -601,7 +748,7 @@ impl State {
             .count();
         let mut keys = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for id in &a.approvers {
+        for id in approvers {
             let h = self
                 .members
                 .get(id)
@@ -621,26 +768,22 @@ impl State {
             return Err(Rejection::new(
                 Code::PermissionDenied,
                 format!(
-                    "admission of {} is approved by {} of {hospitals} hospitals; a majority ({}) is needed",
-                    info.id,
+                    "{what} is approved by {} of {hospitals} hospitals; a majority ({}) is needed",
                     keys.len(),
                     hospitals / 2 + 1
                 ),
             ));
         }
-        let sig = Signature::from_bytes(&a.approval_signature).map_err(|e| {
+        let sig = Signature::from_bytes(signature).map_err(|e| {
             Rejection::new(Code::Unauthenticated, format!("approval signature: {e}"))
         })?;
         let agg = PublicKey::aggregate(&keys)
             .ok_or_else(|| Rejection::new(Code::PermissionDenied, "no approvers"))?;
-        let mut msg = ADMIT_DST.to_vec();
-        msg.extend_from_slice(&a.member_bytes);
-        if !agg.verify(&msg, &sig) {
+        if !agg.verify(msg, &sig) {
             return Err(Rejection::new(
                 Code::Unauthenticated,
                 format!(
-                    "the aggregate approval signature for {} does not verify against the approvers' keys",
-                    info.id
+                    "the aggregate approval signature for the {what} does not verify against the approvers' keys"
                 ),
             ));
         }
@@ -649,13 +792,19 @@ impl State {
 
     /// Refuses a new member whose id, or whose site, is taken.
     fn check_new(&self, info: &MemberInfo) -> Result<(), Rejection> {
-        if self.members.contains_key(&info.id) {
+        if self.members.contains_key(&info.id) || self.revoked.contains_key(&info.id) {
             return Err(Rejection::new(
                 Code::AlreadyExists,
                 format!("member {} already exists", info.id),
             ));
         }
-        if !info.site.is_empty() && self.members.values().any(|x| x.site == info.site) {
+        if !info.site.is_empty()
+            && self
+                .members
+                .values()
+                .chain(self.revoked.values())
+                .any(|x| x.site == info.site)
+        {
             return Err(Rejection::new(
                 Code::AlreadyExists,
                 format!("site {} already has a hospital member", info.site),

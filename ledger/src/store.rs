@@ -249,6 +249,29 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the checkpoint of `size` by its witnessed note and records `size` as the newest
+    /// witnessed one (meta `witnessed`), in one synced write.
+    pub fn put_witnessed(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        wb.put_cf(
+            self.cf(CF_CHECKPOINTS)?,
+            size.to_be_bytes(),
+            note.as_bytes(),
+        );
+        wb.put_cf(self.cf(CF_META)?, b"witnessed", size.to_be_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo).map_err(|e| self.err(e))
+    }
+
+    /// The size of the newest witnessed checkpoint (0: none yet).
+    pub fn witnessed_size(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .get(CF_META, b"witnessed")?
+            .and_then(|v| be(&v))
+            .unwrap_or(0))
+    }
+
     /// All stored checkpoints, by tree size.
     pub fn checkpoints(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut v = Vec::new();

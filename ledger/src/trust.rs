@@ -26,6 +26,10 @@ pub struct TrustFile {
     pub ledger_public_key: String,
     /// A signed checkpoint note.
     pub checkpoint: String,
+    /// Set once a client holding this file found the ledger signing two conflicting
+    /// checkpoints: why, and where the evidence is. A client refuses to use the ledger then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distrusted: Option<String>,
 }
 
 impl TrustFile {
@@ -47,15 +51,45 @@ impl TrustFile {
         Ok((t, cp, key))
     }
 
-    /// Writes the trust file atomically (temporary file, then rename).
+    /// Writes the trust file durably and atomically ([`write_durable`]).
     pub fn write(&self, path: &Path) -> Result<(), TrustError> {
         let err = |reason: String| TrustError {
             path: path.to_path_buf(),
             reason,
         };
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| err(e.to_string()))? + "\n";
-        std::fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        write_durable(path, text.as_bytes()).map_err(|e| err(e.to_string()))
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new content whole, and the
+/// new content on disk when this returns: a temporary file of its own in the same folder,
+/// synced, renamed over `path`, then the folder synced.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    let done = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }

@@ -246,7 +246,7 @@ impl Verifier {
     ) -> Option<PublicKey> {
         if index == 0 {
             // The genesis signature is checked by from_genesis itself.
-            match State::from_genesis(body, &sig.to_bytes(), &msg[entry::ENTRY_DST.len()..]) {
+            match State::from_genesis(body, &sig.to_bytes(), &msg[entry::ENTRY_TAG.len()..]) {
                 Ok(s) => self.state = Some(s),
                 Err(r) => {
                     self.report(problem("entry", index, format!("genesis: {}", r.message)));
@@ -397,6 +397,17 @@ impl Verifier {
                 Ok(c) => match self.root_at(c.size) {
                     Some(r) if r == c.root => {
                         self.checkpoint_times.insert(c.size, c.timestamp_ms);
+                        // A witnessed note's cosignatures must hold a quorum.
+                        let line = format!(
+                            "\n\u{2014} {} ",
+                            crate::cosign::WitnessPolicy::line_name(&state.origin)
+                        );
+                        if state.witnesses.is_witnessed()
+                            && note.contains(&line)
+                            && let Err(e) = state.witnesses.verify(&note, &state.origin, &key)
+                        {
+                            self.report(problem("checkpoint", size, e.to_string()));
+                        }
                     }
                     _ => self.report(problem(
                         "checkpoint",

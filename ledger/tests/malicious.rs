@@ -76,6 +76,12 @@ impl LedgerService for Liar {
     async fn get_block(&self, r: Request<GetBlockRequest>) -> Result<Response<Block>, Status> {
         self.real.get_block(r).await
     }
+    async fn get_checkpoint(
+        &self,
+        r: Request<GetCheckpointRequest>,
+    ) -> Result<Response<Checkpoint_>, Status> {
+        self.real.get_checkpoint(r).await
+    }
     async fn latest_checkpoint(
         &self,
         r: Request<LatestCheckpointRequest>,

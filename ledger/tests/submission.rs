@@ -8,12 +8,13 @@ use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::entry::{self, EntrySigner};
 use ecgfed_ledger::keys::{KeyPair, Signature};
 use ecgfed_ledger::log::{MemoryLog, leaf_hash, verify_inclusion};
-use ecgfed_ledger::state::ADMIT_DST;
+use ecgfed_ledger::state::ADMIT_TAG;
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{
     Member, MemberAdmitted, QueryBySubjectRequest, Role, SignedEntry, Subject, SubjectKind,
     WatchBlocksRequest, entry_body::Payload,
 };
+use ecgfed_testkit::payloads::model;
 use prost::Message;
 use tonic::Code;
 
@@ -200,7 +201,7 @@ fn admission(
         },
     };
     let member_bytes = member.encode_to_vec();
-    let mut msg = ADMIT_DST.to_vec();
+    let mut msg = ADMIT_TAG.to_vec();
     msg.extend_from_slice(&member_bytes);
     let sigs: Vec<Signature> = approvers
         .iter()
@@ -662,4 +663,137 @@ async fn slices_are_bound_to_their_site_and_cohort_and_committed_once() {
         "{:?}",
         report.problems
     );
+}
+
+/// A MemberRevoked entry approved by `approvers` (hospital indexes) for `member_id`.
+fn revocation(f: &Fixture, member_id: &str, approvers: &[usize], signed_for: &str) -> Payload {
+    let msg = ecgfed_ledger::state::revocation_message(ORIGIN, signed_for);
+    let sigs: Vec<Signature> = approvers
+        .iter()
+        .map(|&i| f.hospitals[i].key().sign(&msg))
+        .collect();
+    Payload::MemberRevoked(ecgfed_proto::v1::MemberRevoked {
+        member_id: member_id.into(),
+        approvers: approvers.iter().map(|i| format!("hospital-{i}")).collect(),
+        approval_signature: Signature::aggregate(&sigs).unwrap().to_bytes(),
+        reason: "test".into(),
+    })
+}
+
+/// Revocation (issue 25): only by a hospital majority, never of the ledger member; the revoked
+/// member is refused from then on, also after a restart; its id cannot be admitted again; a
+/// verifying client's replayed members no longer include it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_revoked_only_by_a_hospital_majority_and_stay_revoked() {
+    let mut f = Fixture::new();
+    let ledger = f.open();
+    let (addr, stop) = serve(ledger.clone()).await;
+    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let before = ledger.head();
+    let r = revocation(&f, "scientist", &[0], "scientist");
+    expect(
+        &mut c,
+        f.hospitals[0].sign(r),
+        Code::PermissionDenied,
+        "majority",
+    )
+    .await;
+    let r = revocation(&f, "scientist", &[0, 1], "regulator");
+    expect(
+        &mut c,
+        f.hospitals[0].sign(r),
+        Code::Unauthenticated,
+        "aggregate",
+    )
+    .await;
+    let r = revocation(&f, "ledger", &[0, 1, 2], "ledger");
+    expect(
+        &mut c,
+        f.hospitals[0].sign(r),
+        Code::PermissionDenied,
+        "ledger member",
+    )
+    .await;
+    let r = revocation(&f, "nobody", &[0, 1], "nobody");
+    expect(
+        &mut c,
+        f.hospitals[0].sign(r),
+        Code::FailedPrecondition,
+        "does not exist",
+    )
+    .await;
+    let r = revocation(&f, "scientist", &[0, 1], "scientist");
+    expect(
+        &mut c,
+        f.scientist.sign(r),
+        Code::PermissionDenied,
+        "may not write",
+    )
+    .await;
+    assert_eq!(
+        ledger.head(),
+        before,
+        "a refused revocation wrote something"
+    );
+
+    // The scientist writes, then is revoked by two of three hospitals.
+    c.submit(f.scientist.sign(model("before"))).await.unwrap();
+    let r = revocation(&f, "scientist", &[1, 2], "scientist");
+    c.submit(f.hospitals[0].sign(r)).await.unwrap();
+    expect(
+        &mut c,
+        f.scientist.sign(model("after")),
+        Code::Unauthenticated,
+        "not a member",
+    )
+    .await;
+    let r = revocation(&f, "scientist", &[1, 2], "scientist");
+    expect(
+        &mut c,
+        f.hospitals[1].sign(r),
+        Code::AlreadyExists,
+        "already revoked",
+    )
+    .await;
+    // Its id cannot come back.
+    let newk = KeyPair::generate();
+    let a = admission(&f, &newk, "scientist", Role::Scientist, &[0, 1]);
+    expect(
+        &mut c,
+        f.hospitals[0].sign(Payload::MemberAdmitted(a)),
+        Code::AlreadyExists,
+        "already exists",
+    )
+    .await;
+    // A verifying client replays the revocation.
+    let mut client = LedgerClient::connect(&addr.to_string(), ORIGIN, f.ledger_key.public(), None)
+        .await
+        .unwrap();
+    let replayed = client.sync_members().await.unwrap();
+    assert!(replayed.member("scientist").is_none());
+    assert!(replayed.member("regulator").is_some());
+    assert!(replayed.refused().is_empty());
+
+    // After a restart, still revoked.
+    let _ = stop.send(());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    ledger.shutdown();
+    drop(ledger);
+    let ledger = f.open();
+    let (addr, _stop) = serve(ledger.clone()).await;
+    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    expect(
+        &mut c,
+        f.scientist.sign(model("after-restart")),
+        Code::Unauthenticated,
+        "not a member",
+    )
+    .await;
+    let store = ledger.store();
+    let report = ecgfed_ledger::verify::verify_store(store).unwrap();
+    assert!(report.ok, "{:?}", report.problems.first());
 }

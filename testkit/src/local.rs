@@ -100,3 +100,65 @@ impl TestLedger {
         Ok(c)
     }
 }
+
+/// A witness served in this process (its state in `dir/<id>/witness.json`), until
+/// [`LocalWitness::stop`].
+pub struct LocalWitness {
+    /// Its member id.
+    pub id: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its key and state.
+    pub cosigner: Arc<ecgfed_ledger::witness::Cosigner>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl LocalWitness {
+    /// Starts witness `id` of `members`' ledger on a free loopback port; a new one starts from
+    /// the signed note `initial`.
+    pub async fn start(dir: &Path, members: &Members, id: &str, initial: &str) -> Result<Self> {
+        let d = dir.join(id);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        let cosigner = Arc::new(ecgfed_ledger::witness::Cosigner::open(
+            &d.join("witness.json"),
+            id,
+            members.key(id).clone(),
+            members.origin(),
+            members.ledger_key().public(),
+            initial,
+        )?);
+        let (listener, addr) =
+            ecgfed_ledger::service::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ecgfed_ledger::witness::serve(
+            Arc::clone(&cosigner),
+            listener,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        Ok(LocalWitness {
+            id: id.to_string(),
+            addr,
+            cosigner,
+            stop,
+            task,
+        })
+    }
+
+    /// What a ledger needs to ask this witness.
+    pub fn peer(&self) -> ecgfed_ledger::WitnessPeer {
+        ecgfed_ledger::WitnessPeer {
+            id: self.id.clone(),
+            address: self.addr.to_string(),
+        }
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}

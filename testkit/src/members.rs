@@ -17,6 +17,8 @@ use ecgfed_ledger::trust::TrustFile;
 pub struct Members {
     origin: String,
     max_clock_skew_ms: u64,
+    witnesses: Vec<String>,
+    witness_quorum: u32,
     list: Vec<(GenesisMember, KeyPair)>,
 }
 
@@ -28,6 +30,8 @@ impl Members {
         Members {
             origin: origin.into(),
             max_clock_skew_ms: 0,
+            witnesses: Vec::new(),
+            witness_quorum: 0,
             list: vec![(GenesisMember::for_key("ledger", "ledger", "", &key), key)],
         }
     }
@@ -59,6 +63,13 @@ impl Members {
     /// Sets the genesis's clock skew bound (milliseconds; 0: not checked).
     pub fn max_clock_skew_ms(mut self, ms: u64) -> Members {
         self.max_clock_skew_ms = ms;
+        self
+    }
+
+    /// Makes the ledger witnessed by `ids` (in bitmap order) with `quorum`.
+    pub fn witnessed_by(mut self, ids: &[&str], quorum: u32) -> Members {
+        self.witnesses = ids.iter().map(|s| s.to_string()).collect();
+        self.witness_quorum = quorum;
         self
     }
 
@@ -95,6 +106,8 @@ impl Members {
         GenesisFile {
             origin: self.origin.clone(),
             max_clock_skew_ms: self.max_clock_skew_ms,
+            witnesses: self.witnesses.clone(),
+            witness_quorum: self.witness_quorum,
             members: self.list.iter().map(|(m, _)| m.clone()).collect(),
         }
     }
@@ -114,6 +127,7 @@ impl Members {
             origin: cp.origin.clone(),
             ledger_public_key: self.ledger_key().public().to_hex(),
             checkpoint: cp.sign(self.ledger_key()),
+            distrusted: None,
         }
         .write(path)
         .with_context(|| format!("writing {}", path.display()))

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use ecgfed_gateway::client::GatewayClient;
 use ecgfed_gateway::client::RequestSigner;
-use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::client::{LedgerClient, Memory};
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
-use ecgfed_ledger::trust::TrustFile;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{AllocationCell, CohortCreated, ReserveSliceRequest, StrataDimension};
 use serde::{Deserialize, Serialize};
@@ -78,11 +77,11 @@ impl Session {
     /// and brings its checkpoint up to date.
     pub async fn open(federation: Federation) -> Result<Session> {
         let key = KeyPair::read_file(&federation.key_file)?;
-        let (_, cp, ledger_key) = TrustFile::read(&federation.trust)
-            .map_err(|e| TrainerError::spec(&federation.trust, e.to_string()))?;
-        let mut ledger =
-            LedgerClient::connect(&federation.ledger, &cp.origin.clone(), ledger_key, Some(cp))
-                .await?;
+        let memory = federation
+            .trust_state
+            .clone()
+            .map(|p| Memory::beside(p, &federation.member));
+        let mut ledger = LedgerClient::open(&federation.ledger, &federation.trust, memory).await?;
         ledger.update_checkpoint().await?;
         let signer = Arc::new(RequestSigner::new(&federation.member, key.clone()));
         let entry_signer = EntrySigner::new(&federation.member, key);

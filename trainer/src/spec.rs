@@ -481,6 +481,11 @@ pub struct Federation {
     pub member: String,
     /// The member's key file.
     pub key_file: PathBuf,
+    /// Where this member remembers the newest ledger checkpoint it accepted, across runs
+    /// (default `<member>.ledger-trust.json` beside the federation file; evidence of a split
+    /// view goes to `evidence/` beside it).
+    #[serde(default)]
+    pub trust_state: Option<PathBuf>,
     /// The gateways.
     pub gateways: Vec<GatewayEntry>,
 }
@@ -494,6 +499,11 @@ impl Federation {
         let dir = path.parent().unwrap_or(Path::new("."));
         f.trust = dir.join(&f.trust);
         f.key_file = dir.join(&f.key_file);
+        let state = f
+            .trust_state
+            .take()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.ledger-trust.json", f.member)));
+        f.trust_state = Some(dir.join(state));
         for g in &mut f.gateways {
             g.ca = g.ca.as_ref().map(|c| dir.join(c));
         }

@@ -48,12 +48,22 @@ impl Source for StoreSource {
 
     async fn checkpoint(&mut self) -> Result<(String, Checkpoint, PublicKey)> {
         let (origin, key) = genesis_key(&self.get(0)?)?;
-        let (_, note) = self
-            .store
-            .checkpoints()
-            .map_err(|e| AuditError::Store(Box::new(e)))?
-            .pop()
-            .ok_or_else(|| AuditError::NotFound("the store has no checkpoint".into()))?;
+        // The newest witnessed checkpoint where the ledger has witnesses, else the newest.
+        let store_err = |e| AuditError::Store(Box::new(e));
+        let witnessed = self.store.witnessed_size().map_err(store_err)?;
+        let note = if witnessed > 0 {
+            self.store
+                .checkpoint(witnessed)
+                .map_err(store_err)?
+                .map(String::into_bytes)
+        } else {
+            self.store
+                .checkpoints()
+                .map_err(store_err)?
+                .pop()
+                .map(|(_, n)| n)
+        }
+        .ok_or_else(|| AuditError::NotFound("the store has no checkpoint".into()))?;
         let note = String::from_utf8(note)
             .map_err(|_| AuditError::Ledger("stored checkpoint is not UTF-8".into()))?;
         let cp = Checkpoint::verify(&note, &origin, &key)

@@ -66,41 +66,44 @@ impl Members {
             .is_some_and(|t| t.elapsed() < MEMBER_REFRESH_INTERVAL)
     }
 
-    /// The member `id`, or `Ok(None)` when the replayed members do not include it. An unknown
-    /// id brings the members up to the ledger's latest checkpoint, at most once per
-    /// [`MEMBER_REFRESH_INTERVAL`] and one refresh at a time (callers waiting meanwhile see its
-    /// result).
+    /// The member `id`, or `Ok(None)` when the replayed members do not include it (never
+    /// admitted, or revoked). The members are brought up to the ledger's latest checkpoint
+    /// first when they were last replayed more than [`MEMBER_REFRESH_INTERVAL`] ago (one
+    /// refresh at a time; callers waiting meanwhile see its result), so an admission or a
+    /// revocation is honoured within that interval.
     pub async fn get(&self, id: &str) -> Result<Option<MemberInfo>, Status> {
-        if let Some(m) = self.lookup(id) {
-            return Ok(Some(m));
-        }
         if self.refreshed_lately() {
-            return Ok(None);
+            return Ok(self.lookup(id));
         }
         let mut ledger = self.ledger.lock().await;
-        if let Some(m) = self.lookup(id) {
-            return Ok(Some(m));
-        }
         if self.refreshed_lately() {
-            return Ok(None);
+            return Ok(self.lookup(id));
         }
         if let Ok(mut t) = self.last_refresh.lock() {
             *t = Some(Instant::now());
         }
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let unavailable =
-            |e: ecgfed_ledger::client::ClientError| Status::unavailable(format!("members: {e}"));
-        ledger.update_checkpoint().await.map_err(unavailable)?;
-        let fresh = ledger
-            .sync_members()
-            .await
-            .map_err(unavailable)?
-            .state()
-            .members
-            .clone();
-        if let Ok(mut k) = self.known.write() {
-            *k = fresh;
+        let fresh = match ledger.update_checkpoint().await {
+            Ok(_) => ledger
+                .sync_members()
+                .await
+                .map(|m| m.state().members.clone()),
+            Err(e) => Err(e),
+        };
+        match fresh {
+            Ok(fresh) => {
+                if let Ok(mut k) = self.known.write() {
+                    *k = fresh;
+                }
+            }
+            // A ledger answer that does not verify stops the gateway trusting it; a ledger
+            // that cannot be reached leaves the members as last replayed (a revocation is
+            // honoured once it answers again).
+            Err(e) if e.is_verification() => {
+                return Err(Status::unavailable(format!("members: {e}")));
+            }
+            Err(e) => tracing::warn!("members not refreshed: {e}"),
         }
         Ok(self.lookup(id))
     }

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use ecgfed_ledger::client::LedgerClient;
+use ecgfed_ledger::client::{LedgerClient, Memory};
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::log::{Hash, Hash32};
 use ecgfed_ledger::state::MemberInfo;
 use ecgfed_ledger::trust::TrustFile;
+use ecgfed_ledger::witness::Cosigner;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{
     AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, DatasetRegistered,
@@ -104,6 +105,8 @@ pub struct Gateway {
     pub keys: KeyStore,
     /// Members directory (and the verifying ledger client behind it).
     pub members: Members,
+    /// The hospital's witness of the ledger's checkpoints.
+    pub witness: Arc<Cosigner>,
     signer: tokio::sync::Mutex<EntrySigner>,
     catalog: RwLock<Arc<Catalog>>,
     registration: RwLock<Option<Registration>>,
@@ -124,6 +127,11 @@ pub struct Gateway {
     transfers: Arc<tokio::sync::Semaphore>,
 }
 
+/// The gateway's trust state in its data folder: the newest ledger checkpoint it accepted.
+pub const LEDGER_TRUST_FILE: &str = "ledger-trust.json";
+/// The gateway's witness state in its data folder: the last checkpoint it cosigned.
+pub const WITNESS_FILE: &str = "witness.json";
+
 fn refused(code: Code, m: impl Into<String>) -> GatewayError {
     GatewayError::refused(code, m)
 }
@@ -135,18 +143,18 @@ impl Gateway {
     pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>> {
         let keys = KeyStore::open(&cfg.data)?;
         let key = KeyPair::read_file(&cfg.key_file)?;
-        let (_, cp, ledger_key) =
+        let (trust, _, ledger_key) =
             TrustFile::read(&cfg.ledger.trust).map_err(|source| GatewayError::Trust {
                 path: cfg.ledger.trust.clone(),
                 source,
             })?;
-        let ledger = LedgerClient::connect(
-            &cfg.ledger.address,
-            &cp.origin.clone(),
-            ledger_key,
-            Some(cp),
-        )
-        .await?;
+        // The newest checkpoint this gateway trusted survives restarts: a ledger rolled back
+        // or forked since is refused (and a fork recorded as evidence).
+        let memory = Memory::beside(cfg.data.join(LEDGER_TRUST_FILE), &cfg.member);
+        let mut ledger =
+            LedgerClient::open(&cfg.ledger.address, &cfg.ledger.trust, Some(memory)).await?;
+        ledger.update_checkpoint().await?;
+
         let members = Members::new(ledger).await?;
         let me = members
             .get(&cfg.member)
@@ -157,6 +165,18 @@ impl Gateway {
                 problem: IdentityProblem::NotOnLedger,
             })?;
         check_self(&cfg, &me, &key)?;
+        // The hospital's witness role: cosigns checkpoints that extend the last it cosigned.
+        let witness = Arc::new(
+            Cosigner::open(
+                &cfg.data.join(WITNESS_FILE),
+                &cfg.member,
+                key.clone(),
+                &trust.origin,
+                ledger_key,
+                &trust.checkpoint,
+            )
+            .map_err(|e| GatewayError::Witness(Box::new(e)))?,
+        );
         let catalog = Catalog::load(&cfg.store, &cfg.dataset_id(), &keys, &cfg.age_edges, cfg.k)?;
         let transfers = Arc::new(tokio::sync::Semaphore::new(cfg.policy.max_transfers));
         let gw = Arc::new(Gateway {
@@ -168,6 +188,7 @@ impl Gateway {
             cfg,
             keys,
             members,
+            witness,
             catalog: RwLock::new(Arc::new(catalog)),
             registration: RwLock::new(None),
             writes: tokio::sync::Mutex::new(()),
@@ -200,6 +221,27 @@ impl Gateway {
         let entry = self.signer.lock().await.sign(payload);
         let mut ledger = self.members.ledger().lock().await;
         Ok(ledger.submit(entry).await?.index)
+    }
+
+    /// Like [`Gateway::record`], but answers once the entry is durable and proves it in the
+    /// background (an entry the ledger does not prove is logged): registration at start uses
+    /// it, since the checkpoint that covers it is witnessed by the gateways themselves, this
+    /// one among them, once they serve.
+    async fn record_durable(&self, payload: Payload) -> Result<u64> {
+        let entry = self.signer.lock().await.sign(payload);
+        let mut ledger = self.members.ledger().lock().await;
+        let (receipt, stored) = ledger.submit_acknowledged(entry).await?;
+        let mut prover = ledger.clone();
+        drop(ledger);
+        tokio::spawn(async move {
+            if let Err(e) = prover.prove(receipt.index, &stored).await {
+                tracing::error!(
+                    index = receipt.index,
+                    "the ledger acknowledged an entry it does not prove: {e}"
+                );
+            }
+        });
+        Ok(receipt.index)
     }
 
     async fn entries_of(&self, kind: SubjectKind, id: &str) -> Result<Vec<(u64, Payload)>> {
@@ -240,7 +282,7 @@ impl Gateway {
                     "k": c.k,
                 });
                 let index = self
-                    .record(Payload::DatasetRegistered(DatasetRegistered {
+                    .record_durable(Payload::DatasetRegistered(DatasetRegistered {
                         dataset_id: c.dataset_id.clone(),
                         site: self.cfg.site.clone(),
                         version,

@@ -35,7 +35,9 @@ pub use config::{GatewayConfig, LedgerConfig, MAX_SLICE_ROWS, Policy, TlsConfig}
 pub use flight::FLIGHT_LIMITS;
 #[cfg(feature = "fault-injection")]
 pub use gateway::FAULT_ENV;
-pub use gateway::{Gateway, Registration, ServePlan, ServedSlice, TEST_KIT};
+pub use gateway::{
+    Gateway, LEDGER_TRUST_FILE, Registration, ServePlan, ServedSlice, TEST_KIT, WITNESS_FILE,
+};
 pub use keystore::{KeyStore, patient_key};
 pub use rows::SliceRecord;
 
@@ -85,6 +87,9 @@ pub async fn serve(
             .map_err(crate::GatewayError::Tls)?;
     }
     http2_server(builder)
+        .add_service(
+            ecgfed_ledger::witness::WitnessServer::new(Arc::clone(&gw.witness)).into_service(),
+        )
         .add_service(GatewayServer::new(Arc::clone(&gw)).into_service())
         .add_service(GatewayFlight::new(gw).into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)

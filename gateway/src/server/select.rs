@@ -12,11 +12,11 @@ use crate::error::{GatewayError, Result};
 use crate::server::catalog::Catalog;
 
 /// Domain-separation tag of the selection order.
-pub(super) const SELECT_DST: &[u8] = b"ecgfed/v1/select\n";
+pub(super) const SELECT_TAG: &[u8] = b"ecgfed/v1/select\n";
 
 fn order_key(seed: u64, cohort: &str, segment_id: &str) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(SELECT_DST);
+    h.update(SELECT_TAG);
     h.update(seed.to_be_bytes());
     h.update(cohort.as_bytes());
     h.update([0]);

@@ -14,20 +14,26 @@
 mod subjects;
 
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
+use std::path::{Path, PathBuf};
+
+use ecgfed_proto::v1::witness_service_client::WitnessServiceClient;
 use ecgfed_proto::v1::{
-    Block as PbBlock, GetBlockRequest, GetEntryRequest, LatestCheckpointRequest,
-    ProveConsistencyRequest, ProveInclusionRequest, QueryBySubjectRequest, SignedEntry, Subject,
-    SubmitResponse,
+    Block as PbBlock, GetBlockRequest, GetCheckpointRequest, GetEntryRequest,
+    GetLatestCosignedRequest, LatestCheckpointRequest, ProveConsistencyRequest,
+    ProveInclusionRequest, QueryBySubjectRequest, SignedEntry, Subject, SubmitResponse,
 };
 use tonic::transport::Channel;
 
 use crate::block::Block;
 use crate::checkpoint::Checkpoint;
+use crate::cosign::{CosignError, WitnessPolicy, cosign_message};
 use crate::entry::{self, Kind};
+use crate::evidence::Evidence;
 use crate::keys::{PublicKey, Signature};
 use crate::log::{Hash, LogError, leaf_hash, verify_consistency, verify_inclusion};
 use crate::protocol::MAX_MESSAGE_BYTES;
 use crate::state::{MemberInfo, State};
+use crate::trust::{TrustError, TrustFile};
 
 /// Client failures. Each verification failure carries its evidence, so a caller can tell a
 /// fork from a rollback from a broken proof, and show what it saw.
@@ -117,6 +123,27 @@ pub enum ClientError {
         /// Entries refused (index, reason).
         refused: Vec<(u64, String)>,
     },
+    /// The checkpoint is not cosigned by a quorum of the genesis's witnesses.
+    #[error("ledger answer does not verify: {source}")]
+    Unwitnessed {
+        /// Its tree size.
+        size: u64,
+        /// What is missing or wrong.
+        #[source]
+        source: CosignError,
+    },
+    /// This client found the ledger signing two conflicting checkpoints before and keeps
+    /// refusing it (the trust state names the evidence; `ecgfed audit evidence` shows it).
+    #[error("the ledger is distrusted ({}): {reason}", path.display())]
+    Distrusted {
+        /// The trust state file that says so.
+        path: PathBuf,
+        /// Why, and where the evidence is.
+        reason: String,
+    },
+    /// A trust file or trust state cannot be used.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// A block the server sent is malformed or carries a hash that is not its own.
     #[error("ledger answer does not verify: block: {0}")]
     Block(#[from] crate::block::BlockError),
@@ -134,6 +161,8 @@ impl ClientError {
             ClientError::RolledBack { .. }
                 | ClientError::Forked { .. }
                 | ClientError::Inconsistent { .. }
+                | ClientError::Unwitnessed { .. }
+                | ClientError::Distrusted { .. }
                 | ClientError::BrokenRules { .. }
                 | ClientError::Block(_)
                 | ClientError::Verification(_)
@@ -255,8 +284,11 @@ impl MemberReplay {
     fn check_and_apply(&mut self, e: &VerifiedEntry) -> Result<(), String> {
         let (body_bytes, sig) = entry::decode_stored(&e.stored).map_err(|x| x.to_string())?;
         let body = &e.body;
-        if body.payload.as_ref().map(Kind::of) != Some(Kind::MemberAdmitted) {
-            return Err("not a MemberAdmitted entry".into());
+        if !matches!(
+            body.payload.as_ref().map(Kind::of),
+            Some(Kind::MemberAdmitted | Kind::MemberRevoked)
+        ) {
+            return Err("not a MemberAdmitted or MemberRevoked entry".into());
         }
         let signer = self.state.precheck(body, None).map_err(|r| r.message)?;
         let sig = Signature::from_bytes(sig).map_err(|x| x.to_string())?;
@@ -280,8 +312,41 @@ pub struct CheckedEntry {
     pub signer: MemberInfo,
 }
 
-/// Admission entries fetched per query while replaying members.
+/// Admission (and revocation) entries fetched per query while replaying members.
 const ADMISSIONS_PAGE: u64 = 256;
+
+/// Where a client remembers what it trusted, across restarts.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// Its trust state: a trust file holding the newest checkpoint it accepted (and, once it
+    /// found a split view, why it distrusts the ledger), replaced durably on every change.
+    pub state: PathBuf,
+    /// Where evidence of conflicting checkpoints is written.
+    pub evidence: PathBuf,
+    /// Who this client is, for the evidence (a member id or a program).
+    pub who: String,
+}
+
+impl Memory {
+    /// The trust state of client `who` beside a trust file: `<who>.ledger-trust.json` in its
+    /// folder, evidence in `evidence/` there.
+    pub fn for_trust_file(trust: &Path, who: &str) -> Memory {
+        let dir = trust.parent().unwrap_or(Path::new("."));
+        Memory::beside(dir.join(format!("{who}.ledger-trust.json")), who)
+    }
+
+    /// A trust state `STATE` with its evidence in an `evidence` folder beside it.
+    pub fn beside(state: PathBuf, who: &str) -> Memory {
+        let evidence = state
+            .parent()
+            .map_or_else(|| PathBuf::from("evidence"), |d| d.join("evidence"));
+        Memory {
+            state,
+            evidence,
+            who: who.to_string(),
+        }
+    }
+}
 
 /// A client of one ledger.
 #[derive(Debug, Clone)]
@@ -292,7 +357,17 @@ pub struct LedgerClient {
     key: PublicKey,
     trusted: Option<Checkpoint>,
     trusted_note: Option<String>,
+    /// Cosigners of the trusted checkpoint (when it came from the ledger).
+    cosigners: Vec<String>,
     members: Option<MemberReplay>,
+    /// Witnesses and quorum, from the proven genesis entry.
+    policy: Option<WitnessPolicy>,
+    memory: Option<Memory>,
+    /// Set once this client found a split view: every later update is refused.
+    distrusted: Option<String>,
+    /// The newest note the ledger presented whose signature verified but which this client
+    /// refused for want of cosignatures: what [`LedgerClient::cross_check`] also compares.
+    presented: Option<String>,
 }
 
 impl LedgerClient {
@@ -331,8 +406,428 @@ impl LedgerClient {
             key,
             trusted,
             trusted_note: None,
+            cosigners: Vec::new(),
             members: None,
+            policy: None,
+            memory: None,
+            distrusted: None,
+            presented: None,
         })
+    }
+
+    /// Connects to the ledger a trust file describes, trusting its checkpoint; with `memory`,
+    /// also the newest checkpoint this client accepted before (its trust state), refusing
+    /// a ledger it distrusts and writing evidence when the two conflict.
+    pub async fn open(
+        addr: &str,
+        trust: &Path,
+        memory: Option<Memory>,
+    ) -> Result<LedgerClient, ClientError> {
+        let (t, cp, key) = TrustFile::read(trust)?;
+        if let Some(reason) = t.distrusted.clone() {
+            return Err(ClientError::Distrusted {
+                path: trust.to_path_buf(),
+                reason,
+            });
+        }
+        let mut c = LedgerClient::connect(addr, &t.origin, key, Some(cp)).await?;
+        c.trusted_note = Some(t.checkpoint.clone());
+        let Some(m) = memory else { return Ok(c) };
+        c.memory = Some(m.clone());
+        if !m.state.exists() {
+            c.remember()?;
+            return Ok(c);
+        }
+        let (s, _, skey) = TrustFile::read(&m.state)?;
+        let mismatch = |what: &str| TrustError {
+            path: m.state.clone(),
+            reason: format!("it names another ledger {what} than {}", trust.display()),
+        };
+        if s.origin != t.origin {
+            return Err(mismatch("origin").into());
+        }
+        if skey != key {
+            return Err(mismatch("key").into());
+        }
+        if let Some(reason) = s.distrusted {
+            return Err(ClientError::Distrusted {
+                path: m.state.clone(),
+                reason,
+            });
+        }
+        // The remembered checkpoint was accepted before; the trust file's must agree with it
+        // (the smaller proven a prefix of the larger by the ledger).
+        let (_, scp, _) = TrustFile::read(&m.state)?;
+        if let Some(t0) = c.trusted.clone()
+            && t0.size == scp.size
+            && t0.root != scp.root
+        {
+            c.record_conflict(
+                "fork",
+                &t.checkpoint,
+                &s.checkpoint,
+                &[],
+                &m.state.display().to_string(),
+            );
+            return Err(ClientError::Forked {
+                trusted: Box::new(scp),
+                presented: Box::new(t0),
+            });
+        }
+        // Accepted (and proven) before: trusted as it is, without asking the ledger; a newer
+        // trust file must then be proven to extend it.
+        let file_size = cp_size(&c);
+        let newer_file = file_size > scp.size;
+        c.trusted = Some(scp);
+        c.trusted_note = Some(s.checkpoint.clone());
+        if newer_file {
+            c.accept(&t.checkpoint, &trust.display().to_string(), false)
+                .await?;
+        }
+        Ok(c)
+    }
+
+    /// The witnesses that cosigned the trusted checkpoint (empty on an unwitnessed ledger or
+    /// for a checkpoint taken from a trust file).
+    pub fn cosigners(&self) -> &[String] {
+        &self.cosigners
+    }
+
+    /// Writes the trust state (when this client remembers).
+    fn remember(&self) -> Result<(), ClientError> {
+        let (Some(m), Some(note)) = (&self.memory, &self.trusted_note) else {
+            return Ok(());
+        };
+        if let Some(dir) = m.state.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| TrustError {
+                path: m.state.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        TrustFile {
+            origin: self.origin.clone(),
+            ledger_public_key: self.key.to_hex(),
+            checkpoint: note.clone(),
+            distrusted: self.distrusted.clone(),
+        }
+        .write(&m.state)?;
+        Ok(())
+    }
+
+    /// Records a conflict between the trusted note and `presented`: evidence file, trust
+    /// state marked distrusted, this client refusing the ledger from now on.
+    fn record_conflict(
+        &mut self,
+        kind: &str,
+        first: &str,
+        presented: &str,
+        proof: &[Hash],
+        source: &str,
+    ) {
+        let first = first.to_string();
+        let mut reason = format!("{kind} between checkpoints from {source}");
+        if let Some(m) = &self.memory {
+            let e = Evidence {
+                kind: kind.into(),
+                origin: self.origin.clone(),
+                ledger_public_key: self.key.to_hex(),
+                source: source.into(),
+                detected_by: m.who.clone(),
+                detected_at_ms: entry::now_ms(),
+                first,
+                second: presented.to_string(),
+                consistency_proof: proof.iter().map(hex::encode).collect(),
+            };
+            match e.write(&m.evidence) {
+                Ok(p) => reason = format!("{reason}; evidence in {}", p.display()),
+                Err(err) => tracing::error!("{err}"),
+            }
+        }
+        tracing::error!("the ledger signed conflicting checkpoints: {reason}");
+        // A client with a trust state stops trusting the ledger, now and after restarts; an
+        // ephemeral one (no memory) reports each conflict as it finds it.
+        if self.memory.is_some() {
+            self.distrusted = Some(reason);
+            if let Err(e) = self.remember() {
+                tracing::error!("cannot mark the ledger distrusted: {e}");
+            }
+        }
+    }
+
+    /// Witnesses and quorum from the genesis entry, proven in `anchor` (loaded once).
+    async fn policy(&mut self, anchor: &Checkpoint) -> Result<WitnessPolicy, ClientError> {
+        if let Some(p) = &self.policy {
+            return Ok(p.clone());
+        }
+        let r = self
+            .inner
+            .get_entry(GetEntryRequest { index: 0 })
+            .await?
+            .into_inner();
+        let p = self
+            .inner
+            .prove_inclusion(ProveInclusionRequest {
+                index: 0,
+                tree_size: anchor.size,
+            })
+            .await?
+            .into_inner();
+        check_inclusion(0, &r.stored, &p.hashes, anchor)?;
+        let state = self.genesis_state(&r.stored)?;
+        self.policy = Some(state.witnesses.clone());
+        Ok(state.witnesses)
+    }
+
+    /// The state a proven genesis entry defines, checked to be the ledger this client trusts.
+    fn genesis_state(&self, stored: &[u8]) -> Result<State, ClientError> {
+        let (body_bytes, sig) =
+            entry::decode_stored(stored).map_err(|e| verr(format!("entry 0: {e}")))?;
+        let body = entry::decode_body(body_bytes).map_err(|e| verr(format!("entry 0: {e}")))?;
+        let state = State::from_genesis(&body, sig, body_bytes)
+            .map_err(|r| verr(format!("entry 0 (genesis): {}", r.message)))?;
+        if state.origin != self.origin {
+            return Err(verr(format!(
+                "the genesis names origin {:?}, this client trusts {:?}",
+                state.origin, self.origin
+            )));
+        }
+        if state.ledger_key() != self.key {
+            return Err(verr(
+                "the genesis ledger member's key is not the ledger key this client trusts",
+            ));
+        }
+        Ok(state)
+    }
+
+    /// Checks a signed note against the trusted checkpoint (rollback, fork, consistency: a
+    /// fork or an unproven extension is recorded as evidence) and, when `witnessed`, against
+    /// the witnesses' quorum; then trusts and remembers it. `source` names where it came from.
+    pub async fn accept(
+        &mut self,
+        note: &str,
+        source: &str,
+        witnessed: bool,
+    ) -> Result<Checkpoint, ClientError> {
+        if let Some(reason) = &self.distrusted {
+            return Err(ClientError::Distrusted {
+                path: self
+                    .memory
+                    .as_ref()
+                    .map_or_else(PathBuf::new, |m| m.state.clone()),
+                reason: reason.clone(),
+            });
+        }
+        let new =
+            Checkpoint::verify(note, &self.origin, &self.key).map_err(|e| verr(e.to_string()))?;
+        let same = self.trusted.as_ref() == Some(&new);
+        if let Some(old) = self.trusted.clone() {
+            let proof = if new.size > old.size && old.size > 0 {
+                let p = self
+                    .inner
+                    .prove_consistency(ProveConsistencyRequest {
+                        from_size: old.size,
+                        to_size: new.size,
+                    })
+                    .await?
+                    .into_inner();
+                hashes(&p.hashes)?
+            } else {
+                Vec::new()
+            };
+            if let Err(e) = check_update(&old, &new, &proof) {
+                let first = self.trusted_note.clone().unwrap_or_default();
+                match &e {
+                    ClientError::Forked { .. } => {
+                        self.record_conflict("fork", &first, note, &proof, source)
+                    }
+                    ClientError::Inconsistent { .. } => {
+                        self.record_conflict("inconsistent", &first, note, &proof, source)
+                    }
+                    _ => {}
+                }
+                return Err(e);
+            }
+        }
+        if witnessed {
+            let anchor = self.trusted.clone().unwrap_or_else(|| new.clone());
+            let policy = self.policy(&anchor).await?;
+            match policy.verify(note, &self.origin, &self.key) {
+                Ok(w) => self.cosigners = w.cosigners,
+                // The checkpoint already trusted, as the trust file had it: nothing new.
+                Err(_) if same => return Ok(new),
+                Err(source) => {
+                    self.presented = Some(note.to_string());
+                    return Err(ClientError::Unwitnessed {
+                        size: new.size,
+                        source,
+                    });
+                }
+            }
+        } else if !same {
+            self.cosigners.clear();
+        }
+        if same && !witnessed {
+            return Ok(new);
+        }
+        self.trusted = Some(new.clone());
+        self.trusted_note = Some(note.to_string());
+        self.remember()?;
+        Ok(new)
+    }
+
+    /// Compares the trusted checkpoint with the last one the witness at `addr` cosigned:
+    /// a conflict is recorded as evidence (a split view: the ledger showed that witness
+    /// another history). Returns the witness's checkpoint.
+    pub async fn cross_check(&mut self, addr: &str) -> Result<Checkpoint, ClientError> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let ch = Channel::from_shared(url)
+            .map_err(|source| ClientError::Address {
+                addr: addr.to_string(),
+                source,
+            })?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Transport {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let r = WitnessServiceClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .get_latest_cosigned(GetLatestCosignedRequest {})
+            .await?
+            .into_inner();
+        let theirs = Checkpoint::verify(&r.note, &self.origin, &self.key)
+            .map_err(|e| verr(format!("witness {}: {e}", r.witness)))?;
+        let sig = Signature::from_bytes(&r.cosignature)
+            .map_err(|e| verr(format!("witness {}: {e}", r.witness)))?;
+        let policy = match self.trusted.clone() {
+            Some(t) => self.policy(&t).await?,
+            None => return Err(verr("no trusted checkpoint to compare with")),
+        };
+        let wkey = policy
+            .witnesses
+            .iter()
+            .find(|w| w.id == r.witness)
+            .ok_or_else(|| verr(format!("{} is not a witness of this ledger", r.witness)))?
+            .key;
+        if !wkey.verify(&cosign_message(&theirs), &sig) {
+            return Err(verr(format!(
+                "witness {}: its cosignature does not verify",
+                r.witness
+            )));
+        }
+        let source = format!("witness {} at {addr}", r.witness);
+        // Compare with what this client trusts and with what the ledger last showed it.
+        // What the ledger last showed comes first: two notes of one size are a fork, evidence
+        // that needs no proof from anyone.
+        let mut ours: Vec<(Checkpoint, String)> = Vec::new();
+        if let Some(n) = self.presented.clone()
+            && let Ok(p) = Checkpoint::verify(&n, &self.origin, &self.key)
+        {
+            ours.push((p, n));
+        }
+        if let (Some(t), Some(n)) = (self.trusted.clone(), self.trusted_note.clone()) {
+            ours.push((t, n));
+        }
+        for (mine, my_note) in ours {
+            if theirs.size == mine.size {
+                if theirs.root != mine.root {
+                    self.record_conflict("fork", &my_note, &r.note, &[], &source);
+                    return Err(ClientError::Forked {
+                        trusted: Box::new(mine),
+                        presented: Box::new(theirs),
+                    });
+                }
+                continue;
+            }
+            let (small, large) = if theirs.size < mine.size {
+                (&theirs, &mine)
+            } else {
+                (&mine, &theirs)
+            };
+            let proof = match self
+                .inner
+                .prove_consistency(ProveConsistencyRequest {
+                    from_size: small.size,
+                    to_size: large.size,
+                })
+                .await
+            {
+                Ok(p) => hashes(&p.into_inner().hashes)?,
+                Err(_) => Vec::new(),
+            };
+            if small.size > 0
+                && let Err(source_err) =
+                    verify_consistency(small.size, large.size, &small.root, &large.root, &proof)
+            {
+                self.record_conflict("inconsistent", &my_note, &r.note, &proof, &source);
+                return Err(ClientError::Inconsistent {
+                    old: Box::new(small.clone()),
+                    new: Box::new(large.clone()),
+                    proof,
+                    source: source_err,
+                });
+            }
+        }
+        Ok(theirs)
+    }
+
+    /// The stored checkpoint of a past tree size (as the ledger has it, with the cosignatures
+    /// it gathered), verified against the witnesses' quorum and proven consistent with the
+    /// trusted checkpoint. It does not replace the trusted checkpoint.
+    pub async fn checkpoint_at(
+        &mut self,
+        size: u64,
+    ) -> Result<(Checkpoint, Vec<String>), ClientError> {
+        let note = self
+            .inner
+            .get_checkpoint(GetCheckpointRequest { size })
+            .await?
+            .into_inner()
+            .note;
+        let trusted = self.trusted_covering(size.saturating_sub(1)).await?;
+        let policy = self.policy(&trusted).await?;
+        let w = policy
+            .verify(&note, &self.origin, &self.key)
+            .map_err(|source| ClientError::Unwitnessed { size, source })?;
+        let cp = w.checkpoint;
+        if cp.size != size {
+            return Err(verr(format!(
+                "asked for checkpoint {size}, got {}",
+                cp.size
+            )));
+        }
+        if cp.size == trusted.size {
+            if cp.root != trusted.root {
+                return Err(ClientError::Forked {
+                    trusted: Box::new(trusted),
+                    presented: Box::new(cp),
+                });
+            }
+        } else if cp.size > 0 {
+            let p = self
+                .inner
+                .prove_consistency(ProveConsistencyRequest {
+                    from_size: cp.size,
+                    to_size: trusted.size,
+                })
+                .await?
+                .into_inner();
+            let proof = hashes(&p.hashes)?;
+            verify_consistency(cp.size, trusted.size, &cp.root, &trusted.root, &proof).map_err(
+                |source| ClientError::Inconsistent {
+                    old: Box::new(cp.clone()),
+                    new: Box::new(trusted.clone()),
+                    proof,
+                    source,
+                },
+            )?;
+        }
+        Ok((cp, w.cosigners))
     }
 
     /// Members as replayed so far ([`LedgerClient::sync_members`]), if replayed at all.
@@ -342,56 +837,67 @@ impl LedgerClient {
 
     /// Brings the replayed members up to the trusted checkpoint (fetching one if none is held):
     /// the first time from the genesis entry (proven, signed by the ledger member whose key
-    /// and origin this client trusts), then every `MemberAdmitted` entry after the last one
-    /// replayed, found through the `EntryKind` index, each proven included and put through the
-    /// ledger's rules. An admission the rules refuse is kept as evidence and admits nobody.
+    /// and origin this client trusts), then every `MemberAdmitted` and `MemberRevoked` entry
+    /// after the last one replayed, in log order, found through the `EntryKind` index, each
+    /// proven included and put through the ledger's rules. An entry the rules refuse is kept as
+    /// evidence and changes nobody.
     ///
-    /// Completeness of the admissions rests on the ledger's index: a ledger that hides an
-    /// admission can only make a member unknown (refused) or the hospital count smaller; the
-    /// full-log verifier (`ecgfed audit verify`) sees every entry.
+    /// Completeness rests on the ledger's index: a ledger that hides an admission can only
+    /// make a member unknown (refused) or the hospital count smaller; one that hides a
+    /// revocation keeps a revoked member alive for this client (the ledger itself still refuses
+    /// the member's entries, and the full-log verifier, `ecgfed audit verify`, sees every
+    /// entry).
     pub async fn sync_members(&mut self) -> Result<&MemberReplay, ClientError> {
         if self.trusted.is_none() {
             self.update_checkpoint().await?;
         }
         if self.members.is_none() {
             let g = self.entry(0).await?;
-            let (body_bytes, sig) =
-                entry::decode_stored(&g.stored).map_err(|e| verr(format!("entry 0: {e}")))?;
-            let state = State::from_genesis(&g.body, sig, body_bytes)
-                .map_err(|r| verr(format!("entry 0 (genesis): {}", r.message)))?;
-            if state.origin != self.origin {
-                return Err(verr(format!(
-                    "the genesis names origin {:?}, this client trusts {:?}",
-                    state.origin, self.origin
-                )));
-            }
-            if state.ledger_key() != self.key {
-                return Err(verr(
-                    "the genesis ledger member's key is not the ledger key this client trusts",
-                ));
-            }
+            let state = self.genesis_state(&g.stored)?;
+            self.policy.get_or_insert_with(|| state.witnesses.clone());
             self.members = Some(MemberReplay {
                 state,
                 next: 1,
                 refused: Vec::new(),
             });
         }
-        let subject = Subject {
+        let kind = |k: Kind| Subject {
             kind: ecgfed_proto::v1::SubjectKind::EntryKind as i32,
-            id: Kind::MemberAdmitted.name().to_string(),
+            id: k.name().to_string(),
         };
+        // Admissions and revocations, merged in log order. A full page of one kind bounds
+        // what can be replayed this round: the other kind's later entries wait for the next.
         loop {
             let from = self.members.as_ref().map_or(1, |m| m.next);
-            let page = self
-                .query_subject(subject.clone(), from, ADMISSIONS_PAGE)
+            let admitted = self
+                .query_subject(kind(Kind::MemberAdmitted), from, ADMISSIONS_PAGE)
                 .await?;
-            let full = page.len() as u64 >= ADMISSIONS_PAGE;
+            let revoked = self
+                .query_subject(kind(Kind::MemberRevoked), from, ADMISSIONS_PAGE)
+                .await?;
+            let bound = |page: &[VerifiedEntry]| {
+                if page.len() as u64 >= ADMISSIONS_PAGE {
+                    page.last().map_or(u64::MAX, |e| e.index)
+                } else {
+                    u64::MAX
+                }
+            };
+            let upto = bound(&admitted).min(bound(&revoked));
+            let mut merged: Vec<&VerifiedEntry> = admitted
+                .iter()
+                .chain(revoked.iter())
+                .filter(|e| e.index <= upto)
+                .collect();
+            merged.sort_by_key(|e| e.index);
             if let Some(m) = self.members.as_mut() {
-                for e in &page {
+                for e in merged {
                     m.replay(e)?;
                 }
+                if upto != u64::MAX {
+                    m.next = m.next.max(upto + 1);
+                }
             }
-            if !full {
+            if upto == u64::MAX {
                 break;
             }
         }
@@ -421,43 +927,30 @@ impl LedgerClient {
         self.trusted_note.as_deref()
     }
 
-    /// Fetches the latest checkpoint, verifies its signature and its consistency with the
-    /// trusted one, and trusts it.
+    /// Fetches the latest witnessed checkpoint, verifies the ledger's signature, the
+    /// witnesses' quorum and its consistency with the trusted one, and trusts it.
     pub async fn update_checkpoint(&mut self) -> Result<Checkpoint, ClientError> {
+        self.update_to(0).await
+    }
+
+    /// [`LedgerClient::update_checkpoint`], asking the ledger to wait (a few seconds at most)
+    /// for a witnessed checkpoint of at least `at_least` entries.
+    pub async fn update_to(&mut self, at_least: u64) -> Result<Checkpoint, ClientError> {
         let note = self
             .inner
-            .latest_checkpoint(LatestCheckpointRequest {})
+            .latest_checkpoint(LatestCheckpointRequest { at_least })
             .await?
             .into_inner()
             .note;
-        let new =
-            Checkpoint::verify(&note, &self.origin, &self.key).map_err(|e| verr(e.to_string()))?;
-        if let Some(old) = &self.trusted {
-            let proof = if new.size > old.size && old.size > 0 {
-                let p = self
-                    .inner
-                    .prove_consistency(ProveConsistencyRequest {
-                        from_size: old.size,
-                        to_size: new.size,
-                    })
-                    .await?
-                    .into_inner();
-                hashes(&p.hashes)?
-            } else {
-                Vec::new()
-            };
-            check_update(old, &new, &proof)?;
-        }
-        self.trusted = Some(new.clone());
-        self.trusted_note = Some(note);
-        Ok(new)
+        let source = self.addr.clone();
+        self.accept(&note, &source, true).await
     }
 
     async fn trusted_covering(&mut self, index: u64) -> Result<Checkpoint, ClientError> {
         match &self.trusted {
             Some(c) if c.size > index => Ok(c.clone()),
             _ => {
-                let c = self.update_checkpoint().await?;
+                let c = self.update_to(index + 1).await?;
                 if c.size <= index {
                     return Err(verr(format!(
                         "entry {index} is beyond the ledger's signed size {}",
@@ -700,6 +1193,10 @@ impl LedgerClient {
         }
         Ok(verified)
     }
+}
+
+fn cp_size(c: &LedgerClient) -> u64 {
+    c.trusted.as_ref().map_or(0, |t| t.size)
 }
 
 /// Checks that `stored` is leaf `index` of the signed tree `cp`, given its audit path.
