@@ -120,3 +120,32 @@ fn datasets_bench_reads_every_record_of_a_folder() {
     assert_eq!(v["rust_read"]["failed"], 0, "{v}");
     assert_eq!(v["rust_ingest"]["records"], headers, "{v}");
 }
+
+/// `witnesses` at a small size: every entry accepted and witnessed, with and without witnesses,
+/// in one run.
+#[test]
+fn witness_bench_accepts_and_witnesses_every_entry() {
+    let v = json(&bench(&[
+        "witnesses",
+        "--entries",
+        "400",
+        "--clients",
+        "2",
+        "--window",
+        "32",
+        "--low-load",
+        "10",
+        "--counts",
+        "0,3",
+        "--json",
+    ]));
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (r, (n, quorum)) in runs.iter().zip([(0, 0), (3, 2)]) {
+        assert_eq!(r["witnesses"], n);
+        assert_eq!(r["quorum"], quorum);
+        assert_eq!(r["accepted"], 400, "{r}");
+        assert_eq!(r["never_witnessed"], 0, "{r}");
+        assert!(r["entries_per_second"].as_f64().unwrap() > 0.0);
+    }
+}

@@ -27,6 +27,19 @@ pub(crate) enum GatewayCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Approve a cohort at this hospital's site (CohortApproved on the ledger), for a gateway
+    /// whose policy sets `require_approval`. Signs with the gateway's member key.
+    Approve {
+        /// Configuration file of the gateway.
+        #[arg(long)]
+        config: PathBuf,
+        /// The cohort to approve.
+        #[arg(long)]
+        cohort: String,
+        /// Why, or under which agreement (recorded on the ledger; no patient data).
+        #[arg(long, default_value = "approved by the hospital")]
+        note: String,
+    },
     /// Erase a patient: RecordsErased on the ledger, salt destroyed, rows deleted. Talks to the
     /// running gateway when there is one, else works on its folders directly.
     Erase {
@@ -160,6 +173,11 @@ pub(crate) fn run(cmd: GatewayCommand) -> Result<()> {
                 reason,
                 json,
             } => erase(config, &patient, &reason, json).await,
+            GatewayCommand::Approve {
+                config,
+                cohort,
+                note,
+            } => approve(config, &cohort, &note).await,
             GatewayCommand::Strata { who, by, json } => {
                 let dims = by.iter().map(|d| dimension(d)).collect::<Result<Vec<_>>>()?;
                 let t = who.client().await?.strata("", &dims).await?;
@@ -264,6 +282,31 @@ async fn serve(config: PathBuf) -> Result<()> {
     ecgfed_gateway::server::serve(gw, listener, shutdown_signal("gateway")).await?;
     let _ = std::fs::remove_file(&addr_file);
     eprintln!("gateway: stopped");
+    Ok(())
+}
+
+async fn approve(config: PathBuf, cohort: &str, note: &str) -> Result<()> {
+    use ecgfed_proto::v1::{CohortApproved, entry_body::Payload};
+    let cfg = GatewayConfig::read(&config)?;
+    let key = KeyPair::read_file(&cfg.key_file)?;
+    let memory = Memory::beside(
+        cfg.data.join(ecgfed_gateway::server::LEDGER_TRUST_FILE),
+        &cfg.member,
+    );
+    let mut ledger =
+        LedgerClient::open(&cfg.ledger.address, &cfg.ledger.trust, Some(memory)).await?;
+    let mut signer = ecgfed_ledger::entry::EntrySigner::new(&cfg.member, key);
+    let r = ledger
+        .submit(signer.sign(Payload::CohortApproved(CohortApproved {
+            cohort_id: cohort.to_string(),
+            site: cfg.site.clone(),
+            note: note.to_string(),
+        })))
+        .await?;
+    println!(
+        "cohort {cohort} approved at {} by {}: CohortApproved at ledger entry {}",
+        cfg.site, cfg.member, r.index
+    );
     Ok(())
 }
 

@@ -286,6 +286,7 @@ async fn federation_end_to_end() {
     assert!(err.contains("no records"), "{err}");
     offline_erasure(&mut fed, &second.unwrap()).await;
 
+    approval_and_quota(&mut fed).await;
     revocation(&mut fed).await;
     tls_switch(&mut fed).await;
 
@@ -302,6 +303,72 @@ async fn federation_end_to_end() {
     let out = run(&["audit", "verify", "--data", s(&ldir), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ok"], true, "{out}");
+}
+
+/// Gateway policy (issue 25): with `require_approval` a cohort gets no slice until its
+/// hospital approved it (`ecgfed gateway approve`, CohortApproved on the ledger); over the
+/// per-scientist quota, no slice either. Gateway 0 is restarted with each policy, then with
+/// its own configuration again.
+async fn approval_and_quota(fed: &mut Fed) {
+    let cfg = fed.gateways[0].2.clone();
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let with_policy = |policy: &str| {
+        std::fs::write(&cfg, format!("{original}\n[policy]\n{policy}\n")).unwrap();
+    };
+    with_policy("require_approval = true");
+    fed.restart_gateway(0, &[]);
+    create_cohort(fed, "sci", "needs-approval", 1, 2).await;
+    let mut g = fed.gateway(0, "sci").await;
+    assert_eq!(
+        reserve_refused(&mut g, "needs-approval").await,
+        Code::FailedPrecondition
+    );
+    let out = run(&[
+        "gateway",
+        "approve",
+        "--config",
+        s(&cfg),
+        "--cohort",
+        "needs-approval",
+    ]);
+    assert!(out.contains("CohortApproved at ledger entry"), "{out}");
+    let r = g
+        .reserve(ReserveSliceRequest {
+            cohort_id: "needs-approval".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.rows, 2);
+    // A second approval of the same cohort is refused by the ledger.
+    let err = run_fails(&[
+        "gateway",
+        "approve",
+        "--config",
+        s(&cfg),
+        "--cohort",
+        "needs-approval",
+    ]);
+    assert!(err.contains("already approved"), "{err}");
+    // sci holds slices here already: a quota of one slice per period leaves no room.
+    with_policy("quota_cohorts = 1");
+    fed.restart_gateway(0, &[]);
+    create_cohort(fed, "sci", "over-quota", 1, 2).await;
+    let mut g = fed.gateway(0, "sci").await;
+    assert_eq!(
+        reserve_refused(&mut g, "over-quota").await,
+        Code::ResourceExhausted
+    );
+    // Rows: 2 more rows than a quota of 3 allows once 2 are taken.
+    with_policy("quota_rows = 3");
+    fed.restart_gateway(0, &[]);
+    let mut g = fed.gateway(0, "sci").await;
+    assert_eq!(
+        reserve_refused(&mut g, "over-quota").await,
+        Code::ResourceExhausted
+    );
+    std::fs::write(&cfg, original).unwrap();
+    fed.restart_gateway(0, &[]);
 }
 
 /// A member revoked by the hospitals (`ecgfed ledger revoke`, issue 25) is refused by both

@@ -184,3 +184,60 @@ fn a_witness_never_cosigns_two_forks_across_sigkills() {
     let state = std::fs::read_to_string(data.join("witness.json")).unwrap();
     assert!(state.contains(ORIGIN));
 }
+
+/// `ecgfed audit evidence` shows a fork recorded as evidence (both notes signed by the trust
+/// file's ledger key, one size, two roots), exits with status 1, exports it; a file whose second
+/// note is signed by another key, or that does not conflict, holds nothing.
+#[test]
+fn audit_evidence_shows_a_fork_and_ignores_what_does_not_hold() {
+    use ecgfed_ledger::evidence::Evidence;
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = KeyPair::generate();
+    let (cp_a, note_a) = note(&fork(1), 20, &ledger);
+    let (cp_b, note_b) = note(&fork(2), 20, &ledger);
+    assert_ne!(cp_a.root, cp_b.root);
+    let trust = tmp.path().join("trust.json");
+    TrustFile {
+        origin: ORIGIN.into(),
+        ledger_public_key: ledger.public().to_hex(),
+        checkpoint: note(&fork(1), BASE, &ledger).1,
+        distrusted: None,
+    }
+    .write(&trust)
+    .unwrap();
+    let ev = |first: &str, second: &str, at: i64| Evidence {
+        kind: "fork".into(),
+        origin: ORIGIN.into(),
+        ledger_public_key: ledger.public().to_hex(),
+        source: "test".into(),
+        detected_by: "hosp-b".into(),
+        detected_at_ms: at,
+        first: first.into(),
+        second: second.into(),
+        consistency_proof: Vec::new(),
+    };
+    let dir = tmp.path().join("evidence");
+    ev(&note_a, &note_b, 1).write(&dir).unwrap();
+    // Another key's note, and a non-conflict.
+    let (_, forged) = note(&fork(2), 20, &KeyPair::generate());
+    ev(&note_a, &forged, 2).write(&dir).unwrap();
+    ev(&note_a, &note_a, 3).write(&dir).unwrap();
+    let export = tmp.path().join("export.json");
+    let out = Command::new(BIN)
+        .args(["audit", "evidence", "--trust"])
+        .arg(&trust)
+        .arg("--export")
+        .arg(&export)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("fork found by hosp-b"), "{stdout}");
+    assert!(stdout.contains(&hex::encode(cp_a.root)) && stdout.contains(&hex::encode(cp_b.root)));
+    assert!(stderr.contains("does not hold"), "{stderr}");
+    let exported: Vec<Evidence> =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0].second, note_b);
+}

@@ -123,6 +123,8 @@ pub enum Kind {
     RecordsErased,
     /// A member revoked by a majority of hospitals.
     MemberRevoked,
+    /// A cohort approved by a hospital for its site.
+    CohortApproved,
 }
 
 impl Kind {
@@ -138,6 +140,7 @@ impl Kind {
             Kind::ModelTrained => "ModelTrained",
             Kind::RecordsErased => "RecordsErased",
             Kind::MemberRevoked => "MemberRevoked",
+            Kind::CohortApproved => "CohortApproved",
         }
     }
 
@@ -153,6 +156,7 @@ impl Kind {
             Payload::ModelTrained(_) => Kind::ModelTrained,
             Payload::RecordsErased(_) => Kind::RecordsErased,
             Payload::MemberRevoked(_) => Kind::MemberRevoked,
+            Payload::CohortApproved(_) => Kind::CohortApproved,
         }
     }
 }
@@ -258,6 +262,10 @@ pub fn derived_subjects(signer: &str, payload: &Payload) -> Vec<Subject> {
             v.push(subject(S::Cohort, &m.cohort_id));
         }
         Payload::MemberRevoked(r) => v.push(subject(S::Member, &r.member_id)),
+        Payload::CohortApproved(a) => {
+            v.push(subject(S::Cohort, &a.cohort_id));
+            v.push(subject(S::Site, &a.site));
+        }
         Payload::RecordsErased(r) => {
             v.push(subject(S::Site, &r.site));
             v.push(subject(S::Dataset, &r.dataset_id));

@@ -268,7 +268,7 @@ pub(crate) fn replay_state(store: &Store, head: Head) -> Result<State, LedgerErr
                     .map_err(|e| invalid(dir, format!("entry {i}: {}", e.message)))?,
                 // A log written before the cohort and slice rules may break them: the first
                 // entry of an id counts, and the ledger still starts.
-                Some(P::CohortCreated(_) | P::CohortSliceCommitted(_)) => {
+                Some(P::CohortCreated(_) | P::CohortSliceCommitted(_) | P::CohortApproved(_)) => {
                     if let Err(e) = state.apply(&body) {
                         tracing::warn!(entry = i, "entry breaks today's rules: {}", e.message);
                     }

@@ -111,6 +111,7 @@ pub struct Changes {
     revoked: Vec<String>,
     cohorts: Vec<(String, CohortInfo)>,
     slices: HashSet<String>,
+    approvals: HashSet<String>,
 }
 
 impl Changes {
@@ -120,6 +121,7 @@ impl Changes {
             && self.revoked.is_empty()
             && self.cohorts.is_empty()
             && self.slices.is_empty()
+            && self.approvals.is_empty()
     }
 }
 
@@ -144,6 +146,8 @@ pub struct State {
     /// Revoked members by id (`MemberRevoked`): they sign nothing more; their ids and sites
     /// stay taken.
     pub revoked: HashMap<String, MemberInfo>,
+    /// Cohort approvals, as `<cohort>/<site>` (`CohortApproved`; one per cohort and site).
+    pub approvals: HashSet<String>,
     /// Who cosigns checkpoints and how many must (from the genesis).
     pub witnesses: WitnessPolicy,
 }
@@ -302,6 +306,7 @@ pub fn role_may_write(role: Role, kind: Kind) -> bool {
             kind,
             MemberAdmitted
                 | MemberRevoked
+                | CohortApproved
                 | DatasetRegistered
                 | CohortSliceCommitted
                 | DataServed
@@ -389,6 +394,7 @@ impl State {
             cohorts: HashMap::new(),
             slices: HashSet::new(),
             revoked: HashMap::new(),
+            approvals: HashSet::new(),
         };
         st.check_subjects(body)?;
         Ok(st)
@@ -516,6 +522,10 @@ impl State {
                 check_hash("slice_root", &s.slice_root)?;
                 check_slice_commitments(s)?;
             }
+            Payload::CohortApproved(a) => {
+                own_site(&a.site)?;
+                check_id("cohort_id", &a.cohort_id)?;
+            }
             Payload::DataServed(d) => {
                 own_site(&d.site)?;
                 check_id("slice_id", &d.slice_id)?;
@@ -562,6 +572,26 @@ impl State {
                         format!(
                             "member {} or its site is admitted earlier in the same block",
                             info.id
+                        ),
+                    ));
+                }
+            }
+            Payload::CohortApproved(a) => {
+                if !self.cohorts.contains_key(&a.cohort_id)
+                    && !pending.cohorts.iter().any(|(id, _)| *id == a.cohort_id)
+                {
+                    return Err(Rejection::new(
+                        Code::FailedPrecondition,
+                        format!("cohort {} has no CohortCreated entry", a.cohort_id),
+                    ));
+                }
+                let key = slice_id(&a.cohort_id, &a.site);
+                if self.approvals.contains(&key) || pending.approvals.contains(&key) {
+                    return Err(Rejection::new(
+                        Code::AlreadyExists,
+                        format!(
+                            "cohort {} is already approved at site {}",
+                            a.cohort_id, a.site
                         ),
                     ));
                 }
@@ -647,6 +677,9 @@ impl State {
                 pending.members.push(member_info(m)?);
             }
             Payload::MemberRevoked(r) => pending.revoked.push(r.member_id.clone()),
+            Payload::CohortApproved(a) => {
+                pending.approvals.insert(slice_id(&a.cohort_id, &a.site));
+            }
             Payload::CohortCreated(c) => {
                 pending.cohorts.push((c.cohort_id.clone(), cohort_info(c)?))
             }
@@ -673,6 +706,7 @@ impl State {
         }
         self.cohorts.extend(changes.cohorts);
         self.slices.extend(changes.slices);
+        self.approvals.extend(changes.approvals);
     }
 
     fn check_admission(&self, a: &ecgfed_proto::v1::MemberAdmitted) -> Result<(), Rejection> {

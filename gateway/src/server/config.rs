@@ -93,6 +93,21 @@ pub struct Policy {
     /// budget it bounds the gateway's memory whatever the number of clients.
     #[serde(default = "default_max_transfers")]
     pub max_transfers: usize,
+    /// Per scientist: most slices reserved at this gateway within `quota_period_days`
+    /// (0: no limit).
+    #[serde(default = "default_quota_cohorts")]
+    pub quota_cohorts: u64,
+    /// Per scientist: most rows reserved at this gateway within `quota_period_days`
+    /// (0: no limit).
+    #[serde(default = "default_quota_rows")]
+    pub quota_rows: u64,
+    /// The quota window, days.
+    #[serde(default = "default_quota_days")]
+    pub quota_period_days: u64,
+    /// Reserve a slice only for a cohort this hospital approved (`ecgfed gateway approve`,
+    /// a `CohortApproved` entry on the ledger).
+    #[serde(default)]
+    pub require_approval: bool,
 }
 
 impl Default for Policy {
@@ -103,10 +118,23 @@ impl Default for Policy {
             batch_rows: default_batch_rows(),
             cache_mb: default_cache_mb(),
             max_transfers: default_max_transfers(),
+            quota_cohorts: default_quota_cohorts(),
+            quota_rows: default_quota_rows(),
+            quota_period_days: default_quota_days(),
+            require_approval: false,
         }
     }
 }
 
+fn default_quota_cohorts() -> u64 {
+    100
+}
+fn default_quota_rows() -> u64 {
+    2_000_000
+}
+fn default_quota_days() -> u64 {
+    30
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7500))
 }

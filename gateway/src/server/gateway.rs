@@ -381,6 +381,11 @@ impl Gateway {
             return Ok(rec);
         }
         let cells = self.site_cells(cohort_id, &cohort, seed, allocation)?;
+        let rows: u64 = cells.iter().map(|c| c.count).sum();
+        self.check_quota(caller, cohort_id, rows)?;
+        if self.cfg.policy.require_approval {
+            self.check_approved(cohort_id).await?;
+        }
         let picked = select(&c, cohort_id, cohort.seed, &cells)?;
         let tree = CommitmentTree::new(picked.iter().map(|&i| &c.rows[i].commitment));
         let root = tree.root();
@@ -417,6 +422,7 @@ impl Gateway {
                 .collect(),
             root: Hash32(root),
             ledger_index: index,
+            reserved_at_ms: ecgfed_ledger::entry::now_ms(),
         };
         self.store_slice(&rec)?;
         tracing::info!(slice = %slice_id, rows = picked.len(), index, "slice reserved");
@@ -478,6 +484,75 @@ impl Gateway {
             ));
         }
         Ok(cells)
+    }
+
+    /// Refuses a reservation of `rows` that would take `caller` over the gateway's quota:
+    /// slices or rows reserved here within the quota period (ResourceExhausted).
+    fn check_quota(&self, caller: &MemberInfo, cohort_id: &str, rows: u64) -> Result<()> {
+        let p = &self.cfg.policy;
+        if p.quota_cohorts == 0 && p.quota_rows == 0 {
+            return Ok(());
+        }
+        let since = ecgfed_ledger::entry::now_ms()
+            .saturating_sub((p.quota_period_days * 86_400_000).min(i64::MAX as u64) as i64);
+        let (mut slices, mut taken) = (0u64, 0u64);
+        for raw in self.keys.slices()? {
+            let rec: SliceRecord = serde_json::from_slice(&raw)
+                .map_err(|e| self.keys.err(format!("stored slice: {e}")))?;
+            if rec.requester == caller.id && rec.reserved_at_ms >= since {
+                slices += 1;
+                taken += rec.segments.len() as u64;
+            }
+        }
+        let days = p.quota_period_days;
+        if p.quota_cohorts > 0 && slices + 1 > p.quota_cohorts {
+            return Err(refused(
+                Code::ResourceExhausted,
+                format!(
+                    "{} reserved {slices} slices here in the last {days} days; the quota is {} (cohort {cohort_id} refused)",
+                    caller.id, p.quota_cohorts
+                ),
+            ));
+        }
+        if p.quota_rows > 0 && taken + rows > p.quota_rows {
+            return Err(refused(
+                Code::ResourceExhausted,
+                format!(
+                    "{} reserved {taken} rows here in the last {days} days; {rows} more would pass the quota of {} (cohort {cohort_id} refused)",
+                    caller.id, p.quota_rows
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a cohort this hospital has not approved: its `CohortApproved` entry for this
+    /// site, signed with this gateway's member key, must be on the ledger
+    /// (FailedPrecondition).
+    async fn check_approved(&self, cohort_id: &str) -> Result<()> {
+        let entries = {
+            let mut ledger = self.members.ledger().lock().await;
+            ledger
+                .entries_naming(SubjectKind::Cohort, cohort_id, 0, 0)
+                .await?
+        };
+        let approved = entries.iter().any(|e| {
+            e.signer.id == self.cfg.member
+                && matches!(
+                    e.entry.payload(),
+                    Some(Payload::CohortApproved(a)) if a.cohort_id == cohort_id && a.site == self.cfg.site
+                )
+        });
+        if !approved {
+            return Err(refused(
+                Code::FailedPrecondition,
+                format!(
+                    "cohort {cohort_id} awaits the approval of {} (site {}): `ecgfed gateway approve --cohort {cohort_id}` records it",
+                    self.cfg.member, self.cfg.site
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn stored_slice(&self, slice_id: &str) -> Result<Option<SliceRecord>> {
@@ -552,6 +627,7 @@ impl Gateway {
             commitments,
             root,
             ledger_index: index,
+            reserved_at_ms: 0,
         }))
     }
 

@@ -233,6 +233,19 @@ impl KeyStore {
         self.get(CF_SLICES, slice_id.as_bytes())
     }
 
+    /// Every reserved slice (JSON), in slice id order.
+    pub fn slices(&self) -> Result<Vec<Vec<u8>>> {
+        let mut v = Vec::new();
+        for kv in self
+            .db
+            .iterator_cf(self.cf(CF_SLICES)?, IteratorMode::Start)
+        {
+            let (_, value) = kv.map_err(|e| self.err(e))?;
+            v.push(value.to_vec());
+        }
+        Ok(v)
+    }
+
     /// Stores a reserved slice (synced).
     pub fn put_slice(&self, slice_id: &str, value: &[u8]) -> Result<()> {
         self.put_synced(CF_SLICES, slice_id.as_bytes(), value)

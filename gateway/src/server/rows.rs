@@ -37,6 +37,10 @@ pub struct SliceRecord {
     pub root: Hash32,
     /// Index of the CohortSliceCommitted entry.
     pub ledger_index: u64,
+    /// When this gateway reserved it, ms since the Unix epoch (0 for reservations made before
+    /// quotas existed, and rebuilt ones): what per-scientist quotas count.
+    #[serde(default)]
+    pub reserved_at_ms: i64,
 }
 
 impl SliceRecord {
