@@ -44,10 +44,22 @@ pub struct LedgerArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Instead: the honest load alone, then beside a client keeping one forged entry in every
+    /// block and 1,000 unread QueryBySubject streams (both phases in this run).
+    #[arg(long)]
+    adversary: bool,
 }
 
 /// Runs `ecgfed-bench ledger`.
 pub fn command(a: LedgerArgs) -> Result<()> {
+    if a.adversary {
+        return crate::runtime()?.block_on(crate::adversary::run(
+            a.entries,
+            a.clients.max(1),
+            a.window.max(1),
+            a.json,
+        ));
+    }
     crate::runtime()?.block_on(run(
         a.entries,
         a.clients.max(1),

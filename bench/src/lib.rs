@@ -7,6 +7,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod adversary;
 pub mod audit;
 pub mod datasets;
 pub mod gateway;

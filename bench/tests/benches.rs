@@ -149,3 +149,28 @@ fn witness_bench_accepts_and_witnesses_every_entry() {
         assert!(r["entries_per_second"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// `ledger --adversary` at a small size: both phases accept every honest entry, the forged
+/// ones are all refused (the bench fails if one is in the log), the ratio is reported.
+#[test]
+fn adversary_bench_refuses_every_forged_entry() {
+    let v = json(&bench(&[
+        "ledger",
+        "--adversary",
+        "--entries",
+        "200",
+        "--clients",
+        "2",
+        "--window",
+        "16",
+        "--json",
+    ]));
+    assert_eq!(v["alone"]["accepted"], 200, "{v}");
+    assert_eq!(v["with_adversary"]["accepted"], 200, "{v}");
+    assert_eq!(v["with_adversary"]["unread_streams"], 1000);
+    assert!(
+        v["with_adversary"]["forged_refused"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+    assert!(v["ratio"].as_f64().unwrap() > 0.0);
+}

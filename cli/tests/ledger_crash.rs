@@ -228,3 +228,178 @@ fn acknowledged_entries_survive_sigkill_under_load() {
     assert_eq!(r["ok"], true);
     assert_eq!(r["problem_count"], 0);
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Issue 25: a federation's ledger process is killed with SIGKILL and its folder lost; the
+/// `ecgfed ledger mirror` process that followed it restores it. `audit verify` passes on the
+/// restored ledger, remotely against the trust file and offline, and both gateways (whose trust
+/// states remember the newest checkpoint they accepted) start against it.
+#[test]
+fn a_killed_ledger_is_restored_from_its_mirror_process() {
+    use common::fed::{Fed, run, s, serve, stop};
+    let mut fed = Fed::start(Path::new(BIN));
+    let trust = fed.dir.join("ledger/trust.json");
+    let (mirror, mirror_addr) = serve(
+        &[
+            "ledger",
+            "mirror",
+            "--from",
+            &fed.ledger_addr,
+            "--trust",
+            s(&trust),
+            "--data",
+            s(&fed.dir.join("mirror")),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (size, mirrored) = rt.block_on(async {
+        // More entries, then wait for the mirror to hold all of them.
+        let key = KeyPair::read_file(&fed.key("sci")).unwrap();
+        let mut signer = EntrySigner::new("sci", key);
+        let mut c = fed.ledger_client().await;
+        for i in 0..20 {
+            c.submit(signer.sign(model(i))).await.unwrap();
+        }
+        let size = c.trusted().unwrap().size;
+        let mut m = LedgerServiceClient::connect(format!("http://{mirror_addr}"))
+            .await
+            .unwrap();
+        let mut mirrored = 0;
+        for _ in 0..200 {
+            let note = m
+                .latest_checkpoint(ecgfed_proto::v1::LatestCheckpointRequest { at_least: 0 })
+                .await
+                .unwrap()
+                .into_inner()
+                .note;
+            mirrored = note.lines().nth(1).unwrap().parse::<u64>().unwrap();
+            if mirrored >= size {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (size, mirrored)
+    });
+    assert_eq!(mirrored, size, "the mirror caught up");
+    // SIGKILL, and the folder is gone.
+    let mut ledger = fed.ledger.take().unwrap();
+    ledger.kill().unwrap();
+    ledger.wait().unwrap();
+    let ldir = fed.dir.join("ledger");
+    std::fs::remove_dir_all(ldir.join("db")).unwrap();
+    // Restore: stop the mirror, copy its folder, serve with the ledger's key at the same address.
+    stop(mirror);
+    copy_dir(&fed.dir.join("mirror/db"), &ldir.join("db"));
+    let (restored, _) = serve(
+        &[
+            "ledger",
+            "serve",
+            "--data",
+            s(&ldir),
+            "--listen",
+            &fed.ledger_addr,
+            "--key",
+            s(&fed.key("ledger")),
+        ],
+        &[],
+    );
+    let out = run(&[
+        "audit",
+        "verify",
+        "--remote",
+        &fed.ledger_addr,
+        "--checkpoint",
+        s(&trust),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true, "{out}");
+    assert_eq!(v["entries"], size, "{out}");
+    // Both gateways start from their remembered checkpoints against the restored ledger.
+    for i in 0..2 {
+        let state = std::fs::read_to_string(
+            fed.dir
+                .join(format!("gw-{}", ["a", "b"][i]))
+                .join("ledger-trust.json"),
+        )
+        .unwrap();
+        assert!(state.contains("checkpoint"), "{state}");
+        fed.restart_gateway(i, &[]);
+    }
+    for g in fed.gateways.iter_mut() {
+        if let Some(c) = g.0.take() {
+            stop(c);
+        }
+    }
+    stop(restored);
+    let out = run(&["audit", "verify", "--data", s(&ldir), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true, "{out}");
+
+    // Rollback across a gateway restart: the ledger grows and gateway a starts against the
+    // grown log (its trust state remembers it); then the ledger's folder is put back to the
+    // older copy, and gateway a refuses to start.
+    copy_dir(&ldir.join("db"), &fed.dir.join("old-db"));
+    let (laddr, lkey) = (fed.ledger_addr.clone(), fed.key("ledger"));
+    let serve_ledger = || {
+        serve(
+            &[
+                "ledger",
+                "serve",
+                "--data",
+                s(&ldir),
+                "--listen",
+                &laddr,
+                "--key",
+                s(&lkey),
+            ],
+            &[],
+        )
+        .0
+    };
+    let grown = serve_ledger();
+    rt.block_on(async {
+        let key = KeyPair::read_file(&fed.key("sci")).unwrap();
+        let mut signer = EntrySigner::new("sci", key);
+        let mut c = fed.ledger_client().await;
+        for i in 100..105 {
+            c.submit(signer.sign(model(i))).await.unwrap();
+        }
+    });
+    fed.restart_gateway(0, &[]);
+    if let Some(c) = fed.gateways[0].0.take() {
+        stop(c);
+    }
+    stop(grown);
+    std::fs::remove_dir_all(ldir.join("db")).unwrap();
+    copy_dir(&fed.dir.join("old-db"), &ldir.join("db"));
+    let rolled = serve_ledger();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(BIN)
+        .args(["gateway", "serve", "--config"])
+        .arg(&fed.gateways[0].2)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the gateway started against a rolled-back ledger"
+    );
+    assert!(err.contains("rolled-back"), "{err}");
+    stop(rolled);
+}

@@ -1,0 +1,187 @@
+//! `ecgfed-bench ledger --adversary`: the honest load of `ecgfed-bench ledger`, twice in one
+//! run on fresh ledgers: alone, then beside a hostile client that keeps one forged entry (a
+//! member's id, a signature that does not verify) in every block and 1,000 QueryBySubject
+//! streams opened and never read. Reports both honest rates and their ratio (issue 25's target:
+//! at least one half).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use ecgfed_ledger::Ledger;
+use ecgfed_ledger::keys::KeyPair;
+use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
+use ecgfed_proto::v1::{
+    ModelTrained, QueryBySubjectRequest, SignedEntry, Subject, SubjectKind, entry_body::Payload,
+};
+use ecgfed_testkit::local::LocalLedger;
+use ecgfed_testkit::members::Members;
+
+/// Streams the hostile client opens and never reads.
+pub const UNREAD_STREAMS: usize = 1000;
+
+fn entries(members: &Members, who: &str, n: u64, tag: u64) -> Vec<SignedEntry> {
+    let mut s = members.signer(who);
+    (0..n)
+        .map(|i| {
+            let mut w = [0u8; 32];
+            w[..8].copy_from_slice(&i.to_be_bytes());
+            w[8..16].copy_from_slice(&tag.to_be_bytes());
+            s.sign(Payload::ModelTrained(ModelTrained {
+                model_id: format!("model-{tag}-{i}"),
+                cohort_id: "cohort".into(),
+                weights_sha256: w.to_vec(),
+                code_version: "bench".into(),
+                hyperparameters_json: "{}".into(),
+                metrics_json: "{}".into(),
+            }))
+        })
+        .collect()
+}
+
+/// Honest entries/s through `clients` streams of `window`, with or without the adversary.
+async fn phase(
+    entries_n: u64,
+    clients: usize,
+    window: usize,
+    hostile: bool,
+) -> Result<(f64, u64, u64)> {
+    let tmp = tempfile::tempdir()?;
+    let mut members = Members::new("ecgfed.bench/adversary").scientist("mallory");
+    for c in 0..clients {
+        members = members.scientist(&format!("sci-{c}"));
+    }
+    let db = tmp.path().join("db");
+    Ledger::init(&db, &members.genesis(), members.ledger_key())?;
+    let ledger = Ledger::open(&db, members.ledger_key().clone())?;
+    let server = LocalLedger::start(&ledger).await?;
+    let url = format!("http://{}", server.addr);
+    // A few thousand entries for the unread streams to name.
+    let seed = entries(&members, "mallory", 4096, 9);
+    let (_, seed_rejected, _) = crate::ledger::client(url.clone(), seed, 512).await?;
+    if seed_rejected > 0 {
+        bail!("{seed_rejected} seed entries were rejected");
+    }
+    let stop = tokio::sync::watch::Sender::new(false);
+    let mut hostile_tasks = Vec::new();
+    let forged_sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if hostile {
+        // 1,000 streams that are never read.
+        let mut held = Vec::new();
+        let mut c = LedgerServiceClient::connect(url.clone()).await?;
+        for _ in 0..UNREAD_STREAMS {
+            let s = c
+                .query_by_subject(QueryBySubjectRequest {
+                    subject: Some(Subject {
+                        kind: SubjectKind::EntryKind as i32,
+                        id: "ModelTrained".into(),
+                    }),
+                    from_index: 0,
+                    limit: 0,
+                    prove_at_size: 0,
+                })
+                .await?
+                .into_inner();
+            held.push(s);
+        }
+        // One forged entry at a time, as soon as the last was refused: one in every block.
+        let forger_key = KeyPair::generate();
+        let mut rx_stop = stop.subscribe();
+        let sent = std::sync::Arc::clone(&forged_sent);
+        let mut mallory = members.signer("mallory");
+        let forged_url = url.clone();
+        hostile_tasks.push(tokio::spawn(async move {
+            let _held = held;
+            let Ok(mut c) = LedgerServiceClient::connect(forged_url).await else {
+                return;
+            };
+            loop {
+                let body = mallory.body(Payload::ModelTrained(ModelTrained {
+                    model_id: "forged".into(),
+                    cohort_id: "cohort".into(),
+                    weights_sha256: vec![0; 32],
+                    code_version: "forged".into(),
+                    hyperparameters_json: "{}".into(),
+                    metrics_json: "{}".into(),
+                }));
+                let mut e = mallory.sign_body(&body);
+                // Signed with a key that is not mallory's: a valid point, a false signature.
+                e.signature = forger_key
+                    .sign(&ecgfed_ledger::entry::signing_bytes(&e.body))
+                    .to_bytes();
+                tokio::select! {
+                    r = c.submit(e) => {
+                        if r.is_ok() {
+                            return; // a forged entry accepted: reported below as a failure
+                        }
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ = rx_stop.changed() => return,
+                }
+            }
+        }));
+    }
+    let per = entries_n / clients.max(1) as u64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients.max(1) {
+        let list = entries(&members, &format!("sci-{c}"), per, 2);
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            crate::ledger::client(url, list, window).await
+        }));
+    }
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    for t in tasks {
+        let (l, r, _) = t.await??;
+        accepted += l.len() as u64;
+        rejected += r;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    for t in hostile_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let forged = forged_sent.load(std::sync::atomic::Ordering::Relaxed);
+    // Not one forged entry may be in the log.
+    let store = ledger.store();
+    let head = ledger.head();
+    for (i, stored) in store.entries(1, head.tree_size)? {
+        let (body, _) = ecgfed_ledger::entry::decode_stored(&stored)?;
+        let b = ecgfed_ledger::entry::decode_body(body)?;
+        if let Some(Payload::ModelTrained(m)) = &b.payload
+            && m.model_id == "forged"
+        {
+            bail!("a forged entry was accepted at index {i}");
+        }
+    }
+    server.stop().await?;
+    if rejected > 0 {
+        bail!("{rejected} honest submissions were rejected");
+    }
+    Ok((accepted as f64 / secs, accepted, forged))
+}
+
+/// Runs both phases; prints the figures.
+pub async fn run(entries: u64, clients: usize, window: usize, json: bool) -> Result<()> {
+    eprintln!("bench: honest load alone ...");
+    let (alone, n_alone, _) = phase(entries, clients, window, false).await?;
+    eprintln!("bench: honest load beside forged entries and {UNREAD_STREAMS} unread streams ...");
+    let (hostile, n_hostile, forged) = phase(entries, clients, window, true).await?;
+    let ratio = hostile / alone;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "entries": entries, "clients": clients, "window": window,
+                "alone": {"accepted": n_alone, "entries_per_second": alone},
+                "with_adversary": {"accepted": n_hostile, "entries_per_second": hostile, "forged_refused": forged, "unread_streams": UNREAD_STREAMS},
+                "ratio": ratio,
+            })
+        );
+    } else {
+        println!(
+            "adversary bench: honest {alone:.0} entries/s alone, {hostile:.0} entries/s beside {forged} forged entries (all refused) and {UNREAD_STREAMS} unread streams: {ratio:.2}× (target ≥ 0.5)"
+        );
+    }
+    Ok(())
+}
