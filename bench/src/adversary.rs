@@ -57,7 +57,7 @@ async fn phase(
     let url = format!("http://{}", server.addr);
     // A few thousand entries for the unread streams to name.
     let seed = entries(&members, "mallory", 4096, 9);
-    let (_, seed_rejected, _) = crate::ledger::client(url.clone(), seed, 512).await?;
+    let (_, seed_rejected, _) = crate::load::client(url.clone(), seed, 512).await?;
     if seed_rejected > 0 {
         bail!("{seed_rejected} seed entries were rejected");
     }
@@ -127,7 +127,7 @@ async fn phase(
         let list = entries(&members, &format!("sci-{c}"), per, 2);
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
-            crate::ledger::client(url, list, window).await
+            crate::load::client(url, list, window).await
         }));
     }
     let (mut accepted, mut rejected) = (0u64, 0u64);

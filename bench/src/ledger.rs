@@ -7,7 +7,6 @@
 //! `audit verify` rate over the resulting store. Server and clients share this machine.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,13 +16,10 @@ use ecgfed_ledger::keys::{PublicKey, Signature};
 use ecgfed_ledger::log::{leaf_hash, verify_inclusion};
 use ecgfed_ledger::store::Store;
 use ecgfed_ledger::{Ledger, verify};
-use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{ModelTrained, SignedEntry, entry_body::Payload};
 use ecgfed_testkit::local::LocalLedger;
 use ecgfed_testkit::members::Members;
 use rayon::prelude::*;
-use tokio::sync::Semaphore;
-use tokio_stream::StreamExt;
 
 /// `ecgfed-bench ledger`: durable, signature-verified entries/s through the gRPC service.
 #[derive(clap::Args)]
@@ -131,7 +127,9 @@ async fn run(
     let mut tasks = Vec::new();
     for list in per_client {
         let url = format!("http://{addr}");
-        tasks.push(tokio::spawn(async move { client(url, list, window).await }));
+        tasks.push(tokio::spawn(async move {
+            crate::load::client(url, list, window).await
+        }));
     }
     let mut latencies = Vec::new();
     let mut rejected = 0u64;
@@ -268,68 +266,4 @@ fn sample_keys_verify(
             ))
         })
         .collect()
-}
-
-/// What one load client saw: submit→ack latencies (ms), rejections, and when each accepted
-/// entry (by index) was acknowledged.
-pub(crate) type ClientRun = (Vec<f64>, u64, Vec<(u64, Instant)>);
-
-/// Pushes `list` through one SubmitStream with at most `window` unanswered.
-pub(crate) async fn client(
-    url: String,
-    list: Vec<SignedEntry>,
-    window: usize,
-) -> Result<ClientRun> {
-    let mut c = LedgerServiceClient::connect(url.clone())
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    let n = list.len();
-    let sem = Arc::new(Semaphore::new(window));
-    let sent: Arc<std::sync::Mutex<Vec<Instant>>> =
-        Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
-    let (tx, rx) = tokio::sync::mpsc::channel(window);
-    let (sem2, sent2) = (Arc::clone(&sem), Arc::clone(&sent));
-    tokio::spawn(async move {
-        for e in list {
-            let Ok(p) = sem2.acquire().await else { return };
-            p.forget();
-            if let Ok(mut s) = sent2.lock() {
-                s.push(Instant::now());
-            }
-            if tx.send(e).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut answers = c
-        .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let mut lat = Vec::with_capacity(n);
-    let mut acks = Vec::with_capacity(n);
-    let mut rejected = 0;
-    let mut i = 0;
-    while let Some(r) = answers.next().await {
-        let r = r?;
-        let t0 = sent
-            .lock()
-            .ok()
-            .and_then(|s| s.get(i).copied())
-            .unwrap_or_else(Instant::now);
-        if r.code == 0 {
-            lat.push(t0.elapsed().as_secs_f64() * 1e3);
-            acks.push((r.index, Instant::now()));
-        } else {
-            rejected += 1;
-            if rejected == 1 {
-                eprintln!("bench: rejected: {}", r.message);
-            }
-        }
-        sem.add_permits(1);
-        i += 1;
-        if i == n {
-            break;
-        }
-    }
-    Ok((lat, rejected, acks))
 }

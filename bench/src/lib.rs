@@ -13,6 +13,7 @@ pub mod datasets;
 pub mod gateway;
 mod gateway_load;
 pub mod ledger;
+pub mod load;
 pub mod read;
 mod site_ledger;
 pub mod train;

@@ -122,7 +122,7 @@ async fn one(n: usize, a: &WitnessArgs) -> Result<serde_json::Value> {
     });
     // Low load first: one client, one entry in flight.
     let low = entries(&members, "sci-0", a.low_load as u64, 1);
-    let (mut low_lat, low_rej, _) = crate::ledger::client(url.clone(), low, 1).await?;
+    let (mut low_lat, low_rej, _) = crate::load::client(url.clone(), low, 1).await?;
     // Then the load.
     let per = a.entries / a.clients.max(1) as u64;
     let started = Instant::now();
@@ -132,7 +132,7 @@ async fn one(n: usize, a: &WitnessArgs) -> Result<serde_json::Value> {
         let url = url.clone();
         let window = a.window;
         tasks.push(tokio::spawn(async move {
-            crate::ledger::client(url, list, window).await
+            crate::load::client(url, list, window).await
         }));
     }
     let (mut lat, mut acks, mut rejected) = (Vec::new(), Vec::new(), low_rej);

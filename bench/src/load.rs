@@ -1,0 +1,71 @@
+//! The load client the ledger benches share: pre-signed entries pushed through one
+//! SubmitStream with a bounded number unanswered.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ecgfed_proto::v1::SignedEntry;
+use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
+use tokio::sync::Semaphore;
+use tokio_stream::StreamExt;
+
+/// What one load client saw: submit→ack latencies (ms), rejections, and when each accepted
+/// entry (by index) was acknowledged.
+pub type ClientRun = (Vec<f64>, u64, Vec<(u64, Instant)>);
+
+/// Pushes `list` through one SubmitStream with at most `window` unanswered.
+pub async fn client(url: String, list: Vec<SignedEntry>, window: usize) -> Result<ClientRun> {
+    let mut c = LedgerServiceClient::connect(url.clone())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let n = list.len();
+    let sem = Arc::new(Semaphore::new(window));
+    let sent: Arc<std::sync::Mutex<Vec<Instant>>> =
+        Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let (tx, rx) = tokio::sync::mpsc::channel(window);
+    let (sem2, sent2) = (Arc::clone(&sem), Arc::clone(&sent));
+    tokio::spawn(async move {
+        for e in list {
+            let Ok(p) = sem2.acquire().await else { return };
+            p.forget();
+            if let Ok(mut s) = sent2.lock() {
+                s.push(Instant::now());
+            }
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answers = c
+        .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut lat = Vec::with_capacity(n);
+    let mut acks = Vec::with_capacity(n);
+    let mut rejected = 0;
+    let mut i = 0;
+    while let Some(r) = answers.next().await {
+        let r = r?;
+        let t0 = sent
+            .lock()
+            .ok()
+            .and_then(|s| s.get(i).copied())
+            .unwrap_or_else(Instant::now);
+        if r.code == 0 {
+            lat.push(t0.elapsed().as_secs_f64() * 1e3);
+            acks.push((r.index, Instant::now()));
+        } else {
+            rejected += 1;
+            if rejected == 1 {
+                eprintln!("bench: rejected: {}", r.message);
+            }
+        }
+        sem.add_permits(1);
+        i += 1;
+        if i == n {
+            break;
+        }
+    }
+    Ok((lat, rejected, acks))
+}
