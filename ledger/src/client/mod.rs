@@ -952,10 +952,18 @@ impl LedgerClient {
             _ => {
                 let c = self.update_to(index + 1).await?;
                 if c.size <= index {
-                    return Err(verr(format!(
-                        "entry {index} is beyond the ledger's signed size {}",
-                        c.size
-                    )));
+                    let witnessed = self.policy.as_ref().is_some_and(|p| p.is_witnessed());
+                    return Err(verr(if witnessed {
+                        format!(
+                            "entry {index} is not yet in a witnessed checkpoint (the newest has size {}): are a quorum of the ledger's witnesses running and given to `ecgfed ledger serve --witness`?",
+                            c.size
+                        )
+                    } else {
+                        format!(
+                            "entry {index} is beyond the ledger's signed size {}",
+                            c.size
+                        )
+                    }));
                 }
                 Ok(c)
             }
