@@ -5,7 +5,10 @@
 //! [`keys`] (BLS12-381 identities), [`entry`] (signed entries), [`state`] (members and
 //! submission rules), [`genesis`], [`block`], [`checkpoint`] (signed tree heads), [`store`]
 //! (RocksDB), [`sequencer`] (the root API with group commit), [`service`] (gRPC),
-//! [`client`] (verifying client), [`trust`] (trust files) and [`verify`] (offline and remote audit).
+//! [`client`] (verifying client), [`trust`] (trust files), [`verify`] (offline and remote
+//! audit); witnessing (issue 25): [`cosign`] (cosignatures, quorums), [`evidence`] (split-view
+//! evidence), `witness` (a witness) and `witnessing` (the ledger's side), `mirror` (a verified
+//! live copy) with the `server` feature.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
