@@ -11,32 +11,13 @@ use ecgfed_ledger::Ledger;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{
-    ModelTrained, QueryBySubjectRequest, SignedEntry, Subject, SubjectKind, entry_body::Payload,
+    ModelTrained, QueryBySubjectRequest, Subject, SubjectKind, entry_body::Payload,
 };
 use ecgfed_testkit::local::LocalLedger;
 use ecgfed_testkit::members::Members;
 
 /// Streams the hostile client opens and never reads.
 pub const UNREAD_STREAMS: usize = 1000;
-
-fn entries(members: &Members, who: &str, n: u64, tag: u64) -> Vec<SignedEntry> {
-    let mut s = members.signer(who);
-    (0..n)
-        .map(|i| {
-            let mut w = [0u8; 32];
-            w[..8].copy_from_slice(&i.to_be_bytes());
-            w[8..16].copy_from_slice(&tag.to_be_bytes());
-            s.sign(Payload::ModelTrained(ModelTrained {
-                model_id: format!("model-{tag}-{i}"),
-                cohort_id: "cohort".into(),
-                weights_sha256: w.to_vec(),
-                code_version: "bench".into(),
-                hyperparameters_json: "{}".into(),
-                metrics_json: "{}".into(),
-            }))
-        })
-        .collect()
-}
 
 /// Honest entries/s through `clients` streams of `window`, with or without the adversary.
 async fn phase(
@@ -56,7 +37,7 @@ async fn phase(
     let server = LocalLedger::start(&ledger).await?;
     let url = format!("http://{}", server.addr);
     // A few thousand entries for the unread streams to name.
-    let seed = entries(&members, "mallory", 4096, 9);
+    let seed = crate::load::signed_models(&members, "mallory", 4096, 9);
     let (_, seed_rejected, _) = crate::load::client(url.clone(), seed, 512).await?;
     if seed_rejected > 0 {
         bail!("{seed_rejected} seed entries were rejected");
@@ -124,7 +105,7 @@ async fn phase(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients.max(1) {
-        let list = entries(&members, &format!("sci-{c}"), per, 2);
+        let list = crate::load::signed_models(&members, &format!("sci-{c}"), per, 2);
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
             crate::load::client(url, list, window).await

@@ -7,6 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ecgfed_proto::v1::SignedEntry;
 use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
+use ecgfed_proto::v1::{ModelTrained, entry_body::Payload};
+use ecgfed_testkit::members::Members;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 
@@ -68,4 +70,24 @@ pub async fn client(url: String, list: Vec<SignedEntry>, window: usize) -> Resul
         }
     }
     Ok((lat, rejected, acks))
+}
+
+/// `n` pre-signed `ModelTrained` entries of member `who` (distinct by `tag` and index).
+pub fn signed_models(members: &Members, who: &str, n: u64, tag: u64) -> Vec<SignedEntry> {
+    let mut s = members.signer(who);
+    (0..n)
+        .map(|i| {
+            let mut w = [0u8; 32];
+            w[..8].copy_from_slice(&i.to_be_bytes());
+            w[8..16].copy_from_slice(&tag.to_be_bytes());
+            s.sign(Payload::ModelTrained(ModelTrained {
+                model_id: format!("model-{tag}-{i}"),
+                cohort_id: "cohort".into(),
+                weights_sha256: w.to_vec(),
+                code_version: "bench".into(),
+                hyperparameters_json: "{}".into(),
+                metrics_json: "{}".into(),
+            }))
+        })
+        .collect()
 }

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use ecgfed_ledger::Ledger;
-use ecgfed_proto::v1::{ModelTrained, SignedEntry, entry_body::Payload};
 use ecgfed_testkit::local::{LocalLedger, LocalWitness};
 use ecgfed_testkit::members::Members;
 
@@ -65,25 +64,6 @@ pub fn command(a: WitnessArgs) -> Result<()> {
     })
 }
 
-fn entries(members: &Members, who: &str, n: u64, tag: u64) -> Vec<SignedEntry> {
-    let mut s = members.signer(who);
-    (0..n)
-        .map(|i| {
-            let mut w = [0u8; 32];
-            w[..8].copy_from_slice(&i.to_be_bytes());
-            w[8..16].copy_from_slice(&tag.to_be_bytes());
-            s.sign(Payload::ModelTrained(ModelTrained {
-                model_id: format!("model-{tag}-{i}"),
-                cohort_id: "cohort".into(),
-                weights_sha256: w.to_vec(),
-                code_version: "bench".into(),
-                hyperparameters_json: "{}".into(),
-                metrics_json: "{}".into(),
-            }))
-        })
-        .collect()
-}
-
 async fn one(n: usize, a: &WitnessArgs) -> Result<serde_json::Value> {
     let tmp = tempfile::tempdir()?;
     let hospitals: Vec<String> = (0..n).map(|i| format!("h{i}")).collect();
@@ -121,14 +101,14 @@ async fn one(n: usize, a: &WitnessArgs) -> Result<serde_json::Value> {
         }
     });
     // Low load first: one client, one entry in flight.
-    let low = entries(&members, "sci-0", a.low_load as u64, 1);
+    let low = crate::load::signed_models(&members, "sci-0", a.low_load as u64, 1);
     let (mut low_lat, low_rej, _) = crate::load::client(url.clone(), low, 1).await?;
     // Then the load.
     let per = a.entries / a.clients.max(1) as u64;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..a.clients.max(1) {
-        let list = entries(&members, &format!("sci-{c}"), per, 2);
+        let list = crate::load::signed_models(&members, &format!("sci-{c}"), per, 2);
         let url = url.clone();
         let window = a.window;
         tasks.push(tokio::spawn(async move {

@@ -229,18 +229,6 @@ fn acknowledged_entries_survive_sigkill_under_load() {
     assert_eq!(r["problem_count"], 0);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Issue 25: a federation's ledger process is killed with SIGKILL and its folder lost; the
 /// `ecgfed ledger mirror` process that followed it restores it. `audit verify` passes on the
 /// restored ledger, remotely against the trust file and offline, and both gateways (whose trust
@@ -303,7 +291,7 @@ fn a_killed_ledger_is_restored_from_its_mirror_process() {
     std::fs::remove_dir_all(ldir.join("db")).unwrap();
     // Restore: stop the mirror, copy its folder, serve with the ledger's key at the same address.
     stop(mirror);
-    copy_dir(&fed.dir.join("mirror/db"), &ldir.join("db"));
+    ecgfed_testkit::files::copy_dir(&fed.dir.join("mirror/db"), &ldir.join("db")).unwrap();
     let (restored, _) = serve(
         &[
             "ledger",
@@ -353,7 +341,7 @@ fn a_killed_ledger_is_restored_from_its_mirror_process() {
     // Rollback across a gateway restart: the ledger grows and gateway a starts against the
     // grown log (its trust state remembers it); then the ledger's folder is put back to the
     // older copy, and gateway a refuses to start.
-    copy_dir(&ldir.join("db"), &fed.dir.join("old-db"));
+    ecgfed_testkit::files::copy_dir(&ldir.join("db"), &fed.dir.join("old-db")).unwrap();
     let (laddr, lkey) = (fed.ledger_addr.clone(), fed.key("ledger"));
     let serve_ledger = || {
         serve(
@@ -386,7 +374,7 @@ fn a_killed_ledger_is_restored_from_its_mirror_process() {
     }
     stop(grown);
     std::fs::remove_dir_all(ldir.join("db")).unwrap();
-    copy_dir(&fed.dir.join("old-db"), &ldir.join("db"));
+    ecgfed_testkit::files::copy_dir(&fed.dir.join("old-db"), &ldir.join("db")).unwrap();
     let rolled = serve_ledger();
     let out = Command::new("timeout")
         .arg("60")

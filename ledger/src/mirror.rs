@@ -226,6 +226,7 @@ async fn copy_blocks(
         if block.height < ledger.head().blocks {
             continue;
         }
+        ledger.check_next_block(&block)?;
         let entries: Vec<Vec<u8>> = futures::stream::iter(
             (block.first_index..block.first_index.saturating_add(block.entry_count)).map(|index| {
                 let mut c = src.clone();

@@ -462,29 +462,19 @@ impl Ledger {
         let tip = guard
             .as_mut()
             .ok_or_else(|| MirrorRefusal::at("block", block.height, "not a mirror"))?;
-        let bad = |r: String| MirrorRefusal::at("block", block.height, r);
-        if block.height != tip.blocks {
-            return Err(bad(format!("expected block {}", tip.blocks)));
-        }
-        if block.previous_hash != tip.last_hash {
-            return Err(bad(
-                "its previous-block hash is not the hash of the block before".into(),
+        check_next(tip, &block)?;
+        if block.entry_count != entries.len() as u64 {
+            return Err(MirrorRefusal::at(
+                "block",
+                block.height,
+                format!(
+                    "it holds {} entries, {} were sent",
+                    block.entry_count,
+                    entries.len()
+                ),
             ));
         }
         let first = tip.frontier.size();
-        if block.first_index != first
-            || block.entry_count != entries.len() as u64
-            || block.entry_count == 0
-            || first.checked_add(block.entry_count) != Some(block.tree_size)
-        {
-            return Err(bad(format!(
-                "entry range {}+{} (tree size {}) does not follow size {first} with the {} entries sent",
-                block.first_index,
-                block.entry_count,
-                block.tree_size,
-                entries.len()
-            )));
-        }
         let state_guard = self.state.read().unwrap_or_else(|e| e.into_inner());
         let state: &State = &state_guard;
         let mut changes = Changes::default();
@@ -548,7 +538,11 @@ impl Ledger {
             ));
         }
         if frontier.root() != block.root {
-            return Err(bad("its root is not the root of the entries sent".into()));
+            return Err(MirrorRefusal::at(
+                "block",
+                block.height,
+                "its root is not the root of the entries sent",
+            ));
         }
         let cp = Checkpoint::verify(&note, &state.origin, &state.ledger_key())
             .map_err(|e| MirrorRefusal::at("checkpoint", block.tree_size, e.to_string()))?;
@@ -566,6 +560,20 @@ impl Ledger {
         self.store
             .commit(&laid, &nodes, &block, &note)
             .map_err(MirrorRefusal::Store)?;
+        self.publish_block(tip, frontier, block, note, changes);
+        Ok(())
+    }
+
+    /// After a block's synced write: the tip, the state, the head, the checkpoint watches and
+    /// the block watchers see it (the sequencer and a mirror alike).
+    fn publish_block(
+        &self,
+        tip: &mut Tip,
+        frontier: Frontier,
+        block: Block,
+        note: String,
+        changes: Changes,
+    ) {
         tip.frontier = frontier;
         tip.blocks += 1;
         tip.last_hash = block.hash();
@@ -589,7 +597,20 @@ impl Ledger {
         }
         self.signed.send_replace(latest);
         let _ = self.blocks_tx.send(block);
-        Ok(())
+    }
+
+    /// Checks, before anything of it is fetched, that `block` can be a mirror's next block:
+    /// the next height, linked to the block before, its entries starting at the mirror's size,
+    /// at least one and at most a block's worth ([`MAX_BATCH`]) of them. A source claiming a
+    /// block of 2^60 entries is refused here, not fetched entry by entry.
+    pub fn check_next_block(&self, block: &Block) -> Result<(), MirrorRefusal> {
+        let guard = self.mirror_tip.lock().map_err(|_| {
+            MirrorRefusal::at("block", block.height, "the mirror's tip is poisoned")
+        })?;
+        let tip = guard
+            .as_ref()
+            .ok_or_else(|| MirrorRefusal::at("block", block.height, "not a mirror"))?;
+        check_next(tip, block)
     }
 
     /// Submits an entry; resolves once it is durable (or refused).
@@ -940,29 +961,7 @@ impl Ledger {
         };
         self.store
             .commit(&laid.entries, &laid.nodes, &block, &note)?;
-        tip.frontier = laid.frontier.clone();
-        tip.blocks += 1;
-        tip.last_hash = block.hash();
-        if !changes.is_empty()
-            && let Ok(mut g) = self.state.write()
-        {
-            g.commit(changes);
-        }
-        if let Ok(mut h) = self.head.write() {
-            *h = Head {
-                tree_size: block.tree_size,
-                blocks: tip.blocks,
-            };
-        }
-        let latest = Latest {
-            size: block.tree_size,
-            note,
-        };
-        if !self.policy.is_witnessed() {
-            self.witnessed.send_replace(latest.clone());
-        }
-        self.signed.send_replace(latest);
-        let _ = self.blocks_tx.send(block);
+        self.publish_block(tip, laid.frontier.clone(), block, note, changes);
         Ok(())
     }
 
@@ -1020,6 +1019,31 @@ impl Drop for Ledger {
             g.take();
         }
     }
+}
+
+/// `block` as the next block on top of `tip` (see [`Ledger::check_next_block`]).
+fn check_next(tip: &Tip, block: &Block) -> Result<(), MirrorRefusal> {
+    let bad = |r: String| MirrorRefusal::at("block", block.height, r);
+    if block.height != tip.blocks {
+        return Err(bad(format!("expected block {}", tip.blocks)));
+    }
+    if block.previous_hash != tip.last_hash {
+        return Err(bad(
+            "its previous-block hash is not the hash of the block before".into(),
+        ));
+    }
+    let first = tip.frontier.size();
+    if block.first_index != first
+        || block.entry_count == 0
+        || block.entry_count > MAX_BATCH as u64
+        || first.checked_add(block.entry_count) != Some(block.tree_size)
+    {
+        return Err(bad(format!(
+            "entry range {}+{} (tree size {}) is not 1 to {MAX_BATCH} entries following size {first}",
+            block.first_index, block.entry_count, block.tree_size
+        )));
+    }
+    Ok(())
 }
 
 /// Sub-batches this small are checked one signature at a time.

@@ -412,15 +412,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        },
-    );
+    let incoming = crate::service::incoming(listener);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(WitnessServer::new(cosigner).into_service())

@@ -2,7 +2,6 @@
 //! not verify, serves the read RPCs, and restores a ledger whose folder was lost: the restored
 //! ledger passes `audit verify`, and a client's remembered checkpoint is consistent with it.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,18 +41,6 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     })
     .await;
     assert!(done.is_ok(), "timed out waiting for {what}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +117,7 @@ async fn a_lost_ledger_is_restored_from_its_mirror() {
     drop(mirrored);
     drop(via_mirror);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    copy_dir(&mdb, &db);
+    ecgfed_testkit::files::copy_dir(&mdb, &db).unwrap();
     let store = ecgfed_ledger::store::Store::open(&db).unwrap();
     let report = verify::verify_store(&store).unwrap();
     assert!(report.ok, "{:?}", report.problems.first());
@@ -193,6 +180,14 @@ async fn a_mirror_refuses_an_altered_block_and_keeps_its_verified_copy() {
         .unwrap()
         .into_inner()
         .note;
+    // A source claiming a block of more entries than a block can hold is refused before any
+    // entry is fetched.
+    let mut huge = block;
+    huge.entry_count = 10_000;
+    huge.tree_size = huge.first_index + huge.entry_count;
+    let e = mirrored.check_next_block(&huge).unwrap_err();
+    assert!(e.to_string().contains("is not 1 to 8192 entries"), "{e}");
+    mirrored.check_next_block(&block).unwrap();
     // One bit of the entry flipped: refused, naming entry 1; nothing written.
     let mut bad = stored.clone();
     let last = bad.len() - 100;

@@ -133,7 +133,7 @@ async fn clients_accept_quorum_checkpoints_only_and_remember_them_across_restart
     drop(ledger);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let old = tmp.path().join("db-old");
-    copy_dir(&tmp.path().join("db"), &old);
+    ecgfed_testkit::files::copy_dir(&tmp.path().join("db"), &old).unwrap();
     let ledger = Ledger::open(&tmp.path().join("db"), m.ledger_key().clone()).unwrap();
     ledger
         .start_witnessing(&[ws[0].peer(), ws[2].peer()])
@@ -164,18 +164,6 @@ async fn clients_accept_quorum_checkpoints_only_and_remember_them_across_restart
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_view_cannot_be_witnessed_twice_and_leaves_evidence() {
     let tmp = tempfile::tempdir().unwrap();
@@ -183,7 +171,7 @@ async fn a_split_view_cannot_be_witnessed_twice_and_leaves_evidence() {
     let genesis = init(tmp.path(), &m);
     // One log, then two copies of its folder: two ledgers under one key.
     let (dir_a, dir_b) = (tmp.path().join("db"), tmp.path().join("db-b"));
-    copy_dir(&dir_a, &dir_b);
+    ecgfed_testkit::files::copy_dir(&dir_a, &dir_b).unwrap();
     let ws = witnesses(&tmp.path().join("w"), &m, &genesis).await;
     let a = Ledger::open(&dir_a, m.ledger_key().clone()).unwrap();
     let b = Ledger::open(&dir_b, m.ledger_key().clone()).unwrap();

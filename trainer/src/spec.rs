@@ -502,7 +502,7 @@ impl Federation {
         let state = f
             .trust_state
             .take()
-            .unwrap_or_else(|| PathBuf::from(format!("{}.ledger-trust.json", f.member)));
+            .unwrap_or_else(|| PathBuf::from(ecgfed_ledger::client::state_file_name(&f.member)));
         f.trust_state = Some(dir.join(state));
         for g in &mut f.gateways {
             g.ca = g.ca.as_ref().map(|c| dir.join(c));

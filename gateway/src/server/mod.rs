@@ -69,17 +69,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), crate::GatewayError> {
-    // The builder's tcp_nodelay only applies to sockets tonic accepts itself: set it on ours,
-    // or small answers wait for delayed ACKs (about 40 ms each on Linux).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        },
-    );
+    let incoming = ecgfed_ledger::service::incoming(listener);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &gw.cfg.tls {
         builder = builder

@@ -332,7 +332,7 @@ impl Memory {
     /// folder, evidence in `evidence/` there.
     pub fn for_trust_file(trust: &Path, who: &str) -> Memory {
         let dir = trust.parent().unwrap_or(Path::new("."));
-        Memory::beside(dir.join(format!("{who}.ledger-trust.json")), who)
+        Memory::beside(dir.join(state_file_name(who)), who)
     }
 
     /// A trust state `STATE` with its evidence in an `evidence` folder beside it.
@@ -346,6 +346,26 @@ impl Memory {
             who: who.to_string(),
         }
     }
+}
+
+/// The trust state file name of client `who`: `<who>.ledger-trust.json`, every character
+/// outside `A-Z a-z 0-9 . _ -` replaced by `_` and a leading `.` too, so that a member id such
+/// as `../x` names a file inside the folder, never a path out of it.
+pub fn state_file_name(who: &str) -> String {
+    let mut name: String = who
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    format!("{name}.ledger-trust.json")
 }
 
 /// A client of one ledger.
@@ -1220,4 +1240,23 @@ fn check_inclusion(
             cp.size
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_id_names_a_trust_state_inside_the_trust_files_folder() {
+        for who in ["../../etc/x", "/abs", "..", "a/b", "", "sci"] {
+            let m = Memory::for_trust_file(Path::new("fed/trust.json"), who);
+            assert_eq!(m.state.parent(), Some(Path::new("fed")), "{who:?}");
+            let name = m.state.file_name().unwrap().to_str().unwrap();
+            assert!(
+                !name.starts_with('.') && !name.contains('/'),
+                "{who:?} → {name}"
+            );
+        }
+        assert_eq!(state_file_name("hosp-a"), "hosp-a.ledger-trust.json");
+    }
 }
