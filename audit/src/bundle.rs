@@ -13,6 +13,7 @@ use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{Member, SubjectKind};
 use serde::{Deserialize, Serialize};
 
+use crate::disclosure::Disclosures;
 use crate::error::{AuditError, Result};
 use crate::lineage::{ModelLineage, model_lineage};
 use crate::source::{MemorySource, Source, VerifiedEntry, decode_entry};
@@ -154,7 +155,7 @@ impl Bundle {
 
 /// Builds the proof bundle of `model_id` from `src`, against its newest checkpoint.
 pub async fn build<S: Source>(src: &mut S, model_id: &str) -> Result<Bundle> {
-    let lineage = model_lineage(src, model_id).await?;
+    let lineage = model_lineage(src, model_id, &Disclosures::default()).await?;
     let (note, cp, key) = src.checkpoint().await?;
     // Every entry is fetched once: genesis and the lineage's, then the admissions of signers
     // who are not founding members.
@@ -333,7 +334,11 @@ pub fn verify(bytes: &[u8], trusted_key: Option<&PublicKey>) -> Result<Verified>
     }
     // The lineage, recomputed from the proven entries alone.
     let mut mem = MemorySource::new(entries.iter().cloned());
-    let lineage = block_on(model_lineage(&mut mem, &b.model_id))?;
+    let lineage = block_on(model_lineage(
+        &mut mem,
+        &b.model_id,
+        &Disclosures::default(),
+    ))?;
     if lineage != b.lineage {
         return Err(bad("lineage differs from the one the entries prove"));
     }

@@ -39,6 +39,14 @@ pub enum AuditError {
     /// A proof bundle failed verification.
     #[error("bundle: {0}")]
     Bundle(String),
+    /// An erasure disclosure does not match the ledger (names the file and what).
+    #[error("erasure disclosure {path}: {reason}")]
+    Disclosure {
+        /// The disclosure file.
+        path: String,
+        /// What does not match.
+        reason: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {reason}")]
     Io {

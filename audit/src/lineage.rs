@@ -9,6 +9,7 @@ use ecgfed_proto::v1::SubjectKind;
 use ecgfed_proto::v1::entry_body::Payload;
 use serde::{Deserialize, Serialize};
 
+use crate::disclosure::Disclosures;
 use crate::error::{AuditError, Result};
 use crate::source::{Source, VerifiedEntry, entry_time};
 
@@ -110,10 +111,16 @@ pub struct ErasureNode {
     pub dataset_id: String,
     /// Commitments the entry erased.
     pub erased: u64,
-    /// How many of them were in this slice.
+    /// How many of them were in this slice: by the commitments the entry names (slices
+    /// reserved before leaves were per slice) and by the hospital's disclosure, when given.
     pub in_slice: u64,
     /// Stated reason.
     pub reason: String,
+    /// An erasure of the slice's dataset whose erased leaves are tokens only its hospital's
+    /// disclosure can open, and no disclosure of it was given: the slice may have held the
+    /// patient (`in_slice` is then 0).
+    #[serde(default)]
+    pub undisclosed: bool,
 }
 
 /// A site's committed share of a cohort (`CohortSliceCommitted`) and what happened to it.
@@ -201,7 +208,8 @@ impl ModelLineage {
         v.into_iter().collect()
     }
 
-    /// Whether any of the model's records were erased after its slices were committed.
+    /// Whether any of the model's records were erased after its slices were committed, or
+    /// may have been (an erasure of one of its datasets not disclosed to this audit).
     pub fn has_erasures(&self) -> bool {
         self.slices.iter().any(|s| !s.erased_since.is_empty())
     }
@@ -248,7 +256,11 @@ fn slice_commitments(e: &VerifiedEntry) -> BTreeSet<&[u8]> {
 
 /// The lineage of model `model_id`: cohort → slices (with transfers and later erasures) →
 /// dataset versions → sites.
-pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<ModelLineage> {
+pub async fn model_lineage<S: Source>(
+    src: &mut S,
+    model_id: &str,
+    disclosures: &Disclosures,
+) -> Result<ModelLineage> {
     let (_, model) = model_entry(src, model_id).await?;
     let cohort_entries = src
         .by_subject(SubjectKind::Cohort, &model.cohort_id)
@@ -289,7 +301,7 @@ pub async fn model_lineage<S: Source>(src: &mut S, model_id: &str) -> Result<Mod
         let history = histories
             .get(&node.dataset_id)
             .map_or(&[][..], Vec::as_slice);
-        attach_dataset_history(e, node, history, &mut datasets);
+        attach_dataset_history(e, node, history, &mut datasets, disclosures);
     }
     let slices: Vec<SliceNode> = slices.into_iter().map(|(_, n)| n).collect();
     // Only the version in force at each slice (the last registration before it) is a source.
@@ -395,6 +407,7 @@ fn attach_dataset_history(
     node: &mut SliceNode,
     history: &[VerifiedEntry],
     datasets: &mut BTreeMap<(String, u32), DatasetNode>,
+    disclosures: &Disclosures,
 ) {
     let commitments = slice_commitments(e);
     for h in history {
@@ -419,8 +432,13 @@ fn attach_dataset_history(
                     .commitments
                     .iter()
                     .filter(|c| commitments.contains(c.as_slice()))
-                    .count() as u64;
-                if in_slice > 0 {
+                    .count() as u64
+                    + disclosures.in_slice(h.index, &node.slice_id);
+                let undisclosed = in_slice == 0
+                    && !r.erased_leaves.is_empty()
+                    && r.dataset_id == node.dataset_id
+                    && !disclosures.covers(h.index);
+                if in_slice > 0 || undisclosed {
                     node.erased_since.push(ErasureNode {
                         entry: h.into(),
                         site: r.site.clone(),
@@ -428,6 +446,7 @@ fn attach_dataset_history(
                         erased: r.commitments.len() as u64,
                         in_slice,
                         reason: r.reason.clone(),
+                        undisclosed,
                     });
                 }
             }
@@ -650,10 +669,12 @@ async fn dataset_ids<S: Source>(src: &mut S) -> Result<Vec<String>> {
 }
 
 /// Every model trained on records erased afterwards: for each `RecordsErased`, the slices
-/// committed before it that held erased records, their cohorts and the models trained on those
+/// committed before it that held erased records (named by the entry's commitments for slices
+/// reserved before leaves were per slice, otherwise by the hospital's disclosure), their cohorts and the models trained on those
 /// cohorts before the erasure. Each is handed to `emit`; returns how many.
 pub async fn erased<S: Source>(
     src: &mut S,
+    disclosures: &Disclosures,
     mut emit: impl FnMut(ErasedUse) -> Result<()>,
 ) -> Result<u64> {
     let mut n = 0;
@@ -680,7 +701,8 @@ pub async fn erased<S: Source>(
                 .commitments
                 .iter()
                 .filter(|c| gone.contains(c.as_slice()))
-                .count() as u64;
+                .count() as u64
+                + disclosures.in_slice(er.index, &s.slice_id);
             if hit > 0 {
                 refs.extend(slice_ref(&e, hit));
             }
@@ -699,6 +721,7 @@ pub async fn erased<S: Source>(
                     erased: r.commitments.len() as u64,
                     in_slice,
                     reason: r.reason.clone(),
+                    undisclosed: false,
                 },
                 usage,
             })?;

@@ -104,11 +104,17 @@ pub fn lineage_svg(l: &ModelLineage) -> String {
         .iter()
         .map(|s| {
             let erased: u64 = s.erased_since.iter().map(|e| e.in_slice).sum();
-            let extra = if erased > 0 {
+            let unknown = s.erased_since.iter().filter(|e| e.undisclosed).count();
+            let mut extra = if erased > 0 {
                 format!(" · {erased} erased since")
             } else {
                 String::new()
             };
+            if unknown > 0 {
+                extra.push_str(&format!(
+                    " · {unknown} erasures since not disclosed to this audit"
+                ));
+            }
             (
                 s.slice_id.clone(),
                 format!(
@@ -574,7 +580,11 @@ code,pre{{font-size:12px}}.row{{display:flex;gap:18px;align-items:flex-start;fle
                 esc(&e.site),
                 esc(&s.slice_id),
                 e.erased,
-                e.in_slice,
+                if e.undisclosed {
+                    "not disclosed".to_string()
+                } else {
+                    e.in_slice.to_string()
+                },
                 esc(&e.reason)
             );
         }

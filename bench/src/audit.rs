@@ -295,7 +295,12 @@ async fn time_queries<S: Source>(src: &mut S, warmup: &[u64], picks: &[u64]) -> 
     let mut lat = Vec::with_capacity(picks.len());
     for (i, &c) in warmup.iter().chain(picks).enumerate() {
         let t = Instant::now();
-        let l = model_lineage(src, &format!("model-{c}")).await?;
+        let l = model_lineage(
+            src,
+            &format!("model-{c}"),
+            &ecgfed_audit::disclosure::Disclosures::default(),
+        )
+        .await?;
         if i >= warmup.len() {
             lat.push(t.elapsed().as_secs_f64() * 1e3);
         }

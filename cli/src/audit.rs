@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use ecgfed_audit::disclosure::Disclosures;
 use ecgfed_audit::lineage::{self, Target};
 use ecgfed_audit::source::{LedgerSource, RemoteSource, StoreSource};
 use ecgfed_audit::{bundle, export, report};
@@ -141,6 +142,10 @@ pub(crate) struct LedgerArgs {
     /// Trust file of the ledger (origin, key, a checkpoint seen before).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// Erasure disclosure(s) a hospital handed over (files, or folders of `*.json`, such as
+    /// a gateway's `erasures/` folder); each is checked against the ledger. Repeatable.
+    #[arg(long = "disclosures")]
+    pub disclosures: Vec<PathBuf>,
 }
 
 /// What a lineage query is about (exactly one).
@@ -357,9 +362,10 @@ fn verify_bundle(file: &Path, trust: Option<&Path>, json: bool) -> Result<()> {
 
 async fn lineage_cmd(ledger: &LedgerArgs, t: &TargetArgs, json: bool) -> Result<()> {
     let mut src = open_source(ledger).await?;
+    let disclosures = Disclosures::load(&mut src, &ledger.disclosures).await?;
     let mut out = std::io::stdout().lock();
     if let Some(model) = &t.model {
-        let l = lineage::model_lineage(&mut src, model).await?;
+        let l = lineage::model_lineage(&mut src, model, &disclosures).await?;
         if json {
             writeln!(out, "{}", serde_json::to_string_pretty(&l)?)?;
         } else {
@@ -368,7 +374,7 @@ async fn lineage_cmd(ledger: &LedgerArgs, t: &TargetArgs, json: bool) -> Result<
         return Ok(());
     }
     let n = if t.erased {
-        lineage::erased(&mut src, |u| {
+        lineage::erased(&mut src, &disclosures, |u| {
             if json {
                 writeln!(out, "{}", serde_json::to_string(&u).unwrap_or_default())
             } else {
@@ -521,9 +527,10 @@ async fn export_cmd(
         Some(m) => vec![m.to_string()],
         None => export::model_ids(&mut src).await?,
     };
+    let disclosures = Disclosures::load(&mut src, &ledger.disclosures).await?;
     let mut lineages = Vec::with_capacity(models.len());
     for m in &models {
-        lineages.push(lineage::model_lineage(&mut src, m).await?);
+        lineages.push(lineage::model_lineage(&mut src, m, &disclosures).await?);
     }
     let text = match format {
         "prov-json" => serde_json::to_string_pretty(&export::prov_json(&lineages))? + "\n",

@@ -506,6 +506,7 @@ fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) 
             data: None,
             remote: Some(ledger_addr.clone()),
             checkpoint: Some(trust),
+            disclosures: Vec::new(),
         },
         &model_id,
         &rdir.join("report"),

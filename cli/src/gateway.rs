@@ -313,12 +313,17 @@ async fn approve(config: PathBuf, cohort: &str, note: &str) -> Result<()> {
 async fn erase(config: PathBuf, patient: &str, reason: &str, json: bool) -> Result<()> {
     let cfg = GatewayConfig::read(&config)?;
     let local = ecgfed_gateway::server::KeyStore::open(&cfg.data);
+    let disclosures = cfg.data.join(ecgfed_gateway::server::ERASURES_DIR);
     let (segments, commitments, index) = match local {
         Ok(ks) => {
             drop(ks);
             let gw = Gateway::start(cfg).await?;
-            let (n, c, i) = gw.erase(patient, reason).await?;
-            (n, c.iter().map(hex::encode).collect::<Vec<_>>(), i)
+            let e = gw.erase(patient, reason).await?;
+            (
+                e.segments,
+                e.commitments.iter().map(hex::encode).collect::<Vec<_>>(),
+                e.ledger_index,
+            )
         }
         Err(GatewayError::KeyStoreInUse { .. }) => {
             let kp = KeyPair::read_file(&cfg.key_file)?;
@@ -349,13 +354,19 @@ async fn erase(config: PathBuf, patient: &str, reason: &str, json: bool) -> Resu
         }
         Err(e) => return Err(e.into()),
     };
+    // The running gateway wrote the disclosure into its own data folder, as the offline
+    // erasure does.
+    let disclosure = disclosures.join(format!("{index}.json"));
     if json {
         println!(
             "{}",
-            serde_json::json!({"segments": segments, "commitments": commitments, "ledger_index": index})
+            serde_json::json!({"segments": segments, "commitments": commitments, "ledger_index": index, "disclosure": disclosure})
         );
     } else {
-        println!("erased {segments} segments; RecordsErased at ledger entry {index}");
+        println!(
+            "erased {segments} segments; RecordsErased at ledger entry {index}; disclosure for the auditor: {}",
+            disclosure.display()
+        );
     }
     Ok(())
 }

@@ -311,7 +311,50 @@ fn demo_then_audit() {
         &patient,
     ]);
     let trust = data.join("regulator/trust.json");
-    // `ecgfed audit lineage --remote ADDR --checkpoint TRUST QUERY... --json`.
+    // The public ledger does not tell which slices held the erased patient: without the
+    // hospital's disclosure the erasure reaches no model, and the model's lineage says that
+    // an erasure of its site-b dataset was not disclosed.
+    let public = run(&[
+        "audit",
+        "lineage",
+        "--remote",
+        addr,
+        "--checkpoint",
+        s(&trust),
+        "--erased",
+        "--json",
+    ]);
+    assert!(public.trim().is_empty(), "{public}");
+    let undisclosed: Value = serde_json::from_str(&run(&[
+        "audit",
+        "lineage",
+        "--remote",
+        addr,
+        "--checkpoint",
+        s(&trust),
+        "--model",
+        &model,
+        "--json",
+    ]))
+    .unwrap();
+    let b = undisclosed["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["site"] == "site-b")
+        .unwrap();
+    assert_eq!(
+        (
+            &b["erased_since"][0]["undisclosed"],
+            &b["erased_since"][0]["in_slice"]
+        ),
+        (&Value::Bool(true), &Value::from(0)),
+        "{b}"
+    );
+    // With the disclosure site-b's gateway wrote (`gw/erasures/`), checked against the ledger.
+    let disclosures = data.join("site-b/gw/erasures");
+    assert_eq!(std::fs::read_dir(&disclosures).unwrap().count(), 1);
+    // `ecgfed audit lineage --remote ADDR --checkpoint TRUST --disclosures DIR QUERY... --json`.
     let lineage = |query: &[&str]| {
         let mut args = vec![
             "audit",
@@ -320,6 +363,8 @@ fn demo_then_audit() {
             addr,
             "--checkpoint",
             s(&trust),
+            "--disclosures",
+            s(&disclosures),
         ];
         args.extend_from_slice(query);
         args.push("--json");

@@ -32,6 +32,22 @@ use ecgfed_proto::v1::{
 use prost::Message;
 use tonic::Code;
 
+/// Gateway `i`'s strata by label, sex and age band, as `who` sees them.
+async fn strata_cells(fed: &Fed, i: usize, who: &str) -> ecgfed_proto::v1::StrataTable {
+    fed.gateway(i, who)
+        .await
+        .strata(
+            "",
+            &[
+                StrataDimension::Label,
+                StrataDimension::Sex,
+                StrataDimension::AgeBand,
+            ],
+        )
+        .await
+        .unwrap()
+}
+
 /// Creates a cohort for `who` taking `take` segments from each of the first `cells` visible
 /// (label, sex, age band) strata of each site.
 async fn create_cohort(
@@ -43,19 +59,7 @@ async fn create_cohort(
 ) -> Vec<AllocationCell> {
     let mut allocation = Vec::new();
     for (i, site) in ["site-a", "site-b"].iter().enumerate() {
-        let t = fed
-            .gateway(i, who)
-            .await
-            .strata(
-                "",
-                &[
-                    StrataDimension::Label,
-                    StrataDimension::Sex,
-                    StrataDimension::AgeBand,
-                ],
-            )
-            .await
-            .unwrap();
+        let t = strata_cells(fed, i, who).await;
         for c in t.cells.iter().filter(|c| c.segments >= take).take(cells) {
             allocation.push(AllocationCell {
                 site: site.to_string(),
@@ -237,29 +241,27 @@ async fn federation_end_to_end() {
     );
     fed.restart_gateway(0, &[]);
 
-    // Erasure through the running gateway: a patient of slice A.
+    minimised_rows(&fed, &mut ledger).await;
+
+    // Erasure through the running gateway: a patient of slice A. Served rows name no record
+    // or patient of the store; the test finds them in the store by their samples.
+    let store_a = store_rows(&fed.dir.join("store-a"));
     let (mut first, mut second) = (None, None);
     fed.gateway(0, "sci")
         .await
         .pull(&slices[0].slice_id, &mut ledger, |b| {
-            let rid = b.column_by_name("record_id").unwrap().as_string::<i32>();
-            let src = b.column_by_name("source").unwrap().as_string::<i32>();
-            for j in 0..b.num_rows() {
-                let r = (src.value(j).to_string(), rid.value(j).to_string());
+            for seg in originals(b, &store_a) {
+                let r = format!("{}/{}", seg.source, seg.patient);
                 match &first {
                     None => first = Some(r),
-                    Some(f) if second.is_none() && *f != r => {
-                        second = Some(format!("{}/{}", r.0, r.1))
-                    }
+                    Some(f) if second.is_none() && *f != r => second = Some(r),
                     _ => {}
                 }
             }
         })
         .await
         .unwrap();
-    let (src, rid) = first.unwrap();
-    // In LUDB and CinC 2021 a record is one patient and the patient id is the record id.
-    let patient = format!("{src}/{rid}");
+    let patient = first.unwrap();
     let size_before = fed.ledger_size().await;
     let out = run(&[&erase_cmd(&fed.gateways[0].2, &patient)[..], &["--json"]].concat());
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -272,15 +274,16 @@ async fn federation_end_to_end() {
         .gateway(0, "sci")
         .await
         .pull(&slices[0].slice_id, &mut ledger, |b| {
-            let rid_col = b.column_by_name("record_id").unwrap().as_string::<i32>();
-            for j in 0..b.num_rows() {
-                assert_ne!(rid_col.value(j), rid, "an erased record was served");
+            for seg in originals(b, &store_a) {
+                let p = format!("{}/{}", seg.source, seg.patient);
+                assert_ne!(p, patient, "an erased patient's row was served");
             }
         })
         .await
         .unwrap();
     assert!(report.erased >= 1);
     assert_eq!(report.rows + report.erased, slices[0].rows);
+    erasure_is_private(&fed, &mut ledger, v["ledger_index"].as_u64().unwrap()).await;
     // Erasing again: nothing left to erase.
     let err = run_fails(&erase_cmd(&fed.gateways[0].2, &patient));
     assert!(err.contains("no records"), "{err}");
@@ -514,6 +517,258 @@ fn plain_flight_client(fed: &Fed, slice_id: &str, rows: u64, root: &[u8]) {
 }
 
 /// `ecgfed gateway erase` of `patient` at the gateway configured by `cfg`.
+/// The rows of a site store, by their samples' digest, window start and length.
+type StoreRows = std::collections::HashMap<([u8; 32], u64, u32), ecgfed_datasets::segment::Segment>;
+
+fn store_rows(dir: &std::path::Path) -> StoreRows {
+    let m = ecgfed_datasets::store::Manifest::read(dir).unwrap();
+    let mut out = StoreRows::new();
+    for f in &m.files {
+        for b in ecgfed_datasets::store::read_file(dir, &f.name, None, None, 1024).unwrap() {
+            for s in ecgfed_datasets::store::from_batch(&b, &dir.join(&f.name)).unwrap() {
+                let seg = s.segment;
+                let key = (
+                    ecgfed_datasets::segment::signal_digest(&seg.signal),
+                    seg.start_sample,
+                    seg.n_samples,
+                );
+                out.insert(key, seg);
+            }
+        }
+    }
+    out
+}
+
+/// The store rows behind the rows of a served batch (found by their samples).
+fn originals<'a>(
+    b: &arrow::array::RecordBatch,
+    rows: &'a StoreRows,
+) -> Vec<&'a ecgfed_datasets::segment::Segment> {
+    use arrow::datatypes::{Float32Type, UInt32Type, UInt64Type};
+    let sig = b.column_by_name("signal").unwrap().as_list::<i32>();
+    let start = b
+        .column_by_name("start_sample")
+        .unwrap()
+        .as_primitive::<UInt64Type>();
+    let n = b
+        .column_by_name("n_samples")
+        .unwrap()
+        .as_primitive::<UInt32Type>();
+    (0..b.num_rows())
+        .map(|j| {
+            let v = sig.value(j);
+            let d =
+                ecgfed_datasets::segment::signal_digest(v.as_primitive::<Float32Type>().values());
+            rows.get(&(d, start.value(j), n.value(j)))
+                .expect("a served row is a store row")
+        })
+        .collect()
+}
+
+/// One served row's identifiers and leaf, by its store row's segment id.
+#[derive(Debug, Clone, PartialEq)]
+struct Leaf {
+    record_id: String,
+    pseudonym: String,
+    salt: Vec<u8>,
+    commitment: Vec<u8>,
+}
+
+/// What leaves with a row (docs/flight.md "Served columns"): two cohorts of the very same rows
+/// at site A get record ids, pseudonyms, salts and leaves of their own, none the store's and
+/// none shared; segment ids are made of the served record id; ages are 90 at most; the slice
+/// entries list their leaves in ascending order and share none.
+async fn minimised_rows(fed: &Fed, ledger: &mut ecgfed_ledger::client::LedgerClient) {
+    let t = strata_cells(fed, 0, "sci").await;
+    // A whole visible cell, so that both cohorts hold every one of its rows.
+    let cell = t
+        .cells
+        .iter()
+        .filter(|c| c.segments <= 60)
+        .max_by_key(|c| c.segments)
+        .unwrap();
+    let store = store_rows(&fed.dir.join("store-a"));
+    let mut seen: Vec<BTreeMap<String, Leaf>> = Vec::new();
+    let mut entries = Vec::new();
+    for cohort in ["link-1", "link-2"] {
+        let mut signer = EntrySigner::new("sci", KeyPair::read_file(&fed.key("sci")).unwrap());
+        let e = signer.sign(Payload::CohortCreated(CohortCreated {
+            cohort_id: cohort.into(),
+            spec_sha256: vec![1; 32],
+            allocation: vec![AllocationCell {
+                site: "site-a".into(),
+                label: cell.key[0].clone(),
+                sex: cell.key[1].clone(),
+                age_band: cell.key[2].clone(),
+                count: cell.segments,
+            }],
+            seed: 42,
+            purpose: "linkage test".into(),
+            requester: "sci".into(),
+        }));
+        fed.ledger_client().await.submit(e).await.unwrap();
+        let mut g = fed.gateway(0, "sci").await;
+        let r = g
+            .reserve(ReserveSliceRequest {
+                cohort_id: cohort.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut rows = BTreeMap::new();
+        g.pull(&r.slice_id, ledger, |b| {
+            let col = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+            let bin = |n: &str| b.column_by_name(n).unwrap().as_fixed_size_binary().clone();
+            let (sid, rid, pseudo) = (col("segment_id"), col("record_id"), col("pseudonym"));
+            let (salt, comm) = (bin("salt"), bin("commitment"));
+            let age = b
+                .column_by_name("age")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::UInt8Type>()
+                .clone();
+            for (j, seg) in originals(b, &store).into_iter().enumerate() {
+                let rid_j = rid.value(j);
+                assert!(
+                    rid_j.len() == 32 && rid_j.bytes().all(|c| c.is_ascii_hexdigit()),
+                    "{rid_j}"
+                );
+                assert_ne!(
+                    rid_j, seg.record_id,
+                    "the store's record id left the gateway"
+                );
+                assert_eq!(
+                    sid.value(j),
+                    format!("{}/{rid_j}@{}", seg.source, seg.start_sample)
+                );
+                if let Some(a) = seg.age {
+                    assert_eq!(age.value(j), a.min(90), "{}", seg.segment_id());
+                }
+                rows.insert(
+                    seg.segment_id(),
+                    Leaf {
+                        record_id: rid_j.into(),
+                        pseudonym: pseudo.value(j).into(),
+                        salt: salt.value(j).to_vec(),
+                        commitment: comm.value(j).to_vec(),
+                    },
+                );
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(rows.len() as u64, cell.segments);
+        seen.push(rows);
+        let Some(Payload::CohortSliceCommitted(c)) =
+            payloads(ledger, SubjectKind::Slice, &r.slice_id)
+                .await
+                .into_iter()
+                .next()
+        else {
+            panic!("no slice entry")
+        };
+        assert!(
+            c.commitments.windows(2).all(|w| w[0] < w[1]),
+            "slice leaves are not in ascending order"
+        );
+        entries.push(c);
+    }
+    assert_eq!(
+        seen[0].keys().collect::<Vec<_>>(),
+        seen[1].keys().collect::<Vec<_>>(),
+        "both cohorts hold the same rows"
+    );
+    for (seg, a) in &seen[0] {
+        let b = &seen[1][seg];
+        assert_ne!(
+            a.record_id, b.record_id,
+            "{seg}: record ids link the cohorts"
+        );
+        assert_ne!(
+            a.pseudonym, b.pseudonym,
+            "{seg}: pseudonyms link the cohorts"
+        );
+        assert_ne!(a.salt, b.salt, "{seg}: salts link the cohorts");
+        assert_ne!(a.commitment, b.commitment, "{seg}: leaves link the cohorts");
+    }
+    let other: HashSet<&Vec<u8>> = entries[1].commitments.iter().collect();
+    assert!(entries[0].commitments.iter().all(|c| !other.contains(c)));
+}
+
+/// The erasure's entry names the patient's dataset commitments, which no slice lists, and
+/// erased-leaf tokens padded to a power of two; the gateway's disclosure (0600) opens the
+/// tokens for an auditor, and one that leaves a slice out is refused.
+async fn erasure_is_private(
+    fed: &Fed,
+    ledger: &mut ecgfed_ledger::client::LedgerClient,
+    index: u64,
+) {
+    let on_ledger = payloads(ledger, SubjectKind::Site, "site-a").await;
+    let Some(Payload::RecordsErased(r)) = on_ledger
+        .iter()
+        .rev()
+        .find(|p| matches!(p, Payload::RecordsErased(_)))
+    else {
+        panic!("no RecordsErased")
+    };
+    let n = r.erased_leaves.len();
+    assert!(n >= 8 && n.is_power_of_two(), "{n} tokens");
+    for p in &on_ledger {
+        if let Payload::CohortSliceCommitted(c) = p {
+            assert!(
+                r.commitments.iter().all(|x| !c.commitments.contains(x)),
+                "slice {} lists an erased dataset commitment",
+                c.slice_id
+            );
+        }
+    }
+    let file = fed.dir.join(format!("gw-a/erasures/{index}.json"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let d: ecgfed_ledger::erasure::Disclosure =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(
+        d.slices.iter().any(|s| s.slice_id == "cohort-1/site-a"),
+        "{d:?}"
+    );
+    let trust = fed.dir.join("ledger/trust.json");
+    let audit = |f: &std::path::Path| {
+        let mut c = Command::new(BIN);
+        c.args([
+            "audit",
+            "lineage",
+            "--remote",
+            &fed.ledger_addr,
+            "--checkpoint",
+            s(&trust),
+            "--disclosures",
+            s(f),
+            "--site",
+            "site-a",
+            "--json",
+        ]);
+        c.output().unwrap()
+    };
+    let ok = audit(&file);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let mut cut = d.clone();
+    cut.slices.retain(|s| s.slice_id != "cohort-1/site-a");
+    let bad = fed.dir.join("cut-disclosure.json");
+    std::fs::write(&bad, serde_json::to_vec(&cut).unwrap()).unwrap();
+    let refused = audit(&bad);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("leaves out"),
+        "{err}"
+    );
+}
+
 fn erase_cmd<'a>(cfg: &'a std::path::Path, patient: &'a str) -> [&'a str; 6] {
     ["gateway", "erase", "--config", s(cfg), "--patient", patient]
 }

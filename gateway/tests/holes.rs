@@ -338,9 +338,22 @@ async fn a_running_do_get_stops_when_an_erasure_begins() {
     while first.is_none() {
         let m = stream.next().await.unwrap().unwrap();
         if let Some(b) = decoder.decode(&m).unwrap() {
-            let rid = b.column_by_name("record_id").unwrap().as_string::<i32>();
-            let src = b.column_by_name("source").unwrap().as_string::<i32>();
-            first = Some(format!("{}/{}", src.value(0), rid.value(0)));
+            // Served rows name no patient: the row is found in the catalog by its samples.
+            let sig = b
+                .column_by_name("signal")
+                .unwrap()
+                .as_list::<i32>()
+                .value(0);
+            let d = ecgfed_datasets::segment::signal_digest(
+                sig.as_primitive::<arrow::datatypes::Float32Type>().values(),
+            );
+            let c = fed.gw(0).catalog();
+            let row = c.rows.iter().find(|r| r.signal_digest == d).unwrap();
+            first = Some(format!(
+                "{}/{}",
+                row.source,
+                std::str::from_utf8(&row.patient_key[row.source.len() + 1..]).unwrap()
+            ));
         }
     }
     let patient = first.unwrap();
@@ -393,7 +406,12 @@ async fn a_reservation_on_the_ledger_survives_a_crash_and_an_erasure() {
         let r = c
             .rows
             .iter()
-            .find(|r| r.commitment[..] == entry.commitments[0][..])
+            .find(|r| {
+                fed.gw(0)
+                    .leaf("c1/site-a", &r.segment_id)
+                    .unwrap()
+                    .is_some_and(|l| l[..] == entry.commitments[0][..])
+            })
             .unwrap();
         format!("{}/{}", r.source, r.record_id)
     };

@@ -270,7 +270,7 @@ pub fn derived_subjects(signer: &str, payload: &Payload) -> Vec<Subject> {
             v.push(subject(S::Site, &r.site));
             v.push(subject(S::Dataset, &r.dataset_id));
             v.push(subject(S::DatasetHistory, &r.dataset_id));
-            for c in &r.commitments {
+            for c in r.commitments.iter().chain(&r.erased_leaves) {
                 v.push(subject(S::Commitment, &hex::encode(c)));
             }
         }

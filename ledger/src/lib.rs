@@ -6,7 +6,7 @@
 //! submission rules), [`genesis`], [`block`], [`checkpoint`] (signed tree heads), [`store`]
 //! (RocksDB), [`sequencer`] (the root API with group commit), [`service`] (gRPC),
 //! [`client`] (verifying client), [`trust`] (trust files), [`verify`] (offline and remote
-//! audit); witnessing (issue 25): [`cosign`] (cosignatures, quorums), [`evidence`] (split-view
+//! audit), [`erasure`] (erased-leaf tokens); witnessing (issue 25): [`cosign`] (cosignatures, quorums), [`evidence`] (split-view
 //! evidence), `witness` (a witness) and `witnessing` (the ledger's side), `mirror` (a verified
 //! live copy) with the `server` feature.
 
@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod cosign;
 pub mod entry;
+pub mod erasure;
 pub mod evidence;
 pub mod genesis;
 pub mod keys;

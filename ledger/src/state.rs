@@ -242,12 +242,44 @@ fn check_slice_commitments(s: &ecgfed_proto::v1::CohortSliceCommitted) -> Result
         check_hash(&format!("slice {} commitment {i}", s.slice_id), c)?;
         log.append(c);
     }
+    if let Some(i) = s.commitments.windows(2).position(|w| w[0] >= w[1]) {
+        return Err(invalid(format!(
+            "slice {}: commitment {} is not above commitment {i} (leaves are in strictly ascending byte order, which reveals no allocation cell)",
+            s.slice_id,
+            i + 1
+        )));
+    }
     let root = crate::log::root(&log, s.row_count).unwrap_or_else(|_| crate::log::empty_root());
     if root.as_slice() != s.slice_root.as_slice() {
         return Err(invalid(format!(
             "slice {}: slice_root is not the root of its commitments",
             s.slice_id
         )));
+    }
+    Ok(())
+}
+
+/// A `RecordsErased` entry's erased-leaf tokens: none (entries written before tokens
+/// existed), or 32-byte tokens in strictly ascending order whose number is a power of two of
+/// at least [`crate::erasure::MIN_TOKENS`] (the padding hides how many leaves were erased).
+fn check_erased_leaves(tokens: &[Vec<u8>]) -> Result<(), Rejection> {
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    for t in tokens {
+        check_hash("erased-leaf token", t)?;
+    }
+    if tokens.len() != crate::erasure::padded_len(tokens.len()) {
+        return Err(invalid(format!(
+            "RecordsErased lists {} erased-leaf tokens: must be a power of two, at least {}",
+            tokens.len(),
+            crate::erasure::MIN_TOKENS
+        )));
+    }
+    if tokens.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(invalid(
+            "RecordsErased: erased-leaf tokens are not in strictly ascending byte order",
+        ));
     }
     Ok(())
 }
@@ -547,6 +579,7 @@ impl State {
                 for c in &r.commitments {
                     check_hash("commitment", c)?;
                 }
+                check_erased_leaves(&r.erased_leaves)?;
             }
         }
         self.check_subjects(body)?;

@@ -66,7 +66,18 @@ impl TrustFile {
 /// new content on disk when this returns: a temporary file of its own in the same folder,
 /// synced, renamed over `path`, then the folder synced.
 pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_durable_mode(path, bytes, 0o666)
+}
+
+/// [`write_durable`] for a file only its owner may read (mode 0600 from its creation).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_durable_mode(path, bytes, 0o600)
+}
+
+/// [`write_durable`] with the temporary file created with `mode` (less the umask).
+fn write_durable_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path
@@ -78,7 +89,12 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     let done = f
         .write_all(bytes)
         .and_then(|_| f.sync_all())

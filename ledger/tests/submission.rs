@@ -603,7 +603,55 @@ async fn slices_are_bound_to_their_site_and_cohort_and_committed_once() {
         let e = f.hospitals[h].sign(slice(cohort, id, site, rows, requester));
         expect(&mut c, e, code, needle).await;
     }
+    // Leaves out of ascending order (an order that could follow the allocation cells), with
+    // their true root.
+    let mut unordered = slice("c1", "c1/site-0", "site-0", 2, "scientist");
+    if let Payload::CohortSliceCommitted(s) = &mut unordered {
+        s.commitments.reverse();
+        let mut log = MemoryLog::new();
+        for x in &s.commitments {
+            log.append(x);
+        }
+        s.slice_root = ecgfed_ledger::log::root(&log, 2).unwrap().to_vec();
+    }
+    expect(
+        &mut c,
+        f.hospitals[0].sign(unordered),
+        Code::InvalidArgument,
+        "strictly ascending",
+    )
+    .await;
+    // Erased-leaf tokens: a count that is not a padded one, or out of order.
+    let erasure = |tokens: Vec<Vec<u8>>| {
+        Payload::RecordsErased(ecgfed_proto::v1::RecordsErased {
+            site: "site-0".into(),
+            dataset_id: "site-0/store".into(),
+            commitments: vec![vec![1; 32]],
+            reason: "test".into(),
+            erased_leaves: tokens,
+        })
+    };
+    let tokens = |n: u8| (0..n).map(|i| vec![i + 1; 32]).collect::<Vec<_>>();
+    expect(
+        &mut c,
+        f.hospitals[0].sign(erasure(tokens(5))),
+        Code::InvalidArgument,
+        "power of two",
+    )
+    .await;
+    let mut backwards = tokens(8);
+    backwards.reverse();
+    expect(
+        &mut c,
+        f.hospitals[0].sign(erasure(backwards)),
+        Code::InvalidArgument,
+        "ascending",
+    )
+    .await;
     assert_eq!(ledger.head(), before, "nothing written");
+    c.submit(f.hospitals[0].sign(erasure(tokens(16))))
+        .await
+        .unwrap();
     // The real one, once.
     c.submit(f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 2, "scientist")))
         .await

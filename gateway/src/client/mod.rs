@@ -520,11 +520,13 @@ fn announced(m: &arrow::datatypes::Metadata, slice_id: &str) -> Result<([u8; 32]
     Ok((root, size))
 }
 
-type ErasedLeaf = (u64, [u8; 32], Vec<[u8; 32]>);
+/// An erased leaf as announced: index, leaf commitment, inclusion proof, and the leaf's salt
+/// (`None` for slices reserved before leaves were per slice).
+type ErasedLeaf = (u64, [u8; 32], Vec<[u8; 32]>, Option<[u8; 32]>);
 
 fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
     let raw = m.get(meta::ERASED).map(String::as_str).unwrap_or("[]");
-    let v: Vec<(u64, String, Vec<String>)> =
+    let v: Vec<(u64, String, Vec<String>, String)> =
         serde_json::from_str(raw).map_err(|e| VerificationError::ErasedList {
             key: meta::ERASED,
             reason: e.to_string(),
@@ -539,7 +541,19 @@ fn parse_erased(m: &arrow::datatypes::Metadata) -> Result<Vec<ErasedLeaf>> {
         })
     };
     v.into_iter()
-        .map(|(i, c, p)| Ok((i, h(&c)?, p.iter().map(|x| h(x)).collect::<Result<_>>()?)))
+        .map(|(i, c, p, salt)| {
+            let salt = if salt.is_empty() {
+                None
+            } else {
+                Some(h(&salt)?)
+            };
+            Ok((
+                i,
+                h(&c)?,
+                p.iter().map(|x| h(x)).collect::<Result<_>>()?,
+                salt,
+            ))
+        })
         .collect()
 }
 
@@ -559,7 +573,7 @@ async fn account_for_every_leaf(
         Some(m) => parse_erased(m)?,
         None => vec![],
     };
-    for (index, c, proof) in &erased {
+    for (index, c, proof, salt) in &erased {
         if seen.get(*index as usize).copied().unwrap_or(true) {
             return Err(VerificationError::ErasedButServed {
                 slice: slice_id.into(),
@@ -574,7 +588,7 @@ async fn account_for_every_leaf(
                 source,
             }
         })?;
-        check_erased_on_ledger(ledger, &committed.site, c).await?;
+        check_erased_on_ledger(ledger, &committed.site, c, salt.as_ref()).await?;
         seen[*index as usize] = true;
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
@@ -588,18 +602,36 @@ async fn account_for_every_leaf(
     Ok(erased.len() as u64)
 }
 
-async fn check_erased_on_ledger(ledger: &mut LedgerClient, site: &str, c: &[u8; 32]) -> Result<()> {
+/// Checks that a `RecordsErased` entry of the site's hospital erased leaf `c`: it lists the
+/// leaf's token (made with its `salt`), or, for a slice reserved before leaves were per slice
+/// (no salt), the commitment itself.
+async fn check_erased_on_ledger(
+    ledger: &mut LedgerClient,
+    site: &str,
+    c: &[u8; 32],
+    salt: Option<&[u8; 32]>,
+) -> Result<()> {
+    let name = match salt {
+        Some(s) => ecgfed_ledger::erasure::leaf_token(s, c),
+        None => *c,
+    };
     for e in ledger
-        .entries_naming(SubjectKind::Commitment, &hex::encode(c), 0, 0)
+        .entries_naming(SubjectKind::Commitment, &hex::encode(name), 0, 0)
         .await?
     {
         if let Some(Payload::RecordsErased(r)) = &e.entry.body.payload
             && r.site == site
             && e.signer.role == Role::Hospital
             && e.signer.site == site
-            && r.commitments.iter().any(|x| x[..] == c[..])
         {
-            return Ok(());
+            let listed = if salt.is_some() {
+                &r.erased_leaves
+            } else {
+                &r.commitments
+            };
+            if listed.iter().any(|x| x[..] == name[..]) {
+                return Ok(());
+            }
         }
     }
     Err(VerificationError::ErasureNotOnLedger {

@@ -5,8 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::UInt8Type;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, ListArray};
+use arrow::datatypes::{Float32Type, UInt8Type, UInt32Type, UInt64Type};
+use ecgfed_datasets::segment::{SegmentView, signal_digest};
 use ecgfed_datasets::store::{self, Manifest};
 use ecgfed_datasets::strata::{age_band, age_band_names};
 use sha2::{Digest, Sha256};
@@ -15,17 +18,24 @@ use crate::commitment::{CommitmentTree, commitment, pseudonym};
 use crate::error::{GatewayError, Result};
 use crate::server::keystore::{KeyStore, Secret, patient_key};
 
-/// Columns read to build the catalog (all but the signal).
-const META_COLUMNS: &[&str] = &[
-    "segment_id",
-    "record_id",
-    "patient",
-    "source",
-    "label",
-    "age",
-    "sex",
-    "content_hash",
-];
+/// Rows per batch when the catalog reads the store (samples included: a batch of 12-lead
+/// 10 s rows at 500 Hz is about 60 MB).
+const LOAD_BATCH_ROWS: usize = 256;
+
+/// Lists of strings shared between rows (lead names and label codes repeat).
+#[derive(Default)]
+struct Interned(HashMap<Vec<String>, Arc<[String]>>);
+
+impl Interned {
+    fn get(&mut self, v: Vec<String>) -> Arc<[String]> {
+        if let Some(a) = self.0.get(&v) {
+            return Arc::clone(a);
+        }
+        let a: Arc<[String]> = v.clone().into();
+        self.0.insert(v, Arc::clone(&a));
+        a
+    }
+}
 
 /// One store row as the gateway indexes it.
 #[derive(Debug, Clone)]
@@ -48,9 +58,25 @@ pub struct Row {
     pub label: String,
     /// `M`, `F` or `unknown`.
     pub sex: String,
+    /// Age in years as stored.
+    pub age: Option<u8>,
     /// Age band name or `unknown`.
     pub age_band: String,
-    /// Stored content hash.
+    /// First sample of the window in the record.
+    pub start_sample: u64,
+    /// Window length in samples of the original record.
+    pub n_samples: u32,
+    /// Sampling rate, Hz.
+    pub fs: f32,
+    /// Lead names (one shared list for rows with the same leads).
+    pub leads: Arc<[String]>,
+    /// The label's source codes (shared likewise).
+    pub label_raw: Arc<[String]>,
+    /// Number of samples, all leads.
+    pub samples: u64,
+    /// BLAKE3 of the samples (docs/datasets.md "Content hash", field 8).
+    pub signal_digest: [u8; 32],
+    /// Stored content hash, checked against the row's values when the catalog is loaded.
     pub content_hash: [u8; 32],
     /// The patient's salt.
     pub salt: Secret,
@@ -90,6 +116,29 @@ pub struct Catalog {
     by_segment: HashMap<String, usize>,
 }
 
+impl Row {
+    /// The content hash of this row with `record_id` and `age` in place of its own (the
+    /// hash of the row as served; with its own values, the stored content hash).
+    pub fn hash_as(&self, record_id: &str, age: Option<u8>) -> [u8; 32] {
+        let leads: Vec<&str> = self.leads.iter().map(String::as_str).collect();
+        let raw: Vec<&str> = self.label_raw.iter().map(String::as_str).collect();
+        SegmentView {
+            source: &self.source,
+            record_id,
+            start_sample: self.start_sample,
+            n_samples: self.n_samples,
+            fs: self.fs,
+            leads: &leads,
+            signal: &[],
+            label: &self.label,
+            label_raw: &raw,
+            age,
+            sex: (self.sex != "unknown").then_some(self.sex.as_str()),
+        }
+        .content_hash_digested(self.samples, &self.signal_digest)
+    }
+}
+
 impl Catalog {
     /// Reads the store's metadata columns, makes or reads salts, and computes commitments,
     /// pseudonyms, the dataset root and visibility. Rows of erased patients (salt destroyed)
@@ -113,18 +162,29 @@ impl Catalog {
         let pkey = keys.pseudonym_key()?;
         let mut raw = Vec::new();
         let files: Vec<String> = manifest.files.iter().map(|f| f.name.clone()).collect();
+        let mut lists = Interned::default();
         for (fi, name) in files.iter().enumerate() {
             let mut pos = 0usize;
-            for b in store::read_file(dir, name, Some(META_COLUMNS), None, 8192)? {
+            // Every column, the samples included, a few hundred rows at a time: each row's
+            // content hash is checked here, and the samples' digest kept for hashing the row
+            // as it will be served (`served`).
+            for b in store::read_file_batches(dir, name, None, None, LOAD_BATCH_ROWS)? {
+                let b = b?;
+                let path = dir.join(name);
                 let bad = |c: &str| {
                     GatewayError::Store(ecgfed_datasets::error::DatasetError::store(
-                        dir.join(name),
+                        path.clone(),
                         format!("column `{c}` missing or of the wrong type"),
                     ))
                 };
                 let s = |c: &str| {
                     b.column_by_name(c)
                         .and_then(|a| a.as_string_opt::<i32>())
+                        .ok_or_else(|| bad(c))
+                };
+                let l = |c: &str| {
+                    b.column_by_name(c)
+                        .and_then(|a| a.as_list_opt::<i32>())
                         .ok_or_else(|| bad(c))
                 };
                 let (sid, rid, pat, src, lab, sex) = (
@@ -135,18 +195,44 @@ impl Catalog {
                     s("label")?,
                     s("sex")?,
                 );
-                let age = b
-                    .column_by_name("age")
-                    .and_then(|a| a.as_primitive_opt::<UInt8Type>())
+                let (leads, raw_labels, signal) = (l("leads")?, l("label_raw")?, l("signal")?);
+                let prim = |c: &str| b.column_by_name(c).ok_or_else(|| bad(c));
+                let age = prim("age")?
+                    .as_primitive_opt::<UInt8Type>()
                     .ok_or_else(|| bad("age"))?;
+                let fs = prim("fs")?
+                    .as_primitive_opt::<Float32Type>()
+                    .ok_or_else(|| bad("fs"))?;
+                let start = prim("start_sample")?
+                    .as_primitive_opt::<UInt64Type>()
+                    .ok_or_else(|| bad("start_sample"))?;
+                let n = prim("n_samples")?
+                    .as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| bad("n_samples"))?;
+                let samples = signal
+                    .values()
+                    .as_primitive_opt::<Float32Type>()
+                    .ok_or_else(|| bad("signal"))?
+                    .values();
                 let hash = b
                     .column_by_name("content_hash")
                     .and_then(|a| a.as_fixed_size_binary_opt())
+                    .filter(|a| a.value_length() == 32)
                     .ok_or_else(|| bad("content_hash"))?;
+                let strs = |a: &ListArray, i: usize, c: &str| -> Result<Vec<String>> {
+                    let v = a.value(i);
+                    let v = v.as_string_opt::<i32>().ok_or_else(|| bad(c))?;
+                    Ok(v.iter()
+                        .map(|x| x.unwrap_or_default().to_string())
+                        .collect())
+                };
+                let offsets = signal.value_offsets();
                 for i in 0..b.num_rows() {
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(hash.value(i));
-                    raw.push(Row {
+                    let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    let sig = samples.get(a..z).ok_or_else(|| bad("signal"))?;
+                    let lead_names = lists.get(strs(leads, i, "leads")?);
+                    let label_raw = lists.get(strs(raw_labels, i, "label_raw")?);
+                    let mut row = Row {
                         file: fi,
                         pos,
                         segment_id: sid.value(i).to_string(),
@@ -160,12 +246,33 @@ impl Catalog {
                         } else {
                             "unknown".into()
                         },
+                        age: age.is_valid(i).then(|| age.value(i)),
                         age_band: age_band(age.is_valid(i).then(|| age.value(i)), age_edges),
-                        content_hash: h,
+                        start_sample: start.value(i),
+                        n_samples: n.value(i),
+                        fs: fs.value(i),
+                        leads: lead_names,
+                        label_raw,
+                        samples: sig.len() as u64,
+                        signal_digest: signal_digest(sig),
+                        content_hash: [0; 32],
                         salt: [0; 32],
                         commitment: [0; 32],
                         visible: false,
-                    });
+                    };
+                    row.content_hash = row.hash_as(&row.record_id, row.age);
+                    if row.content_hash[..] != *hash.value(i) {
+                        return Err(GatewayError::Store(
+                            ecgfed_datasets::error::DatasetError::store(
+                                path.clone(),
+                                format!(
+                                    "row {}: its values do not hash to its content hash (the store was changed after ingest; ingest it again)",
+                                    row.segment_id
+                                ),
+                            ),
+                        ));
+                    }
+                    raw.push(row);
                     pos += 1;
                 }
             }

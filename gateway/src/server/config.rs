@@ -108,6 +108,56 @@ pub struct Policy {
     /// a `CohortApproved` entry on the ledger).
     #[serde(default)]
     pub require_approval: bool,
+    /// What a served row carries as `record_id` (and inside `segment_id`): `pseudonymous`
+    /// (default: a keyed hash, per cohort) or `original`, for public research databases whose
+    /// record names identify no one (docs/flight.md "Served columns").
+    #[serde(default)]
+    pub record_ids: RecordIds,
+    /// Whether a patient's and a record's pseudonyms are the same in every cohort this gateway
+    /// serves (default false: per cohort, so that two cohorts cannot be linked).
+    #[serde(default)]
+    pub link_cohorts: bool,
+    /// How ages leave: `top-coded` (default: exact up to 89, 90 for 90 and over, as HIPAA's
+    /// Safe Harbor asks) or `banded` (the lower edge of the gateway's age band, top-coded too).
+    #[serde(default)]
+    pub ages: AgePolicy,
+}
+
+/// What a served row carries as its record id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordIds {
+    /// A keyed hash of the record id (32 lowercase hex digits).
+    #[default]
+    Pseudonymous,
+    /// The record id as stored.
+    Original,
+}
+
+/// How a served row carries the patient's age.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgePolicy {
+    /// Exact age up to 89; 90 for every age of 90 and over.
+    #[default]
+    TopCoded,
+    /// The lower edge of the age band (`age_edges`), then top-coded.
+    Banded,
+}
+
+/// Ages of 90 and over all leave as this one value (HIPAA Safe Harbor).
+pub const AGE_TOP_CODE: u8 = 90;
+
+impl AgePolicy {
+    /// The age a row carries when it leaves, for `edges` (the gateway's `age_edges`).
+    pub fn served(self, age: Option<u8>, edges: &[u8]) -> Option<u8> {
+        let a = age?;
+        let a = match self {
+            AgePolicy::TopCoded => a,
+            AgePolicy::Banded => edges.iter().copied().filter(|&e| e <= a).max().unwrap_or(0),
+        };
+        Some(a.min(AGE_TOP_CODE))
+    }
 }
 
 impl Default for Policy {
@@ -122,6 +172,9 @@ impl Default for Policy {
             quota_rows: default_quota_rows(),
             quota_period_days: default_quota_days(),
             require_approval: false,
+            record_ids: RecordIds::default(),
+            link_cohorts: false,
+            ages: AgePolicy::default(),
         }
     }
 }
@@ -265,5 +318,29 @@ mod tests {
         std::fs::write(&p, "site = \"a\"\nbogus = 1\n").unwrap();
         let e = GatewayConfig::read(&p).unwrap_err().to_string();
         assert!(e.contains("gw.toml") && e.contains("bogus"), "{e}");
+        assert_eq!(
+            (c.policy.record_ids, c.policy.link_cohorts, c.policy.ages),
+            (RecordIds::Pseudonymous, false, AgePolicy::TopCoded)
+        );
+    }
+
+    #[test]
+    fn ages_above_89_leave_as_90_and_bands_as_their_lower_edge() {
+        let edges = [20, 40, 60, 80];
+        let t = AgePolicy::TopCoded;
+        assert_eq!(t.served(Some(89), &edges), Some(89));
+        assert_eq!(t.served(Some(90), &edges), Some(90));
+        assert_eq!(t.served(Some(104), &edges), Some(90));
+        assert_eq!(t.served(None, &edges), None);
+        let b = AgePolicy::Banded;
+        assert_eq!(b.served(Some(19), &edges), Some(0));
+        assert_eq!(b.served(Some(40), &edges), Some(40));
+        assert_eq!(b.served(Some(59), &edges), Some(40));
+        assert_eq!(b.served(Some(97), &edges), Some(80));
+        assert_eq!(
+            b.served(Some(97), &[95]),
+            Some(90),
+            "top-coded after banding"
+        );
     }
 }

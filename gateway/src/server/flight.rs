@@ -27,7 +27,8 @@ use ecgfed_ledger::log::Hash32;
 
 use crate::server::catalog::Catalog;
 use crate::server::gateway::{Gateway, ServePlan, ServedSlice};
-use crate::server::rows::{SliceRecord, serve_batch};
+use crate::server::rows::{ErasedLeaf, SliceRecord, serve_batch};
+use crate::server::served::SliceKeys;
 use crate::server::service::caller;
 use crate::transport::Limits;
 use crate::transport::route::{DoGetRoute, FlightCalls, MessageStream, WireDoGet};
@@ -73,22 +74,19 @@ impl GatewayFlight {
     }
 }
 
-fn stream_metadata(
-    s: &SliceRecord,
-    site: &str,
-    erased: &[(u64, Hash32)],
-) -> HashMap<String, String> {
+fn stream_metadata(s: &SliceRecord, site: &str, erased: &[ErasedLeaf]) -> HashMap<String, String> {
     // Proofs of erased leaves only; the tree is built when there are any.
     let tree = (!erased.is_empty()).then(|| s.tree());
-    let erased: Vec<(u64, Hash32, Vec<String>)> = erased
+    let erased: Vec<(u64, Hash32, Vec<String>, String)> = erased
         .iter()
-        .map(|(i, c)| {
+        .map(|e| {
             (
-                *i,
-                *c,
+                e.index,
+                e.commitment,
                 tree.as_ref()
-                    .map(|t| t.proof(*i).iter().map(hex::encode).collect())
+                    .map(|t| t.proof(e.index).iter().map(hex::encode).collect())
                     .unwrap_or_default(),
+                e.salt.map(|x| x.to_hex()).unwrap_or_default(),
             )
         })
         .collect();
@@ -164,6 +162,7 @@ fn store_batches(
     catalog: &Arc<Catalog>,
     per_file: HashMap<usize, Vec<usize>>,
     schema: &SchemaRef,
+    keys: SliceKeys,
 ) -> impl Iterator<Item = Result<RecordBatch, FlightError>> + Send + 'static {
     let tree = slice.tree();
     let leaf_of: HashMap<String, u64> = slice
@@ -172,7 +171,7 @@ fn store_batches(
         .enumerate()
         .map(|(i, id)| (id.clone(), i as u64))
         .collect();
-    let ctx = Arc::new((Arc::clone(catalog), tree, leaf_of, schema.clone()));
+    let ctx = Arc::new((Arc::clone(catalog), tree, leaf_of, schema.clone(), keys));
     let batch_rows = gw.cfg.policy.batch_rows;
     let mut files: Vec<_> = per_file.into_iter().collect();
     files.sort_by_key(|(f, _)| *f);
@@ -193,9 +192,9 @@ fn store_batches(
                 Err(e) => Box::new(std::iter::once(Err(external(e.into())))),
                 Ok(read) => Box::new(read.map(move |b| {
                     let b = b.map_err(|e| external(e.into()))?;
-                    let (catalog, tree, leaf_of, schema) = &*ctx;
+                    let (catalog, tree, leaf_of, schema, keys) = &*ctx;
                     let proof_of = |id: &str| leaf_of.get(id).map(|&i| (i, tree.proof(i)));
-                    serve_batch(&b, catalog, schema, &proof_of).map_err(external)
+                    serve_batch(&b, catalog, schema, &proof_of, keys).map_err(external)
                 })),
             }
         })
@@ -445,6 +444,7 @@ impl WireDoGet for GatewayFlight {
         }
         // A slice served before is sent from memory, with the erasures it was built with (an
         // erasure empties the cache); otherwise its rows are read from the store.
+        let keys = self.gw.slice_keys(&s)?;
         let (source, erased) = match self.gw.cached(&s.slice_id) {
             Some(c) => {
                 let erased = c.erased.clone();
@@ -455,7 +455,7 @@ impl WireDoGet for GatewayFlight {
                     catalog,
                     per_file,
                     erased,
-                } = self.gw.plan(&s);
+                } = self.gw.plan(&s, &keys);
                 (Source::Store(catalog, per_file), erased)
             }
         };
@@ -479,8 +479,8 @@ impl WireDoGet for GatewayFlight {
                         rows: slice.segments.len() as u64,
                     }));
                     let into = Arc::clone(&gather);
-                    let batches =
-                        store_batches(&gw, &slice, &catalog, per_file, &sch).inspect(move |b| {
+                    let batches = store_batches(&gw, &slice, &catalog, per_file, &sch, keys)
+                        .inspect(move |b| {
                             if let (Ok(b), Ok(mut g)) = (b, into.lock()) {
                                 g.push(b);
                             }
@@ -538,7 +538,8 @@ impl FlightCalls for GatewayFlight {
             None => parse_ticket(&d.cmd)?,
         };
         let s = self.gw.granted_slice(&who, &slice_id, false)?;
-        let erased = self.gw.plan(&s).erased;
+        let keys = self.gw.slice_keys(&s)?;
+        let erased = self.gw.plan(&s, &keys).erased;
         let schema = served_schema(stream_metadata(&s, &self.gw.cfg.site, &erased));
         let info = FlightInfo::new()
             .try_with_schema(&schema)

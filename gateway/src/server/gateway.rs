@@ -25,8 +25,9 @@ use crate::server::authenticate::Members;
 use crate::server::catalog::Catalog;
 use crate::server::config::GatewayConfig;
 use crate::server::keystore::KeyStore;
-use crate::server::rows::SliceRecord;
+use crate::server::rows::{ErasedLeaf, SliceRecord};
 use crate::server::select::select;
+use crate::server::served::SliceKeys;
 
 /// Environment variable of the fault-injection hook used by the tamper test: when set to
 /// `alter-sample`, the gateway adds 0.001 mV to the first sample of the first row it serves
@@ -66,7 +67,31 @@ struct PendingErasure {
     commitments: Vec<Hash32>,
     reason: String,
     ledger_index: Option<u64>,
+    /// The entry's erased-leaf tokens (padding included, sorted).
+    #[serde(default)]
+    tokens: Vec<Hash32>,
+    /// The disclosure (JSON), kept in `DATA/erasures/` once the entry is written.
+    #[serde(default)]
+    disclosure: String,
 }
+
+/// What an erasure did.
+#[derive(Debug, Clone)]
+pub struct Erasure {
+    /// Segments (rows) erased.
+    pub segments: u64,
+    /// The patient's dataset commitments, as `RecordsErased` lists them.
+    pub commitments: Vec<[u8; 32]>,
+    /// Index of the `RecordsErased` entry.
+    pub ledger_index: u64,
+    /// The erasure disclosure (JSON, docs/flight.md "Erasure"), for the hospital's auditor.
+    pub disclosure: Vec<u8>,
+    /// Where the gateway keeps it (mode 0600).
+    pub disclosure_file: std::path::PathBuf,
+}
+
+/// Folder of the gateway's data folder where erasure disclosures are kept.
+pub const ERASURES_DIR: &str = "erasures";
 
 /// Meta key of the single pending erasure of the earlier format (moved into the queue at start).
 const META_ERASING_V1: &str = "erasing";
@@ -78,8 +103,8 @@ pub struct ServePlan {
     pub catalog: Arc<Catalog>,
     /// Sorted row positions to read, per store file (its index in the catalog).
     pub per_file: HashMap<usize, Vec<usize>>,
-    /// The leaves erased since the reservation (leaf index, commitment).
-    pub erased: Vec<(u64, Hash32)>,
+    /// The leaves erased since the reservation.
+    pub erased: Vec<ErasedLeaf>,
 }
 
 /// A slice as served before, kept for later pulls: its reservation, its record batches and
@@ -91,8 +116,8 @@ pub struct ServedSlice {
     pub record: Arc<SliceRecord>,
     /// The served record batches, in order.
     pub batches: Vec<arrow::array::RecordBatch>,
-    /// Leaf index and commitment of every erased leaf.
-    pub erased: Vec<(u64, Hash32)>,
+    /// Every erased leaf.
+    pub erased: Vec<ErasedLeaf>,
     /// Bytes of the batches reserved from the cache budget ([`Gateway::reserve_cache`]).
     pub bytes: u64,
 }
@@ -387,7 +412,15 @@ impl Gateway {
             self.check_approved(cohort_id).await?;
         }
         let picked = select(&c, cohort_id, cohort.seed, &cells)?;
-        let tree = CommitmentTree::new(picked.iter().map(|&i| &c.rows[i].commitment));
+        // Leaves in ascending order of their commitments, which depend on the slice's own
+        // keys: the order reveals no allocation cell.
+        let keys = self.new_slice_keys(&slice_id)?;
+        let mut leaves: Vec<([u8; 32], usize)> = picked
+            .iter()
+            .map(|&i| (keys.row(&c.rows[i]).commitment, i))
+            .collect();
+        leaves.sort_unstable();
+        let tree = CommitmentTree::new(leaves.iter().map(|(l, _)| l));
         let root = tree.root();
         let index = self
             .record(Payload::CohortSliceCommitted(CohortSliceCommitted {
@@ -396,13 +429,10 @@ impl Gateway {
                 site: self.cfg.site.clone(),
                 dataset_id: c.dataset_id.clone(),
                 requester: caller.id.clone(),
-                row_count: picked.len() as u64,
+                row_count: leaves.len() as u64,
                 slice_root: root.to_vec(),
                 seed: cohort.seed,
-                commitments: picked
-                    .iter()
-                    .map(|&i| c.rows[i].commitment.to_vec())
-                    .collect(),
+                commitments: leaves.iter().map(|(l, _)| l.to_vec()).collect(),
             }))
             .await?;
         crate::server::fault!("reserve:after-ledger");
@@ -412,17 +442,18 @@ impl Gateway {
             requester: caller.id.clone(),
             dataset_id: c.dataset_id.clone(),
             seed: cohort.seed,
-            segments: picked
+            segments: leaves
                 .iter()
-                .map(|&i| c.rows[i].segment_id.clone())
+                .map(|&(_, i)| c.rows[i].segment_id.clone())
                 .collect(),
-            commitments: picked
-                .iter()
-                .map(|&i| Hash32(c.rows[i].commitment))
-                .collect(),
+            commitments: leaves.iter().map(|&(l, _)| Hash32(l)).collect(),
             root: Hash32(root),
             ledger_index: index,
             reserved_at_ms: ecgfed_ledger::entry::now_ms(),
+            rows: leaves
+                .iter()
+                .map(|&(_, i)| Hash32(c.rows[i].commitment))
+                .collect(),
         };
         self.store_slice(&rec)?;
         tracing::info!(slice = %slice_id, rows = picked.len(), index, "slice reserved");
@@ -588,20 +619,44 @@ impl Gateway {
         }
         let (index, s) = ledger.slice(slice_id).await?;
         drop(ledger);
-        let by_commitment: HashMap<&[u8], &str> = c
+        // Each leaf's row: found by the leaf it makes under the slice's keys, or, for a slice
+        // reserved before leaves were per slice, by its dataset commitment.
+        let keys = self.new_slice_keys(slice_id)?;
+        let by_leaf: HashMap<[u8; 32], usize> = c
             .rows
             .iter()
-            .map(|r| (&r.commitment[..], r.segment_id.as_str()))
+            .enumerate()
+            .map(|(i, r)| (keys.row(r).commitment, i))
             .collect();
-        let segments = s
+        let by_dataset: HashMap<[u8; 32], usize> = c
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.commitment, i))
+            .collect();
+        let leaf = |x: &Vec<u8>| <[u8; 32]>::try_from(x.as_slice()).unwrap_or_default();
+        let legacy = !s.commitments.iter().any(|x| by_leaf.contains_key(&leaf(x)))
+            && s.commitments
+                .iter()
+                .any(|x| by_dataset.contains_key(&leaf(x)));
+        let map = if legacy { &by_dataset } else { &by_leaf };
+        let found: Vec<Option<usize>> = s
             .commitments
             .iter()
-            .map(|x| {
-                by_commitment
-                    .get(x.as_slice())
-                    .map_or_else(String::new, |id| id.to_string())
-            })
+            .map(|x| map.get(&leaf(x)).copied())
             .collect();
+        let segments = found
+            .iter()
+            .map(|f| f.map_or_else(String::new, |i| c.rows[i].segment_id.clone()))
+            .collect();
+        let rows = if legacy {
+            Vec::new()
+        } else {
+            found
+                .iter()
+                .map(|f| Hash32(f.map_or([0; 32], |i| c.rows[i].commitment)))
+                .collect()
+        };
         let h = |v: &[u8]| {
             Hash::try_from(v).map(Hash32).map_err(|_| {
                 GatewayError::from(VerificationError::LedgerHash {
@@ -628,7 +683,37 @@ impl Gateway {
             root,
             ledger_index: index,
             reserved_at_ms: 0,
+            rows,
         }))
+    }
+
+    /// The leaf commitment the store row `segment_id` makes in the slice `slice_id` (reserved
+    /// with leaves per slice), for the hospital's own checks; `None` when no such row is in the
+    /// catalog.
+    pub fn leaf(&self, slice_id: &str, segment_id: &str) -> Result<Option<[u8; 32]>> {
+        let c = self.catalog();
+        let keys = self.new_slice_keys(slice_id)?;
+        Ok(c.row(segment_id).map(|r| keys.row(r).commitment))
+    }
+
+    /// The keys of a slice reserved now (its leaves per slice).
+    fn new_slice_keys(&self, slice_id: &str) -> Result<SliceKeys> {
+        Ok(SliceKeys::new(
+            &self.keys.pseudonym_key()?,
+            slice_id,
+            &self.cfg.policy,
+            &self.cfg.age_edges,
+        ))
+    }
+
+    /// The keys the rows of `s` are served under.
+    pub(crate) fn slice_keys(&self, s: &SliceRecord) -> Result<SliceKeys> {
+        Ok(SliceKeys::of(
+            &self.keys.pseudonym_key()?,
+            s,
+            &self.cfg.policy,
+            &self.cfg.age_edges,
+        ))
     }
 
     /// The slice behind a ticket, checked to be granted to `caller` (from the served-slice
@@ -730,20 +815,23 @@ impl Gateway {
     /// step is idempotent, so that an interrupted erasure completes at the next start or the
     /// next erasure; queued erasures run in order and none replaces another. DoGets running
     /// when it starts are stopped before their next message.
-    pub async fn erase(&self, patient: &str, reason: &str) -> Result<(u64, Vec<[u8; 32]>, u64)> {
+    pub async fn erase(&self, patient: &str, reason: &str) -> Result<Erasure> {
         let _w = self.writes.lock().await;
         let c = self.catalog();
         let (key, rows) = c.patient_rows(patient)?;
         let sep = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+        let commitments: Vec<[u8; 32]> = rows.iter().map(|r| r.commitment).collect();
+        let (tokens, disclosure) = self.disclose(&c, &commitments).await?;
         let pending = PendingErasure {
             source: String::from_utf8_lossy(&key[..sep]).into_owned(),
             patient: String::from_utf8_lossy(key.get(sep + 1..).unwrap_or_default()).into_owned(),
-            commitments: rows.iter().map(|r| Hash32(r.commitment)).collect(),
+            commitments: commitments.iter().copied().map(Hash32).collect(),
             reason: reason.to_string(),
             ledger_index: None,
+            tokens,
+            disclosure,
         };
         let n = rows.len() as u64;
-        let commitments: Vec<[u8; 32]> = rows.iter().map(|r| r.commitment).collect();
         let queued = self.queued_erasures()?;
         let mine = match queued
             .iter()
@@ -755,18 +843,106 @@ impl Gateway {
                 .keys
                 .queue_erasure(&serde_json::to_vec(&pending).map_err(|e| self.keys.err(e))?)?,
         };
-        let mut index = None;
+        let mut done = None;
         for (k, p) in self.queued_erasures()? {
+            let disclosure = p.disclosure.clone().into_bytes();
             let i = self.finish_erasure(&k, p).await?;
             if k == mine {
-                index = Some(i);
+                done = Some((i, disclosure));
             }
         }
-        let index = index.ok_or_else(|| {
+        let (ledger_index, disclosure) = done.ok_or_else(|| {
             self.keys
                 .err(format!("erasure {mine} left the queue unfinished"))
         })?;
-        Ok((n, commitments, index))
+        Ok(Erasure {
+            segments: n,
+            commitments,
+            ledger_index,
+            disclosure,
+            disclosure_file: self.disclosure_file(ledger_index),
+        })
+    }
+
+    fn disclosure_file(&self, index: u64) -> std::path::PathBuf {
+        self.cfg
+            .data
+            .join(ERASURES_DIR)
+            .join(format!("{index}.json"))
+    }
+
+    /// The erased-leaf tokens and the disclosure of erasing the rows with dataset
+    /// `commitments`: every slice of the dataset this gateway committed is looked at (those
+    /// on the ledger but not in the key store, after a crash between the two, are rebuilt
+    /// first), each leaf made from one of the rows gives its token, and the list is padded.
+    async fn disclose(
+        &self,
+        c: &Catalog,
+        commitments: &[[u8; 32]],
+    ) -> Result<(Vec<Hash32>, String)> {
+        use ecgfed_ledger::erasure::{self, DisclosedLeaf, DisclosedSlice, Disclosure};
+        use rand::RngCore;
+        let committed: Vec<String> = {
+            let mut ledger = self.members.ledger().lock().await;
+            ledger
+                .entries_naming(SubjectKind::Dataset, &c.dataset_id, 0, 0)
+                .await?
+                .into_iter()
+                .filter(|e| e.signer.id == self.cfg.member)
+                .filter_map(|e| match e.entry.body.payload {
+                    Some(Payload::CohortSliceCommitted(s)) => Some(s.slice_id),
+                    _ => None,
+                })
+                .collect()
+        };
+        let gone: std::collections::HashSet<[u8; 32]> = commitments.iter().copied().collect();
+        let mut real = Vec::new();
+        let mut slices = Vec::new();
+        for slice_id in committed {
+            let s = match self.stored_slice(&slice_id)? {
+                Some(s) => s,
+                None => match self.slice_from_ledger(&slice_id, c).await? {
+                    Some(s) => {
+                        self.store_slice(&s)?;
+                        s
+                    }
+                    None => continue,
+                },
+            };
+            if s.legacy() {
+                // Its leaves are dataset commitments: the entry's commitments name them.
+                continue;
+            }
+            let keys = self.slice_keys(&s)?;
+            let mut leaves = Vec::new();
+            for (i, seg) in s.segments.iter().enumerate() {
+                if !seg.is_empty() && s.rows.get(i).is_some_and(|r| gone.contains(&r.0)) {
+                    let salt = keys.salt(seg);
+                    real.push(erasure::leaf_token(&salt, &s.commitments[i].0));
+                    leaves.push(DisclosedLeaf {
+                        index: i as u64,
+                        salt: hex::encode(salt),
+                    });
+                }
+            }
+            if !leaves.is_empty() {
+                slices.push(DisclosedSlice { slice_id, leaves });
+            }
+        }
+        let mut pad_key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut pad_key);
+        let tokens = erasure::token_list(real, &pad_key);
+        let mut d = Disclosure {
+            format: erasure::DISCLOSURE_FORMAT.into(),
+            site: self.cfg.site.clone(),
+            dataset_id: c.dataset_id.clone(),
+            commitments: commitments.iter().map(hex::encode).collect(),
+            pad_key: hex::encode(pad_key),
+            slices,
+        };
+        d.commitments.sort();
+        let text = serde_json::to_string_pretty(&d).map_err(|e| self.keys.err(e))? + "\n";
+        Ok((tokens.into_iter().map(Hash32).collect(), text))
     }
 
     fn queued_erasures(&self) -> Result<Vec<(String, PendingErasure)>> {
@@ -809,6 +985,7 @@ impl Gateway {
                         dataset_id: c.dataset_id.clone(),
                         commitments: commitments.iter().map(|c| c.to_vec()).collect(),
                         reason: p.reason.clone(),
+                        erased_leaves: p.tokens.iter().map(|t| t.0.to_vec()).collect(),
                     }))
                     .await?;
                 p.ledger_index = Some(i);
@@ -817,6 +994,12 @@ impl Gateway {
                 i
             }
         };
+        if !p.disclosure.is_empty() {
+            let file = self.disclosure_file(index);
+            let write = std::fs::create_dir_all(file.parent().unwrap_or(&self.cfg.data))
+                .and_then(|_| ecgfed_ledger::trust::write_private(&file, p.disclosure.as_bytes()));
+            write.map_err(|source| GatewayError::File { path: file, source })?;
+        }
         crate::server::fault!("erase:after-ledger");
         let patient = crate::server::keystore::patient_key(&p.source, &p.patient);
         self.keys.erase(&patient, &commitments)?;
@@ -882,14 +1065,20 @@ impl Gateway {
 
     /// Row positions to read per store file for the leaves of `s` still present, and the
     /// leaves erased since the reservation (leaf index, commitment).
-    pub fn plan(&self, s: &SliceRecord) -> ServePlan {
+    pub(crate) fn plan(&self, s: &SliceRecord, keys: &SliceKeys) -> ServePlan {
         let c = self.catalog();
         let mut per_file: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut erased = Vec::new();
         for (i, (seg, com)) in s.segments.iter().zip(&s.commitments).enumerate() {
-            match c.row(seg) {
-                Some(r) if r.commitment == com.0 => per_file.entry(r.file).or_default().push(r.pos),
-                _ => erased.push((i as u64, *com)),
+            match (c.row(seg), s.row_commitment(i)) {
+                (Some(r), Some(rc)) if r.commitment == rc.0 => {
+                    per_file.entry(r.file).or_default().push(r.pos)
+                }
+                _ => erased.push(ErasedLeaf {
+                    index: i as u64,
+                    commitment: *com,
+                    salt: (!s.legacy() && !seg.is_empty()).then(|| Hash32(keys.salt(seg))),
+                }),
             }
         }
         for v in per_file.values_mut() {

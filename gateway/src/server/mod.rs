@@ -2,7 +2,8 @@
 //! erasures in RocksDB), [`catalog`] (the store as the gateway indexes it), [`strata`]
 //! (k-anonymous counts), [`select`] (seeded slice selection), [`authenticate`] (signed requests,
 //! members replayed from the ledger), [`gateway`] (registration, reservation, erasure),
-//! [`rows`] (served rows), [`service`] (GatewayService), [`flight`] (Arrow Flight), and here
+//! [`rows`] (served rows), [`served`] (what leaves with a row: per-slice pseudonyms, salts,
+//! leaves, top-coded ages), [`service`] (GatewayService), [`flight`] (Arrow Flight), and here
 //! one tonic server on one port for both, with HTTP/2 windows, frames and message limits sized
 //! for ECG batches (tonic's 4 MiB default message limit is too small).
 
@@ -16,6 +17,7 @@ mod gateway;
 mod keystore;
 mod rows;
 mod select;
+mod served;
 mod service;
 mod strata;
 
@@ -31,15 +33,19 @@ macro_rules! fault {
 }
 pub(crate) use fault;
 
-pub use config::{GatewayConfig, LedgerConfig, MAX_SLICE_ROWS, Policy, TlsConfig};
+pub use config::{
+    AGE_TOP_CODE, AgePolicy, GatewayConfig, LedgerConfig, MAX_SLICE_ROWS, Policy, RecordIds,
+    TlsConfig,
+};
 pub use flight::FLIGHT_LIMITS;
 #[cfg(feature = "fault-injection")]
 pub use gateway::FAULT_ENV;
 pub use gateway::{
-    Gateway, LEDGER_TRUST_FILE, Registration, ServePlan, ServedSlice, TEST_KIT, WITNESS_FILE,
+    ERASURES_DIR, Erasure, Gateway, LEDGER_TRUST_FILE, Registration, ServePlan, ServedSlice,
+    TEST_KIT, WITNESS_FILE,
 };
 pub use keystore::{KeyStore, patient_key};
-pub use rows::SliceRecord;
+pub use rows::{ErasedLeaf, SliceRecord};
 
 use std::sync::Arc;
 

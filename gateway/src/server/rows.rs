@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringArray, UInt64Array,
+    ArrayRef, AsArray, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringArray, UInt8Array,
+    UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef};
 
@@ -15,6 +16,7 @@ use crate::error::{GatewayError, Result};
 use ecgfed_ledger::log::Hash32;
 
 use crate::server::catalog::Catalog;
+use crate::server::served::SliceKeys;
 
 /// A reserved slice as the gateway keeps it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -41,6 +43,11 @@ pub struct SliceRecord {
     /// quotas existed, and rebuilt ones): what per-scientist quotas count.
     #[serde(default)]
     pub reserved_at_ms: i64,
+    /// The dataset commitment of each leaf's store row, in leaf order (hex in the stored
+    /// JSON). Empty for slices reserved before leaves were made per slice: their leaves are
+    /// those dataset commitments and their rows are served as stored.
+    #[serde(default)]
+    pub rows: Vec<Hash32>,
 }
 
 impl SliceRecord {
@@ -49,22 +56,50 @@ impl SliceRecord {
         self.commitments.iter().map(|h| h.0).collect()
     }
 
+    /// Whether the slice was reserved before leaves were made per slice (see `rows`).
+    pub fn legacy(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The dataset commitment of leaf `i`'s store row.
+    pub fn row_commitment(&self, i: usize) -> Option<&Hash32> {
+        if self.legacy() {
+            self.commitments.get(i)
+        } else {
+            self.rows.get(i)
+        }
+    }
+
     /// The slice's commitment tree (for inclusion proofs).
     pub(crate) fn tree(&self) -> CommitmentTree {
         CommitmentTree::new(&self.commitment_bytes())
     }
 }
 
+/// A leaf of a slice whose row was erased since the reservation, as announced to the puller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErasedLeaf {
+    /// Leaf index.
+    pub index: u64,
+    /// The leaf commitment.
+    pub commitment: Hash32,
+    /// The leaf's salt, with which the puller finds the erasure's token on the ledger (`None`
+    /// for slices reserved before leaves were per slice: the entry names the commitment).
+    pub salt: Option<Hash32>,
+}
+
 /// Leaf index and inclusion proof of a segment id in the slice tree (`None`: not in it).
 pub(super) type LeafOf<'a> = dyn Fn(&str) -> Option<(u64, Vec<[u8; 32]>)> + 'a;
 
-/// Turns one store batch (store schema v1) into served rows: `leaf_of(segment_id)` gives the
-/// row's leaf index and proof. Rows it returns `None` for are dropped.
+/// Turns one store batch into served rows: `leaf_of(segment_id)` gives the row's leaf index
+/// and proof, `keys` what leaves in place of the stored identifiers, age and hash. Rows it
+/// returns `None` for are dropped.
 pub(super) fn serve_batch(
     store: &RecordBatch,
     catalog: &Catalog,
     schema: &SchemaRef,
     leaf_of: &LeafOf<'_>,
+    keys: &SliceKeys,
 ) -> Result<RecordBatch> {
     let col = |n: &str| {
         store.column_by_name(n).cloned().ok_or_else(|| {
@@ -78,8 +113,10 @@ pub(super) fn serve_batch(
         GatewayError::Arrow(ArrowError::SchemaError("segment_id is not Utf8".into()))
     })?;
     let mut keep = Vec::with_capacity(store.num_rows());
-    let mut pseudonyms = Vec::new();
-    let (mut salt, mut comm) = (
+    let (mut segment_ids, mut record_ids, mut pseudonyms, mut ages) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut hash, mut salt, mut comm) = (
+        FixedSizeBinaryBuilder::new(32),
         FixedSizeBinaryBuilder::new(32),
         FixedSizeBinaryBuilder::new(32),
     );
@@ -94,9 +131,14 @@ pub(super) fn serve_batch(
             continue;
         };
         keep.push(true);
-        pseudonyms.push(row.pseudonym.clone());
-        salt.append_value(row.salt)?;
-        comm.append_value(row.commitment)?;
+        let out = keys.row(row);
+        segment_ids.push(out.segment_id);
+        record_ids.push(out.record_id);
+        pseudonyms.push(out.pseudonym);
+        ages.push(out.age);
+        hash.append_value(out.content_hash)?;
+        salt.append_value(out.salt)?;
+        comm.append_value(out.commitment)?;
         leaf.push(index);
         for h in &path {
             proof.values().append_value(h)?;
@@ -113,8 +155,8 @@ pub(super) fn serve_batch(
         }
     };
     let cols: Vec<ArrayRef> = vec![
-        pick(col("segment_id")?)?,
-        pick(col("record_id")?)?,
+        Arc::new(StringArray::from(segment_ids)),
+        Arc::new(StringArray::from(record_ids)),
         Arc::new(StringArray::from(pseudonyms)),
         pick(col("site")?)?,
         pick(col("source")?)?,
@@ -125,9 +167,9 @@ pub(super) fn serve_batch(
         pick(col("signal")?)?,
         pick(col("label")?)?,
         pick(col("label_raw")?)?,
-        pick(col("age")?)?,
+        Arc::new(UInt8Array::from(ages)),
         pick(col("sex")?)?,
-        pick(col("content_hash")?)?,
+        Arc::new(hash.finish()),
         Arc::new(salt.finish()),
         Arc::new(comm.finish()),
         Arc::new(UInt64Array::from(leaf)),

@@ -133,11 +133,12 @@ impl GatewayService for GatewayServer {
             ));
         }
         let q = r.into_inner();
-        let (segments, commitments, ledger_index) = self.gw.erase(&q.patient, &q.reason).await?;
+        let e = self.gw.erase(&q.patient, &q.reason).await?;
         Ok(Response::new(EraseResponse {
-            segments,
-            commitments: commitments.iter().map(|c| c.to_vec()).collect(),
-            ledger_index,
+            segments: e.segments,
+            commitments: e.commitments.iter().map(|c| c.to_vec()).collect(),
+            ledger_index: e.ledger_index,
+            disclosure: e.disclosure,
         }))
     }
 }
