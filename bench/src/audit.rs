@@ -19,7 +19,6 @@ use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::log::MemoryLog;
 use ecgfed_proto::v1::entry_body::Payload;
-use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{
     AllocationCell, CohortCreated, CohortSliceCommitted, DataServed, ModelTrained, SignedEntry,
 };
@@ -110,8 +109,15 @@ fn cohort_payloads(c: u64) -> (Vec<Payload>, Vec<Vec<Payload>>) {
     (vec![created, model], per_site)
 }
 
-async fn push(url: String, list: Vec<SignedEntry>, bar: indicatif::ProgressBar) -> Result<u64> {
-    let mut c = LedgerServiceClient::connect(url).await?;
+async fn push(
+    url: String,
+    id: std::sync::Arc<ecgfed_ledger::access::CallIdentity>,
+    list: Vec<SignedEntry>,
+    bar: indicatif::ProgressBar,
+) -> Result<u64> {
+    let mut c = ecgfed_ledger::access::connect(url, Some(id))
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the ledger: {e}"))?;
     let n = list.len();
     let mut answers = c
         .submit_stream(tokio_stream::iter(list))
@@ -393,15 +399,17 @@ async fn fill(db: &Path, entries: u64, json: bool) -> Result<(Kept, KeyPair)> {
     let started = Instant::now();
     let url = format!("http://{addr}");
     // The cohorts, then three streams at once: the hospitals' slices and transfers.
-    let mut rejected = push(url.clone(), sci_list, bar.clone()).await?;
+    let sci = members.call_identity("sci");
+    let mut rejected = push(url.clone(), sci.clone(), sci_list, bar.clone()).await?;
     let mut tasks = Vec::new();
-    for list in hosp_lists {
-        tasks.push(tokio::spawn(push(url.clone(), list, bar.clone())));
+    for (i, list) in hosp_lists.into_iter().enumerate() {
+        let id = members.call_identity(&format!("hosp-{i}"));
+        tasks.push(tokio::spawn(push(url.clone(), id, list, bar.clone())));
     }
     for t in tasks {
         rejected += t.await??;
     }
-    rejected += push(url.clone(), model_list, bar.clone()).await?;
+    rejected += push(url.clone(), sci, model_list, bar.clone()).await?;
     bar.finish_and_clear();
     let fill_s = started.elapsed().as_secs_f64();
     if rejected > 0 {

@@ -125,10 +125,11 @@ async fn run(
     eprintln!("bench: submitting through the gRPC service at {addr} ...");
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for list in per_client {
+    for (c, list) in per_client.into_iter().enumerate() {
         let url = format!("http://{addr}");
+        let id = members.call_identity(&format!("scientist-{c}"));
         tasks.push(tokio::spawn(async move {
-            crate::load::client(url, list, window).await
+            crate::load::client(url, id, list, window).await
         }));
     }
     let mut latencies = Vec::new();

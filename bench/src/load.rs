@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use ecgfed_ledger::access::CallIdentity;
 use ecgfed_proto::v1::SignedEntry;
-use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{ModelTrained, entry_body::Payload};
 use ecgfed_testkit::members::Members;
 use tokio::sync::Semaphore;
@@ -16,11 +16,17 @@ use tokio_stream::StreamExt;
 /// entry (by index) was acknowledged.
 pub type ClientRun = (Vec<f64>, u64, Vec<(u64, Instant)>);
 
-/// Pushes `list` through one SubmitStream with at most `window` unanswered.
-pub async fn client(url: String, list: Vec<SignedEntry>, window: usize) -> Result<ClientRun> {
-    let mut c = LedgerServiceClient::connect(url.clone())
+/// Pushes `list` through one SubmitStream with at most `window` unanswered, as member `id`
+/// (its call token).
+pub async fn client(
+    url: String,
+    id: Arc<CallIdentity>,
+    list: Vec<SignedEntry>,
+    window: usize,
+) -> Result<ClientRun> {
+    let mut c = ecgfed_ledger::access::connect(url.clone(), Some(id))
         .await
-        .with_context(|| format!("connecting to {url}"))?;
+        .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
     let n = list.len();
     let sem = Arc::new(Semaphore::new(window));
     let sent: Arc<std::sync::Mutex<Vec<Instant>>> =

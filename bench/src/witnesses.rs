@@ -102,7 +102,8 @@ async fn one(n: usize, a: &WitnessArgs) -> Result<serde_json::Value> {
     });
     // Low load first: one client, one entry in flight.
     let low = crate::load::signed_models(&members, "sci-0", a.low_load as u64, 1);
-    let (mut low_lat, low_rej, _) = crate::load::client(url.clone(), low, 1).await?;
+    let (mut low_lat, low_rej, _) =
+        crate::load::client(url.clone(), members.call_identity("sci-0"), low, 1).await?;
     // Then the load.
     let per = a.entries / a.clients.max(1) as u64;
     let started = Instant::now();
@@ -111,8 +112,9 @@ async fn one(n: usize, a: &WitnessArgs) -> Result<serde_json::Value> {
         let list = crate::load::signed_models(&members, &format!("sci-{c}"), per, 2);
         let url = url.clone();
         let window = a.window;
+        let id = members.call_identity(&format!("sci-{c}"));
         tasks.push(tokio::spawn(async move {
-            crate::load::client(url, list, window).await
+            crate::load::client(url, id, list, window).await
         }));
     }
     let (mut lat, mut acks, mut rejected) = (Vec::new(), Vec::new(), low_rej);

@@ -295,6 +295,7 @@ async fn approve(config: PathBuf, cohort: &str, note: &str) -> Result<()> {
     );
     let mut ledger =
         LedgerClient::open(&cfg.ledger.address, &cfg.ledger.trust, Some(memory)).await?;
+    ledger.act_as(&cfg.member, key.clone());
     let mut signer = ecgfed_ledger::entry::EntrySigner::new(&cfg.member, key);
     let r = ledger
         .submit(signer.sign(Payload::CohortApproved(CohortApproved {

@@ -70,6 +70,14 @@ pub(crate) enum LedgerCommand {
         /// `ecgfed witness serve`). Repeat for each witness of the genesis.
         #[arg(long = "witness")]
         witnesses: Vec<ecgfed_ledger::WitnessPeer>,
+        /// Entries one member may have in flight at once (a stream waits for room; a single
+        /// submission beyond it is refused).
+        #[arg(long, default_value_t = ecgfed_ledger::gate::Limits::default().inflight_per_member)]
+        max_in_flight: usize,
+        /// Streams (subject queries, block watches, waits for a witnessed checkpoint) one
+        /// member, or one address without a call token, may have open at once.
+        #[arg(long, default_value_t = ecgfed_ledger::gate::Limits::default().streams_per_peer)]
+        max_streams: usize,
     },
     /// Revoke a member (MemberRevoked): approved by a majority of the hospitals, whose
     /// signatures are aggregated into one; from then on the ledger, every gateway and every
@@ -199,10 +207,17 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
             listen,
             key,
             witnesses,
+            max_in_flight,
+            max_streams,
         } => {
             let kp = KeyPair::read_file(&key_path(&data, key))?;
+            let limits = ecgfed_ledger::gate::Limits {
+                inflight_per_member: max_in_flight.max(1),
+                streams_per_peer: max_streams.max(1),
+                ..Default::default()
+            };
             let rt = runtime()?;
-            rt.block_on(serve(&data, listen, kp, &witnesses))
+            rt.block_on(serve(&data, listen, kp, &witnesses, limits))
         }
         LedgerCommand::Revoke {
             ledger,
@@ -321,6 +336,7 @@ async fn serve(
     listen: SocketAddr,
     kp: KeyPair,
     witnesses: &[ecgfed_ledger::WitnessPeer],
+    limits: ecgfed_ledger::gate::Limits,
 ) -> Result<()> {
     let ledger: Arc<Ledger> = Ledger::open(&db_path(data), kp)?;
     ledger.start_witnessing(witnesses)?;
@@ -336,7 +352,7 @@ async fn serve(
         head.blocks
     );
     let shutdown = shutdown_signal("ledger");
-    ecgfed_ledger::service::serve(Arc::clone(&ledger), listener, shutdown).await?;
+    ecgfed_ledger::service::serve_with(Arc::clone(&ledger), listener, limits, shutdown).await?;
     tokio::time::sleep(Duration::from_millis(10)).await;
     let head = ledger.head();
     eprintln!(
@@ -450,7 +466,7 @@ async fn revoke(
     }
     let aggregate = Signature::aggregate(&sigs)?;
     let (signer_id, signer_key) = member_key(signer)?;
-    let mut es = ecgfed_ledger::entry::EntrySigner::new(&signer_id, signer_key);
+    let mut es = ecgfed_ledger::entry::EntrySigner::new(&signer_id, signer_key.clone());
     let entry = es.sign(Payload::MemberRevoked(MemberRevoked {
         member_id: member.to_string(),
         approvers: ids.clone(),
@@ -459,6 +475,7 @@ async fn revoke(
     }));
     let memory = ecgfed_ledger::client::Memory::for_trust_file(trust, &signer_id);
     let mut c = ecgfed_ledger::client::LedgerClient::open(addr, trust, Some(memory)).await?;
+    c.act_as(&signer_id, signer_key);
     let r = c.submit(entry).await?;
     println!(
         "member {member} revoked (approved by {}): MemberRevoked at ledger entry {}",

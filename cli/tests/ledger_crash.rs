@@ -48,7 +48,17 @@ type Acked = Arc<Mutex<Vec<(u64, [u8; 32])>>>;
 
 /// Submits until the server dies; records every acknowledged (index, leaf hash).
 async fn load(addr: String, signer: Arc<Mutex<EntrySigner>>, acked: Acked) {
-    let Ok(c) = LedgerServiceClient::connect(format!("http://{addr}")).await else {
+    // The signer's own call token: the ledger takes writes from members only.
+    let id = {
+        let s = signer.lock().unwrap();
+        ecgfed_ledger::access::CallIdentity::new(
+            "ecgfed.test/crash",
+            s.member_id(),
+            s.key().clone(),
+        )
+    };
+    let Ok(c) = ecgfed_ledger::access::connect(format!("http://{addr}"), Some(Arc::new(id))).await
+    else {
         return;
     };
     let mut tasks = Vec::new();

@@ -5,13 +5,15 @@
 //! [`keys`] (BLS12-381 identities), [`entry`] (signed entries), [`state`] (members and
 //! submission rules), [`genesis`], [`block`], [`checkpoint`] (signed tree heads), [`store`]
 //! (RocksDB), [`sequencer`] (the root API with group commit), [`service`] (gRPC),
-//! [`client`] (verifying client), [`trust`] (trust files), [`verify`] (offline and remote
+//! [`client`] (verifying client), [`access`] (member call tokens), `gate` (per-peer limits,
+//! `server` feature), [`trust`] (trust files), [`verify`] (offline and remote
 //! audit), [`erasure`] (erased-leaf tokens); witnessing (issue 25): [`cosign`] (cosignatures, quorums), [`evidence`] (split-view
 //! evidence), `witness` (a witness) and `witnessing` (the ledger's side), `mirror` (a verified
 //! live copy) with the `server` feature.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod access;
 pub mod block;
 pub mod checkpoint;
 pub mod client;
@@ -19,6 +21,8 @@ pub mod cosign;
 pub mod entry;
 pub mod erasure;
 pub mod evidence;
+#[cfg(feature = "server")]
+pub mod gate;
 pub mod genesis;
 pub mod keys;
 pub mod log;

@@ -780,6 +780,15 @@ impl Ledger {
         self.store.checkpoint(size)
     }
 
+    /// The key of `id` when it is a member now (admitted, not revoked).
+    pub fn member_key(&self, id: &str) -> Option<PublicKey> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        if s.revoked.contains_key(id) {
+            return None;
+        }
+        s.members.get(id).map(|m| m.key)
+    }
+
     /// The origin and the ledger key (to verify checkpoints).
     pub fn identity(&self) -> (String, PublicKey) {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());

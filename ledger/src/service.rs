@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::entry::subject_key;
+use crate::gate::{Gate, Limits, StreamSlot};
 use crate::protocol::{MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use crate::sequencer::{Ledger, Receipt};
 use crate::state::{Code, Rejection};
@@ -60,12 +61,27 @@ fn internal(e: impl std::fmt::Display) -> Status {
 #[derive(Debug, Clone)]
 pub struct LedgerServer {
     ledger: Arc<Ledger>,
+    gate: Arc<Gate>,
 }
 
 impl LedgerServer {
-    /// A service over `ledger`.
+    /// A service over `ledger` with the default per-peer limits.
     pub fn new(ledger: Arc<Ledger>) -> Self {
-        LedgerServer { ledger }
+        LedgerServer::with_limits(ledger, Limits::default())
+    }
+
+    /// A service over `ledger` with `limits`.
+    pub fn with_limits(ledger: Arc<Ledger>, limits: Limits) -> Self {
+        let gate = Arc::new(Gate::new(Arc::clone(&ledger), limits));
+        LedgerServer { ledger, gate }
+    }
+
+    /// The member a write call comes from (a mirror refuses writes itself, later).
+    fn writer<T>(&self, req: &Request<T>) -> Result<Option<String>, Status> {
+        if self.ledger.is_mirror() {
+            return Ok(None);
+        }
+        self.gate.writer(req).map(Some)
     }
 
     /// The tonic service with our message limits.
@@ -145,7 +161,12 @@ fn hashes(v: Vec<[u8; 32]>) -> Vec<Vec<u8>> {
 #[tonic::async_trait]
 impl LedgerService for LedgerServer {
     async fn submit(&self, req: Request<SignedEntry>) -> Result<Response<SubmitResponse>, Status> {
+        let room = match self.writer(&req)? {
+            Some(m) => Some(self.gate.try_inflight(&m)?),
+            None => None,
+        };
         let r = self.ledger.submit(req.into_inner()).await.map_err(status)?;
+        drop(room);
         Ok(Response::new(response(r)))
     }
 
@@ -155,21 +176,31 @@ impl LedgerService for LedgerServer {
         &self,
         req: Request<Streaming<SignedEntry>>,
     ) -> Result<Response<Self::SubmitStreamStream>, Status> {
+        let member = self.writer(&req)?;
         let mut input = req.into_inner();
         let (pending_tx, mut pending_rx) = mpsc::channel(STREAM_WINDOW);
         let (out_tx, out_rx) = mpsc::channel(STREAM_WINDOW);
-        let ledger = Arc::clone(&self.ledger);
+        let (ledger, gate) = (Arc::clone(&self.ledger), Arc::clone(&self.gate));
         tokio::spawn(async move {
             while let Some(item) = input.next().await {
                 let Ok(entry) = item else { break };
+                // Room in the member's share of the queue first: a flood waits here, on its
+                // own stream, and holds no more than its share.
+                let room = match &member {
+                    Some(m) => match gate.inflight(m).await {
+                        Ok(p) => Some(p),
+                        Err(_) => break,
+                    },
+                    None => None,
+                };
                 let rx = ledger.enqueue(entry).await;
-                if pending_tx.send(rx).await.is_err() {
+                if pending_tx.send((rx, room)).await.is_err() {
                     break;
                 }
             }
         });
         tokio::spawn(async move {
-            while let Some(rx) = pending_rx.recv().await {
+            while let Some((rx, _room)) = pending_rx.recv().await {
                 let answer = match rx {
                     Ok(rx) => rx.await.unwrap_or_else(|_| {
                         Err(Rejection::new(Code::Unavailable, "the ledger stopped"))
@@ -221,6 +252,12 @@ impl LedgerService for LedgerServer {
         &self,
         req: Request<LatestCheckpointRequest>,
     ) -> Result<Response<PbCheckpoint>, Status> {
+        // A wait for a checkpoint not witnessed yet holds a stream slot while it waits.
+        let _slot = if req.get_ref().at_least > self.ledger.witnessed().size {
+            Some(self.gate.open_stream(self.gate.peer(&req)?)?)
+        } else {
+            None
+        };
         let at_least = req.into_inner().at_least;
         Ok(Response::new(PbCheckpoint {
             note: self.ledger.witnessed_at_least(at_least).await.note,
@@ -278,6 +315,7 @@ impl LedgerService for LedgerServer {
         &self,
         req: Request<QueryBySubjectRequest>,
     ) -> Result<Response<Self::QueryBySubjectStream>, Status> {
+        let slot = self.gate.open_stream(self.gate.peer(&req)?)?;
         let r = req.into_inner();
         let s = r
             .subject
@@ -295,7 +333,7 @@ impl LedgerService for LedgerServer {
         let first_next = first.last().map_or(r.from_index, |e| e.index + 1);
         let head = tokio_stream::iter(first.into_iter().map(Ok));
         if n < INLINE_ANSWERS.min(limit) || n == limit {
-            return Ok(Response::new(Box::pin(head)));
+            return Ok(Response::new(Box::pin(holding(slot, head))));
         }
         // Here n ≥ 1: the first chunk was full and the limit not reached.
         let mut from = first_next;
@@ -332,7 +370,12 @@ impl LedgerService for LedgerServer {
                 }
             }
         });
-        Ok(Response::new(Box::pin(head.chain(ReceiverStream::new(rx)))))
+        // The slot is given back when the stream is dropped (read to its end, or its caller
+        // gone), not when the answers are all queued.
+        Ok(Response::new(Box::pin(holding(
+            slot,
+            head.chain(ReceiverStream::new(rx)),
+        ))))
     }
 
     type WatchBlocksStream = BoxStream<PbBlock>;
@@ -341,6 +384,7 @@ impl LedgerService for LedgerServer {
         &self,
         req: Request<WatchBlocksRequest>,
     ) -> Result<Response<Self::WatchBlocksStream>, Status> {
+        let slot = self.gate.open_stream(self.gate.peer(&req)?)?;
         let mut next = req.into_inner().from_height;
         let mut live = self.ledger.watch();
         let mut stop = self.ledger.stopping.subscribe();
@@ -377,8 +421,19 @@ impl LedgerService for LedgerServer {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(holding(
+            slot,
+            ReceiverStream::new(rx),
+        ))))
     }
+}
+
+/// `s`, holding `slot` for as long as it is not dropped.
+fn holding<S: Stream + Send + 'static>(slot: StreamSlot, s: S) -> impl Stream<Item = S::Item> {
+    s.map(move |x| {
+        let _held = &slot;
+        x
+    })
 }
 
 /// Sends one streamed answer; false when the caller is gone or has not read for
@@ -397,8 +452,18 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(ledger, listener, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with per-peer `limits` of its own.
+pub async fn serve_with(
+    ledger: Arc<Ledger>,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let incoming = incoming(listener);
-    let svc = LedgerServer::new(Arc::clone(&ledger)).into_service();
+    let svc = LedgerServer::with_limits(Arc::clone(&ledger), limits).into_service();
     // Once asked to stop, endless streams (WatchBlocks of mirrors, waits for a witnessed
     // checkpoint) end, so that the graceful shutdown does not wait for them forever.
     let stopping = Arc::clone(&ledger);

@@ -213,6 +213,7 @@ async fn a_lying_server_is_caught_every_time() {
     let mut c = LedgerClient::connect(&addr.to_string(), &origin, key, None)
         .await
         .unwrap();
+    c.act_as("scientist", f.scientist.key().clone());
     for i in 0..5 {
         c.submit(f.scientist.sign(model(&format!("m{i}"))))
             .await

@@ -81,6 +81,7 @@ async fn a_lost_ledger_is_restored_from_its_mirror() {
         .await
         .unwrap();
     let mut sci = m.signer("sci");
+    c.act_as("sci", sci.key().clone());
     for i in 0..30 {
         c.submit(sci.sign(model(&format!("m{i}")))).await.unwrap();
     }
@@ -130,6 +131,7 @@ async fn a_lost_ledger_is_restored_from_its_mirror() {
     let mut c = LedgerClient::open(&served.addr.to_string(), &trust, Some(memory))
         .await
         .unwrap();
+    c.act_as("sci", sci.key().clone());
     assert_eq!(c.trusted().unwrap(), &trusted);
     c.update_checkpoint().await.unwrap();
     c.submit(sci.sign(model("after-restore"))).await.unwrap();

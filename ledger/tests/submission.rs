@@ -9,7 +9,6 @@ use ecgfed_ledger::entry::{self, EntrySigner};
 use ecgfed_ledger::keys::{KeyPair, Signature};
 use ecgfed_ledger::log::{MemoryLog, leaf_hash, verify_inclusion};
 use ecgfed_ledger::state::ADMIT_TAG;
-use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use ecgfed_proto::v1::{
     Member, MemberAdmitted, QueryBySubjectRequest, Role, SignedEntry, Subject, SubjectKind,
     WatchBlocksRequest, entry_body::Payload,
@@ -18,12 +17,7 @@ use ecgfed_testkit::payloads::model;
 use prost::Message;
 use tonic::Code;
 
-async fn expect(
-    c: &mut LedgerServiceClient<tonic::transport::Channel>,
-    e: SignedEntry,
-    code: Code,
-    needle: &str,
-) {
+async fn expect(c: &mut ecgfed_ledger::access::Client, e: SignedEntry, code: Code, needle: &str) {
     let err = c.submit(e).await.expect_err("must be refused");
     assert_eq!(err.code(), code, "{}", err.message());
     assert!(
@@ -38,9 +32,7 @@ async fn bad_submissions_are_refused_with_precise_statuses_and_write_nothing() {
     let mut f = Fixture::new();
     let ledger = f.open();
     let (addr, _stop) = serve(ledger.clone()).await;
-    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut c = f.raw(addr).await;
     let before = ledger.head();
 
     // Unsigned.
@@ -220,9 +212,7 @@ async fn members_are_admitted_only_by_a_hospital_majority_with_proof_of_possessi
     let mut f = Fixture::new();
     let ledger = f.open();
     let (addr, _stop) = serve(ledger.clone()).await;
-    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut c = f.raw(addr).await;
     let newk = KeyPair::generate();
 
     // One approver of three is not a majority.
@@ -290,9 +280,7 @@ async fn members_are_admitted_only_by_a_hospital_majority_with_proof_of_possessi
     drop(ledger);
     let ledger = f.open();
     let (addr, _stop) = serve(ledger.clone()).await;
-    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut c = f.raw(addr).await;
     c.submit(bob.sign(model("bob-model-2"))).await.unwrap();
 }
 
@@ -308,6 +296,7 @@ async fn verified_reads_subject_queries_streams_and_block_watch() {
     let mut client = LedgerClient::connect(&addr.to_string(), &origin, key, None)
         .await
         .unwrap();
+    client.act_as("regulator", f.regulator.key().clone());
     let first = client.update_checkpoint().await.unwrap();
     assert_eq!(first.size, 1, "genesis only");
 
@@ -540,9 +529,7 @@ async fn slices_are_bound_to_their_site_and_cohort_and_committed_once() {
     let mut f = Fixture::new();
     let ledger = f.open();
     let (addr, stop) = serve(ledger.clone()).await;
-    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut c = f.raw(addr).await;
     let cell = |site: &str, count: u64| ecgfed_proto::v1::AllocationCell {
         site: site.into(),
         label: "N".into(),
@@ -685,9 +672,7 @@ async fn slices_are_bound_to_their_site_and_cohort_and_committed_once() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let ledger = f.open();
     let (addr, _stop) = serve(ledger.clone()).await;
-    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut c = f.raw(addr).await;
     expect(
         &mut c,
         f.hospitals[0].sign(slice("c1", "c1/site-0", "site-0", 2, "scientist")),
@@ -736,9 +721,7 @@ async fn members_are_revoked_only_by_a_hospital_majority_and_stay_revoked() {
     let mut f = Fixture::new();
     let ledger = f.open();
     let (addr, stop) = serve(ledger.clone()).await;
-    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut c = f.raw(addr).await;
     let before = ledger.head();
     let r = revocation(&f, "scientist", &[0], "scientist");
     expect(
@@ -831,14 +814,26 @@ async fn members_are_revoked_only_by_a_hospital_majority_and_stay_revoked() {
     drop(ledger);
     let ledger = f.open();
     let (addr, _stop) = serve(ledger.clone()).await;
-    let mut c = LedgerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut c = f.raw(addr).await;
     expect(
         &mut c,
         f.scientist.sign(model("after-restart")),
         Code::Unauthenticated,
         "not a member",
+    )
+    .await;
+    // The revoked member's own call token is refused too, whatever it carries.
+    let id =
+        ecgfed_ledger::access::CallIdentity::new(ORIGIN, "scientist", f.scientist.key().clone());
+    let mut own =
+        ecgfed_ledger::access::connect(format!("http://{addr}"), Some(std::sync::Arc::new(id)))
+            .await
+            .unwrap();
+    expect(
+        &mut own,
+        f.hospitals[0].sign(dataset("site-0", "d-after")),
+        Code::Unauthenticated,
+        "revoked",
     )
     .await;
     let store = ledger.store();

@@ -86,6 +86,7 @@ async fn clients_accept_quorum_checkpoints_only_and_remember_them_across_restart
         .await
         .unwrap();
     let mut sci = m.signer("sci");
+    c.act_as("sci", sci.key().clone());
     for i in 0..5 {
         // submit proves the entry: only against a witnessed checkpoint covering it.
         let r = c.submit(sci.sign(model(&format!("m{i}")))).await.unwrap();
@@ -143,6 +144,7 @@ async fn clients_accept_quorum_checkpoints_only_and_remember_them_across_restart
     let mut c3 = LedgerClient::open(&addr, &trust, Some(memory.clone()))
         .await
         .unwrap();
+    c3.act_as("sci", sci.key().clone());
     c3.submit(sci.sign(model("after"))).await.unwrap();
     let grown = c3.trusted().unwrap().size;
     assert!(grown > size);

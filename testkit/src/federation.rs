@@ -190,13 +190,16 @@ impl Fed {
         Arc::new(RequestSigner::new(member, key))
     }
 
-    /// A verifying ledger client trusting the genesis checkpoint, brought up to date.
+    /// A verifying ledger client trusting the genesis checkpoint, brought up to date; its
+    /// calls carry the ledger operator's call token (entries are signed by their signers).
     pub async fn ledger_client(&self) -> LedgerClient {
         let (_, cp, key) =
             TrustFile::read(&self.dir.join("ledger/trust.json")).expect("the trust file");
         let mut c = LedgerClient::connect(&self.ledger_addr, &cp.origin.clone(), key, Some(cp))
             .await
             .expect("connecting to the ledger");
+        let op = KeyPair::read_file(&self.key(MEMBERS[0])).expect("the operator's key");
+        c.act_as(MEMBERS[0], op);
         c.update_checkpoint()
             .await
             .expect("updating the checkpoint");

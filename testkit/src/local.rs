@@ -87,7 +87,8 @@ impl TestLedger {
         self.served.addr.to_string()
     }
 
-    /// A verifying client trusting the genesis checkpoint, brought up to date.
+    /// A verifying client trusting the genesis checkpoint, brought up to date; its calls carry
+    /// the ledger operator's call token.
     pub async fn client(&self, members: &Members) -> Result<LedgerClient> {
         let mut c = LedgerClient::connect(
             &self.addr(),
@@ -96,6 +97,7 @@ impl TestLedger {
             Some(self.genesis.clone()),
         )
         .await?;
+        c.act_as("ledger", members.ledger_key().clone());
         c.update_checkpoint().await?;
         Ok(c)
     }

@@ -96,6 +96,15 @@ impl Members {
         EntrySigner::new(id, self.key(id).clone())
     }
 
+    /// Member `id`'s identity for ledger calls (its call tokens).
+    pub fn call_identity(&self, id: &str) -> Arc<ecgfed_ledger::access::CallIdentity> {
+        Arc::new(ecgfed_ledger::access::CallIdentity::new(
+            &self.origin,
+            id,
+            self.key(id).clone(),
+        ))
+    }
+
     /// A gateway request signer for member `id`.
     pub fn request_signer(&self, id: &str) -> Arc<RequestSigner> {
         Arc::new(RequestSigner::new(id, self.key(id).clone()))

@@ -82,6 +82,7 @@ impl Session {
             .clone()
             .map(|p| Memory::beside(p, &federation.member));
         let mut ledger = LedgerClient::open(&federation.ledger, &federation.trust, memory).await?;
+        ledger.act_as(&federation.member, key.clone());
         ledger.update_checkpoint().await?;
         let signer = Arc::new(RequestSigner::new(&federation.member, key.clone()));
         let entry_signer = EntrySigner::new(&federation.member, key);

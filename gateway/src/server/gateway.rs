@@ -190,6 +190,13 @@ impl Gateway {
                 problem: IdentityProblem::NotOnLedger,
             })?;
         check_self(&cfg, &me, &key)?;
+        // Its identity checked, the gateway's calls carry its call token: the ledger takes
+        // writes only from members.
+        members
+            .ledger()
+            .lock()
+            .await
+            .act_as(&cfg.member, key.clone());
         // The hospital's witness role: cosigns checkpoints that extend the last it cosigned.
         let witness = Arc::new(
             Cosigner::open(

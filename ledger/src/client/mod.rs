@@ -13,7 +13,6 @@
 
 mod subjects;
 
-use ecgfed_proto::v1::ledger_service_client::LedgerServiceClient;
 use std::path::{Path, PathBuf};
 
 use ecgfed_proto::v1::witness_service_client::WitnessServiceClient;
@@ -29,7 +28,7 @@ use crate::checkpoint::Checkpoint;
 use crate::cosign::{CosignError, WitnessPolicy, cosign_message};
 use crate::entry::{self, Kind};
 use crate::evidence::Evidence;
-use crate::keys::{PublicKey, Signature};
+use crate::keys::{KeyPair, PublicKey, Signature};
 use crate::log::{Hash, LogError, leaf_hash, verify_consistency, verify_inclusion};
 use crate::protocol::MAX_MESSAGE_BYTES;
 use crate::state::{MemberInfo, State};
@@ -371,7 +370,8 @@ pub fn state_file_name(who: &str) -> String {
 /// A client of one ledger.
 #[derive(Debug, Clone)]
 pub struct LedgerClient {
-    inner: LedgerServiceClient<Channel>,
+    inner: crate::access::Client,
+    channel: Channel,
     addr: String,
     origin: String,
     key: PublicKey,
@@ -418,9 +418,8 @@ impl LedgerClient {
             .await
             .map_err(terr)?;
         Ok(LedgerClient {
-            inner: LedgerServiceClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            inner: crate::access::client(ch.clone(), None),
+            channel: ch,
             addr: addr.to_string(),
             origin: origin.to_string(),
             key,
@@ -926,9 +925,21 @@ impl LedgerClient {
             .ok_or_else(|| verr("members were not replayed"))
     }
 
-    /// The raw gRPC client (no verification).
-    pub fn raw(&self) -> LedgerServiceClient<Channel> {
+    /// The raw gRPC client (no verification), sending this client's call tokens.
+    pub fn raw(&self) -> crate::access::Client {
         self.inner.clone()
+    }
+
+    /// Sends `identity`'s call token with every call from now on: what the ledger requires of
+    /// writes (docs/ledger.md "Connections"), and what makes reads count against the member.
+    pub fn set_identity(&mut self, identity: std::sync::Arc<crate::access::CallIdentity>) {
+        self.inner = crate::access::client(self.channel.clone(), Some(identity));
+    }
+
+    /// [`LedgerClient::set_identity`] for `member` with `key`, at this client's ledger.
+    pub fn act_as(&mut self, member: &str, key: KeyPair) {
+        let id = crate::access::CallIdentity::new(&self.origin, member, key);
+        self.set_identity(std::sync::Arc::new(id));
     }
 
     /// The server address.

@@ -52,6 +52,19 @@ impl Fixture {
         }
     }
 
+    /// A raw service client at `addr` whose calls carry the regulator's call token (the
+    /// ledger takes writes only from members; the entries are signed by their own signers).
+    pub(crate) async fn raw(&self, addr: SocketAddr) -> ecgfed_ledger::access::Client {
+        let id = ecgfed_ledger::access::CallIdentity::new(
+            ORIGIN,
+            "regulator",
+            self.regulator.key().clone(),
+        );
+        ecgfed_ledger::access::connect(format!("http://{addr}"), Some(Arc::new(id)))
+            .await
+            .unwrap()
+    }
+
     pub(crate) fn open(&self) -> Arc<Ledger> {
         Ledger::open(&self.db, self.ledger_key.clone()).unwrap()
     }
@@ -62,12 +75,25 @@ pub(crate) use ecgfed_testkit::payloads::{cohort, dataset, model};
 
 /// Serves `ledger` on 127.0.0.1 with a free port; returns the address and a stopper.
 pub(crate) async fn serve(ledger: Arc<Ledger>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    serve_limited(ledger, ecgfed_ledger::gate::Limits::default()).await
+}
+
+/// [`serve`] with per-peer `limits`.
+pub(crate) async fn serve_limited(
+    ledger: Arc<Ledger>,
+    limits: ecgfed_ledger::gate::Limits,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let (l, addr) = ecgfed_ledger::service::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ecgfed_ledger::service::serve(ledger, l, async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(ecgfed_ledger::service::serve_with(
+        ledger,
+        l,
+        limits,
+        async {
+            let _ = rx.await;
+        },
+    ));
     (addr, tx)
 }
