@@ -44,7 +44,7 @@ RUN ldd /stage/ecgfed \
 FROM debian:bookworm-slim AS runtime
 
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libstdc++6 libgcc-s1 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libstdc++6 libgcc-s1 openssl \
  && rm -rf /var/lib/apt/lists/*
 
 # Non-root user. The state folders exist in the image owned by that user, so that the named

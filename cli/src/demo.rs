@@ -267,6 +267,62 @@ fn default_deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
+/// The file in the ledger's folder holding the gateways' certificates (what the ledger trusts
+/// when it asks them, as witnesses, over TLS).
+const WITNESS_CA: &str = "witness-ca.pem";
+
+/// Makes `dir/gw-cert.pem` and `dir/gw-key.pem` (0600): a self-signed P-256 certificate valid
+/// for a year for `localhost`, 127.0.0.1 and the host of `address`, with the `openssl` command
+/// (scripts/setup.sh and the Docker image install it). Returns the certificate's path.
+fn self_signed(dir: &Path, site: &str, address: &str) -> Result<PathBuf> {
+    let (cert, key) = (dir.join("gw-cert.pem"), dir.join("gw-key.pem"));
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let mut names = vec!["DNS:localhost".to_string(), "IP:127.0.0.1".to_string()];
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        if host != "127.0.0.1" {
+            names.push(format!("IP:{host}"));
+        }
+    } else if host != "localhost" {
+        names.push(format!("DNS:{host}"));
+    }
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "365",
+            "-subj",
+            &format!("/CN=ecgfed gateway {site}"),
+            "-addext",
+            &format!("subjectAltName={}", names.join(",")),
+            // An end-entity certificate: TLS clients refuse a CA certificate as a server's.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+            s(&key),
+            "-out",
+            s(&cert),
+        ])
+        .output()
+        .context("running openssl to make a gateway's TLS certificate (install openssl)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl could not make {}: {}",
+            cert.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", key.display()))?;
+    Ok(cert)
+}
+
 /// Replaces every listen/address by 127.0.0.1 and a free port.
 fn loopback(t: &mut Topology) -> Result<()> {
     // Hold every listener until all are chosen so no two services get the same port.
@@ -364,6 +420,7 @@ fn setup(
         s(&lkey),
     ])?;
     let trust = ldir.join("trust.json");
+    let mut witness_ca = String::new();
     for h in &t.hospitals {
         let dir = data.join(&h.site);
         let input = sample.join(&h.input);
@@ -378,10 +435,16 @@ fn setup(
             s(&dir.join("store")),
         ])?;
         copy(&trust, &dir.join("trust.json"))?;
+        // TLS on the gateway's port: a self-signed certificate for its address, which the
+        // ledger (as the witnesses' client), the scientist and the hospital's own tools trust.
+        say(&format!("{}: making the gateway's TLS certificate", h.site));
+        let cert = self_signed(&dir, &h.site, &h.address)?;
+        witness_ca.push_str(&std::fs::read_to_string(&cert).with_context(|| s(&cert).to_string())?);
+        copy(&cert, &tdir.join(format!("{}-cert.pem", h.site)))?;
         write(
             &dir.join("gateway.toml"),
             &format!(
-                "# Gateway of {site} (written by `ecgfed demo`; docs/flight.md explains every key).\nsite = \"{site}\"\nmember = \"{member}\"\nkey_file = \"{member}.key\"\nstore = \"store\"\ndata = \"gw\"\nlisten = \"{listen}\"\nk = {k}\n\n[ledger]\naddress = \"{ledger}\"\ntrust = \"trust.json\"\n",
+                "# Gateway of {site} (written by `ecgfed demo`; docs/flight.md explains every key).\nsite = \"{site}\"\nmember = \"{member}\"\nkey_file = \"{member}.key\"\nstore = \"store\"\ndata = \"gw\"\nlisten = \"{listen}\"\nk = {k}\n\n[ledger]\naddress = \"{ledger}\"\ntrust = \"trust.json\"\n\n[tls]\ncert = \"gw-cert.pem\"\nkey = \"gw-key.pem\"\n",
                 site = h.site,
                 member = h.member,
                 listen = h.listen,
@@ -390,6 +453,7 @@ fn setup(
             ),
         )?;
     }
+    write(&ldir.join(WITNESS_CA), &witness_ca)?;
     copy(&trust, &tdir.join("trust.json"))?;
     copy(&trust, &rdir.join("trust.json"))?;
     let mut fed = format!(
@@ -398,8 +462,8 @@ fn setup(
     );
     for h in &t.hospitals {
         fed.push_str(&format!(
-            "\n[[gateways]]\nsite = \"{}\"\naddress = \"{}\"\n",
-            h.site, h.address
+            "\n[[gateways]]\nsite = \"{}\"\naddress = \"{}\"\nca = \"{}-cert.pem\"\n",
+            h.site, h.address, h.site
         ));
     }
     write(&tdir.join("federation.toml"), &fed)?;
@@ -452,6 +516,12 @@ fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) 
     for w in &witness_args {
         args.push("--witness");
         args.push(w);
+    }
+    // The gateways serve TLS: the ledger reaches them as witnesses over it.
+    let ca = ldir.join(WITNESS_CA);
+    if ca.exists() {
+        args.push("--witness-ca");
+        args.push(s(&ca));
     }
     let ledger_addr = procs.serve(&args, &logs.join("ledger.log"))?;
     for h in &t.hospitals {

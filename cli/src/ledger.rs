@@ -70,6 +70,13 @@ pub(crate) enum LedgerCommand {
         /// `ecgfed witness serve`). Repeat for each witness of the genesis.
         #[arg(long = "witness")]
         witnesses: Vec<ecgfed_ledger::WitnessPeer>,
+        /// Reach the witnesses over TLS, trusting the certificate authorities in this PEM file
+        /// (gateways with `[tls]`: their certificates, or the authority that issued them).
+        #[arg(long)]
+        witness_ca: Option<PathBuf>,
+        /// The name the witnesses' certificates are issued for, when not their address's host.
+        #[arg(long, requires = "witness_ca")]
+        witness_domain: Option<String>,
         /// Entries one member may have in flight at once (a stream waits for room; a single
         /// submission beyond it is refused).
         #[arg(long, default_value_t = ecgfed_ledger::gate::Limits::default().inflight_per_member)]
@@ -207,17 +214,26 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
             listen,
             key,
             witnesses,
+            witness_ca,
+            witness_domain,
             max_in_flight,
             max_streams,
         } => {
             let kp = KeyPair::read_file(&key_path(&data, key))?;
+            let tls = match witness_ca {
+                Some(p) => Some(ecgfed_ledger::WitnessTls {
+                    ca_pem: std::fs::read(&p).with_context(|| p.display().to_string())?,
+                    domain: witness_domain,
+                }),
+                None => None,
+            };
             let limits = ecgfed_ledger::gate::Limits {
                 inflight_per_member: max_in_flight.max(1),
                 streams_per_peer: max_streams.max(1),
                 ..Default::default()
             };
             let rt = runtime()?;
-            rt.block_on(serve(&data, listen, kp, &witnesses, limits))
+            rt.block_on(serve(&data, listen, kp, &witnesses, tls, limits))
         }
         LedgerCommand::Revoke {
             ledger,
@@ -336,10 +352,11 @@ async fn serve(
     listen: SocketAddr,
     kp: KeyPair,
     witnesses: &[ecgfed_ledger::WitnessPeer],
+    tls: Option<ecgfed_ledger::WitnessTls>,
     limits: ecgfed_ledger::gate::Limits,
 ) -> Result<()> {
     let ledger: Arc<Ledger> = Ledger::open(&db_path(data), kp)?;
-    ledger.start_witnessing(witnesses)?;
+    ledger.start_witnessing_with(witnesses, tls)?;
     let (listener, addr) = ecgfed_ledger::service::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

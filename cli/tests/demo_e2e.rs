@@ -73,6 +73,15 @@ fn demo_then_audit() {
             .all(|c| ["hosp-a", "hosp-b", "hosp-c"].contains(&c.as_str().unwrap())),
         "{summary}"
     );
+    // Every gateway served TLS only (its certificate made by the demo), so the ledger reached
+    // the cosigners above, and the scientist its slices, over TLS.
+    for site in ["site-a", "site-b", "site-c"] {
+        let cfg = std::fs::read_to_string(data.join(site).join("gateway.toml")).unwrap();
+        assert!(cfg.contains("[tls]"), "{site}: {cfg}");
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::fs::metadata(data.join(site).join("gw-key.pem")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600, "{site}");
+    }
     let report = Path::new(summary["report"].as_str().unwrap()).to_path_buf();
     let bundle_path = report.with_file_name("bundle.json");
     let ledger = data.join("ledger");

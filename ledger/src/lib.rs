@@ -46,4 +46,4 @@ mod witnessing;
 #[cfg(feature = "server")]
 pub use sequencer::{Latest, Ledger, LedgerError, MirrorRefusal, Receipt};
 #[cfg(feature = "server")]
-pub use witnessing::WitnessPeer;
+pub use witnessing::{WitnessPeer, WitnessTls};

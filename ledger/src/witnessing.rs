@@ -58,10 +58,22 @@ impl std::str::FromStr for WitnessPeer {
     }
 }
 
+/// How the ledger reaches witnesses over TLS: the certificate authorities it trusts for their
+/// certificates (PEM, one or more certificates) and, optionally, the name to check in them
+/// instead of each address's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessTls {
+    /// Trusted certificate authorities, PEM.
+    pub ca_pem: Vec<u8>,
+    /// The name the witnesses' certificates are issued for, when not their address's host.
+    pub domain: Option<String>,
+}
+
 struct Peer {
     position: usize,
     id: String,
     address: String,
+    tls: Option<WitnessTls>,
     client: Option<WitnessServiceClient<Channel>>,
     /// The size this witness cosigned last, as far as the ledger knows.
     known: u64,
@@ -72,6 +84,15 @@ impl Ledger {
     /// runtime). Every peer must be a witness of the genesis; witnesses left out are warned
     /// about (a quorum may still be reachable without them).
     pub fn start_witnessing(self: &Arc<Self>, peers: &[WitnessPeer]) -> Result<(), LedgerError> {
+        self.start_witnessing_with(peers, None)
+    }
+
+    /// [`Ledger::start_witnessing`], reaching every witness over TLS when `tls` is given.
+    pub fn start_witnessing_with(
+        self: &Arc<Self>,
+        peers: &[WitnessPeer],
+        tls: Option<WitnessTls>,
+    ) -> Result<(), LedgerError> {
         let policy = self.witness_policy().clone();
         let bad = |reason: String| LedgerError::Invalid {
             path: self.store().path().display().to_string(),
@@ -94,6 +115,7 @@ impl Ledger {
                 position,
                 id: p.id.clone(),
                 address: p.address.clone(),
+                tls: tls.clone(),
                 client: None,
                 known: 0,
             };
@@ -245,16 +267,26 @@ async fn round(
 
 impl Peer {
     fn connect(&mut self, address: &str) -> Result<(), String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let url = if address.contains("://") {
             address.to_string()
         } else {
-            format!("http://{address}")
+            format!("{scheme}://{address}")
         };
-        let ch = Endpoint::from_shared(url)
-            .map_err(|e| format!("witness {} address {address}: {e}", self.id))?
+        let bad = |e: &dyn std::fmt::Display| format!("witness {} address {address}: {e}", self.id);
+        let mut ep = Endpoint::from_shared(url)
+            .map_err(|e| bad(&e))?
             .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(t) = &self.tls {
+            let mut cfg = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&t.ca_pem));
+            if let Some(d) = &t.domain {
+                cfg = cfg.domain_name(d.clone());
+            }
+            ep = ep.tls_config(cfg).map_err(|e| bad(&e))?;
+        }
+        let ch = ep.connect_lazy();
         self.client = Some(
             WitnessServiceClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
