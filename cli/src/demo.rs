@@ -267,15 +267,22 @@ fn default_deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
+/// Stem of the ledger's TLS certificate and key in its folder (`tls-cert.pem`, `tls-key.pem`).
+const LEDGER_TLS: &str = "tls";
+
 /// The file in the ledger's folder holding the gateways' certificates (what the ledger trusts
 /// when it asks them, as witnesses, over TLS).
 const WITNESS_CA: &str = "witness-ca.pem";
 
-/// Makes `dir/gw-cert.pem` and `dir/gw-key.pem` (0600): a self-signed P-256 certificate valid
-/// for a year for `localhost`, 127.0.0.1 and the host of `address`, with the `openssl` command
-/// (scripts/setup.sh and the Docker image install it). Returns the certificate's path.
-fn self_signed(dir: &Path, site: &str, address: &str) -> Result<PathBuf> {
-    let (cert, key) = (dir.join("gw-cert.pem"), dir.join("gw-key.pem"));
+/// Makes `dir/<stem>-cert.pem` and `dir/<stem>-key.pem` (0600): a self-signed P-256
+/// certificate valid for a year for `localhost`, 127.0.0.1 and the host of `address`, with the
+/// `openssl` command (scripts/setup.sh and the Docker image install it). Returns the
+/// certificate's path.
+fn self_signed(dir: &Path, stem: &str, who: &str, address: &str) -> Result<PathBuf> {
+    let (cert, key) = (
+        dir.join(format!("{stem}-cert.pem")),
+        dir.join(format!("{stem}-key.pem")),
+    );
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
     let mut names = vec!["DNS:localhost".to_string(), "IP:127.0.0.1".to_string()];
     if host.parse::<std::net::IpAddr>().is_ok() {
@@ -297,7 +304,7 @@ fn self_signed(dir: &Path, site: &str, address: &str) -> Result<PathBuf> {
             "-days",
             "365",
             "-subj",
-            &format!("/CN=ecgfed gateway {site}"),
+            &format!("/CN=ecgfed {who}"),
             "-addext",
             &format!("subjectAltName={}", names.join(",")),
             // An end-entity certificate: TLS clients refuse a CA certificate as a server's.
@@ -309,7 +316,7 @@ fn self_signed(dir: &Path, site: &str, address: &str) -> Result<PathBuf> {
             s(&cert),
         ])
         .output()
-        .context("running openssl to make a gateway's TLS certificate (install openssl)")?;
+        .context("running openssl to make a TLS certificate (install openssl)")?;
     if !out.status.success() {
         bail!(
             "openssl could not make {}: {}",
@@ -409,6 +416,10 @@ fn setup(
         args.push(m);
     }
     ecgfed(&args)?;
+    // TLS on the ledger's port too: its certificate goes into the trust file every party gets,
+    // so that every client reaches the ledger over TLS.
+    say("making the ledger's TLS certificate");
+    let lcert = self_signed(&ldir, LEDGER_TLS, "ledger", &t.ledger.address)?;
     ecgfed(&[
         "ledger",
         "init",
@@ -418,6 +429,8 @@ fn setup(
         s(&ldir),
         "--key",
         s(&lkey),
+        "--tls-ca",
+        s(&lcert),
     ])?;
     let trust = ldir.join("trust.json");
     let mut witness_ca = String::new();
@@ -438,7 +451,7 @@ fn setup(
         // TLS on the gateway's port: a self-signed certificate for its address, which the
         // ledger (as the witnesses' client), the scientist and the hospital's own tools trust.
         say(&format!("{}: making the gateway's TLS certificate", h.site));
-        let cert = self_signed(&dir, &h.site, &h.address)?;
+        let cert = self_signed(&dir, "gw", &format!("gateway {}", h.site), &h.address)?;
         witness_ca.push_str(&std::fs::read_to_string(&cert).with_context(|| s(&cert).to_string())?);
         copy(&cert, &tdir.join(format!("{}-cert.pem", h.site)))?;
         write(
@@ -522,6 +535,14 @@ fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) 
     if ca.exists() {
         args.push("--witness-ca");
         args.push(s(&ca));
+    }
+    // And the ledger serves TLS (its trust file names the certificate).
+    let (lcert, lkey) = (
+        ldir.join(format!("{LEDGER_TLS}-cert.pem")),
+        ldir.join(format!("{LEDGER_TLS}-key.pem")),
+    );
+    if lcert.exists() {
+        args.extend(["--tls-cert", s(&lcert), "--tls-key", s(&lkey)]);
     }
     let ledger_addr = procs.serve(&args, &logs.join("ledger.log"))?;
     for h in &t.hospitals {

@@ -50,6 +50,14 @@ pub(crate) enum LedgerCommand {
         /// The ledger member's key file (default DIR/ledger.key).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// The certificate (PEM) of the authority that issued the ledger's TLS certificate
+        /// (for a self-signed one, that certificate): written into trust.json, so that every
+        /// client of that trust file reaches the ledger over TLS only.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// The name the ledger's certificate is issued for, when not its address's host.
+        #[arg(long, requires = "tls_ca")]
+        tls_domain: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -70,6 +78,13 @@ pub(crate) enum LedgerCommand {
         /// `ecgfed witness serve`). Repeat for each witness of the genesis.
         #[arg(long = "witness")]
         witnesses: Vec<ecgfed_ledger::WitnessPeer>,
+        /// Serve TLS only, with this certificate chain (PEM); clients find the authority in
+        /// their trust file (`ecgfed ledger init --tls-ca`).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS private key (PEM, mode 0600).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Reach the witnesses over TLS, trusting the certificate authorities in this PEM file
         /// (gateways with `[tls]`: their certificates, or the authority that issued them).
         #[arg(long)]
@@ -177,8 +192,16 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
             genesis,
             data,
             key,
+            tls_ca,
+            tls_domain,
             json,
         } => {
+            let tls_ca = match &tls_ca {
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).with_context(|| p.display().to_string())?)
+                }
+                None => None,
+            };
             let g = GenesisFile::read(&genesis)?;
             let kp = KeyPair::read_file(&key_path(&data, key))?;
             std::fs::create_dir_all(&data).with_context(|| format!("{}", data.display()))?;
@@ -188,6 +211,8 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
                 ledger_public_key: kp.public().to_hex(),
                 checkpoint: cp.sign(&kp),
                 distrusted: None,
+                tls_ca,
+                tls_domain,
             };
             let tpath = data.join("trust.json");
             trust.write(&tpath)?;
@@ -218,7 +243,13 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
             witness_domain,
             max_in_flight,
             max_streams,
+            tls_cert,
+            tls_key,
         } => {
+            let server_tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(ecgfed_ledger::service::server_tls(&cert, &key)?),
+                _ => None,
+            };
             let kp = KeyPair::read_file(&key_path(&data, key))?;
             let tls = match witness_ca {
                 Some(p) => Some(ecgfed_ledger::WitnessTls {
@@ -233,7 +264,9 @@ pub(crate) fn run(cmd: LedgerCommand) -> Result<()> {
                 ..Default::default()
             };
             let rt = runtime()?;
-            rt.block_on(serve(&data, listen, kp, &witnesses, tls, limits))
+            rt.block_on(serve(
+                &data, listen, kp, &witnesses, tls, limits, server_tls,
+            ))
         }
         LedgerCommand::Revoke {
             ledger,
@@ -354,6 +387,7 @@ async fn serve(
     witnesses: &[ecgfed_ledger::WitnessPeer],
     tls: Option<ecgfed_ledger::WitnessTls>,
     limits: ecgfed_ledger::gate::Limits,
+    server_tls: Option<ecgfed_ledger::service::ServerTls>,
 ) -> Result<()> {
     let ledger: Arc<Ledger> = Ledger::open(&db_path(data), kp)?;
     ledger.start_witnessing_with(witnesses, tls)?;
@@ -369,7 +403,8 @@ async fn serve(
         head.blocks
     );
     let shutdown = shutdown_signal("ledger");
-    ecgfed_ledger::service::serve_with(Arc::clone(&ledger), listener, limits, shutdown).await?;
+    ecgfed_ledger::service::serve_tls(Arc::clone(&ledger), listener, limits, server_tls, shutdown)
+        .await?;
     tokio::time::sleep(Duration::from_millis(10)).await;
     let head = ledger.head();
     eprintln!(
@@ -383,7 +418,8 @@ async fn mirror(from: &str, trust: &Path, data: &Path, listen: SocketAddr) -> Re
     use ecgfed_ledger::mirror::{self, MirrorError};
     let (t, _, key) = TrustFile::read(trust)?;
     std::fs::create_dir_all(data).with_context(|| format!("{}", data.display()))?;
-    let mut src = mirror::connect(from).await?;
+    let tls = t.tls();
+    let mut src = mirror::connect(from, tls.as_ref()).await?;
     let ledger = mirror::open(&db_path(data), &mut src, from, &t.origin, &key).await?;
     let (listener, addr) = ecgfed_ledger::service::bind(listen)
         .await
@@ -400,7 +436,7 @@ async fn mirror(from: &str, trust: &Path, data: &Path, listen: SocketAddr) -> Re
         loop {
             let client = match src.take() {
                 Some(c) => c,
-                None => match mirror::connect(&from).await {
+                None => match mirror::connect(&from, tls.as_ref()).await {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("mirror: {e}; retrying");

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::fed::{BIN, run, s, serve, stop};
+use common::fed::{BIN, run, run_fails, s, serve, stop};
 use ecgfed_gateway::server::KeyStore;
 use ecgfed_gateway::server::SliceRecord;
 use serde_json::Value;
@@ -305,7 +305,19 @@ fn demo_then_audit() {
         witnesses.push(child);
         witness_args.push(format!("{member}={waddr}"));
     }
-    let mut args = vec!["ledger", "serve", "--data", s(&ledger), "--listen", addr];
+    let (lcert, lkey) = (ledger.join("tls-cert.pem"), ledger.join("tls-key.pem"));
+    let mut args = vec![
+        "ledger",
+        "serve",
+        "--data",
+        s(&ledger),
+        "--listen",
+        addr,
+        "--tls-cert",
+        s(&lcert),
+        "--tls-key",
+        s(&lkey),
+    ];
     for w in &witness_args {
         args.push("--witness");
         args.push(w);
@@ -320,6 +332,26 @@ fn demo_then_audit() {
         &patient,
     ]);
     let trust = data.join("regulator/trust.json");
+    // The ledger serves TLS only, its certificate in every party's trust file: the same trust
+    // file without it gets nowhere.
+    let mut plain: Value = serde_json::from_str(&std::fs::read_to_string(&trust).unwrap()).unwrap();
+    assert!(
+        plain["tls_ca"]
+            .as_str()
+            .is_some_and(|c| c.contains("BEGIN CERTIFICATE")),
+        "{plain}"
+    );
+    plain.as_object_mut().unwrap().remove("tls_ca");
+    let plain_path = tmp.path().join("plain-trust.json");
+    std::fs::write(&plain_path, plain.to_string()).unwrap();
+    run_fails(&[
+        "audit",
+        "verify",
+        "--remote",
+        addr,
+        "--checkpoint",
+        s(&plain_path),
+    ]);
     // The public ledger does not tell which slices held the erased patient: without the
     // hospital's disclosure the erasure reaches no model, and the model's lineage says that
     // an erasure of its site-b dataset was not disclosed.

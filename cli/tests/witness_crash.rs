@@ -135,6 +135,8 @@ fn a_witness_never_cosigns_two_forks_across_sigkills() {
         ledger_public_key: ledger.public().to_hex(),
         checkpoint: base,
         distrusted: None,
+        tls_ca: None,
+        tls_domain: None,
     }
     .write(&trust)
     .unwrap();
@@ -202,6 +204,8 @@ fn audit_evidence_shows_a_fork_and_ignores_what_does_not_hold() {
         ledger_public_key: ledger.public().to_hex(),
         checkpoint: note(&fork(1), BASE, &ledger).1,
         distrusted: None,
+        tls_ca: None,
+        tls_domain: None,
     }
     .write(&trust)
     .unwrap();

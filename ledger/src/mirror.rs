@@ -67,16 +67,14 @@ fn source_err(addr: &str, e: impl std::fmt::Display) -> MirrorError {
     }
 }
 
-/// Connects to the source ledger (or another mirror).
-pub async fn connect(addr: &str) -> Result<LedgerServiceClient<Channel>, MirrorError> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let ch = Channel::from_shared(url)
+/// Connects to the source ledger (or another mirror), over TLS when `tls` is given (the trust
+/// file's).
+pub async fn connect(
+    addr: &str,
+    tls: Option<&crate::trust::LedgerTls>,
+) -> Result<LedgerServiceClient<Channel>, MirrorError> {
+    let ch = crate::trust::endpoint(addr, tls)
         .map_err(|e| source_err(addr, e))?
-        .tcp_nodelay(true)
         .connect()
         .await
         .map_err(|e| source_err(addr, e))?;

@@ -462,6 +462,31 @@ pub async fn serve_with(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_tls(ledger, listener, limits, None, shutdown).await
+}
+
+/// TLS of the ledger's port.
+pub type ServerTls = tonic::transport::ServerTlsConfig;
+
+/// The TLS settings of a certificate chain and its private key (PEM files; the key must be a
+/// regular file of mode 0600, as member keys).
+pub fn server_tls(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<ServerTls> {
+    crate::keys::check_secret_file(key).map_err(std::io::Error::other)?;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+    };
+    let id = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    Ok(ServerTls::new().identity(id))
+}
+
+/// [`serve_with`], over TLS only when `tls` is given.
+pub async fn serve_tls(
+    ledger: Arc<Ledger>,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let incoming = incoming(listener);
     let svc = LedgerServer::with_limits(Arc::clone(&ledger), limits).into_service();
     // Once asked to stop, endless streams (WatchBlocks of mirrors, waits for a witnessed
@@ -471,7 +496,11 @@ pub async fn serve_with(
         shutdown.await;
         stopping.begin_shutdown();
     };
-    let r = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        builder = builder.tls_config(t)?;
+    }
+    let r = builder
         .tcp_nodelay(true)
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown)

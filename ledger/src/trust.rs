@@ -30,6 +30,56 @@ pub struct TrustFile {
     /// checkpoints: why, and where the evidence is. A client refuses to use the ledger then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distrusted: Option<String>,
+    /// The certificate (PEM) of the authority that issued the ledger's TLS certificate: when
+    /// present, clients reach the ledger over TLS only, checking its certificate against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
+    /// The name the ledger's TLS certificate is issued for, when not its address's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_domain: Option<String>,
+}
+
+/// How a client reaches a ledger over TLS (from its trust file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerTls {
+    /// The authority's certificate, PEM.
+    pub ca_pem: String,
+    /// The name to check in the ledger's certificate, when not the address's host.
+    pub domain: Option<String>,
+}
+
+impl TrustFile {
+    /// The TLS settings of the ledger, when it serves TLS.
+    pub fn tls(&self) -> Option<LedgerTls> {
+        self.tls_ca.as_ref().map(|ca| LedgerTls {
+            ca_pem: ca.clone(),
+            domain: self.tls_domain.clone(),
+        })
+    }
+}
+
+/// The gRPC endpoint of a ledger at `addr` (`host:port` or a URI): `https` checked against
+/// `tls` when given, plain HTTP/2 otherwise.
+pub fn endpoint(
+    addr: &str,
+    tls: Option<&LedgerTls>,
+) -> Result<tonic::transport::Endpoint, Box<dyn std::error::Error + Send + Sync>> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    let mut ep = tonic::transport::Endpoint::from_shared(url)?.tcp_nodelay(true);
+    if let Some(t) = tls {
+        let mut cfg = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&t.ca_pem));
+        if let Some(d) = &t.domain {
+            cfg = cfg.domain_name(d.clone());
+        }
+        ep = ep.tls_config(cfg)?;
+    }
+    Ok(ep)
 }
 
 impl TrustFile {

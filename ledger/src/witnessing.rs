@@ -27,6 +27,18 @@ const GRACE: Duration = Duration::from_millis(20);
 /// block committed meanwhile, and the witnesses' work (a pairing check, a signature, a synced
 /// write each) stays bounded at 20 rounds a second.
 const ROUND_INTERVAL: Duration = Duration::from_millis(50);
+/// Most cosignatures asked for a second, all witnesses together: with many witnesses, rounds
+/// are spaced further apart (16 witnesses: one round every 250 ms), so that what the
+/// federation spends on witnessing stays about that of 3 witnesses at 20 rounds a second,
+/// while a checkpoint is still witnessed well within a second.
+const COSIGNATURES_PER_SECOND: u64 = 64;
+
+/// The time from one round's start to the next for `witnesses` witnesses.
+fn round_interval(witnesses: usize) -> Duration {
+    ROUND_INTERVAL.max(Duration::from_millis(
+        1000 * witnesses as u64 / COSIGNATURES_PER_SECOND,
+    ))
+}
 /// Pause after a round without a quorum (doubling up to [`MAX_BACKOFF`]).
 const BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -154,6 +166,7 @@ async fn run(
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF;
+    let interval = round_interval(peers.len());
     loop {
         if *stopping.borrow() {
             return;
@@ -189,7 +202,7 @@ async fn run(
                     done = target.size;
                     backoff = BACKOFF;
                     drop(l);
-                    tokio::time::sleep_until(started + ROUND_INTERVAL).await;
+                    tokio::time::sleep_until(started + interval).await;
                 }
                 Err(e) => tracing::error!(
                     size = target.size,
@@ -362,4 +375,17 @@ async fn ask(ledger: &Ledger, p: &mut Peer, target: &Latest) -> Option<(usize, S
         return Some((p.position, sig));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_space_out_with_many_witnesses() {
+        assert_eq!(round_interval(0), ROUND_INTERVAL);
+        assert_eq!(round_interval(3), Duration::from_millis(50));
+        assert_eq!(round_interval(16), Duration::from_millis(250));
+        assert_eq!(round_interval(64), Duration::from_secs(1));
+    }
 }

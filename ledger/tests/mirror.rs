@@ -68,7 +68,7 @@ async fn a_lost_ledger_is_restored_from_its_mirror() {
 
     // The mirror, following from the genesis on.
     let mdb = tmp.path().join("mirror/db");
-    let mut src = mirror::connect(&addr).await.unwrap();
+    let mut src = mirror::connect(&addr, None).await.unwrap();
     let mirrored = mirror::open(&mdb, &mut src, &addr, m.origin(), &m.ledger_key().public())
         .await
         .unwrap();
@@ -153,7 +153,7 @@ async fn a_mirror_refuses_an_altered_block_and_keeps_its_verified_copy() {
     ledger.submit(sci.sign(model("one"))).await.unwrap();
     let served = LocalLedger::start(&ledger).await.unwrap();
     let addr = served.addr.to_string();
-    let mut src = mirror::connect(&addr).await.unwrap();
+    let mut src = mirror::connect(&addr, None).await.unwrap();
     let mirrored = mirror::open(
         &tmp.path().join("mirror"),
         &mut src,

@@ -137,6 +137,8 @@ impl Members {
             ledger_public_key: self.ledger_key().public().to_hex(),
             checkpoint: cp.sign(self.ledger_key()),
             distrusted: None,
+            tls_ca: None,
+            tls_domain: None,
         }
         .write(path)
         .with_context(|| format!("writing {}", path.display()))

@@ -56,6 +56,15 @@ pub enum ClientError {
         #[source]
         source: tonic::codegen::http::uri::InvalidUri,
     },
+    /// The address, or the TLS settings of the trust file, make no endpoint.
+    #[error("ledger address {addr}: {source}")]
+    Endpoint {
+        /// The address given.
+        addr: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The server refused the request.
     #[error("ledger refused: {0}")]
     Refused(#[from] tonic::Status),
@@ -399,21 +408,26 @@ impl LedgerClient {
         key: PublicKey,
         trusted: Option<Checkpoint>,
     ) -> Result<Self, ClientError> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
+        LedgerClient::connect_with(addr, origin, key, trusted, None).await
+    }
+
+    /// [`LedgerClient::connect`] over TLS when `tls` is given (a trust file's `tls_ca`).
+    pub async fn connect_with(
+        addr: &str,
+        origin: &str,
+        key: PublicKey,
+        trusted: Option<Checkpoint>,
+        tls: Option<&crate::trust::LedgerTls>,
+    ) -> Result<Self, ClientError> {
         let terr = |source| ClientError::Transport {
             addr: addr.to_string(),
             source,
         };
-        let ch = Channel::from_shared(url)
-            .map_err(|source| ClientError::Address {
+        let ch = crate::trust::endpoint(addr, tls)
+            .map_err(|source| ClientError::Endpoint {
                 addr: addr.to_string(),
                 source,
             })?
-            .tcp_nodelay(true)
             .connect()
             .await
             .map_err(terr)?;
@@ -449,7 +463,8 @@ impl LedgerClient {
                 reason,
             });
         }
-        let mut c = LedgerClient::connect(addr, &t.origin, key, Some(cp)).await?;
+        let mut c =
+            LedgerClient::connect_with(addr, &t.origin, key, Some(cp), t.tls().as_ref()).await?;
         c.trusted_note = Some(t.checkpoint.clone());
         let Some(m) = memory else { return Ok(c) };
         c.memory = Some(m.clone());
@@ -528,6 +543,8 @@ impl LedgerClient {
             ledger_public_key: self.key.to_hex(),
             checkpoint: note.clone(),
             distrusted: self.distrusted.clone(),
+            tls_ca: None,
+            tls_domain: None,
         }
         .write(&m.state)?;
         Ok(())
