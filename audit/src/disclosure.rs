@@ -143,6 +143,18 @@ async fn verify<S: Source>(
     let mut accounted: BTreeSet<Vec<u8>> = BTreeSet::new();
     let mut slices = BTreeMap::new();
     for s in &d.slices {
+        // A slice or a leaf named twice would count its rows twice.
+        if slices.contains_key(&s.slice_id) {
+            return Err(bad(f, format!("slice {} is listed twice", s.slice_id)));
+        }
+        let mut indexes: Vec<u64> = s.leaves.iter().map(|l| l.index).collect();
+        indexes.sort_unstable();
+        if let Some(w) = indexes.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(
+                f,
+                format!("leaf {} of slice {} is listed twice", w[0], s.slice_id),
+            ));
+        }
         let entry = src
             .by_subject(SubjectKind::Slice, &s.slice_id)
             .await?

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use ecgfed_ledger::Ledger;
 use ecgfed_ledger::keys::KeyPair;
-use ecgfed_proto::v1::{
-    ModelTrained, QueryBySubjectRequest, Subject, SubjectKind, entry_body::Payload,
-};
+use ecgfed_proto::v1::{ModelTrained, entry_body::Payload};
 use ecgfed_testkit::local::LocalLedger;
 use ecgfed_testkit::members::Members;
 
@@ -49,15 +47,7 @@ async fn phase(entries_n: u64, clients: usize, window: usize, hostile: bool) -> 
             .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
         for _ in 0..UNREAD_STREAMS {
             let asked = c
-                .query_by_subject(QueryBySubjectRequest {
-                    subject: Some(Subject {
-                        kind: SubjectKind::EntryKind as i32,
-                        id: "ModelTrained".into(),
-                    }),
-                    from_index: 0,
-                    limit: 0,
-                    prove_at_size: 0,
-                })
+                .query_by_subject(ecgfed_testkit::payloads::all_models())
                 .await;
             match asked {
                 Ok(s) => held.push(s.into_inner()),

@@ -352,32 +352,26 @@ fn demo_then_audit() {
         "--checkpoint",
         s(&plain_path),
     ]);
+    // `ecgfed audit lineage --remote ADDR --checkpoint TRUST ARGS... --json`.
+    let audit_lineage = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "lineage",
+            "--remote",
+            addr,
+            "--checkpoint",
+            s(&trust),
+        ];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        run(&args)
+    };
     // The public ledger does not tell which slices held the erased patient: without the
     // hospital's disclosure the erasure reaches no model, and the model's lineage says that
     // an erasure of its site-b dataset was not disclosed.
-    let public = run(&[
-        "audit",
-        "lineage",
-        "--remote",
-        addr,
-        "--checkpoint",
-        s(&trust),
-        "--erased",
-        "--json",
-    ]);
+    let public = audit_lineage(&["--erased"]);
     assert!(public.trim().is_empty(), "{public}");
-    let undisclosed: Value = serde_json::from_str(&run(&[
-        "audit",
-        "lineage",
-        "--remote",
-        addr,
-        "--checkpoint",
-        s(&trust),
-        "--model",
-        &model,
-        "--json",
-    ]))
-    .unwrap();
+    let undisclosed: Value = serde_json::from_str(&audit_lineage(&["--model", &model])).unwrap();
     let b = undisclosed["slices"]
         .as_array()
         .unwrap()
@@ -395,21 +389,10 @@ fn demo_then_audit() {
     // With the disclosure site-b's gateway wrote (`gw/erasures/`), checked against the ledger.
     let disclosures = data.join("site-b/gw/erasures");
     assert_eq!(std::fs::read_dir(&disclosures).unwrap().count(), 1);
-    // `ecgfed audit lineage --remote ADDR --checkpoint TRUST --disclosures DIR QUERY... --json`.
     let lineage = |query: &[&str]| {
-        let mut args = vec![
-            "audit",
-            "lineage",
-            "--remote",
-            addr,
-            "--checkpoint",
-            s(&trust),
-            "--disclosures",
-            s(&disclosures),
-        ];
+        let mut args = vec!["--disclosures", s(&disclosures)];
         args.extend_from_slice(query);
-        args.push("--json");
-        run(&args)
+        audit_lineage(&args)
     };
     let erased = lineage(&["--erased"]);
     let hits: Vec<Value> = erased

@@ -239,6 +239,20 @@ async fn federation_end_to_end() {
         err.contains("do not hash to its content hash") && err.contains("segment "),
         "{err}"
     );
+    // A gateway that withholds a row, announcing it erased (with its salt) though no erasure
+    // of its site lists the leaf's token, is caught.
+    fed.restart_gateway(0, &[("ECGFED_GATEWAY_FAULT", "withhold-row")]);
+    let err = fed
+        .gateway(0, "sci")
+        .await
+        .pull(&slices[0].slice_id, &mut ledger, |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("announced erased but no RecordsErased entry"),
+        "{err}"
+    );
     fed.restart_gateway(0, &[]);
 
     minimised_rows(&fed, &mut ledger).await;
@@ -326,14 +340,15 @@ async fn approval_and_quota(fed: &mut Fed) {
         reserve_refused(&mut g, "needs-approval").await,
         Code::FailedPrecondition
     );
-    let out = run(&[
+    let approve = [
         "gateway",
         "approve",
         "--config",
         s(&cfg),
         "--cohort",
         "needs-approval",
-    ]);
+    ];
+    let out = run(&approve);
     assert!(out.contains("CohortApproved at ledger entry"), "{out}");
     let r = g
         .reserve(ReserveSliceRequest {
@@ -344,14 +359,7 @@ async fn approval_and_quota(fed: &mut Fed) {
         .unwrap();
     assert_eq!(r.rows, 2);
     // A second approval of the same cohort is refused by the ledger.
-    let err = run_fails(&[
-        "gateway",
-        "approve",
-        "--config",
-        s(&cfg),
-        "--cohort",
-        "needs-approval",
-    ]);
+    let err = run_fails(&approve);
     assert!(err.contains("already approved"), "{err}");
     // sci holds slices here already: a quota of one slice per period leaves no room.
     with_policy("quota_cohorts = 1");
@@ -757,16 +765,22 @@ async fn erasure_is_private(
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    // One with a slice cut out, or a leaf listed twice (its rows counted twice), is refused.
     let mut cut = d.clone();
     cut.slices.retain(|s| s.slice_id != "cohort-1/site-a");
-    let bad = fed.dir.join("cut-disclosure.json");
-    std::fs::write(&bad, serde_json::to_vec(&cut).unwrap()).unwrap();
-    let refused = audit(&bad);
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && err.contains("leaves out"),
-        "{err}"
-    );
+    let mut twice = d.clone();
+    let leaf = twice.slices[0].leaves[0].clone();
+    twice.slices[0].leaves.push(leaf);
+    for (forged, needle) in [(cut, "leaves out"), (twice, "listed twice")] {
+        let bad = fed.dir.join("forged-disclosure.json");
+        std::fs::write(&bad, serde_json::to_vec(&forged).unwrap()).unwrap();
+        let refused = audit(&bad);
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && err.contains(needle),
+            "{needle}: {err}"
+        );
+    }
 }
 
 fn erase_cmd<'a>(cfg: &'a std::path::Path, patient: &'a str) -> [&'a str; 6] {

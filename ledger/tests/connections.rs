@@ -11,7 +11,6 @@ use common::*;
 use ecgfed_ledger::access::{self, CallIdentity, CallToken, MEMBER_HEADER, TOKEN_HEADER};
 use ecgfed_ledger::gate::{Gate, Limits};
 use ecgfed_ledger::keys::KeyPair;
-use ecgfed_proto::v1::{QueryBySubjectRequest, Subject, SubjectKind};
 use tonic::Code;
 
 /// A raw client at `addr` with no token.
@@ -133,15 +132,7 @@ async fn streams_are_bounded_per_member_and_per_address() {
         ..Limits::default()
     };
     let (addr, _stop) = serve_limited(ledger.clone(), limits).await;
-    let q = || QueryBySubjectRequest {
-        subject: Some(Subject {
-            kind: SubjectKind::EntryKind as i32,
-            id: "ModelTrained".into(),
-        }),
-        from_index: 0,
-        limit: 0,
-        prove_at_size: 0,
-    };
+    let q = ecgfed_testkit::payloads::all_models;
     // Streams stay open until read or dropped.
     let mut member = f.raw(addr).await;
     let mut held = Vec::new();

@@ -1,7 +1,24 @@
 //! Ledger payloads with fixed contents, for tests and load generators that need entries of
 //! each kind and do not care about their values.
 
-use ecgfed_proto::v1::{CohortCreated, DatasetRegistered, ModelTrained, entry_body::Payload};
+use ecgfed_proto::v1::{
+    CohortCreated, DatasetRegistered, ModelTrained, QueryBySubjectRequest, Subject, SubjectKind,
+    entry_body::Payload,
+};
+
+/// Every `ModelTrained` entry, from the first, unproven: a long answer (what the stream-limit
+/// tests and the adversary bench leave unread).
+pub fn all_models() -> QueryBySubjectRequest {
+    QueryBySubjectRequest {
+        subject: Some(Subject {
+            kind: SubjectKind::EntryKind as i32,
+            id: "ModelTrained".into(),
+        }),
+        from_index: 0,
+        limit: 0,
+        prove_at_size: 0,
+    }
+}
 
 /// A `DatasetRegistered` of `site` with id `id` (fixed counts and hashes).
 pub fn dataset(site: &str, id: &str) -> Payload {

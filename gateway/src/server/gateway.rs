@@ -29,9 +29,10 @@ use crate::server::rows::{ErasedLeaf, SliceRecord};
 use crate::server::select::select;
 use crate::server::served::SliceKeys;
 
-/// Environment variable of the fault-injection hook used by the tamper test: when set to
+/// Environment variable of the fault-injection hooks used by the tamper tests: when set to
 /// `alter-sample`, the gateway adds 0.001 mV to the first sample of the first row it serves
-/// on every DoGet (a lying gateway the client must catch). Compiled only with the
+/// on every DoGet; with `withhold-row`, it announces a row erased that was not (lying gateways
+/// the client must catch). Compiled only with the
 /// `fault-injection` feature, which only tests turn on.
 #[cfg(feature = "fault-injection")]
 pub const FAULT_ENV: &str = "ECGFED_GATEWAY_FAULT";
@@ -139,6 +140,9 @@ pub struct Gateway {
     writes: tokio::sync::Mutex<()>,
     /// Fault-injection hook (`FAULT_ENV`, `fault-injection` feature only).
     pub alter_sample: bool,
+    /// Fault-injection hook `withhold-row`: the first row of every plan is announced erased
+    /// (with its salt) though it was not, as a gateway withholding data would.
+    withhold_row: bool,
     /// Recently served slices, kept for repeated pulls (an erasure empties it).
     cache: std::sync::Mutex<HashMap<String, Arc<ServedSlice>>>,
     /// Bytes of served batches held for the cache: those in it and those being gathered by
@@ -217,6 +221,10 @@ impl Gateway {
             alter_sample: std::env::var(FAULT_ENV).is_ok_and(|v| v == "alter-sample"),
             #[cfg(not(feature = "fault-injection"))]
             alter_sample: false,
+            #[cfg(feature = "fault-injection")]
+            withhold_row: std::env::var(FAULT_ENV).is_ok_and(|v| v == "withhold-row"),
+            #[cfg(not(feature = "fault-injection"))]
+            withhold_row: false,
             cfg,
             keys,
             members,
@@ -1076,9 +1084,10 @@ impl Gateway {
         let c = self.catalog();
         let mut per_file: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut erased = Vec::new();
+        let mut withhold = self.withhold_row;
         for (i, (seg, com)) in s.segments.iter().zip(&s.commitments).enumerate() {
             match (c.row(seg), s.row_commitment(i)) {
-                (Some(r), Some(rc)) if r.commitment == rc.0 => {
+                (Some(r), Some(rc)) if r.commitment == rc.0 && !std::mem::take(&mut withhold) => {
                     per_file.entry(r.file).or_default().push(r.pos)
                 }
                 _ => erased.push(ErasedLeaf {
