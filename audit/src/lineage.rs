@@ -51,6 +51,43 @@ pub struct ModelNode {
     pub hyperparameters: serde_json::Value,
     /// Metric table as recorded.
     pub metrics: serde_json::Value,
+    /// `pull` or `federated` (trained in rounds at the gateways).
+    #[serde(default = "pull")]
+    pub mode: String,
+    /// Federated mode: the ledger indexes of the LocalRoundTrained entries the model names as
+    /// its inputs.
+    #[serde(default)]
+    pub round_entries: Vec<u64>,
+}
+
+fn pull() -> String {
+    "pull".into()
+}
+
+/// One federated round served by a site (`LocalRoundTrained`): the model trained at home on
+/// the site's slice; only its masked update left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundNode {
+    /// The entry (signed by the site's hospital).
+    pub entry: EntryRef,
+    /// Round (from 1).
+    pub round: u32,
+    /// Attempt of the round.
+    pub attempt: u32,
+    /// Site.
+    pub site: String,
+    /// The slice trained on.
+    pub slice_id: String,
+    /// Rows trained on.
+    pub rows: u64,
+    /// The round's participants.
+    pub participants: Vec<String>,
+    /// SHA-256 of the global model the site received, hex.
+    pub model_sha256: String,
+    /// SHA-256 of the masked update that left the site, hex.
+    pub update_sha256: String,
+    /// The local training as run (epochs, steps, learning rate, aggregation, μ, DP).
+    pub training: serde_json::Value,
 }
 
 /// One planned cell of a cohort: site × label × sex × age band.
@@ -191,6 +228,10 @@ pub struct ModelLineage {
     pub datasets: Vec<DatasetNode>,
     /// The sites.
     pub sites: Vec<SiteNode>,
+    /// Federated mode: the rounds whose updates built the model, by ledger index (empty for
+    /// a pulled model).
+    #[serde(default)]
+    pub rounds: Vec<RoundNode>,
 }
 
 impl ModelLineage {
@@ -205,6 +246,7 @@ impl ModelLineage {
             v.extend(s.erased_since.iter().map(|e| e.entry.index));
         }
         v.extend(self.datasets.iter().map(|d| d.entry.index));
+        v.extend(self.rounds.iter().map(|r| r.entry.index));
         v.into_iter().collect()
     }
 
@@ -235,6 +277,12 @@ async fn model_entry<S: Source>(src: &mut S, model_id: &str) -> Result<(Verified
                     .unwrap_or(serde_json::Value::String(m.hyperparameters_json.clone())),
                 metrics: serde_json::from_str(&m.metrics_json)
                     .unwrap_or(serde_json::Value::String(m.metrics_json.clone())),
+                mode: if m.mode.is_empty() {
+                    pull()
+                } else {
+                    m.mode.clone()
+                },
+                round_entries: m.round_entries.clone(),
             };
             return Ok((e, node));
         }
@@ -269,7 +317,9 @@ pub async fn model_lineage<S: Source>(
         cohort,
         mut slices,
         served,
+        rounds,
     } = read_cohort_entries(&cohort_entries, &model.cohort_id);
+    let rounds = model_rounds(&model, rounds)?;
     let cohort = cohort.ok_or_else(|| {
         not_found(format!(
             "model {model_id}: cohort {} has no CohortCreated entry",
@@ -321,7 +371,29 @@ pub async fn model_lineage<S: Source>(
         slices,
         datasets,
         sites,
+        rounds,
     })
+}
+
+/// The rounds a model names as its inputs, each found among its cohort's LocalRoundTrained
+/// entries before the model; a named entry that is not one of them fails the lineage.
+fn model_rounds(model: &ModelNode, mut rounds: Vec<RoundNode>) -> Result<Vec<RoundNode>> {
+    rounds.retain(|r| model.round_entries.contains(&r.entry.index));
+    for i in &model.round_entries {
+        let found = rounds
+            .iter()
+            .any(|r| r.entry.index == *i && r.entry.index < model.entry.index);
+        if !found {
+            return Err(AuditError::Entry {
+                index: model.entry.index,
+                reason: format!(
+                    "model {} names entry {i} as a round it was built from, which is not a LocalRoundTrained entry of cohort {} before it",
+                    model.model_id, model.cohort_id
+                ),
+            });
+        }
+    }
+    Ok(rounds)
 }
 
 /// What a cohort's entries say: the cohort, its slices (with their entries) and the transfers
@@ -330,6 +402,7 @@ struct CohortEntries {
     cohort: Option<CohortNode>,
     slices: Vec<(VerifiedEntry, SliceNode)>,
     served: Vec<(String, ServedNode)>,
+    rounds: Vec<RoundNode>,
 }
 
 /// Reads the entries naming cohort `cohort_id`: its first `CohortCreated`, its slices and
@@ -338,6 +411,7 @@ fn read_cohort_entries(cohort_entries: &[VerifiedEntry], cohort_id: &str) -> Coh
     let mut cohort = None;
     let mut slices: Vec<(VerifiedEntry, SliceNode)> = Vec::new();
     let mut served: Vec<(String, ServedNode)> = Vec::new();
+    let mut rounds: Vec<RoundNode> = Vec::new();
     for e in cohort_entries {
         match e.payload() {
             Some(Payload::CohortCreated(c)) if c.cohort_id == cohort_id && cohort.is_none() => {
@@ -378,6 +452,21 @@ fn read_cohort_entries(cohort_entries: &[VerifiedEntry], cohort_id: &str) -> Coh
                     },
                 ));
             }
+            Some(Payload::LocalRoundTrained(r)) if r.cohort_id == cohort_id => {
+                rounds.push(RoundNode {
+                    entry: e.into(),
+                    round: r.round,
+                    attempt: r.attempt,
+                    site: r.site.clone(),
+                    slice_id: r.slice_id.clone(),
+                    rows: r.rows_used,
+                    participants: r.participants.clone(),
+                    model_sha256: hex::encode(&r.model_sha256),
+                    update_sha256: hex::encode(&r.update_sha256),
+                    training: serde_json::from_str(&r.training_json)
+                        .unwrap_or(serde_json::Value::String(r.training_json.clone())),
+                });
+            }
             Some(Payload::DataServed(d)) if d.cohort_id == cohort_id => {
                 served.push((
                     d.slice_id.clone(),
@@ -396,6 +485,7 @@ fn read_cohort_entries(cohort_entries: &[VerifiedEntry], cohort_id: &str) -> Coh
         cohort,
         slices,
         served,
+        rounds,
     }
 }
 

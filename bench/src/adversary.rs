@@ -78,6 +78,7 @@ async fn phase(entries_n: u64, clients: usize, window: usize, hostile: bool) -> 
                     code_version: "forged".into(),
                     hyperparameters_json: "{}".into(),
                     metrics_json: "{}".into(),
+                    ..Default::default()
                 }));
                 let mut e = mallory.sign_body(&body);
                 // Signed with a key that is not mallory's: a valid point, a false signature.

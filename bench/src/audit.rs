@@ -57,6 +57,7 @@ fn cohort_payloads(c: u64) -> (Vec<Payload>, Vec<Vec<Payload>>) {
         seed: c,
         purpose: "lineage benchmark".into(),
         requester: "sci".into(),
+        ..Default::default()
     });
     let mut per_site = Vec::new();
     for (i, s) in SITES.iter().enumerate() {
@@ -105,6 +106,7 @@ fn cohort_payloads(c: u64) -> (Vec<Payload>, Vec<Vec<Payload>>) {
         code_version: "bench".into(),
         hyperparameters_json: "{}".into(),
         metrics_json: "{}".into(),
+        ..Default::default()
     });
     (vec![created, model], per_site)
 }

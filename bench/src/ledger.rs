@@ -102,6 +102,7 @@ async fn run(
                         code_version: "bench".into(),
                         hyperparameters_json: "{}".into(),
                         metrics_json: "{}".into(),
+                        ..Default::default()
                     }))
                 })
                 .collect()

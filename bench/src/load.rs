@@ -93,6 +93,7 @@ pub fn signed_models(members: &Members, who: &str, n: u64, tag: u64) -> Vec<Sign
                 code_version: "bench".into(),
                 hyperparameters_json: "{}".into(),
                 metrics_json: "{}".into(),
+                ..Default::default()
             }))
         })
         .collect()

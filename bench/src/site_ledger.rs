@@ -101,6 +101,7 @@ impl BenchLedger {
                 seed: 1,
                 purpose: "gateway bench".into(),
                 requester: "sci".into(),
+                ..Default::default()
             })))
             .await?;
         Ok(gateway

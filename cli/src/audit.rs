@@ -513,7 +513,44 @@ fn print_tree(l: &lineage::ModelLineage, out: &mut impl std::io::Write) -> std::
             .map(|s| format!("{} ({} rows)", s.site, s.rows))
             .collect::<Vec<_>>()
             .join(", ")
-    )
+    )?;
+    print_rounds(l, out)
+}
+
+/// A federated model's rounds: per round, the sites, their rows and entries.
+fn print_rounds(l: &lineage::ModelLineage, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    if l.model.mode != "federated" {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "federated: {} round entries; no row left a site (rounds trained at the gateways)",
+        l.rounds.len()
+    )?;
+    let mut by_round: std::collections::BTreeMap<u32, Vec<&lineage::RoundNode>> =
+        std::collections::BTreeMap::new();
+    for r in &l.rounds {
+        by_round.entry(r.round).or_default().push(r);
+    }
+    for (round, rs) in by_round {
+        let rows: u64 = rs.iter().map(|r| r.rows).sum();
+        writeln!(
+            out,
+            "  round {round} (attempt {}): {rows} rows; {}",
+            rs.first().map_or(0, |r| r.attempt),
+            rs.iter()
+                .map(|r| format!(
+                    "{} {} rows (entry {}, update {})",
+                    r.site,
+                    r.rows,
+                    r.entry.index,
+                    &r.update_sha256[..16.min(r.update_sha256.len())]
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 async fn export_cmd(

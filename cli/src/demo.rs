@@ -37,6 +37,10 @@ pub(crate) struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// `pull` (default: the scientist pulls verified slices and trains) or `federated` (the
+    /// model travels to the gateways in rounds; no row leaves a hospital).
+    #[arg(long, default_value = "pull", value_parser = ["pull", "federated"])]
+    mode: String,
     #[command(subcommand)]
     command: Option<DemoCommand>,
 }
@@ -152,7 +156,11 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let (mut topo, cohort, sample_root) = load(a.topology.as_deref(), a.sample.as_deref())?;
+    let (mut topo, mut cohort, sample_root) = load(a.topology.as_deref(), a.sample.as_deref())?;
+    let federated = a.mode == "federated";
+    if federated {
+        cohort = federated_cohort(&cohort);
+    }
     let data = match a.data {
         Some(d) => d,
         None => tempfile::Builder::new()
@@ -178,7 +186,7 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
     setup(&topo, &cohort, &sample_root, &data, &mut |m| say(m))?;
     let procs = Procs::new(self_exe()?);
     stop_on_interrupt(&procs)?;
-    let outcome = run_federation(&topo, &data, &procs, &say);
+    let outcome = run_federation(&topo, &data, &procs, &say, federated);
     procs.stop_all();
     if procs.interrupted() {
         // Interrupted: the step that failed was stopped on purpose; everything is down.
@@ -191,6 +199,7 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "data": data.display().to_string(),
+                "mode": a.mode,
                 "model_id": s.model_id,
                 "model_dir": s.model_dir.display().to_string(),
                 "report": s.report.display().to_string(),
@@ -219,6 +228,24 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The demo's cohort in federated mode: its own id, `mode = "federated"` and a few short
+/// rounds (docs/training.md "Federated mode").
+fn federated_cohort(cohort: &str) -> String {
+    let mut out = String::new();
+    for line in cohort.lines() {
+        if line.trim_start().starts_with("cohort_id") {
+            out.push_str("cohort_id = \"demo-rhythm-federated\"\n");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    // Top-level keys must precede every table: the mode goes first.
+    format!(
+        "mode = \"federated\"\n{out}\n[federated]\nrounds = 3\nlocal_epochs = 1\naggregation = \"fedavg\"\n"
+    )
 }
 
 /// Topology, cohort spec text and sample root, from a folder or built in.
@@ -507,7 +534,13 @@ struct Summary {
     ledger_addr: String,
 }
 
-fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) -> Result<Summary> {
+fn run_federation(
+    t: &Topology,
+    data: &Path,
+    procs: &Procs,
+    say: &dyn Fn(&str),
+    federated: bool,
+) -> Result<Summary> {
     let ldir = data.join("ledger");
     say("starting the ledger");
     let logs = data.join("logs");
@@ -562,7 +595,11 @@ fn run_federation(t: &Topology, data: &Path, procs: &Procs, say: &dyn Fn(&str)) 
     }
     let tdir = data.join("trainer");
     let model_dir = tdir.join("model");
-    say("planning the balanced cohort, pulling verified slices, training (ecgfed train)");
+    say(if federated {
+        "planning the balanced cohort, training it in rounds at the gateways with secure aggregation (ecgfed train, federated mode)"
+    } else {
+        "planning the balanced cohort, pulling verified slices, training (ecgfed train)"
+    });
     let status = procs.run(&[
         "train",
         "--spec",

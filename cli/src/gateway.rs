@@ -26,6 +26,9 @@ pub(crate) enum GatewayCommand {
         /// Configuration file (TOML, docs/flight.md).
         #[arg(long)]
         config: PathBuf,
+        /// Where federated rounds train at this site: `cpu` or `cuda`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Approve a cohort at this hospital's site (CohortApproved on the ledger), for a gateway
     /// whose policy sets `require_approval`. Signs with the gateway's member key.
@@ -166,7 +169,7 @@ pub(crate) fn run(cmd: GatewayCommand) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         match cmd {
-            GatewayCommand::Serve { config } => serve(config).await,
+            GatewayCommand::Serve { config, device } => serve(config, &device).await,
             GatewayCommand::Erase {
                 config,
                 patient,
@@ -257,10 +260,16 @@ fn strata_json(t: &ecgfed_proto::v1::StrataTable) -> serde_json::Value {
     })
 }
 
-async fn serve(config: PathBuf) -> Result<()> {
+async fn serve(config: PathBuf, device: &str) -> Result<()> {
     let cfg = GatewayConfig::read(&config)?;
     let listen = cfg.listen;
+    // The device is checked before anything starts: a gateway asked to train on CUDA without
+    // one stops here.
+    let trainer = ecgfed_trainer::federated::SiteTrainer::new(device)?;
     let gw = Gateway::start(cfg).await?;
+    if gw.cfg.policy.allow_federated {
+        gw.set_trainer(std::sync::Arc::new(trainer));
+    }
     let (listener, addr) = ecgfed_ledger::service::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -83,6 +83,9 @@ pub(crate) fn run_train_cmd(
         progress: !json,
         federation,
     };
+    if spec.spec.is_federated() {
+        return run_federated_cmd(&spec, &opts, json);
+    }
     let r = runtime()?.block_on(run_train(&spec, &opts))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -98,11 +101,50 @@ pub(crate) fn run_train_cmd(
         c.rows.get("held_out").unwrap_or(&0),
         c.best_epoch
     );
-    if let Some(v) = &r.evaluation.validation {
+    print_evaluation(&r.evaluation);
+    println!(
+        "ModelTrained at ledger index {} (weights SHA-256 {}); files in {}: {}",
+        c.ledger_index,
+        c.weights_sha256,
+        out.display(),
+        r.files.join(", ")
+    );
+    Ok(())
+}
+
+/// `ecgfed train` of a federated cohort: rounds at the gateways, no row pulled.
+fn run_federated_cmd(spec: &LoadedSpec, opts: &TrainOptions, json: bool) -> Result<()> {
+    let r = runtime()?.block_on(ecgfed_trainer::federated::run_federated(spec, opts))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let c = &r.card;
+    println!(
+        "model {} trained on federated cohort {} in {} rounds at the gateways (no row left a site), kept round {}",
+        c.model_id,
+        c.cohort_id,
+        r.rounds.len(),
+        c.best_epoch
+    );
+    print_evaluation(&r.evaluation);
+    println!(
+        "ModelTrained at ledger index {} (weights SHA-256 {}); files in {}: {}",
+        c.ledger_index,
+        c.weights_sha256,
+        opts.out.display(),
+        r.files.join(", ")
+    );
+    Ok(())
+}
+
+/// The validation and held-out tables of an evaluation.
+fn print_evaluation(e: &ecgfed_trainer::evaluation::Evaluation) {
+    if let Some(v) = &e.validation {
         print!("{}", class_table("validation, windows", &v.windows));
         print!("{}", class_table("validation, records", &v.records));
     }
-    for (site, s) in &r.evaluation.held_out {
+    for (site, s) in &e.held_out {
         print!(
             "{}",
             class_table(&format!("held-out {site}, windows"), &s.windows)
@@ -112,14 +154,6 @@ pub(crate) fn run_train_cmd(
             class_table(&format!("held-out {site}, records"), &s.records)
         );
     }
-    println!(
-        "ModelTrained at ledger index {} (weights SHA-256 {}); files in {}: {}",
-        c.ledger_index,
-        c.weights_sha256,
-        out.display(),
-        r.files.join(", ")
-    );
-    Ok(())
 }
 
 /// Runs `ecgfed predict`.

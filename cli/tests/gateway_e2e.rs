@@ -32,81 +32,6 @@ use ecgfed_proto::v1::{
 use prost::Message;
 use tonic::Code;
 
-/// Gateway `i`'s strata by label, sex and age band, as `who` sees them.
-async fn strata_cells(fed: &Fed, i: usize, who: &str) -> ecgfed_proto::v1::StrataTable {
-    fed.gateway(i, who)
-        .await
-        .strata(
-            "",
-            &[
-                StrataDimension::Label,
-                StrataDimension::Sex,
-                StrataDimension::AgeBand,
-            ],
-        )
-        .await
-        .unwrap()
-}
-
-/// Creates a cohort for `who` taking `take` segments from each of the first `cells` visible
-/// (label, sex, age band) strata of each site.
-async fn create_cohort(
-    fed: &Fed,
-    who: &str,
-    cohort: &str,
-    cells: usize,
-    take: u64,
-) -> Vec<AllocationCell> {
-    let mut allocation = Vec::new();
-    for (i, site) in ["site-a", "site-b"].iter().enumerate() {
-        let t = strata_cells(fed, i, who).await;
-        for c in t.cells.iter().filter(|c| c.segments >= take).take(cells) {
-            allocation.push(AllocationCell {
-                site: site.to_string(),
-                label: c.key[0].clone(),
-                sex: c.key[1].clone(),
-                age_band: c.key[2].clone(),
-                count: take,
-            });
-        }
-    }
-    let mut signer = EntrySigner::new(who, KeyPair::read_file(&fed.key(who)).unwrap());
-    let e = signer.sign(Payload::CohortCreated(CohortCreated {
-        cohort_id: cohort.into(),
-        spec_sha256: vec![1; 32],
-        allocation: allocation.clone(),
-        seed: 42,
-        purpose: "e2e test".into(),
-        requester: who.into(),
-    }));
-    fed.ledger_client().await.submit(e).await.unwrap();
-    allocation
-}
-
-fn code(e: ecgfed_gateway::GatewayError) -> Code {
-    match e {
-        ecgfed_gateway::GatewayError::Refused { code, .. } => code,
-        other => panic!("expected a refusal, got {other}"),
-    }
-}
-
-/// The status of a reservation of `cohort` that must be refused.
-async fn reserve_refused(g: &mut GatewayClient, cohort: &str) -> Code {
-    let q = ReserveSliceRequest {
-        cohort_id: cohort.into(),
-        ..Default::default()
-    };
-    code(g.reserve(q).await.unwrap_err())
-}
-
-/// The status of a DoGet of `slice_id` that must be refused.
-async fn do_get_refused(g: &mut GatewayClient, slice_id: &str) -> Code {
-    match g.do_get_raw(slice_id).await {
-        Err(e) => code(e),
-        Ok(_) => panic!("DoGet of {slice_id} was not refused"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federation_end_to_end() {
     let mut fed = federation();
@@ -144,7 +69,7 @@ async fn federation_end_to_end() {
 
     // Cohort, reservation, verified pull at both sites: 3 segments a cell (k on the embedded
     // sample, whose visible cells may hold only k patients of one segment each).
-    let allocation = create_cohort(&fed, "sci", "cohort-1", 2, fed.k.min(3)).await;
+    let allocation = create_cohort(&fed, "sci", "cohort-1", 2, fed.k.min(3), "").await;
     assert!(allocation.len() >= 3, "{allocation:?}");
     let mut slices = Vec::new();
     for i in 0..2 {
@@ -334,7 +259,7 @@ async fn approval_and_quota(fed: &mut Fed) {
     };
     with_policy("require_approval = true");
     fed.restart_gateway(0, &[]);
-    create_cohort(fed, "sci", "needs-approval", 1, 2).await;
+    create_cohort(fed, "sci", "needs-approval", 1, 2, "").await;
     let mut g = fed.gateway(0, "sci").await;
     assert_eq!(
         reserve_refused(&mut g, "needs-approval").await,
@@ -364,7 +289,7 @@ async fn approval_and_quota(fed: &mut Fed) {
     // sci holds slices here already: a quota of one slice per period leaves no room.
     with_policy("quota_cohorts = 1");
     fed.restart_gateway(0, &[]);
-    create_cohort(fed, "sci", "over-quota", 1, 2).await;
+    create_cohort(fed, "sci", "over-quota", 1, 2, "").await;
     let mut g = fed.gateway(0, "sci").await;
     assert_eq!(
         reserve_refused(&mut g, "over-quota").await,
@@ -613,6 +538,7 @@ async fn minimised_rows(fed: &Fed, ledger: &mut ecgfed_ledger::client::LedgerCli
             seed: 42,
             purpose: "linkage test".into(),
             requester: "sci".into(),
+            ..Default::default()
         }));
         fed.ledger_client().await.submit(e).await.unwrap();
         let mut g = fed.gateway(0, "sci").await;

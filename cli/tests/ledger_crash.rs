@@ -41,6 +41,7 @@ fn model(i: u64) -> Payload {
         code_version: "crash-test".into(),
         hyperparameters_json: "{}".into(),
         metrics_json: "{}".into(),
+        ..Default::default()
     })
 }
 

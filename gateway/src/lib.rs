@@ -13,6 +13,7 @@
 pub mod client;
 mod commitment;
 pub mod error;
+pub mod federated;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;

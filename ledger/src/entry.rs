@@ -125,6 +125,8 @@ pub enum Kind {
     MemberRevoked,
     /// A cohort approved by a hospital for its site.
     CohortApproved,
+    /// A federated round trained by a hospital's gateway on its slice.
+    LocalRoundTrained,
 }
 
 impl Kind {
@@ -141,6 +143,7 @@ impl Kind {
             Kind::RecordsErased => "RecordsErased",
             Kind::MemberRevoked => "MemberRevoked",
             Kind::CohortApproved => "CohortApproved",
+            Kind::LocalRoundTrained => "LocalRoundTrained",
         }
     }
 
@@ -157,6 +160,7 @@ impl Kind {
             Payload::RecordsErased(_) => Kind::RecordsErased,
             Payload::MemberRevoked(_) => Kind::MemberRevoked,
             Payload::CohortApproved(_) => Kind::CohortApproved,
+            Payload::LocalRoundTrained(_) => Kind::LocalRoundTrained,
         }
     }
 }
@@ -260,6 +264,12 @@ pub fn derived_subjects(signer: &str, payload: &Payload) -> Vec<Subject> {
         Payload::ModelTrained(m) => {
             v.push(subject(S::Model, &m.model_id));
             v.push(subject(S::Cohort, &m.cohort_id));
+        }
+        Payload::LocalRoundTrained(r) => {
+            v.push(subject(S::Slice, &r.slice_id));
+            v.push(subject(S::Cohort, &r.cohort_id));
+            v.push(subject(S::Site, &r.site));
+            v.push(subject(S::Member, &r.requester));
         }
         Payload::MemberRevoked(r) => v.push(subject(S::Member, &r.member_id)),
         Payload::CohortApproved(a) => {

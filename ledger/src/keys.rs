@@ -163,6 +163,66 @@ impl Signature {
     }
 }
 
+/// An ephemeral key-agreement key: Diffie–Hellman in G1 of BLS12-381 (secret scalar `s`,
+/// public `s·G`, 48-byte compressed). Federated rounds make one per site and attempt; the
+/// secret never leaves memory and is zeroed when dropped.
+pub struct AgreementKey {
+    secret: Scalar,
+    public: [u8; 48],
+}
+
+impl std::fmt::Debug for AgreementKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgreementKey")
+            .field("public", &hex::encode(self.public))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgreementKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> AgreementKey {
+        use group::ff::Field;
+        let secret = Scalar::random(&mut OsRng);
+        let public = G1Affine::from(G1Projective::generator() * secret).to_compressed();
+        AgreementKey { secret, public }
+    }
+
+    /// The public key: compressed G1 point, 48 bytes.
+    pub fn public(&self) -> [u8; 48] {
+        self.public
+    }
+
+    /// The shared point `s·P` (compressed, 48 bytes) with a peer's public key `P`, which must
+    /// be a valid compressed G1 point other than the identity.
+    pub fn agree(&self, peer: &[u8]) -> Result<[u8; 48], KeyError> {
+        let bytes: [u8; 48] = peer.try_into().map_err(|_| KeyError::Encoding {
+            what: "agreement key",
+            reason: format!("{} bytes, expected 48", peer.len()),
+        })?;
+        let point =
+            Option::<G1Affine>::from(G1Affine::from_compressed(&bytes)).ok_or_else(|| {
+                KeyError::Encoding {
+                    what: "agreement key",
+                    reason: "not a compressed G1 point of the prime-order subgroup".into(),
+                }
+            })?;
+        if bool::from(group::prime::PrimeCurveAffine::is_identity(&point)) {
+            return Err(KeyError::Encoding {
+                what: "agreement key",
+                reason: "the identity point".into(),
+            });
+        }
+        Ok(G1Affine::from(G1Projective::from(point) * self.secret).to_compressed())
+    }
+}
+
+impl Drop for AgreementKey {
+    fn drop(&mut self) {
+        self.secret = Scalar::from(0u64);
+    }
+}
+
 impl KeyPair {
     /// A fresh key pair from the operating system's random source.
     pub fn generate() -> KeyPair {

@@ -101,6 +101,17 @@ pub struct CohortInfo {
     pub seed: u64,
     /// Rows allocated per site (sites with a positive total only).
     pub rows_by_site: BTreeMap<String, u64>,
+    /// True for a federated cohort (`mode = "federated"`): its rows never leave their sites.
+    pub federated: bool,
+}
+
+/// A committed slice as the rules know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    /// The slice root.
+    pub root: Vec<u8>,
+    /// Its rows.
+    pub rows: u64,
 }
 
 /// What the entries of one block add to the state, staged entry by entry (each checked against
@@ -110,8 +121,9 @@ pub struct Changes {
     members: Vec<MemberInfo>,
     revoked: Vec<String>,
     cohorts: Vec<(String, CohortInfo)>,
-    slices: HashSet<String>,
+    slices: HashMap<String, SliceInfo>,
     approvals: HashSet<String>,
+    rounds: HashSet<String>,
 }
 
 impl Changes {
@@ -122,6 +134,7 @@ impl Changes {
             && self.cohorts.is_empty()
             && self.slices.is_empty()
             && self.approvals.is_empty()
+            && self.rounds.is_empty()
     }
 }
 
@@ -141,13 +154,16 @@ pub struct State {
     pub generation: u64,
     /// Cohorts by id (`CohortCreated`; an id is created once).
     pub cohorts: HashMap<String, CohortInfo>,
-    /// Ids of the slices committed (`CohortSliceCommitted`; an id is committed once).
-    pub slices: HashSet<String>,
+    /// The slices committed, by id (`CohortSliceCommitted`; an id is committed once).
+    pub slices: HashMap<String, SliceInfo>,
     /// Revoked members by id (`MemberRevoked`): they sign nothing more; their ids and sites
     /// stay taken.
     pub revoked: HashMap<String, MemberInfo>,
     /// Cohort approvals, as `<cohort>/<site>` (`CohortApproved`; one per cohort and site).
     pub approvals: HashSet<String>,
+    /// Federated rounds served, as [`round_key`] (`LocalRoundTrained`; one per slice, round
+    /// and attempt).
+    pub rounds: HashSet<String>,
     /// Who cosigns checkpoints and how many must (from the genesis).
     pub witnesses: WitnessPolicy,
 }
@@ -343,6 +359,7 @@ pub fn role_may_write(role: Role, kind: Kind) -> bool {
                 | CohortSliceCommitted
                 | DataServed
                 | RecordsErased
+                | LocalRoundTrained
         ),
         Role::Scientist => matches!(kind, CohortCreated | ModelTrained),
         Role::Ledger => matches!(kind, MemberAdmitted | MemberRevoked),
@@ -424,9 +441,10 @@ impl State {
             members,
             generation: 0,
             cohorts: HashMap::new(),
-            slices: HashSet::new(),
+            slices: HashMap::new(),
             revoked: HashMap::new(),
             approvals: HashSet::new(),
+            rounds: HashSet::new(),
         };
         st.check_subjects(body)?;
         Ok(st)
@@ -544,6 +562,12 @@ impl State {
                 for a in &c.allocation {
                     check_id("allocation site", &a.site)?;
                 }
+                if !matches!(c.mode.as_str(), "" | MODE_PULL | MODE_FEDERATED) {
+                    return Err(invalid(format!(
+                        "cohort {}: mode {:?} is neither {MODE_PULL:?} nor {MODE_FEDERATED:?}",
+                        c.cohort_id, c.mode
+                    )));
+                }
             }
             Payload::CohortSliceCommitted(s) => {
                 own_site(&s.site)?;
@@ -569,6 +593,19 @@ impl State {
                 check_id("model_id", &m.model_id)?;
                 check_id("cohort_id", &m.cohort_id)?;
                 check_hash("weights_sha256", &m.weights_sha256)?;
+                if !matches!(m.mode.as_str(), "" | MODE_PULL | MODE_FEDERATED) {
+                    return Err(invalid(format!("model {}: mode {:?}", m.model_id, m.mode)));
+                }
+                if !m.round_entries.windows(2).all(|w| w[0] < w[1]) {
+                    return Err(invalid(format!(
+                        "model {}: round_entries are not strictly ascending",
+                        m.model_id
+                    )));
+                }
+            }
+            Payload::LocalRoundTrained(r) => {
+                own_site(&r.site)?;
+                check_round(r)?;
             }
             Payload::RecordsErased(r) => {
                 own_site(&r.site)?;
@@ -675,14 +712,85 @@ impl State {
                         )
                     })?;
                 check_slice_of(s, cohort)?;
-                if self.slices.contains(&s.slice_id) || pending.slices.contains(&s.slice_id) {
+                if self.slices.contains_key(&s.slice_id) || pending.slices.contains_key(&s.slice_id)
+                {
                     return Err(Rejection::new(
                         Code::AlreadyExists,
                         format!("slice {} is already committed", s.slice_id),
                     ));
                 }
             }
+            Payload::LocalRoundTrained(r) => self.check_round_against(r, pending)?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// A round is of a federated cohort's committed slice at the signer's site, asked for by
+    /// the cohort's requester, over no more rows than the slice holds, with the slice's root,
+    /// and the first of its slice, round and attempt.
+    fn check_round_against(
+        &self,
+        r: &ecgfed_proto::v1::LocalRoundTrained,
+        pending: &Changes,
+    ) -> Result<(), Rejection> {
+        let pre = |m: String| Rejection::new(Code::FailedPrecondition, m);
+        let cohort = self
+            .cohorts
+            .get(&r.cohort_id)
+            .or_else(|| {
+                pending
+                    .cohorts
+                    .iter()
+                    .find(|(id, _)| *id == r.cohort_id)
+                    .map(|(_, c)| c)
+            })
+            .ok_or_else(|| {
+                pre(format!(
+                    "round: cohort {} has no CohortCreated entry",
+                    r.cohort_id
+                ))
+            })?;
+        if !cohort.federated {
+            return Err(pre(format!(
+                "cohort {} is not federated: it has no rounds",
+                r.cohort_id
+            )));
+        }
+        if r.requester != cohort.requester {
+            return Err(invalid(format!(
+                "round of cohort {} names requester {:?}; the cohort's is {:?}",
+                r.cohort_id, r.requester, cohort.requester
+            )));
+        }
+        let slice = self
+            .slices
+            .get(&r.slice_id)
+            .or_else(|| pending.slices.get(&r.slice_id))
+            .ok_or_else(|| pre(format!("round: slice {} is not committed", r.slice_id)))?;
+        if slice.root != r.slice_root {
+            return Err(invalid(format!(
+                "round of slice {}: slice_root {} is not the committed root {}",
+                r.slice_id,
+                hex::encode(&r.slice_root),
+                hex::encode(&slice.root)
+            )));
+        }
+        if r.rows_used > slice.rows {
+            return Err(invalid(format!(
+                "round of slice {}: {} rows used; the slice holds {}",
+                r.slice_id, r.rows_used, slice.rows
+            )));
+        }
+        let key = round_key(&r.slice_id, r.round, r.attempt);
+        if self.rounds.contains(&key) || pending.rounds.contains(&key) {
+            return Err(Rejection::new(
+                Code::AlreadyExists,
+                format!(
+                    "slice {} already trained round {} attempt {}",
+                    r.slice_id, r.round, r.attempt
+                ),
+            ));
         }
         Ok(())
     }
@@ -717,7 +825,18 @@ impl State {
                 pending.cohorts.push((c.cohort_id.clone(), cohort_info(c)?))
             }
             Payload::CohortSliceCommitted(s) => {
-                pending.slices.insert(s.slice_id.clone());
+                pending.slices.insert(
+                    s.slice_id.clone(),
+                    SliceInfo {
+                        root: s.slice_root.clone(),
+                        rows: s.row_count,
+                    },
+                );
+            }
+            Payload::LocalRoundTrained(r) => {
+                pending
+                    .rounds
+                    .insert(round_key(&r.slice_id, r.round, r.attempt));
             }
             _ => {}
         }
@@ -740,6 +859,7 @@ impl State {
         self.cohorts.extend(changes.cohorts);
         self.slices.extend(changes.slices);
         self.approvals.extend(changes.approvals);
+        self.rounds.extend(changes.rounds);
     }
 
     fn check_admission(&self, a: &ecgfed_proto::v1::MemberAdmitted) -> Result<(), Rejection> {
@@ -891,6 +1011,67 @@ impl State {
     }
 }
 
+/// `CohortCreated.mode` of a pulled cohort (the empty string means the same).
+pub const MODE_PULL: &str = "pull";
+/// `CohortCreated.mode` of a federated cohort.
+pub const MODE_FEDERATED: &str = "federated";
+
+/// The key of a round in [`State::rounds`]: `<slice>#<round>.<attempt>`.
+pub fn round_key(slice_id: &str, round: u32, attempt: u32) -> String {
+    format!("{slice_id}#{round}.{attempt}")
+}
+
+/// A round's own fields: ids, hashes, round and attempt from 1, the slice is the cohort's at
+/// the site, at least two participants in strictly ascending order with the site among them,
+/// a 48-byte key and JSON training settings.
+fn check_round(r: &ecgfed_proto::v1::LocalRoundTrained) -> Result<(), Rejection> {
+    check_id("cohort_id", &r.cohort_id)?;
+    check_id("requester", &r.requester)?;
+    check_hash("slice_root", &r.slice_root)?;
+    check_hash("model_sha256", &r.model_sha256)?;
+    check_hash("update_sha256", &r.update_sha256)?;
+    let want = slice_id(&r.cohort_id, &r.site);
+    if r.slice_id != want {
+        return Err(invalid(format!(
+            "round slice id {:?} is not <cohort>/<site> = {want:?}",
+            r.slice_id
+        )));
+    }
+    if r.round == 0 || r.attempt == 0 {
+        return Err(invalid("round and attempt count from 1"));
+    }
+    if r.participants.len() < 2 {
+        return Err(invalid(format!(
+            "round {} of {}: {} participant(s); secure aggregation needs at least two",
+            r.round,
+            r.cohort_id,
+            r.participants.len()
+        )));
+    }
+    for p in &r.participants {
+        check_id("participant", p)?;
+    }
+    if !r.participants.windows(2).all(|w| w[0] < w[1]) {
+        return Err(invalid("participants are not strictly ascending"));
+    }
+    if !r.participants.contains(&r.site) {
+        return Err(invalid(format!(
+            "site {} is not among the round's participants",
+            r.site
+        )));
+    }
+    if r.round_key.len() != 48 {
+        return Err(invalid(format!(
+            "round_key is {} bytes; a compressed G1 point is 48",
+            r.round_key.len()
+        )));
+    }
+    if serde_json::from_str::<serde_json::Value>(&r.training_json).is_err() {
+        return Err(invalid("training_json is not JSON"));
+    }
+    Ok(())
+}
+
 /// A cohort's info from its entry: rows per site, checked not to overflow.
 pub fn cohort_info(c: &ecgfed_proto::v1::CohortCreated) -> Result<CohortInfo, Rejection> {
     let mut rows_by_site = BTreeMap::<String, u64>::new();
@@ -908,6 +1089,7 @@ pub fn cohort_info(c: &ecgfed_proto::v1::CohortCreated) -> Result<CohortInfo, Re
         requester: c.requester.clone(),
         seed: c.seed,
         rows_by_site,
+        federated: c.mode == MODE_FEDERATED,
     })
 }
 

@@ -30,6 +30,7 @@ fn model(id: &str) -> Payload {
         code_version: "t".into(),
         hyperparameters_json: "{}".into(),
         metrics_json: "{}".into(),
+        ..Default::default()
     })
 }
 

@@ -840,3 +840,202 @@ async fn members_are_revoked_only_by_a_hospital_majority_and_stay_revoked() {
     let report = ecgfed_ledger::verify::verify_store(store).unwrap();
     assert!(report.ok, "{:?}", report.problems.first());
 }
+
+/// A `LocalRoundTrained` of `slice` (of `cohort` at `site`) with the given fields.
+#[allow(clippy::too_many_arguments)]
+fn round(
+    cohort: &str,
+    site: &str,
+    round: u32,
+    attempt: u32,
+    participants: &[&str],
+    root: &[u8],
+    rows: u64,
+    requester: &str,
+) -> Payload {
+    Payload::LocalRoundTrained(ecgfed_proto::v1::LocalRoundTrained {
+        cohort_id: cohort.into(),
+        slice_id: format!("{cohort}/{site}"),
+        site: site.into(),
+        round,
+        attempt,
+        slice_root: root.to_vec(),
+        rows_used: rows,
+        model_sha256: vec![5; 32],
+        update_sha256: vec![6; 32],
+        participants: participants.iter().map(|p| p.to_string()).collect(),
+        round_key: vec![7; 48],
+        requester: requester.into(),
+        training_json: "{\"local_epochs\":1}".into(),
+    })
+}
+
+/// Issue 26: a federated round is recorded only by the hospital of its site, for a committed
+/// slice of a federated cohort, with that slice's root, no more rows than it holds, the
+/// cohort's requester, at least two participants in order with the site among them; once per
+/// slice, round and attempt. A pull cohort has no rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_rounds_are_bound_to_committed_slices_of_federated_cohorts() {
+    let mut f = Fixture::new();
+    let ledger = f.open();
+    let (addr, _stop) = serve(ledger.clone()).await;
+    let mut c = f.raw(addr).await;
+    let cell = |site: &str, count: u64| ecgfed_proto::v1::AllocationCell {
+        site: site.into(),
+        label: "N".into(),
+        sex: "F".into(),
+        age_band: "40-59".into(),
+        count,
+    };
+    for (id, mode) in [("f1", "federated"), ("p1", "")] {
+        let mut p = cohort("scientist", id);
+        if let Payload::CohortCreated(cc) = &mut p {
+            cc.allocation = vec![cell("site-0", 2), cell("site-1", 1)];
+            cc.mode = mode.into();
+        }
+        c.submit(f.scientist.sign(p)).await.unwrap();
+    }
+    let mut odd = cohort("scientist", "x1");
+    if let Payload::CohortCreated(cc) = &mut odd {
+        cc.mode = "mixed".into();
+    }
+    expect(
+        &mut c,
+        f.scientist.sign(odd),
+        Code::InvalidArgument,
+        "neither",
+    )
+    .await;
+    for id in ["f1", "p1"] {
+        c.submit(f.hospitals[0].sign(slice(id, &format!("{id}/site-0"), "site-0", 2, "scientist")))
+            .await
+            .unwrap();
+    }
+    let Payload::CohortSliceCommitted(s) = slice("f1", "f1/site-0", "site-0", 2, "scientist")
+    else {
+        unreachable!()
+    };
+    let root = s.slice_root.clone();
+    let both = ["site-0", "site-1"];
+    let before = ledger.head();
+    let refused: Vec<(usize, Payload, Code, &str)> = vec![
+        (
+            0,
+            round("p1", "site-0", 1, 1, &both, &root, 2, "scientist"),
+            Code::FailedPrecondition,
+            "not federated",
+        ),
+        (
+            1,
+            round("f1", "site-1", 1, 1, &both, &root, 1, "scientist"),
+            Code::FailedPrecondition,
+            "not committed",
+        ),
+        (
+            1,
+            round("f1", "site-0", 1, 1, &both, &root, 2, "scientist"),
+            Code::PermissionDenied,
+            "speaks for site site-1",
+        ),
+        (
+            0,
+            round("f1", "site-0", 1, 1, &both, &[9; 32], 2, "scientist"),
+            Code::InvalidArgument,
+            "not the committed root",
+        ),
+        (
+            0,
+            round("f1", "site-0", 1, 1, &both, &root, 3, "scientist"),
+            Code::InvalidArgument,
+            "the slice holds 2",
+        ),
+        (
+            0,
+            round("f1", "site-0", 1, 1, &both, &root, 2, "regulator"),
+            Code::InvalidArgument,
+            "requester",
+        ),
+        (
+            0,
+            round("f1", "site-0", 1, 1, &["site-0"], &root, 2, "scientist"),
+            Code::InvalidArgument,
+            "at least two",
+        ),
+        (
+            0,
+            round(
+                "f1",
+                "site-0",
+                1,
+                1,
+                &["site-1", "site-0"],
+                &root,
+                2,
+                "scientist",
+            ),
+            Code::InvalidArgument,
+            "strictly ascending",
+        ),
+        (
+            0,
+            round(
+                "f1",
+                "site-0",
+                1,
+                1,
+                &["site-1", "site-2"],
+                &root,
+                2,
+                "scientist",
+            ),
+            Code::InvalidArgument,
+            "not among",
+        ),
+        (
+            0,
+            round("f1", "site-0", 0, 1, &both, &root, 2, "scientist"),
+            Code::InvalidArgument,
+            "count from 1",
+        ),
+    ];
+    for (h, p, code, needle) in refused {
+        expect(&mut c, f.hospitals[h].sign(p), code, needle).await;
+    }
+    let mut short_key = round("f1", "site-0", 1, 1, &both, &root, 2, "scientist");
+    if let Payload::LocalRoundTrained(r) = &mut short_key {
+        r.round_key.pop();
+    }
+    expect(
+        &mut c,
+        f.hospitals[0].sign(short_key),
+        Code::InvalidArgument,
+        "48",
+    )
+    .await;
+    // A scientist may not record a site's round.
+    expect(
+        &mut c,
+        f.scientist
+            .sign(round("f1", "site-0", 1, 1, &both, &root, 2, "scientist")),
+        Code::PermissionDenied,
+        "may not write LocalRoundTrained",
+    )
+    .await;
+    assert_eq!(ledger.head(), before, "nothing written");
+    // The real one, once per round and attempt.
+    let ok = round("f1", "site-0", 1, 1, &both, &root, 2, "scientist");
+    c.submit(f.hospitals[0].sign(ok.clone())).await.unwrap();
+    expect(
+        &mut c,
+        f.hospitals[0].sign(ok),
+        Code::AlreadyExists,
+        "already trained round 1 attempt 1",
+    )
+    .await;
+    c.submit(f.hospitals[0].sign(round("f1", "site-0", 1, 2, &both, &root, 1, "scientist")))
+        .await
+        .unwrap();
+    // The whole log still verifies offline with the same rules.
+    let report = ecgfed_ledger::verify::verify_store(ledger.store()).unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}

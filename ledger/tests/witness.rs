@@ -36,6 +36,7 @@ fn model(id: &str) -> Payload {
         code_version: "t".into(),
         hyperparameters_json: "{}".into(),
         metrics_json: "{}".into(),
+        ..Default::default()
     })
 }
 

@@ -43,6 +43,7 @@ pub fn cohort(requester: &str, id: &str) -> Payload {
         seed: 7,
         purpose: "test".into(),
         requester: requester.into(),
+        ..Default::default()
     })
 }
 
@@ -55,5 +56,6 @@ pub fn model(id: &str) -> Payload {
         code_version: "test".into(),
         hyperparameters_json: "{}".into(),
         metrics_json: "{}".into(),
+        ..Default::default()
     })
 }

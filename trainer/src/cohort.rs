@@ -231,6 +231,12 @@ impl Session {
             seed: spec.spec.seed,
             purpose: spec.spec.purpose.clone(),
             requester: self.member().to_string(),
+            // Pull cohorts keep the empty mode their entries always had.
+            mode: if spec.spec.is_federated() {
+                crate::spec::MODE_FEDERATED.into()
+            } else {
+                String::new()
+            },
         };
         let index = self.record(Payload::CohortCreated(entry.clone())).await?;
         Ok(LedgerCohort {
@@ -246,14 +252,13 @@ impl Session {
         Ok(self.ledger.submit(signed).await?.index)
     }
 
-    /// Reserves `site`'s slice of `cohort` (idempotent at the gateway) and pulls it with every
-    /// row verified against the ledger; `on_batch` sees verified batches only.
-    pub async fn pull_site(
+    /// Reserves `site`'s slice of `cohort` (idempotent at the gateway), checking that the
+    /// gateway names this cohort's slice of this site.
+    pub async fn reserve_site(
         &mut self,
         cohort: &CohortCreated,
         site: &SiteInfo,
-        on_batch: impl FnMut(&RecordBatch),
-    ) -> Result<SliceReport> {
+    ) -> Result<(GatewayClient, ecgfed_proto::v1::ReserveSliceResponse)> {
         let mut c = self.gateway(&site.site).await?;
         let cells: Vec<AllocationCell> = cohort
             .allocation
@@ -283,6 +288,18 @@ impl Session {
                 .into(),
             ));
         }
+        Ok((c, r))
+    }
+
+    /// Reserves `site`'s slice of `cohort` (idempotent at the gateway) and pulls it with every
+    /// row verified against the ledger; `on_batch` sees verified batches only.
+    pub async fn pull_site(
+        &mut self,
+        cohort: &CohortCreated,
+        site: &SiteInfo,
+        on_batch: impl FnMut(&RecordBatch),
+    ) -> Result<SliceReport> {
+        let (mut c, r) = self.reserve_site(cohort, site).await?;
         self.ledger.update_checkpoint().await?;
         let report = c
             .pull(&r.slice_id, &mut self.ledger, on_batch)

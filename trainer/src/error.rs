@@ -92,6 +92,49 @@ pub enum TrainerError {
         /// The device asked for.
         requested: String,
     },
+    /// A federated round cannot go on: fewer sites answered than a round needs.
+    #[error(
+        "round {round}: {} site(s) left ({}), a round needs {min}; failures: {}",
+        sites.len(), sites.join(", "), failures.join("; ")
+    )]
+    TooFewSites {
+        /// The round.
+        round: usize,
+        /// The sites still answering.
+        sites: Vec<String>,
+        /// Fewest sites of a round (the spec's `min_sites`).
+        min: usize,
+        /// Each failure, naming its site.
+        failures: Vec<String>,
+    },
+    /// A site failed in a federated round (with `on_failure = "stop"`, or past the attempts).
+    #[error("round {round} attempt {attempt}: {}", failures.join("; "))]
+    RoundFailed {
+        /// The round.
+        round: usize,
+        /// The attempt.
+        attempt: u32,
+        /// Each failure, naming its site.
+        failures: Vec<String>,
+    },
+    /// A site's answer in a federated round contradicts the protocol or the ledger.
+    #[error("round {round}, site {site}: {problem}")]
+    RoundAnswer {
+        /// The round.
+        round: usize,
+        /// The site.
+        site: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A model's flat parameters do not fit the spec's network.
+    #[error("model: {got} parameter values for a network of {expected}")]
+    ModelSize {
+        /// Values the network has.
+        expected: usize,
+        /// Values given.
+        got: usize,
+    },
     /// A planned cohort has no ledger entry (the planner's outcome is inconsistent).
     #[error("plan: the plan has no ledger entry")]
     NoLedgerEntry,

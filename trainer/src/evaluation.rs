@@ -78,6 +78,29 @@ pub fn scores(
     }
 }
 
+/// [`scores`] of rows `idx` per group (`key` of a row's description), groups in order.
+pub fn scores_by(
+    idx: &[usize],
+    meta: &[RowMeta],
+    probs: &[f32],
+    classes: &[String],
+    scored: &[String],
+    key: &dyn Fn(&RowMeta) -> String,
+) -> BTreeMap<String, Scores> {
+    let mut m: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &i in idx {
+        m.entry(key(&meta[i])).or_default().push(i);
+    }
+    m.into_iter()
+        .map(|(g, rows)| {
+            (
+                g,
+                scores(&rows, meta, probs, classes.len(), classes, scored),
+            )
+        })
+        .collect()
+}
+
 /// Evaluates `probs` (row-major, one row per cohort row) against the cohort's classes.
 pub fn evaluate_cohort(
     data: &CohortData,
@@ -90,13 +113,7 @@ pub fn evaluate_cohort(
     let meta = &data.meta;
     let val: Vec<usize> = (0..data.len()).filter(|&i| parts[i] == Part::Val).collect();
     let group = |key: &dyn Fn(&RowMeta) -> String, rows: &[usize]| {
-        let mut m: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for &i in rows {
-            m.entry(key(&meta[i])).or_default().push(i);
-        }
-        m.into_iter()
-            .map(|(g, idx)| (g, scores(&idx, meta, probs, k, classes, scored)))
-            .collect::<BTreeMap<_, _>>()
+        scores_by(rows, meta, probs, classes, scored, key)
     };
     let held: Vec<usize> = (0..data.len())
         .filter(|&i| parts[i] == Part::HeldOut)

@@ -4,7 +4,8 @@
 //! with every row verified, then turned into fixed windows at a common rate (`data`); a
 //! residual 1-D CNN (`model`) is trained with libtorch (`train`), evaluated overall and per
 //! subgroup (`metrics`, `evaluation`, `plots`) and recorded as `ModelTrained` (`run`);
-//! `predict` classifies records from disk with a saved model.
+//! `predict` classifies records from disk with a saved model. `federated` trains a federated
+//! cohort in rounds at the gateways instead (the rows stay home).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -13,6 +14,7 @@ pub mod data;
 mod datasheet;
 pub mod error;
 pub mod evaluation;
+pub mod federated;
 mod metrics;
 mod model;
 mod plan;

@@ -120,39 +120,12 @@ pub(crate) fn evaluate(
         top.push(pmax as f64);
         correct.push(pred == t);
     }
-    let mut out = Vec::with_capacity(k);
-    for c in 0..k {
-        let tp = confusion[c][c] as f64;
-        let support: u64 = confusion[c].iter().sum();
-        let predicted: u64 = (0..k).map(|t| confusion[t][c]).sum();
-        let precision = (predicted > 0).then(|| tp / predicted as f64);
-        let recall = (support > 0).then(|| tp / support as f64);
-        let f1 = if support == 0 && predicted == 0 {
-            None
-        } else {
-            let (p, r) = (precision.unwrap_or(0.0), recall.unwrap_or(0.0));
-            Some(if p + r > 0.0 {
-                2.0 * p * r / (p + r)
-            } else {
-                0.0
-            })
-        };
+    let mut out = class_metrics(&confusion, classes);
+    for (c, m) in out.iter_mut().enumerate() {
         let scores: Vec<f64> = (0..n).map(|i| probs[i * k + c] as f64).collect();
         let pos: Vec<bool> = y.iter().map(|&t| t == c).collect();
-        out.push(ClassMetrics {
-            class: classes[c].clone(),
-            support,
-            precision,
-            recall,
-            f1,
-            auroc: auroc(&scores, &pos),
-        });
+        m.auroc = auroc(&scores, &pos);
     }
-    let f1s: Vec<f64> = out
-        .iter()
-        .filter(|m| scored.contains(&m.class))
-        .filter_map(|m| m.f1)
-        .collect();
     Report {
         n: n as u64,
         accuracy: if n == 0 {
@@ -160,8 +133,81 @@ pub(crate) fn evaluate(
         } else {
             correct.iter().filter(|&&c| c).count() as f64 / n as f64
         },
-        macro_f1: (!f1s.is_empty()).then(|| f1s.iter().sum::<f64>() / f1s.len() as f64),
+        macro_f1: macro_f1(&out, scored),
         ece: ece(&top, &correct, 15),
+        classes: out,
+        confusion,
+    }
+}
+
+/// Precision, recall and F1 of each class from a confusion matrix (`confusion[true][pred]`);
+/// AUROC is left empty (it needs the scores).
+fn class_metrics(confusion: &[Vec<u64>], classes: &[String]) -> Vec<ClassMetrics> {
+    let k = classes.len();
+    (0..k)
+        .map(|c| {
+            let tp = confusion[c][c] as f64;
+            let support: u64 = confusion[c].iter().sum();
+            let predicted: u64 = (0..k).map(|t| confusion[t][c]).sum();
+            let precision = (predicted > 0).then(|| tp / predicted as f64);
+            let recall = (support > 0).then(|| tp / support as f64);
+            let f1 = if support == 0 && predicted == 0 {
+                None
+            } else {
+                let (p, r) = (precision.unwrap_or(0.0), recall.unwrap_or(0.0));
+                Some(if p + r > 0.0 {
+                    2.0 * p * r / (p + r)
+                } else {
+                    0.0
+                })
+            };
+            ClassMetrics {
+                class: classes[c].clone(),
+                support,
+                precision,
+                recall,
+                f1,
+                auroc: None,
+            }
+        })
+        .collect()
+}
+
+/// Mean F1 over the scored classes that have one.
+fn macro_f1(out: &[ClassMetrics], scored: &[String]) -> Option<f64> {
+    let f1s: Vec<f64> = out
+        .iter()
+        .filter(|m| scored.contains(&m.class))
+        .filter_map(|m| m.f1)
+        .collect();
+    (!f1s.is_empty()).then(|| f1s.iter().sum::<f64>() / f1s.len() as f64)
+}
+
+/// The report of the rows of several reports together (sites scored apart): confusion matrices
+/// summed, precision, recall, F1 and accuracy from the sum, ECE the row-weighted mean of
+/// theirs, AUROC left empty (it needs every row's scores).
+pub(crate) fn pooled(reports: &[&Report], classes: &[String], scored: &[String]) -> Report {
+    let k = classes.len();
+    let mut confusion = vec![vec![0u64; k]; k];
+    for r in reports {
+        for (row, theirs) in confusion.iter_mut().zip(&r.confusion) {
+            for (a, b) in row.iter_mut().zip(theirs) {
+                *a += b;
+            }
+        }
+    }
+    let n: u64 = reports.iter().map(|r| r.n).sum();
+    let right: u64 = (0..k).map(|c| confusion[c][c]).sum();
+    let out = class_metrics(&confusion, classes);
+    Report {
+        n,
+        accuracy: if n == 0 { 0.0 } else { right as f64 / n as f64 },
+        macro_f1: macro_f1(&out, scored),
+        ece: if n == 0 {
+            0.0
+        } else {
+            reports.iter().map(|r| r.ece * r.n as f64).sum::<f64>() / n as f64
+        },
         classes: out,
         confusion,
     }
@@ -211,5 +257,37 @@ mod tests {
         // Scored subset: N and A only.
         let r2 = evaluate(&y, &flat, &classes, &classes[..2]);
         assert!((r2.macro_f1.unwrap() - 0.65).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pooled_reports_equal_the_report_of_all_rows() {
+        let classes: Vec<String> = ["N", "A", "O"].iter().map(|s| s.to_string()).collect();
+        let y = [0, 0, 0, 1, 1, 2, 2, 1];
+        let p: Vec<f32> = [
+            [0.8, 0.1, 0.1],
+            [0.6, 0.3, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.1, 0.4, 0.5],
+            [0.1, 0.1, 0.8],
+            [0.5, 0.2, 0.3],
+            [0.1, 0.8, 0.1],
+        ]
+        .iter()
+        .flatten()
+        .map(|&v| v as f32)
+        .collect();
+        let all = evaluate(&y, &p, &classes, &classes);
+        let a = evaluate(&y[..5], &p[..15], &classes, &classes);
+        let b = evaluate(&y[5..], &p[15..], &classes, &classes);
+        let pooled = pooled(&[&a, &b], &classes, &classes);
+        assert_eq!(pooled.confusion, all.confusion);
+        assert_eq!(pooled.n, 8);
+        assert_eq!(pooled.macro_f1, all.macro_f1);
+        assert_eq!(pooled.accuracy, all.accuracy);
+        for (x, z) in pooled.classes.iter().zip(&all.classes) {
+            assert_eq!((x.precision, x.recall, x.f1), (z.precision, z.recall, z.f1));
+            assert_eq!(x.auroc, None);
+        }
     }
 }

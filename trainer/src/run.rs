@@ -213,6 +213,10 @@ pub struct ModelCard {
     pub best_epoch: usize,
     /// Headline metrics (the ModelTrained metrics table).
     pub metrics: serde_json::Value,
+    /// Federated mode: rounds, the round kept (`best_epoch` holds it too), settings, sites and
+    /// the LocalRoundTrained entries; absent for pulled cohorts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated: Option<serde_json::Value>,
 }
 
 /// What `train` produced.
@@ -365,6 +369,7 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
             code_version: CODE_VERSION.to_string(),
             hyperparameters_json: hyper.to_string(),
             metrics_json: metrics.to_string(),
+            ..Default::default()
         }))
         .await?;
     let card = ModelCard {
@@ -390,6 +395,7 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
         rows,
         best_epoch: trained.best_epoch,
         metrics,
+        federated: None,
     };
     write(&opts.out, "model-card.json", &json(&card), &mut files)?;
     write(&opts.out, "metrics.json", &json(&evaluation), &mut files)?;

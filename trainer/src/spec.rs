@@ -207,6 +207,75 @@ pub struct CohortSpec {
     /// Federation file (ledger, identity, gateways), relative to the spec's folder.
     #[serde(default)]
     pub federation: Option<PathBuf>,
+    /// How the cohort is trained: `pull` (default: the rows are pulled, verified, and trained
+    /// on here) or `federated` (the model travels to the gateways, the rows stay home).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Federated training settings (`mode = "federated"`).
+    #[serde(default)]
+    pub federated: Option<FederatedSpec>,
+}
+
+/// Federated training settings (docs/training.md "Federated mode").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederatedSpec {
+    /// Rounds.
+    pub rounds: usize,
+    /// Passes over its training rows a site makes per round.
+    pub local_epochs: usize,
+    /// At most this many optimiser steps per round at a site (0: no limit).
+    pub local_steps: usize,
+    /// `fedavg` (updates averaged, weighted by rows) or `fedprox` (the same, with the
+    /// proximal term `mu/2 · ‖w − w_global‖²` in each site's loss).
+    pub aggregation: String,
+    /// FedProx's μ (ignored by `fedavg`).
+    pub mu: f64,
+    /// Share of the training sites asked in each round (at least `min_sites`).
+    pub client_fraction: f64,
+    /// Fewest sites a round may have (at least 2: secure aggregation needs two).
+    pub min_sites: usize,
+    /// What a round does when a site fails or times out: `restart` (again without it, as long
+    /// as `min_sites` remain) or `stop` (training stops with the error).
+    pub on_failure: String,
+    /// Seconds a site may take to answer a round before it counts as failed.
+    pub round_timeout_secs: u64,
+    /// Attempts of one round before training stops.
+    pub max_attempts: u32,
+}
+
+impl Default for FederatedSpec {
+    fn default() -> Self {
+        FederatedSpec {
+            rounds: 10,
+            local_epochs: 1,
+            local_steps: 0,
+            aggregation: AGGREGATION_FEDAVG.into(),
+            mu: 0.01,
+            client_fraction: 1.0,
+            min_sites: 2,
+            on_failure: ON_FAILURE_RESTART.into(),
+            round_timeout_secs: 600,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `mode` of a pulled cohort.
+pub const MODE_PULL: &str = "pull";
+/// `mode` of a federated cohort.
+pub const MODE_FEDERATED: &str = "federated";
+/// FedAvg (McMahan et al. 2017).
+pub const AGGREGATION_FEDAVG: &str = "fedavg";
+/// FedProx (Li et al. 2020).
+pub const AGGREGATION_FEDPROX: &str = "fedprox";
+/// A failed site is left out and its round attempted again.
+pub const ON_FAILURE_RESTART: &str = "restart";
+/// A failed site stops training.
+pub const ON_FAILURE_STOP: &str = "stop";
+
+fn default_mode() -> String {
+    MODE_PULL.into()
 }
 
 fn default_seed() -> u64 {
@@ -234,13 +303,20 @@ pub struct LoadedSpec {
     pub sha256: [u8; 32],
     /// The spec file.
     pub path: PathBuf,
+    /// The file's bytes (a federated round carries them to the gateways).
+    pub bytes: Vec<u8>,
 }
 
 impl LoadedSpec {
     /// Reads and checks a spec file.
     pub fn read(path: &Path) -> Result<LoadedSpec> {
         let bytes = std::fs::read(path).map_err(|e| TrainerError::io(path, e))?;
-        let text = std::str::from_utf8(&bytes)
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Checks a spec file's bytes (`path` names it in errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedSpec> {
+        let text = std::str::from_utf8(bytes)
             .map_err(|_| TrainerError::spec(path, "the file is not UTF-8"))?;
         let mut spec: CohortSpec =
             toml::from_str(text).map_err(|e| TrainerError::spec(path, e.to_string()))?;
@@ -248,8 +324,9 @@ impl LoadedSpec {
         spec.check().map_err(|m| TrainerError::spec(path, m))?;
         Ok(LoadedSpec {
             spec,
-            sha256: Sha256::digest(&bytes).into(),
+            sha256: Sha256::digest(bytes).into(),
             path: path.to_path_buf(),
+            bytes: bytes.to_vec(),
         })
     }
 
@@ -364,6 +441,7 @@ impl CohortSpec {
                 sig.window_secs
             ));
         }
+        self.check_mode()?;
         let t = &self.train;
         if t.batch_size == 0 || t.epochs == 0 || t.blocks_per_stage == 0 {
             return Err("train: epochs, batch_size and blocks_per_stage must be > 0".into());
@@ -405,6 +483,68 @@ impl CohortSpec {
             return Err(format!("train.kernel {} must be odd", t.kernel));
         }
         Ok(())
+    }
+
+    fn check_mode(&self) -> std::result::Result<(), String> {
+        match (self.mode.as_str(), &self.federated) {
+            (MODE_PULL, None) => return Ok(()),
+            (MODE_PULL, Some(_)) => {
+                return Err(format!(
+                    "[federated] is set but mode is {MODE_PULL:?}: set mode = {MODE_FEDERATED:?}"
+                ));
+            }
+            (MODE_FEDERATED, _) => {}
+            (other, _) => {
+                return Err(format!(
+                    "mode {other:?}: expected {MODE_PULL:?} or {MODE_FEDERATED:?}"
+                ));
+            }
+        }
+        let f = self.federated.clone().unwrap_or_default();
+        if f.rounds == 0 || f.local_epochs == 0 {
+            return Err("federated: rounds and local_epochs must be > 0".into());
+        }
+        if f.aggregation != AGGREGATION_FEDAVG && f.aggregation != AGGREGATION_FEDPROX {
+            return Err(format!(
+                "federated.aggregation {:?}: expected {AGGREGATION_FEDAVG:?} or {AGGREGATION_FEDPROX:?}",
+                f.aggregation
+            ));
+        }
+        if !(f.mu >= 0.0 && f.mu.is_finite()) {
+            return Err(format!("federated.mu {} must be ≥ 0", f.mu));
+        }
+        if !(f.client_fraction > 0.0 && f.client_fraction <= 1.0) {
+            return Err(format!(
+                "federated.client_fraction {} must be in (0, 1]",
+                f.client_fraction
+            ));
+        }
+        if f.min_sites < 2 {
+            return Err(format!(
+                "federated.min_sites {}: secure aggregation needs at least 2 sites a round",
+                f.min_sites
+            ));
+        }
+        if f.on_failure != ON_FAILURE_RESTART && f.on_failure != ON_FAILURE_STOP {
+            return Err(format!(
+                "federated.on_failure {:?}: expected {ON_FAILURE_RESTART:?} or {ON_FAILURE_STOP:?}",
+                f.on_failure
+            ));
+        }
+        if f.round_timeout_secs == 0 || f.max_attempts == 0 {
+            return Err("federated: round_timeout_secs and max_attempts must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The federated settings (defaults where the spec has no `[federated]`).
+    pub fn federated_settings(&self) -> FederatedSpec {
+        self.federated.clone().unwrap_or_default()
+    }
+
+    /// Whether the cohort is trained in federated mode.
+    pub fn is_federated(&self) -> bool {
+        self.mode == MODE_FEDERATED
     }
 
     /// Samples per window.

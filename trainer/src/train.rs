@@ -192,18 +192,7 @@ fn class_weights(data: &CohortData, train_idx: &[usize], k: usize, power: f64) -
     for &i in train_idx {
         counts[data.meta[i].class] += 1.0;
     }
-    let raw: Vec<f64> = counts
-        .iter()
-        .map(|&c| {
-            if c > 0.0 {
-                (train_idx.len() as f64 / c).powf(power)
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mean = raw.iter().zip(&counts).map(|(w, c)| w * c).sum::<f64>() / train_idx.len() as f64;
-    raw.iter().map(|w| (w / mean) as f32).collect()
+    class_weights_of(&counts, power)
 }
 
 /// Validation loss and macro-F1 per window and per record (`None` without validation rows).
@@ -353,6 +342,132 @@ pub fn train(
         history,
         best_epoch,
     })
+}
+
+/// One site's local training in a federated round.
+pub struct LocalRun<'a> {
+    /// The site's rows.
+    pub data: &'a CohortData,
+    /// Its training rows.
+    pub train_idx: &'a [usize],
+    /// The cohort spec (batch size, weight decay, augmentation).
+    pub spec: &'a CohortSpec,
+    /// Class weights of the loss (the cohort's, the same at every site).
+    pub class_weights: &'a [f32],
+    /// Learning rate of the round.
+    pub lr: f64,
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Most optimiser steps (0: no limit).
+    pub max_steps: usize,
+    /// FedProx's μ (0: plain FedAvg).
+    pub mu: f64,
+    /// Seed of the shuffle and the augmentation.
+    pub seed: u64,
+    /// Device.
+    pub device: Device,
+}
+
+impl LocalRun<'_> {
+    /// Trains `model` (whose variables are `vs`, holding the global weights) with AdamW at a
+    /// constant rate, adding `mu/2 · ‖w − w_global‖²` over the trainable weights when μ > 0.
+    /// Returns the mean training loss (without the proximal term) and the steps taken.
+    pub fn run(&self, model: &ResNet1d, vs: &nn::VarStore) -> Result<(f64, usize)> {
+        let t = &self.spec.train;
+        let mut opt = nn::AdamW {
+            wd: t.weight_decay,
+            ..Default::default()
+        }
+        .build(vs, self.lr)?;
+        let global: Vec<(Tensor, Tensor)> = if self.mu > 0.0 {
+            tch::no_grad(|| {
+                vs.trainable_variables()
+                    .into_iter()
+                    .map(|v| {
+                        let g = v.detach().copy();
+                        (v, g)
+                    })
+                    .collect()
+            })
+        } else {
+            Vec::new()
+        };
+        let class_w = Tensor::from_slice(self.class_weights).to_device(self.device);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        let (mut loss_sum, mut seen, mut steps) = (0.0, 0usize, 0usize);
+        'epochs: for _ in 0..self.epochs {
+            let mut order = self.train_idx.to_vec();
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(t.batch_size) {
+                if self.max_steps > 0 && steps >= self.max_steps {
+                    break 'epochs;
+                }
+                let x = signal_input(
+                    model,
+                    self.data,
+                    chunk,
+                    t.augment.then_some(&mut rng),
+                    self.device,
+                );
+                let y: Vec<i64> = chunk
+                    .iter()
+                    .map(|&i| self.data.meta[i].class as i64)
+                    .collect();
+                let y = Tensor::from_slice(&y).to_device(self.device);
+                let feats = batch_features(self.data, chunk, self.device);
+                let logits = model.forward_rows(&x, feats.as_ref(), true);
+                let loss =
+                    logits.cross_entropy_loss(&y, Some(&class_w), tch::Reduction::Mean, -100, 0.0);
+                loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+                let total = if global.is_empty() {
+                    loss
+                } else {
+                    let prox = global
+                        .iter()
+                        .map(|(w, g)| (w - g).square().sum(Kind::Float))
+                        .fold(Tensor::zeros([], (Kind::Float, self.device)), |a, b| a + b);
+                    loss + prox * (self.mu / 2.0)
+                };
+                opt.backward_step(&total);
+                seen += chunk.len();
+                steps += 1;
+            }
+        }
+        Ok((loss_sum / seen.max(1) as f64, steps))
+    }
+}
+
+/// Class weights of the loss from rows per class: (rows / rows of the class)^`power`, scaled
+/// to mean 1 over the rows; 0 for a class without rows (as [`train`] computes them from its
+/// training rows).
+pub fn class_weights_of(counts: &[f64], power: f64) -> Vec<f32> {
+    let total: f64 = counts.iter().sum();
+    if total <= 0.0 {
+        return vec![1.0; counts.len()];
+    }
+    let raw: Vec<f64> = counts
+        .iter()
+        .map(|&c| {
+            if c > 0.0 {
+                (total / c).powf(power)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mean = raw.iter().zip(counts).map(|(w, c)| w * c).sum::<f64>() / total;
+    raw.iter().map(|w| (w / mean) as f32).collect()
+}
+
+/// The learning rate of round `round` (from 1) of `rounds`: the spec's cosine schedule over
+/// rounds (peak `lr`, floor 1 % of it), or its step schedule with rounds for epochs.
+pub fn round_lr(spec: &CohortSpec, round: usize, rounds: usize) -> f64 {
+    lr_at(
+        spec,
+        round.saturating_sub(1),
+        rounds,
+        round.saturating_sub(1),
+    )
 }
 
 /// Optimiser steps per epoch: every training row once, or at most `max` steps (0: no limit).

@@ -13,10 +13,13 @@ use ecgfed_ledger::client::LedgerClient;
 use ecgfed_ledger::log::Hash32;
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::gateway_service_client::GatewayServiceClient;
+use ecgfed_proto::v1::training_service_client::TrainingServiceClient;
 use ecgfed_proto::v1::{
-    CohortSliceCommitted, EraseRequest, EraseResponse, ListDatasetsRequest, ListDatasetsResponse,
-    ReserveSliceRequest, ReserveSliceResponse, Role, StrataDimension, StrataRequest, StrataTable,
-    SubjectKind,
+    CohortSliceCommitted, EraseRequest, EraseResponse, EvaluateRequest, EvaluateResponse,
+    ListDatasetsRequest, ListDatasetsResponse, OpenRoundRequest, OpenRoundResponse,
+    ReserveSliceRequest, ReserveSliceResponse, RevealMaskRequest, RevealMaskResponse, Role,
+    StrataDimension, StrataRequest, StrataTable, SubjectKind, TrainRoundRequest,
+    TrainRoundResponse,
 };
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
@@ -29,6 +32,7 @@ pub use verify::{SliceVerifier, VerifiedRows};
 
 use crate::commitment::verify_leaf;
 use crate::error::{GatewayError, Result, VerificationError};
+use crate::federated::{MAX_TRAINING_REQUEST_BYTES, TRAINING_PATH};
 use crate::protocol::{FLIGHT_PATH, MAX_MESSAGE_BYTES, SERVICE_PATH, meta, ticket};
 use crate::transport::wire::BatchDecoder;
 
@@ -40,6 +44,7 @@ pub struct GatewayClient {
     site: String,
     signer: Arc<RequestSigner>,
     svc: GatewayServiceClient<Channel>,
+    training: TrainingServiceClient<Channel>,
     flight: FlightServiceClient<Channel>,
     channel: Channel,
 }
@@ -128,6 +133,9 @@ impl GatewayClient {
             svc: GatewayServiceClient::new(ch.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            training: TrainingServiceClient::new(ch.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_TRAINING_REQUEST_BYTES),
             flight: FlightServiceClient::new(ch.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -174,6 +182,59 @@ impl GatewayClient {
             .signer
             .request(&self.site, &format!("{SERVICE_PATH}Strata"), q);
         Ok(self.svc.strata(r).await.map_err(status)?.into_inner())
+    }
+
+    /// TrainingService.OpenRound: the gateway's signed key-agreement key of one attempt.
+    pub async fn open_round(&mut self, q: OpenRoundRequest) -> Result<OpenRoundResponse> {
+        let r = self
+            .signer
+            .request(&self.site, &format!("{TRAINING_PATH}OpenRound"), q);
+        Ok(self
+            .training
+            .open_round(r)
+            .await
+            .map_err(status)?
+            .into_inner())
+    }
+
+    /// TrainingService.TrainRound: one round trained at the gateway; its masked update.
+    pub async fn train_round(&mut self, q: TrainRoundRequest) -> Result<TrainRoundResponse> {
+        let r = self
+            .signer
+            .request(&self.site, &format!("{TRAINING_PATH}TrainRound"), q);
+        Ok(self
+            .training
+            .train_round(r)
+            .await
+            .map_err(status)?
+            .into_inner())
+    }
+
+    /// TrainingService.RevealMask: the gateway's self-mask seed of an attempt whose updates
+    /// all arrived.
+    pub async fn reveal_mask(&mut self, q: RevealMaskRequest) -> Result<RevealMaskResponse> {
+        let r = self
+            .signer
+            .request(&self.site, &format!("{TRAINING_PATH}RevealMask"), q);
+        Ok(self
+            .training
+            .reveal_mask(r)
+            .await
+            .map_err(status)?
+            .into_inner())
+    }
+
+    /// TrainingService.Evaluate: a model's scores on the gateway's evaluation rows.
+    pub async fn evaluate(&mut self, q: EvaluateRequest) -> Result<EvaluateResponse> {
+        let r = self
+            .signer
+            .request(&self.site, &format!("{TRAINING_PATH}Evaluate"), q);
+        Ok(self
+            .training
+            .evaluate(r)
+            .await
+            .map_err(status)?
+            .into_inner())
     }
 
     /// Reserves this site's slice of a cohort on the ledger.

@@ -121,6 +121,19 @@ pub struct Policy {
     /// Safe Harbor asks) or `banded` (the lower edge of the gateway's age band, top-coded too).
     #[serde(default)]
     pub ages: AgePolicy,
+    /// Serve cohorts in pull mode: slices whose rows a scientist pulls (default true). With
+    /// false, reservations of pull cohorts and every DoGet are refused.
+    #[serde(default = "yes")]
+    pub allow_pull: bool,
+    /// Serve cohorts in federated mode: rounds trained here, only masked updates leave
+    /// (default true). With false, reservations of federated cohorts and every round are
+    /// refused.
+    #[serde(default = "yes")]
+    pub allow_federated: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What a served row carries as its record id.
@@ -175,6 +188,8 @@ impl Default for Policy {
             record_ids: RecordIds::default(),
             link_cohorts: false,
             ages: AgePolicy::default(),
+            allow_pull: true,
+            allow_federated: true,
         }
     }
 }

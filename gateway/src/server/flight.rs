@@ -200,6 +200,34 @@ fn store_batches(
         })
 }
 
+/// Every served batch of slice `s`, read from the store as a DoGet would send them, for the
+/// gateway's own use (federated rounds train on them here), and the number of leaves erased
+/// since the reservation. Refused while an erasure runs or when one began during the read.
+pub(super) fn slice_batches(
+    gw: &Gateway,
+    s: &SliceRecord,
+) -> Result<(Vec<RecordBatch>, u64), Status> {
+    let fence = gw.fence();
+    let busy = || Status::unavailable("an erasure is running at this gateway; retry in a moment");
+    if !fence.is_multiple_of(2) {
+        return Err(busy());
+    }
+    let keys = gw.slice_keys(s)?;
+    let ServePlan {
+        catalog,
+        per_file,
+        erased,
+    } = gw.plan(s, &keys);
+    let schema = served_schema(HashMap::new());
+    let batches = store_batches(gw, s, &catalog, per_file, &schema, keys)
+        .collect::<Result<Vec<_>, FlightError>>()
+        .map_err(|e| Status::internal(format!("reading slice {}: {e}", s.slice_id)))?;
+    if !gw.fence_ok(fence) {
+        return Err(busy());
+    }
+    Ok((batches, erased.len() as u64))
+}
+
 /// Why a transfer stops when an erasure begins while it runs.
 const FENCED: &str = "an erasure began at the gateway during this transfer, which was stopped before its next batch; pull the slice again";
 

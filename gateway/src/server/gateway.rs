@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::federated::LocalTrainer;
 use ecgfed_ledger::client::{LedgerClient, Memory};
 use ecgfed_ledger::entry::EntrySigner;
 use ecgfed_ledger::keys::KeyPair;
 use ecgfed_ledger::log::{Hash, Hash32};
-use ecgfed_ledger::state::MemberInfo;
+use ecgfed_ledger::state::{MODE_FEDERATED, MemberInfo};
 use ecgfed_ledger::trust::TrustFile;
 use ecgfed_ledger::witness::Cosigner;
 use ecgfed_proto::v1::entry_body::Payload;
@@ -154,12 +155,30 @@ pub struct Gateway {
     epoch: std::sync::atomic::AtomicU64,
     /// DoGets reading and sending now, at most `policy.max_transfers`.
     transfers: Arc<tokio::sync::Semaphore>,
+    /// The hospital's key (round keys are signed with it).
+    key: KeyPair,
+    /// Fault-injection hook `die-in-round:<site>:<round>`: the gateway of `<site>` exits
+    /// abruptly when asked to train round `<round>` (a site dropping out mid-round).
+    pub(crate) die_in_round: Option<u32>,
+    /// The training federated rounds run here ([`Gateway::set_trainer`]).
+    trainer: std::sync::OnceLock<Arc<dyn LocalTrainer>>,
+    /// Federated rounds open here.
+    pub(crate) rounds: crate::server::training::Rounds,
 }
 
 /// The gateway's trust state in its data folder: the newest ledger checkpoint it accepted.
 pub const LEDGER_TRUST_FILE: &str = "ledger-trust.json";
 /// The gateway's witness state in its data folder: the last checkpoint it cosigned.
 pub const WITNESS_FILE: &str = "witness.json";
+
+/// The round of fault `die-in-round:<site>:<round>` when `<site>` is `site`.
+#[cfg(feature = "fault-injection")]
+fn die_in_round(site: &str) -> Option<u32> {
+    let v = std::env::var(FAULT_ENV).ok()?;
+    let rest = v.strip_prefix("die-in-round:")?;
+    let (s, round) = rest.rsplit_once(':')?;
+    (s == site).then(|| round.parse().ok()).flatten()
+}
 
 fn refused(code: Code, m: impl Into<String>) -> GatewayError {
     GatewayError::refused(code, m)
@@ -216,7 +235,14 @@ impl Gateway {
         let catalog = Catalog::load(&cfg.store, &cfg.dataset_id(), &keys, &cfg.age_edges, cfg.k)?;
         let transfers = Arc::new(tokio::sync::Semaphore::new(cfg.policy.max_transfers));
         let gw = Arc::new(Gateway {
-            signer: tokio::sync::Mutex::new(EntrySigner::new(&cfg.member, key)),
+            signer: tokio::sync::Mutex::new(EntrySigner::new(&cfg.member, key.clone())),
+            #[cfg(feature = "fault-injection")]
+            die_in_round: die_in_round(&cfg.site),
+            #[cfg(not(feature = "fault-injection"))]
+            die_in_round: None,
+            key,
+            trainer: std::sync::OnceLock::new(),
+            rounds: Default::default(),
             #[cfg(feature = "fault-injection")]
             alter_sample: std::env::var(FAULT_ENV).is_ok_and(|v| v == "alter-sample"),
             #[cfg(not(feature = "fault-injection"))]
@@ -240,6 +266,22 @@ impl Gateway {
         gw.resume_erasure().await?;
         gw.register().await?;
         Ok(gw)
+    }
+
+    /// Gives the gateway the training its federated rounds run (once; later calls are
+    /// ignored). Without one, TrainingService calls are refused.
+    pub fn set_trainer(&self, trainer: Arc<dyn LocalTrainer>) {
+        let _ = self.trainer.set(trainer);
+    }
+
+    /// The training federated rounds run here, if any.
+    pub fn trainer(&self) -> Option<Arc<dyn LocalTrainer>> {
+        self.trainer.get().cloned()
+    }
+
+    /// Signs `msg` with the hospital's key.
+    pub(crate) fn sign(&self, msg: &[u8]) -> ecgfed_ledger::keys::Signature {
+        self.key.sign(msg)
     }
 
     /// The catalog in force.
@@ -391,6 +433,7 @@ impl Gateway {
                     format!("slice {slice_id} is granted to {}", s.requester),
                 ));
             }
+            self.check_mode(cohort_id, s.federated)?;
             return Ok(s);
         }
         let (_, cohort) = {
@@ -412,6 +455,8 @@ impl Gateway {
                 ),
             ));
         }
+        let federated = cohort.mode == MODE_FEDERATED;
+        self.check_mode(cohort_id, federated)?;
         // A reservation recorded on the ledger but not stored here (the gateway stopped in
         // between) is rebuilt from its entry: committing a second one would be refused, and
         // a selection made now may differ (erasures since).
@@ -469,10 +514,32 @@ impl Gateway {
                 .iter()
                 .map(|&(_, i)| Hash32(c.rows[i].commitment))
                 .collect(),
+            federated,
         };
         self.store_slice(&rec)?;
         tracing::info!(slice = %slice_id, rows = picked.len(), index, "slice reserved");
         Ok(rec)
+    }
+
+    /// Refuses a cohort whose mode this hospital's policy does not serve
+    /// (`policy.allow_pull`, `policy.allow_federated`).
+    pub(crate) fn check_mode(&self, cohort_id: &str, federated: bool) -> Result<()> {
+        let p = &self.cfg.policy;
+        let (allowed, mode, key) = if federated {
+            (p.allow_federated, "federated", "allow_federated")
+        } else {
+            (p.allow_pull, "pull", "allow_pull")
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(refused(
+            Code::PermissionDenied,
+            format!(
+                "cohort {cohort_id} is in {mode} mode, which site {}'s policy refuses ({key} = false)",
+                self.cfg.site
+            ),
+        ))
     }
 
     /// This site's cells of the cohort on the ledger, checked against what the scientist sent
@@ -633,6 +700,10 @@ impl Gateway {
             return Ok(None);
         }
         let (index, s) = ledger.slice(slice_id).await?;
+        let federated = ledger
+            .cohort(&s.cohort_id)
+            .await?
+            .is_some_and(|(_, c)| c.mode == MODE_FEDERATED);
         drop(ledger);
         // Each leaf's row: found by the leaf it makes under the slice's keys, or, for a slice
         // reserved before leaves were per slice, by its dataset commitment.
@@ -699,6 +770,7 @@ impl Gateway {
             ledger_index: index,
             reserved_at_ms: 0,
             rows,
+            federated,
         }))
     }
 
@@ -782,6 +854,18 @@ impl Gateway {
                     s.requester, caller.id
                 ),
             ));
+        }
+        if signals && s.federated {
+            return Err(refused(
+                Code::PermissionDenied,
+                format!(
+                    "slice {slice_id} is of a federated cohort: its rows never leave site {} (train it with rounds)",
+                    self.cfg.site
+                ),
+            ));
+        }
+        if signals {
+            self.check_mode(&s.cohort_id, false)?;
         }
         Ok(s)
     }

@@ -3,7 +3,8 @@
 //! (k-anonymous counts), [`select`] (seeded slice selection), [`authenticate`] (signed requests,
 //! members replayed from the ledger), [`gateway`] (registration, reservation, erasure),
 //! [`rows`] (served rows), [`served`] (what leaves with a row: per-slice pseudonyms, salts,
-//! leaves, top-coded ages), [`service`] (GatewayService), [`flight`] (Arrow Flight), and here
+//! leaves, top-coded ages), [`service`] (GatewayService), [`flight`] (Arrow Flight),
+//! [`training`] (TrainingService: federated rounds, only masked updates and metrics leave), and here
 //! one tonic server on one port for both, with HTTP/2 windows, frames and message limits sized
 //! for ECG batches (tonic's 4 MiB default message limit is too small).
 
@@ -20,6 +21,7 @@ mod select;
 mod served;
 mod service;
 mod strata;
+mod training;
 
 /// Stops with an error at the fault point `$name` when a test armed it (`fault-injection`
 /// builds only; elsewhere it expands to nothing).
@@ -52,6 +54,7 @@ use std::sync::Arc;
 use crate::transport::http2_server;
 use flight::GatewayFlight;
 use service::GatewayServer;
+use training::TrainingServer;
 
 /// The server TLS configuration from PEM files. The private key file is refused unless it is
 /// a regular file of mode 0600 (as the hospital's BLS key).
@@ -87,6 +90,7 @@ pub async fn serve(
             ecgfed_ledger::witness::WitnessServer::new(Arc::clone(&gw.witness)).into_service(),
         )
         .add_service(GatewayServer::new(Arc::clone(&gw)).into_service())
+        .add_service(TrainingServer::new(Arc::clone(&gw)).into_service())
         .add_service(GatewayFlight::new(gw).into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

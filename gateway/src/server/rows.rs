@@ -48,6 +48,10 @@ pub struct SliceRecord {
     /// those dataset commitments and their rows are served as stored.
     #[serde(default)]
     pub rows: Vec<Hash32>,
+    /// The slice of a federated cohort: its rows never leave (no DoGet), rounds train on them
+    /// here.
+    #[serde(default)]
+    pub federated: bool,
 }
 
 impl SliceRecord {

@@ -220,6 +220,7 @@ impl Fed {
                 seed: 42,
                 purpose: "security test".into(),
                 requester: who.into(),
+                ..Default::default()
             }));
         self.ledger_client().await.submit(e).await.unwrap();
         allocation

@@ -1,0 +1,339 @@
+//! Federated mode end to end with real processes on loopback (issue 26):
+//! - `ecgfed demo --mode federated`: a ledger and three gateways over the embedded sample, the
+//!   demo's cohort trained in rounds at the gateways with secure aggregation; one gateway
+//!   dies mid-round (SIGABRT, the `die-in-round` fault hook) and the round is attempted again
+//!   without it. No row leaves a site: no DataServed, no slice served; one LocalRoundTrained
+//!   per site, round and attempt, with the participants of its attempt; `audit verify` passes
+//!   and `audit lineage` lists the model's rounds.
+//! - Hospital policy and the round protocol against two gateways: `allow_federated = false`
+//!   and `allow_pull = false` refuse with PERMISSION_DENIED, a federated slice is never served
+//!   by DoGet, and every malformed or premature round call is refused.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use common::fed::*;
+use ecgfed_audit::source::{Source, StoreSource};
+use ecgfed_gateway::federated::round_key_message;
+use ecgfed_gateway::server::{KeyStore, SliceRecord};
+use ecgfed_ledger::keys::{AgreementKey, KeyPair};
+use ecgfed_proto::v1::entry_body::Payload;
+use ecgfed_proto::v1::{
+    OpenRoundRequest, ReserveSliceRequest, RevealMaskRequest, RoundKey, SubjectKind,
+    TrainRoundRequest,
+};
+use serde_json::Value;
+use tonic::Code;
+
+const SITES3: [&str; 3] = ["site-a", "site-b", "site-c"];
+
+/// Entries of `kind` in the ledger store under `ledger`, read offline.
+async fn entries_of_kind(ledger: &Path, kind: &str) -> Vec<ecgfed_audit::source::VerifiedEntry> {
+    let mut src = StoreSource::open(&ledger.join("db")).unwrap();
+    src.by_subject(SubjectKind::EntryKind, kind).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_demo_trains_at_the_gateways_and_survives_a_dropout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("demo");
+    // site-b's gateway aborts when asked to train round 2.
+    let out = Command::new(BIN)
+        .args(["demo", "--mode", "federated", "--data", s(&data), "--json"])
+        .env("ECGFED_GATEWAY_FAULT", "die-in-round:site-b:2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["mode"], "federated", "{summary}");
+    let model = summary["model_id"].as_str().unwrap().to_string();
+    let ledger = data.join("ledger");
+
+    // The whole ledger verifies offline with the rules, rounds included.
+    let v: Value =
+        serde_json::from_str(&run(&["audit", "verify", "--data", s(&ledger), "--json"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+
+    // No row left a site: no transfer on the ledger, and every gateway holds its slice as a
+    // federated one.
+    assert!(entries_of_kind(&ledger, "DataServed").await.is_empty());
+    for site in SITES3 {
+        let ks = KeyStore::open(&data.join(site).join("gw")).unwrap();
+        let raw = ks
+            .slice(&format!("demo-rhythm-federated/{site}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{site} holds no slice of the federated cohort"));
+        let rec: SliceRecord = serde_json::from_slice(&raw).unwrap();
+        assert!(rec.federated, "{site}");
+    }
+
+    // The rounds on the ledger: (round, attempt) → sites, each entry naming its attempt's
+    // participants.
+    let mut attempts: BTreeMap<(u32, u32), BTreeSet<String>> = BTreeMap::new();
+    let mut participants: BTreeMap<(u32, u32), Vec<String>> = BTreeMap::new();
+    for e in entries_of_kind(&ledger, "LocalRoundTrained").await {
+        let Some(Payload::LocalRoundTrained(r)) = e.payload() else {
+            panic!("entry {} is not a round", e.index)
+        };
+        assert_eq!(r.cohort_id, "demo-rhythm-federated");
+        assert!(r.rows_used > 0, "{r:?}");
+        assert!(
+            attempts
+                .entry((r.round, r.attempt))
+                .or_default()
+                .insert(r.site.clone()),
+            "two entries of {} for round {} attempt {}",
+            r.site,
+            r.round,
+            r.attempt
+        );
+        let p = participants
+            .entry((r.round, r.attempt))
+            .or_insert_with(|| r.participants.clone());
+        assert_eq!(*p, r.participants, "one attempt, one set of participants");
+    }
+    let all: BTreeSet<String> = SITES3.iter().map(|s| s.to_string()).collect();
+    let survivors: BTreeSet<String> = ["site-a", "site-c"].iter().map(|s| s.to_string()).collect();
+    // Round 1 with everyone; in round 2 site-b died while training (the others trained
+    // attempt 1, which was never unmasked) and attempt 2 went on without it; in round 3 site-b
+    // was gone before training.
+    assert_eq!(attempts[&(1, 1)], all, "{attempts:?}");
+    assert!(attempts[&(2, 1)].is_subset(&survivors), "{attempts:?}");
+    assert_eq!(
+        participants[&(2, 1)].len(),
+        3,
+        "attempt 1 of round 2 had site-b"
+    );
+    assert_eq!(attempts[&(2, 2)], survivors, "{attempts:?}");
+    assert_eq!(attempts[&(3, 2)], survivors, "{attempts:?}");
+    assert!(!attempts.contains_key(&(3, 1)), "{attempts:?}");
+
+    // The coordinator's account of the rounds says the same.
+    let rounds: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("trainer/model/rounds.json")).unwrap(),
+    )
+    .unwrap();
+    let rounds = rounds.as_array().unwrap();
+    assert_eq!(rounds.len(), 3);
+    assert_eq!(rounds[0]["attempts"], 1);
+    for r in &rounds[1..] {
+        assert_eq!(r["attempts"], 2, "{r}");
+        assert_eq!(r["sites"], serde_json::json!(["site-a", "site-c"]), "{r}");
+        let failures = r["failures"].to_string();
+        assert!(failures.contains("site-b"), "{r}");
+    }
+
+    // The model names the aggregated attempts' entries of the rounds up to the one it kept,
+    // and lineage lists them.
+    let card: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("trainer/model/model-card.json")).unwrap(),
+    )
+    .unwrap();
+    let kept = card["best_epoch"].as_u64().unwrap() as usize;
+    let want: Vec<u64> = rounds[..kept]
+        .iter()
+        .flat_map(|r| {
+            r["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_u64().unwrap())
+        })
+        .collect();
+    let l: Value = serde_json::from_str(&run(&[
+        "audit",
+        "lineage",
+        "--data",
+        s(&ledger),
+        "--model",
+        &model,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(l["model"]["mode"], "federated");
+    let listed: Vec<u64> = l["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["entry"]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, want);
+    for sl in l["slices"].as_array().unwrap() {
+        assert_eq!(sl["served"], serde_json::json!([]), "{sl}");
+    }
+    let text = run(&["audit", "lineage", "--data", s(&ledger), "--model", &model]);
+    assert!(
+        text.contains("federated:") && text.contains("round 1"),
+        "{text}"
+    );
+}
+
+/// The status of a call that must be refused.
+fn refused<T>(r: Result<T, ecgfed_gateway::GatewayError>) -> Code {
+    match r {
+        Err(e) => code(e),
+        Ok(_) => panic!("not refused"),
+    }
+}
+
+/// A round key of `site` for attempt 1 of round 1 of `cohort`, signed with `signer`'s key
+/// file in the federation's folder.
+fn round_key(fed: &Fed, cohort: &str, site: &str, member: &str, signer: &str) -> RoundKey {
+    let public = AgreementKey::generate().public();
+    let key = KeyPair::read_file(&fed.key(signer)).unwrap();
+    RoundKey {
+        site: site.into(),
+        member: member.into(),
+        public_key: public.to_vec(),
+        signature: key
+            .sign(&round_key_message(cohort, 1, 1, site, &public))
+            .to_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hospital_policy_and_the_round_protocol() {
+    let mut fed = federation();
+    // site-a refuses pull cohorts, site-b federated ones.
+    for (i, policy) in [(0, "allow_pull = false"), (1, "allow_federated = false")] {
+        let cfg = fed.gateways[i].2.clone();
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, format!("{text}\n[policy]\n{policy}\n")).unwrap();
+        fed.restart_gateway(i, &[]);
+    }
+    create_cohort(&fed, "sci", "fed-1", 1, 2, "federated").await;
+    create_cohort(&fed, "sci", "pull-1", 1, 2, "").await;
+    let mut a = fed.gateway(0, "sci").await;
+    let mut b = fed.gateway(1, "sci").await;
+    assert_eq!(
+        reserve_refused(&mut b, "fed-1").await,
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        reserve_refused(&mut a, "pull-1").await,
+        Code::PermissionDenied
+    );
+    let reserve = |cohort: &str| ReserveSliceRequest {
+        cohort_id: cohort.into(),
+        ..Default::default()
+    };
+    let pulled = b.reserve(reserve("pull-1")).await.unwrap();
+    let slice = a.reserve(reserve("fed-1")).await.unwrap();
+    assert_eq!(slice.rows, 2);
+    // A federated slice is never served, to anyone.
+    assert_eq!(
+        do_get_refused(&mut a, &slice.slice_id).await,
+        Code::PermissionDenied
+    );
+
+    // Round calls: only the grantee, only once opened, only with every key signed by its
+    // site's hospital, only the cohort's spec.
+    let open = OpenRoundRequest {
+        cohort_id: "fed-1".into(),
+        round: 1,
+        attempt: 1,
+    };
+    let train = |keys: Vec<RoundKey>, spec: Vec<u8>| TrainRoundRequest {
+        cohort_id: "fed-1".into(),
+        round: 1,
+        attempt: 1,
+        keys,
+        spec,
+        model: vec![0; 16],
+    };
+    let other_b = round_key(&fed, "fed-1", "site-b", "hosp-b", "hosp-b");
+    assert_eq!(
+        refused(a.train_round(train(vec![other_b.clone()], vec![])).await),
+        Code::FailedPrecondition,
+        "a round not opened here"
+    );
+    for who in ["sci2", "reg"] {
+        let mut g = fed.gateway(0, who).await;
+        assert_eq!(
+            refused(g.open_round(open.clone()).await),
+            Code::PermissionDenied,
+            "{who}"
+        );
+    }
+    assert_eq!(
+        refused(
+            b.open_round(OpenRoundRequest {
+                cohort_id: "pull-1".into(),
+                ..open.clone()
+            })
+            .await
+        ),
+        Code::FailedPrecondition,
+        "a pull cohort has no rounds"
+    );
+    let mine = a.open_round(open.clone()).await.unwrap().key.unwrap();
+    assert_eq!(
+        (mine.site.as_str(), mine.member.as_str()),
+        ("site-a", "hosp-a")
+    );
+    let hosp_a = KeyPair::read_file(&fed.key("hosp-a")).unwrap().public();
+    let sig = ecgfed_ledger::keys::Signature::from_bytes(&mine.signature).unwrap();
+    assert!(hosp_a.verify(
+        &round_key_message("fed-1", 1, 1, "site-a", &mine.public_key),
+        &sig
+    ));
+    // Asked again, the same key.
+    assert_eq!(a.open_round(open.clone()).await.unwrap().key.unwrap(), mine);
+    let cases: Vec<(Vec<RoundKey>, &str)> = vec![
+        (vec![mine.clone()], "participants"),
+        (
+            vec![
+                mine.clone(),
+                round_key(&fed, "fed-1", "site-b", "hosp-b", "sci"),
+            ],
+            "does not verify",
+        ),
+        (
+            vec![
+                mine.clone(),
+                round_key(&fed, "fed-1", "site-b", "hosp-a", "hosp-a"),
+            ],
+            "not that site's hospital",
+        ),
+        (
+            vec![
+                round_key(&fed, "fed-1", "site-a", "hosp-a", "hosp-a"),
+                other_b.clone(),
+            ],
+            "not the one it made",
+        ),
+        (vec![mine.clone(), other_b.clone()], "SHA-256"),
+    ];
+    for (keys, needle) in cases {
+        match a.train_round(train(keys, b"not the spec".to_vec())).await {
+            Err(ecgfed_gateway::GatewayError::Refused { code, message, .. }) => {
+                assert_eq!(code, Code::InvalidArgument, "{message}");
+                assert!(message.contains(needle), "{needle}: {message}");
+            }
+            other => panic!("{needle}: {other:?}"),
+        }
+    }
+    // Nothing trained: the self mask is not revealed, whatever the survivors.
+    let reveal = RevealMaskRequest {
+        cohort_id: "fed-1".into(),
+        round: 1,
+        attempt: 1,
+        survivors: vec!["site-a".into(), "site-b".into()],
+    };
+    assert_eq!(
+        refused(a.reveal_mask(reveal).await),
+        Code::FailedPrecondition
+    );
+    // The pull slice at site-b is served as before; nothing of a round reached the ledger.
+    assert_eq!(pulled.rows, 2);
+    let mut l = fed.ledger_client().await;
+    let rounds = payloads(&mut l, SubjectKind::EntryKind, "LocalRoundTrained").await;
+    assert!(rounds.is_empty(), "{rounds:?}");
+}

@@ -1,0 +1,602 @@
+//! TrainingService: federated rounds at the hospital (docs/training.md "Federated mode"). The
+//! cohort's requester asks for a key (`OpenRound`), then for a round (`TrainRound`): the
+//! gateway checks the cohort, the spec and every participant's signed key, trains the global
+//! model on its own slice's rows (verified against the slice root first) with the
+//! [`LocalTrainer`] it was given, records `LocalRoundTrained` and answers the update masked
+//! (pairwise masks cancel in the sum; its self mask is revealed by `RevealMask` only when
+//! every participant's update arrived). `Evaluate` answers metrics only. No row ever leaves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ecgfed_ledger::keys::{AgreementKey, PublicKey, Signature};
+use ecgfed_ledger::state::{MODE_FEDERATED, MemberInfo};
+use ecgfed_proto::v1::entry_body::Payload;
+use ecgfed_proto::v1::training_service_server::{TrainingService, TrainingServiceServer};
+use ecgfed_proto::v1::{
+    CohortCreated, EvaluateRequest, EvaluateResponse, LocalRoundTrained, OpenRoundRequest,
+    OpenRoundResponse, RevealMaskRequest, RevealMaskResponse, Role, RoundKey, TrainRoundRequest,
+    TrainRoundResponse,
+};
+use rand::RngCore;
+use tonic::{Code, Request, Response, Status};
+
+use crate::federated::{
+    LocalJob, LocalTrainer, LocalTrainingError, MAX_PARTICIPANTS, MAX_TRAINING_REQUEST_BYTES,
+    MIN_PARTICIPANTS, SliceRows, TRAINING_PATH, apply_masks, bytes_to_params, pair_seed,
+    round_key_message, sha256, to_fixed, words_to_bytes,
+};
+use crate::protocol::MAX_MESSAGE_BYTES;
+use crate::server::gateway::Gateway;
+use crate::server::rows::SliceRecord;
+use crate::server::service::caller;
+
+/// Most attempts a gateway keeps open (keys made, round not revealed); the oldest are
+/// forgotten past it, and their rounds must be attempted again.
+const MAX_OPEN_ATTEMPTS: usize = 256;
+
+/// Where the key store notes that a site revealed its self mask for a round: a later attempt
+/// of that round is refused (its sum and a sum without a site would tell that site's update).
+fn revealed_key(cohort_id: &str, round: u32) -> String {
+    format!("round-revealed/{cohort_id}/{round}")
+}
+
+/// One attempt of a round at this site.
+struct Attempt {
+    key: Arc<AgreementKey>,
+    self_seed: [u8; 32],
+    /// Set by TrainRound: the participants, in ascending order.
+    participants: Option<Vec<String>>,
+    opened: u64,
+}
+
+/// The attempts open at this gateway, and its turn to train (one round at a time).
+pub(crate) struct Rounds {
+    open: Mutex<HashMap<(String, u32, u32), Attempt>>,
+    counter: std::sync::atomic::AtomicU64,
+    turn: tokio::sync::Semaphore,
+}
+
+impl Default for Rounds {
+    fn default() -> Self {
+        Rounds {
+            open: Mutex::new(HashMap::new()),
+            counter: Default::default(),
+            turn: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+/// The TrainingService of a gateway.
+#[derive(Clone)]
+pub(super) struct TrainingServer {
+    gw: Arc<Gateway>,
+}
+
+fn status(code: Code, m: impl Into<String>) -> Status {
+    Status::new(code, m.into())
+}
+
+fn local_error(site: &str, e: LocalTrainingError) -> Status {
+    match &e {
+        LocalTrainingError::Invalid(m) => {
+            status(Code::InvalidArgument, format!("site {site}: {m}"))
+        }
+        LocalTrainingError::Verification(src) => status(
+            Code::DataLoss,
+            format!("site {site}: a row of the slice does not verify against its root: {src}"),
+        ),
+        LocalTrainingError::Failed(src) => {
+            tracing::error!(site, "local training failed: {src}");
+            status(
+                Code::Internal,
+                format!("site {site}: local training failed: {src}"),
+            )
+        }
+    }
+}
+
+impl TrainingServer {
+    /// A server over `gw`.
+    pub(super) fn new(gw: Arc<Gateway>) -> Self {
+        TrainingServer { gw }
+    }
+
+    /// The tonic service: requests up to [`MAX_TRAINING_REQUEST_BYTES`] (a round carries the
+    /// model).
+    pub(super) fn into_service(self) -> TrainingServiceServer<TrainingServer> {
+        TrainingServiceServer::new(self)
+            .max_decoding_message_size(MAX_TRAINING_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn trainer(&self) -> Result<Arc<dyn LocalTrainer>, Status> {
+        self.gw.trainer().ok_or_else(|| {
+            status(
+                Code::FailedPrecondition,
+                format!("site {} runs no local trainer", self.gw.cfg.site),
+            )
+        })
+    }
+
+    /// The caller's slice of a federated cohort at this site, and the cohort: the caller is
+    /// the scientist the slice is granted to, the cohort is federated on the ledger and this
+    /// hospital serves federated cohorts.
+    async fn round_slice(
+        &self,
+        who: &MemberInfo,
+        cohort_id: &str,
+    ) -> Result<(Arc<SliceRecord>, CohortCreated), Status> {
+        if who.role != Role::Scientist {
+            return Err(status(
+                Code::PermissionDenied,
+                format!(
+                    "member {} ({:?}) may not ask for rounds: scientists only",
+                    who.id, who.role
+                ),
+            ));
+        }
+        let site = &self.gw.cfg.site;
+        let slice_id = ecgfed_ledger::state::slice_id(cohort_id, site);
+        let s = self.gw.granted_slice(who, &slice_id, false)?;
+        if !s.federated {
+            return Err(status(
+                Code::FailedPrecondition,
+                format!("cohort {cohort_id} is not federated: it is pulled, not trained in rounds"),
+            ));
+        }
+        self.gw.check_mode(cohort_id, true)?;
+        let cohort = {
+            let mut ledger = self.gw.members.ledger().lock().await;
+            ledger.cohort(cohort_id).await.map_err(|e| {
+                status(
+                    Code::Unavailable,
+                    format!("reading cohort {cohort_id} from the ledger: {e}"),
+                )
+            })?
+        }
+        .map(|(_, c)| c)
+        .ok_or_else(|| {
+            status(
+                Code::NotFound,
+                format!("cohort {cohort_id} is not on the ledger"),
+            )
+        })?;
+        if cohort.mode != MODE_FEDERATED {
+            return Err(status(
+                Code::FailedPrecondition,
+                format!("cohort {cohort_id} is not federated on the ledger"),
+            ));
+        }
+        Ok((s, cohort))
+    }
+
+    /// The rows of `s` as served, for the local trainer, with the spec after its hash is
+    /// checked against the cohort's.
+    async fn slice_rows(
+        &self,
+        s: &Arc<SliceRecord>,
+        cohort: &CohortCreated,
+        spec: Vec<u8>,
+    ) -> Result<SliceRows, Status> {
+        if sha256(&spec).as_slice() != cohort.spec_sha256.as_slice() {
+            return Err(status(
+                Code::InvalidArgument,
+                format!(
+                    "the spec sent has SHA-256 {}; cohort {} was created from {}",
+                    hex::encode(sha256(&spec)),
+                    cohort.cohort_id,
+                    hex::encode(&cohort.spec_sha256)
+                ),
+            ));
+        }
+        let gw = Arc::clone(&self.gw);
+        let slice = Arc::clone(s);
+        let (batches, erased) =
+            tokio::task::spawn_blocking(move || crate::server::flight::slice_batches(&gw, &slice))
+                .await
+                .map_err(|e| status(Code::Internal, format!("reading the slice: {e}")))??;
+        Ok(SliceRows {
+            cohort_id: s.cohort_id.clone(),
+            site: self.gw.cfg.site.clone(),
+            batches,
+            slice_root: s.root,
+            slice_size: s.segments.len() as u64,
+            erased,
+            age_edges: self.gw.cfg.age_edges.iter().map(|&e| e as u32).collect(),
+            spec,
+        })
+    }
+
+    /// Checks the participants' keys of a round: 2 to 64 distinct sites, this one among them
+    /// with the key it made for the attempt, each key signed by its site's hospital member on
+    /// the ledger. Returns the sites in ascending order and the pairwise mask seeds.
+    async fn participants(
+        &self,
+        q: &TrainRoundRequest,
+        own: &AgreementKey,
+    ) -> Result<(Vec<String>, Vec<(String, [u8; 32])>), Status> {
+        let site = &self.gw.cfg.site;
+        let bad = |m: String| status(Code::InvalidArgument, m);
+        let mut sites: Vec<String> = q.keys.iter().map(|k| k.site.clone()).collect();
+        sites.sort();
+        sites.dedup();
+        if sites.len() != q.keys.len() {
+            return Err(bad("a site is named twice among the round keys".into()));
+        }
+        if !(MIN_PARTICIPANTS..=MAX_PARTICIPANTS).contains(&sites.len()) {
+            return Err(bad(format!(
+                "{} participants; a round has {MIN_PARTICIPANTS} to {MAX_PARTICIPANTS}",
+                sites.len()
+            )));
+        }
+        let mut pairs = Vec::new();
+        let mut mine = false;
+        for k in &q.keys {
+            let member = self.gw.members.get(&k.member).await?.ok_or_else(|| {
+                bad(format!(
+                    "round key of {}: {} is not a member",
+                    k.site, k.member
+                ))
+            })?;
+            if member.role != Role::Hospital || member.site != k.site {
+                return Err(bad(format!(
+                    "round key of {}: {} is not that site's hospital",
+                    k.site, k.member
+                )));
+            }
+            let msg = round_key_message(&q.cohort_id, q.round, q.attempt, &k.site, &k.public_key);
+            let signed = Signature::from_bytes(&k.signature)
+                .is_ok_and(|sig| PublicKey::verify(&member.key, &msg, &sig));
+            if !signed {
+                return Err(bad(format!(
+                    "round key of {}: the signature of {} does not verify",
+                    k.site, k.member
+                )));
+            }
+            if k.site == *site {
+                if k.public_key != own.public() {
+                    return Err(bad(format!(
+                        "the round key named for {site} is not the one it made for attempt {}",
+                        q.attempt
+                    )));
+                }
+                mine = true;
+                continue;
+            }
+            let shared = own
+                .agree(&k.public_key)
+                .map_err(|e| bad(format!("round key of {}: {e}", k.site)))?;
+            let seed = pair_seed(&shared, &q.cohort_id, q.round, q.attempt, site, &k.site);
+            pairs.push((k.site.clone(), seed));
+        }
+        if !mine {
+            return Err(bad(format!(
+                "site {site} is not among the round's participants"
+            )));
+        }
+        Ok((sites, pairs))
+    }
+
+    fn revealed(&self, cohort_id: &str, round: u32) -> Result<Option<u32>, Status> {
+        let v = self.gw.keys.meta(&revealed_key(cohort_id, round))?;
+        Ok(v.and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+            .map(u32::from_be_bytes))
+    }
+}
+
+#[tonic::async_trait]
+impl TrainingService for TrainingServer {
+    async fn open_round(
+        &self,
+        r: Request<OpenRoundRequest>,
+    ) -> Result<Response<OpenRoundResponse>, Status> {
+        let who = caller(&self.gw, &format!("{TRAINING_PATH}OpenRound"), &r).await?;
+        let q = r.into_inner();
+        self.trainer()?;
+        if q.round == 0 || q.attempt == 0 {
+            return Err(status(
+                Code::InvalidArgument,
+                "round and attempt count from 1",
+            ));
+        }
+        self.round_slice(&who, &q.cohort_id).await?;
+        if let Some(a) = self.revealed(&q.cohort_id, q.round)? {
+            return Err(status(
+                Code::FailedPrecondition,
+                format!(
+                    "round {} of {} was completed here (attempt {a})",
+                    q.round, q.cohort_id
+                ),
+            ));
+        }
+        let rounds = &self.gw.rounds;
+        let public = {
+            let mut open = rounds
+                .open
+                .lock()
+                .map_err(|_| status(Code::Internal, "rounds lock"))?;
+            let id = (q.cohort_id.clone(), q.round, q.attempt);
+            if let Some(a) = open.get(&id) {
+                // A retried OpenRound gets the same key (until the attempt trained).
+                if a.participants.is_some() {
+                    return Err(status(
+                        Code::FailedPrecondition,
+                        format!(
+                            "attempt {} of round {} was trained here already",
+                            q.attempt, q.round
+                        ),
+                    ));
+                }
+                a.key.public()
+            } else {
+                if open.len() >= MAX_OPEN_ATTEMPTS
+                    && let Some(oldest) = open
+                        .iter()
+                        .min_by_key(|(_, a)| a.opened)
+                        .map(|(k, _)| k.clone())
+                {
+                    open.remove(&oldest);
+                }
+                let mut self_seed = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut self_seed);
+                let a = Attempt {
+                    key: Arc::new(AgreementKey::generate()),
+                    self_seed,
+                    participants: None,
+                    opened: rounds
+                        .counter
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                };
+                let p = a.key.public();
+                open.insert(id, a);
+                p
+            }
+        };
+        let site = &self.gw.cfg.site;
+        let msg = round_key_message(&q.cohort_id, q.round, q.attempt, site, &public);
+        Ok(Response::new(OpenRoundResponse {
+            key: Some(RoundKey {
+                site: site.clone(),
+                member: self.gw.cfg.member.clone(),
+                public_key: public.to_vec(),
+                signature: self.gw.sign(&msg).to_bytes(),
+            }),
+        }))
+    }
+
+    async fn train_round(
+        &self,
+        r: Request<TrainRoundRequest>,
+    ) -> Result<Response<TrainRoundResponse>, Status> {
+        let who = caller(&self.gw, &format!("{TRAINING_PATH}TrainRound"), &r).await?;
+        let q = r.into_inner();
+        let trainer = self.trainer()?;
+        let site = self.gw.cfg.site.clone();
+        let (s, cohort) = self.round_slice(&who, &q.cohort_id).await?;
+        if let Some(a) = self.revealed(&q.cohort_id, q.round)? {
+            return Err(status(
+                Code::FailedPrecondition,
+                format!(
+                    "round {} of {} was completed here (attempt {a})",
+                    q.round, q.cohort_id
+                ),
+            ));
+        }
+        let id = (q.cohort_id.clone(), q.round, q.attempt);
+        let key = {
+            let open = self
+                .gw
+                .rounds
+                .open
+                .lock()
+                .map_err(|_| status(Code::Internal, "rounds lock"))?;
+            let a = open.get(&id).ok_or_else(|| {
+                status(
+                    Code::FailedPrecondition,
+                    format!(
+                        "attempt {} of round {} was not opened here (OpenRound first)",
+                        q.attempt, q.round
+                    ),
+                )
+            })?;
+            if a.participants.is_some() {
+                return Err(status(
+                    Code::FailedPrecondition,
+                    format!(
+                        "attempt {} of round {} was trained here already",
+                        q.attempt, q.round
+                    ),
+                ));
+            }
+            Arc::clone(&a.key)
+        };
+        let (participants, pairs) = self.participants(&q, &key).await?;
+        let model = bytes_to_params(&q.model).ok_or_else(|| {
+            status(
+                Code::InvalidArgument,
+                format!("the model is {} bytes, not f32 values", q.model.len()),
+            )
+        })?;
+        // The spec checked and the rows read before the attempt is taken.
+        let rows = self.slice_rows(&s, &cohort, q.spec).await?;
+        // The attempt is taken before training: a second TrainRound of it is refused (two
+        // updates under the same masks would tell their difference).
+        let self_seed = {
+            let mut open = self
+                .gw
+                .rounds
+                .open
+                .lock()
+                .map_err(|_| status(Code::Internal, "rounds lock"))?;
+            let a = open
+                .get_mut(&id)
+                .filter(|a| a.participants.is_none())
+                .ok_or_else(|| {
+                    status(
+                        Code::FailedPrecondition,
+                        format!("attempt {} of round {} is taken", q.attempt, q.round),
+                    )
+                })?;
+            a.participants = Some(participants.clone());
+            a.self_seed
+        };
+        if self.gw.die_in_round == Some(q.round) {
+            // Fault injection (test builds only): the site drops out mid-round, as a crash.
+            tracing::error!(
+                round = q.round,
+                "fault injected: the gateway dies in this round"
+            );
+            std::process::abort();
+        }
+        let job = LocalJob {
+            rows,
+            round: q.round,
+            model: model.clone(),
+            allocation: cohort.allocation.clone(),
+        };
+        let _turn = self
+            .gw
+            .rounds
+            .turn
+            .acquire()
+            .await
+            .map_err(|_| status(Code::Unavailable, "the gateway is stopping"))?;
+        let started = std::time::Instant::now();
+        let update = tokio::task::spawn_blocking(move || trainer.train(job))
+            .await
+            .map_err(|e| status(Code::Internal, format!("local training: {e}")))?
+            .map_err(|e| local_error(&site, e))?;
+        if update.delta.len() != model.len() {
+            return Err(status(
+                Code::Internal,
+                format!(
+                    "the local trainer returned {} values for {} parameters",
+                    update.delta.len(),
+                    model.len()
+                ),
+            ));
+        }
+        let mut words = to_fixed(&update.delta, update.rows as f64);
+        apply_masks(&mut words, &site, &self_seed, &pairs);
+        let masked = words_to_bytes(&words);
+        let ledger_index = self
+            .gw
+            .record(Payload::LocalRoundTrained(LocalRoundTrained {
+                cohort_id: q.cohort_id.clone(),
+                slice_id: s.slice_id.clone(),
+                site: site.clone(),
+                round: q.round,
+                attempt: q.attempt,
+                slice_root: s.root.0.to_vec(),
+                rows_used: update.rows,
+                model_sha256: sha256(&q.model).to_vec(),
+                update_sha256: sha256(&masked).to_vec(),
+                participants,
+                round_key: key.public().to_vec(),
+                requester: who.id.clone(),
+                training_json: update.training.to_string(),
+            }))
+            .await?;
+        tracing::info!(
+            cohort = %q.cohort_id, round = q.round, attempt = q.attempt, rows = update.rows,
+            secs = started.elapsed().as_secs_f64(), index = ledger_index, "round trained"
+        );
+        Ok(Response::new(TrainRoundResponse {
+            masked_update: masked,
+            rows: update.rows,
+            ledger_index,
+            train_loss: update.train_loss,
+        }))
+    }
+
+    async fn reveal_mask(
+        &self,
+        r: Request<RevealMaskRequest>,
+    ) -> Result<Response<RevealMaskResponse>, Status> {
+        let who = caller(&self.gw, &format!("{TRAINING_PATH}RevealMask"), &r).await?;
+        let q = r.into_inner();
+        self.round_slice(&who, &q.cohort_id).await?;
+        let id = (q.cohort_id.clone(), q.round, q.attempt);
+        let seed = {
+            let open = self
+                .gw
+                .rounds
+                .open
+                .lock()
+                .map_err(|_| status(Code::Internal, "rounds lock"))?;
+            let a = open.get(&id).ok_or_else(|| {
+                status(
+                    Code::FailedPrecondition,
+                    format!(
+                        "attempt {} of round {} is not open here",
+                        q.attempt, q.round
+                    ),
+                )
+            })?;
+            let Some(p) = &a.participants else {
+                return Err(status(
+                    Code::FailedPrecondition,
+                    format!(
+                        "attempt {} of round {} was not trained here",
+                        q.attempt, q.round
+                    ),
+                ));
+            };
+            let mut survivors = q.survivors.clone();
+            survivors.sort();
+            if &survivors != p {
+                return Err(status(
+                    Code::FailedPrecondition,
+                    format!(
+                        "the self mask is revealed only when every participant's update arrived: participants {p:?}, survivors {survivors:?}; restart the round without the missing site"
+                    ),
+                ));
+            }
+            a.self_seed
+        };
+        self.gw.keys.set_meta(
+            &revealed_key(&q.cohort_id, q.round),
+            &q.attempt.to_be_bytes(),
+        )?;
+        if let Ok(mut open) = self.gw.rounds.open.lock() {
+            open.retain(|(c, r, _), _| !(c == &q.cohort_id && *r == q.round));
+        }
+        Ok(Response::new(RevealMaskResponse {
+            self_mask_seed: seed.to_vec(),
+        }))
+    }
+
+    async fn evaluate(
+        &self,
+        r: Request<EvaluateRequest>,
+    ) -> Result<Response<EvaluateResponse>, Status> {
+        let who = caller(&self.gw, &format!("{TRAINING_PATH}Evaluate"), &r).await?;
+        let q = r.into_inner();
+        let trainer = self.trainer()?;
+        let site = self.gw.cfg.site.clone();
+        let (s, cohort) = self.round_slice(&who, &q.cohort_id).await?;
+        let model = bytes_to_params(&q.model).ok_or_else(|| {
+            status(
+                Code::InvalidArgument,
+                format!("the model is {} bytes, not f32 values", q.model.len()),
+            )
+        })?;
+        let rows = self.slice_rows(&s, &cohort, q.spec).await?;
+        let _turn = self
+            .gw
+            .rounds
+            .turn
+            .acquire()
+            .await
+            .map_err(|_| status(Code::Unavailable, "the gateway is stopping"))?;
+        let scores = tokio::task::spawn_blocking(move || trainer.evaluate(rows, model))
+            .await
+            .map_err(|e| status(Code::Internal, format!("evaluation: {e}")))?
+            .map_err(|e| local_error(&site, e))?;
+        Ok(Response::new(EvaluateResponse {
+            scores_json: scores.scores.to_string(),
+            rows: scores.rows,
+        }))
+    }
+}

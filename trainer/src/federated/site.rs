@@ -1,0 +1,270 @@
+//! The training a gateway runs at home in a federated round ([`SiteTrainer`], its
+//! `LocalTrainer`): the rows the gateway read from its own store are verified against the slice
+//! root first, exactly as a pulling scientist verifies them, then windowed and split by patient
+//! with the spec's own rules, and the global model is trained on the training part or scored
+//! on the evaluation part.
+
+use std::path::Path;
+
+use ecgfed_gateway::client::SliceVerifier;
+use ecgfed_gateway::federated::{
+    LocalJob, LocalScores, LocalTrainer, LocalTrainingError, LocalUpdate, SliceRows,
+};
+use sha2::{Digest, Sha256};
+use tch::Device;
+use tch::nn::VarStore;
+
+use crate::data::RowMeta;
+use crate::data::{CohortData, Part, split_with, windows_from_batch};
+use crate::evaluation::{Scores, scores, scores_by};
+use crate::federated::{flatten, load_flat};
+use crate::model::ResNet1d;
+use crate::spec::{AGGREGATION_FEDPROX, CohortSpec, LoadedSpec};
+use crate::train::{LocalRun, arch_of, class_weights_of, predict, round_lr};
+
+/// What a gateway's Evaluate answers (as JSON): a model's scores on the site's evaluation
+/// rows, overall, per sex and per age band. Only these counts and rates leave.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SiteScores {
+    /// `validation` (a training site's validation part) or `held_out` (every row).
+    pub part: String,
+    /// Per window and per record.
+    pub scores: Scores,
+    /// Per sex.
+    pub by_sex: std::collections::BTreeMap<String, Scores>,
+    /// Per age band.
+    pub by_age_band: std::collections::BTreeMap<String, Scores>,
+}
+
+/// A gateway's local trainer (libtorch, on `cpu` or `cuda`).
+#[derive(Debug, Clone)]
+pub struct SiteTrainer {
+    device: Device,
+    device_name: String,
+}
+
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> LocalTrainingError {
+    LocalTrainingError::Failed(Box::new(e))
+}
+
+impl SiteTrainer {
+    /// A trainer on `device` (`cpu` or `cuda`).
+    pub fn new(device: &str) -> crate::error::Result<SiteTrainer> {
+        Ok(SiteTrainer {
+            device: crate::run::device(device)?,
+            device_name: device.to_string(),
+        })
+    }
+
+    /// The cohort spec the rows came with (its hash was checked by the gateway against the
+    /// cohort's on the ledger).
+    fn spec(rows: &SliceRows) -> Result<CohortSpec, LocalTrainingError> {
+        let label = Path::new("cohort spec of the round");
+        LoadedSpec::from_bytes(label, &rows.spec)
+            .map(|s| s.spec)
+            .map_err(|e| LocalTrainingError::Invalid(e.to_string()))
+    }
+
+    /// The site's rows, each verified against the slice root, as windows in segment order.
+    fn assemble(
+        rows: &SliceRows,
+        spec: &CohortSpec,
+        held_out: bool,
+    ) -> Result<CohortData, LocalTrainingError> {
+        let mut verifier = SliceVerifier::new(rows.slice_root.0, rows.slice_size);
+        let mut data = CohortData {
+            window: spec.window_samples(),
+            ..Default::default()
+        };
+        let mut verified = 0u64;
+        for b in &rows.batches {
+            verified += verifier
+                .verify_batch(b)
+                .map_err(LocalTrainingError::Verification)?
+                .rows;
+            let a = windows_from_batch(b, spec, &rows.age_edges, held_out).map_err(failed)?;
+            data.meta.extend(a.meta);
+            data.windows.extend(a.windows);
+            data.other_lead.extend(a.other_lead);
+        }
+        if verified + rows.erased != rows.slice_size {
+            return Err(LocalTrainingError::Failed(
+                format!(
+                    "slice of {} at {}: {verified} rows verified and {} erased, of {} leaves",
+                    rows.cohort_id, rows.site, rows.erased, rows.slice_size
+                )
+                .into(),
+            ));
+        }
+        data.sort();
+        if spec.train.beat_features {
+            data.add_beat_features(spec.signal.sample_rate);
+        }
+        if !spec.train.exclude_records.is_empty() {
+            data.retain(|m| !spec.train.exclude_records.contains(&m.record_id));
+        }
+        Ok(data)
+    }
+
+    /// The spec's network with `model`'s weights.
+    fn network(
+        &self,
+        spec: &CohortSpec,
+        model: &[f32],
+    ) -> Result<(VarStore, ResNet1d), LocalTrainingError> {
+        if spec.train.threads > 0 {
+            tch::set_num_threads(spec.train.threads);
+        }
+        let vs = VarStore::new(self.device);
+        let net = ResNet1d::new(&vs.root(), &arch_of(spec));
+        load_flat(&vs, model).map_err(|e| LocalTrainingError::Invalid(e.to_string()))?;
+        Ok((vs, net))
+    }
+}
+
+/// The parts of the site's rows: the spec's split by patient (validation records when named).
+fn parts(data: &CohortData, spec: &CohortSpec) -> Vec<Part> {
+    let t = &spec.train;
+    split_with(
+        &data.meta,
+        &t.val_records,
+        t.val_fraction,
+        spec.seed,
+        spec.classes.len(),
+    )
+}
+
+/// Class weights every site uses: from the rows per class of the cohort's training sites (its
+/// allocation on the ledger), not from the site's own rows.
+fn cohort_class_weights(spec: &CohortSpec, job: &LocalJob) -> Vec<f32> {
+    let mut counts = vec![0f64; spec.classes.len()];
+    for a in &job.allocation {
+        if spec.held_out.contains(&a.site) {
+            continue;
+        }
+        if let Some(c) = spec.class_of(&a.label) {
+            counts[c] += a.count as f64;
+        }
+    }
+    class_weights_of(&counts, spec.train.class_weight_power)
+}
+
+/// The local seed of a site's round: the first 8 bytes (big-endian) of SHA-256(spec seed ‖
+/// site ‖ round).
+fn local_seed(seed: u64, site: &str, round: u32) -> u64 {
+    let mut h = Sha256::new();
+    h.update(seed.to_be_bytes());
+    h.update(site.as_bytes());
+    h.update(round.to_be_bytes());
+    let d = h.finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+impl LocalTrainer for SiteTrainer {
+    fn train(&self, job: LocalJob) -> Result<LocalUpdate, LocalTrainingError> {
+        let spec = Self::spec(&job.rows)?;
+        let site = job.rows.site.clone();
+        if spec.held_out.contains(&site) {
+            return Err(LocalTrainingError::Invalid(format!(
+                "site {site} is held out of cohort {}: it evaluates, it does not train",
+                job.rows.cohort_id
+            )));
+        }
+        if !spec.is_federated() {
+            return Err(LocalTrainingError::Invalid(format!(
+                "the spec of cohort {} is not in federated mode",
+                job.rows.cohort_id
+            )));
+        }
+        let f = spec.federated_settings();
+        let data = Self::assemble(&job.rows, &spec, false)?;
+        let parts = parts(&data, &spec);
+        let train_idx: Vec<usize> = (0..data.len())
+            .filter(|&i| parts[i] == Part::Train)
+            .collect();
+        let (vs, net) = self.network(&spec, &job.model)?;
+        let weights = cohort_class_weights(&spec, &job);
+        let lr = round_lr(&spec, job.round as usize, f.rounds);
+        let mu = if f.aggregation == AGGREGATION_FEDPROX {
+            f.mu
+        } else {
+            0.0
+        };
+        let seed = local_seed(spec.seed, &site, job.round);
+        let (train_loss, steps) = if train_idx.is_empty() {
+            (0.0, 0)
+        } else {
+            LocalRun {
+                data: &data,
+                train_idx: &train_idx,
+                spec: &spec,
+                class_weights: &weights,
+                lr,
+                epochs: f.local_epochs,
+                max_steps: f.local_steps,
+                mu,
+                seed,
+                device: self.device,
+            }
+            .run(&net, &vs)
+            .map_err(failed)?
+        };
+        let delta: Vec<f32> = flatten(&vs)
+            .iter()
+            .zip(&job.model)
+            .map(|(l, g)| l - g)
+            .collect();
+        Ok(LocalUpdate {
+            delta,
+            rows: train_idx.len() as u64,
+            train_loss,
+            training: serde_json::json!({
+                "round": job.round,
+                "aggregation": f.aggregation,
+                "mu": mu,
+                "local_epochs": f.local_epochs,
+                "local_steps": f.local_steps,
+                "steps": steps,
+                "lr": lr,
+                "batch_size": spec.train.batch_size,
+                "device": self.device_name,
+            }),
+        })
+    }
+
+    fn evaluate(
+        &self,
+        rows: SliceRows,
+        model: Vec<f32>,
+    ) -> Result<LocalScores, LocalTrainingError> {
+        let spec = Self::spec(&rows)?;
+        let held_out = spec.held_out.contains(&rows.site);
+        let data = Self::assemble(&rows, &spec, held_out)?;
+        let parts = parts(&data, &spec);
+        let want = if held_out { Part::HeldOut } else { Part::Val };
+        let idx: Vec<usize> = (0..data.len()).filter(|&i| parts[i] == want).collect();
+        let (_vs, net) = self.network(&spec, &model)?;
+        let probs = predict(&net, &data, &idx, self.device);
+        let classes = spec.class_names();
+        let by = |key: &dyn Fn(&RowMeta) -> String| {
+            scores_by(&idx, &data.meta, &probs, &classes, &spec.scored, key)
+        };
+        let report = SiteScores {
+            part: if held_out { "held_out" } else { "validation" }.into(),
+            scores: scores(
+                &idx,
+                &data.meta,
+                &probs,
+                classes.len(),
+                &classes,
+                &spec.scored,
+            ),
+            by_sex: by(&|m| m.sex.clone()),
+            by_age_band: by(&|m| m.age_band.clone()),
+        };
+        Ok(LocalScores {
+            rows: idx.len() as u64,
+            scores: serde_json::to_value(&report).map_err(failed)?,
+        })
+    }
+}
