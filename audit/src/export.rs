@@ -218,6 +218,23 @@ pub fn prov_json(lineages: &[ModelLineage]) -> Value {
                 );
             }
         }
+        // Federated rounds: each site's local training used its slice at home and generated
+        // an update (only its masked form left); the model was derived from the updates.
+        for r in &l.rounds {
+            let (uid, rid) = p.generated(
+                "update",
+                "localTraining",
+                &r.entry,
+                "hospital",
+                json!({ "prov:type": "ecgfed:RoundUpdate", "prov:label": format!("{} round {} attempt {}", r.site, r.round, r.attempt), "ecgfed:site": r.site, "ecgfed:round": r.round, "ecgfed:attempt": r.attempt, "ecgfed:rows": r.rows, "ecgfed:updateSha256": r.update_sha256, "ecgfed:modelSha256": r.model_sha256 }),
+            );
+            p.attributed(&uid, &r.entry.signer);
+            if let Some(s) = l.slices.iter().find(|s| s.slice_id == r.slice_id) {
+                let sid = format!("ecgfed:slice-{}", s.entry.index);
+                p.derived_by(&rid, &uid, &sid);
+            }
+            p.derived_by(&train_id, &model_id, &uid);
+        }
     }
     p.into_value()
 }
@@ -345,6 +362,28 @@ pub fn openlineage(lineages: &[ModelLineage]) -> Vec<Value> {
         }
         let mut inputs: Vec<Value> = l.slices.iter().map(slice_ds).collect();
         inputs.push(cohort_ds);
+        // Federated rounds: each a run at its site from its slice to its (masked) update,
+        // which the training run takes as input.
+        for r in &l.rounds {
+            let update_ds = json!({ "namespace": "ecgfed://updates", "name": format!("{}#{}.{}", r.slice_id, r.round, r.attempt), "facets": {} });
+            let slice_in: Vec<Value> = l
+                .slices
+                .iter()
+                .filter(|s| s.slice_id == r.slice_id)
+                .map(slice_ds)
+                .collect();
+            events.insert(
+                r.entry.index,
+                run_event(
+                    &format!("round/{}/{}.{}", r.slice_id, r.round, r.attempt),
+                    &r.entry,
+                    ns,
+                    slice_in,
+                    vec![update_ds.clone()],
+                ),
+            );
+            inputs.push(update_ds);
+        }
         let model_ds =
             json!({ "namespace": "ecgfed://models", "name": l.model.model_id, "facets": {} });
         events.insert(

@@ -11,6 +11,7 @@ pub mod disclosure;
 pub mod error;
 pub mod export;
 pub mod lineage;
+pub mod privacy;
 pub mod report;
 pub mod source;
 

@@ -232,6 +232,80 @@ pub struct ModelLineage {
     /// a pulled model).
     #[serde(default)]
     pub rounds: Vec<RoundNode>,
+    /// Federated mode with differential privacy: each site's guarantee, recomputed here from
+    /// every round the site recorded for the cohort before the model.
+    #[serde(default)]
+    pub privacy: Vec<SitePrivacy>,
+}
+
+/// A site's differential-privacy guarantee over a federated cohort, from its rounds on the
+/// ledger (`training_json.dp` of each `LocalRoundTrained`), composed by the accountant of
+/// [`crate::privacy`]: every round counts, those of abandoned attempts too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SitePrivacy {
+    /// Site.
+    pub site: String,
+    /// Rounds (entries) composed.
+    pub rounds: u64,
+    /// DP-SGD steps in all.
+    pub steps: u64,
+    /// Clipping norms used (one value unless the spec changed, which it cannot for a cohort).
+    pub clip_norm: f64,
+    /// Noise multiplier σ.
+    pub noise_multiplier: f64,
+    /// δ.
+    pub delta: f64,
+    /// ε at δ.
+    pub epsilon: f64,
+    /// The LocalRoundTrained entries composed.
+    pub entries: Vec<u64>,
+}
+
+/// Each site's DP guarantee from its rounds' recorded DP-SGD (sites whose rounds record none
+/// are left out).
+fn site_privacy(rounds: &[RoundNode], before: u64) -> Vec<SitePrivacy> {
+    let mut by_site: BTreeMap<&str, Vec<&RoundNode>> = BTreeMap::new();
+    for r in rounds.iter().filter(|r| r.entry.index < before) {
+        by_site.entry(&r.site).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for (site, rs) in by_site {
+        let dp: Vec<&serde_json::Value> = rs.iter().filter_map(|r| r.training.get("dp")).collect();
+        if dp.is_empty() {
+            continue;
+        }
+        let num = |v: &serde_json::Value, k: &str| {
+            v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
+        };
+        let runs: Vec<crate::privacy::DpSteps> = dp
+            .iter()
+            .map(|d| crate::privacy::DpSteps {
+                sample_rate: num(d, "sample_rate"),
+                noise_multiplier: num(d, "noise_multiplier"),
+                steps: num(d, "steps") as u64,
+            })
+            .collect();
+        let delta = dp.iter().map(|d| num(d, "delta")).fold(0.0, f64::max);
+        let (epsilon, _) = crate::privacy::epsilon(&runs, delta);
+        out.push(SitePrivacy {
+            site: site.to_string(),
+            rounds: dp.len() as u64,
+            steps: runs.iter().map(|r| r.steps).sum(),
+            clip_norm: dp.iter().map(|d| num(d, "clip_norm")).fold(0.0, f64::max),
+            noise_multiplier: dp
+                .iter()
+                .map(|d| num(d, "noise_multiplier"))
+                .fold(f64::INFINITY, f64::min),
+            delta,
+            epsilon,
+            entries: rs
+                .iter()
+                .filter(|r| r.training.get("dp").is_some())
+                .map(|r| r.entry.index)
+                .collect(),
+        });
+    }
+    out
 }
 
 impl ModelLineage {
@@ -247,6 +321,7 @@ impl ModelLineage {
         }
         v.extend(self.datasets.iter().map(|d| d.entry.index));
         v.extend(self.rounds.iter().map(|r| r.entry.index));
+        v.extend(self.privacy.iter().flat_map(|p| p.entries.iter().copied()));
         v.into_iter().collect()
     }
 
@@ -319,6 +394,7 @@ pub async fn model_lineage<S: Source>(
         served,
         rounds,
     } = read_cohort_entries(&cohort_entries, &model.cohort_id);
+    let privacy = site_privacy(&rounds, model.entry.index);
     let rounds = model_rounds(&model, rounds)?;
     let cohort = cohort.ok_or_else(|| {
         not_found(format!(
@@ -372,6 +448,7 @@ pub async fn model_lineage<S: Source>(
         datasets,
         sites,
         rounds,
+        privacy,
     })
 }
 

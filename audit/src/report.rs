@@ -76,6 +76,137 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)]) -> Result<String, PlotErro
     Ok(svg)
 }
 
+/// A line chart of `series` (name, points (x, y)) over `y` in `y_range`, as SVG text.
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_range: std::ops::Range<f64>,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<String, PlotError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (560, 320)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let x_max = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+            .fold(1.0, f64::max);
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.5f64..x_max + 0.5, y_range)
+            .map_err(plot_error)?;
+        c.configure_mesh()
+            .x_desc(x_label)
+            .draw()
+            .map_err(plot_error)?;
+        for (i, (name, points)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            c.draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(plot_error)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_error)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}
+
+/// A federated model's rounds: the per-round plot (from the history its ModelTrained entry
+/// records), each round's sites, rows and entries (from the LocalRoundTrained entries), and
+/// each site's differential privacy as the auditor recomputes it.
+fn rounds_section(l: &ModelLineage) -> String {
+    if l.model.mode != "federated" {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Federated rounds</h2><p>The model was trained at the gateways: no row left a site; each site's update left masked and only the sum of a round's updates was read (docs/training.md, Federated mode).</p>",
+    );
+    let history = l.model.hyperparameters["federated"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let total_sites = l.model.hyperparameters["federated"]["sites"]
+        .as_array()
+        .map_or(0, Vec::len)
+        .max(1) as f64;
+    let point = |r: &Value, k: &str| Some((r["round"].as_f64()?, r[k].as_f64()?));
+    let loss: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|r| point(r, "train_loss"))
+        .collect();
+    let f1: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|r| point(r, "val_macro_f1"))
+        .collect();
+    let share: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["round"].as_f64()?,
+                r["sites"].as_array()?.len() as f64 / total_sites,
+            ))
+        })
+        .collect();
+    let top = loss.iter().map(|p| p.1).fold(0.0, f64::max).max(0.1) * 1.1;
+    for chart in [
+        line_chart(
+            "training loss per round",
+            "round",
+            0.0..top,
+            &[("train loss (row-weighted)".into(), loss)],
+        ),
+        line_chart(
+            "validation macro-F1 and sites per round",
+            "round",
+            0.0..1.0,
+            &[
+                ("validation macro-F1 (windows)".into(), f1),
+                ("share of training sites".into(), share),
+            ],
+        ),
+    ] {
+        match chart {
+            Ok(svg) => h.push_str(&svg),
+            Err(e) => h.push_str(&format!("<p>{}</p>", esc(&e.to_string()))),
+        }
+    }
+    h.push_str("<table><thead><tr><th>round</th><th>attempt</th><th>site</th><th>rows</th><th>entry</th><th>update SHA-256</th></tr></thead><tbody>");
+    for r in &l.rounds {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            r.round,
+            r.attempt,
+            esc(&r.site),
+            r.rows,
+            r.entry.index,
+            esc(&clip(&r.update_sha256, 16))
+        ));
+    }
+    h.push_str("</tbody></table>");
+    if !l.privacy.is_empty() {
+        h.push_str("<h3>Differential privacy per site</h3><table><thead><tr><th>site</th><th>ε</th><th>δ</th><th>rounds</th><th>DP-SGD steps</th><th>clip</th><th>σ</th></tr></thead><tbody>");
+        for p in &l.privacy {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{:.3}</td><td>{:e}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.site), p.epsilon, p.delta, p.rounds, p.steps, p.clip_norm, p.noise_multiplier
+            ));
+        }
+        h.push_str("</tbody></table>");
+    }
+    h
+}
+
 const NODE_W: f64 = 190.0;
 const NODE_H: f64 = 44.0;
 const COL_GAP: f64 = 60.0;
@@ -559,6 +690,7 @@ code,pre{{font-size:12px}}.row{{display:flex;gap:18px;align-items:flex-start;fle
     h.push_str(&datasheet(l));
     h.push_str("<h2>Metrics (as recorded in ModelTrained)</h2>");
     h.push_str(&metrics(&l.model.metrics));
+    h.push_str(&rounds_section(l));
     h.push_str("<h2>Access timeline (DataServed)</h2>");
     h.push_str(&timeline(l));
     h.push_str("<h2>Erasures since the slices were committed</h2>");

@@ -532,6 +532,13 @@ fn print_rounds(l: &lineage::ModelLineage, out: &mut impl std::io::Write) -> std
     for r in &l.rounds {
         by_round.entry(r.round).or_default().push(r);
     }
+    for p in &l.privacy {
+        writeln!(
+            out,
+            "  differential privacy at {}: (ε = {:.3}, δ = {:e}) over {} rounds, {} DP-SGD steps (clip {}, σ {})",
+            p.site, p.epsilon, p.delta, p.rounds, p.steps, p.clip_norm, p.noise_multiplier
+        )?;
+    }
     for (round, rs) in by_round {
         let rows: u64 = rs.iter().map(|r| r.rows).sum();
         writeln!(

@@ -157,10 +157,15 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
     }
     let started = Instant::now();
     let (mut topo, mut cohort, sample_root) = load(a.topology.as_deref(), a.sample.as_deref())?;
-    let federated = a.mode == "federated";
-    if federated {
+    // A topology's own cohort may be federated already (`mode = "federated"`).
+    let spec_mode = toml::from_str::<toml::Value>(&cohort)
+        .ok()
+        .and_then(|v| v.get("mode").and_then(|m| m.as_str()).map(str::to_string));
+    let federated = a.mode == "federated" || spec_mode.as_deref() == Some("federated");
+    if federated && spec_mode.as_deref() != Some("federated") {
         cohort = federated_cohort(&cohort);
     }
+    let mode = if federated { "federated" } else { "pull" };
     let data = match a.data {
         Some(d) => d,
         None => tempfile::Builder::new()
@@ -199,7 +204,7 @@ pub(crate) fn run(a: DemoArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "data": data.display().to_string(),
-                "mode": a.mode,
+                "mode": mode,
                 "model_id": s.model_id,
                 "model_dir": s.model_dir.display().to_string(),
                 "report": s.report.display().to_string(),

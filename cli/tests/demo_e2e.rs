@@ -18,28 +18,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::fed::{BIN, run, run_fails, s, serve, stop};
+use common::{assert_valid, schema};
 use ecgfed_gateway::server::KeyStore;
 use ecgfed_gateway::server::SliceRecord;
 use serde_json::Value;
-
-fn schema(path: &str) -> jsonschema::Validator {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../audit/schemas")
-        .join(path);
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&v)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn assert_valid(v: &jsonschema::Validator, doc: &Value, what: &str) {
-    let errors: Vec<String> = v
-        .iter_errors(doc)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{what} does not validate: {errors:?}");
-}
 
 /// What each gateway recorded for the demo cohort's slice, from its own key store.
 fn served_by_gateways(data: &Path) -> Vec<SliceRecord> {

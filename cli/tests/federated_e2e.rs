@@ -16,6 +16,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::fed::*;
+use common::{assert_valid, schema};
 use ecgfed_audit::source::{Source, StoreSource};
 use ecgfed_gateway::federated::round_key_message;
 use ecgfed_gateway::server::{KeyStore, SliceRecord};
@@ -336,4 +337,106 @@ async fn hospital_policy_and_the_round_protocol() {
     let mut l = fed.ledger_client().await;
     let rounds = payloads(&mut l, SubjectKind::EntryKind, "LocalRoundTrained").await;
     assert!(rounds.is_empty(), "{rounds:?}");
+}
+
+/// Differential privacy per site: the demo's cohort with `[federated.dp]`, run from a topology
+/// folder. Every round at every site records its DP-SGD (clipping norm, σ, sampling rate,
+/// steps, δ); lineage recomputes each site's ε from those entries alone, which composes every
+/// round the site recorded and so exceeds any one round's.
+#[test]
+fn differential_privacy_is_recorded_per_round_and_composed_by_the_auditor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let topo = tmp.path().join("topology");
+    std::fs::create_dir_all(&topo).unwrap();
+    std::fs::copy(
+        root.join("deploy/topology.toml"),
+        topo.join("topology.toml"),
+    )
+    .unwrap();
+    let cohort = std::fs::read_to_string(root.join("deploy/cohort.toml")).unwrap();
+    let cohort = cohort.replace("cohort_id = \"demo-rhythm\"", "cohort_id = \"demo-dp\"");
+    std::fs::write(
+        topo.join("cohort.toml"),
+        format!(
+            "mode = \"federated\"\n{cohort}\n[federated]\nrounds = 2\n\n[federated.dp]\nclip_norm = 1.0\nnoise_multiplier = 1.3\ndelta = 1e-5\n"
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("demo");
+    let summary: Value = serde_json::from_str(&run(&[
+        "demo",
+        "--topology",
+        s(&topo),
+        "--sample",
+        s(&root.join("datasets/sample")),
+        "--data",
+        s(&data),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(summary["mode"], "federated", "{summary}");
+    let model = summary["model_id"].as_str().unwrap().to_string();
+    let ledger = data.join("ledger");
+    // Each site's rounds, as recorded.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut per_site: BTreeMap<String, Vec<ecgfed_audit::privacy::DpSteps>> = BTreeMap::new();
+    let mut single = 0f64;
+    for e in rt.block_on(entries_of_kind(&ledger, "LocalRoundTrained")) {
+        let Some(Payload::LocalRoundTrained(r)) = e.payload() else {
+            unreachable!()
+        };
+        let t: Value = serde_json::from_str(&r.training_json).unwrap();
+        let dp = &t["dp"];
+        assert_eq!(dp["clip_norm"], 1.0, "{t}");
+        assert_eq!(dp["noise_multiplier"], 1.3, "{t}");
+        assert_eq!(dp["delta"], 1e-5, "{t}");
+        let q = dp["sample_rate"].as_f64().unwrap();
+        // The demo's batch of 16 over a site's training rows.
+        assert!(q > 0.0 && q <= 1.0, "{t}");
+        assert_eq!(
+            dp["sample_rate"].as_f64().unwrap(),
+            (16.0 / r.rows_used as f64).min(1.0),
+            "{t}"
+        );
+        single = single.max(dp["round_epsilon"].as_f64().unwrap());
+        per_site
+            .entry(r.site.clone())
+            .or_default()
+            .push(ecgfed_audit::privacy::DpSteps {
+                sample_rate: q,
+                noise_multiplier: 1.3,
+                steps: dp["steps"].as_u64().unwrap(),
+            });
+    }
+    assert_eq!(per_site.len(), 3, "{per_site:?}");
+    let l: Value = serde_json::from_str(&run(&[
+        "audit",
+        "lineage",
+        "--data",
+        s(&ledger),
+        "--model",
+        &model,
+        "--json",
+    ]))
+    .unwrap();
+    let privacy = l["privacy"].as_array().unwrap();
+    assert_eq!(privacy.len(), 3, "{l}");
+    for p in privacy {
+        let site = p["site"].as_str().unwrap();
+        let runs = &per_site[site];
+        let (want, _) = ecgfed_audit::privacy::epsilon(runs, 1e-5);
+        let eps = p["epsilon"].as_f64().unwrap();
+        assert!((eps - want).abs() < 1e-9, "{site}: {eps} vs {want}");
+        assert!(eps.is_finite() && eps > 0.0);
+        assert_eq!(p["rounds"].as_u64().unwrap(), runs.len() as u64);
+        assert!(runs.len() >= 2);
+        let steps: u64 = runs.iter().map(|r| r.steps).sum();
+        assert_eq!(p["steps"].as_u64().unwrap(), steps);
+    }
+    let most = privacy
+        .iter()
+        .map(|p| p["epsilon"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(most > single, "composition: {most} ≤ one round's {single}");
 }

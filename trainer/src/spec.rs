@@ -242,6 +242,31 @@ pub struct FederatedSpec {
     pub round_timeout_secs: u64,
     /// Attempts of one round before training stops.
     pub max_attempts: u32,
+    /// Differential privacy per site (DP-SGD at every site), when set.
+    pub dp: Option<DpSpec>,
+}
+
+/// Per-site differential privacy of federated training: every site trains with DP-SGD and
+/// reports its ε at `delta` (docs/training.md "Differential privacy").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpSpec {
+    /// Each row's gradient is clipped to this L2 norm (over every trainable weight).
+    pub clip_norm: f64,
+    /// Noise standard deviation, in units of the clipping norm.
+    pub noise_multiplier: f64,
+    /// δ of the reported (ε, δ).
+    pub delta: f64,
+}
+
+impl Default for DpSpec {
+    fn default() -> Self {
+        DpSpec {
+            clip_norm: 1.0,
+            noise_multiplier: 1.0,
+            delta: 1e-5,
+        }
+    }
 }
 
 impl Default for FederatedSpec {
@@ -257,6 +282,7 @@ impl Default for FederatedSpec {
             on_failure: ON_FAILURE_RESTART.into(),
             round_timeout_secs: 600,
             max_attempts: 3,
+            dp: None,
         }
     }
 }
@@ -533,6 +559,18 @@ impl CohortSpec {
         }
         if f.round_timeout_secs == 0 || f.max_attempts == 0 {
             return Err("federated: round_timeout_secs and max_attempts must be > 0".into());
+        }
+        if let Some(dp) = f.dp {
+            let positive = |v: f64| v > 0.0 && v.is_finite();
+            if !positive(dp.clip_norm) || !positive(dp.noise_multiplier) {
+                return Err(format!(
+                    "federated.dp: clip_norm {} and noise_multiplier {} must be > 0",
+                    dp.clip_norm, dp.noise_multiplier
+                ));
+            }
+            if !(dp.delta > 0.0 && dp.delta < 1.0) {
+                return Err(format!("federated.dp.delta {} must be in (0, 1)", dp.delta));
+            }
         }
         Ok(())
     }

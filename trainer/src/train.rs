@@ -366,13 +366,47 @@ pub struct LocalRun<'a> {
     pub seed: u64,
     /// Device.
     pub device: Device,
+    /// DP-SGD instead of plain steps: (clipping norm C, noise multiplier σ).
+    pub dp: Option<(f64, f64)>,
+}
+
+/// What a local run did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalStats {
+    /// Mean training loss (without the proximal term).
+    pub loss: f64,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// DP-SGD: the Poisson sampling rate of a step (expected batch size / training rows).
+    pub sample_rate: f64,
+}
+
+/// `n` draws of N(0, 1) from the operating system's random source (Box–Muller over a ChaCha12
+/// stream seeded from it): DP noise no seed in a spec or a log can predict.
+fn gaussian_noise(n: usize) -> Vec<f32> {
+    use rand::Rng;
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1: f64 = 1.0 - rng.r#gen::<f64>();
+        let u2: f64 = rng.r#gen::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = 2.0 * std::f64::consts::PI * u2;
+        out.push((r * t.cos()) as f32);
+        out.push((r * t.sin()) as f32);
+    }
+    out.truncate(n);
+    out
 }
 
 impl LocalRun<'_> {
     /// Trains `model` (whose variables are `vs`, holding the global weights) with AdamW at a
     /// constant rate, adding `mu/2 · ‖w − w_global‖²` over the trainable weights when μ > 0.
-    /// Returns the mean training loss (without the proximal term) and the steps taken.
-    pub fn run(&self, model: &ResNet1d, vs: &nn::VarStore) -> Result<(f64, usize)> {
+    /// With `dp`, each step is DP-SGD ([`LocalRun::dp_step`]).
+    pub fn run(&self, model: &ResNet1d, vs: &nn::VarStore) -> Result<LocalStats> {
+        if let Some((clip, sigma)) = self.dp {
+            return self.run_dp(model, vs, clip, sigma);
+        }
         let t = &self.spec.train;
         let mut opt = nn::AdamW {
             wd: t.weight_decay,
@@ -433,7 +467,126 @@ impl LocalRun<'_> {
                 steps += 1;
             }
         }
-        Ok((loss_sum / seen.max(1) as f64, steps))
+        Ok(LocalStats {
+            loss: loss_sum / seen.max(1) as f64,
+            steps,
+            sample_rate: 0.0,
+        })
+    }
+
+    /// DP-SGD (Abadi et al. 2016): as many steps as the plain run would take, each over a
+    /// Poisson sample of the training rows at rate q = batch size / rows; every row's gradient
+    /// (of the loss, with batch normalisation on its running statistics, which are not
+    /// updated, and no dropout, so that it depends on that row alone) clipped to norm `clip`
+    /// over all trainable weights; their sum plus N(0, (σ·clip)²) noise per coordinate,
+    /// divided by the expected batch size, is the step's gradient (plus FedProx's
+    /// `μ (w − w_global)`, which no row touches), taken by AdamW.
+    fn run_dp(
+        &self,
+        model: &ResNet1d,
+        vs: &nn::VarStore,
+        clip: f64,
+        sigma: f64,
+    ) -> Result<LocalStats> {
+        use rand::Rng;
+        let t = &self.spec.train;
+        let n = self.train_idx.len();
+        let q = (t.batch_size as f64 / n.max(1) as f64).min(1.0);
+        let mut steps = self.epochs * n.div_ceil(t.batch_size);
+        if self.max_steps > 0 {
+            steps = steps.min(self.max_steps);
+        }
+        let mut opt = nn::AdamW {
+            wd: t.weight_decay,
+            ..Default::default()
+        }
+        .build(vs, self.lr)?;
+        let params = vs.trainable_variables();
+        let global: Vec<Tensor> =
+            tch::no_grad(|| params.iter().map(|w| w.detach().copy()).collect());
+        let class_w = Tensor::from_slice(self.class_weights).to_device(self.device);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        for _ in 0..steps {
+            let batch: Vec<usize> = self
+                .train_idx
+                .iter()
+                .copied()
+                .filter(|_| rng.r#gen::<f64>() < q)
+                .collect();
+            let mut sum: Vec<Tensor> = params.iter().map(|p| p.zeros_like()).collect();
+            for &i in &batch {
+                opt.zero_grad();
+                let x = signal_input(
+                    model,
+                    self.data,
+                    &[i],
+                    t.augment.then_some(&mut rng),
+                    self.device,
+                );
+                let y =
+                    Tensor::from_slice(&[self.data.meta[i].class as i64]).to_device(self.device);
+                let feats = batch_features(self.data, &[i], self.device);
+                // Summed, not averaged: with one row a weighted mean would drop its class weight.
+                let loss = model
+                    .forward_rows(&x, feats.as_ref(), false)
+                    .cross_entropy_loss(&y, Some(&class_w), tch::Reduction::Sum, -100, 0.0);
+                loss.backward();
+                loss_sum += loss.double_value(&[]);
+                seen += 1;
+                tch::no_grad(|| {
+                    // A weight the row does not reach has no gradient (zero).
+                    let grads: Vec<Option<Tensor>> = params
+                        .iter()
+                        .map(|p| Some(p.grad()).filter(Tensor::defined))
+                        .collect();
+                    let norm = grads
+                        .iter()
+                        .flatten()
+                        .map(|g| g.square().sum(Kind::Double).double_value(&[]))
+                        .sum::<f64>()
+                        .sqrt();
+                    let scale = (clip / (norm + 1e-12)).min(1.0);
+                    for (acc, g) in sum.iter_mut().zip(&grads) {
+                        if let Some(g) = g {
+                            *acc += g * scale;
+                        }
+                    }
+                });
+            }
+            let expected = q * n as f64;
+            let noisy: Vec<Tensor> = tch::no_grad(|| {
+                sum.iter()
+                    .zip(&params)
+                    .zip(&global)
+                    .map(|((acc, p), g0)| {
+                        let noise = Tensor::from_slice(&gaussian_noise(acc.numel()))
+                            .view(acc.size().as_slice())
+                            .to_device(self.device);
+                        let g = (acc + noise * (sigma * clip)) / expected;
+                        if self.mu > 0.0 {
+                            g + (p - g0) * self.mu
+                        } else {
+                            g
+                        }
+                    })
+                    .collect()
+            });
+            // The step's gradient set through a surrogate whose gradient it is: Σ ⟨w, g⟩.
+            opt.zero_grad();
+            params
+                .iter()
+                .zip(&noisy)
+                .map(|(p, g)| (p * g).sum(Kind::Float))
+                .fold(Tensor::zeros([], (Kind::Float, self.device)), |a, b| a + b)
+                .backward();
+            opt.step();
+        }
+        Ok(LocalStats {
+            loss: loss_sum / seen.max(1) as f64,
+            steps,
+            sample_rate: q,
+        })
     }
 }
 

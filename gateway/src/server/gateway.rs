@@ -163,7 +163,7 @@ pub struct Gateway {
     /// The training federated rounds run here ([`Gateway::set_trainer`]).
     trainer: std::sync::OnceLock<Arc<dyn LocalTrainer>>,
     /// Federated rounds open here.
-    pub(crate) rounds: crate::server::training::Rounds,
+    pub(crate) rounds: crate::server::rounds::Rounds,
 }
 
 /// The gateway's trust state in its data folder: the newest ledger checkpoint it accepted.

@@ -4,7 +4,8 @@
 //! members replayed from the ledger), [`gateway`] (registration, reservation, erasure),
 //! [`rows`] (served rows), [`served`] (what leaves with a row: per-slice pseudonyms, salts,
 //! leaves, top-coded ages), [`service`] (GatewayService), [`flight`] (Arrow Flight),
-//! [`training`] (TrainingService: federated rounds, only masked updates and metrics leave), and here
+//! [`training`] (TrainingService: federated rounds, only masked updates and metrics leave) with
+//! [`rounds`] (the attempts open), and here
 //! one tonic server on one port for both, with HTTP/2 windows, frames and message limits sized
 //! for ECG batches (tonic's 4 MiB default message limit is too small).
 
@@ -16,6 +17,7 @@ pub mod faults;
 mod flight;
 mod gateway;
 mod keystore;
+mod rounds;
 mod rows;
 mod select;
 mod served;

@@ -6,8 +6,7 @@
 //! (pairwise masks cancel in the sum; its self mask is revealed by `RevealMask` only when
 //! every participant's update arrived). `Evaluate` answers metrics only. No row ever leaves.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ecgfed_ledger::keys::{AgreementKey, PublicKey, Signature};
 use ecgfed_ledger::state::{MODE_FEDERATED, MemberInfo};
@@ -28,43 +27,14 @@ use crate::federated::{
 };
 use crate::protocol::MAX_MESSAGE_BYTES;
 use crate::server::gateway::Gateway;
+use crate::server::rounds::{Attempt, MAX_OPEN_ATTEMPTS};
 use crate::server::rows::SliceRecord;
 use crate::server::service::caller;
-
-/// Most attempts a gateway keeps open (keys made, round not revealed); the oldest are
-/// forgotten past it, and their rounds must be attempted again.
-const MAX_OPEN_ATTEMPTS: usize = 256;
 
 /// Where the key store notes that a site revealed its self mask for a round: a later attempt
 /// of that round is refused (its sum and a sum without a site would tell that site's update).
 fn revealed_key(cohort_id: &str, round: u32) -> String {
     format!("round-revealed/{cohort_id}/{round}")
-}
-
-/// One attempt of a round at this site.
-struct Attempt {
-    key: Arc<AgreementKey>,
-    self_seed: [u8; 32],
-    /// Set by TrainRound: the participants, in ascending order.
-    participants: Option<Vec<String>>,
-    opened: u64,
-}
-
-/// The attempts open at this gateway, and its turn to train (one round at a time).
-pub(crate) struct Rounds {
-    open: Mutex<HashMap<(String, u32, u32), Attempt>>,
-    counter: std::sync::atomic::AtomicU64,
-    turn: tokio::sync::Semaphore,
-}
-
-impl Default for Rounds {
-    fn default() -> Self {
-        Rounds {
-            open: Mutex::new(HashMap::new()),
-            counter: Default::default(),
-            turn: tokio::sync::Semaphore::new(1),
-        }
-    }
 }
 
 /// The TrainingService of a gateway.
@@ -75,6 +45,20 @@ pub(super) struct TrainingServer {
 
 fn status(code: Code, m: impl Into<String>) -> Status {
     Status::new(code, m.into())
+}
+
+/// A task that failed (a panic in the trainer): its first line, at most 300 characters.
+fn task_failed(what: &str, e: tokio::task::JoinError) -> Status {
+    let full = e.to_string();
+    let line: String = full
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    tracing::error!("{what}: {full}");
+    status(Code::Internal, format!("{what} failed: {line}"))
 }
 
 fn local_error(site: &str, e: LocalTrainingError) -> Status {
@@ -465,7 +449,7 @@ impl TrainingService for TrainingServer {
         let started = std::time::Instant::now();
         let update = tokio::task::spawn_blocking(move || trainer.train(job))
             .await
-            .map_err(|e| status(Code::Internal, format!("local training: {e}")))?
+            .map_err(|e| task_failed("local training", e))?
             .map_err(|e| local_error(&site, e))?;
         if update.delta.len() != model.len() {
             return Err(status(
@@ -592,7 +576,7 @@ impl TrainingService for TrainingServer {
             .map_err(|_| status(Code::Unavailable, "the gateway is stopping"))?;
         let scores = tokio::task::spawn_blocking(move || trainer.evaluate(rows, model))
             .await
-            .map_err(|e| status(Code::Internal, format!("evaluation: {e}")))?
+            .map_err(|e| task_failed("evaluation", e))?
             .map_err(|e| local_error(&site, e))?;
         Ok(Response::new(EvaluateResponse {
             scores_json: scores.scores.to_string(),

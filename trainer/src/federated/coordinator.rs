@@ -713,6 +713,15 @@ pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<Fed
         "sites": training,
         "held_out": spec.spec.held_out,
         "round_entries": round_entries,
+        "history": rounds.iter().map(|r| serde_json::json!({
+            "round": r.round,
+            "attempts": r.attempts,
+            "sites": r.sites,
+            "rows": r.rows,
+            "train_loss": r.train_loss,
+            "val_macro_f1": r.val_macro_f1,
+            "val_macro_f1_records": r.val_macro_f1_records,
+        })).collect::<Vec<_>>(),
     });
     let hyper = serde_json::json!({
         "task": spec.spec.task,

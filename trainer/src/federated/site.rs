@@ -20,7 +20,8 @@ use crate::evaluation::{Scores, scores, scores_by};
 use crate::federated::{flatten, load_flat};
 use crate::model::ResNet1d;
 use crate::spec::{AGGREGATION_FEDPROX, CohortSpec, LoadedSpec};
-use crate::train::{LocalRun, arch_of, class_weights_of, predict, round_lr};
+use crate::train::{LocalRun, LocalStats, arch_of, class_weights_of, predict, round_lr};
+use ecgfed_audit::privacy::{DpSteps, epsilon};
 
 /// What a gateway's Evaluate answers (as JSON): a model's scores on the site's evaluation
 /// rows, overall, per sex and per age band. Only these counts and rates leave.
@@ -191,8 +192,13 @@ impl LocalTrainer for SiteTrainer {
             0.0
         };
         let seed = local_seed(spec.seed, &site, job.round);
-        let (train_loss, steps) = if train_idx.is_empty() {
-            (0.0, 0)
+        let dp = f.dp.map(|d| (d.clip_norm, d.noise_multiplier));
+        let stats = if train_idx.is_empty() {
+            LocalStats {
+                loss: 0.0,
+                steps: 0,
+                sample_rate: 0.0,
+            }
         } else {
             LocalRun {
                 data: &data,
@@ -205,6 +211,7 @@ impl LocalTrainer for SiteTrainer {
                 mu,
                 seed,
                 device: self.device,
+                dp,
             }
             .run(&net, &vs)
             .map_err(failed)?
@@ -214,21 +221,42 @@ impl LocalTrainer for SiteTrainer {
             .zip(&job.model)
             .map(|(l, g)| l - g)
             .collect();
+        let mut training = serde_json::json!({
+            "round": job.round,
+            "aggregation": f.aggregation,
+            "mu": mu,
+            "local_epochs": f.local_epochs,
+            "local_steps": f.local_steps,
+            "steps": stats.steps,
+            "lr": lr,
+            "batch_size": spec.train.batch_size,
+            "device": self.device_name,
+        });
+        if let Some(d) = f.dp {
+            // This round's DP-SGD; the site's ε over the cohort is the composition of every
+            // round it recorded (an auditor recomputes it from the ledger).
+            let round = DpSteps {
+                sample_rate: stats.sample_rate,
+                noise_multiplier: d.noise_multiplier,
+                steps: stats.steps as u64,
+            };
+            let (eps, order) = epsilon(&[round], d.delta);
+            training["dp"] = serde_json::json!({
+                "clip_norm": d.clip_norm,
+                "noise_multiplier": d.noise_multiplier,
+                "sample_rate": stats.sample_rate,
+                "steps": stats.steps,
+                "delta": d.delta,
+                "round_epsilon": eps,
+                "order": order,
+                "accountant": "rdp-poisson-subsampled-gaussian",
+            });
+        }
         Ok(LocalUpdate {
             delta,
             rows: train_idx.len() as u64,
-            train_loss,
-            training: serde_json::json!({
-                "round": job.round,
-                "aggregation": f.aggregation,
-                "mu": mu,
-                "local_epochs": f.local_epochs,
-                "local_steps": f.local_steps,
-                "steps": steps,
-                "lr": lr,
-                "batch_size": spec.train.batch_size,
-                "device": self.device_name,
-            }),
+            train_loss: stats.loss,
+            training,
         })
     }
 
