@@ -174,6 +174,67 @@ async fn federated_demo_trains_at_the_gateways_and_survives_a_dropout() {
         text.contains("federated:") && text.contains("round 1"),
         "{text}"
     );
+
+    // The exports name every round: PROV (valid against the official schema) has one update
+    // entity per round entry, derived from its slice, the model derived from each; OpenLineage
+    // one run per round, its update an input of the training run.
+    let prov: Value = serde_json::from_str(&run(&[
+        "audit",
+        "export",
+        "--data",
+        s(&ledger),
+        "--format",
+        "prov-json",
+        "--model",
+        &model,
+    ]))
+    .unwrap();
+    assert_valid(&schema("prov-json.schema.json"), &prov, "PROV-JSON export");
+    for i in &want {
+        let u = &prov["entity"][format!("ecgfed:update-{i}")];
+        assert_eq!(u["prov:type"], "ecgfed:RoundUpdate", "{i}: {u}");
+        assert!(prov["activity"][format!("ecgfed:localTraining-{i}")].is_object());
+    }
+    let ol_text = run(&[
+        "audit",
+        "export",
+        "--data",
+        s(&ledger),
+        "--format",
+        "openlineage",
+        "--model",
+        &model,
+    ]);
+    let ol = schema("openlineage/OpenLineage.json");
+    let events: Vec<Value> = ol_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for e in &events {
+        assert_valid(&ol, e, "OpenLineage event");
+    }
+    let round_runs = events
+        .iter()
+        .filter(|e| e["job"]["name"].as_str().unwrap().starts_with("round/"))
+        .count();
+    assert_eq!(round_runs, want.len(), "{ol_text}");
+    let training = events
+        .iter()
+        .find(|e| e["job"]["name"].as_str().unwrap().starts_with("training/"))
+        .unwrap();
+    let updates = training["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["namespace"] == "ecgfed://updates")
+        .count();
+    assert_eq!(updates, want.len());
+    // The regulator's report has the rounds, with their plot.
+    let html = std::fs::read_to_string(summary["report"].as_str().unwrap()).unwrap();
+    let at = html
+        .find("<h2>Federated rounds</h2>")
+        .expect("a rounds section");
+    assert!(html[at..].contains("<svg") && html[at..].contains("validation macro-F1"));
 }
 
 /// The status of a call that must be refused.
