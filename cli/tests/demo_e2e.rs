@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::fed::{BIN, run, run_fails, s, serve, stop};
+use common::fed::{BIN, run, run_fails, s};
 use common::{assert_valid, schema};
 use ecgfed_gateway::server::KeyStore;
 use ecgfed_gateway::server::SliceRecord;
@@ -253,66 +253,8 @@ fn demo_then_audit() {
         .iter()
         .find(|r| r.slice_id.ends_with("site-b"))
         .unwrap();
-    let seg = &site_b.segments[0];
-    let record = seg.split_once('/').unwrap().1.split_once('@').unwrap().0;
-    let store = data.join("site-b/store");
-    let patient = ecgfed_datasets::store::read_record(&store, record).unwrap()[0]
-        .segment
-        .patient
-        .clone();
     let addr = summary["ledger_addr"].as_str().unwrap();
-    // The gateways are down: two hospitals' witness roles run standalone on the gateways'
-    // witness state (a quorum of 2 of 3), so that the erasure can be witnessed.
-    let mut witnesses = Vec::new();
-    let mut witness_args = Vec::new();
-    for (site, member) in [("site-a", "hosp-a"), ("site-c", "hosp-c")] {
-        let dir = data.join(site);
-        let (child, waddr) = serve(
-            &[
-                "witness",
-                "serve",
-                "--member",
-                member,
-                "--key",
-                s(&dir.join(format!("{member}.key"))),
-                "--trust",
-                s(&dir.join("trust.json")),
-                "--data",
-                s(&dir.join("gw")),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            &[],
-        );
-        witnesses.push(child);
-        witness_args.push(format!("{member}={waddr}"));
-    }
-    let (lcert, lkey) = (ledger.join("tls-cert.pem"), ledger.join("tls-key.pem"));
-    let mut args = vec![
-        "ledger",
-        "serve",
-        "--data",
-        s(&ledger),
-        "--listen",
-        addr,
-        "--tls-cert",
-        s(&lcert),
-        "--tls-key",
-        s(&lkey),
-    ];
-    for w in &witness_args {
-        args.push("--witness");
-        args.push(w);
-    }
-    let (ledger_proc, _) = serve(&args, &[]);
-    run(&[
-        "gateway",
-        "erase",
-        "--config",
-        s(&data.join("site-b/gateway.toml")),
-        "--patient",
-        &patient,
-    ]);
+    let restarted = common::erase_after_demo(&data, addr, site_b);
     let trust = data.join("regulator/trust.json");
     // The ledger serves TLS only, its certificate in every party's trust file: the same trust
     // file without it gets nowhere.
@@ -407,10 +349,7 @@ fn demo_then_audit() {
         b_slice["erased_since"][0]["in_slice"].as_u64().unwrap() >= 1,
         "{b_slice}"
     );
-    stop(ledger_proc);
-    for w in witnesses {
-        stop(w);
-    }
+    restarted.stop();
     run(&["audit", "verify", "--data", s(&ledger)]);
 }
 

@@ -235,6 +235,43 @@ async fn federated_demo_trains_at_the_gateways_and_survives_a_dropout() {
         .find("<h2>Federated rounds</h2>")
         .expect("a rounds section");
     assert!(html[at..].contains("<svg") && html[at..].contains("validation macro-F1"));
+
+    // Erasing a patient of site-b's slice flags the federated model exactly as a pulled one:
+    // site-b's rows trained round 1, from which every later model descends.
+    let ks = KeyStore::open(&data.join("site-b/gw")).unwrap();
+    let raw = ks.slice("demo-rhythm-federated/site-b").unwrap().unwrap();
+    drop(ks);
+    let site_b: SliceRecord = serde_json::from_slice(&raw).unwrap();
+    let addr = summary["ledger_addr"].as_str().unwrap();
+    let restarted = common::erase_after_demo(&data, addr, &site_b);
+    let disclosures = data.join("site-b/gw/erasures");
+    let trust = data.join("regulator/trust.json");
+    let erased = run(&[
+        "audit",
+        "lineage",
+        "--remote",
+        addr,
+        "--checkpoint",
+        s(&trust),
+        "--disclosures",
+        s(&disclosures),
+        "--erased",
+        "--json",
+    ]);
+    restarted.stop();
+    let hits: Vec<Value> = erased
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        hits.iter().any(|h| h["erasure"]["site"] == "site-b"
+            && h["usage"]["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["model_id"] == model.as_str())),
+        "--erased does not list the federated model: {erased}"
+    );
 }
 
 /// The status of a call that must be refused.
