@@ -61,11 +61,17 @@ pub fn rdp_step(q: f64, sigma: f64, alpha: u32) -> f64 {
 }
 
 /// The (ε, δ) guarantee of `runs` composed (their RDP added order by order), and the order
-/// that gives it: `ε = min_α [RDP(α) + ln((α − 1)/α) − (ln δ + ln α)/(α − 1)]`.
+/// that gives it: `ε = min_α [RDP(α) + ln((α − 1)/α) − (ln δ + ln α)/(α − 1)]`, or 0 when no
+/// step sampled any row.
 pub fn epsilon(runs: &[DpSteps], delta: f64) -> (f64, u32) {
     let mut best = (f64::INFINITY, 0);
     if !(delta > 0.0 && delta < 1.0) {
         return best;
+    }
+    // No step touched any row (no steps, or nothing sampled): nothing is revealed, ε = 0
+    // (the conversion below would leave its own slack).
+    if runs.iter().all(|r| r.steps == 0 || r.sample_rate <= 0.0) {
+        return (0.0, *ORDERS.start());
     }
     for alpha in ORDERS {
         let a = alpha as f64;

@@ -471,6 +471,20 @@ fn metrics(m: &Value) -> String {
         h.push_str(&class_table("validation — per window", &v["windows"]));
         h.push_str(&class_table("validation — per record", &v["records"]));
     }
+    // The test part, scored once with the kept weights (models trained before test parts
+    // existed have none).
+    let tested = m.get("test").is_some_and(|v| !v.is_null());
+    if let Some(v) = m.get("test").filter(|v| !v.is_null()) {
+        h.push_str(&class_table(
+            "test (scored once) — per window",
+            &v["windows"],
+        ));
+        h.push_str(&class_table(
+            "test (scored once) — per record",
+            &v["records"],
+        ));
+    }
+    let rows = if tested { "test" } else { "validation" };
     if let Some(ho) = m.get("held_out").and_then(|v| v.as_object()) {
         for (site, v) in ho {
             h.push_str(&class_table(
@@ -479,14 +493,12 @@ fn metrics(m: &Value) -> String {
             ));
         }
     }
-    for (key, title) in [
-        ("by_sex_macro_f1", "macro-F1 per sex (validation windows)"),
-        (
-            "by_age_band_macro_f1",
-            "macro-F1 per age band (validation windows)",
-        ),
-        ("by_site_macro_f1", "macro-F1 per site (validation windows)"),
+    for (key, what) in [
+        ("by_sex_macro_f1", "sex"),
+        ("by_age_band_macro_f1", "age band"),
+        ("by_site_macro_f1", "site"),
     ] {
+        let title = &format!("macro-F1 per {what} ({rows} windows)");
         let bars: Vec<(String, f64)> = m
             .get(key)
             .and_then(|v| v.as_object())

@@ -144,6 +144,10 @@ fn print_evaluation(e: &ecgfed_trainer::evaluation::Evaluation) {
         print!("{}", class_table("validation, windows", &v.windows));
         print!("{}", class_table("validation, records", &v.records));
     }
+    if let Some(t) = &e.test {
+        print!("{}", class_table("test (scored once), windows", &t.windows));
+        print!("{}", class_table("test (scored once), records", &t.records));
+    }
     for (site, s) in &e.held_out {
         print!(
             "{}",

@@ -131,6 +131,25 @@ async fn federated_demo_trains_at_the_gateways_and_survives_a_dropout() {
         assert!(failures.contains("site-b"), "{r}");
     }
 
+    // The kept model was scored once on the sites' test parts, pooled; the rounds were chosen
+    // on validation.
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("trainer/model/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let (val_n, test_n) = (
+        metrics["validation"]["windows"]["n"].as_u64().unwrap(),
+        metrics["test"]["windows"]["n"].as_u64().unwrap(),
+    );
+    assert!(val_n > 0 && test_n > 0, "{metrics}");
+    let confusion_total: u64 = metrics["test"]["windows"]["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .sum();
+    assert_eq!(confusion_total, test_n);
+
     // The model names the aggregated attempts' entries of the rounds up to the one it kept,
     // and lineage lists them.
     let card: Value = serde_json::from_str(

@@ -188,6 +188,13 @@ async fn plan_train_record_and_rebuild() {
     assert!(!m.code_version.is_empty());
     let metrics: Value = serde_json::from_str(&m.metrics_json).unwrap();
     assert!(metrics["validation"]["windows"]["classes"].is_array());
+    // The protocol: a test part, scored once, as many rows as the card counts for it.
+    assert_eq!(
+        metrics["test"]["windows"]["n"].as_u64(),
+        card["rows"]["test"].as_u64(),
+        "{metrics}"
+    );
+    assert!(card["rows"]["test"].as_u64().unwrap() > 0, "{card}");
     let hyper: Value = serde_json::from_str(&m.hyperparameters_json).unwrap();
     assert_eq!(hyper["data_sha256"], card["data_sha256"]);
 

@@ -245,6 +245,26 @@ pub struct LocalScores {
     pub scores: serde_json::Value,
 }
 
+/// Which rows of a training site an evaluation scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalPart {
+    /// The validation part (rounds are chosen on it).
+    Validation,
+    /// The test part (scored once, at the end).
+    Test,
+}
+
+impl EvalPart {
+    /// The part an `EvaluateRequest.part` names ("" is validation).
+    pub fn parse(s: &str) -> Option<EvalPart> {
+        match s {
+            "" | "validation" => Some(EvalPart::Validation),
+            "test" => Some(EvalPart::Test),
+            _ => None,
+        }
+    }
+}
+
 /// Why a gateway's local training did not produce an update.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalTrainingError {
@@ -265,10 +285,14 @@ pub trait LocalTrainer: Send + Sync {
     /// Verifies the rows, trains the global model on the site's training part for the spec's
     /// local epochs or steps, and returns the change of the parameters.
     fn train(&self, job: LocalJob) -> Result<LocalUpdate, LocalTrainingError>;
-    /// Verifies the rows and scores `model` on the site's evaluation rows: the validation part
-    /// of a training site, every row of a held-out one.
-    fn evaluate(&self, rows: SliceRows, model: Vec<f32>)
-    -> Result<LocalScores, LocalTrainingError>;
+    /// Verifies the rows and scores `model` on the site's evaluation rows: the `part` of a
+    /// training site, every row of a held-out one.
+    fn evaluate(
+        &self,
+        rows: SliceRows,
+        model: Vec<f32>,
+        part: EvalPart,
+    ) -> Result<LocalScores, LocalTrainingError>;
 }
 
 #[cfg(test)]

@@ -514,42 +514,63 @@ pub struct Assembled {
 pub enum Part {
     /// Training.
     Train,
-    /// Validation (early stopping and the reported validation metrics).
+    /// Validation: epochs (rounds) and hyper-parameters are chosen on it.
     Val,
-    /// A held-out site (evaluation only).
+    /// Test: scored once, at the end, with the kept weights; nothing is chosen on it.
+    Test,
+    /// A held-out site (evaluation only, at the end).
     HeldOut,
 }
 
-/// Splits by the named validation records when `val_records` is not empty, else by
-/// [`split`].
+/// Shares of the groups that go to validation and to test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fractions {
+    /// Validation share.
+    pub val: f64,
+    /// Test share.
+    pub test: f64,
+}
+
+/// Splits by [`split`]; when `val_records` is not empty, the rows of those records are
+/// validation whatever their group's part, and no other group is (the test part stays as
+/// [`split`] draws it).
 pub fn split_with(
     meta: &[RowMeta],
     val_records: &[String],
-    val_fraction: f64,
+    fractions: Fractions,
     seed: u64,
     n_classes: usize,
 ) -> Vec<Part> {
     if val_records.is_empty() {
-        return split(meta, val_fraction, seed, n_classes);
+        return split(meta, fractions, seed, n_classes);
     }
+    let base = split(
+        meta,
+        Fractions {
+            val: 0.0,
+            ..fractions
+        },
+        seed,
+        n_classes,
+    );
     meta.iter()
-        .map(|m| {
-            if m.held_out {
-                Part::HeldOut
-            } else if val_records.contains(&m.record_id) {
+        .zip(base)
+        .map(|(m, p)| {
+            if p != Part::HeldOut && val_records.contains(&m.record_id) {
                 Part::Val
             } else {
-                Part::Train
+                p
             }
         })
         .collect()
 }
 
 /// Splits by group (patient; record where the source has no patient id), never by segment:
-/// groups are taken per majority class, ordered by SHA-256(seed ‖ group), and the first
-/// `round(n × val_fraction)` of each class go to validation (at least one where a class has
-/// two groups or more and the fraction is positive).
-pub fn split(meta: &[RowMeta], val_fraction: f64, seed: u64, n_classes: usize) -> Vec<Part> {
+/// groups are taken per majority class, ordered by SHA-256(seed ‖ group); of each class's n
+/// groups the first `round(n × test)` go to test (at least one where the class has three groups
+/// or more and the share is positive), the next `round(n × val)` to validation (at least one
+/// where two groups or more remain and the share is positive), the rest to training.
+pub fn split(meta: &[RowMeta], fractions: Fractions, seed: u64, n_classes: usize) -> Vec<Part> {
     use std::collections::BTreeMap;
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for m in meta.iter().filter(|m| !m.held_out) {
@@ -568,23 +589,39 @@ pub fn split(meta: &[RowMeta], val_fraction: f64, seed: u64, n_classes: usize) -
         h.update(g.as_bytes());
         by_class[major].push((h.finalize().into(), g));
     }
-    let mut val = std::collections::HashSet::new();
+    let mut part_of: std::collections::HashMap<&str, Part> = std::collections::HashMap::new();
     for v in &mut by_class {
         v.sort();
-        let mut n = (v.len() as f64 * val_fraction).round() as usize;
-        if n == 0 && v.len() >= 2 && val_fraction > 0.0 {
-            n = 1;
+        let share = |f: f64, of: usize, least: usize| {
+            let n = (of as f64 * f).round() as usize;
+            if n == 0 && of >= least && f > 0.0 {
+                1
+            } else {
+                n.min(of)
+            }
+        };
+        let n_test = share(fractions.test, v.len(), 3);
+        let n_val = share(fractions.val, v.len() - n_test, 2);
+        for (i, (_, g)) in v.iter().enumerate() {
+            let p = if i < n_test {
+                Part::Test
+            } else if i < n_test + n_val {
+                Part::Val
+            } else {
+                Part::Train
+            };
+            part_of.insert(g, p);
         }
-        val.extend(v.iter().take(n).map(|(_, g)| *g));
     }
     meta.iter()
         .map(|m| {
             if m.held_out {
                 Part::HeldOut
-            } else if val.contains(m.group.as_str()) {
-                Part::Val
             } else {
-                Part::Train
+                part_of
+                    .get(m.group.as_str())
+                    .copied()
+                    .unwrap_or(Part::Train)
             }
         })
         .collect()
@@ -864,16 +901,53 @@ mod tests {
                 centre_ms: 0,
             })
             .collect();
-        let parts = split(&meta, 0.2, 7, 2);
-        assert_eq!(parts, split(&meta, 0.2, 7, 2));
-        assert_ne!(parts, split(&meta, 0.2, 8, 2));
+        let f = Fractions {
+            val: 0.2,
+            test: 0.2,
+        };
+        let parts = split(&meta, f, 7, 2);
+        assert_eq!(parts, split(&meta, f, 7, 2));
+        assert_ne!(parts, split(&meta, f, 8, 2));
         let mut group_part = std::collections::HashMap::new();
         for (m, p) in meta.iter().zip(&parts) {
             assert_eq!(*group_part.entry(&m.group).or_insert(*p), *p, "{}", m.group);
             assert_eq!(m.held_out, *p == Part::HeldOut);
         }
-        // 45 training groups: 23 of class 0 → 5 val, 22 of class 1 → 4 val.
-        let val_groups = group_part.values().filter(|p| **p == Part::Val).count();
-        assert_eq!(val_groups, 9);
+        // 45 groups not held out: 23 of class 0 → 5 test (round 4.6), then 4 val (round 3.6
+        // of the 18 left); 22 of class 1 → 4 test, then 4 val (round 3.6 of 18).
+        let count = |part: Part| group_part.values().filter(|p| **p == part).count();
+        assert_eq!((count(Part::Test), count(Part::Val)), (9, 8));
+        assert_eq!(count(Part::Train), 45 - 17);
+        // Without a test share, validation is as before: 5 + 4.
+        let no_test = split(
+            &meta,
+            Fractions {
+                val: 0.2,
+                test: 0.0,
+            },
+            7,
+            2,
+        );
+        assert!(!no_test.contains(&Part::Test));
+        let mut val = std::collections::HashSet::new();
+        for (m, p) in meta.iter().zip(&no_test) {
+            if *p == Part::Val {
+                val.insert(&m.group);
+            }
+        }
+        assert_eq!(val.len(), 9);
+        // Named validation records: exactly their rows are validation; test as drawn.
+        let named = vec!["0".to_string(), "1".to_string()];
+        let by_name = split_with(&meta, &named, f, 7, 2);
+        for ((m, p), q) in meta.iter().zip(&by_name).zip(&parts) {
+            if m.held_out {
+                assert_eq!(*p, Part::HeldOut);
+            } else if named.contains(&m.record_id) {
+                assert_eq!(*p, Part::Val);
+            } else {
+                assert_ne!(*p, Part::Val);
+                assert_eq!(*p == Part::Test, *q == Part::Test, "{}", m.group);
+            }
+        }
     }
 }

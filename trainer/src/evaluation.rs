@@ -22,13 +22,16 @@ pub struct Scores {
 /// The evaluation of a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    /// Validation rows of the training sites.
+    /// Validation rows of the training sites (what the kept epoch or round was chosen on).
     pub validation: Option<Scores>,
-    /// Validation rows per sex.
+    /// Test rows of the training sites, scored once with the kept weights (the headline).
+    #[serde(default)]
+    pub test: Option<Scores>,
+    /// Per sex: the test rows (the validation rows when there is no test part).
     pub by_sex: BTreeMap<String, Scores>,
-    /// Validation rows per age band.
+    /// Per age band, likewise.
     pub by_age_band: BTreeMap<String, Scores>,
-    /// Validation rows per site.
+    /// Per site, likewise.
     pub by_site: BTreeMap<String, Scores>,
     /// Each held-out site, all its rows.
     pub held_out: BTreeMap<String, Scores>,
@@ -118,11 +121,16 @@ pub fn evaluate_cohort(
     let held: Vec<usize> = (0..data.len())
         .filter(|&i| parts[i] == Part::HeldOut)
         .collect();
+    let test: Vec<usize> = (0..data.len())
+        .filter(|&i| parts[i] == Part::Test)
+        .collect();
+    let sub = if test.is_empty() { &val } else { &test };
     Evaluation {
         validation: (!val.is_empty()).then(|| scores(&val, meta, probs, k, classes, scored)),
-        by_sex: group(&|m| m.sex.clone(), &val),
-        by_age_band: group(&|m| m.age_band.clone(), &val),
-        by_site: group(&|m| m.site.clone(), &val),
+        test: (!test.is_empty()).then(|| scores(&test, meta, probs, k, classes, scored)),
+        by_sex: group(&|m| m.sex.clone(), sub),
+        by_age_band: group(&|m| m.age_band.clone(), sub),
+        by_site: group(&|m| m.site.clone(), sub),
         held_out: group(&|m| m.site.clone(), &held),
     }
 }

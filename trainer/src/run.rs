@@ -207,7 +207,7 @@ pub struct ModelCard {
     pub data_sha256: String,
     /// The verified slices.
     pub slices: Vec<SliceReport>,
-    /// Rows per part: train, validation, held-out.
+    /// Rows per part: train, validation, test, held-out.
     pub rows: BTreeMap<String, u64>,
     /// Epoch whose weights were kept.
     pub best_epoch: usize,
@@ -245,8 +245,8 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
-/// The headline metrics recorded in ModelTrained (JSON): validation per class and macro-F1,
-/// per window and per record; held-out sites likewise.
+/// The headline metrics recorded in ModelTrained (JSON): validation and test per class and
+/// macro-F1, per window and per record; held-out sites likewise; subgroups (on the test part).
 pub fn metrics_table(e: &Evaluation) -> serde_json::Value {
     let brief = |r: &crate::metrics::Report| {
         serde_json::json!({
@@ -263,6 +263,7 @@ pub fn metrics_table(e: &Evaluation) -> serde_json::Value {
     let scores = |s: &crate::evaluation::Scores| serde_json::json!({ "windows": brief(&s.windows), "records": brief(&s.records) });
     serde_json::json!({
         "validation": e.validation.as_ref().map(scores),
+        "test": e.test.as_ref().map(scores),
         "held_out": e.held_out.iter().map(|(k, v)| (k.clone(), scores(v))).collect::<BTreeMap<_, _>>(),
         "by_sex_macro_f1": e.by_sex.iter().map(|(k, v)| (k.clone(), v.windows.macro_f1)).collect::<BTreeMap<_, _>>(),
         "by_age_band_macro_f1": e.by_age_band.iter().map(|(k, v)| (k.clone(), v.windows.macro_f1)).collect::<BTreeMap<_, _>>(),
@@ -319,7 +320,7 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
     let parts = split_with(
         &data.meta,
         &t.val_records,
-        t.val_fraction,
+        spec.spec.fractions(),
         spec.spec.seed,
         classes.len(),
     );
@@ -342,6 +343,7 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
     for (p, name) in [
         (Part::Train, "train"),
         (Part::Val, "validation"),
+        (Part::Test, "test"),
         (Part::HeldOut, "held_out"),
     ] {
         rows.insert(

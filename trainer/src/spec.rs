@@ -96,8 +96,12 @@ pub struct TrainSpec {
     pub step_epochs: usize,
     /// Epochs without a better validation macro-F1 before stopping.
     pub patience: usize,
-    /// Share of patients (records where no patient id) kept for validation.
+    /// Share of patients (records where no patient id) kept for validation: the epoch (or
+    /// round) kept is chosen on it.
     pub val_fraction: f64,
+    /// Share of patients (records where no patient id) kept for test: scored once at the
+    /// end, with the kept weights; nothing is chosen on it.
+    pub test_fraction: f64,
     /// Channels of the residual stages; empty (with `beat_features`): no convolutional
     /// path, a linear classifier over the beat features.
     pub channels: Vec<i64>,
@@ -143,6 +147,7 @@ impl Default for TrainSpec {
             step_epochs: 10,
             patience: 6,
             val_fraction: 0.2,
+            test_fraction: 0.2,
             channels: vec![32, 64, 128, 128],
             blocks_per_stage: 1,
             kernel: 9,
@@ -493,6 +498,12 @@ impl CohortSpec {
                 t.val_fraction
             ));
         }
+        if !(0.0..0.9).contains(&t.test_fraction) || t.val_fraction + t.test_fraction >= 0.9 {
+            return Err(format!(
+                "train.test_fraction {} must be within [0, 0.9), and with val_fraction {} below 0.9",
+                t.test_fraction, t.val_fraction
+            ));
+        }
         if t.select_on != "records" && t.select_on != "windows" {
             return Err(format!(
                 "train.select_on {:?}: expected \"records\" or \"windows\"",
@@ -583,6 +594,14 @@ impl CohortSpec {
     /// Whether the cohort is trained in federated mode.
     pub fn is_federated(&self) -> bool {
         self.mode == MODE_FEDERATED
+    }
+
+    /// The validation and test shares of the split.
+    pub fn fractions(&self) -> crate::data::Fractions {
+        crate::data::Fractions {
+            val: self.train.val_fraction,
+            test: self.train.test_fraction,
+        }
     }
 
     /// Samples per window.

@@ -21,9 +21,9 @@ use rand::RngCore;
 use tonic::{Code, Request, Response, Status};
 
 use crate::federated::{
-    LocalJob, LocalTrainer, LocalTrainingError, MAX_PARTICIPANTS, MAX_TRAINING_REQUEST_BYTES,
-    MIN_PARTICIPANTS, SliceRows, TRAINING_PATH, apply_masks, bytes_to_params, pair_seed,
-    round_key_message, sha256, to_fixed, words_to_bytes,
+    EvalPart, LocalJob, LocalTrainer, LocalTrainingError, MAX_PARTICIPANTS,
+    MAX_TRAINING_REQUEST_BYTES, MIN_PARTICIPANTS, SliceRows, TRAINING_PATH, apply_masks,
+    bytes_to_params, pair_seed, round_key_message, sha256, to_fixed, words_to_bytes,
 };
 use crate::protocol::MAX_MESSAGE_BYTES;
 use crate::server::gateway::Gateway;
@@ -560,6 +560,12 @@ impl TrainingService for TrainingServer {
         let trainer = self.trainer()?;
         let site = self.gw.cfg.site.clone();
         let (s, cohort) = self.round_slice(&who, &q.cohort_id).await?;
+        let part = EvalPart::parse(&q.part).ok_or_else(|| {
+            status(
+                Code::InvalidArgument,
+                format!("part {:?}: expected \"validation\" or \"test\"", q.part),
+            )
+        })?;
         let model = bytes_to_params(&q.model).ok_or_else(|| {
             status(
                 Code::InvalidArgument,
@@ -574,7 +580,7 @@ impl TrainingService for TrainingServer {
             .acquire()
             .await
             .map_err(|_| status(Code::Unavailable, "the gateway is stopping"))?;
-        let scores = tokio::task::spawn_blocking(move || trainer.evaluate(rows, model))
+        let scores = tokio::task::spawn_blocking(move || trainer.evaluate(rows, model, part))
             .await
             .map_err(|e| task_failed("evaluation", e))?
             .map_err(|e| local_error(&site, e))?;

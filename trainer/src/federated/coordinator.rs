@@ -433,21 +433,22 @@ impl RoundPlan<'_> {
     }
 }
 
-/// Every site's scores of `model` (only metrics leave), pooled as an [`Evaluation`]: the
-/// training sites' validation parts together and per site, per sex and per age band; each
-/// held-out site alone. A site that fails or does not answer is left out and reported
-/// (`site (Evaluate): why`); the bytes received are counted.
+/// Every site's scores of `model` on its `part` (`validation` or `test`; a held-out site scores
+/// every row); only metrics leave. A site that fails or does not answer is left out and
+/// reported (`site (Evaluate): why`); the bytes received are counted.
 async fn evaluate_sites(
     calls: &Calls<'_>,
     sites: &[String],
     cohort_id: &str,
     spec: &LoadedSpec,
     model: &[u8],
-) -> (Evaluation, u64, Vec<String>) {
+    part: &str,
+) -> (BTreeMap<String, SiteScores>, u64, Vec<String>) {
     let q = EvaluateRequest {
         cohort_id: cohort_id.to_string(),
         spec: spec.bytes.clone(),
         model: model.to_vec(),
+        part: part.to_string(),
     };
     let answers = calls
         .each(sites, |mut c, _| {
@@ -467,6 +468,17 @@ async fn evaluate_sites(
             Err(e) => failures.push(format!("{s} (Evaluate): scores that do not parse: {e}")),
         }
     }
+    (by_site, bytes, failures)
+}
+
+/// The sites' scores pooled as an [`Evaluation`]: the training sites' validation parts
+/// together (and, given, their test parts together), per site, per sex and per age band (on the
+/// test parts when given); each held-out site alone.
+fn pooled_evaluation(
+    spec: &LoadedSpec,
+    validation: &BTreeMap<String, SiteScores>,
+    test: Option<&BTreeMap<String, SiteScores>>,
+) -> Evaluation {
     let classes = spec.spec.class_names();
     let scored = &spec.spec.scored;
     let pool = |all: Vec<&Scores>| -> Option<Scores> {
@@ -483,37 +495,42 @@ async fn evaluate_sites(
             ),
         })
     };
-    let training: Vec<&SiteScores> = by_site
-        .values()
-        .filter(|s| s.part == "validation" && s.scores.windows.n > 0)
-        .collect();
+    let of_part = |m: &BTreeMap<String, SiteScores>, part: &str| -> Vec<(String, SiteScores)> {
+        m.iter()
+            .filter(|(_, s)| s.part == part && s.scores.windows.n > 0)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect()
+    };
+    let val = of_part(validation, "validation");
+    let tested = test.map(|t| of_part(t, "test")).unwrap_or_default();
+    let sub = if tested.is_empty() { &val } else { &tested };
     let group = |pick: &dyn Fn(&SiteScores) -> &BTreeMap<String, Scores>| {
-        let mut keys: Vec<&String> = training.iter().flat_map(|s| pick(s).keys()).collect();
+        let mut keys: Vec<&String> = sub.iter().flat_map(|(_, s)| pick(s).keys()).collect();
         keys.sort();
         keys.dedup();
         keys.into_iter()
             .filter_map(|k| {
-                pool(training.iter().filter_map(|s| pick(s).get(k)).collect())
+                pool(sub.iter().filter_map(|(_, s)| pick(s).get(k)).collect())
                     .map(|p| (k.clone(), p))
             })
             .collect::<BTreeMap<_, _>>()
     };
-    let evaluation = Evaluation {
-        validation: pool(training.iter().map(|s| &s.scores).collect()),
+    let held_from = test.unwrap_or(validation);
+    Evaluation {
+        validation: pool(val.iter().map(|(_, s)| &s.scores).collect()),
+        test: pool(tested.iter().map(|(_, s)| &s.scores).collect()),
         by_sex: group(&|s| &s.by_sex),
         by_age_band: group(&|s| &s.by_age_band),
-        by_site: by_site
+        by_site: sub
             .iter()
-            .filter(|(_, s)| s.part == "validation")
             .map(|(k, s)| (k.clone(), s.scores.clone()))
             .collect(),
-        held_out: by_site
+        held_out: held_from
             .iter()
             .filter(|(_, s)| s.part == "held_out")
             .map(|(k, s)| (k.clone(), s.scores.clone()))
             .collect(),
-    };
-    (evaluation, bytes, failures)
+    }
 }
 
 /// The validation score a round is chosen by (`select_on`): per record or per window.
@@ -631,8 +648,9 @@ pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<Fed
         }
         pb.set_message("evaluating at every site".to_string());
         let model = params_to_bytes(&global);
-        let (evaluation, eval_bytes, eval_failures) =
-            evaluate_sites(&calls, &all_sites, &cohort_id, spec, &model).await;
+        let (scores, eval_bytes, eval_failures) =
+            evaluate_sites(&calls, &all_sites, &cohort_id, spec, &model, "validation").await;
+        let evaluation = pooled_evaluation(spec, &scores, None);
         let mut failures = agg.failures;
         failures.extend(eval_failures);
         let stats = RoundStats {
@@ -689,10 +707,23 @@ pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<Fed
         rounds.push(stats);
     }
     pb.finish_and_clear();
-    let Some((_, best_round, weights, evaluation)) = best else {
+    let Some((_, best_round, weights, round_eval)) = best else {
         return Err(TrainerError::NoTrainingRows);
     };
     load_flat(&vs, &weights)?;
+    // The test parts are scored once, now, with the kept weights; held-out sites again.
+    let kept = params_to_bytes(&weights);
+    let (validation, _, _) =
+        evaluate_sites(&calls, &training, &cohort_id, spec, &kept, "validation").await;
+    let (tested, _, test_failures) =
+        evaluate_sites(&calls, &all_sites, &cohort_id, spec, &kept, "test").await;
+    for f in &test_failures {
+        tracing::warn!("final test evaluation: {f}");
+    }
+    let mut evaluation = pooled_evaluation(spec, &validation, Some(&tested));
+    if evaluation.validation.is_none() {
+        evaluation.validation = round_eval.validation;
+    }
     let mut files = Vec::new();
     let path = opts.out.join("model.safetensors");
     vs.save(&path)?;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ecgfed_gateway::client::SliceVerifier;
 use ecgfed_gateway::federated::{
-    LocalJob, LocalScores, LocalTrainer, LocalTrainingError, LocalUpdate, SliceRows,
+    EvalPart, LocalJob, LocalScores, LocalTrainer, LocalTrainingError, LocalUpdate, SliceRows,
 };
 use sha2::{Digest, Sha256};
 use tch::Device;
@@ -27,7 +27,7 @@ use ecgfed_audit::privacy::{DpSteps, epsilon};
 /// rows, overall, per sex and per age band. Only these counts and rates leave.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SiteScores {
-    /// `validation` (a training site's validation part) or `held_out` (every row).
+    /// `validation` or `test` (a training site's part) or `held_out` (every row).
     pub part: String,
     /// Per window and per record.
     pub scores: Scores,
@@ -129,7 +129,7 @@ fn parts(data: &CohortData, spec: &CohortSpec) -> Vec<Part> {
     split_with(
         &data.meta,
         &t.val_records,
-        t.val_fraction,
+        spec.fractions(),
         spec.seed,
         spec.classes.len(),
     )
@@ -264,12 +264,17 @@ impl LocalTrainer for SiteTrainer {
         &self,
         rows: SliceRows,
         model: Vec<f32>,
+        part: EvalPart,
     ) -> Result<LocalScores, LocalTrainingError> {
         let spec = Self::spec(&rows)?;
         let held_out = spec.held_out.contains(&rows.site);
         let data = Self::assemble(&rows, &spec, held_out)?;
         let parts = parts(&data, &spec);
-        let want = if held_out { Part::HeldOut } else { Part::Val };
+        let (want, name) = match (held_out, part) {
+            (true, _) => (Part::HeldOut, "held_out"),
+            (false, EvalPart::Validation) => (Part::Val, "validation"),
+            (false, EvalPart::Test) => (Part::Test, "test"),
+        };
         let idx: Vec<usize> = (0..data.len()).filter(|&i| parts[i] == want).collect();
         let (_vs, net) = self.network(&spec, &model)?;
         let probs = predict(&net, &data, &idx, self.device);
@@ -278,7 +283,7 @@ impl LocalTrainer for SiteTrainer {
             scores_by(&idx, &data.meta, &probs, &classes, &spec.scored, key)
         };
         let report = SiteScores {
-            part: if held_out { "held_out" } else { "validation" }.into(),
+            part: name.into(),
             scores: scores(
                 &idx,
                 &data.meta,
