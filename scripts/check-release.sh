@@ -15,7 +15,7 @@ case "$version" in
   *"test build"*) echo "check-release: $bin is a test build: $version" >&2; exit 1 ;;
 esac
 # String literals of the fault hooks, and the (mangled) names of the test kit's items.
-for marker in ECGFED_GATEWAY_FAULT alter-sample "fault injected at" 12MemoryFlight \
+for marker in ECGFED_GATEWAY_FAULT alter-sample "fault injected" die-in-round 12MemoryFlight \
               16append_unchecked 5Store7put_raw 14stop_erasure_at; do
   if grep -q -a -F "$marker" "$bin"; then
     echo "check-release: $bin contains test machinery: $marker" >&2

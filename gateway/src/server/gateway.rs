@@ -157,8 +157,10 @@ pub struct Gateway {
     transfers: Arc<tokio::sync::Semaphore>,
     /// The hospital's key (round keys are signed with it).
     key: KeyPair,
-    /// Fault-injection hook `die-in-round:<site>:<round>`: the gateway of `<site>` exits
-    /// abruptly when asked to train round `<round>` (a site dropping out mid-round).
+    /// Fault-injection hook `die-in-round:<site>:<round>` (`fault-injection` feature only):
+    /// the gateway of `<site>` exits abruptly when asked to train round `<round>` (a site
+    /// dropping out mid-round).
+    #[cfg(feature = "fault-injection")]
     pub(crate) die_in_round: Option<u32>,
     /// The training federated rounds run here ([`Gateway::set_trainer`]).
     trainer: std::sync::OnceLock<Arc<dyn LocalTrainer>>,
@@ -238,8 +240,6 @@ impl Gateway {
             signer: tokio::sync::Mutex::new(EntrySigner::new(&cfg.member, key.clone())),
             #[cfg(feature = "fault-injection")]
             die_in_round: die_in_round(&cfg.site),
-            #[cfg(not(feature = "fault-injection"))]
-            die_in_round: None,
             key,
             trainer: std::sync::OnceLock::new(),
             rounds: Default::default(),

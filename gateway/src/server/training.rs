@@ -425,8 +425,9 @@ impl TrainingService for TrainingServer {
             a.participants = Some(participants.clone());
             a.self_seed
         };
+        // Fault injection (test builds only): the site drops out mid-round, as a crash.
+        #[cfg(feature = "fault-injection")]
         if self.gw.die_in_round == Some(q.round) {
-            // Fault injection (test builds only): the site drops out mid-round, as a crash.
             tracing::error!(
                 round = q.round,
                 "fault injected: the gateway dies in this round"
