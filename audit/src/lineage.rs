@@ -255,8 +255,9 @@ pub struct SitePrivacy {
     pub noise_multiplier: f64,
     /// δ.
     pub delta: f64,
-    /// ε at δ.
-    pub epsilon: f64,
+    /// ε at δ; `None` when it is not bounded: a round of the site recorded no DP, or DP
+    /// fields that are missing or out of range.
+    pub epsilon: Option<f64>,
     /// The LocalRoundTrained entries composed.
     pub entries: Vec<u64>,
 }
@@ -274,35 +275,48 @@ fn site_privacy(rounds: &[RoundNode], before: u64) -> Vec<SitePrivacy> {
         if dp.is_empty() {
             continue;
         }
-        let num = |v: &serde_json::Value, k: &str| {
-            v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
-        };
-        let runs: Vec<crate::privacy::DpSteps> = dp
-            .iter()
-            .map(|d| crate::privacy::DpSteps {
-                sample_rate: num(d, "sample_rate"),
-                noise_multiplier: num(d, "noise_multiplier"),
-                steps: num(d, "steps") as u64,
+        let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        // A round without DP, or with a DP field missing or out of range, leaves ε unbounded.
+        let runs: Option<Vec<crate::privacy::DpSteps>> = (dp.len() == rs.len())
+            .then(|| {
+                dp.iter()
+                    .map(|d| {
+                        let q = num(d, "sample_rate").filter(|q| (0.0..=1.0).contains(q))?;
+                        let sigma = num(d, "noise_multiplier").filter(|s| *s > 0.0)?;
+                        let steps = d.get("steps").and_then(serde_json::Value::as_u64)?;
+                        Some(crate::privacy::DpSteps {
+                            sample_rate: q,
+                            noise_multiplier: sigma,
+                            steps,
+                        })
+                    })
+                    .collect()
             })
-            .collect();
-        let delta = dp.iter().map(|d| num(d, "delta")).fold(0.0, f64::max);
-        let (epsilon, _) = crate::privacy::epsilon(&runs, delta);
+            .flatten();
+        let delta = dp
+            .iter()
+            .map(|d| num(d, "delta").unwrap_or(0.0))
+            .fold(0.0, f64::max);
+        let epsilon = runs
+            .as_ref()
+            .map(|runs| crate::privacy::epsilon(runs, delta).0)
+            .filter(|e| e.is_finite());
+        let runs = runs.unwrap_or_default();
         out.push(SitePrivacy {
             site: site.to_string(),
-            rounds: dp.len() as u64,
+            rounds: rs.len() as u64,
             steps: runs.iter().map(|r| r.steps).sum(),
-            clip_norm: dp.iter().map(|d| num(d, "clip_norm")).fold(0.0, f64::max),
+            clip_norm: dp
+                .iter()
+                .map(|d| num(d, "clip_norm").unwrap_or(0.0))
+                .fold(0.0, f64::max),
             noise_multiplier: dp
                 .iter()
-                .map(|d| num(d, "noise_multiplier"))
+                .map(|d| num(d, "noise_multiplier").unwrap_or(0.0))
                 .fold(f64::INFINITY, f64::min),
             delta,
             epsilon,
-            entries: rs
-                .iter()
-                .filter(|r| r.training.get("dp").is_some())
-                .map(|r| r.entry.index)
-                .collect(),
+            entries: rs.iter().map(|r| r.entry.index).collect(),
         });
     }
     out

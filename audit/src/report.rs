@@ -198,8 +198,14 @@ fn rounds_section(l: &ModelLineage) -> String {
         h.push_str("<h3>Differential privacy per site</h3><table><thead><tr><th>site</th><th>ε</th><th>δ</th><th>rounds</th><th>DP-SGD steps</th><th>clip</th><th>σ</th></tr></thead><tbody>");
         for p in &l.privacy {
             h.push_str(&format!(
-                "<tr><td>{}</td><td>{:.3}</td><td>{:e}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&p.site), p.epsilon, p.delta, p.rounds, p.steps, p.clip_norm, p.noise_multiplier
+                "<tr><td>{}</td><td>{}</td><td>{:e}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.site),
+                p.epsilon.map_or("unbounded".to_string(), |e| format!("{e:.3}")),
+                p.delta,
+                p.rounds,
+                p.steps,
+                p.clip_norm,
+                p.noise_multiplier
             ));
         }
         h.push_str("</tbody></table>");

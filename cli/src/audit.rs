@@ -535,8 +535,15 @@ fn print_rounds(l: &lineage::ModelLineage, out: &mut impl std::io::Write) -> std
     for p in &l.privacy {
         writeln!(
             out,
-            "  differential privacy at {}: (ε = {:.3}, δ = {:e}) over {} rounds, {} DP-SGD steps (clip {}, σ {})",
-            p.site, p.epsilon, p.delta, p.rounds, p.steps, p.clip_norm, p.noise_multiplier
+            "  differential privacy at {}: (ε = {}, δ = {:e}) over {} rounds, {} DP-SGD steps (clip {}, σ {})",
+            p.site,
+            p.epsilon
+                .map_or("unbounded".to_string(), |e| format!("{e:.3}")),
+            p.delta,
+            p.rounds,
+            p.steps,
+            p.clip_norm,
+            p.noise_multiplier
         )?;
     }
     for (round, rs) in by_round {

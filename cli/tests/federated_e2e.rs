@@ -27,6 +27,7 @@ use ecgfed_proto::v1::{
     TrainRoundRequest,
 };
 use serde_json::Value;
+use sha2::Digest;
 use tonic::Code;
 
 const SITES3: [&str; 3] = ["site-a", "site-b", "site-c"];
@@ -427,6 +428,13 @@ async fn hospital_policy_and_the_round_protocol() {
             ],
             "not the one it made",
         ),
+        (
+            vec![
+                mine.clone(),
+                round_key(&fed, "fed-1", "site-x", "hosp-b", "hosp-b"),
+            ],
+            "not a site of cohort",
+        ),
         (vec![mine.clone(), other_b.clone()], "SHA-256"),
     ];
     for (keys, needle) in cases {
@@ -454,6 +462,139 @@ async fn hospital_policy_and_the_round_protocol() {
     let mut l = fed.ledger_client().await;
     let rounds = payloads(&mut l, SubjectKind::EntryKind, "LocalRoundTrained").await;
     assert!(rounds.is_empty(), "{rounds:?}");
+
+    // A real round at site-a (site-b's key signed with its hospital's key, as its gateway
+    // would): then the coordinator's tricks that would unmask it are refused.
+    let spec = b"purpose = \"rounds test\"\ncohort_id = \"fed-2\"\nmode = \"federated\"\n[signal]\nlead = \"II\"\nsample_rate = 100\nwindow_secs = 2\n[train]\nchannels = [4]\nkernel = 3\nbatch_size = 4\n[federated]\nrounds = 3\n".to_vec();
+    let spec_sha: [u8; 32] = sha2::Sha256::digest(&spec).into();
+    create_cohort_of(&fed, "sci", "fed-2", 1, 2, "federated", spec_sha).await;
+    a.reserve(reserve("fed-2")).await.unwrap();
+    let model = |fill: f32, n: usize| {
+        vec![fill; n]
+            .iter()
+            .flat_map(|v: &f32| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let open_at = |round: u32, attempt: u32| OpenRoundRequest {
+        cohort_id: "fed-2".into(),
+        round,
+        attempt,
+    };
+    let key_b = |round: u32, attempt: u32| {
+        let public = AgreementKey::generate().public();
+        let k = KeyPair::read_file(&fed.key("hosp-b")).unwrap();
+        RoundKey {
+            site: "site-b".into(),
+            member: "hosp-b".into(),
+            public_key: public.to_vec(),
+            signature: k
+                .sign(&round_key_message(
+                    "fed-2", round, attempt, "site-b", &public,
+                ))
+                .to_bytes(),
+        }
+    };
+    // The network's parameter count, from a first refusal naming it.
+    let mine = a.open_round(open_at(1, 1)).await.unwrap().key.unwrap();
+    let train_at =
+        |round: u32, attempt: u32, keys: Vec<RoundKey>, model: Vec<u8>| TrainRoundRequest {
+            cohort_id: "fed-2".into(),
+            round,
+            attempt,
+            keys,
+            spec: spec.clone(),
+            model,
+        };
+    let err = a
+        .train_round(train_at(
+            1,
+            1,
+            vec![mine.clone(), key_b(1, 1)],
+            model(0.0, 1),
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    let n: usize = err
+        .split("network of ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    // That attempt is taken (it failed at the site): a fresh one trains.
+    let mine = a.open_round(open_at(1, 2)).await.unwrap().key.unwrap();
+    let m1 = model(0.01, n);
+    let t = a
+        .train_round(train_at(1, 2, vec![mine.clone(), key_b(1, 2)], m1.clone()))
+        .await
+        .unwrap();
+    assert_eq!(t.masked_update.len(), n * 8);
+    let reveal = |attempt: u32, survivors: &[&str]| RevealMaskRequest {
+        cohort_id: "fed-2".into(),
+        round: 1,
+        attempt,
+        survivors: survivors.iter().map(|s| s.to_string()).collect(),
+    };
+    // Not every participant: no seed. Then all: the seed, which hashes to the entry's
+    // commitment; asked again, the same seed.
+    assert_eq!(
+        refused(a.reveal_mask(reveal(2, &["site-a"])).await),
+        Code::FailedPrecondition
+    );
+    let seed = a
+        .reveal_mask(reveal(2, &["site-a", "site-b"]))
+        .await
+        .unwrap()
+        .self_mask_seed;
+    assert_eq!(
+        a.reveal_mask(reveal(2, &["site-a", "site-b"]))
+            .await
+            .unwrap()
+            .self_mask_seed,
+        seed
+    );
+    let e = l.entry(t.ledger_index).await.unwrap();
+    let Some(Payload::LocalRoundTrained(r)) = e.payload() else {
+        panic!("entry {} is not a round", t.ledger_index)
+    };
+    assert_eq!(r.self_mask_sha256, sha2::Sha256::digest(&seed).to_vec());
+    assert_eq!(
+        r.participants,
+        vec!["site-a".to_string(), "site-b".to_string()]
+    );
+    // Round 1 is complete here: no other attempt of it opens.
+    assert_eq!(
+        refused(a.open_round(open_at(1, 3)).await),
+        Code::FailedPrecondition
+    );
+    // The same model in another round is refused; a later round with a new model trains; an
+    // earlier round is refused after it.
+    let mine = a.open_round(open_at(2, 1)).await.unwrap().key.unwrap();
+    let err = a
+        .train_round(train_at(2, 1, vec![mine, key_b(2, 1)], m1.clone()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trained this model in round 1"), "{err}");
+    let mine = a.open_round(open_at(3, 1)).await.unwrap().key.unwrap();
+    a.train_round(train_at(3, 1, vec![mine, key_b(3, 1)], model(0.02, n)))
+        .await
+        .unwrap();
+    let mine = a.open_round(open_at(2, 2)).await.unwrap().key.unwrap();
+    let err = a
+        .train_round(train_at(2, 2, vec![mine, key_b(2, 2)], model(0.03, n)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rounds only go forward"), "{err}");
+    // Past the spec's rounds: refused by the site's trainer.
+    let mine = a.open_round(open_at(4, 1)).await.unwrap().key.unwrap();
+    let err = a
+        .train_round(train_at(4, 1, vec![mine, key_b(4, 1)], model(0.04, n)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("its spec has 3 rounds"), "{err}");
 }
 
 /// Differential privacy per site: the demo's cohort with `[federated.dp]`, run from a topology

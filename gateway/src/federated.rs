@@ -221,6 +221,9 @@ pub struct LocalJob {
     /// The cohort's allocation (its CohortCreated cells): the class weights every site uses
     /// come from the rows per label of the training sites.
     pub allocation: Vec<ecgfed_proto::v1::AllocationCell>,
+    /// The round's participants (sites of the cohort, checked by the gateway): the trainer
+    /// refuses held-out sites among them and fewer than the spec's `min_sites`.
+    pub participants: Vec<String>,
 }
 
 /// What local training produced.

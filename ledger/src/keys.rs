@@ -217,6 +217,15 @@ impl AgreementKey {
     }
 }
 
+/// Whether `bytes` is a compressed G1 point of the prime-order subgroup other than the
+/// identity (what an agreement key must be).
+pub fn is_agreement_key(bytes: &[u8]) -> bool {
+    <[u8; 48]>::try_from(bytes).is_ok_and(|b| {
+        Option::<G1Affine>::from(G1Affine::from_compressed(&b))
+            .is_some_and(|p| !bool::from(group::prime::PrimeCurveAffine::is_identity(&p)))
+    })
+}
+
 impl Drop for AgreementKey {
     fn drop(&mut self) {
         self.secret = Scalar::from(0u64);

@@ -763,6 +763,16 @@ impl State {
                 r.cohort_id, r.requester, cohort.requester
             )));
         }
+        if let Some(p) = r
+            .participants
+            .iter()
+            .find(|p| !cohort.rows_by_site.contains_key(p.as_str()))
+        {
+            return Err(invalid(format!(
+                "round of cohort {}: participant {p} is not a site of the cohort",
+                r.cohort_id
+            )));
+        }
         let slice = self
             .slices
             .get(&r.slice_id)
@@ -1066,6 +1076,12 @@ fn check_round(r: &ecgfed_proto::v1::LocalRoundTrained) -> Result<(), Rejection>
             r.round_key.len()
         )));
     }
+    if !crate::keys::is_agreement_key(&r.round_key) {
+        return Err(invalid(
+            "round_key is not a compressed G1 point of the prime-order subgroup",
+        ));
+    }
+    check_hash("self_mask_sha256", &r.self_mask_sha256)?;
     if serde_json::from_str::<serde_json::Value>(&r.training_json).is_err() {
         return Err(invalid("training_json is not JSON"));
     }

@@ -864,9 +864,12 @@ fn round(
         model_sha256: vec![5; 32],
         update_sha256: vec![6; 32],
         participants: participants.iter().map(|p| p.to_string()).collect(),
-        round_key: vec![7; 48],
+        round_key: ecgfed_ledger::keys::AgreementKey::generate()
+            .public()
+            .to_vec(),
         requester: requester.into(),
         training_json: "{\"local_epochs\":1}".into(),
+        self_mask_sha256: vec![8; 32],
     })
 }
 
@@ -993,6 +996,21 @@ async fn federated_rounds_are_bound_to_committed_slices_of_federated_cohorts() {
         ),
         (
             0,
+            round(
+                "f1",
+                "site-0",
+                1,
+                1,
+                &["site-0", "site-2"],
+                &root,
+                2,
+                "scientist",
+            ),
+            Code::InvalidArgument,
+            "not a site of the cohort",
+        ),
+        (
+            0,
             round("f1", "site-0", 0, 1, &both, &root, 2, "scientist"),
             Code::InvalidArgument,
             "count from 1",
@@ -1010,6 +1028,17 @@ async fn federated_rounds_are_bound_to_committed_slices_of_federated_cohorts() {
         f.hospitals[0].sign(short_key),
         Code::InvalidArgument,
         "48",
+    )
+    .await;
+    let mut not_a_point = round("f1", "site-0", 1, 1, &both, &root, 2, "scientist");
+    if let Payload::LocalRoundTrained(r) = &mut not_a_point {
+        r.round_key = vec![7; 48];
+    }
+    expect(
+        &mut c,
+        f.hospitals[0].sign(not_a_point),
+        Code::InvalidArgument,
+        "not a compressed G1 point",
     )
     .await;
     // A scientist may not record a site's round.

@@ -505,7 +505,9 @@ impl LocalRun<'_> {
         let global: Vec<Tensor> =
             tch::no_grad(|| params.iter().map(|w| w.detach().copy()).collect());
         let class_w = Tensor::from_slice(self.class_weights).to_device(self.device);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        // Sampling and augmentation from the OS random source: the accountant's amplification
+        // by sampling holds only if no one can predict the sample.
+        let mut rng = rand_chacha::ChaCha8Rng::from_entropy();
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         for _ in 0..steps {
             let batch: Vec<usize> = self

@@ -89,6 +89,19 @@ pub(crate) async fn create_cohort(
     take: u64,
     mode: &str,
 ) -> Vec<AllocationCell> {
+    create_cohort_of(fed, who, cohort, cells, take, mode, [1; 32]).await
+}
+
+/// [`create_cohort`] for the spec of SHA-256 `spec_sha256`.
+pub(crate) async fn create_cohort_of(
+    fed: &Fed,
+    who: &str,
+    cohort: &str,
+    cells: usize,
+    take: u64,
+    mode: &str,
+    spec_sha256: [u8; 32],
+) -> Vec<AllocationCell> {
     let mut allocation = Vec::new();
     for (i, site) in ["site-a", "site-b"].iter().enumerate() {
         let t = strata_cells(fed, i, who).await;
@@ -105,7 +118,7 @@ pub(crate) async fn create_cohort(
     let mut signer = EntrySigner::new(who, KeyPair::read_file(&fed.key(who)).unwrap());
     let e = signer.sign(Payload::CohortCreated(CohortCreated {
         cohort_id: cohort.into(),
-        spec_sha256: vec![1; 32],
+        spec_sha256: spec_sha256.to_vec(),
         allocation: allocation.clone(),
         seed: 42,
         purpose: "e2e test".into(),

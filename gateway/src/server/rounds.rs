@@ -19,6 +19,8 @@ pub(crate) struct Attempt {
     pub(crate) self_seed: [u8; 32],
     /// Set by TrainRound: the participants, in ascending order.
     pub(crate) participants: Option<Vec<String>>,
+    /// Set once the update was recorded and sent: only then may the self mask be revealed.
+    pub(crate) trained: bool,
     /// Order of opening (the oldest is forgotten first).
     pub(crate) opened: u64,
 }

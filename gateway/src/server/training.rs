@@ -199,6 +199,7 @@ impl TrainingServer {
         &self,
         q: &TrainRoundRequest,
         own: &AgreementKey,
+        cohort_sites: &[&str],
     ) -> Result<(Vec<String>, Vec<(String, [u8; 32])>), Status> {
         let site = &self.gw.cfg.site;
         let bad = |m: String| status(Code::InvalidArgument, m);
@@ -217,6 +218,12 @@ impl TrainingServer {
         let mut pairs = Vec::new();
         let mut mine = false;
         for k in &q.keys {
+            if !cohort_sites.iter().any(|c| *c == k.site) {
+                return Err(bad(format!(
+                    "site {} is not a site of cohort {}: only the cohort's sites take part",
+                    k.site, q.cohort_id
+                )));
+            }
             let member = self.gw.members.get(&k.member).await?.ok_or_else(|| {
                 bad(format!(
                     "round key of {}: {} is not a member",
@@ -260,6 +267,38 @@ impl TrainingServer {
             )));
         }
         Ok((sites, pairs))
+    }
+
+    /// Binds a round to the model it trains, in the key store, before training: rounds only
+    /// go forward (no round before the last one trained here), and a model is trained in one
+    /// round only (the same model in two rounds, with and without a site, would tell that
+    /// site's update). Attempts of one round share its model.
+    fn bind_round(&self, cohort_id: &str, round: u32, model: &[u8; 32]) -> Result<(), Status> {
+        let last_key = format!("round-last/{cohort_id}");
+        let as_round = |b: Option<Vec<u8>>| {
+            b.and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                .map(u32::from_be_bytes)
+        };
+        if let Some(last) = as_round(self.gw.keys.meta(&last_key)?).filter(|l| *l > round) {
+            return Err(status(
+                Code::FailedPrecondition,
+                format!(
+                    "round {round} of {cohort_id}: this site trained round {last} already; rounds only go forward"
+                ),
+            ));
+        }
+        let model_key = format!("round-model/{cohort_id}/{}", hex::encode(model));
+        if let Some(r) = as_round(self.gw.keys.meta(&model_key)?).filter(|r| *r != round) {
+            return Err(status(
+                Code::FailedPrecondition,
+                format!(
+                    "round {round} of {cohort_id}: this site trained this model in round {r}; a model is trained in one round"
+                ),
+            ));
+        }
+        self.gw.keys.set_meta(&model_key, &round.to_be_bytes())?;
+        self.gw.keys.set_meta(&last_key, &round.to_be_bytes())?;
+        Ok(())
     }
 
     fn revealed(&self, cohort_id: &str, round: u32) -> Result<Option<u32>, Status> {
@@ -328,6 +367,7 @@ impl TrainingService for TrainingServer {
                     key: Arc::new(AgreementKey::generate()),
                     self_seed,
                     participants: None,
+                    trained: false,
                     opened: rounds
                         .counter
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -395,7 +435,13 @@ impl TrainingService for TrainingServer {
             }
             Arc::clone(&a.key)
         };
-        let (participants, pairs) = self.participants(&q, &key).await?;
+        let sites: Vec<&str> = cohort
+            .allocation
+            .iter()
+            .filter(|a| a.count > 0)
+            .map(|a| a.site.as_str())
+            .collect();
+        let (participants, pairs) = self.participants(&q, &key, &sites).await?;
         let model = bytes_to_params(&q.model).ok_or_else(|| {
             status(
                 Code::InvalidArgument,
@@ -439,6 +485,7 @@ impl TrainingService for TrainingServer {
             round: q.round,
             model: model.clone(),
             allocation: cohort.allocation.clone(),
+            participants: participants.clone(),
         };
         let _turn = self
             .gw
@@ -447,6 +494,7 @@ impl TrainingService for TrainingServer {
             .acquire()
             .await
             .map_err(|_| status(Code::Unavailable, "the gateway is stopping"))?;
+        self.bind_round(&q.cohort_id, q.round, &sha256(&q.model))?;
         let started = std::time::Instant::now();
         let update = tokio::task::spawn_blocking(move || trainer.train(job))
             .await
@@ -479,10 +527,16 @@ impl TrainingService for TrainingServer {
                 update_sha256: sha256(&masked).to_vec(),
                 participants,
                 round_key: key.public().to_vec(),
+                self_mask_sha256: sha256(&self_seed).to_vec(),
                 requester: who.id.clone(),
                 training_json: update.training.to_string(),
             }))
             .await?;
+        if let Ok(mut open) = self.gw.rounds.open.lock()
+            && let Some(a) = open.get_mut(&id)
+        {
+            a.trained = true;
+        }
         tracing::info!(
             cohort = %q.cohort_id, round = q.round, attempt = q.attempt, rows = update.rows,
             secs = started.elapsed().as_secs_f64(), index = ledger_index, "round trained"
@@ -503,23 +557,43 @@ impl TrainingService for TrainingServer {
         let q = r.into_inner();
         self.round_slice(&who, &q.cohort_id).await?;
         let id = (q.cohort_id.clone(), q.round, q.attempt);
+        // Checked and decided under one lock, the decision persisted before the lock is left:
+        // of all the attempts of a round, a site reveals the self mask of one only (two
+        // unmasked sums of one round, with and without a site, would give its update). A
+        // repeated call for that attempt gets the same seed.
         let seed = {
-            let open = self
+            let mut open = self
                 .gw
                 .rounds
                 .open
                 .lock()
                 .map_err(|_| status(Code::Internal, "rounds lock"))?;
-            let a = open.get(&id).ok_or_else(|| {
+            let marker = self.revealed(&q.cohort_id, q.round)?;
+            if let Some(a) = marker.filter(|a| *a != q.attempt) {
+                return Err(status(
+                    Code::FailedPrecondition,
+                    format!(
+                        "round {} of {}: this site revealed the self mask of attempt {a}; it reveals one attempt of a round",
+                        q.round, q.cohort_id
+                    ),
+                ));
+            }
+            let a = open.get_mut(&id).ok_or_else(|| {
                 status(
                     Code::FailedPrecondition,
                     format!(
-                        "attempt {} of round {} is not open here",
-                        q.attempt, q.round
+                        "attempt {} of round {} is not open here{}",
+                        q.attempt,
+                        q.round,
+                        if marker.is_some() {
+                            " (its self mask was revealed before this gateway restarted)"
+                        } else {
+                            ""
+                        }
                     ),
                 )
             })?;
-            let Some(p) = &a.participants else {
+            let (Some(p), true) = (&a.participants, a.trained) else {
                 return Err(status(
                     Code::FailedPrecondition,
                     format!(
@@ -538,15 +612,16 @@ impl TrainingService for TrainingServer {
                     ),
                 ));
             }
-            a.self_seed
+            let seed = a.self_seed;
+            if marker.is_none() {
+                self.gw.keys.set_meta(
+                    &revealed_key(&q.cohort_id, q.round),
+                    &q.attempt.to_be_bytes(),
+                )?;
+            }
+            open.retain(|(c, r, at), _| !(c == &q.cohort_id && *r == q.round && *at != q.attempt));
+            seed
         };
-        self.gw.keys.set_meta(
-            &revealed_key(&q.cohort_id, q.round),
-            &q.attempt.to_be_bytes(),
-        )?;
-        if let Ok(mut open) = self.gw.rounds.open.lock() {
-            open.retain(|(c, r, _), _| !(c == &q.cohort_id && *r == q.round));
-        }
         Ok(Response::new(RevealMaskResponse {
             self_mask_seed: seed.to_vec(),
         }))

@@ -34,6 +34,9 @@ use crate::run::{CODE_VERSION, ModelCard, TrainOptions, federation_of, metrics_t
 use crate::spec::{FederatedSpec, LoadedSpec, MODE_FEDERATED, ON_FAILURE_STOP};
 use crate::train::arch_of;
 
+/// Times a RevealMask that failed is asked again before the attempt fails.
+const REVEAL_TRIES: usize = 3;
+
 /// One round as the coordinator saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundStats {
@@ -267,6 +270,7 @@ impl RoundPlan<'_> {
         }
         let mut sum = vec![0u64; self.params];
         let (mut rows, mut loss, mut entries) = (0u64, 0.0, Vec::new());
+        let mut commitments: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for (s, t) in &trained {
             bytes_from += t.masked_update.len() as u64;
             let words = bytes_to_words(&t.masked_update)
@@ -280,16 +284,18 @@ impl RoundPlan<'_> {
                         self.params
                     ),
                 })?;
-            self.check_entry(
-                session,
-                s,
-                t.ledger_index,
-                attempt,
-                sites,
-                &t.masked_update,
-                t.rows,
-            )
-            .await?;
+            let commitment = self
+                .check_entry(
+                    session,
+                    s,
+                    t.ledger_index,
+                    attempt,
+                    sites,
+                    &t.masked_update,
+                    t.rows,
+                )
+                .await?;
+            commitments.insert(s.clone(), commitment);
             add_into(&mut sum, &words);
             rows += t.rows;
             loss += t.train_loss * t.rows as f64;
@@ -301,33 +307,50 @@ impl RoundPlan<'_> {
             attempt,
             survivors: sites.to_vec(),
         };
-        let answers = self
-            .calls
-            .each(sites, |mut c, _| {
-                let q = q.clone();
-                async move { c.reveal_mask(q).await }
-            })
-            .await;
-        let (revealed, failed) = sort_out(answers, "RevealMask");
-        if !failed.is_empty() {
-            return Ok(Attempted::Failed(failed));
-        }
+        // A reveal that failed is asked again (a site answers the same seed for the attempt
+        // it revealed): once a site revealed, no other attempt of the round can complete.
         let mut seeds = Vec::new();
-        for (s, r) in revealed {
-            bytes_from += r.self_mask_seed.len() as u64;
-            let seed: [u8; 32] =
-                r.self_mask_seed
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| TrainerError::RoundAnswer {
+        let mut pending: Vec<String> = sites.to_vec();
+        let mut failed = Vec::new();
+        for _ in 0..REVEAL_TRIES {
+            let answers = self
+                .calls
+                .each(&pending, |mut c, _| {
+                    let q = q.clone();
+                    async move { c.reveal_mask(q).await }
+                })
+                .await;
+            let (revealed, f) = sort_out(answers, "RevealMask");
+            for (s, r) in revealed {
+                bytes_from += r.self_mask_seed.len() as u64;
+                let seed: [u8; 32] = r.self_mask_seed.as_slice().try_into().map_err(|_| {
+                    TrainerError::RoundAnswer {
                         round: self.round,
                         site: s.clone(),
                         problem: format!(
                             "a self-mask seed of {} bytes, not 32",
                             r.self_mask_seed.len()
                         ),
-                    })?;
-            seeds.push(seed);
+                    }
+                })?;
+                if commitments.get(&s).map(Vec::as_slice) != Some(sha256(&seed).as_slice()) {
+                    return Err(TrainerError::RoundAnswer {
+                        round: self.round,
+                        site: s.clone(),
+                        problem: "the self-mask seed it revealed does not hash to the commitment of its LocalRoundTrained entry".into(),
+                    });
+                }
+                seeds.push(seed);
+                pending.retain(|p| *p != s);
+            }
+            failed = f;
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !pending.is_empty() {
+            return Ok(Attempted::Failed(failed));
         }
         remove_self_masks(&mut sum, &seeds);
         entries.sort_unstable();
@@ -356,13 +379,16 @@ impl RoundPlan<'_> {
         sites: &[String],
         masked: &[u8],
         rows: u64,
-    ) -> Result<()> {
+    ) -> Result<Vec<u8>> {
         let wrong = |problem: String| TrainerError::RoundAnswer {
             round: self.round,
             site: site.to_string(),
             problem,
         };
-        session.ledger.update_to(index + 1).await?;
+        let next = index
+            .checked_add(1)
+            .ok_or_else(|| wrong(format!("ledger index {index}")))?;
+        session.ledger.update_to(next).await?;
         let e = session.ledger.entry(index).await?;
         let Some(Payload::LocalRoundTrained(r)) = e.payload() else {
             return Err(wrong(format!(
@@ -382,7 +408,7 @@ impl RoundPlan<'_> {
                 "entry {index} does not record this round as answered (site, round, attempt, participants, rows, model or update hash differ)"
             )));
         }
-        Ok(())
+        Ok(r.self_mask_sha256.clone())
     }
 
     /// The round: attempts until one aggregates, leaving failed sites out as the spec says.

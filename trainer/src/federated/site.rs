@@ -178,6 +178,26 @@ impl LocalTrainer for SiteTrainer {
             )));
         }
         let f = spec.federated_settings();
+        if job.round as usize > f.rounds {
+            return Err(LocalTrainingError::Invalid(format!(
+                "round {} of cohort {}: its spec has {} rounds",
+                job.round, job.rows.cohort_id, f.rounds
+            )));
+        }
+        if let Some(h) = job.participants.iter().find(|p| spec.held_out.contains(p)) {
+            return Err(LocalTrainingError::Invalid(format!(
+                "participant {h} is held out of cohort {}: held-out sites do not train",
+                job.rows.cohort_id
+            )));
+        }
+        if job.participants.len() < f.min_sites {
+            return Err(LocalTrainingError::Invalid(format!(
+                "{} participants; the spec of cohort {} asks for at least {} a round",
+                job.participants.len(),
+                job.rows.cohort_id,
+                f.min_sites
+            )));
+        }
         let data = Self::assemble(&job.rows, &spec, false)?;
         let parts = parts(&data, &spec);
         let train_idx: Vec<usize> = (0..data.len())
