@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainerError};
-use crate::spec::{CohortSpec, SignalSpec};
+use crate::spec::{CohortSpec, Fractions, SignalSpec};
 
 /// What the trainer keeps of a row besides its window (no identifiers: the pseudonym only
 /// groups rows of one patient for the split).
@@ -520,15 +520,6 @@ pub enum Part {
     Test,
     /// A held-out site (evaluation only, at the end).
     HeldOut,
-}
-
-/// Shares of the groups that go to validation and to test.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fractions {
-    /// Validation share.
-    pub val: f64,
-    /// Test share.
-    pub test: f64,
 }
 
 /// Splits by [`split`]; when `val_records` is not empty, the rows of those records are

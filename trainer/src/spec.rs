@@ -221,6 +221,15 @@ pub struct CohortSpec {
     pub federated: Option<FederatedSpec>,
 }
 
+/// Shares of the groups that go to validation and to test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fractions {
+    /// Validation share.
+    pub val: f64,
+    /// Test share.
+    pub test: f64,
+}
+
 /// Federated training settings (docs/training.md "Federated mode").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -597,8 +606,8 @@ impl CohortSpec {
     }
 
     /// The validation and test shares of the split.
-    pub fn fractions(&self) -> crate::data::Fractions {
-        crate::data::Fractions {
+    pub fn fractions(&self) -> Fractions {
+        Fractions {
             val: self.train.val_fraction,
             test: self.train.test_fraction,
         }
