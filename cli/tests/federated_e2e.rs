@@ -480,9 +480,10 @@ async fn hospital_policy_and_the_round_protocol() {
         round,
         attempt,
     };
+    let hosp_b = KeyPair::read_file(&fed.key("hosp-b")).unwrap();
     let key_b = |round: u32, attempt: u32| {
         let public = AgreementKey::generate().public();
-        let k = KeyPair::read_file(&fed.key("hosp-b")).unwrap();
+        let k = &hosp_b;
         RoundKey {
             site: "site-b".into(),
             member: "hosp-b".into(),
@@ -595,6 +596,30 @@ async fn hospital_policy_and_the_round_protocol() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("its spec has 3 rounds"), "{err}");
+
+    // A hospital whose policy asks for differential privacy refuses a round without it.
+    let cfg = fed.gateways[0].2.clone();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "allow_pull = false",
+            "allow_pull = false\nmin_noise_multiplier = 1.0",
+        ),
+    )
+    .unwrap();
+    fed.restart_gateway(0, &[]);
+    let mut a = fed.gateway(0, "sci").await;
+    let mine = a.open_round(open_at(4, 2)).await.unwrap().key.unwrap();
+    let err = a
+        .train_round(train_at(4, 2, vec![mine, key_b(4, 2)], model(0.05, n)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("only with differential privacy of noise multiplier at least 1"),
+        "{err}"
+    );
 }
 
 /// Differential privacy per site: the demo's cohort with `[federated.dp]`, run from a topology

@@ -205,6 +205,10 @@ pub struct SliceRows {
     pub erased: u64,
     /// The gateway's age-band edges (what a row's age band is).
     pub age_edges: Vec<u32>,
+    /// The gateway's k: scores of a group of fewer distinct patients are not answered.
+    pub k: u64,
+    /// The hospital's floor on the DP noise multiplier of rounds (0: DP not required).
+    pub min_noise_multiplier: f64,
     /// The cohort spec file's bytes (its SHA-256 is the cohort's `spec_sha256`).
     pub spec: Vec<u8>,
 }

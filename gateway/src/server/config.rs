@@ -130,6 +130,10 @@ pub struct Policy {
     /// refused.
     #[serde(default = "yes")]
     pub allow_federated: bool,
+    /// Federated rounds train here only with differential privacy of at least this noise
+    /// multiplier σ (the spec's `[federated.dp]`); 0 (default): DP is the spec's choice.
+    #[serde(default)]
+    pub min_noise_multiplier: f64,
 }
 
 fn yes() -> bool {
@@ -190,6 +194,7 @@ impl Default for Policy {
             ages: AgePolicy::default(),
             allow_pull: true,
             allow_federated: true,
+            min_noise_multiplier: 0.0,
         }
     }
 }

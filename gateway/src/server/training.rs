@@ -188,6 +188,8 @@ impl TrainingServer {
             slice_size: s.segments.len() as u64,
             erased,
             age_edges: self.gw.cfg.age_edges.iter().map(|&e| e as u32).collect(),
+            k: self.gw.cfg.k,
+            min_noise_multiplier: self.gw.cfg.policy.min_noise_multiplier,
             spec,
         })
     }

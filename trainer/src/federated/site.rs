@@ -178,6 +178,17 @@ impl LocalTrainer for SiteTrainer {
             )));
         }
         let f = spec.federated_settings();
+        let floor = job.rows.min_noise_multiplier;
+        if floor > 0.0 && f.dp.is_none_or(|d| d.noise_multiplier < floor) {
+            return Err(LocalTrainingError::Invalid(format!(
+                "site {site} trains only with differential privacy of noise multiplier at least {floor} (its policy); the spec of cohort {} asks for {}",
+                job.rows.cohort_id,
+                f.dp.map_or("none".to_string(), |d| format!(
+                    "σ = {}",
+                    d.noise_multiplier
+                ))
+            )));
+        }
         if job.round as usize > f.rounds {
             return Err(LocalTrainingError::Invalid(format!(
                 "round {} of cohort {}: its spec has {} rounds",
@@ -299,8 +310,20 @@ impl LocalTrainer for SiteTrainer {
         let (_vs, net) = self.network(&spec, &model)?;
         let probs = predict(&net, &data, &idx, self.device);
         let classes = spec.class_names();
+        // A subgroup of fewer than k distinct patients is not answered (as the strata).
+        let k = rows.k.max(1) as usize;
         let by = |key: &dyn Fn(&RowMeta) -> String| {
-            scores_by(&idx, &data.meta, &probs, &classes, &spec.scored, key)
+            let mut groups = scores_by(&idx, &data.meta, &probs, &classes, &spec.scored, key);
+            groups.retain(|g, _| {
+                let patients: std::collections::HashSet<&str> = idx
+                    .iter()
+                    .map(|&i| &data.meta[i])
+                    .filter(|m| key(m) == *g)
+                    .map(|m| m.group.as_str())
+                    .collect();
+                patients.len() >= k
+            });
+            groups
         };
         let report = SiteScores {
             part: name.into(),
