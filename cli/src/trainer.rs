@@ -102,13 +102,7 @@ pub(crate) fn run_train_cmd(
         c.best_epoch
     );
     print_evaluation(&r.evaluation);
-    println!(
-        "ModelTrained at ledger index {} (weights SHA-256 {}); files in {}: {}",
-        c.ledger_index,
-        c.weights_sha256,
-        out.display(),
-        r.files.join(", ")
-    );
+    print_recorded(c, &out, &r.files);
     Ok(())
 }
 
@@ -128,14 +122,19 @@ fn run_federated_cmd(spec: &LoadedSpec, opts: &TrainOptions, json: bool) -> Resu
         c.best_epoch
     );
     print_evaluation(&r.evaluation);
+    print_recorded(c, &opts.out, &r.files);
+    Ok(())
+}
+
+/// Where the model was recorded and written.
+fn print_recorded(c: &ecgfed_trainer::run::ModelCard, out: &std::path::Path, files: &[String]) {
     println!(
         "ModelTrained at ledger index {} (weights SHA-256 {}); files in {}: {}",
         c.ledger_index,
         c.weights_sha256,
-        opts.out.display(),
-        r.files.join(", ")
+        out.display(),
+        files.join(", ")
     );
-    Ok(())
 }
 
 /// The validation and held-out tables of an evaluation.

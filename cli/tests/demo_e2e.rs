@@ -319,19 +319,7 @@ fn demo_then_audit() {
         audit_lineage(&args)
     };
     let erased = lineage(&["--erased"]);
-    let hits: Vec<Value> = erased
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(
-        hits.iter().any(|h| h["erasure"]["site"] == "site-b"
-            && h["usage"]["models"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["model_id"] == model.as_str())),
-        "--erased does not list the demo model: {erased}"
-    );
+    common::assert_erasure_reaches(&erased, "site-b", &model);
     let commitment = &site_b.commitments[0].to_hex();
     let by_record = lineage(&["--record", commitment]);
     assert!(

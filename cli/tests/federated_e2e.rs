@@ -32,6 +32,20 @@ use tonic::Code;
 
 const SITES3: [&str; 3] = ["site-a", "site-b", "site-c"];
 
+/// `ecgfed audit lineage --data LEDGER --model MODEL --json`, parsed.
+fn lineage_json(ledger: &Path, model: &str) -> Value {
+    serde_json::from_str(&run(&[
+        "audit",
+        "lineage",
+        "--data",
+        s(ledger),
+        "--model",
+        model,
+        "--json",
+    ]))
+    .unwrap()
+}
+
 /// Entries of `kind` in the ledger store under `ledger`, read offline.
 async fn entries_of_kind(ledger: &Path, kind: &str) -> Vec<ecgfed_audit::source::VerifiedEntry> {
     let mut src = StoreSource::open(&ledger.join("db")).unwrap();
@@ -168,16 +182,7 @@ async fn federated_demo_trains_at_the_gateways_and_survives_a_dropout() {
                 .map(|e| e.as_u64().unwrap())
         })
         .collect();
-    let l: Value = serde_json::from_str(&run(&[
-        "audit",
-        "lineage",
-        "--data",
-        s(&ledger),
-        "--model",
-        &model,
-        "--json",
-    ]))
-    .unwrap();
+    let l = lineage_json(&ledger, &model);
     assert_eq!(l["model"]["mode"], "federated");
     let listed: Vec<u64> = l["rounds"]
         .as_array()
@@ -279,19 +284,7 @@ async fn federated_demo_trains_at_the_gateways_and_survives_a_dropout() {
         "--json",
     ]);
     restarted.stop();
-    let hits: Vec<Value> = erased
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(
-        hits.iter().any(|h| h["erasure"]["site"] == "site-b"
-            && h["usage"]["models"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["model_id"] == model.as_str())),
-        "--erased does not list the federated model: {erased}"
-    );
+    common::assert_erasure_reaches(&erased, "site-b", &model);
 }
 
 /// The status of a call that must be refused.
@@ -693,16 +686,7 @@ fn differential_privacy_is_recorded_per_round_and_composed_by_the_auditor() {
             });
     }
     assert_eq!(per_site.len(), 3, "{per_site:?}");
-    let l: Value = serde_json::from_str(&run(&[
-        "audit",
-        "lineage",
-        "--data",
-        s(&ledger),
-        "--model",
-        &model,
-        "--json",
-    ]))
-    .unwrap();
+    let l = lineage_json(&ledger, &model);
     let privacy = l["privacy"].as_array().unwrap();
     assert_eq!(privacy.len(), 3, "{l}");
     for p in privacy {

@@ -122,3 +122,21 @@ pub(crate) fn erase_after_demo(
         witnesses,
     }
 }
+
+/// Fails unless `erased` (`audit lineage --erased --json` lines) lists an erasure at `site`
+/// whose cohort fed `model`.
+pub(crate) fn assert_erasure_reaches(erased: &str, site: &str, model: &str) {
+    let hits: Vec<serde_json::Value> = erased
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        hits.iter().any(|h| h["erasure"]["site"] == site
+            && h["usage"]["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["model_id"] == model)),
+        "--erased does not list model {model}: {erased}"
+    );
+}

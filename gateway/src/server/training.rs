@@ -94,6 +94,16 @@ impl TrainingServer {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
+    /// A training call's caller (authenticated for `method`), its request and the trainer.
+    async fn begin<T: prost::Message>(
+        &self,
+        method: &str,
+        r: Request<T>,
+    ) -> Result<(MemberInfo, T, Arc<dyn LocalTrainer>), Status> {
+        let who = caller(&self.gw, &format!("{TRAINING_PATH}{method}"), &r).await?;
+        Ok((who, r.into_inner(), self.trainer()?))
+    }
+
     fn trainer(&self) -> Result<Arc<dyn LocalTrainer>, Status> {
         self.gw.trainer().ok_or_else(|| {
             status(
@@ -395,9 +405,7 @@ impl TrainingService for TrainingServer {
         &self,
         r: Request<TrainRoundRequest>,
     ) -> Result<Response<TrainRoundResponse>, Status> {
-        let who = caller(&self.gw, &format!("{TRAINING_PATH}TrainRound"), &r).await?;
-        let q = r.into_inner();
-        let trainer = self.trainer()?;
+        let (who, q, trainer) = self.begin("TrainRound", r).await?;
         let site = self.gw.cfg.site.clone();
         let (s, cohort) = self.round_slice(&who, &q.cohort_id).await?;
         if let Some(a) = self.revealed(&q.cohort_id, q.round)? {
@@ -633,9 +641,7 @@ impl TrainingService for TrainingServer {
         &self,
         r: Request<EvaluateRequest>,
     ) -> Result<Response<EvaluateResponse>, Status> {
-        let who = caller(&self.gw, &format!("{TRAINING_PATH}Evaluate"), &r).await?;
-        let q = r.into_inner();
-        let trainer = self.trainer()?;
+        let (who, q, trainer) = self.begin("Evaluate", r).await?;
         let site = self.gw.cfg.site.clone();
         let (s, cohort) = self.round_slice(&who, &q.cohort_id).await?;
         let part = EvalPart::parse(&q.part).ok_or_else(|| {
