@@ -615,6 +615,77 @@ async fn hospital_policy_and_the_round_protocol() {
     );
 }
 
+/// A topology folder in `dir` with the demo's topology and its cohort as `cohort_id`, in
+/// federated mode, with `federated` (the spec's federated tables) appended.
+fn topology_with(dir: &Path, cohort_id: &str, federated: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let topo = dir.join("topology");
+    std::fs::create_dir_all(&topo).unwrap();
+    std::fs::copy(
+        root.join("deploy/topology.toml"),
+        topo.join("topology.toml"),
+    )
+    .unwrap();
+    let cohort = std::fs::read_to_string(root.join("deploy/cohort.toml")).unwrap();
+    let cohort = cohort.replace(
+        "cohort_id = \"demo-rhythm\"",
+        &format!("cohort_id = \"{cohort_id}\""),
+    );
+    std::fs::write(
+        topo.join("cohort.toml"),
+        format!("mode = \"federated\"\n{cohort}\n{federated}"),
+    )
+    .unwrap();
+    topo
+}
+
+/// `on_failure = "stop"`: a site dying mid-round stops training with an error naming the
+/// round, the attempt and the site; no model is recorded.
+#[test]
+fn a_failed_site_stops_training_when_the_spec_says_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let topo = topology_with(
+        tmp.path(),
+        "demo-stop",
+        "[federated]\nrounds = 3\non_failure = \"stop\"\n",
+    );
+    let data = tmp.path().join("demo");
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--topology",
+            s(&topo),
+            "--sample",
+            s(&root.join("datasets/sample")),
+            "--data",
+            s(&data),
+            "--json",
+        ])
+        .env("ECGFED_GATEWAY_FAULT", "die-in-round:site-c:2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "training went on");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("round 2 attempt 1") && err.contains("site-c (TrainRound)"),
+        "{err}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ledger = data.join("ledger");
+    assert!(
+        rt.block_on(entries_of_kind(&ledger, "ModelTrained"))
+            .is_empty()
+    );
+    // Round 1 was recorded by all three sites; nothing of round 2 was unmasked.
+    let rounds = rt.block_on(entries_of_kind(&ledger, "LocalRoundTrained"));
+    let first = rounds
+        .iter()
+        .filter(|e| matches!(e.payload(), Some(Payload::LocalRoundTrained(r)) if r.round == 1))
+        .count();
+    assert_eq!(first, 3);
+}
+
 /// Differential privacy per site: the demo's cohort with `[federated.dp]`, run from a topology
 /// folder. Every round at every site records its DP-SGD (clipping norm, σ, sampling rate,
 /// steps, δ); lineage recomputes each site's ε from those entries alone, which composes every
@@ -623,22 +694,11 @@ async fn hospital_policy_and_the_round_protocol() {
 fn differential_privacy_is_recorded_per_round_and_composed_by_the_auditor() {
     let tmp = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let topo = tmp.path().join("topology");
-    std::fs::create_dir_all(&topo).unwrap();
-    std::fs::copy(
-        root.join("deploy/topology.toml"),
-        topo.join("topology.toml"),
-    )
-    .unwrap();
-    let cohort = std::fs::read_to_string(root.join("deploy/cohort.toml")).unwrap();
-    let cohort = cohort.replace("cohort_id = \"demo-rhythm\"", "cohort_id = \"demo-dp\"");
-    std::fs::write(
-        topo.join("cohort.toml"),
-        format!(
-            "mode = \"federated\"\n{cohort}\n[federated]\nrounds = 2\n\n[federated.dp]\nclip_norm = 1.0\nnoise_multiplier = 1.3\ndelta = 1e-5\n"
-        ),
-    )
-    .unwrap();
+    let topo = topology_with(
+        tmp.path(),
+        "demo-dp",
+        "[federated]\nrounds = 2\n\n[federated.dp]\nclip_norm = 1.0\nnoise_multiplier = 1.3\ndelta = 1e-5\n",
+    );
     let data = tmp.path().join("demo");
     let summary: Value = serde_json::from_str(&run(&[
         "demo",
