@@ -529,6 +529,12 @@ async fn hospital_policy_and_the_round_protocol() {
         attempt,
         survivors: survivors.iter().map(|s| s.to_string()).collect(),
     };
+    // A second attempt of round 1 trained too (same model): once attempt 2 is revealed, its
+    // self mask is never given (two unmasked sums of one round would tell a site's update).
+    let mine3 = a.open_round(open_at(1, 3)).await.unwrap().key.unwrap();
+    a.train_round(train_at(1, 3, vec![mine3, key_b(1, 3)], m1.clone()))
+        .await
+        .unwrap();
     // Not every participant: no seed. Then all: the seed, which hashes to the entry's
     // commitment; asked again, the same seed.
     assert_eq!(
@@ -556,9 +562,18 @@ async fn hospital_policy_and_the_round_protocol() {
         r.participants,
         vec!["site-a".to_string(), "site-b".to_string()]
     );
+    let other = a
+        .reveal_mask(reveal(3, &["site-a", "site-b"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        other.contains("revealed the self mask of attempt 2"),
+        "{other}"
+    );
     // Round 1 is complete here: no other attempt of it opens.
     assert_eq!(
-        refused(a.open_round(open_at(1, 3)).await),
+        refused(a.open_round(open_at(1, 4)).await),
         Code::FailedPrecondition
     );
     // The same model in another round is refused; a later round with a new model trains; an
@@ -639,12 +654,28 @@ fn topology_with(dir: &Path, cohort_id: &str, federated: &str) -> std::path::Pat
     topo
 }
 
+/// `ecgfed demo --topology TOPO --sample <the embedded sample> --data DATA --json`.
+fn demo_args<'a>(topo: &'a Path, data: &'a Path) -> [&'a str; 8] {
+    static SAMPLE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let sample =
+        SAMPLE.get_or_init(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/sample"));
+    [
+        "demo",
+        "--topology",
+        s(topo),
+        "--sample",
+        s(sample),
+        "--data",
+        s(data),
+        "--json",
+    ]
+}
+
 /// `on_failure = "stop"`: a site dying mid-round stops training with an error naming the
 /// round, the attempt and the site; no model is recorded.
 #[test]
 fn a_failed_site_stops_training_when_the_spec_says_stop() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let topo = topology_with(
         tmp.path(),
         "demo-stop",
@@ -652,16 +683,7 @@ fn a_failed_site_stops_training_when_the_spec_says_stop() {
     );
     let data = tmp.path().join("demo");
     let out = Command::new(BIN)
-        .args([
-            "demo",
-            "--topology",
-            s(&topo),
-            "--sample",
-            s(&root.join("datasets/sample")),
-            "--data",
-            s(&data),
-            "--json",
-        ])
+        .args(demo_args(&topo, &data))
         .env("ECGFED_GATEWAY_FAULT", "die-in-round:site-c:2")
         .output()
         .unwrap();
@@ -693,24 +715,13 @@ fn a_failed_site_stops_training_when_the_spec_says_stop() {
 #[test]
 fn differential_privacy_is_recorded_per_round_and_composed_by_the_auditor() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let topo = topology_with(
         tmp.path(),
         "demo-dp",
         "[federated]\nrounds = 2\n\n[federated.dp]\nclip_norm = 1.0\nnoise_multiplier = 1.3\ndelta = 1e-5\n",
     );
     let data = tmp.path().join("demo");
-    let summary: Value = serde_json::from_str(&run(&[
-        "demo",
-        "--topology",
-        s(&topo),
-        "--sample",
-        s(&root.join("datasets/sample")),
-        "--data",
-        s(&data),
-        "--json",
-    ]))
-    .unwrap();
+    let summary: Value = serde_json::from_str(&run(&demo_args(&topo, &data))).unwrap();
     assert_eq!(summary["mode"], "federated", "{summary}");
     let model = summary["model_id"].as_str().unwrap().to_string();
     let ledger = data.join("ledger");

@@ -47,6 +47,16 @@ fn status(code: Code, m: impl Into<String>) -> Status {
     Status::new(code, m.into())
 }
 
+/// A round's model: f32 little-endian parameters.
+fn model_of(bytes: &[u8]) -> Result<Vec<f32>, Status> {
+    bytes_to_params(bytes).ok_or_else(|| {
+        status(
+            Code::InvalidArgument,
+            format!("the model is {} bytes, not f32 values", bytes.len()),
+        )
+    })
+}
+
 /// A task that failed (a panic in the trainer): its first line, at most 300 characters.
 fn task_failed(what: &str, e: tokio::task::JoinError) -> Status {
     let full = e.to_string();
@@ -102,6 +112,16 @@ impl TrainingServer {
     ) -> Result<(MemberInfo, T, Arc<dyn LocalTrainer>), Status> {
         let who = caller(&self.gw, &format!("{TRAINING_PATH}{method}"), &r).await?;
         Ok((who, r.into_inner(), self.trainer()?))
+    }
+
+    /// This gateway's turn to train or evaluate (one at a time).
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.gw
+            .rounds
+            .turn
+            .acquire()
+            .await
+            .map_err(|_| status(Code::Unavailable, "the gateway is stopping"))
     }
 
     fn trainer(&self) -> Result<Arc<dyn LocalTrainer>, Status> {
@@ -452,12 +472,7 @@ impl TrainingService for TrainingServer {
             .map(|a| a.site.as_str())
             .collect();
         let (participants, pairs) = self.participants(&q, &key, &sites).await?;
-        let model = bytes_to_params(&q.model).ok_or_else(|| {
-            status(
-                Code::InvalidArgument,
-                format!("the model is {} bytes, not f32 values", q.model.len()),
-            )
-        })?;
+        let model = model_of(&q.model)?;
         // The spec checked and the rows read before the attempt is taken.
         let rows = self.slice_rows(&s, &cohort, q.spec).await?;
         // The attempt is taken before training: a second TrainRound of it is refused (two
@@ -497,13 +512,7 @@ impl TrainingService for TrainingServer {
             allocation: cohort.allocation.clone(),
             participants: participants.clone(),
         };
-        let _turn = self
-            .gw
-            .rounds
-            .turn
-            .acquire()
-            .await
-            .map_err(|_| status(Code::Unavailable, "the gateway is stopping"))?;
+        let _turn = self.turn().await?;
         self.bind_round(&q.cohort_id, q.round, &sha256(&q.model))?;
         let started = std::time::Instant::now();
         let update = tokio::task::spawn_blocking(move || trainer.train(job))
@@ -650,20 +659,9 @@ impl TrainingService for TrainingServer {
                 format!("part {:?}: expected \"validation\" or \"test\"", q.part),
             )
         })?;
-        let model = bytes_to_params(&q.model).ok_or_else(|| {
-            status(
-                Code::InvalidArgument,
-                format!("the model is {} bytes, not f32 values", q.model.len()),
-            )
-        })?;
+        let model = model_of(&q.model)?;
         let rows = self.slice_rows(&s, &cohort, q.spec).await?;
-        let _turn = self
-            .gw
-            .rounds
-            .turn
-            .acquire()
-            .await
-            .map_err(|_| status(Code::Unavailable, "the gateway is stopping"))?;
+        let _turn = self.turn().await?;
         let scores = tokio::task::spawn_blocking(move || trainer.evaluate(rows, model, part))
             .await
             .map_err(|e| task_failed("evaluation", e))?
