@@ -8,6 +8,12 @@
 # e.g. bench/federation.sh /tmp/fed 1 cinc=DATA/training2017 ludb=../shared/ecg/ludb
 #      bench/federation.sh /tmp/fed 1 mit=../shared/ecg/mitdb,--segmentation,beats
 #
+# The ledger is unwitnessed (`--no-witnesses`): a bench measures training, not the
+# witnesses; docs/ledger.md describes them.
+# REUSE=1 restarts the federation WORK already holds (ledger, gateways' key stores: the same
+# pseudonyms, so the same splits) instead of making a new one.
+# LINK_COHORTS=true gives the gateways `link_cohorts = true` (the same pseudonyms in every
+# cohort, so that cohorts of the same sites split alike: docs/cohorts.md).
 # AGE_EDGES="40,60" sets the gateways' age edges (AGE_EDGES="" gives one band, "0+"); unset,
 # the gateways' default. Stores are kept between runs (delete WORK/store-SITE to re-ingest). Stop everything with
 #   kill $(cat WORK/pids)
@@ -29,9 +35,14 @@ for spec in "$@"; do
   [ -f "$WORK/hosp-$site.key" ] || "$BIN" keys generate --out "$WORK/hosp-$site.key" >/dev/null
   members+=(--member "hosp-$site:hospital:$site=$WORK/hosp-$site.key")
 done
-rm -rf "$WORK/ledger" "$WORK"/gw-* "$WORK/genesis.toml"
-"$BIN" ledger genesis --origin ecgfed.local/bench "${members[@]}" --out "$WORK/genesis.toml" >/dev/null
-"$BIN" ledger init --genesis "$WORK/genesis.toml" --data "$WORK/ledger" --key "$WORK/ledger.key" >/dev/null
+if [ -n "${REUSE:-}" ] && [ -d "$WORK/ledger" ]; then
+  echo "federation: restarting the federation of $WORK (its ledger and gateways as they were)" >&2
+else
+  # A new ledger: the trust the members kept of the last one goes with it.
+  rm -rf "$WORK/ledger" "$WORK"/gw-* "$WORK/genesis.toml" "$WORK"/*.ledger-trust.json "$WORK/evidence"
+  "$BIN" ledger genesis --origin ecgfed.local/bench "${members[@]}" --no-witnesses --out "$WORK/genesis.toml" >/dev/null
+  "$BIN" ledger init --genesis "$WORK/genesis.toml" --data "$WORK/ledger" --key "$WORK/ledger.key" >/dev/null
+fi
 
 # Starts "$@" in the background and waits for its "listening on ADDR" line; sets $addr.
 start() {
@@ -81,6 +92,9 @@ ${AGE_EDGES+age_edges = [$AGE_EDGES]}
 address = "$ledger_addr"
 trust = "ledger/trust.json"
 EOF
+  if [ -n "${LINK_COHORTS:-}" ]; then
+    printf '[policy]\nlink_cohorts = %s\n' "$LINK_COHORTS" >>"$WORK/gateway-$site.toml"
+  fi
   start "$WORK/gw-$site" "$BIN" gateway serve --config "$WORK/gateway-$site.toml"
   printf '[[gateways]]\nsite = "%s"\naddress = "%s"\n' "$site" "$addr" >>"$WORK/federation.toml"
 done

@@ -8,7 +8,9 @@
 # CINC2017_DIR: the complete training set (8,528 records with REFERENCE-original.csv), e.g.
 # training2017/ of the GitHub repository Enei7/ECG2Text-AF at commit b1060827f851, brought
 # onto the machine outside this repository (never committed). Shared data: ECGFED_SHARED_ECG
-# (default ../shared/ecg). The model and its figures land in WORK/model-TASK.
+# (default ../shared/ecg). The model and its figures land in WORK/model-TASK; with EXPORT=1 the
+# training rows also in WORK/windows-TASK (`--export-windows`, for bench/beats_cv.py).
+# SPEC: another spec than bench/quality/ (e.g. the configuration bench/beats_cv.py chose).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 task=$1
@@ -57,6 +59,9 @@ beats)
   ;;
 esac
 
-rm -rf "$WORK/model-$task"
-time "${ECGFED_BIN:-target/release/ecgfed}" train --spec "$spec" \
-  --federation "$WORK/federation.toml" --out "$WORK/model-$task" 2>&1 | tee "$WORK/train-$task.log"
+rm -rf "$WORK/model-$task" "$WORK/windows-$task"
+export_args=()
+[ -n "${EXPORT:-}" ] && export_args=(--export-windows "$WORK/windows-$task")
+time "${ECGFED_BIN:-target/release/ecgfed}" train --spec "${SPEC:-$spec}" \
+  --federation "$WORK/federation.toml" --out "$WORK/model-$task" "${export_args[@]}" 2>&1 |
+  tee "$WORK/train-$task.log"

@@ -68,6 +68,11 @@ enum Command {
         /// Print the outcome as JSON (no progress bars).
         #[arg(long)]
         json: bool,
+        /// Pull mode: also write the verified windows and their parts to this folder
+        /// (`windows.f32`, `rows.jsonl`; docs/training.md "Exported windows"), e.g. to train
+        /// the same rows with another framework.
+        #[arg(long)]
+        export_windows: Option<PathBuf>,
     },
     /// Classify WFDB/.mat records from disk with a saved model.
     Predict {
@@ -131,7 +136,8 @@ fn main() -> std::process::ExitCode {
             device,
             federation,
             json,
-        } => trainer::run_train_cmd(spec, out, device, federation, json),
+            export_windows,
+        } => trainer::run_train_cmd(spec, out, device, federation, json, export_windows),
         Command::Predict {
             model,
             records,

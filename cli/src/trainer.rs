@@ -75,6 +75,7 @@ pub(crate) fn run_train_cmd(
     device: String,
     federation: Option<PathBuf>,
     json: bool,
+    export_windows: Option<PathBuf>,
 ) -> Result<()> {
     let spec = LoadedSpec::read(&spec)?;
     let opts = TrainOptions {
@@ -82,6 +83,7 @@ pub(crate) fn run_train_cmd(
         device,
         progress: !json,
         federation,
+        export_windows,
     };
     if spec.spec.is_federated() {
         return run_federated_cmd(&spec, &opts, json);

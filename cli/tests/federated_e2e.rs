@@ -23,8 +23,8 @@ use ecgfed_gateway::server::{KeyStore, SliceRecord};
 use ecgfed_ledger::keys::{AgreementKey, KeyPair};
 use ecgfed_proto::v1::entry_body::Payload;
 use ecgfed_proto::v1::{
-    OpenRoundRequest, ReserveSliceRequest, RevealMaskRequest, RoundKey, SubjectKind,
-    TrainRoundRequest,
+    EvaluateRequest, OpenRoundRequest, ReserveSliceRequest, RevealMaskRequest, RoundKey,
+    SubjectKind, TrainRoundRequest,
 };
 use serde_json::Value;
 use sha2::Digest;
@@ -605,6 +605,17 @@ async fn hospital_policy_and_the_round_protocol() {
         .to_string();
     assert!(err.contains("its spec has 3 rounds"), "{err}");
 
+    // The test part is scored for one model: the first one asked (again on a retry).
+    let evaluate = |m: Vec<u8>, part: &str| EvaluateRequest {
+        cohort_id: "fed-2".into(),
+        spec: spec.clone(),
+        model: m,
+        part: part.into(),
+    };
+    let first = a.evaluate(evaluate(model(0.1, n), "test")).await.unwrap();
+    let again = a.evaluate(evaluate(model(0.1, n), "test")).await.unwrap();
+    assert_eq!(first.scores_json, again.scores_json);
+
     // A hospital whose policy asks for differential privacy refuses a round without it.
     let cfg = fed.gateways[0].2.clone();
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -626,6 +637,46 @@ async fn hospital_policy_and_the_round_protocol() {
         .to_string();
     assert!(
         err.contains("only with differential privacy of noise multiplier at least 1"),
+        "{err}"
+    );
+    // After the restart the binding holds: another model's test scores are refused, naming
+    // the first model; validation scores of any model are still answered.
+    let first_sha = hex::encode(sha2::Sha256::digest(model(0.1, n)));
+    match a.evaluate(evaluate(model(0.2, n), "test")).await {
+        Err(ecgfed_gateway::GatewayError::Refused { code, message, .. }) => {
+            assert_eq!(code, Code::FailedPrecondition, "{message}");
+            assert!(
+                message.contains("scored once") && message.contains(&first_sha[..16]),
+                "{message}"
+            );
+        }
+        other => panic!("a second model's test scores: {other:?}"),
+    }
+    a.evaluate(evaluate(model(0.2, n), "validation"))
+        .await
+        .unwrap();
+    a.evaluate(evaluate(model(0.1, n), "test")).await.unwrap();
+
+    // A hospital with a privacy budget trains only with DP: a round without it is refused,
+    // naming the budget and its δ.
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "allow_pull = false",
+            "allow_pull = false\nmax_epsilon = 2.0\nepsilon_delta = 1e-6",
+        ),
+    )
+    .unwrap();
+    fed.restart_gateway(0, &[]);
+    let mut a = fed.gateway(0, "sci").await;
+    let mine = a.open_round(open_at(4, 3)).await.unwrap().key.unwrap();
+    let err = a
+        .train_round(train_at(4, 3, vec![mine, key_b(4, 3)], model(0.06, n)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("privacy budget (ε ≤ 2 at δ = 0.000001") && err.contains("has none"),
         "{err}"
     );
 }
@@ -771,6 +822,14 @@ fn differential_privacy_is_recorded_per_round_and_composed_by_the_auditor() {
         assert!(runs.len() >= 2);
         let steps: u64 = runs.iter().map(|r| r.steps).sum();
         assert_eq!(p["steps"].as_u64().unwrap(), steps);
+        // The gateway's own account of its privacy spending (what a budget is checked
+        // against) holds the same rounds as its ledger entries.
+        let ks = KeyStore::open(&data.join(site).join("gw")).unwrap();
+        let spent: Vec<ecgfed_gateway::federated::DpSpent> =
+            serde_json::from_slice(&ks.meta("dp-spent/demo-dp").unwrap().unwrap()).unwrap();
+        let spent: Vec<(f64, u64)> = spent.iter().map(|s| (s.sample_rate, s.steps)).collect();
+        let recorded: Vec<(f64, u64)> = runs.iter().map(|r| (r.sample_rate, r.steps)).collect();
+        assert_eq!(spent, recorded, "{site}");
     }
     let most = privacy
         .iter()

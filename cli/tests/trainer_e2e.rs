@@ -55,6 +55,21 @@ kernel = 5
 val_fraction = 0.25
 "#;
 
+/// The rows of an `--export-windows` folder.
+fn exported(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("rows.jsonl"))
+        .unwrap()
+        .lines()
+        .map(json)
+        .collect()
+}
+
+fn write_spec(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -201,6 +216,7 @@ async fn plan_train_record_and_rebuild() {
     // Same spec and seed again: the cohort is reused, the slices are the same (roots on the
     // ledger) and the assembled data is byte-identical.
     let out2 = fed.dir.join("model-2");
+    let export = fed.dir.join("export-2");
     let r2 = json(&run(&[
         "train",
         "--spec",
@@ -208,7 +224,76 @@ async fn plan_train_record_and_rebuild() {
         "--out",
         s(&out2),
         "--json",
+        "--export-windows",
+        s(&export),
     ]));
+    // The exported windows are the run's rows, part by part, 1,000 samples each (100 Hz × 10 s).
+    let rows = exported(&export);
+    for part in ["train", "validation", "test"] {
+        let n = rows.iter().filter(|r| r["part"] == part).count() as u64;
+        assert_eq!(Some(n), r2["card"]["rows"][part].as_u64(), "{part}");
+    }
+    let bytes = std::fs::metadata(export.join("windows.f32")).unwrap().len();
+    assert_eq!(bytes, rows.len() as u64 * 1000 * 4);
+
+    // train_sites: one site's training and validation parts train; the other gives its test
+    // part only. The other is the site with test rows in the pooled run: test groups are
+    // counted per site and class, so another cohort of the same plan has as many.
+    let test_rows = |site: &str| {
+        rows.iter()
+            .filter(|r| r["site"] == site && r["part"] == "test")
+            .count()
+    };
+    let (trains, other) = if test_rows("site-b") >= test_rows("site-a") {
+        ("site-a", "site-b")
+    } else {
+        ("site-b", "site-a")
+    };
+    assert!(test_rows(other) > 0, "no test rows at either site");
+    let alone = fed.dir.join("alone.toml");
+    std::fs::write(
+        &alone,
+        SPEC.replace("e2e-rhythm", "e2e-rhythm-alone").replace(
+            "[train]\n",
+            &format!("[train]\ntrain_sites = [\"{trains}\"]\n"),
+        ),
+    )
+    .unwrap();
+    let export_a = fed.dir.join("export-alone");
+    run(&[
+        "train",
+        "--spec",
+        s(&alone),
+        "--out",
+        s(&fed.dir.join("model-alone")),
+        "--json",
+        "--export-windows",
+        s(&export_a),
+    ]);
+    let rows_a = exported(&export_a);
+    let of = |site: &str, part: &str| {
+        rows_a
+            .iter()
+            .filter(|r| r["site"] == site && r["part"] == part)
+            .count()
+    };
+    assert!(of(trains, "train") > 0);
+    assert!(of(other, "test") > 0);
+    assert_eq!((of(other, "train"), of(other, "validation")), (0, 0));
+    let err = run_fails(&[
+        "cohort",
+        "plan",
+        "--spec",
+        s(&write_spec(
+            &fed.dir,
+            "bad-sites.toml",
+            &SPEC.replace("[train]\n", "[train]\ntrain_sites = [\"site-z\"]\n"),
+        )),
+    ]);
+    assert!(
+        err.contains("train_sites") && err.contains("site-z"),
+        "{err}"
+    );
     assert_eq!(
         r2["card"]["cohort_ledger_index"],
         card["cohort_ledger_index"]

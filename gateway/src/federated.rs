@@ -209,8 +209,40 @@ pub struct SliceRows {
     pub k: u64,
     /// The hospital's floor on the DP noise multiplier of rounds (0: DP not required).
     pub min_noise_multiplier: f64,
+    /// The hospital's privacy budget for the cohort (0: none; docs/training.md "Differential
+    /// privacy").
+    pub max_epsilon: f64,
+    /// The δ of that budget.
+    pub epsilon_delta: f64,
+    /// The DP-SGD of every round this site trained for the cohort so far (its key store's
+    /// account, every attempt included).
+    pub dp_spent: Vec<DpSpent>,
     /// The cohort spec file's bytes (its SHA-256 is the cohort's `spec_sha256`).
     pub spec: Vec<u8>,
+}
+
+/// One round's DP-SGD at a site, as its gateway accounts it against the budget.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DpSpent {
+    /// Poisson sampling rate q.
+    pub sample_rate: f64,
+    /// Noise multiplier σ.
+    pub noise_multiplier: f64,
+    /// Steps.
+    pub steps: u64,
+}
+
+impl DpSpent {
+    /// The round's DP-SGD from its `training_json` (`dp.sample_rate`, `dp.noise_multiplier`,
+    /// `dp.steps`); none without DP.
+    pub fn of_training(training: &serde_json::Value) -> Option<DpSpent> {
+        let dp = training.get("dp")?;
+        Some(DpSpent {
+            sample_rate: dp.get("sample_rate")?.as_f64()?,
+            noise_multiplier: dp.get("noise_multiplier")?.as_f64()?,
+            steps: dp.get("steps")?.as_u64()?,
+        })
+    }
 }
 
 /// One round of local training asked of a gateway.
@@ -237,7 +269,7 @@ pub struct LocalUpdate {
     pub delta: Vec<f32>,
     /// Rows trained on (the update's FedAvg weight).
     pub rows: u64,
-    /// Mean training loss.
+    /// Mean training loss; NaN when withheld (under differential privacy).
     pub train_loss: f64,
     /// The local training as run (recorded as the entry's `training_json`).
     pub training: serde_json::Value,
@@ -252,12 +284,13 @@ pub struct LocalScores {
     pub scores: serde_json::Value,
 }
 
-/// Which rows of a training site an evaluation scores.
+/// Which rows of a site an evaluation scores (a held-out site's rows count as its test part).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvalPart {
     /// The validation part (rounds are chosen on it).
     Validation,
-    /// The test part (scored once, at the end).
+    /// The test part, or a held-out site's rows: scored once, at the end, for one model only
+    /// (the gateway refuses another model's).
     Test,
 }
 

@@ -48,6 +48,11 @@ fn code(e: ecgfed_gateway::GatewayError) -> Code {
 /// Item 3. Hospital B, reading the public CohortCreated, writes `c1/site-a` before site A
 /// does: the ledger refuses it; on a ledger whose host lets it through anyway, site A still
 /// commits its own slice and the scientist's pull takes that one, not B's.
+/// Fault points are armed process-wide (`faults::arm`) and erasures hit them: the tests that
+/// arm a point or erase run one at a time, so that one test's armed point never fires in
+/// another's erasure.
+static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slice_id_belongs_to_its_site_whatever_the_ledger_accepts() {
     let fed = Fed::start(Policy::default()).await;
@@ -199,6 +204,7 @@ async fn a_member_the_hospitals_did_not_approve_is_refused() {
 /// erasure requested while one is pending queues behind it instead of replacing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_erasures_complete_and_queue_in_order() {
+    let _faults = FAULTS.lock().await;
     let mut fed = Fed::start(Policy::default()).await;
     let patients: Vec<String> = {
         let c = fed.gw(0).catalog();
@@ -269,6 +275,7 @@ async fn interrupted_erasures_complete_and_queue_in_order() {
 /// (key store and site store): not in the write-ahead log, not in a table file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erased_salt_is_in_no_file() {
+    let _faults = FAULTS.lock().await;
     let mut fed = Fed::start(Policy::default()).await;
     // Restart once so that the salts also sit in table files, not only in the log.
     fed.stop_gateway(0).await;
@@ -303,6 +310,7 @@ async fn an_erased_salt_is_in_no_file() {
 /// of the erased patient is received after the erasure began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_do_get_stops_when_an_erasure_begins() {
+    let _faults = FAULTS.lock().await;
     let policy = Policy {
         batch_rows: 1,
         cache_mb: 0,
@@ -391,6 +399,7 @@ async fn a_running_do_get_stops_when_an_erasure_begins() {
 /// ledger (same entry, same root) and the pull verifies, the erased rows announced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_on_the_ledger_survives_a_crash_and_an_erasure() {
+    let _faults = FAULTS.lock().await;
     let mut fed = Fed::start(Policy::default()).await;
     fed.cohort("sci", "c1", &[0], 2, 2).await;
     ecgfed_gateway::server::faults::arm("reserve:after-ledger");

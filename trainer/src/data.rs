@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainerError};
-use crate::spec::{CohortSpec, Fractions, SignalSpec};
+use crate::spec::{BEAT_SET_RR, BEAT_SET_RR_TEMPLATE, CohortSpec, Fractions, SignalSpec};
 
 /// What the trainer keeps of a row besides its window (no identifiers: the pseudonym only
 /// groups rows of one patient for the split).
@@ -235,8 +235,36 @@ impl CohortData {
         &self.feature_values[i * self.features..(i + 1) * self.features]
     }
 
+    /// Writes the rows to `dir`: `windows.f32` (the windows as the network sees them before
+    /// augmentation, row-major little-endian f32, `len × window`), `features.f32` (the beat
+    /// features likewise, `len × features`, when there are any) and `rows.jsonl` (one object
+    /// per row, in the same order: row, site, record_id, group, class, label, part).
+    pub fn export(&self, parts: &[Part], dir: &std::path::Path) -> Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).map_err(|e| TrainerError::io(dir, e))?;
+        let mut floats = vec![("windows.f32", &self.windows)];
+        if self.features > 0 {
+            floats.push(("features.f32", &self.feature_values));
+        }
+        for (name, values) in floats {
+            let p = dir.join(name);
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(&p, bytes).map_err(|e| TrainerError::io(&p, e))?;
+        }
+        let p = dir.join("rows.jsonl");
+        let mut out = Vec::new();
+        for (i, (m, part)) in self.meta.iter().zip(parts).enumerate() {
+            let line = serde_json::json!({
+                "row": i, "site": m.site, "record_id": m.record_id, "group": m.group,
+                "class": m.class, "label": m.label, "part": part.name(),
+            });
+            writeln!(out, "{line}").map_err(|e| TrainerError::io(&p, e))?;
+        }
+        std::fs::write(&p, out).map_err(|e| TrainerError::io(&p, e))
+    }
+
     /// Keeps rows `idx`, in that order.
-    fn take(&mut self, idx: &[usize]) {
+    pub fn take(&mut self, idx: &[usize]) {
         self.check_other_lead();
         let mut x = Vec::with_capacity(idx.len() * self.window);
         let mut f = Vec::with_capacity(idx.len() * self.features);
@@ -255,6 +283,23 @@ impl CohortData {
         self.windows = x;
         self.feature_values = f;
         self.other_lead = o;
+    }
+
+    /// The spec's beat features ([`CohortData::add_beat_features`]) when it asks for them, the
+    /// groups outside `train.beat_feature_set` set to 0 (a linear classifier then ignores them).
+    pub fn add_spec_features(&mut self, spec: &CohortSpec) {
+        if !spec.train.beat_features {
+            return;
+        }
+        self.add_beat_features(spec.signal.sample_rate);
+        let used = match spec.train.beat_feature_set.as_str() {
+            BEAT_SET_RR => RR_FEATURES,
+            BEAT_SET_RR_TEMPLATE => RR_FEATURES + MORPH_POINTS + 2,
+            _ => BEAT_FEATURES,
+        };
+        for row in self.feature_values.chunks_mut(BEAT_FEATURES) {
+            row[used..].fill(0.0);
+        }
     }
 
     /// Sets each row's features to its beat features (beat-centred windows at `rate` Hz),
@@ -522,6 +567,18 @@ pub enum Part {
     HeldOut,
 }
 
+impl Part {
+    /// `train`, `validation`, `test` or `held_out` (the model card's names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Train => "train",
+            Part::Val => "validation",
+            Part::Test => "test",
+            Part::HeldOut => "held_out",
+        }
+    }
+}
+
 /// Splits by [`split`]; when `val_records` is not empty, the rows of those records are
 /// validation whatever their group's part, and no other group is (the test part stays as
 /// [`split`] draws it).
@@ -557,31 +614,39 @@ pub fn split_with(
 }
 
 /// Splits by group (patient; record where the source has no patient id), never by segment:
-/// groups are taken per majority class, ordered by SHA-256(seed ‖ group); of each class's n
-/// groups the first `round(n × test)` go to test (at least one where the class has three groups
-/// or more and the share is positive), the next `round(n × val)` to validation (at least one
-/// where two groups or more remain and the share is positive), the rest to training.
+/// groups are taken per site and majority class, ordered by SHA-256(seed ‖ group); of each
+/// (site, class)'s n groups the first `round(n × test)` go to test (at least one where there
+/// are three groups or more and the share is positive), the next `round(n × val)` to
+/// validation (at least one where two groups or more remain and the share is positive), the
+/// rest to training. A site's parts depend on its own rows only, so a pooled (pull) run and a
+/// federated run, where each site splits its own rows, have the same train, validation and
+/// test parts.
 pub fn split(meta: &[RowMeta], fractions: Fractions, seed: u64, n_classes: usize) -> Vec<Part> {
     use std::collections::BTreeMap;
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for m in meta.iter().filter(|m| !m.held_out) {
         let counts = groups
-            .entry(m.group.as_str())
+            .entry((m.site.as_str(), m.group.as_str()))
             .or_insert_with(|| vec![0; n_classes]);
         counts[m.class.min(n_classes - 1)] += 1;
     }
-    let mut by_class: Vec<Vec<([u8; 32], &str)>> = vec![Vec::new(); n_classes];
-    for (g, counts) in &groups {
+    // (site, majority class) → its groups, each with SHA-256(seed ‖ group).
+    type Stratum<'a> = Vec<([u8; 32], &'a str)>;
+    let mut strata: BTreeMap<(&str, usize), Stratum> = BTreeMap::new();
+    for ((site, g), counts) in &groups {
         let major = (0..n_classes)
             .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
             .unwrap_or(0);
         let mut h = Sha256::new();
         h.update(seed.to_be_bytes());
         h.update(g.as_bytes());
-        by_class[major].push((h.finalize().into(), g));
+        strata
+            .entry((site, major))
+            .or_default()
+            .push((h.finalize().into(), g));
     }
     let mut part_of: std::collections::HashMap<&str, Part> = std::collections::HashMap::new();
-    for v in &mut by_class {
+    for v in strata.values_mut() {
         v.sort();
         let share = |f: f64, of: usize, least: usize| {
             let n = (of as f64 * f).round() as usize;
@@ -873,6 +938,24 @@ mod tests {
             d.row_features(0)[fit..fit + 2],
             d.row_features(0)[fit + 2..]
         );
+        // A spec's feature set: the groups it leaves out are zero, the others as computed.
+        let all = d.feature_values.clone();
+        let mut spec: CohortSpec = toml::from_str(
+            "purpose = \"t\"\ntask = \"aami-beats\"\n[signal]\nsample_rate = 180\n[train]\nbeat_features = true\n",
+        )
+        .unwrap();
+        for (set, used) in [("all", BEAT_FEATURES), ("rr+template", fit + 2), ("rr", 4)] {
+            spec.train.beat_feature_set = set.into();
+            d.add_spec_features(&spec);
+            for i in 0..d.len() {
+                let (f, want) = (
+                    d.row_features(i),
+                    &all[i * BEAT_FEATURES..][..BEAT_FEATURES],
+                );
+                assert_eq!(f[..used], want[..used], "{set}");
+                assert!(f[used..].iter().all(|v| *v == 0.0), "{set}");
+            }
+        }
     }
 
     #[test]
@@ -939,6 +1022,46 @@ mod tests {
                 assert_ne!(*p, Part::Val);
                 assert_eq!(*p == Part::Test, *q == Part::Test, "{}", m.group);
             }
+        }
+    }
+
+    #[test]
+    fn a_sites_parts_are_the_same_pooled_or_alone() {
+        // Three sites of unequal size and class mix: the pooled split, restricted to a site,
+        // equals that site's split of its own rows (what a federated site computes).
+        let meta: Vec<RowMeta> = (0..600)
+            .map(|i| {
+                let site = ["a", "b", "c"][(i * 7 / 3) % 3];
+                RowMeta {
+                    site: site.into(),
+                    source: "x".into(),
+                    segment_id: format!("x/{i}"),
+                    record_id: format!("{}", i / 3),
+                    group: format!("{site}/p{}", i / 3),
+                    sex: "F".into(),
+                    age_band: "unknown".into(),
+                    label: "l".into(),
+                    class: (i / 3) % if site == "a" { 2 } else { 5 } % 3,
+                    held_out: false,
+                    centre_ms: 0,
+                }
+            })
+            .collect();
+        let f = Fractions {
+            val: 0.2,
+            test: 0.2,
+        };
+        let pooled = split(&meta, f, 11, 3);
+        for site in ["a", "b", "c"] {
+            let idx: Vec<usize> = (0..meta.len()).filter(|&i| meta[i].site == site).collect();
+            let own: Vec<RowMeta> = idx.iter().map(|&i| meta[i].clone()).collect();
+            let alone = split(&own, f, 11, 3);
+            let from_pooled: Vec<Part> = idx.iter().map(|&i| pooled[i]).collect();
+            assert_eq!(from_pooled, alone, "site {site}");
+            assert!(
+                alone.contains(&Part::Test) && alone.contains(&Part::Val),
+                "{site}"
+            );
         }
     }
 }

@@ -63,6 +63,17 @@ pub fn federation_of(spec: &LoadedSpec, explicit: Option<&Path>) -> Result<Feder
 /// reuses the entry this spec already wrote.
 pub async fn plan(spec: &LoadedSpec, session: &mut Session, dry_run: bool) -> Result<PlanOutcome> {
     let (strata, sites) = session.strata().await?;
+    let train = &spec.spec.train;
+    if let Some(s) = train
+        .train_sites
+        .iter()
+        .find(|s| !sites.iter().any(|i| i.site == **s))
+    {
+        return Err(TrainerError::spec(
+            &spec.path,
+            format!("train.train_sites: {s:?} is not a site of the federation"),
+        ));
+    }
     let plan = solve(&spec.spec, &strata)?;
     let cohort_id = spec.cohort_id();
     let mut out = PlanOutcome {
@@ -147,9 +158,7 @@ pub async fn pull(
         reports.push(report);
     }
     data.sort();
-    if spec.spec.train.beat_features {
-        data.add_beat_features(spec.spec.signal.sample_rate);
-    }
+    data.add_spec_features(&spec.spec);
     Ok((data, reports))
 }
 
@@ -164,6 +173,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Federation file overriding the spec's.
     pub federation: Option<PathBuf>,
+    /// Pull mode: a folder to write the verified windows and their parts to
+    /// ([`CohortData::export`]); refused in federated mode.
+    pub export_windows: Option<PathBuf>,
 }
 
 /// The model card (model-card.json): everything needed to use and to audit the model.
@@ -317,13 +329,27 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
     if !t.exclude_records.is_empty() {
         data.retain(|m| !t.exclude_records.contains(&m.record_id));
     }
-    let parts = split_with(
+    let mut parts = split_with(
         &data.meta,
         &t.val_records,
         spec.spec.fractions(),
         spec.spec.seed,
         classes.len(),
     );
+    if !t.train_sites.is_empty() {
+        // Other sites keep their test part (and held-out sites their rows) only.
+        let keep: Vec<usize> = (0..data.len())
+            .filter(|&i| {
+                matches!(parts[i], Part::Test | Part::HeldOut)
+                    || t.train_sites.contains(&data.meta[i].site)
+            })
+            .collect();
+        data.take(&keep);
+        parts = keep.iter().map(|&i| parts[i]).collect();
+    }
+    if let Some(dir) = &opts.export_windows {
+        data.export(&parts, dir)?;
+    }
     let trained = train(&data, &parts, &spec.spec, dev, opts.progress)?;
     // Only validation and held-out rows are evaluated: training rows are not run again.
     let eval_rows: Vec<usize> = (0..data.len())
@@ -340,14 +366,9 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
     let model_id = format!("model-{}", &hex::encode(wsha)[..16]);
     let metrics = metrics_table(&evaluation);
     let mut rows = BTreeMap::new();
-    for (p, name) in [
-        (Part::Train, "train"),
-        (Part::Val, "validation"),
-        (Part::Test, "test"),
-        (Part::HeldOut, "held_out"),
-    ] {
+    for p in [Part::Train, Part::Val, Part::Test, Part::HeldOut] {
         rows.insert(
-            name.to_string(),
+            p.name().to_string(),
             parts.iter().filter(|x| **x == p).count() as u64,
         );
     }

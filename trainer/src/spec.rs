@@ -126,6 +126,11 @@ pub struct TrainSpec {
     pub val_records: Vec<String>,
     /// Records left out of training and evaluation (e.g. paced MIT-BIH records).
     pub exclude_records: Vec<String>,
+    /// Pull mode only: the sites whose training and validation parts are used (empty: every
+    /// site of `sites`); the other sites contribute their test part only. One hospital's model
+    /// is then scored on the same test parts as the pooled and federated ones (bench/README.md,
+    /// "Federated training: quality").
+    pub train_sites: Vec<String>,
     /// Stop each epoch after this many steps (0: no limit; for smoke tests).
     pub max_steps_per_epoch: usize,
     /// Threads libtorch may use (0: its default).
@@ -134,6 +139,10 @@ pub struct TrainSpec {
     /// morphology against its record's template beat (docs/training.md, "Beat features").
     /// (It replaced `rr_features`, 8 record-normalised RR values, which is no longer accepted.)
     pub beat_features: bool,
+    /// Which beat features the network gets: `all` (default, 62), `rr+template` (the RR
+    /// intervals and the beat against its template, 60: not the other lead's fit) or `rr` (4);
+    /// the others are set to 0.
+    pub beat_feature_set: String,
 }
 
 impl Default for TrainSpec {
@@ -157,9 +166,11 @@ impl Default for TrainSpec {
             select_on: String::new(),
             val_records: Vec::new(),
             exclude_records: Vec::new(),
+            train_sites: Vec::new(),
             max_steps_per_epoch: 0,
             threads: 0,
             beat_features: false,
+            beat_feature_set: BEAT_SET_ALL.into(),
         }
     }
 }
@@ -305,6 +316,20 @@ impl Default for FederatedSpec {
 pub const MODE_PULL: &str = "pull";
 /// `mode` of a federated cohort.
 pub const MODE_FEDERATED: &str = "federated";
+
+/// Most rounds a federated spec may ask for.
+pub const MAX_ROUNDS: usize = 1000;
+/// Most local epochs a round may ask of a site.
+pub const MAX_LOCAL_EPOCHS: usize = 100;
+/// Most libtorch threads a spec may ask for.
+pub const MAX_THREADS: i32 = 256;
+
+/// `beat_feature_set`: all 62 beat features.
+pub const BEAT_SET_ALL: &str = "all";
+/// `beat_feature_set`: the RR intervals and the beat against its template (60).
+pub const BEAT_SET_RR_TEMPLATE: &str = "rr+template";
+/// `beat_feature_set`: the RR intervals only (4).
+pub const BEAT_SET_RR: &str = "rr";
 /// FedAvg (McMahan et al. 2017).
 pub const AGGREGATION_FEDAVG: &str = "fedavg";
 /// FedProx (Li et al. 2020).
@@ -483,6 +508,19 @@ impl CohortSpec {
         }
         self.check_mode()?;
         let t = &self.train;
+        if let Some(s) = t.train_sites.iter().find(|s| {
+            self.held_out.contains(s) || !(self.sites.is_empty() || self.sites.contains(s))
+        }) {
+            return Err(format!(
+                "train.train_sites: {s:?} is not one of the sites trained on"
+            ));
+        }
+        if !t.train_sites.is_empty() && self.mode == MODE_FEDERATED {
+            return Err(
+                "train.train_sites is for pull mode: a federated cohort trains at all its sites"
+                    .into(),
+            );
+        }
         if t.batch_size == 0 || t.epochs == 0 || t.blocks_per_stage == 0 {
             return Err("train: epochs, batch_size and blocks_per_stage must be > 0".into());
         }
@@ -525,6 +563,19 @@ impl CohortSpec {
                 self.task
             ));
         }
+        if ![BEAT_SET_ALL, BEAT_SET_RR_TEMPLATE, BEAT_SET_RR].contains(&t.beat_feature_set.as_str())
+        {
+            return Err(format!(
+                "train.beat_feature_set {:?}: expected {BEAT_SET_ALL:?}, {BEAT_SET_RR_TEMPLATE:?} or {BEAT_SET_RR:?}",
+                t.beat_feature_set
+            ));
+        }
+        if !(0..=MAX_THREADS).contains(&t.threads) {
+            return Err(format!(
+                "train.threads {} must be within 0–{MAX_THREADS} (0: libtorch's default)",
+                t.threads
+            ));
+        }
         if t.kernel < 1 || t.kernel % 2 == 0 {
             return Err(format!("train.kernel {} must be odd", t.kernel));
         }
@@ -549,6 +600,13 @@ impl CohortSpec {
         let f = self.federated.clone().unwrap_or_default();
         if f.rounds == 0 || f.local_epochs == 0 {
             return Err("federated: rounds and local_epochs must be > 0".into());
+        }
+        // Every site checks the spec before it trains: bounds on the work a round asks of it.
+        if f.rounds > MAX_ROUNDS || f.local_epochs > MAX_LOCAL_EPOCHS || f.max_attempts > 100 {
+            return Err(format!(
+                "federated: rounds {} (at most {MAX_ROUNDS}), local_epochs {} (at most {MAX_LOCAL_EPOCHS}), max_attempts {} (at most 100)",
+                f.rounds, f.local_epochs, f.max_attempts
+            ));
         }
         if f.aggregation != AGGREGATION_FEDAVG && f.aggregation != AGGREGATION_FEDPROX {
             return Err(format!(
@@ -758,6 +816,23 @@ mod tests {
                 "task = \"aami-beats\"\n[train]\nrr_features = true\n",
                 "rr_features",
             ),
+            (
+                "sites = [\"a\", \"b\"]\n[train]\ntrain_sites = [\"c\"]\n",
+                "train_sites: \"c\" is not one of the sites trained on",
+            ),
+            (
+                "held_out = [\"c\"]\n[train]\ntrain_sites = [\"c\"]\n",
+                "train_sites: \"c\"",
+            ),
+            (
+                "mode = \"federated\"\nsites = [\"a\", \"b\"]\n[train]\ntrain_sites = [\"a\"]\n",
+                "train_sites is for pull mode",
+            ),
+            (
+                "mode = \"federated\"\n[federated]\nlocal_epochs = 1000000\n",
+                "local_epochs 1000000 (at most 100)",
+            ),
+            ("[train]\nthreads = 100000\n", "train.threads 100000"),
         ] {
             std::fs::write(&p, format!("purpose = \"t\"\n{body}")).unwrap();
             let e = LoadedSpec::read(&p).unwrap_err().to_string();

@@ -491,11 +491,7 @@ impl LocalRun<'_> {
         use rand::Rng;
         let t = &self.spec.train;
         let n = self.train_idx.len();
-        let q = (t.batch_size as f64 / n.max(1) as f64).min(1.0);
-        let mut steps = self.epochs * n.div_ceil(t.batch_size);
-        if self.max_steps > 0 {
-            steps = steps.min(self.max_steps);
-        }
+        let (q, steps) = dp_schedule(n, t.batch_size, self.epochs, self.max_steps);
         let mut opt = nn::AdamW {
             wd: t.weight_decay,
             ..Default::default()
@@ -622,6 +618,22 @@ pub fn round_lr(spec: &CohortSpec, round: usize, rounds: usize) -> f64 {
         round.saturating_sub(1),
         rounds,
         round.saturating_sub(1),
+    )
+}
+
+/// DP-SGD's schedule over `rows` training rows: the Poisson sampling rate (batch size / rows,
+/// at most 1) and the steps (as many as plain training would take: `epochs` passes of
+/// ⌈rows / batch⌉, at most `max_steps` when that is > 0).
+pub fn dp_schedule(rows: usize, batch: usize, epochs: usize, max_steps: usize) -> (f64, usize) {
+    let q = (batch as f64 / rows.max(1) as f64).min(1.0);
+    let steps = epochs * rows.div_ceil(batch);
+    (
+        q,
+        if max_steps > 0 {
+            steps.min(max_steps)
+        } else {
+            steps
+        },
     )
 }
 

@@ -134,6 +134,20 @@ pub struct Policy {
     /// multiplier σ (the spec's `[federated.dp]`); 0 (default): DP is the spec's choice.
     #[serde(default)]
     pub min_noise_multiplier: f64,
+    /// This site's privacy budget per cohort: a federated round trains here only with
+    /// differential privacy and only while the site's ε over every round it trained for the
+    /// cohort, this one included, stays at most this (at `epsilon_delta`); 0 (default): no
+    /// budget.
+    #[serde(default)]
+    pub max_epsilon: f64,
+    /// The δ at which the budget's ε is computed (default 1e-5): the hospital's, not the
+    /// spec's, so that a spec cannot buy a smaller ε with a larger δ.
+    #[serde(default = "default_epsilon_delta")]
+    pub epsilon_delta: f64,
+}
+
+fn default_epsilon_delta() -> f64 {
+    1e-5
 }
 
 fn yes() -> bool {
@@ -195,6 +209,8 @@ impl Default for Policy {
             allow_pull: true,
             allow_federated: true,
             min_noise_multiplier: 0.0,
+            max_epsilon: 0.0,
+            epsilon_delta: default_epsilon_delta(),
         }
     }
 }
@@ -293,6 +309,18 @@ impl GatewayConfig {
                 "policy.batch_rows, policy.max_slice_rows and policy.max_transfers must be positive"
                     .into(),
             );
+        }
+        let p = &self.policy;
+        let non_negative = |v: f64| v >= 0.0 && v.is_finite();
+        if !(non_negative(p.min_noise_multiplier)
+            && non_negative(p.max_epsilon)
+            && p.epsilon_delta > 0.0
+            && p.epsilon_delta < 1.0)
+        {
+            return bad(format!(
+                "policy.min_noise_multiplier {} and policy.max_epsilon {} must be ≥ 0, policy.epsilon_delta {} within (0, 1)",
+                p.min_noise_multiplier, p.max_epsilon, p.epsilon_delta
+            ));
         }
         if self.policy.max_slice_rows > MAX_SLICE_ROWS {
             return bad(format!(

@@ -6,6 +6,7 @@
 //! (pairwise masks cancel in the sum; its self mask is revealed by `RevealMask` only when
 //! every participant's update arrived). `Evaluate` answers metrics only. No row ever leaves.
 
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use ecgfed_ledger::keys::{AgreementKey, PublicKey, Signature};
@@ -21,7 +22,7 @@ use rand::RngCore;
 use tonic::{Code, Request, Response, Status};
 
 use crate::federated::{
-    EvalPart, LocalJob, LocalTrainer, LocalTrainingError, MAX_PARTICIPANTS,
+    DpSpent, EvalPart, LocalJob, LocalTrainer, LocalTrainingError, MAX_PARTICIPANTS,
     MAX_TRAINING_REQUEST_BYTES, MIN_PARTICIPANTS, SliceRows, TRAINING_PATH, apply_masks,
     bytes_to_params, pair_seed, round_key_message, sha256, to_fixed, words_to_bytes,
 };
@@ -220,8 +221,38 @@ impl TrainingServer {
             age_edges: self.gw.cfg.age_edges.iter().map(|&e| e as u32).collect(),
             k: self.gw.cfg.k,
             min_noise_multiplier: self.gw.cfg.policy.min_noise_multiplier,
+            max_epsilon: self.gw.cfg.policy.max_epsilon,
+            epsilon_delta: self.gw.cfg.policy.epsilon_delta,
+            dp_spent: self.dp_spent(&s.cohort_id)?,
             spec,
         })
+    }
+
+    /// The DP-SGD rounds this site trained for `cohort_id` (key store `dp-spent/<cohort>`, a
+    /// JSON array of [`DpSpent`]).
+    fn dp_spent(&self, cohort_id: &str) -> Result<Vec<DpSpent>, Status> {
+        match self.gw.keys.meta(&format!("dp-spent/{cohort_id}"))? {
+            None => Ok(Vec::new()),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| {
+                status(
+                    Code::Internal,
+                    format!("the key store's DP account of {cohort_id} does not parse: {e}"),
+                )
+            }),
+        }
+    }
+
+    /// Adds a trained round's DP-SGD to the site's account of the cohort, before its update
+    /// leaves (only a sent update spends privacy).
+    fn spend(&self, cohort_id: &str, round: DpSpent) -> Result<(), Status> {
+        let mut all = self.dp_spent(cohort_id)?;
+        all.push(round);
+        let bytes = serde_json::to_vec(&all)
+            .map_err(|e| status(Code::Internal, format!("DP account: {e}")))?;
+        self.gw
+            .keys
+            .set_meta(&format!("dp-spent/{cohort_id}"), &bytes)?;
+        Ok(())
     }
 
     /// Checks the participants' keys of a round: 2 to 64 distinct sites, this one among them
@@ -331,6 +362,29 @@ impl TrainingServer {
         self.gw.keys.set_meta(&model_key, &round.to_be_bytes())?;
         self.gw.keys.set_meta(&last_key, &round.to_be_bytes())?;
         Ok(())
+    }
+
+    /// Binds the cohort's test part at this site to the first model scored on it, in the key
+    /// store: the test part (a held-out site's rows included) is scored for one model only —
+    /// the same model again is answered (a retry), any other refused — so that no one can
+    /// choose among models on it.
+    fn bind_test(&self, cohort_id: &str, model: &[u8]) -> Result<(), Status> {
+        let key = format!("test-model/{cohort_id}");
+        let sha: [u8; 32] = Sha256::digest(model).into();
+        match self.gw.keys.meta(&key)? {
+            Some(first) if first != sha => Err(status(
+                Code::FailedPrecondition,
+                format!(
+                    "the test part of {cohort_id} at this site was scored for model {} already; a cohort's test part is scored once",
+                    &hex::encode(first)[..16]
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.gw.keys.set_meta(&key, &sha)?;
+                Ok(())
+            }
+        }
     }
 
     fn revealed(&self, cohort_id: &str, round: u32) -> Result<Option<u32>, Status> {
@@ -529,6 +583,9 @@ impl TrainingService for TrainingServer {
                 ),
             ));
         }
+        if let Some(spent) = DpSpent::of_training(&update.training) {
+            self.spend(&q.cohort_id, spent)?;
+        }
         let mut words = to_fixed(&update.delta, update.rows as f64);
         apply_masks(&mut words, &site, &self_seed, &pairs);
         let masked = words_to_bytes(&words);
@@ -662,6 +719,9 @@ impl TrainingService for TrainingServer {
         let model = model_of(&q.model)?;
         let rows = self.slice_rows(&s, &cohort, q.spec).await?;
         let _turn = self.turn().await?;
+        if part == EvalPart::Test {
+            self.bind_test(&q.cohort_id, &q.model)?;
+        }
         let scores = tokio::task::spawn_blocking(move || trainer.evaluate(rows, model, part))
             .await
             .map_err(|e| task_failed("evaluation", e))?

@@ -48,14 +48,13 @@ pub struct RoundStats {
     pub sites: Vec<String>,
     /// Rows they trained on.
     pub rows: u64,
-    /// Mean local training loss, weighted by rows.
-    pub train_loss: f64,
+    /// Mean local training loss, weighted by rows; none under differential privacy (sites
+    /// withhold it).
+    pub train_loss: Option<f64>,
     /// Validation macro-F1 per window, the training sites' validation parts pooled.
     pub val_macro_f1: Option<f64>,
     /// Validation macro-F1 per record.
     pub val_macro_f1_records: Option<f64>,
-    /// Macro-F1 per window of each held-out site.
-    pub held_out_macro_f1: BTreeMap<String, Option<f64>>,
     /// The LocalRoundTrained entries of the aggregated updates.
     pub entries: Vec<u64>,
     /// Sites that failed or timed out in training or evaluation, with why (`site (Call): why`).
@@ -574,6 +573,12 @@ fn selection_score(e: &Evaluation, on: &str) -> Option<f64> {
 /// `ModelTrained` and writes the model, its card, the rounds and the metrics into `opts.out`.
 pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<FederatedOutcome> {
     let f = spec.spec.federated_settings();
+    if opts.export_windows.is_some() {
+        return Err(TrainerError::spec(
+            &spec.path,
+            "windows are exported in pull mode only: a federated cohort's rows never leave its sites",
+        ));
+    }
     let fed = federation_of(spec, opts.federation.as_deref())?;
     let mut session = Session::open(fed).await?;
     std::fs::create_dir_all(&opts.out).map_err(|e| TrainerError::io(&opts.out, e))?;
@@ -672,10 +677,11 @@ pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<Fed
                 *g += (s / agg.rows as f64) as f32;
             }
         }
-        pb.set_message("evaluating at every site".to_string());
+        pb.set_message("evaluating at the training sites".to_string());
         let model = params_to_bytes(&global);
+        // Validation parts only: held-out sites, like the test parts, are scored once at the end.
         let (scores, eval_bytes, eval_failures) =
-            evaluate_sites(&calls, &all_sites, &cohort_id, spec, &model, "validation").await;
+            evaluate_sites(&calls, &training, &cohort_id, spec, &model, "validation").await;
         let evaluation = pooled_evaluation(spec, &scores, None);
         let mut failures = agg.failures;
         failures.extend(eval_failures);
@@ -684,7 +690,7 @@ pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<Fed
             attempts: agg.attempts,
             sites: agg.sites,
             rows: agg.rows,
-            train_loss: agg.loss,
+            train_loss: agg.loss.is_finite().then_some(agg.loss),
             val_macro_f1: evaluation
                 .validation
                 .as_ref()
@@ -693,14 +699,9 @@ pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<Fed
                 .validation
                 .as_ref()
                 .and_then(|v| v.records.macro_f1),
-            held_out_macro_f1: evaluation
-                .held_out
-                .iter()
-                .map(|(k, v)| (k.clone(), v.windows.macro_f1))
-                .collect(),
             entries: agg.entries,
             failures,
-            bytes_to_sites: agg.bytes_to + (model.len() * all_sites.len()) as u64,
+            bytes_to_sites: agg.bytes_to + (model.len() * training.len()) as u64,
             bytes_from_sites: agg.bytes_from + eval_bytes,
             secs: started.elapsed().as_secs_f64(),
         };
@@ -708,11 +709,11 @@ pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<Fed
         if opts.progress {
             pb.suspend(|| {
                 eprintln!(
-                    "round {:>3}  sites {}  rows {}  train loss {:.4}  val macro-F1 windows {} records {}  {:.1} s{}",
+                    "round {:>3}  sites {}  rows {}  train loss {}  val macro-F1 windows {} records {}  {:.1} s{}",
                     round,
                     stats.sites.len(),
                     stats.rows,
-                    stats.train_loss,
+                    fmt(stats.train_loss),
                     fmt(stats.val_macro_f1),
                     fmt(stats.val_macro_f1_records),
                     stats.secs,
@@ -810,6 +811,10 @@ pub async fn run_federated(spec: &LoadedSpec, opts: &TrainOptions) -> Result<Fed
         (
             "validation".to_string(),
             evaluation.validation.as_ref().map_or(0, |v| v.windows.n),
+        ),
+        (
+            "test".to_string(),
+            evaluation.test.as_ref().map_or(0, |v| v.windows.n),
         ),
         (
             "held_out".to_string(),

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use ecgfed_gateway::client::SliceVerifier;
 use ecgfed_gateway::federated::{
-    EvalPart, LocalJob, LocalScores, LocalTrainer, LocalTrainingError, LocalUpdate, SliceRows,
+    DpSpent, EvalPart, LocalJob, LocalScores, LocalTrainer, LocalTrainingError, LocalUpdate,
+    SliceRows,
 };
 use sha2::{Digest, Sha256};
 use tch::Device;
@@ -20,7 +21,9 @@ use crate::evaluation::{Scores, scores, scores_by};
 use crate::federated::{flatten, load_flat};
 use crate::model::ResNet1d;
 use crate::spec::{AGGREGATION_FEDPROX, CohortSpec, LoadedSpec};
-use crate::train::{LocalRun, LocalStats, arch_of, class_weights_of, predict, round_lr};
+use crate::train::{
+    LocalRun, LocalStats, arch_of, class_weights_of, dp_schedule, predict, round_lr,
+};
 use ecgfed_audit::privacy::{DpSteps, epsilon};
 
 /// What a gateway's Evaluate answers (as JSON): a model's scores on the site's evaluation
@@ -98,9 +101,7 @@ impl SiteTrainer {
             ));
         }
         data.sort();
-        if spec.train.beat_features {
-            data.add_beat_features(spec.signal.sample_rate);
-        }
+        data.add_spec_features(spec);
         if !spec.train.exclude_records.is_empty() {
             data.retain(|m| !spec.train.exclude_records.contains(&m.record_id));
         }
@@ -150,6 +151,25 @@ fn cohort_class_weights(spec: &CohortSpec, job: &LocalJob) -> Vec<f32> {
     class_weights_of(&counts, spec.train.class_weight_power)
 }
 
+/// A site's ε (at `delta`) over the rounds it `spent`, and with `planned` added.
+fn epsilon_with(spent: &[DpSpent], planned: DpSteps, delta: f64) -> (f64, f64) {
+    let mut runs: Vec<DpSteps> = spent
+        .iter()
+        .map(|s| DpSteps {
+            sample_rate: s.sample_rate,
+            noise_multiplier: s.noise_multiplier,
+            steps: s.steps,
+        })
+        .collect();
+    let before = if runs.is_empty() {
+        0.0
+    } else {
+        epsilon(&runs, delta).0
+    };
+    runs.push(planned);
+    (before, epsilon(&runs, delta).0)
+}
+
 /// The local seed of a site's round: the first 8 bytes (big-endian) of SHA-256(spec seed ‖
 /// site ‖ round).
 fn local_seed(seed: u64, site: &str, round: u32) -> u64 {
@@ -189,6 +209,13 @@ impl LocalTrainer for SiteTrainer {
                 ))
             )));
         }
+        let budget = job.rows.max_epsilon;
+        if budget > 0.0 && f.dp.is_none() {
+            return Err(LocalTrainingError::Invalid(format!(
+                "site {site} has a privacy budget (ε ≤ {budget} at δ = {}, its policy): it trains only with differential privacy; the spec of cohort {} has none",
+                job.rows.epsilon_delta, job.rows.cohort_id
+            )));
+        }
         if job.round as usize > f.rounds {
             return Err(LocalTrainingError::Invalid(format!(
                 "round {} of cohort {}: its spec has {} rounds",
@@ -214,6 +241,29 @@ impl LocalTrainer for SiteTrainer {
         let train_idx: Vec<usize> = (0..data.len())
             .filter(|&i| parts[i] == Part::Train)
             .collect();
+        if let Some(d) = f.dp.filter(|_| budget > 0.0) {
+            let (q, steps) = dp_schedule(
+                train_idx.len(),
+                spec.train.batch_size,
+                f.local_epochs,
+                f.local_steps,
+            );
+            let planned = DpSteps {
+                sample_rate: q,
+                noise_multiplier: d.noise_multiplier,
+                steps: steps as u64,
+            };
+            let (before, after) = epsilon_with(&job.rows.dp_spent, planned, job.rows.epsilon_delta);
+            if after > budget {
+                return Err(LocalTrainingError::Invalid(format!(
+                    "site {site} would exceed its privacy budget for cohort {}: ε = {after:.3} at δ = {} with round {} (ε = {before:.3} over the {} rounds it trained so far); its budget is ε ≤ {budget}",
+                    job.rows.cohort_id,
+                    job.rows.epsilon_delta,
+                    job.round,
+                    job.rows.dp_spent.len()
+                )));
+            }
+        }
         let (vs, net) = self.network(&spec, &job.model)?;
         let weights = cohort_class_weights(&spec, &job);
         let lr = round_lr(&spec, job.round as usize, f.rounds);
@@ -286,7 +336,9 @@ impl LocalTrainer for SiteTrainer {
         Ok(LocalUpdate {
             delta,
             rows: train_idx.len() as u64,
-            train_loss: stats.loss,
+            // Under DP the loss over the site's rows is withheld: it is not covered by the
+            // noise and would tell about them.
+            train_loss: if dp.is_some() { f64::NAN } else { stats.loss },
             training,
         })
     }
@@ -302,7 +354,13 @@ impl LocalTrainer for SiteTrainer {
         let data = Self::assemble(&rows, &spec, held_out)?;
         let parts = parts(&data, &spec);
         let (want, name) = match (held_out, part) {
-            (true, _) => (Part::HeldOut, "held_out"),
+            (true, EvalPart::Test) => (Part::HeldOut, "held_out"),
+            (true, EvalPart::Validation) => {
+                return Err(LocalTrainingError::Invalid(format!(
+                    "site {} is held out of cohort {}: its rows are scored once, as part \"test\", not per round",
+                    rows.site, rows.cohort_id
+                )));
+            }
             (false, EvalPart::Validation) => (Part::Val, "validation"),
             (false, EvalPart::Test) => (Part::Test, "test"),
         };
@@ -342,5 +400,39 @@ impl LocalTrainer for SiteTrainer {
             rows: idx.len() as u64,
             scores: serde_json::to_value(&report).map_err(failed)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_counts_every_round_spent_and_the_planned_one() {
+        let round = DpSteps {
+            sample_rate: 0.01,
+            noise_multiplier: 1.1,
+            steps: 100,
+        };
+        let spent = |n: usize| {
+            vec![
+                DpSpent {
+                    sample_rate: 0.01,
+                    noise_multiplier: 1.1,
+                    steps: 100,
+                };
+                n
+            ]
+        };
+        assert_eq!(epsilon_with(&[], round, 1e-5).0, 0.0);
+        let (b0, a0) = epsilon_with(&spent(0), round, 1e-5);
+        let (b3, a3) = epsilon_with(&spent(3), round, 1e-5);
+        // With the planned round: exactly the accountant's ε of all rounds together.
+        assert_eq!(a3, epsilon(&[round; 4], 1e-5).0);
+        assert_eq!(b3, epsilon(&[round; 3], 1e-5).0);
+        assert_eq!(a0, epsilon(&[round], 1e-5).0);
+        assert!(b0 == 0.0 && a0 < b3 && b3 < a3, "{a0} {b3} {a3}");
+        // A larger δ gives a smaller ε: the budget's δ is the hospital's, not the spec's.
+        assert!(epsilon_with(&spent(3), round, 1e-2).1 < a3);
     }
 }
