@@ -6,7 +6,6 @@
 //! (pairwise masks cancel in the sum; its self mask is revealed by `RevealMask` only when
 //! every participant's update arrived). `Evaluate` answers metrics only. No row ever leaves.
 
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use ecgfed_ledger::keys::{AgreementKey, PublicKey, Signature};
@@ -370,7 +369,7 @@ impl TrainingServer {
     /// choose among models on it.
     fn bind_test(&self, cohort_id: &str, model: &[u8]) -> Result<(), Status> {
         let key = format!("test-model/{cohort_id}");
-        let sha: [u8; 32] = Sha256::digest(model).into();
+        let sha = sha256(model);
         match self.gw.keys.meta(&key)? {
             Some(first) if first != sha => Err(status(
                 Code::FailedPrecondition,
@@ -559,7 +558,7 @@ impl TrainingService for TrainingServer {
             );
             std::process::abort();
         }
-        let job = LocalJob {
+        let mut job = LocalJob {
             rows,
             round: q.round,
             model: model.clone(),
@@ -567,6 +566,9 @@ impl TrainingService for TrainingServer {
             participants: participants.clone(),
         };
         let _turn = self.turn().await?;
+        // The privacy account as it stands now, under the turn: concurrent calls cannot both
+        // spend the budget's last room.
+        job.rows.dp_spent = self.dp_spent(&q.cohort_id)?;
         self.bind_round(&q.cohort_id, q.round, &sha256(&q.model))?;
         let started = std::time::Instant::now();
         let update = tokio::task::spawn_blocking(move || trainer.train(job))
