@@ -616,31 +616,43 @@ async fn hospital_policy_and_the_round_protocol() {
     let again = a.evaluate(evaluate(model(0.1, n), "test")).await.unwrap();
     assert_eq!(first.scores_json, again.scores_json);
 
-    // A hospital whose policy asks for differential privacy refuses a round without it.
+    // A hospital whose policy asks for differential privacy, or keeps a privacy budget (which
+    // needs it), refuses a round without it, naming its floor, or its budget and δ.
     let cfg = fed.gateways[0].2.clone();
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "allow_pull = false",
-            "allow_pull = false\nmin_noise_multiplier = 1.0",
+    for (attempt, policy, needle) in [
+        (
+            2,
+            "min_noise_multiplier = 1.0",
+            "only with differential privacy of noise multiplier at least 1",
         ),
-    )
-    .unwrap();
-    fed.restart_gateway(0, &[]);
-    let mut a = fed.gateway(0, "sci").await;
-    let mine = a.open_round(open_at(4, 2)).await.unwrap().key.unwrap();
-    let err = a
-        .train_round(train_at(4, 2, vec![mine, key_b(4, 2)], model(0.05, n)))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("only with differential privacy of noise multiplier at least 1"),
-        "{err}"
-    );
-    // After the restart the binding holds: another model's test scores are refused, naming
+        (
+            3,
+            "max_epsilon = 2.0\nepsilon_delta = 1e-6",
+            "privacy budget (ε ≤ 2 at δ = 0.000001",
+        ),
+    ] {
+        let with = format!("allow_pull = false\n{policy}");
+        std::fs::write(&cfg, text.replace("allow_pull = false", &with)).unwrap();
+        fed.restart_gateway(0, &[]);
+        let mut a = fed.gateway(0, "sci").await;
+        let mine = a
+            .open_round(open_at(4, attempt))
+            .await
+            .unwrap()
+            .key
+            .unwrap();
+        let keys = vec![mine, key_b(4, attempt)];
+        let err = a
+            .train_round(train_at(4, attempt, keys, model(0.05, n)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    // After the restarts the binding holds: another model's test scores are refused, naming
     // the first model; validation scores of any model are still answered.
+    let mut a = fed.gateway(0, "sci").await;
     let first_sha = hex::encode(sha2::Sha256::digest(model(0.1, n)));
     match a.evaluate(evaluate(model(0.2, n), "test")).await {
         Err(ecgfed_gateway::GatewayError::Refused { code, message, .. }) => {
@@ -656,29 +668,6 @@ async fn hospital_policy_and_the_round_protocol() {
         .await
         .unwrap();
     a.evaluate(evaluate(model(0.1, n), "test")).await.unwrap();
-
-    // A hospital with a privacy budget trains only with DP: a round without it is refused,
-    // naming the budget and its δ.
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "allow_pull = false",
-            "allow_pull = false\nmax_epsilon = 2.0\nepsilon_delta = 1e-6",
-        ),
-    )
-    .unwrap();
-    fed.restart_gateway(0, &[]);
-    let mut a = fed.gateway(0, "sci").await;
-    let mine = a.open_round(open_at(4, 3)).await.unwrap().key.unwrap();
-    let err = a
-        .train_round(train_at(4, 3, vec![mine, key_b(4, 3)], model(0.06, n)))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("privacy budget (ε ≤ 2 at δ = 0.000001") && err.contains("has none"),
-        "{err}"
-    );
 }
 
 /// A topology folder in `dir` with the demo's topology and its cohort as `cohort_id`, in
