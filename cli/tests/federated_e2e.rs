@@ -711,17 +711,26 @@ fn demo_args<'a>(topo: &'a Path, data: &'a Path) -> [&'a str; 8] {
     ]
 }
 
+/// A temporary folder with a topology of `cohort_id` and `federated` ([`topology_with`]) and
+/// the demo's data folder path in it.
+fn demo_dirs(
+    cohort_id: &str,
+    federated: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let topo = topology_with(tmp.path(), cohort_id, federated);
+    let data = tmp.path().join("demo");
+    (tmp, topo, data)
+}
+
 /// `on_failure = "stop"`: a site dying mid-round stops training with an error naming the
 /// round, the attempt and the site; no model is recorded.
 #[test]
 fn a_failed_site_stops_training_when_the_spec_says_stop() {
-    let tmp = tempfile::tempdir().unwrap();
-    let topo = topology_with(
-        tmp.path(),
+    let (_tmp, topo, data) = demo_dirs(
         "demo-stop",
         "[federated]\nrounds = 3\non_failure = \"stop\"\n",
     );
-    let data = tmp.path().join("demo");
     let out = Command::new(BIN)
         .args(demo_args(&topo, &data))
         .env("ECGFED_GATEWAY_FAULT", "die-in-round:site-c:2")
@@ -754,13 +763,10 @@ fn a_failed_site_stops_training_when_the_spec_says_stop() {
 /// round the site recorded and so exceeds any one round's.
 #[test]
 fn differential_privacy_is_recorded_per_round_and_composed_by_the_auditor() {
-    let tmp = tempfile::tempdir().unwrap();
-    let topo = topology_with(
-        tmp.path(),
+    let (_tmp, topo, data) = demo_dirs(
         "demo-dp",
         "[federated]\nrounds = 2\n\n[federated.dp]\nclip_norm = 1.0\nnoise_multiplier = 1.3\ndelta = 1e-5\n",
     );
-    let data = tmp.path().join("demo");
     let summary: Value = serde_json::from_str(&run(&demo_args(&topo, &data))).unwrap();
     assert_eq!(summary["mode"], "federated", "{summary}");
     let model = summary["model_id"].as_str().unwrap().to_string();

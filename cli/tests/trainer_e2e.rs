@@ -233,8 +233,17 @@ async fn plan_train_record_and_rebuild() {
         let n = rows.iter().filter(|r| r["part"] == part).count() as u64;
         assert_eq!(Some(n), r2["card"]["rows"][part].as_u64(), "{part}");
     }
-    let bytes = std::fs::metadata(export.join("windows.f32")).unwrap().len();
-    assert_eq!(bytes, rows.len() as u64 * 1000 * 4);
+    let meta = std::fs::metadata(export.join("windows.f32")).unwrap();
+    assert_eq!(meta.len(), rows.len() as u64 * 1000 * 4);
+    // Pulled rows on disk: the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["windows.f32", "rows.jsonl"] {
+        let mode = std::fs::metadata(export.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
 
     // train_sites: one site's training and validation parts train; the other gives its test
     // part only. The other is the site with test rows in the pooled run: test groups are

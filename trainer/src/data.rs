@@ -64,6 +64,20 @@ pub struct CohortData {
     pub other_lead: Vec<f32>,
 }
 
+/// Writes `bytes` to `path` readable by its owner only (0600): exported rows are pulled data.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| TrainerError::io(path, e))?;
+    f.write_all(bytes).map_err(|e| TrainerError::io(path, e))
+}
+
 /// Number of RR-interval features per beat (see [`rr_features`]).
 pub const RR_FEATURES: usize = 4;
 
@@ -247,9 +261,8 @@ impl CohortData {
             floats.push(("features.f32", &self.feature_values));
         }
         for (name, values) in floats {
-            let p = dir.join(name);
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            std::fs::write(&p, bytes).map_err(|e| TrainerError::io(&p, e))?;
+            write_private(&dir.join(name), &bytes)?;
         }
         let p = dir.join("rows.jsonl");
         let mut out = Vec::new();
@@ -260,7 +273,7 @@ impl CohortData {
             });
             writeln!(out, "{line}").map_err(|e| TrainerError::io(&p, e))?;
         }
-        std::fs::write(&p, out).map_err(|e| TrainerError::io(&p, e))
+        write_private(&p, &out)
     }
 
     /// Keeps rows `idx`, in that order.
@@ -958,22 +971,27 @@ mod tests {
         }
     }
 
+    /// Row `i` of a split test: record `patient`, grouped as `site/p<patient>`.
+    fn split_row(i: usize, site: &str, patient: usize, class: usize, held_out: bool) -> RowMeta {
+        RowMeta {
+            site: site.into(),
+            source: "x".into(),
+            segment_id: format!("x/{i}"),
+            record_id: format!("{patient}"),
+            group: format!("{site}/p{patient}"),
+            sex: "M".into(),
+            age_band: "unknown".into(),
+            label: "l".into(),
+            class,
+            held_out,
+            centre_ms: 0,
+        }
+    }
+
     #[test]
     fn split_keeps_patients_whole_and_is_deterministic() {
         let meta: Vec<RowMeta> = (0..200)
-            .map(|i| RowMeta {
-                site: "s".into(),
-                source: "x".into(),
-                segment_id: format!("x/{i}"),
-                record_id: format!("{}", i / 4),
-                group: format!("s/p{}", i / 4),
-                sex: "M".into(),
-                age_band: "unknown".into(),
-                label: "l".into(),
-                class: (i / 4) % 2,
-                held_out: i >= 180,
-                centre_ms: 0,
-            })
+            .map(|i| split_row(i, "s", i / 4, (i / 4) % 2, i >= 180))
             .collect();
         let f = Fractions {
             val: 0.2,
@@ -1032,19 +1050,8 @@ mod tests {
         let meta: Vec<RowMeta> = (0..600)
             .map(|i| {
                 let site = ["a", "b", "c"][(i * 7 / 3) % 3];
-                RowMeta {
-                    site: site.into(),
-                    source: "x".into(),
-                    segment_id: format!("x/{i}"),
-                    record_id: format!("{}", i / 3),
-                    group: format!("{site}/p{}", i / 3),
-                    sex: "F".into(),
-                    age_band: "unknown".into(),
-                    label: "l".into(),
-                    class: (i / 3) % if site == "a" { 2 } else { 5 } % 3,
-                    held_out: false,
-                    centre_ms: 0,
-                }
+                let class = (i / 3) % if site == "a" { 2 } else { 5 } % 3;
+                split_row(i, site, i / 3, class, false)
             })
             .collect();
         let f = Fractions {

@@ -151,6 +151,23 @@ fn cohort_class_weights(spec: &CohortSpec, job: &LocalJob) -> Vec<f32> {
     class_weights_of(&counts, spec.train.class_weight_power)
 }
 
+/// Refuses round `round` when its `planned` DP-SGD would take the site's ε for the cohort (at
+/// the hospital's δ, over every round it spent) past the hospital's budget.
+fn within_budget(rows: &SliceRows, planned: DpSteps, round: u32) -> Result<(), LocalTrainingError> {
+    let (before, after) = epsilon_with(&rows.dp_spent, planned, rows.epsilon_delta);
+    if rows.max_epsilon > 0.0 && after > rows.max_epsilon {
+        return Err(LocalTrainingError::Invalid(format!(
+            "site {} would exceed its privacy budget for cohort {}: ε = {after:.3} at δ = {} with round {round} (ε = {before:.3} over the {} rounds it trained so far); its budget is ε ≤ {}",
+            rows.site,
+            rows.cohort_id,
+            rows.epsilon_delta,
+            rows.dp_spent.len(),
+            rows.max_epsilon
+        )));
+    }
+    Ok(())
+}
+
 /// A site's ε (at `delta`) over the rounds it `spent`, and with `planned` added.
 fn epsilon_with(spent: &[DpSpent], planned: DpSteps, delta: f64) -> (f64, f64) {
     let mut runs: Vec<DpSteps> = spent
@@ -253,16 +270,7 @@ impl LocalTrainer for SiteTrainer {
                 noise_multiplier: d.noise_multiplier,
                 steps: steps as u64,
             };
-            let (before, after) = epsilon_with(&job.rows.dp_spent, planned, job.rows.epsilon_delta);
-            if after > budget {
-                return Err(LocalTrainingError::Invalid(format!(
-                    "site {site} would exceed its privacy budget for cohort {}: ε = {after:.3} at δ = {} with round {} (ε = {before:.3} over the {} rounds it trained so far); its budget is ε ≤ {budget}",
-                    job.rows.cohort_id,
-                    job.rows.epsilon_delta,
-                    job.round,
-                    job.rows.dp_spent.len()
-                )));
-            }
+            within_budget(&job.rows, planned, job.round)?;
         }
         let (vs, net) = self.network(&spec, &job.model)?;
         let weights = cohort_class_weights(&spec, &job);
@@ -434,5 +442,31 @@ mod tests {
         assert!(b0 == 0.0 && a0 < b3 && b3 < a3, "{a0} {b3} {a3}");
         // A larger δ gives a smaller ε: the budget's δ is the hospital's, not the spec's.
         assert!(epsilon_with(&spent(3), round, 1e-2).1 < a3);
+        // The guard: a budget between ε before and after the round refuses it, naming both;
+        // one above lets it train.
+        let mut rows = SliceRows {
+            cohort_id: "c".into(),
+            site: "s".into(),
+            batches: Vec::new(),
+            slice_root: Default::default(),
+            slice_size: 0,
+            erased: 0,
+            age_edges: Vec::new(),
+            k: 2,
+            min_noise_multiplier: 0.0,
+            max_epsilon: (b3 + a3) / 2.0,
+            epsilon_delta: 1e-5,
+            dp_spent: spent(3),
+            spec: Vec::new(),
+        };
+        let err = within_budget(&rows, round, 4).unwrap_err().to_string();
+        assert!(
+            err.contains("would exceed its privacy budget for cohort c")
+                && err.contains(&format!("ε = {a3:.3}"))
+                && err.contains(&format!("ε = {b3:.3} over the 3 rounds")),
+            "{err}"
+        );
+        rows.max_epsilon = a3 * 1.01;
+        within_budget(&rows, round, 4).unwrap();
     }
 }
