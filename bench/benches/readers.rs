@@ -22,12 +22,22 @@ fn readers(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("format212_mitdb_sized", |b| {
-        b.iter(|| decode(212, black_box(&bytes), 2, frames, &[], Path::new("x.dat")).unwrap())
+        b.iter(|| {
+            decode(
+                212,
+                black_box(&bytes),
+                &[1, 1],
+                frames,
+                &[],
+                Path::new("x.dat"),
+            )
+            .unwrap()
+        })
     });
     let b16: Vec<u8> = bytes[..(5000 * 12 * 2) as usize].to_vec();
     g.throughput(Throughput::Bytes(b16.len() as u64));
     g.bench_function("format16_12lead_10s", |b| {
-        b.iter(|| decode(16, black_box(&b16), 12, 5000, &[], Path::new("x.dat")).unwrap())
+        b.iter(|| decode(16, black_box(&b16), &[1; 12], 5000, &[], Path::new("x.dat")).unwrap())
     });
     g.finish();
 

@@ -284,6 +284,15 @@ fn print_summary(m: &Manifest) {
                 labels::short_name(k).to_string()
             })
         );
+        if !s.segments_by_label_origin.is_empty() {
+            println!(
+                "  labels taken from: {}",
+                counts(
+                    s.segments_by_label_origin.iter().map(|(k, v)| (k, *v)),
+                    |k| k.replace('_', " ")
+                )
+            );
+        }
         println!(
             "  sex:               {}",
             counts(s.sex.iter().map(|(k, v)| (k, *v)), |k| k.to_string())

@@ -3,7 +3,9 @@
 //! Follows the `header(5)` specification of the WFDB library: a record line, one line per
 //! signal, and `#` comment lines anywhere. Accepts CRLF or LF line endings, record names
 //! written with an extension (as in the CinC 2020 Georgia headers: `E00271.mat 12 500 ...`),
-//! and units in any case (`1000/mv`). Multi-segment records are refused with a clear error.
+//! and units in any case (`1000/mv`). A multi-segment header (`name/n` on the record line,
+//! then one `segment length` line per segment, `~` for a gap) is a [`MultiHeader`], read with
+//! [`read_any_header`]; [`read_header`] is for single-segment headers.
 //! A signal file name must be a plain file name ([`paths::check_name`]): `../x`, `/abs/x`
 //! or `/dev/zero` is an error naming the header line. Every field is parsed char by char
 //! (non-ASCII text is an error, never a panic).
@@ -32,6 +34,53 @@ pub struct Header {
     pub signals: Vec<SignalSpec>,
     /// Comment lines without the leading `#`, trailing whitespace removed.
     pub comments: Vec<String>,
+}
+
+/// A parsed header of either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyHeader {
+    /// An ordinary record: signal lines naming signal files.
+    Single(Header),
+    /// A multi-segment record: segment lines naming single-segment records of its folder.
+    Multi(MultiHeader),
+}
+
+/// A multi-segment header (`header(5)`): a record made of consecutive segments, each a
+/// single-segment record of the same folder, or a gap (`~`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiHeader {
+    /// Header file it was read from (used in error messages).
+    pub path: PathBuf,
+    /// 1-based line of the record line.
+    pub line: usize,
+    /// Record name (before the `/`).
+    pub record_name: String,
+    /// Number of signals of the record.
+    pub n_signals: usize,
+    /// Sampling frequency in Hz (frames per second).
+    pub fs: f64,
+    /// Total number of frames, when the header gives it.
+    pub n_samples: Option<u64>,
+    /// Base time field, verbatim.
+    pub base_time: Option<String>,
+    /// Base date field, verbatim.
+    pub base_date: Option<String>,
+    /// The segments in order.
+    pub segments: Vec<SegmentRef>,
+    /// Comment lines without the leading `#`.
+    pub comments: Vec<String>,
+}
+
+/// One segment line of a multi-segment header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRef {
+    /// 1-based line of the header (for error messages).
+    pub line: usize,
+    /// Record name of the segment (its header is `<name>.hea` in the same folder); `None`
+    /// for a gap (`~`).
+    pub name: Option<String>,
+    /// Frames in the segment.
+    pub n_samples: u64,
 }
 
 /// One signal line of a header.
@@ -77,6 +126,7 @@ impl SignalSpec {
             "mv" => Some(1.0),
             "uv" | "µv" | "μv" => Some(1e-3),
             "v" => Some(1e3),
+            "nv" => Some(1e-6),
             _ => None,
         }
     }
@@ -85,11 +135,33 @@ impl SignalSpec {
 /// Reads and parses the header file at `path`, opened under the rules of [`paths`] (at most
 /// [`paths::MAX_TEXT_BYTES`]).
 pub fn read_header(path: &Path) -> Result<Header> {
+    single(read_any_header(path)?)
+}
+
+/// Reads and parses a single- or multi-segment header file at `path`, opened under the
+/// rules of [`paths`] (at most [`paths::MAX_TEXT_BYTES`]).
+pub fn read_any_header(path: &Path) -> Result<AnyHeader> {
     let bytes = paths::open_listed(path)
         .and_then(|f| f.read_all(paths::MAX_TEXT_BYTES))
         .map_err(|e| e.at(path))?;
     let text = String::from_utf8_lossy(&bytes);
-    parse_header(&text, path)
+    parse_any_header(&text, path)
+}
+
+/// A single-segment header, or an error naming the multi-segment one.
+fn single(h: AnyHeader) -> Result<Header> {
+    match h {
+        AnyHeader::Single(h) => Ok(h),
+        AnyHeader::Multi(m) => Err(err(
+            &m.path,
+            m.line,
+            format!(
+                "multi-segment record `{}/{}`: read it as one (record::load_record)",
+                m.record_name,
+                m.segments.len()
+            ),
+        )),
+    }
 }
 
 fn err(path: &Path, line: usize, reason: impl Into<String>) -> DatasetError {
@@ -100,8 +172,13 @@ fn err(path: &Path, line: usize, reason: impl Into<String>) -> DatasetError {
     }
 }
 
-/// Parses header text; `path` is only used in error messages.
+/// Parses single-segment header text; `path` is only used in error messages.
 pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
+    single(parse_any_header(text, path)?)
+}
+
+/// Parses header text of either kind; `path` is only used in error messages.
+pub fn parse_any_header(text: &str, path: &Path) -> Result<AnyHeader> {
     let mut comments = Vec::new();
     let mut content: Vec<(usize, &str)> = Vec::new();
     for (i, raw) in text.split('\n').enumerate() {
@@ -122,13 +199,23 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
     };
     let mut fields = record_line.split_whitespace();
     let name_field = fields.next().unwrap_or_default();
-    if name_field.contains('/') {
-        return Err(err(
-            path,
-            record_line_no,
-            format!("multi-segment record `{name_field}` is not supported"),
-        ));
-    }
+    let (name_field, n_segments) = match name_field.split_once('/') {
+        Some((name, n)) => {
+            let n: usize = n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0 && n <= 1 << 20)
+                .ok_or_else(|| {
+                    err(
+                        path,
+                        record_line_no,
+                        format!("number of segments `{n}` is not an integer from 1 to 1048576"),
+                    )
+                })?;
+            (name, Some(n))
+        }
+        None => (name_field, None),
+    };
     let n_signals: usize = match fields.next() {
         Some(s) => s.parse().map_err(|_| {
             err(
@@ -183,6 +270,37 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
         }
     }
 
+    if let Some(n_segments) = n_segments {
+        let lines = &content[1..];
+        if lines.len() < n_segments {
+            return Err(err(
+                path,
+                0,
+                format!(
+                    "record line announces {n_segments} segments but {} segment lines follow",
+                    lines.len()
+                ),
+            ));
+        }
+        let segments = lines[..n_segments]
+            .iter()
+            .map(|&(line_no, line)| {
+                parse_segment_line(line, line_no).map_err(|r| err(path, line_no, r))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(AnyHeader::Multi(MultiHeader {
+            path: path.to_path_buf(),
+            line: record_line_no,
+            record_name: name_field.to_string(),
+            n_signals,
+            fs,
+            n_samples,
+            base_time,
+            base_date,
+            segments,
+            comments,
+        }));
+    }
     let signal_lines = &content[1..];
     if signal_lines.len() < n_signals {
         return Err(err(
@@ -198,7 +316,7 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
     for &(line_no, line) in &signal_lines[..n_signals] {
         signals.push(parse_signal_line(line, line_no).map_err(|r| err(path, line_no, r))?);
     }
-    Ok(Header {
+    Ok(AnyHeader::Single(Header {
         path: path.to_path_buf(),
         record_name: name_field.to_string(),
         fs,
@@ -207,6 +325,30 @@ pub fn parse_header(text: &str, path: &Path) -> Result<Header> {
         base_date,
         signals,
         comments,
+    }))
+}
+
+/// Parses a segment line `name length` (`~ length` for a gap).
+fn parse_segment_line(line: &str, line_no: usize) -> Result<SegmentRef, String> {
+    let mut f = line.split_whitespace();
+    let name = f.next().ok_or("empty segment line")?;
+    let len = f
+        .next()
+        .ok_or_else(|| format!("segment line for `{name}` lacks the number of samples"))?;
+    let n_samples: u64 = len
+        .parse()
+        .map_err(|_| format!("segment length `{len}` is not a non-negative integer"))?;
+    let name = if name == "~" {
+        None
+    } else {
+        paths::check_name(format!("{name}.hea"))
+            .map_err(|e| e.describe("segment record", name, "the record's folder"))?;
+        Some(name.to_string())
+    };
+    Ok(SegmentRef {
+        line: line_no,
+        name,
+        n_samples,
     })
 }
 
@@ -259,8 +401,9 @@ fn parse_gain(s: &str) -> Result<(f64, Option<i64>, Option<String>), String> {
         }
         None => (gain_part, None),
     };
+    // A negative gain is legal (an inverted signal, as in wfdb-python's `wave_4`).
     let gain: f64 = gain_str.parse().map_err(|_| bad())?;
-    if !gain.is_finite() || gain < 0.0 {
+    if !gain.is_finite() {
         return Err(bad());
     }
     Ok((gain, baseline, units))
@@ -397,8 +540,14 @@ mod tests {
         );
         let e = parse_header("x 1 360\nx.dat 2a2\n", Path::new("x.hea")).unwrap_err();
         assert!(e.to_string().contains("x.hea:2: format field `2a2`"), "{e}");
-        let e = parse_header("x/3 2 360\n", Path::new("x.hea")).unwrap_err();
-        assert!(e.to_string().contains("multi-segment"), "{e}");
+        let e = parse_header("x/1 2 360\nx_1 10\n", Path::new("x.hea")).unwrap_err();
+        assert!(e.to_string().contains("multi-segment record `x/1`"), "{e}");
+        let e = parse_any_header("x/3 2 360\nx_1 10\n", Path::new("x.hea")).unwrap_err();
+        assert!(e.to_string().contains("announces 3 segments but 1"), "{e}");
+        let e = parse_any_header("x/0 2 360\n", Path::new("x.hea")).unwrap_err();
+        assert!(e.to_string().contains("number of segments `0`"), "{e}");
+        let e = parse_any_header("x/1 2 360\n../y 10\n", Path::new("x.hea")).unwrap_err();
+        assert!(e.to_string().contains("x.hea:2: segment record"), "{e}");
         assert!(parse_header("# only\n", Path::new("x.hea")).is_err());
     }
 
@@ -443,6 +592,41 @@ mod tests {
             );
         }
         assert_eq!(p("r 1\nr.dat 16\n").signals[0].line, 2);
+    }
+
+    #[test]
+    fn multi_segment_header_of_the_mimic_waveform_database() {
+        // s00001-2896-10-09-01-56.hea of wfdb-python's sample data (MIMIC-III matched subset).
+        let h = parse_any_header(
+            "s00001-2896-10-09-01-56/2 4 125 7500 01:56:25.894 09/10/2896\n3248903_layout 0\n~ 7500\n# <age>: 60 <sex>: F\n",
+            Path::new("s.hea"),
+        )
+        .unwrap();
+        let AnyHeader::Multi(m) = h else {
+            panic!("not multi-segment")
+        };
+        assert_eq!(
+            (m.record_name.as_str(), m.n_signals, m.fs),
+            ("s00001-2896-10-09-01-56", 4, 125.0)
+        );
+        assert_eq!(m.n_samples, Some(7500));
+        assert_eq!(m.base_date.as_deref(), Some("09/10/2896"));
+        assert_eq!(
+            m.segments,
+            vec![
+                SegmentRef {
+                    line: 2,
+                    name: Some("3248903_layout".into()),
+                    n_samples: 0
+                },
+                SegmentRef {
+                    line: 3,
+                    name: None,
+                    n_samples: 7500
+                },
+            ]
+        );
+        assert_eq!(m.comments, vec![" <age>: 60 <sex>: F"]);
     }
 
     #[test]

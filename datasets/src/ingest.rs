@@ -9,12 +9,12 @@ use rayon::prelude::*;
 use crate::annotation::{self, Annotation};
 use crate::demographics::{self, Demographics};
 use crate::error::{DatasetError, Result};
-use crate::header::read_header;
 use crate::labels::{self, Label};
 use crate::layout::{self, Layout, SourceFolder};
+use crate::leads;
 use crate::paths;
 use crate::record::{self, RecordWarning};
-use crate::segment::{self, Segment, Segmentation, Window};
+use crate::segment::{self, LabelOrigin, Segment, Segmentation, Window};
 use crate::store::{
     AgeSummary, AnnotationSummary, FileError, IngestSettings, Manifest, SCHEMA_VERSION,
     SourceSummary, StoreWriter, summarize_warnings,
@@ -75,6 +75,8 @@ struct RecordOutput {
     warnings: Vec<RecordWarning>,
     bytes: u64,
     annotations: Option<AnnotationSummary>,
+    /// Windows per label origin ([`LabelOrigin::name`]).
+    segments_by_label_origin: BTreeMap<String, u64>,
 }
 
 /// Shared per-source context.
@@ -89,8 +91,7 @@ fn window_samples(secs: f64, fs: f64) -> u64 {
 }
 
 fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
-    let header = read_header(hea)?;
-    let rec = record::load_with_header(header, ctx.src.layout.verification())?;
+    let rec = record::load_record(hea, ctx.src.layout.verification())?;
     let mut warnings = rec.warnings.clone();
     let demographics = demographics::from_comments(&rec.header.comments);
     // Annotations (MIT .atr) where present (opened under the rules of `paths`: a link out of
@@ -99,9 +100,23 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     let ann: Vec<Annotation> = annotation::read_annotations_if_present(&atr)?.unwrap_or_default();
     let changes = segment::rhythm_changes(&ann);
     let ann_summary = summarise_annotations(ctx, hea, &rec, &ann, &changes, &mut warnings);
-    let label = record_label(ctx, &rec, &changes, &mut warnings);
-    let (leads, signals, fs_out) = output_signals(ctx, hea, &rec)?;
-    let windows = record_windows(ctx, &rec, &ann, &changes, &label, &atr, &mut warnings);
+    let (label, origin) = record_label(ctx, &rec, &changes, &mut warnings);
+    let (leads, signals, fs_out) = output_signals(ctx, hea, &rec, &mut warnings)?;
+    let windows = record_windows(
+        ctx,
+        &rec,
+        &ann,
+        &changes,
+        (&label, origin),
+        &atr,
+        &mut warnings,
+    );
+    let mut segments_by_label_origin: BTreeMap<String, u64> = BTreeMap::new();
+    for w in &windows {
+        *segments_by_label_origin
+            .entry(w.origin.name().to_string())
+            .or_default() += 1;
+    }
 
     let fs_in = rec.fs();
     let ratio = fs_out / fs_in;
@@ -141,6 +156,7 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
         warnings,
         bytes: rec.bytes_read,
         annotations: ann_summary,
+        segments_by_label_origin,
     })
 }
 
@@ -194,25 +210,44 @@ fn summarise_annotations(
     ann_summary
 }
 
-/// The record-level label: from the source's reference file (CinC 2017), its comments (LUDB,
-/// the CinC 2020/2021 `Dx` codes) or its rhythm annotations.
+/// The record-level label and where it came from: the source's reference file (CinC 2017),
+/// LUDB's `Rhythm:` comment, or else, for a record with rhythm annotations, a free-text
+/// diagnosis of its header ([`labels::header_diagnosis`]) or the rhythm in force for most of
+/// the record; for a record without, its `#Dx` codes or a free-text diagnosis.
 fn record_label(
     ctx: &SourceContext,
     rec: &record::Record,
     changes: &[(u64, String)],
     warnings: &mut Vec<RecordWarning>,
-) -> Label {
+) -> (Label, LabelOrigin) {
     let comments = &rec.header.comments;
     let n = rec.n_samples;
+    let unknown = || Label {
+        label: labels::UNKNOWN.into(),
+        raw: vec![],
+        unmapped: vec![],
+    };
+    let known = |l: Label, origin: LabelOrigin| {
+        let origin = if l.label == labels::UNKNOWN {
+            LabelOrigin::Unknown
+        } else {
+            origin
+        };
+        (l, origin)
+    };
+    let stated = labels::header_diagnosis(comments).map(|d| d.label());
     match ctx.src.layout {
         Layout::Cinc2017 => match ctx.reference.as_ref().and_then(|r| r.get(&rec.id)) {
-            Some(class) => Label {
-                label: labels::cinc2017_label(class)
-                    .unwrap_or(labels::UNKNOWN)
-                    .to_string(),
-                raw: vec![class.clone()],
-                unmapped: vec![],
-            },
+            Some(class) => known(
+                Label {
+                    label: labels::cinc2017_label(class)
+                        .unwrap_or(labels::UNKNOWN)
+                        .to_string(),
+                    raw: vec![class.clone()],
+                    unmapped: vec![],
+                },
+                LabelOrigin::LabelFile,
+            ),
             None => {
                 warnings.push(RecordWarning {
                     kind: "missing_label".into(),
@@ -227,64 +262,116 @@ fn record_label(
                         rec.id
                     ),
                 });
-                Label {
-                    label: labels::UNKNOWN.into(),
-                    raw: vec![],
-                    unmapped: vec![],
-                }
+                (unknown(), LabelOrigin::Unknown)
             }
         },
-        Layout::Ludb => labels::ludb_label(comments),
-        _ if !changes.is_empty() => {
-            let w = segment::label_by_rhythm(changes, 0, n);
-            Label {
-                label: w.label,
-                raw: w.raw,
-                unmapped: w.unmapped,
+        Layout::Ludb => known(labels::ludb_label(comments), LabelOrigin::Header),
+        _ if !changes.is_empty() => match stated {
+            Some(l) => (l, LabelOrigin::Header),
+            None => {
+                let w = segment::label_by_rhythm(changes, 0, n, None);
+                (
+                    Label {
+                        label: w.label,
+                        raw: w.raw,
+                        unmapped: w.unmapped,
+                    },
+                    w.origin,
+                )
             }
-        }
-        _ => match labels::dx_codes(comments) {
-            Some(codes) => labels::dx_label(&codes),
-            None => Label {
-                label: labels::UNKNOWN.into(),
-                raw: vec![],
-                unmapped: vec![],
+        },
+        _ => match labels::dx_codes(comments).map(|c| labels::dx_label(&c)) {
+            Some(l) if l.label != labels::UNKNOWN || stated.is_none() => {
+                known(l, LabelOrigin::Header)
+            }
+            _ => match stated {
+                Some(l) => (l, LabelOrigin::Header),
+                None => (unknown(), LabelOrigin::Unknown),
             },
         },
     }
 }
 
-/// The signals to store: physical units, the leads asked for, resampled to the rate asked
-/// for. Returns (lead names, signals, rate).
+/// The signals to store: the record's ECG leads ([`crate::leads`]; the others skipped with a
+/// `non_ecg_signals_skipped` warning), the leads asked for, in millivolts, at one rate (the
+/// highest samples per frame of the leads kept: a lead with fewer samples per frame is held,
+/// each sample repeated), resampled to the rate asked for. Returns (lead names, signals, rate).
 fn output_signals(
     ctx: &SourceContext,
     hea: &Path,
     rec: &record::Record,
+    warnings: &mut Vec<RecordWarning>,
 ) -> Result<(Vec<String>, Vec<Vec<f32>>, f64)> {
-    let mut leads = rec.leads.clone();
-    let mut signals = rec.physical()?;
-    if let Some(want) = &ctx.opts.leads {
-        let mut sel = Vec::with_capacity(want.len());
-        for w in want {
-            let i = leads
-                .iter()
-                .position(|l| l.eq_ignore_ascii_case(w))
-                .ok_or_else(|| {
-                    DatasetError::signal(
+    let mut skipped: Vec<(usize, String)> = Vec::new();
+    let mut ecg: Vec<usize> = Vec::new();
+    for (i, (spec, lead)) in rec.header.signals.iter().zip(&rec.leads).enumerate() {
+        match leads::not_ecg(lead, &spec.units, spec.to_millivolts().is_some()) {
+            Some(why) => skipped.push((i, why)),
+            None => ecg.push(i),
+        }
+    }
+    let described = |v: &[(usize, String)]| {
+        v.iter()
+            .map(|(i, why)| format!("{} ({why})", rec.leads[*i]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if ecg.is_empty() {
+        return Err(DatasetError::signal(
+            hea,
+            "*",
+            format!("no ECG signal: {}", described(&skipped)),
+        ));
+    }
+    let sel: Vec<usize> = match &ctx.opts.leads {
+        None => ecg,
+        Some(want) => want
+            .iter()
+            .map(|w| {
+                let found = rec.leads.iter().position(|l| l.eq_ignore_ascii_case(w));
+                match found {
+                    Some(i) if ecg.contains(&i) => Ok(i),
+                    Some(i) => Err(DatasetError::signal(
                         hea,
                         w.clone(),
-                        format!("lead not in record (it has {})", leads.join(", ")),
-                    )
-                })?;
-            sel.push(i);
-        }
-        leads = sel.iter().map(|&i| leads[i].clone()).collect();
-        signals = sel
-            .iter()
-            .map(|&i| std::mem::take(&mut signals[i]))
-            .collect();
+                        format!(
+                            "not an ECG lead: {}",
+                            skipped
+                                .iter()
+                                .find(|(j, _)| *j == i)
+                                .map_or("", |(_, why)| why.as_str())
+                        ),
+                    )),
+                    None => Err(DatasetError::signal(
+                        hea,
+                        w.clone(),
+                        format!("lead not in record (it has {})", rec.leads.join(", ")),
+                    )),
+                }
+            })
+            .collect::<Result<_>>()?,
+    };
+    if !skipped.is_empty() {
+        warnings.push(RecordWarning {
+            kind: "non_ecg_signals_skipped".into(),
+            record: rec.id.clone(),
+            detail: format!("{}: skipped {}", hea.display(), described(&skipped)),
+        });
     }
-    let fs_in = rec.fs();
+    let k_max = sel
+        .iter()
+        .map(|&i| rec.samples_per_frame(i))
+        .max()
+        .unwrap_or(1);
+    let leads: Vec<String> = sel.iter().map(|&i| rec.leads[i].clone()).collect();
+    let mut signals = sel
+        .iter()
+        .map(|&i| {
+            let mv = rec.lead_mv(i)?;
+            Ok(hold(mv, rec.samples_per_frame(i), k_max))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fs_in = rec.fs() * f64::from(k_max);
     let mut fs_out = fs_in;
     if let Some(hz) = ctx.opts.resample_hz
         && (fs_in - hz as f64).abs() > 1e-9
@@ -313,6 +400,16 @@ fn output_signals(
     Ok((leads, signals, fs_out))
 }
 
+/// A lead of `k` samples per frame at `k_max` samples per frame: output sample `j` is input
+/// sample `floor(j * k / k_max)` (sample and hold).
+fn hold(v: Vec<f32>, k: u32, k_max: u32) -> Vec<f32> {
+    if k == k_max || k == 0 {
+        return v;
+    }
+    let n = v.len() / k as usize * k_max as usize;
+    (0..n).map(|j| v[j * k as usize / k_max as usize]).collect()
+}
+
 /// The record's windows in its own sample positions: fixed windows (labelled by the record's
 /// label or its rhythm annotations) or beat-centred windows, as the options ask.
 fn record_windows(
@@ -320,12 +417,16 @@ fn record_windows(
     rec: &record::Record,
     ann: &[Annotation],
     changes: &[(u64, String)],
-    label: &Label,
+    (label, origin): (&Label, LabelOrigin),
     atr: &Path,
     warnings: &mut Vec<RecordWarning>,
 ) -> Vec<Window> {
     let n = rec.n_samples;
     let fs_in = rec.fs();
+    // Before the first rhythm annotation: a rhythm the header states for the whole record.
+    let before = labels::header_diagnosis(&rec.header.comments)
+        .filter(|d| d.course == labels::Course::Whole)
+        .map(|d| d.label());
     let fixed = |secs: f64| -> Vec<Window> {
         segment::fixed_windows(n, window_samples(secs, fs_in))
             .into_iter()
@@ -337,9 +438,10 @@ fn record_windows(
                         label: label.label.clone(),
                         raw: label.raw.clone(),
                         unmapped: label.unmapped.clone(),
+                        origin,
                     }
                 } else {
-                    segment::label_by_rhythm(changes, start, len)
+                    segment::label_by_rhythm(changes, start, len, before.as_ref())
                 }
             })
             .collect()
@@ -517,6 +619,9 @@ pub fn ingest(
                         match o.demographics.age {
                             Some(a) => ages.push(a),
                             None => summary.age.unknown += 1,
+                        }
+                        for (k, v) in o.segments_by_label_origin {
+                            *summary.segments_by_label_origin.entry(k).or_default() += v;
                         }
                         if let Some(a) = o.annotations {
                             merge_annotations(&mut summary.annotations, a);

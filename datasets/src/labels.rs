@@ -237,6 +237,258 @@ pub fn ludb_label(comments: &[String]) -> Label {
     }
 }
 
+/// How long a rhythm stated in a header comment holds in the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Course {
+    /// The whole record (persistent or permanent AF; "non atrial fibrillation").
+    Whole,
+    /// Episodes (paroxysmal AF): not every stretch of the record.
+    Paroxysmal,
+    /// The statement does not say.
+    Unstated,
+}
+
+/// Free-text diagnosis phrases of header comments: (normalised phrase, SNOMED CT concept or
+/// `None`, label, course). A phrase is matched against a whole comment line, normalised: a
+/// leading `Dx:`, `Diagnosis:`, `Diagnoses:`, `Rhythm:` or `Reason for admission:` key
+/// removed, lower case, every character that is not a letter or digit a space, spaces
+/// collapsed. Sources: the PhysioNet/CinC 2015 alarm database (`#Ventricular_Tachycardia`),
+/// the CPSC 2021 paroxysmal AF database (`#paroxysmal atrial fibrillation`, `#non atrial
+/// fibrillation`), PTB's `Reason for admission:`, LUDB's `Rhythm:` statements, the CinC
+/// 2020/2021 rhythm names, and common English rhythm names.
+pub const HEADER_PHRASES: &[(&str, Option<&str>, &str, Course)] = &[
+    (
+        "atrial fibrillation",
+        Some("164889003"),
+        ATRIAL_FIBRILLATION,
+        Course::Unstated,
+    ),
+    (
+        "af",
+        Some("164889003"),
+        ATRIAL_FIBRILLATION,
+        Course::Unstated,
+    ),
+    (
+        "afib",
+        Some("164889003"),
+        ATRIAL_FIBRILLATION,
+        Course::Unstated,
+    ),
+    (
+        "paroxysmal atrial fibrillation",
+        Some("282825002"),
+        ATRIAL_FIBRILLATION,
+        Course::Paroxysmal,
+    ),
+    (
+        "paroxysmal af",
+        Some("282825002"),
+        ATRIAL_FIBRILLATION,
+        Course::Paroxysmal,
+    ),
+    (
+        "persistent atrial fibrillation",
+        Some("440059007"),
+        ATRIAL_FIBRILLATION,
+        Course::Whole,
+    ),
+    (
+        "persistent af",
+        Some("440059007"),
+        ATRIAL_FIBRILLATION,
+        Course::Whole,
+    ),
+    (
+        "permanent atrial fibrillation",
+        Some("426749004"),
+        ATRIAL_FIBRILLATION,
+        Course::Whole,
+    ),
+    (
+        "chronic atrial fibrillation",
+        Some("426749004"),
+        ATRIAL_FIBRILLATION,
+        Course::Whole,
+    ),
+    ("non atrial fibrillation", None, OTHER, Course::Whole),
+    ("non af", None, OTHER, Course::Whole),
+    ("no atrial fibrillation", None, OTHER, Course::Whole),
+    (
+        "atrial flutter",
+        Some("164890007"),
+        ATRIAL_FLUTTER,
+        Course::Unstated,
+    ),
+    (
+        "sinus rhythm",
+        Some("426783006"),
+        SINUS_RHYTHM,
+        Course::Unstated,
+    ),
+    (
+        "normal sinus rhythm",
+        Some("426783006"),
+        SINUS_RHYTHM,
+        Course::Unstated,
+    ),
+    (
+        "sinus bradycardia",
+        Some("426177001"),
+        SINUS_BRADYCARDIA,
+        Course::Unstated,
+    ),
+    (
+        "sinus tachycardia",
+        Some("427084000"),
+        SINUS_TACHYCARDIA,
+        Course::Unstated,
+    ),
+    (
+        "sinus arrhythmia",
+        Some("427393009"),
+        SINUS_ARRHYTHMIA,
+        Course::Unstated,
+    ),
+    (
+        "irregular sinus rhythm",
+        Some("427393009"),
+        SINUS_ARRHYTHMIA,
+        Course::Unstated,
+    ),
+    (
+        "ventricular tachycardia",
+        Some("164895002"),
+        OTHER,
+        Course::Unstated,
+    ),
+    (
+        "ventricular fibrillation",
+        Some("164896001"),
+        OTHER,
+        Course::Unstated,
+    ),
+    (
+        "ventricular flutter fib",
+        Some("164896001"),
+        OTHER,
+        Course::Unstated,
+    ),
+    (
+        "supraventricular tachycardia",
+        Some("426761007"),
+        OTHER,
+        Course::Unstated,
+    ),
+    (
+        "atrial tachycardia",
+        Some("713422000"),
+        OTHER,
+        Course::Unstated,
+    ),
+    ("asystole", Some("397829000"), OTHER, Course::Unstated),
+    (
+        "extreme bradycardia",
+        Some("48867003"),
+        OTHER,
+        Course::Unstated,
+    ),
+    (
+        "extreme tachycardia",
+        Some("3424008"),
+        OTHER,
+        Course::Unstated,
+    ),
+    ("dysrhythmia", Some("698247007"), OTHER, Course::Unstated),
+];
+
+/// Priority of a rhythm label when a record states several (as for `#Dx` codes): AF > AFL >
+/// other rhythms > STach > SBrad > SA > SR.
+fn rhythm_rank(label: &str) -> usize {
+    [
+        ATRIAL_FIBRILLATION,
+        ATRIAL_FLUTTER,
+        OTHER,
+        SINUS_TACHYCARDIA,
+        SINUS_BRADYCARDIA,
+        SINUS_ARRHYTHMIA,
+        SINUS_RHYTHM,
+    ]
+    .iter()
+    .position(|l| *l == label)
+    .unwrap_or(usize::MAX)
+}
+
+/// A rhythm stated in free text in a header comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderDiagnosis {
+    /// Normalised label.
+    pub label: &'static str,
+    /// SNOMED CT concept of the phrase, when it has one.
+    pub snomed: Option<&'static str>,
+    /// How long it holds.
+    pub course: Course,
+    /// The comment as written (without `#`, trimmed).
+    pub text: String,
+}
+
+impl HeaderDiagnosis {
+    /// The record label it gives (`label_raw` = the comment as written).
+    pub fn label(&self) -> Label {
+        Label {
+            label: self.label.to_string(),
+            raw: vec![self.text.clone()],
+            unmapped: vec![],
+        }
+    }
+}
+
+/// A header comment normalised for [`HEADER_PHRASES`].
+fn normalise_phrase(comment: &str) -> String {
+    let lower = comment.trim().to_lowercase();
+    let mut text = lower.as_str();
+    for key in [
+        "dx",
+        "diagnosis",
+        "diagnoses",
+        "rhythm",
+        "reason for admission",
+    ] {
+        if let Some(rest) = text
+            .strip_prefix(key)
+            .and_then(|r| r.trim_start().strip_prefix(':'))
+        {
+            text = rest;
+            break;
+        }
+    }
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The rhythm stated in a header's free-text comments (whole comment lines matching
+/// [`HEADER_PHRASES`]); of several, the first by rhythm priority. `None` when no comment is a
+/// known phrase.
+pub fn header_diagnosis(comments: &[String]) -> Option<HeaderDiagnosis> {
+    comments
+        .iter()
+        .filter_map(|c| {
+            let n = normalise_phrase(c);
+            HEADER_PHRASES
+                .iter()
+                .find(|(p, ..)| *p == n)
+                .map(|&(_, snomed, label, course)| HeaderDiagnosis {
+                    label,
+                    snomed,
+                    course,
+                    text: c.trim().to_string(),
+                })
+        })
+        .min_by_key(|d| rhythm_rank(d.label))
+}
+
 /// MIT rhythm aux string (`(AFIB`, trailing NULs removed) → label, `None` when not in the table.
 pub fn mit_rhythm(aux: &str) -> Option<&'static str> {
     Some(match aux.trim_end_matches('\0').trim() {
@@ -266,6 +518,58 @@ pub fn aami_class(symbol: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dx(lines: &[&str]) -> Option<HeaderDiagnosis> {
+        header_diagnosis(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn header_phrases_of_public_databases() {
+        // PhysioNet/CinC 2015 (a103l, v102s): the alarm's rhythm, then whether it was true.
+        let d = dx(&["Asystole", "False alarm"]).unwrap();
+        assert_eq!(
+            (d.label, d.snomed, d.text.as_str()),
+            (OTHER, Some("397829000"), "Asystole")
+        );
+        let d = dx(&["Ventricular_Tachycardia", "True alarm"]).unwrap();
+        assert_eq!((d.label, d.snomed), (OTHER, Some("164895002")));
+        // CPSC 2021 (paroxysmal AF database) statements.
+        let d = dx(&["paroxysmal atrial fibrillation"]).unwrap();
+        assert_eq!(
+            (d.label, d.course),
+            (ATRIAL_FIBRILLATION, Course::Paroxysmal)
+        );
+        let d = dx(&[" persistent atrial fibrillation"]).unwrap();
+        assert_eq!((d.label, d.course), (ATRIAL_FIBRILLATION, Course::Whole));
+        let d = dx(&["non atrial fibrillation"]).unwrap();
+        assert_eq!((d.label, d.course, d.snomed), (OTHER, Course::Whole, None));
+        // PTB and LUDB keys; case, punctuation and a trailing full stop do not matter.
+        assert_eq!(
+            dx(&["Reason for admission: Atrial fibrillation"])
+                .unwrap()
+                .label,
+            ATRIAL_FIBRILLATION
+        );
+        assert_eq!(
+            dx(&["Rhythm: Sinus bradycardia."]).unwrap().label,
+            SINUS_BRADYCARDIA
+        );
+        // Several statements: rhythm priority (AF first).
+        assert_eq!(
+            dx(&["Sinus rhythm", "AFIB"]).unwrap().label,
+            ATRIAL_FIBRILLATION
+        );
+        // Not diagnoses: MIT-BIH's demographics and medications, wfdb's `<diagnoses>: (none)`,
+        // a phrase inside a longer sentence.
+        for lines in [
+            &[" 69 M 1085 1629 x1", " Aldomet, Inderal"][..],
+            &[" <age>: 25  <sex>: M  <diagnoses>: (none)  <medications>: (none)"],
+            &["history of atrial fibrillation"],
+            &["False alarm"],
+        ] {
+            assert_eq!(dx(lines), None, "{lines:?}");
+        }
+    }
 
     #[test]
     fn tables() {

@@ -16,6 +16,9 @@
 //! `LICENSE-AND-SOURCE.md` (or the nearest one above it, within the ingested folder) is carried
 //! into the manifest.
 //!
+//! A multi-segment record is one record: the headers of its segments (named on its segment
+//! lines) are not listed as records of their own.
+//!
 //! Everything found by listing a folder is opened under the rules of [`crate::paths`]: a
 //! header, annotation, label or licence file that is a symbolic link out of its folder, a FIFO
 //! or another special file is refused with an error naming it (a header is then a skipped
@@ -25,7 +28,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{DatasetError, Result};
-use crate::header::read_header;
+use crate::header::{AnyHeader, read_any_header, read_header};
 use crate::paths::{self, PathError};
 use crate::record::Verification;
 
@@ -86,12 +89,23 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Every `.hea` entry that is not a folder: regular files, and also links and special files,
-/// so that reading them reports why they are refused instead of skipping them unseen.
+/// so that reading them reports why they are refused instead of skipping them unseen. The
+/// segments of a multi-segment record of the folder are part of that record, not records.
 fn headers_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = list_dir(dir)?
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "hea") && !p.is_dir())
         .collect();
+    let segments: std::collections::HashSet<PathBuf> = v
+        .iter()
+        .filter_map(|h| match read_any_header(h) {
+            Ok(AnyHeader::Multi(m)) => Some(m.segments),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|s| s.name.map(|n| dir.join(format!("{n}.hea"))))
+        .collect();
+    v.retain(|h| !segments.contains(h));
     v.sort_by_key(|p| record_sort_key(p));
     Ok(v)
 }

@@ -1,12 +1,18 @@
 //! Loading one WFDB record (header + signal files) with checksum and initial-value
 //! verification, and conversion to physical units (mV).
+//!
+//! Every signal file format of [`signal`] is read, with the header's modifiers: samples per
+//! frame (each signal keeps its own rate: `digital[i]` holds `n_samples * spf` samples), skew
+//! (signal `i` of frame `t` is stored in frame `t + skew`; frames the file does not hold are
+//! invalid samples, NaN in millivolts) and byte offsets (sample offsets for FLAC files).
+//! A multi-segment record ([`crate::multisegment`]) is read as one continuous record.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{DatasetError, Result};
-use crate::header::{Header, read_header};
+use crate::header::{AnyHeader, Header, read_any_header};
 use crate::paths::{self, PathError};
-use crate::{mat4, signal};
+use crate::{mat4, multisegment, signal};
 
 /// Bytes of a MATLAB v4 file read to check its matrix header (20 bytes and a name of at most
 /// 64 bytes).
@@ -39,64 +45,106 @@ pub struct RecordWarning {
 pub struct Record {
     /// Record id: the header file's stem.
     pub id: String,
-    /// Parsed header.
+    /// Parsed header (for a multi-segment record: its record line, comments and the signals
+    /// of its layout).
     pub header: Header,
     /// Lead names in signal order (signal descriptions; `sig<i>` when empty).
     pub leads: Vec<String>,
-    /// Digital samples, one vector per signal.
+    /// Digital samples, one vector per signal, `n_samples * samples_per_frame` each, skew
+    /// applied. Empty vectors for a multi-segment record (its segments have their own gains:
+    /// see [`Record::lead_mv`]).
     pub digital: Vec<Vec<i32>>,
-    /// Samples per signal.
+    /// Frames per signal (samples per signal when every signal has one sample per frame).
     pub n_samples: u64,
     /// Bytes of the signal files used: each file's byte offset plus the sample bytes read
     /// (for throughput figures).
     pub bytes_read: u64,
     /// Warnings raised while loading.
     pub warnings: Vec<RecordWarning>,
+    /// A multi-segment record's voltage leads in mV, joined (gaps NaN); `None` otherwise.
+    pub(crate) joined: Option<Vec<Option<Vec<f32>>>>,
 }
 
 impl Record {
-    /// Sampling frequency in Hz.
+    /// Sampling frequency in Hz (frames per second).
     pub fn fs(&self) -> f64 {
         self.header.fs
+    }
+
+    /// Samples per frame of signal `i` (1 when unknown).
+    pub fn samples_per_frame(&self, i: usize) -> u32 {
+        self.header
+            .signals
+            .get(i)
+            .map_or(1, |s| s.samples_per_frame)
+    }
+
+    /// Signal `i` in millivolts (invalid samples NaN); an error naming the lead when its
+    /// units are not a voltage.
+    pub fn lead_mv(&self, i: usize) -> Result<Vec<f32>> {
+        let (Some(spec), Some(lead)) = (self.header.signals.get(i), self.leads.get(i)) else {
+            return Err(DatasetError::signal(
+                &self.header.path,
+                format!("#{i}"),
+                "no such signal",
+            ));
+        };
+        let not_voltage = || {
+            DatasetError::signal(
+                &self.header.path,
+                lead.clone(),
+                format!("units `{}` are not a voltage", spec.units),
+            )
+        };
+        let mv = spec.to_millivolts().ok_or_else(not_voltage)?;
+        if let Some(joined) = &self.joined {
+            return joined.get(i).cloned().flatten().ok_or_else(not_voltage);
+        }
+        let scale = mv / spec.adc_gain;
+        let base = spec.baseline as f64;
+        let invalid = signal::invalid_sample(spec.format);
+        Ok(self.digital[i]
+            .iter()
+            .map(|&v| {
+                if Some(v) == invalid {
+                    f32::NAN
+                } else {
+                    ((v as f64 - base) * scale) as f32
+                }
+            })
+            .collect())
     }
 
     /// All leads in millivolts; invalid samples become NaN. Fails when a signal's units are
     /// not a voltage.
     pub fn physical(&self) -> Result<Vec<Vec<f32>>> {
-        self.header
-            .signals
-            .iter()
-            .zip(&self.digital)
-            .zip(&self.leads)
-            .map(|((spec, d), lead)| {
-                let mv = spec.to_millivolts().ok_or_else(|| {
-                    DatasetError::signal(
-                        &self.header.path,
-                        lead.clone(),
-                        format!("units `{}` are not a voltage", spec.units),
-                    )
-                })?;
-                let scale = mv / spec.adc_gain;
-                let base = spec.baseline as f64;
-                let invalid = signal::invalid_sample(spec.format);
-                Ok(d.iter()
-                    .map(|&v| {
-                        if Some(v) == invalid {
-                            f32::NAN
-                        } else {
-                            ((v as f64 - base) * scale) as f32
-                        }
-                    })
-                    .collect())
-            })
-            .collect()
+        (0..self.leads.len()).map(|i| self.lead_mv(i)).collect()
     }
 }
 
-/// Loads the record whose header is `hea`, verifying checksums and initial values.
+/// Lead names of a header's signals: their descriptions, `sig<i>` when empty.
+pub(crate) fn lead_names(header: &Header) -> Vec<String> {
+    header
+        .signals
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if s.description.is_empty() {
+                format!("sig{i}")
+            } else {
+                s.description.clone()
+            }
+        })
+        .collect()
+}
+
+/// Loads the record whose header is `hea` (single- or multi-segment), verifying checksums
+/// and initial values.
 pub fn load_record(hea: &Path, verification: Verification) -> Result<Record> {
-    let header = read_header(hea)?;
-    load_with_header(header, verification)
+    match read_any_header(hea)? {
+        AnyHeader::Single(header) => load_with_header(header, verification),
+        AnyHeader::Multi(m) => multisegment::load(m, verification),
+    }
 }
 
 /// Loads a record from an already parsed header.
@@ -113,18 +161,7 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let leads: Vec<String> = header
-        .signals
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            if s.description.is_empty() {
-                format!("sig{i}")
-            } else {
-                s.description.clone()
-            }
-        })
-        .collect();
+    let leads = lead_names(&header);
 
     // Signals grouped by file, in order of first appearance.
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
@@ -135,6 +172,7 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
         }
     }
     let mut digital: Vec<Vec<i32>> = vec![Vec::new(); header.signals.len()];
+    let mut stored: Vec<Vec<i32>> = vec![Vec::new(); header.signals.len()];
     let mut n_samples = header.n_samples;
     let mut bytes_read = 0u64;
     for (file, idx) in &groups {
@@ -143,8 +181,9 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
         let g = read_group(&folder, &header, file, idx, n_samples)?;
         bytes_read += g.bytes;
         n_samples = Some(g.frames);
-        for (&i, d) in idx.iter().zip(g.decoded) {
+        for ((&i, d), s) in idx.iter().zip(g.decoded).zip(g.stored) {
             digital[i] = d;
+            stored[i] = s;
         }
     }
 
@@ -152,10 +191,16 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
     for (i, s) in header.signals.iter().enumerate() {
         let path = dir.join(&s.file_name);
         let d = &digital[i];
-        let mut problem = |kind: &str, detail: String| -> Result<()> {
+        // A skewed signal's header values may describe the samples as stored or as aligned:
+        // either is accepted.
+        let as_stored = if s.skew > 0 { &stored[i] } else { d };
+        // `slip`: a mismatch that is a warning whatever the verification.
+        let mut problem = |kind: &str, detail: String, slip: bool| -> Result<()> {
             match verification {
-                Verification::Strict => Err(DatasetError::signal(&path, leads[i].clone(), detail)),
-                Verification::Warn => {
+                Verification::Strict if !slip => {
+                    Err(DatasetError::signal(&path, leads[i].clone(), detail))
+                }
+                _ => {
                     warnings.push(RecordWarning {
                         kind: kind.to_string(),
                         record: id.clone(),
@@ -165,17 +210,25 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
                 }
             }
         };
+        let matches = |ck: i64, sum: i16| ck as i16 == sum && (-32768..=65535).contains(&ck);
+        let checksum_ok = s.checksum.is_some_and(|ck| {
+            matches(ck, signal::checksum(d)) || matches(ck, signal::checksum(as_stored))
+        });
         if let (Some(init), Some(&first)) = (s.initial_value, d.first())
             && init != first as i64
+            && as_stored.first().is_none_or(|&f| init != f as i64)
         {
+            // The initial value is a weak check: when the checksum over every sample verifies
+            // or the first sample is the invalid value, a mismatch is the header's slip.
             problem(
                 "initial_value_mismatch",
                 format!("initial value {init} in the header, first sample is {first}"),
+                checksum_ok || Some(first) == signal::invalid_sample(s.format),
             )?;
         }
         if let Some(ck) = s.checksum {
             let got = signal::checksum(d);
-            if ck as i16 != got || !(-32768..=65535).contains(&ck) {
+            if !checksum_ok {
                 let kind = if ck == 0 {
                     "checksum_not_recorded"
                 } else {
@@ -184,6 +237,7 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
                 problem(
                     kind,
                     format!("checksum {ck} in the header, samples sum to {got} (16-bit)"),
+                    false,
                 )?;
             }
         }
@@ -196,13 +250,17 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
         n_samples: n_samples.unwrap_or(0),
         bytes_read,
         warnings,
+        joined: None,
     })
 }
 
-/// Checks that the signals of one file (`idx`) share format and byte offset and use no
-/// multi-frequency frames or skew.
+/// Checks that the signals of one file (`idx`) share format and byte offset, and that a
+/// MATLAB file has one sample per frame.
 fn check_group(header: &Header, leads: &[String], idx: &[usize], path: &Path) -> Result<()> {
     let first = &header.signals[idx[0]];
+    let is_mat = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mat"));
     for &i in idx {
         let s = &header.signals[i];
         signal::check_supported(s.format, path)?;
@@ -213,21 +271,14 @@ fn check_group(header: &Header, leads: &[String], idx: &[usize], path: &Path) ->
                 "signals in one file must share format and byte offset",
             ));
         }
-        if s.samples_per_frame != 1 {
+        if is_mat && s.samples_per_frame != 1 {
             return Err(DatasetError::signal(
                 path,
                 leads[i].clone(),
                 format!(
-                    "multi-frequency records ({} samples per frame) are not supported",
+                    "a MATLAB signal file holds one sample per frame, the header gives {}",
                     s.samples_per_frame
                 ),
-            ));
-        }
-        if s.skew != 0 {
-            return Err(DatasetError::signal(
-                path,
-                leads[i].clone(),
-                format!("skew {} is not supported", s.skew),
             ));
         }
     }
@@ -236,11 +287,46 @@ fn check_group(header: &Header, leads: &[String], idx: &[usize], path: &Path) ->
 
 /// One signal file's samples, decoded: per signal of the group, in order.
 struct GroupRead {
+    /// Samples aligned by skew (`frames * spf` per signal).
     decoded: Vec<Vec<i32>>,
-    /// Samples per signal.
+    /// For skewed signals, the samples as stored in the file's first `frames` frames
+    /// (empty otherwise).
+    stored: Vec<Vec<i32>>,
+    /// Frames per signal.
     frames: u64,
     /// Bytes read from the file (its byte offset included).
     bytes: u64,
+}
+
+/// Applies each signal's skew: signal `j` of frame `t` is the stored sample of frame
+/// `t + skew`; frames past what was read are the format's invalid value. Returns the
+/// aligned samples and, for skewed signals, the first `frames` frames as stored.
+fn deskew(
+    read: Vec<Vec<i32>>,
+    spf: &[u32],
+    skews: &[u64],
+    frames: u64,
+    invalid: i32,
+) -> (Vec<Vec<i32>>, Vec<Vec<i32>>) {
+    let mut stored = Vec::with_capacity(read.len());
+    let mut aligned = Vec::with_capacity(read.len());
+    for ((mut v, &k), &skew) in read.into_iter().zip(spf).zip(skews) {
+        let want = (frames * u64::from(k)) as usize;
+        if skew == 0 {
+            v.truncate(want);
+            stored.push(Vec::new());
+            aligned.push(v);
+            continue;
+        }
+        let shift = ((skew * u64::from(k)) as usize).min(v.len());
+        let mut a: Vec<i32> = v[shift..].to_vec();
+        a.resize(want, invalid);
+        a.truncate(want);
+        v.truncate(want);
+        stored.push(v);
+        aligned.push(a);
+    }
+    (aligned, stored)
 }
 
 /// Opens signal file `file` of the record's folder (under the rules of `paths`), checks its
@@ -269,10 +355,59 @@ fn read_group(
     })?;
     let len = opened.len();
     let read = |offset: u64, n: u64| opened.read_range(offset, n).map_err(|e| e.at(&path));
+    let spf: Vec<u32> = idx
+        .iter()
+        .map(|&i| header.signals[i].samples_per_frame)
+        .collect();
+    let skews: Vec<u64> = idx
+        .iter()
+        .map(|&i| u64::from(header.signals[i].skew))
+        .collect();
+    let max_skew = skews.iter().copied().max().unwrap_or(0);
+    let slots: usize = spf.iter().map(|&k| k as usize).sum();
+    let invalid = signal::invalid_sample(first.format).unwrap_or(i32::MIN);
+    let offset = first.byte_offset;
+
+    if signal::is_flac(first.format) {
+        if len > paths::MAX_FILE_BYTES {
+            return Err(header_err(format!(
+                "FLAC signal file {file:?} holds {len} bytes, more than the {} bytes one file may supply",
+                paths::MAX_FILE_BYTES
+            )));
+        }
+        let data = read(0, len)?;
+        // The whole stream is decoded (frames past the record's end serve a skew).
+        let (decoded, got) = signal::decode_flac(
+            first.format,
+            &data,
+            &spf,
+            offset,
+            None,
+            paths::MAX_FILE_BYTES,
+            &path,
+        )?;
+        if let Some(n) = n_samples
+            && got < n
+        {
+            return Err(DatasetError::signal(
+                &path,
+                "*",
+                format!("truncated: header announces {n} frames but the FLAC stream holds {got}"),
+            ));
+        }
+        let frames = n_samples.unwrap_or(got);
+        let (decoded, stored) = deskew(decoded, &spf, &skews, frames, invalid);
+        return Ok(GroupRead {
+            decoded,
+            stored,
+            frames,
+            bytes: len,
+        });
+    }
+
     let is_mat = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("mat"));
-    let offset = first.byte_offset;
     let mut frames_available = None;
     if is_mat {
         let head = read(0, len.min(MAT4_HEADER_MAX))?;
@@ -303,10 +438,10 @@ fn read_group(
                 paths::MAX_FILE_BYTES
             )));
         }
-        (None, None) => signal::frames_in(first.format, data_len, idx.len()),
+        (None, None) => signal::frames_in(first.format, data_len, slots),
     };
     // Size checks before any sample byte is read: only the bytes the header needs.
-    let need = signal::bytes_needed(first.format, frames, idx.len()).ok_or_else(|| {
+    let need = signal::bytes_needed(first.format, frames, slots).ok_or_else(|| {
         DatasetError::signal(
             &path,
             "*",
@@ -337,14 +472,26 @@ fn read_group(
             ),
         ));
     }
+    // With a skew, the frames past the record's end are read too when the file holds them.
+    let read_frames = if max_skew > 0 && !is_mat {
+        frames
+            .saturating_add(max_skew)
+            .min(signal::frames_in(first.format, data_len, slots))
+            .max(frames)
+    } else {
+        frames
+    };
+    let need = signal::bytes_needed(first.format, read_frames, slots).unwrap_or(need);
     let data = read(offset, need)?;
     let initial: Vec<i64> = idx
         .iter()
         .map(|&i| header.signals[i].initial_value.unwrap_or(0))
         .collect();
-    let decoded = signal::decode(first.format, &data, idx.len(), frames, &initial, &path)?;
+    let decoded = signal::decode(first.format, &data, &spf, read_frames, &initial, &path)?;
+    let (decoded, stored) = deskew(decoded, &spf, &skews, frames, invalid);
     Ok(GroupRead {
         decoded,
+        stored,
         frames,
         bytes: offset + need,
     })

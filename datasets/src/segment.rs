@@ -212,6 +212,31 @@ impl Default for Segmentation {
     }
 }
 
+/// Where a window's label came from (counted per source in the manifest's `window_labels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LabelOrigin {
+    /// Rhythm or beat annotations (`.atr`).
+    Annotation,
+    /// The header: `#Dx` codes, LUDB's `Rhythm:`, a free-text diagnosis phrase.
+    Header,
+    /// A label file beside the records (CinC 2017 `REFERENCE.csv`).
+    LabelFile,
+    /// No source states the rhythm: labelled `unknown`.
+    Unknown,
+}
+
+impl LabelOrigin {
+    /// Name in the manifest: `annotation`, `header`, `label_file`, `unknown`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelOrigin::Annotation => "annotation",
+            LabelOrigin::Header => "header",
+            LabelOrigin::LabelFile => "label_file",
+            LabelOrigin::Unknown => "unknown",
+        }
+    }
+}
+
 /// A window of a record with its label, before the signal is cut.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
@@ -225,6 +250,8 @@ pub struct Window {
     pub raw: Vec<String>,
     /// Codes no mapping table knows.
     pub unmapped: Vec<String>,
+    /// Where the label came from.
+    pub origin: LabelOrigin,
 }
 
 /// Fixed windows of `win` samples over a record of `n` samples: consecutive, non-overlapping;
@@ -252,8 +279,14 @@ pub fn rhythm_changes(ann: &[Annotation]) -> Vec<(u64, String)> {
 }
 
 /// Labels a window `[start, start+len)` by the rhythm in force for most of its samples.
-/// Samples before the first rhythm annotation count as `unknown`.
-pub fn label_by_rhythm(changes: &[(u64, String)], start: u64, len: u64) -> Window {
+/// Samples before the first rhythm annotation take `before` (a rhythm the header states for
+/// the whole record) or count as `unknown`.
+pub fn label_by_rhythm(
+    changes: &[(u64, String)],
+    start: u64,
+    len: u64,
+    before: Option<&labels::Label>,
+) -> Window {
     let end = start + len;
     let mut cover: Vec<(String, u64)> = Vec::new(); // aux → samples covered, in order seen
     let mut add = |aux: &str, n: u64| {
@@ -281,20 +314,26 @@ pub fn label_by_rhythm(changes: &[(u64, String)], start: u64, len: u64) -> Windo
         .max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)))
         .map(|(a, _)| a.clone())
         .unwrap_or_default();
-    let label = if best.is_empty() {
-        labels::UNKNOWN
-    } else {
-        labels::mit_rhythm(&best).unwrap_or(labels::OTHER)
+    let (label, origin) = match (best.is_empty(), before) {
+        (false, _) => (
+            labels::mit_rhythm(&best).unwrap_or(labels::OTHER),
+            LabelOrigin::Annotation,
+        ),
+        (true, Some(b)) => (b.label.as_str(), LabelOrigin::Header),
+        (true, None) => (labels::UNKNOWN, LabelOrigin::Unknown),
     };
     let raw: Vec<String> = cover
         .iter()
-        .filter(|(a, _)| !a.is_empty())
-        .map(|(a, _)| a.clone())
+        .flat_map(|(a, _)| match (a.is_empty(), before) {
+            (false, _) => vec![a.clone()],
+            (true, Some(b)) => b.raw.clone(),
+            (true, None) => vec![],
+        })
         .collect();
-    let unmapped = raw
+    let unmapped = cover
         .iter()
-        .filter(|a| labels::mit_rhythm(a).is_none())
-        .cloned()
+        .filter(|(a, _)| !a.is_empty() && labels::mit_rhythm(a).is_none())
+        .map(|(a, _)| a.clone())
         .collect();
     Window {
         start,
@@ -302,6 +341,7 @@ pub fn label_by_rhythm(changes: &[(u64, String)], start: u64, len: u64) -> Windo
         label: label.to_string(),
         raw,
         unmapped,
+        origin,
     }
 }
 
@@ -333,6 +373,7 @@ pub fn beat_windows(ann: &[Annotation], n: u64, win: u64) -> (Vec<Window>, usize
             label: label.to_string(),
             raw: vec![sym.to_string()],
             unmapped,
+            origin: LabelOrigin::Annotation,
         });
     }
     (out, dropped)
@@ -439,7 +480,7 @@ mod tests {
             (14, "(AFIB".to_string()),
             (30, "(XYZ".to_string()),
         ];
-        let w = label_by_rhythm(&ch, 10, 10);
+        let w = label_by_rhythm(&ch, 10, 10, None);
         assert_eq!(
             (w.label.as_str(), w.raw.clone()),
             (
@@ -447,14 +488,40 @@ mod tests {
                 vec!["(N".to_string(), "(AFIB".to_string()]
             )
         );
-        let w = label_by_rhythm(&ch, 30, 10);
+        let w = label_by_rhythm(&ch, 30, 10, None);
         assert_eq!(
             (w.label.as_str(), w.unmapped.clone()),
             (labels::OTHER, vec!["(XYZ".to_string()])
         );
-        let w = label_by_rhythm(&[(5, "(N".to_string())], 0, 20);
+        let w = label_by_rhythm(&[(5, "(N".to_string())], 0, 20, None);
         assert_eq!(w.label, labels::SINUS_RHYTHM);
-        let w = label_by_rhythm(&[(15, "(N".to_string())], 0, 20);
-        assert_eq!(w.label, labels::UNKNOWN);
+        let w = label_by_rhythm(&[(15, "(N".to_string())], 0, 20, None);
+        assert_eq!(
+            (w.label.as_str(), w.origin),
+            (labels::UNKNOWN, LabelOrigin::Unknown)
+        );
+    }
+
+    #[test]
+    fn before_the_first_annotation_a_whole_record_header_rhythm_holds() {
+        let persistent = labels::Label {
+            label: labels::ATRIAL_FIBRILLATION.into(),
+            raw: vec!["persistent atrial fibrillation".into()],
+            unmapped: vec![],
+        };
+        let ch = [(15, "(N".to_string())];
+        let w = label_by_rhythm(&ch, 0, 20, Some(&persistent));
+        assert_eq!(
+            (w.label.as_str(), w.origin),
+            (labels::ATRIAL_FIBRILLATION, LabelOrigin::Header)
+        );
+        assert_eq!(w.raw, vec!["persistent atrial fibrillation", "(N"]);
+        assert!(w.unmapped.is_empty());
+        // Mostly annotated: the annotation wins.
+        let w = label_by_rhythm(&ch, 10, 20, Some(&persistent));
+        assert_eq!(
+            (w.label.as_str(), w.origin),
+            (labels::SINUS_RHYTHM, LabelOrigin::Annotation)
+        );
     }
 }

@@ -291,6 +291,10 @@ pub struct SourceSummary {
     pub records_by_raw_label: BTreeMap<String, u64>,
     /// Segments per normalised label.
     pub segments_by_label: BTreeMap<String, u64>,
+    /// Segments per origin of their label: `annotation`, `header`, `label_file`, `unknown`
+    /// (absent in stores written before it was counted).
+    #[serde(default)]
+    pub segments_by_label_origin: BTreeMap<String, u64>,
     /// Records per sex (`M`, `F`, `unknown`).
     pub sex: BTreeMap<String, u64>,
     /// Age statistics over records.
@@ -638,7 +642,7 @@ pub fn summarize_warnings(warnings: &[RecordWarning]) -> BTreeMap<String, Warnin
 pub fn warning_meaning(kind: &str) -> &'static str {
     match kind {
         "initial_value_mismatch" => {
-            "the header's initial value differs from the first decoded sample; the source is known to write such headers (CinC 2017), so the samples are kept as decoded"
+            "the header's initial value differs from the first decoded sample; the samples are kept as decoded because the source is known to write such headers (CinC 2017), the header's checksum over every sample verifies, or the first sample is the invalid value"
         }
         "checksum_not_recorded" => {
             "the header's checksum field is 0 instead of the real checksum (CinC 2017 writes 0 in every header); the checksum could not be used"
@@ -652,6 +656,15 @@ pub fn warning_meaning(kind: &str) -> &'static str {
         }
         "duplicate_beat_window" => {
             "two beats fell in the same clamped window at a record edge; the first was kept"
+        }
+        "non_ecg_signals_skipped" => {
+            "signals that are not ECG (not a voltage, or named as another signal) were skipped; the record's ECG leads were kept"
+        }
+        "signal_not_in_layout" => {
+            "a segment of a multi-segment record has a signal its layout does not name; that signal was dropped"
+        }
+        "segment_signal_not_voltage" => {
+            "a segment gives a layout's voltage signal in other units; that stretch was left as a gap (NaN)"
         }
         _ => "see docs/datasets.md",
     }

@@ -154,7 +154,7 @@ fn corrupt_inputs_are_named_and_skipped() {
     put("missing", hea1.clone(), None);
     put(
         "unsupported",
-        hea1.replace(" 16 ", " 310 "),
+        hea1.replace(" 16 ", " 999 "),
         Some(dat1.clone()),
     );
     fs::write(dir.join("garbage.hea"), "\u{1}\u{2} not a header\nxx yy\n").unwrap();
@@ -178,7 +178,7 @@ fn corrupt_inputs_are_named_and_skipped() {
     let ck = find("checksum.hea");
     assert!(ck.contains("checksum.dat: lead v3: checksum"), "{ck}");
     assert!(find("missing.hea").contains("missing.dat: No such file"));
-    assert!(find("unsupported.hea").contains("unsupported format 310 in"));
+    assert!(find("unsupported.hea").contains("unsupported format 999 in"));
     assert!(find("garbage.hea").contains("garbage.hea:1: number of signals"));
 
     // Nothing ingestible at all: an error listing each reason, and no store.
@@ -188,7 +188,7 @@ fn corrupt_inputs_are_named_and_skipped() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("nothing could be ingested") && e.contains("unsupported format 310"),
+        e.contains("nothing could be ingested") && e.contains("unsupported format 999"),
         "{e}"
     );
     assert!(!out2.exists());

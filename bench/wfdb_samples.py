@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Ingest wfdb-python's sample records with ecgfed and compare every stored sample with
+wfdb-python's own decoding.
+
+    .venv-bench/bin/python bench/wfdb_samples.py SAMPLE_DATA [--ecgfed BIN] [--json]
+
+SAMPLE_DATA is the `sample-data` folder of a wfdb-python checkout (the set its own tests
+use). Its top-level records and each folder under `multi-segment/` are ingested in one
+`ecgfed datasets ingest ... --window-secs 0` (one segment per whole record), then each stored
+record is read with `wfdb.rdrecord(..., physical=True, smooth_frames=False)` (multi-segment
+records with `m2s=True`) and compared lead by lead:
+
+- the stored leads are the record's ECG leads (docs/datasets.md "Mixed-signal records");
+- a lead with k samples per frame stored at the record's highest rate K holds each sample
+  K/k times: stored sample j is wfdb's expanded sample floor(j * k / K);
+- wfdb's values, in the header's units, are converted to mV as ecgfed does;
+- every stored sample must equal wfdb's within 1e-4 mV (or within float32 rounding,
+  |value| * 2^-24, for values beyond 1,677 mV, which only synthetic test signals reach: these
+  are listed), and be NaN exactly where wfdb has NaN.
+
+Records ecgfed skipped are listed with ecgfed's reason. Exit status 1 when any stored lead
+differs from wfdb-python's values.
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import pyarrow.parquet as pq
+import wfdb
+
+TOLERANCE_MV = 1e-4
+MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("sample_data")
+    ap.add_argument("--ecgfed", default="target/release/ecgfed")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    root = os.path.abspath(args.sample_data)
+    folders = [root] + sorted(
+        d for d in glob.glob(os.path.join(root, "multi-segment", "*")) if os.path.isdir(d)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        store = os.path.join(tmp, "store")
+        cmd = [args.ecgfed, "datasets", "ingest", *folders, "--site", "wfdb-samples",
+               "--out", store, "--window-secs", "0", "--json"]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"wfdb_samples: ingest failed ({run.returncode}):\n{run.stderr}")
+        manifest = json.loads(run.stdout[run.stdout.index("{"):])
+        folder_of = {s["id"]: s["folder"] for s in manifest["sources"]}
+        rows = []
+        for f in manifest["files"]:
+            t = pq.read_table(os.path.join(store, f["name"]),
+                              columns=["source", "record_id", "fs", "leads", "n_samples", "signal"])
+            rows.extend(t.to_pylist())
+
+    compared, bad, wide = [], [], []
+    for r in rows:
+        base = os.path.join(folder_of[r["source"]], r["record_id"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                rec = wfdb.rdrecord(base, physical=True, smooth_frames=False, m2s=True)
+            except Exception as e:  # noqa: BLE001 - any reader failure is reported
+                bad.append({"record": r["record_id"], "reason": f"wfdb-python cannot read it: {e}"})
+                continue
+        n_leads = len(r["leads"])
+        sig = np.asarray(r["signal"], dtype=np.float64).reshape(n_leads, -1)
+        K = sig.shape[1] // max(rec.sig_len, 1)
+        worst = 0.0
+        problems = []
+        for li, lead in enumerate(r["leads"]):
+            ch = rec.sig_name.index(lead)
+            # wfdb-python gives physical values in the header's units; ecgfed stores mV.
+            e = np.asarray(rec.e_p_signal[ch], dtype=np.float64) * MV_PER_UNIT[(rec.units[ch] or 'mV').lower()]
+            k = len(e) // rec.sig_len
+            j = np.arange(sig.shape[1])
+            want = e[(j * k) // K]
+            got = sig[li]
+            nan_w, nan_g = np.isnan(want), np.isnan(got)
+            if not np.array_equal(nan_w, nan_g):
+                problems.append(f"{lead}: NaN at {int(nan_g.sum())} samples, wfdb {int(nan_w.sum())}")
+                continue
+            diff = np.abs(got[~nan_g] - want[~nan_w])
+            d = float(diff.max()) if diff.size else 0.0
+            worst = max(worst, d)
+            # The store holds float32: a value v is kept to within |v| * 2^-24 (for |v|
+            # above 1,677 mV that is more than 1e-4 mV; ECG never comes near).
+            allowed = np.maximum(TOLERANCE_MV, np.abs(want[~nan_w]) * 2.0**-24)
+            if (diff > allowed).any():
+                problems.append(f"{lead}: max |difference| {d:.3g} mV")
+            elif d > TOLERANCE_MV:
+                wide.append(f"{r['record_id']}/{lead}: max |difference| {d:.3g} mV at "
+                            f"|value| up to {np.nanmax(np.abs(want)):.4g} mV (float32)")
+        entry = {"record": f"{r['source']}/{r['record_id']}", "leads": r["leads"],
+                 "samples": int(sig.size), "nan": int(np.isnan(sig).sum()),
+                 "fs": r["fs"], "max_abs_diff_mv": worst}
+        if problems:
+            entry["problems"] = problems
+            bad.append(entry)
+        compared.append(entry)
+
+    skipped = [{"record": os.path.relpath(e["file"], root), "reason": e["reason"]}
+               for s in manifest["sources"] for e in s["errors"]]
+    report = {
+        "reader": f"wfdb-python {wfdb.__version__}",
+        "records_ingested": len(rows),
+        "records_equal": len(compared) - len([b for b in bad if "problems" in b]),
+        "records_differing": bad,
+        "samples_compared": sum(c["samples"] for c in compared),
+        "beyond_1e-4_by_float32": wide,
+        "skipped_by_ecgfed": skipped,
+        "warnings": {k: v["count"] for s in manifest["sources"] for k, v in s["warnings"].items()},
+        "compared": compared,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for c in compared:
+            flag = "DIFFERS" if "problems" in c else "equal"
+            print(f"{c['record']:<42} {flag:<8} leads {','.join(c['leads'])[:40]:<40} "
+                  f"{c['samples']:>9} samples, {c['nan']} NaN, max |d| {c['max_abs_diff_mv']:.2e} mV")
+            for p in c.get("problems", []):
+                print(f"    {p}")
+        for s in skipped:
+            print(f"{s['record']:<42} skipped  {s['reason']}")
+        for w in wide:
+            print(f"float32 range: {w}")
+        print(f"\n{report['records_equal']} of {len(rows)} ingested records equal wfdb-python "
+              f"({report['samples_compared']} samples), {len(skipped)} skipped by ecgfed")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
