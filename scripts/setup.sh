@@ -63,7 +63,7 @@ if [ "${1:-}" = "--bench" ]; then
   if [ ! -x .venv-bench/bin/python ]; then
     python3 -m venv .venv-bench
   fi
-  .venv-bench/bin/pip install -q 'wfdb==4.3.1' scipy
+  .venv-bench/bin/pip install -q 'wfdb==4.3.1' scipy pyarrow soundfile 'pyedflib==0.1.42'
 fi
 
 echo "setup: protoc $(protoc --version | awk '{print $2}'), $(cargo --version)"

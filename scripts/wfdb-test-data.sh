@@ -8,7 +8,7 @@
 # commit 6850ad1aa0c1fcb2282b3625f767de98396cf740); its sample-data/ folder is the set that
 # wfdb-python's own tests read, and tests/target-output/ holds what the WFDB software
 # package's rdsamp prints for some of them. The files are committed (about 1.8 MB), so this script is
-# needed only to refresh or re-check them. The full set, for bench/wfdb_samples.py, is the
+# needed only to refresh or re-check them. The full set, for bench/reader_compare.py, is the
 # checkout's sample-data/ folder itself.
 set -euo pipefail
 src="${1:?usage: scripts/wfdb-test-data.sh WFDB_PYTHON_CHECKOUT}/sample-data"
@@ -30,6 +30,9 @@ files=(
   a103l.hea a103l-no-len.hea a103l.mat
 )
 for f in "${files[@]}"; do cp "$src/$f" "$dst/$f"; done
+# An EDF+ file of annotations only (no signal), kept apart from the records above.
+mkdir -p "$dst/edf"
+cp "$src/test_edfann.edf" "$dst/edf/"
 # Values printed by the WFDB software package's rdsamp (C), from wfdb-python's tests: the
 # independent reference the Rust tests compare with.
 mkdir -p "$dst/expected"

@@ -121,7 +121,10 @@ fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
     let fs_in = rec.fs();
     let ratio = fs_out / fs_in;
     let out_len = signals.first().map_or(0, Vec::len);
-    let patient = layout::patient_of(&ctx.src.id, ctx.src.layout, &rec.id);
+    let patient = match &rec.patient {
+        Some(p) => p.clone(),
+        None => layout::patient_of(&ctx.src.id, ctx.src.layout, &rec.id),
+    };
     let mut segments = Vec::with_capacity(windows.len());
     let mut unmapped: BTreeSet<String> = label.unmapped.iter().cloned().collect();
     for w in windows {
@@ -573,7 +576,33 @@ pub fn ingest(
         };
         let mut warnings = Vec::new();
         let mut ages = Vec::new();
-        for chunk in src.headers.chunks(BATCH) {
+        // One record per id: a second file with the same stem (`x.edf` beside `x.bdf`) is an
+        // error, never a second record with the same segment ids.
+        let mut taken: BTreeMap<String, &PathBuf> = BTreeMap::new();
+        let mut records = Vec::with_capacity(src.headers.len());
+        for h in &src.headers {
+            let id = h
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match taken.get(&id) {
+                Some(first) => {
+                    summary.skipped += 1;
+                    summary.errors.push(FileError {
+                        file: h.display().to_string(),
+                        reason: format!(
+                            "record id `{id}` is already taken by {} in this folder",
+                            first.display()
+                        ),
+                    });
+                }
+                None => {
+                    taken.insert(id, h);
+                    records.push(h.clone());
+                }
+            }
+        }
+        for chunk in records.chunks(BATCH) {
             let results: Vec<(PathBuf, Result<RecordOutput>)> = chunk
                 .par_iter()
                 .map(|h| {

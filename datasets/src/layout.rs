@@ -17,7 +17,9 @@
 //! into the manifest.
 //!
 //! A multi-segment record is one record: the headers of its segments (named on its segment
-//! lines) are not listed as records of their own.
+//! lines) are not listed as records of their own. EDF and BDF files (`.edf`, `.bdf`) are
+//! records of their folder too, read by [`crate::edf`], unless a WFDB header of the same stem
+//! describes the same recording.
 //!
 //! Everything found by listing a folder is opened under the rules of [`crate::paths`]: a
 //! header, annotation, label or licence file that is a symbolic link out of its folder, a FIFO
@@ -92,9 +94,17 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 /// so that reading them reports why they are refused instead of skipping them unseen. The
 /// segments of a multi-segment record of the folder are part of that record, not records.
 fn headers_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = list_dir(dir)?
-        .into_iter()
+    let listed = list_dir(dir)?;
+    let mut v: Vec<PathBuf> = listed
+        .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "hea") && !p.is_dir())
+        .cloned()
+        .collect();
+    // EDF/BDF recordings are records too, unless a WFDB header of the same name describes the
+    // same recording.
+    let edf: Vec<PathBuf> = listed
+        .into_iter()
+        .filter(|p| crate::edf::is_edf(p) && !p.is_dir() && !v.contains(&p.with_extension("hea")))
         .collect();
     let segments: std::collections::HashSet<PathBuf> = v
         .iter()
@@ -106,6 +116,7 @@ fn headers_in(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|s| s.name.map(|n| dir.join(format!("{n}.hea"))))
         .collect();
     v.retain(|h| !segments.contains(h));
+    v.extend(edf);
     v.sort_by_key(|p| record_sort_key(p));
     Ok(v)
 }
@@ -228,6 +239,7 @@ fn walk(dir: &Path, inherited_license: Option<&str>, out: &mut Vec<SourceFolder>
     let comments = headers
         .iter()
         .take(8)
+        .filter(|h| h.extension().is_some_and(|e| e == "hea"))
         .find_map(|h| read_header(h).ok())
         .map(|h| h.comments)
         .unwrap_or_default();

@@ -9,8 +9,8 @@
 //! 2. its name (split into words at every character that is not a letter or digit, compared
 //!    without case) has no word containing `ecg` and has a word of [`NON_ECG_WORDS`]
 //!    (`ABP`, `PLETH`, `Resp. Imp.`, `foot GSR`, `EMG`, `Marker`, ...); or
-//! 3. its name is an EEG derivation: electrodes of the 10-20 system ([`EEG_ELECTRODES`])
-//!    joined by `-` (`Fp2-F4`, `C4-A1`), or a name whose first word is `EEG`.
+//! 3. its name is an EEG electrode of the 10-20 system ([`EEG_ELECTRODES`]) or a derivation
+//!    of them joined by `-` (`Fp1`, `Fp2-F4`, `C4-A1`).
 //!
 //! Every other voltage signal is kept: standard lead names (`I`, `aVR`, `V1`, `MLII`,
 //! `MCL1`, Frank `vx`), `ECG`, and also names that say nothing (`sig0`, `col 1`), which in a
@@ -90,7 +90,7 @@ pub fn not_ecg(name: &str, units: &str, is_voltage: bool) -> Option<String> {
         return Some(format!("`{w}` names a signal other than ECG"));
     }
     let parts: Vec<&str> = lower.split('-').map(str::trim).collect();
-    if parts.len() >= 2 && parts.iter().all(|p| EEG_ELECTRODES.contains(p)) {
+    if parts.iter().all(|p| EEG_ELECTRODES.contains(p)) {
         return Some("an EEG derivation of the 10-20 system".into());
     }
     None
@@ -142,6 +142,7 @@ mod tests {
             ("C4-A1", "uV", true),
             ("UC", "mV", true),
             ("EEG Fpz-Cz", "uV", true),
+            ("Fp1", "uV", true),
         ] {
             assert!(not_ecg(name, units, volt).is_some(), "{name}");
         }

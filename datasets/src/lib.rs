@@ -13,6 +13,7 @@
 
 pub mod annotation;
 pub mod demographics;
+pub mod edf;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

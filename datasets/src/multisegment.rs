@@ -237,14 +237,7 @@ pub(crate) fn load(m: MultiHeader, verification: Verification) -> Result<Record>
         signals: layout.signals,
         comments,
     };
-    Ok(Record {
-        id,
-        header,
-        digital: vec![Vec::new(); leads.len()],
-        leads,
-        n_samples: total,
-        bytes_read,
-        warnings,
-        joined: Some(joined),
-    })
+    Ok(Record::from_physical(
+        id, header, joined, total, bytes_read, warnings, None,
+    ))
 }

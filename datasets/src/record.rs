@@ -61,11 +61,40 @@ pub struct Record {
     pub bytes_read: u64,
     /// Warnings raised while loading.
     pub warnings: Vec<RecordWarning>,
-    /// A multi-segment record's voltage leads in mV, joined (gaps NaN); `None` otherwise.
+    /// The patient id the file itself gives (EDF+'s patient code); `None` when the file has
+    /// none (the site's layout rules then decide, by default the record id).
+    pub patient: Option<String>,
+    /// Voltage leads already in mV (multi-segment records joined with gaps NaN, EDF);
+    /// `None` for a record read from digital samples.
     pub(crate) joined: Option<Vec<Option<Vec<f32>>>>,
 }
 
 impl Record {
+    /// A record whose voltage leads are given in mV (`None` for the others), `n_samples`
+    /// frames of `header.signals[i].samples_per_frame` samples each.
+    pub(crate) fn from_physical(
+        id: String,
+        header: Header,
+        physical: Vec<Option<Vec<f32>>>,
+        n_samples: u64,
+        bytes_read: u64,
+        warnings: Vec<RecordWarning>,
+        patient: Option<String>,
+    ) -> Record {
+        let leads = lead_names(&header);
+        Record {
+            id,
+            digital: vec![Vec::new(); leads.len()],
+            leads,
+            header,
+            n_samples,
+            bytes_read,
+            warnings,
+            patient,
+            joined: Some(physical),
+        }
+    }
+
     /// Sampling frequency in Hz (frames per second).
     pub fn fs(&self) -> f64 {
         self.header.fs
@@ -139,8 +168,11 @@ pub(crate) fn lead_names(header: &Header) -> Vec<String> {
 }
 
 /// Loads the record whose header is `hea` (single- or multi-segment), verifying checksums
-/// and initial values.
+/// and initial values; an `.edf` or `.bdf` file is read by [`crate::edf`].
 pub fn load_record(hea: &Path, verification: Verification) -> Result<Record> {
+    if crate::edf::is_edf(hea) {
+        return crate::edf::load(hea);
+    }
     match read_any_header(hea)? {
         AnyHeader::Single(header) => load_with_header(header, verification),
         AnyHeader::Multi(m) => multisegment::load(m, verification),
@@ -211,8 +243,9 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
             }
         };
         let matches = |ck: i64, sum: i16| ck as i16 == sum && (-32768..=65535).contains(&ck);
-        let checksum_ok = s.checksum.is_some_and(|ck| {
-            matches(ck, signal::checksum(d)) || matches(ck, signal::checksum(as_stored))
+        let got = s.checksum.map(|_| signal::checksum(d));
+        let checksum_ok = s.checksum.zip(got).is_some_and(|(ck, got)| {
+            matches(ck, got) || (s.skew > 0 && matches(ck, signal::checksum(as_stored)))
         });
         if let (Some(init), Some(&first)) = (s.initial_value, d.first())
             && init != first as i64
@@ -226,20 +259,19 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
                 checksum_ok || Some(first) == signal::invalid_sample(s.format),
             )?;
         }
-        if let Some(ck) = s.checksum {
-            let got = signal::checksum(d);
-            if !checksum_ok {
-                let kind = if ck == 0 {
-                    "checksum_not_recorded"
-                } else {
-                    "checksum_mismatch"
-                };
-                problem(
-                    kind,
-                    format!("checksum {ck} in the header, samples sum to {got} (16-bit)"),
-                    false,
-                )?;
-            }
+        if let (Some(ck), Some(got)) = (s.checksum, got)
+            && !checksum_ok
+        {
+            let kind = if ck == 0 {
+                "checksum_not_recorded"
+            } else {
+                "checksum_mismatch"
+            };
+            problem(
+                kind,
+                format!("checksum {ck} in the header, samples sum to {got} (16-bit)"),
+                false,
+            )?;
         }
     }
     Ok(Record {
@@ -250,6 +282,7 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
         n_samples: n_samples.unwrap_or(0),
         bytes_read,
         warnings,
+        patient: None,
         joined: None,
     })
 }

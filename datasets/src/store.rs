@@ -666,6 +666,9 @@ pub fn warning_meaning(kind: &str) -> &'static str {
         "segment_signal_not_voltage" => {
             "a segment gives a layout's voltage signal in other units; that stretch was left as a gap (NaN)"
         }
+        "edf_discontinuous" => {
+            "an EDF+D file's data records are not contiguous; each was placed at its onset and the time between them is a gap (NaN)"
+        }
         _ => "see docs/datasets.md",
     }
 }

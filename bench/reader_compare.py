@@ -1,26 +1,31 @@
 #!/usr/bin/env python3
-"""Ingest wfdb-python's sample records with ecgfed and compare every stored sample with
-wfdb-python's own decoding.
+"""Ingest records with ecgfed and compare every stored sample with a reference reader's own
+decoding: wfdb-python for WFDB records, pyedflib for EDF/BDF files.
 
-    .venv-bench/bin/python bench/wfdb_samples.py SAMPLE_DATA [--ecgfed BIN] [--json]
+    .venv-bench/bin/python bench/reader_compare.py wfdb SAMPLE_DATA [--ecgfed BIN] [--json]
+    .venv-bench/bin/python bench/reader_compare.py edf FOLDER... [--ecgfed BIN] [--json]
 
-SAMPLE_DATA is the `sample-data` folder of a wfdb-python checkout (the set its own tests
-use). Its top-level records and each folder under `multi-segment/` are ingested in one
-`ecgfed datasets ingest ... --window-secs 0` (one segment per whole record), then each stored
-record is read with `wfdb.rdrecord(..., physical=True, smooth_frames=False)` (multi-segment
-records with `m2s=True`) and compared lead by lead:
+`wfdb`: SAMPLE_DATA is the `sample-data` folder of a wfdb-python checkout (the set its own
+tests use); its top-level records and each folder under `multi-segment/` are ingested. Each
+stored record is read with `wfdb.rdrecord(..., physical=True, smooth_frames=False)`
+(multi-segment records with `m2s=True`). `edf`: every `.edf`/`.bdf` of the folders, read with
+pyedflib's `EdfReader.readSignal`.
+
+One `ecgfed datasets ingest ... --window-secs 0` stores each whole record as one segment, then
+lead by lead:
 
 - the stored leads are the record's ECG leads (docs/datasets.md "Mixed-signal records");
-- a lead with k samples per frame stored at the record's highest rate K holds each sample
-  K/k times: stored sample j is wfdb's expanded sample floor(j * k / K);
-- wfdb's values, in the header's units, are converted to mV as ecgfed does;
-- every stored sample must equal wfdb's within 1e-4 mV (or within float32 rounding,
+- the reference's values, in the file's units, are converted to mV as ecgfed does;
+- a lead stored at a higher rate than its own holds each sample: stored sample j of n is the
+  reference's sample floor(j * m / n), m the reference's sample count for that lead;
+- every stored sample must equal the reference within 1e-4 mV (or within float32 rounding,
   |value| * 2^-24, for values beyond 1,677 mV, which only synthetic test signals reach: these
-  are listed), and be NaN exactly where wfdb has NaN.
+  are listed), and be NaN exactly where the reference has NaN.
 
 Records ecgfed skipped are listed with ecgfed's reason. Exit status 1 when any stored lead
-differs from wfdb-python's values.
+differs from the reference.
 """
+
 
 import argparse
 import glob
@@ -34,29 +39,60 @@ import warnings
 
 import numpy as np
 import pyarrow.parquet as pq
-import wfdb
 
 TOLERANCE_MV = 1e-4
 MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
 
 
+def wfdb_reference(path):
+    """(lead names, per-lead values in mV, reader) of a WFDB record (path without `.hea`)."""
+    import wfdb
+
+    rec = wfdb.rdrecord(path, physical=True, smooth_frames=False, m2s=True)
+    values = [np.asarray(e, dtype=np.float64) * MV_PER_UNIT.get((u or "mV").lower(), np.nan)
+              for e, u in zip(rec.e_p_signal, rec.units)]
+    return rec.sig_name, values
+
+
+def edf_reference(path):
+    """(lead names, per-lead values in mV) of an EDF/BDF file, read with pyedflib."""
+    import pyedflib
+
+    with pyedflib.EdfReader(path) as r:
+        names = r.getSignalLabels()
+        values = [r.readSignal(i) * MV_PER_UNIT.get(r.getPhysicalDimension(i).strip().lower(), np.nan)
+                  for i in range(r.signals_in_file)]
+    return names, values
+
+
+def reader_version(kind):
+    if kind == "wfdb":
+        import wfdb
+        return f"wfdb-python {wfdb.__version__}"
+    import pyedflib
+    return f"pyedflib {pyedflib.__version__}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("sample_data")
+    ap.add_argument("kind", choices=["wfdb", "edf"])
+    ap.add_argument("folders", nargs="+")
     ap.add_argument("--ecgfed", default="target/release/ecgfed")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    root = os.path.abspath(args.sample_data)
-    folders = [root] + sorted(
-        d for d in glob.glob(os.path.join(root, "multi-segment", "*")) if os.path.isdir(d)
-    )
+    root = os.path.abspath(args.folders[0])
+    folders = [os.path.abspath(f) for f in args.folders]
+    if args.kind == "wfdb":
+        folders += sorted(
+            d for d in glob.glob(os.path.join(root, "multi-segment", "*")) if os.path.isdir(d)
+        )
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "store")
-        cmd = [args.ecgfed, "datasets", "ingest", *folders, "--site", "wfdb-samples",
+        cmd = [args.ecgfed, "datasets", "ingest", *folders, "--site", "reader-compare",
                "--out", store, "--window-secs", "0", "--json"]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode != 0:
-            sys.exit(f"wfdb_samples: ingest failed ({run.returncode}):\n{run.stderr}")
+            sys.exit(f"reader_compare: ingest failed ({run.returncode}):\n{run.stderr}")
         manifest = json.loads(run.stdout[run.stdout.index("{"):])
         folder_of = {s["id"]: s["folder"] for s in manifest["sources"]}
         rows = []
@@ -64,29 +100,37 @@ def main():
             t = pq.read_table(os.path.join(store, f["name"]),
                               columns=["source", "record_id", "fs", "leads", "n_samples", "signal"])
             rows.extend(t.to_pylist())
+    files = {}
+    if args.kind == "edf":
+        for folder in folders:
+            for p in sorted(glob.glob(os.path.join(folder, "*"))):
+                if p.lower().endswith((".edf", ".bdf")):
+                    files.setdefault((os.path.basename(folder), os.path.splitext(os.path.basename(p))[0]), p)
 
     compared, bad, wide = [], [], []
     for r in rows:
-        base = os.path.join(folder_of[r["source"]], r["record_id"])
+        folder = folder_of[r["source"]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                rec = wfdb.rdrecord(base, physical=True, smooth_frames=False, m2s=True)
+                if args.kind == "wfdb":
+                    names, values = wfdb_reference(os.path.join(folder, r["record_id"]))
+                else:
+                    path = files.get((os.path.basename(folder), r["record_id"]))
+                    if path is None:
+                        continue  # not an EDF/BDF record: another reader's
+                    names, values = edf_reference(path)
             except Exception as e:  # noqa: BLE001 - any reader failure is reported
-                bad.append({"record": r["record_id"], "reason": f"wfdb-python cannot read it: {e}"})
+                bad.append({"record": r["record_id"], "reason": f"the reference cannot read it: {e}"})
                 continue
         n_leads = len(r["leads"])
         sig = np.asarray(r["signal"], dtype=np.float64).reshape(n_leads, -1)
-        K = sig.shape[1] // max(rec.sig_len, 1)
         worst = 0.0
         problems = []
         for li, lead in enumerate(r["leads"]):
-            ch = rec.sig_name.index(lead)
-            # wfdb-python gives physical values in the header's units; ecgfed stores mV.
-            e = np.asarray(rec.e_p_signal[ch], dtype=np.float64) * MV_PER_UNIT[(rec.units[ch] or 'mV').lower()]
-            k = len(e) // rec.sig_len
-            j = np.arange(sig.shape[1])
-            want = e[(j * k) // K]
+            e = values[names.index(lead)]
+            j = np.arange(sig.shape[1], dtype=np.int64)
+            want = e[(j * len(e)) // sig.shape[1]]
             got = sig[li]
             nan_w, nan_g = np.isnan(want), np.isnan(got)
             if not np.array_equal(nan_w, nan_g):
@@ -114,8 +158,9 @@ def main():
     skipped = [{"record": os.path.relpath(e["file"], root), "reason": e["reason"]}
                for s in manifest["sources"] for e in s["errors"]]
     report = {
-        "reader": f"wfdb-python {wfdb.__version__}",
+        "reader": reader_version(args.kind),
         "records_ingested": len(rows),
+        "records_compared": len(compared),
         "records_equal": len(compared) - len([b for b in bad if "problems" in b]),
         "records_differing": bad,
         "samples_compared": sum(c["samples"] for c in compared),
@@ -137,7 +182,7 @@ def main():
             print(f"{s['record']:<42} skipped  {s['reason']}")
         for w in wide:
             print(f"float32 range: {w}")
-        print(f"\n{report['records_equal']} of {len(rows)} ingested records equal wfdb-python "
+        print(f"\n{report['records_equal']} of {len(compared)} compared records ({len(rows)} ingested) equal {report['reader']} "
               f"({report['samples_compared']} samples), {len(skipped)} skipped by ecgfed")
     sys.exit(1 if bad else 0)
 
