@@ -581,10 +581,7 @@ pub fn ingest(
         let mut taken: BTreeMap<String, &PathBuf> = BTreeMap::new();
         let mut records = Vec::with_capacity(src.headers.len());
         for h in &src.headers {
-            let id = h
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let id = record::record_id(h);
             match taken.get(&id) {
                 Some(first) => {
                     summary.skipped += 1;
@@ -607,10 +604,7 @@ pub fn ingest(
                 .par_iter()
                 .map(|h| {
                     let r = process_record(&ctx, h);
-                    let id = h
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
+                    let id = record::record_id(h);
                     let err = r.as_ref().err().map(|e| e.to_string());
                     progress(Progress::Record {
                         source: &src.id,

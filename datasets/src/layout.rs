@@ -17,8 +17,9 @@
 //! into the manifest.
 //!
 //! A multi-segment record is one record: the headers of its segments (named on its segment
-//! lines) are not listed as records of their own. EDF and BDF files (`.edf`, `.bdf`) are
-//! records of their folder too, read by [`crate::edf`], unless a WFDB header of the same stem
+//! lines) are not listed as records of their own. EDF and BDF files (`.edf`, `.bdf`, read by
+//! [`crate::edf`]) and DICOM files (`.dcm`, or no extension and the `DICM` signature, read by
+//! [`crate::dicom`]) are records of their folder too, unless a WFDB header of the same stem
 //! describes the same recording.
 //!
 //! Everything found by listing a folder is opened under the rules of [`crate::paths`]: a
@@ -104,7 +105,11 @@ fn headers_in(dir: &Path) -> Result<Vec<PathBuf>> {
     // same recording.
     let edf: Vec<PathBuf> = listed
         .into_iter()
-        .filter(|p| crate::edf::is_edf(p) && !p.is_dir() && !v.contains(&p.with_extension("hea")))
+        .filter(|p| {
+            !p.is_dir()
+                && (crate::edf::is_edf(p) || crate::dicom::is_dicom(p))
+                && !v.contains(&p.with_extension("hea"))
+        })
         .collect();
     let segments: std::collections::HashSet<PathBuf> = v
         .iter()

@@ -1,5 +1,6 @@
-//! ecgfed-datasets: real ECG files (WFDB `.hea`/`.dat`/`.atr`, MATLAB v4 `.mat`, label files)
-//! into typed, hashable site stores (Parquet + manifest), and strata over them.
+//! ecgfed-datasets: real ECG files (WFDB `.hea`/`.dat`/`.atr` in every variant, MATLAB v4
+//! `.mat`, EDF/EDF+/BDF, DICOM waveform ECG, label files) into typed, hashable site stores
+//! (Parquet + manifest), and strata over them.
 //!
 //! The path of a hospital's files: [`layout::discover`] finds source folders,
 //! [`record::load_record`] decodes and verifies each record, [`labels`] normalises its labels,
@@ -13,6 +14,7 @@
 
 pub mod annotation;
 pub mod demographics;
+pub mod dicom;
 pub mod edf;
 pub mod error;
 #[cfg(feature = "fault-injection")]

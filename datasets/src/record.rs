@@ -151,6 +151,24 @@ impl Record {
     }
 }
 
+/// The record id of a record file: its stem for the extensions the readers know (`.hea`,
+/// `.edf`, `.bdf`, `.dcm`), else its whole name (a PACS export named by a UID,
+/// `1.2.826.0.1.3680043.2.1125`, keeps its dots).
+pub fn record_id(path: &Path) -> String {
+    let known = path.extension().is_some_and(|e| {
+        ["hea", "edf", "bdf", "dcm"]
+            .iter()
+            .any(|k| e.eq_ignore_ascii_case(k))
+    });
+    let part = if known {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    part.map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Lead names of a header's signals: their descriptions, `sig<i>` when empty.
 pub(crate) fn lead_names(header: &Header) -> Vec<String> {
     header
@@ -168,10 +186,18 @@ pub(crate) fn lead_names(header: &Header) -> Vec<String> {
 }
 
 /// Loads the record whose header is `hea` (single- or multi-segment), verifying checksums
-/// and initial values; an `.edf` or `.bdf` file is read by [`crate::edf`].
+/// and initial values; an `.edf` or `.bdf` file is read by [`crate::edf`], a DICOM file by
+/// [`crate::dicom`].
 pub fn load_record(hea: &Path, verification: Verification) -> Result<Record> {
     if crate::edf::is_edf(hea) {
         return crate::edf::load(hea);
+    }
+    if hea
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("hea"))
+        && crate::dicom::is_dicom(hea)
+    {
+        return crate::dicom::load(hea);
     }
     match read_any_header(hea)? {
         AnyHeader::Single(header) => load_with_header(header, verification),

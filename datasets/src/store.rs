@@ -669,6 +669,9 @@ pub fn warning_meaning(kind: &str) -> &'static str {
         "edf_discontinuous" => {
             "an EDF+D file's data records are not contiguous; each was placed at its onset and the time between them is a gap (NaN)"
         }
+        "dicom_group_skipped" => {
+            "a DICOM file holds more than one recorded multiplex group; the first was read, the others are named"
+        }
         _ => "see docs/datasets.md",
     }
 }
