@@ -122,7 +122,13 @@ impl SignalSpec {
     /// Factor that converts this signal's physical units into millivolts, or `None` when the
     /// units are not a voltage.
     pub fn to_millivolts(&self) -> Option<f64> {
-        match self.units.to_ascii_lowercase().as_str() {
+        Self::millivolts_per(&self.units)
+    }
+
+    /// Millivolts per unit of `units` (`mV`, `uV`/`µV`, `nV`, `V`, any case), or `None` when
+    /// they are not a voltage.
+    pub fn millivolts_per(units: &str) -> Option<f64> {
+        match units.to_ascii_lowercase().as_str() {
             "mv" => Some(1.0),
             "uv" | "µv" | "μv" => Some(1e-3),
             "v" => Some(1e3),

@@ -18,8 +18,9 @@
 //!
 //! A multi-segment record is one record: the headers of its segments (named on its segment
 //! lines) are not listed as records of their own. EDF and BDF files (`.edf`, `.bdf`, read by
-//! [`crate::edf`]) and DICOM files (`.dcm`, or no extension and the `DICM` signature, read by
-//! [`crate::dicom`]) are records of their folder too, unless a WFDB header of the same stem
+//! [`crate::edf`]), DICOM files (`.dcm`, or no extension and the `DICM` signature, read by
+//! [`crate::dicom`]) and HL7 aECG files (`.xml` with an `AnnotatedECG` element, read by
+//! [`crate::aecg`]) are records of their folder too, unless a WFDB header of the same stem
 //! describes the same recording.
 //!
 //! Everything found by listing a folder is opened under the rules of [`crate::paths`]: a
@@ -107,7 +108,7 @@ fn headers_in(dir: &Path) -> Result<Vec<PathBuf>> {
         .into_iter()
         .filter(|p| {
             !p.is_dir()
-                && (crate::edf::is_edf(p) || crate::dicom::is_dicom(p))
+                && (crate::edf::is_edf(p) || crate::dicom::is_dicom(p) || crate::aecg::is_aecg(p))
                 && !v.contains(&p.with_extension("hea"))
         })
         .collect();

@@ -1,5 +1,5 @@
 //! ecgfed-datasets: real ECG files (WFDB `.hea`/`.dat`/`.atr` in every variant, MATLAB v4
-//! `.mat`, EDF/EDF+/BDF, DICOM waveform ECG, label files) into typed, hashable site stores
+//! `.mat`, EDF/EDF+/BDF, DICOM waveform ECG, HL7 aECG, label files) into typed, hashable site stores
 //! (Parquet + manifest), and strata over them.
 //!
 //! The path of a hospital's files: [`layout::discover`] finds source folders,
@@ -12,6 +12,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod aecg;
 pub mod annotation;
 pub mod demographics;
 pub mod dicom;

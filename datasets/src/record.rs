@@ -152,11 +152,11 @@ impl Record {
 }
 
 /// The record id of a record file: its stem for the extensions the readers know (`.hea`,
-/// `.edf`, `.bdf`, `.dcm`), else its whole name (a PACS export named by a UID,
+/// `.edf`, `.bdf`, `.dcm`, `.xml`), else its whole name (a PACS export named by a UID,
 /// `1.2.826.0.1.3680043.2.1125`, keeps its dots).
 pub fn record_id(path: &Path) -> String {
     let known = path.extension().is_some_and(|e| {
-        ["hea", "edf", "bdf", "dcm"]
+        ["hea", "edf", "bdf", "dcm", "xml"]
             .iter()
             .any(|k| e.eq_ignore_ascii_case(k))
     });
@@ -186,11 +186,14 @@ pub(crate) fn lead_names(header: &Header) -> Vec<String> {
 }
 
 /// Loads the record whose header is `hea` (single- or multi-segment), verifying checksums
-/// and initial values; an `.edf` or `.bdf` file is read by [`crate::edf`], a DICOM file by
-/// [`crate::dicom`].
+/// and initial values; an `.edf` or `.bdf` file is read by [`crate::edf`], an aECG file by
+/// [`crate::aecg`], a DICOM file by [`crate::dicom`].
 pub fn load_record(hea: &Path, verification: Verification) -> Result<Record> {
     if crate::edf::is_edf(hea) {
         return crate::edf::load(hea);
+    }
+    if crate::aecg::is_aecg(hea) {
+        return crate::aecg::load(hea);
     }
     if hea
         .extension()

@@ -672,6 +672,9 @@ pub fn warning_meaning(kind: &str) -> &'static str {
         "dicom_group_skipped" => {
             "a DICOM file holds more than one recorded multiplex group; the first was read, the others are named"
         }
+        "aecg_sequence_set_skipped" => {
+            "an aECG series holds more than one sequence set; the first was read"
+        }
         _ => "see docs/datasets.md",
     }
 }
