@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Ingest records with ecgfed and compare every stored sample with a reference reader's own
-decoding: wfdb-python for WFDB records, pyedflib for EDF/BDF files.
+decoding: wfdb-python for WFDB records, pyedflib for EDF/BDF files, pydicom for DICOM
+waveform ECG, and an independent xml.etree reading for HL7 aECG.
 
     .venv-bench/bin/python bench/reader_compare.py wfdb SAMPLE_DATA [--ecgfed BIN] [--json]
-    .venv-bench/bin/python bench/reader_compare.py edf FOLDER... [--ecgfed BIN] [--json]
+    .venv-bench/bin/python bench/reader_compare.py edf|dicom|aecg FOLDER... [--ecgfed BIN] [--json]
 
 `wfdb`: SAMPLE_DATA is the `sample-data` folder of a wfdb-python checkout (the set its own
 tests use); its top-level records and each folder under `multi-segment/` are ingested. Each
@@ -65,17 +66,83 @@ def edf_reference(path):
     return names, values
 
 
+LEAD_CODES = {1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 8: "V6",
+              61: "III", 62: "aVR", 63: "aVL", 64: "aVF"}
+
+
+def dicom_reference(path):
+    """(lead names, per-lead values in mV) of a DICOM ECG: pydicom's waveform_array of the
+    first multiplex group that is not a median or representative beat."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    gi, group = next((i, g) for i, g in enumerate(ds.WaveformSequence)
+                     if not any(w in str(g.get("MultiplexGroupLabel", "")).upper()
+                                for w in ("MEDIAN", "REPRESENTATIVE")))
+    arr = ds.waveform_array(gi)
+    names, values = [], []
+    for c, ch in enumerate(group.ChannelDefinitionSequence):
+        src = ch.ChannelSourceSequence[0]
+        code = str(src.CodeValue)
+        n = None
+        for prefix in ("5.6.3-9-", "2:"):
+            if code.startswith(prefix) and code[len(prefix):].isdigit():
+                n = LEAD_CODES.get(int(code[len(prefix):]))
+        if n is None:
+            m = str(src.CodeMeaning)
+            n = (m[5:] if m.startswith("Lead ") else m).split(" (")[0].strip()
+        unit = str(ch.ChannelSensitivityUnitsSequence[0].CodeValue)
+        names.append(n)
+        values.append(arr[:, c] * MV_PER_UNIT.get(unit.lower(), np.nan))
+    return names, values
+
+
+def aecg_reference(path):
+    """(lead names, per-lead values in mV) of an HL7 aECG, read here with xml.etree: the first
+    sequence set of the first series, origin + scale x digits."""
+    import xml.etree.ElementTree as ET
+
+    ns = {"h": "urn:hl7-org:v3"}
+    root = ET.parse(path).getroot()
+    seqset = root.find("h:component/h:series/h:component/h:sequenceSet", ns)
+    names, values = [], []
+    for seq in seqset.findall("h:component/h:sequence", ns):
+        code = seq.find("h:code", ns).get("code")
+        if code.startswith("TIME_"):
+            continue
+        v = seq.find("h:value", ns)
+        o, sc = v.find("h:origin", ns), v.find("h:scale", ns)
+        digits = np.array([float(d) for d in v.find("h:digits", ns).text.split()])
+        lead = code.removeprefix("MDC_ECG_LEAD_")
+        names.append({"AVR": "aVR", "AVL": "aVL", "AVF": "aVF"}.get(lead, lead))
+        values.append(float(o.get("value")) * MV_PER_UNIT[o.get("unit").lower()]
+                      + float(sc.get("value")) * digits * MV_PER_UNIT[sc.get("unit").lower()])
+    return names, values
+
+
+REFERENCES = {
+    "edf": ((".edf", ".bdf"), edf_reference),
+    "dicom": ((".dcm",), dicom_reference),
+    "aecg": ((".xml",), aecg_reference),
+}
+
+
 def reader_version(kind):
     if kind == "wfdb":
         import wfdb
         return f"wfdb-python {wfdb.__version__}"
-    import pyedflib
-    return f"pyedflib {pyedflib.__version__}"
+    if kind == "edf":
+        import pyedflib
+        return f"pyedflib {pyedflib.__version__}"
+    if kind == "dicom":
+        import pydicom
+        return f"pydicom {pydicom.__version__}"
+    return "Python xml.etree (aECG origin + scale x digits)"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("kind", choices=["wfdb", "edf"])
+    ap.add_argument("kind", choices=["wfdb", "edf", "dicom", "aecg"])
     ap.add_argument("folders", nargs="+")
     ap.add_argument("--ecgfed", default="target/release/ecgfed")
     ap.add_argument("--json", action="store_true")
@@ -101,10 +168,11 @@ def main():
                               columns=["source", "record_id", "fs", "leads", "n_samples", "signal"])
             rows.extend(t.to_pylist())
     files = {}
-    if args.kind == "edf":
+    if args.kind != "wfdb":
+        suffixes = REFERENCES[args.kind][0]
         for folder in folders:
             for p in sorted(glob.glob(os.path.join(folder, "*"))):
-                if p.lower().endswith((".edf", ".bdf")):
+                if p.lower().endswith(suffixes):
                     files.setdefault((os.path.basename(folder), os.path.splitext(os.path.basename(p))[0]), p)
 
     compared, bad, wide = [], [], []
@@ -118,8 +186,8 @@ def main():
                 else:
                     path = files.get((os.path.basename(folder), r["record_id"]))
                     if path is None:
-                        continue  # not an EDF/BDF record: another reader's
-                    names, values = edf_reference(path)
+                        continue  # a record of another format
+                    names, values = REFERENCES[args.kind][1](path)
             except Exception as e:  # noqa: BLE001 - any reader failure is reported
                 bad.append({"record": r["record_id"], "reason": f"the reference cannot read it: {e}"})
                 continue
