@@ -79,7 +79,7 @@ enum Command {
         /// Model folder written by `ecgfed train`.
         #[arg(long)]
         model: PathBuf,
-        /// Records: `.hea` files (or their data files).
+        /// Records: WFDB `.hea` files (or their data files), EDF/BDF, DICOM or HL7 aECG files.
         #[arg(required = true)]
         records: Vec<PathBuf>,
         /// Print the predictions as JSON.

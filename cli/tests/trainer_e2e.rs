@@ -340,6 +340,30 @@ async fn plan_train_record_and_rebuild() {
     assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
     assert!(["N", "A", "O", "~"].contains(&p[0]["class"].as_str().unwrap()));
     assert_eq!(p[0]["windows"], 1);
+    // Every reader's files, and a record whose other signals are not ECG (a103l: II and V next
+    // to PLETH in NU, which failed the whole record before): the model's lead II is read.
+    let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/testdata");
+    for f in [
+        "wfdb-python/a103l.hea",
+        "pydicom/waveform_ecg.dcm",
+        "hl7-aecg/Example aECG.xml",
+    ] {
+        let p = json(&run(&[
+            "predict",
+            "--model",
+            s(&out1),
+            "--json",
+            s(&testdata.join(f)),
+        ]));
+        let sum: f64 = p[0]["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{f}: {p}");
+        assert_eq!(p[0]["lead"], "II", "{f}");
+    }
     // A tampered weights file is refused.
     let mut bad = weights.clone();
     let n = bad.len();

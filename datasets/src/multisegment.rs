@@ -155,6 +155,7 @@ pub(crate) fn load(m: MultiHeader, verification: Verification) -> Result<Record>
     let mut warnings = Vec::new();
     let mut bytes_read = 0u64;
     let mut comments = m.comments.clone();
+    let mut seen_segment_comments = false;
     let mut at = 0u64;
     for (seg, h) in m.segments.iter().zip(headers) {
         let start = at;
@@ -174,8 +175,15 @@ pub(crate) fn load(m: MultiHeader, verification: Verification) -> Result<Record>
                 ),
             ));
         }
-        if comments.is_empty() {
-            comments = h.comments.clone();
+        if !seen_segment_comments {
+            // The first segment's comments follow the master header's (v102s states its
+            // rhythm in its segments only).
+            seen_segment_comments = true;
+            for c in &h.comments {
+                if !comments.contains(c) {
+                    comments.push(c.clone());
+                }
+            }
         }
         let rec = load_with_header(h, verification)
             .map_err(|e| seg_err(&m.path, seg.line, format!("segment {name}: {e}")))?;

@@ -470,3 +470,25 @@ fn header_comment_diagnoses_label_records_and_windows() {
         [("unknown".to_string(), 4)].into()
     );
 }
+
+#[test]
+fn cinc_2015_alarm_records_take_their_header_diagnosis() {
+    // Real headers of the PhysioNet/CinC 2015 challenge: a103l states `#Asystole` then
+    // `#False alarm`; v102s (fixed1) states `#Ventricular_Tachycardia` in its segments.
+    let (tmp, m) = store_of(&[data(), data().join("multi-segment/fixed1")], None);
+    let a = row(&tmp, "a103l");
+    assert_eq!(
+        (a.label.as_str(), a.label_raw.clone()),
+        ("other", vec!["Asystole".to_string()])
+    );
+    let v = row(&tmp, "v102s");
+    assert_eq!(
+        (v.label.as_str(), v.label_raw.clone()),
+        ("other", vec!["Ventricular_Tachycardia".to_string()])
+    );
+    let fixed1 = m.sources.iter().find(|s| s.id == "fixed1").unwrap();
+    assert_eq!(
+        fixed1.segments_by_label_origin,
+        [("header".to_string(), 1)].into()
+    );
+}

@@ -70,9 +70,12 @@ impl Model {
         Ok(Model { card, _vs: vs, net })
     }
 
-    /// Classifies one record (its `.hea` file, or the data file next to it).
+    /// Classifies one record: its `.hea` file (or the data file next to it), or an EDF/BDF,
+    /// DICOM or aECG file.
     pub fn predict_record(&self, path: &Path) -> Result<Prediction> {
-        let hea: PathBuf = if path.extension().is_some_and(|e| e == "hea") {
+        use ecgfed_datasets::{aecg, dicom, edf};
+        let whole_file = edf::is_edf(path) || aecg::is_aecg(path) || dicom::is_dicom(path);
+        let hea: PathBuf = if path.extension().is_some_and(|e| e == "hea") || whole_file {
             path.to_path_buf()
         } else {
             path.with_extension("hea")
@@ -90,9 +93,11 @@ impl Model {
                 self.card.signal.lead, rec.leads
             ))
         })?;
-        let phys = rec.physical().map_err(|e| err(e.to_string()))?;
-        let samples = to_rate(&phys[li], rec.fs() as f32, &self.card.signal)
-            .map_err(|e| err(e.to_string()))?;
+        // Only the lead the model reads: the record's other signals may be no voltage at all.
+        let lead = rec.lead_mv(li).map_err(|e| err(e.to_string()))?;
+        let fs = rec.fs() * f64::from(rec.samples_per_frame(li));
+        let samples =
+            to_rate(&lead, fs as f32, &self.card.signal).map_err(|e| err(e.to_string()))?;
         let len = self.card.window_samples;
         let mut windows: Vec<Vec<f32>> = samples
             .chunks_exact(len)
