@@ -87,7 +87,7 @@ fn attr<'a>(n: Option<Node<'a, '_>>, name: &str) -> Option<&'a str> {
 
 /// A `YYYYMMDD...` time's date.
 fn hl7_date(s: &str) -> Option<(i32, u32, u32)> {
-    if s.len() < 8 || !s.is_char_boundary(8) {
+    if s.len() < 8 || !s.is_ascii() {
         return None;
     }
     let y = s[..4].parse().ok()?;
@@ -266,10 +266,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Record> {
     for a in root.descendants().filter(|d| is(d, "annotation")) {
         let code = attr(child(a, "code"), "code").unwrap_or_default();
         if code.starts_with("MDC_ECG_INTERPRETATION")
-            && let Some(t) = child(a, "value").and_then(|v| v.text())
-            && !t.trim().is_empty()
+            && let Some(t) = child(a, "value")
+                .and_then(|v| v.text())
+                .and_then(crate::labels::statement)
         {
-            comments.push(t.trim().to_string());
+            comments.push(t);
         }
     }
 

@@ -24,8 +24,10 @@
 //!   days under a year count as 0), else whole years from Patient's Birth Date to the Study
 //!   Date.
 //! - Labels: each Waveform Annotation's Unformatted Text Value is a header comment (the
-//!   diagnosis phrase table applies); coded annotations whose Concept Name is a SNOMED CT code
-//!   (scheme `SCT`) become a `Dx:` comment, mapped as the CinC `#Dx` codes are.
+//!   diagnosis phrase table applies; a text that reads as a `Dx:` line is dropped, so free
+//!   text never becomes codes); coded annotations whose Concept Name is a SNOMED CT code
+//!   (scheme `SCT`, digits only) become a `Dx:` comment, mapped as the CinC `#Dx` codes are.
+//! - Samples equal to the group's Waveform Padding Value are NaN.
 //! - Channel Sample Skew and the group's time offset are not applied (every file seen writes
 //!   0).
 
@@ -39,6 +41,7 @@ use dicom_object::mem::InMemDicomObject;
 
 use crate::error::{DatasetError, Result};
 use crate::header::{Header, SignalSpec};
+use crate::labels;
 use crate::paths;
 use crate::record::{Record, RecordWarning};
 
@@ -157,7 +160,7 @@ fn lead_name(channel: &Obj, i: usize) -> String {
 
 /// A DICOM date `YYYYMMDD` as (year, month, day).
 fn dicom_date(s: &str) -> Option<(i32, u32, u32)> {
-    if s.len() < 8 || !s.is_char_boundary(8) {
+    if s.len() < 8 || !s.is_ascii() {
         return None;
     }
     let y = s[..4].parse().ok()?;
@@ -168,7 +171,7 @@ fn dicom_date(s: &str) -> Option<(i32, u32, u32)> {
 
 /// Patient's Age `nnnY` / `nnnM` / `nnnW` / `nnnD` in whole years.
 fn dicom_age(s: &str) -> Option<u8> {
-    if s.len() != 4 || !s.is_char_boundary(3) {
+    if s.len() != 4 || !s.is_ascii() {
         return None;
     }
     let n: u32 = s[..3].parse().ok()?;
@@ -330,6 +333,24 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
             _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
         }
     };
+    // Waveform Padding Value (5400,100A): samples that hold no data, NaN in mV.
+    let padding: Option<f64> = group
+        .element_opt(tags::WAVEFORM_PADDING_VALUE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_bytes().ok())
+        .filter(|b| b.len() >= width)
+        .map(|b| {
+            let b = &b[..width];
+            match (width, signed) {
+                (1, true) => b[0] as i8 as f64,
+                (1, false) => b[0] as f64,
+                (2, true) => i16::from_le_bytes([b[0], b[1]]) as f64,
+                (2, false) => u16::from_le_bytes([b[0], b[1]]) as f64,
+                (4, true) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+                _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+            }
+        });
     let file_name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -364,7 +385,14 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
         let values = match spec.to_millivolts() {
             Some(mv) if (sensitivity * correction).is_finite() && baseline.is_finite() => Some(
                 (0..n_samples as usize)
-                    .map(|s| ((raw(s, c) * sensitivity * correction + baseline) * mv) as f32)
+                    .map(|s| {
+                        let r = raw(s, c);
+                        if Some(r) == padding {
+                            f32::NAN
+                        } else {
+                            ((r * sensitivity * correction + baseline) * mv) as f32
+                        }
+                    })
                     .collect(),
             ),
             _ => None,
@@ -394,12 +422,13 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
     }
     let mut codes = Vec::new();
     for a in items(&obj, tags::WAVEFORM_ANNOTATION_SEQUENCE) {
-        if let Some(t) = text(a, tags::UNFORMATTED_TEXT_VALUE) {
+        if let Some(t) = text(a, tags::UNFORMATTED_TEXT_VALUE).and_then(|t| labels::statement(&t)) {
             comments.push(t);
         }
         if let Some(code) = items(a, tags::CONCEPT_NAME_CODE_SEQUENCE).first()
             && text(code, tags::CODING_SCHEME_DESIGNATOR).as_deref() == Some("SCT")
-            && let Some(v) = text(code, tags::CODE_VALUE)
+            && let Some(v) =
+                text(code, tags::CODE_VALUE).filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
         {
             codes.push(v);
         }

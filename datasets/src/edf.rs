@@ -31,7 +31,7 @@ use std::path::Path;
 use crate::error::{DatasetError, Result};
 use crate::header::{Header, SignalSpec};
 use crate::paths;
-use crate::record::{Record, RecordWarning};
+use crate::record::{MAX_RECORD_SAMPLES, Record, RecordWarning};
 
 /// A parse or consistency error about `path`.
 fn bad(path: &Path, reason: impl Into<String>) -> DatasetError {
@@ -96,6 +96,9 @@ fn month(m: &str) -> Option<u32> {
 
 /// An EDF+ date `dd-MMM-yyyy` as (year, month, day).
 fn edf_plus_date(s: &str) -> Option<(i32, u32, u32)> {
+    if !s.is_ascii() {
+        return None;
+    }
     let mut it = s.split('-');
     let d: u32 = it.next()?.parse().ok()?;
     let m = month(it.next()?)?;
@@ -275,6 +278,12 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
         return Err(bad(path, "a data signal has 0 samples per record"));
     }
     let fs = g as f64 / duration;
+    if !fs.is_finite() {
+        return Err(bad(
+            path,
+            format!("data record duration {duration} s is too short"),
+        ));
+    }
 
     // Where each data record starts, in frames (EDF+D: at its onset).
     let annotation_signal = (0..ns).find(|&i| signals[i].annotations);
@@ -321,10 +330,10 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
         .map(|&i| signals[i].samples_per_record / g)
         .sum::<usize>()
         .saturating_mul(frames);
-    if total as u64 > paths::MAX_FILE_BYTES {
+    if total as u64 > MAX_RECORD_SAMPLES || total == usize::MAX {
         return Err(bad(
             path,
-            format!("{total} samples: more than one record may hold"),
+            format!("{total} samples: more than the {MAX_RECORD_SAMPLES} one record may hold"),
         ));
     }
 
@@ -390,8 +399,13 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
     // EDF+ patient field: code sex birthdate name (X for unknown).
     let mut comments = Vec::new();
     let mut patient_code = None;
-    if plus {
-        let parts: Vec<&str> = patient.split_whitespace().collect();
+    // Only a well-formed EDF+ patient field is read: four or more subfields, sex M/F/X and a
+    // date or X (a non-compliant field such as `Jane Doe 1960` is free text: never read).
+    let parts: Vec<&str> = patient.split_whitespace().collect();
+    let structured = parts.len() >= 4
+        && matches!(parts[1], "M" | "F" | "X")
+        && (parts[2] == "X" || edf_plus_date(parts[2]).is_some());
+    if plus && structured {
         if let Some(code) = parts.first().filter(|c| **c != "X") {
             patient_code = Some(code.to_string());
         }

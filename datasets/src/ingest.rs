@@ -367,6 +367,31 @@ fn output_signals(
         .max()
         .unwrap_or(1);
     let leads: Vec<String> = sel.iter().map(|&i| rec.leads[i].clone()).collect();
+    let fs_in = rec.fs() * f64::from(k_max);
+    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&fs_in) {
+        return Err(DatasetError::signal(
+            hea,
+            "*",
+            format!("sampling rate {fs_in} Hz is outside {MIN_RATE_HZ}–{MAX_RATE_HZ} Hz"),
+        ));
+    }
+    // Holding slower leads to the fastest lead's rate may not exceed a record's samples.
+    let out_samples = rec
+        .n_samples
+        .saturating_mul(u64::from(k_max))
+        .saturating_mul(sel.len() as u64);
+    if out_samples > record::MAX_RECORD_SAMPLES {
+        return Err(DatasetError::signal(
+            hea,
+            "*",
+            format!(
+                "{} leads of {} frames at {k_max} samples per frame: more than the {} samples one record may hold",
+                sel.len(),
+                rec.n_samples,
+                record::MAX_RECORD_SAMPLES
+            ),
+        ));
+    }
     let mut signals = sel
         .iter()
         .map(|&i| {
@@ -374,7 +399,6 @@ fn output_signals(
             Ok(hold(mv, rec.samples_per_frame(i), k_max))
         })
         .collect::<Result<Vec<_>>>()?;
-    let fs_in = rec.fs() * f64::from(k_max);
     let mut fs_out = fs_in;
     if let Some(hz) = ctx.opts.resample_hz
         && (fs_in - hz as f64).abs() > 1e-9
@@ -502,6 +526,11 @@ fn age_summary(ages: &mut [u8], unknown: u64) -> AgeSummary {
     }
 }
 
+/// The lowest sampling rate (Hz) of a stored record.
+pub const MIN_RATE_HZ: f64 = 1.0;
+/// The highest sampling rate (Hz) of a stored record.
+pub const MAX_RATE_HZ: f64 = 100_000.0;
+
 /// Records per parallel batch: bounds memory while keeping both cores busy.
 const BATCH: usize = 32;
 
@@ -603,7 +632,18 @@ pub fn ingest(
             let results: Vec<(PathBuf, Result<RecordOutput>)> = chunk
                 .par_iter()
                 .map(|h| {
-                    let r = process_record(&ctx, h);
+                    // A panic in a reader (a third party's parser included) is that record's
+                    // error, never the end of the ingest.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        process_record(&ctx, h)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(DatasetError::signal(
+                            h,
+                            "*",
+                            "the reader failed on this file (a panic, caught)",
+                        ))
+                    });
                     let id = record::record_id(h);
                     let err = r.as_ref().err().map(|e| e.to_string());
                     progress(Progress::Record {

@@ -419,6 +419,17 @@ fn rhythm_rank(label: &str) -> usize {
     .unwrap_or(usize::MAX)
 }
 
+/// A free-text statement of another format (a DICOM annotation, an aECG interpretation) as a
+/// header comment: trimmed, `None` when empty or when it would read as a `Dx:` line (free
+/// text must never turn into codes).
+pub fn statement(text: &str) -> Option<String> {
+    let t = text.trim();
+    let is_dx = t
+        .split_once(':')
+        .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("dx"));
+    (!t.is_empty() && !is_dx).then(|| t.to_string())
+}
+
 /// A rhythm stated in free text in a header comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderDiagnosis {
@@ -521,6 +532,17 @@ mod tests {
 
     fn dx(lines: &[&str]) -> Option<HeaderDiagnosis> {
         header_diagnosis(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn free_text_statements_never_become_codes() {
+        assert_eq!(
+            statement("  RITMO SINUSALE "),
+            Some("RITMO SINUSALE".into())
+        );
+        assert_eq!(statement("Dx: 164889003, confirmed by Dr Roe"), None);
+        assert_eq!(statement(" dx :x"), None);
+        assert_eq!(statement("   "), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! gain and baseline, so only voltage signals are joined (the others are not ECG: see
 //! [`crate::leads`]).
 //!
-//! Refused, with an error naming the segment: a segment header that is missing, nested
+//! Refused, with an error naming the segment: a segment named twice, a segment header that is missing, nested
 //! (multi-segment itself), at another sampling frequency, with another length than its
 //! segment line, with another number of signals (fixed layout), or with other samples per
 //! frame than the layout for a signal.
@@ -20,8 +20,9 @@ use std::path::Path;
 
 use crate::error::{DatasetError, Result};
 use crate::header::{AnyHeader, Header, MultiHeader, read_any_header};
-use crate::paths;
-use crate::record::{Record, RecordWarning, Verification, lead_names, load_with_header};
+use crate::record::{
+    MAX_RECORD_SAMPLES, Record, RecordWarning, Verification, lead_names, load_with_header,
+};
 
 fn seg_err(path: &Path, line: usize, reason: impl Into<String>) -> DatasetError {
     DatasetError::Header {
@@ -39,13 +40,22 @@ pub(crate) fn load(m: MultiHeader, verification: Verification) -> Result<Record>
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // Segment headers first: the layout, and every check that needs no sample.
-    let mut headers: Vec<Option<Header>> = Vec::with_capacity(m.segments.len());
+    // Segment headers first: the layout, and every check that needs no sample. A segment
+    // named twice is refused (its header would be parsed and held once per line).
+    let mut headers: Vec<Option<Header>> = Vec::with_capacity(m.segments.len().min(4096));
+    let mut names = std::collections::HashSet::new();
     for seg in &m.segments {
         let Some(name) = &seg.name else {
             headers.push(None);
             continue;
         };
+        if !names.insert(name.as_str()) {
+            return Err(seg_err(
+                &m.path,
+                seg.line,
+                format!("segment {name} is named twice"),
+            ));
+        }
         let hea = dir.join(format!("{name}.hea"));
         let h = match read_any_header(&hea) {
             Ok(AnyHeader::Single(h)) => h,
@@ -105,7 +115,11 @@ pub(crate) fn load(m: MultiHeader, verification: Verification) -> Result<Record>
             ),
         ));
     }
-    let total: u64 = m.segments.iter().map(|s| s.n_samples).sum();
+    let total = m
+        .segments
+        .iter()
+        .try_fold(0u64, |t, s| t.checked_add(s.n_samples))
+        .ok_or_else(|| seg_err(&m.path, m.line, "the segments' lengths overflow"))?;
     if m.n_samples.is_some_and(|n| n != total) {
         return Err(seg_err(
             &m.path,
@@ -134,15 +148,14 @@ pub(crate) fn load(m: MultiHeader, verification: Verification) -> Result<Record>
         .map(|(k, _)| k)
         .sum();
     if total
-        .checked_mul(slots)
-        .is_none_or(|n| n > paths::MAX_FILE_BYTES)
+        .checked_mul(slots.max(1))
+        .is_none_or(|n| n > MAX_RECORD_SAMPLES)
     {
         return Err(seg_err(
             &m.path,
             m.line,
             format!(
-                "{total} frames of {slots} samples: more than the {} samples one record may hold",
-                paths::MAX_FILE_BYTES
+                "{total} frames of {slots} samples: more than the {MAX_RECORD_SAMPLES} samples one record may hold"
             ),
         ));
     }
@@ -223,8 +236,13 @@ pub(crate) fn load(m: MultiHeader, verification: Verification) -> Result<Record>
             };
             match rec.lead_mv(j) {
                 Ok(mv) => {
-                    let from = (start * spf[i]) as usize;
-                    let n = mv.len().min(out.len() - from);
+                    // Never more than the segment line's frames: a segment whose header gives
+                    // no length may hold more, which must not spill into the next segment.
+                    let from = ((start * spf[i]) as usize).min(out.len());
+                    let n = mv
+                        .len()
+                        .min((seg.n_samples * spf[i]) as usize)
+                        .min(out.len() - from);
                     out[from..from + n].copy_from_slice(&mv[..n]);
                 }
                 Err(e) => warnings.push(RecordWarning {

@@ -18,6 +18,12 @@ use crate::{mat4, multisegment, signal};
 /// 64 bytes).
 const MAT4_HEADER_MAX: u64 = 20 + 64;
 
+/// Samples one record may hold, all its signal files together (2^28: 1 GiB as 32-bit
+/// values; a 24-hour 3-lead Holter at 1000 Hz is a quarter of it). Bounds what a small file
+/// can make a reader allocate (a FLAC stream of constant values, a multi-segment gap, an EDF+D
+/// onset far away, leads held to a fast lead's rate).
+pub const MAX_RECORD_SAMPLES: u64 = 1 << 28;
+
 /// How header checksums and initial values are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Verification {
@@ -236,10 +242,11 @@ pub fn load_with_header(header: Header, verification: Verification) -> Result<Re
     let mut stored: Vec<Vec<i32>> = vec![Vec::new(); header.signals.len()];
     let mut n_samples = header.n_samples;
     let mut bytes_read = 0u64;
+    let mut budget = MAX_RECORD_SAMPLES;
     for (file, idx) in &groups {
         let path: PathBuf = dir.join(file);
         check_group(&header, &leads, idx, &path)?;
-        let g = read_group(&folder, &header, file, idx, n_samples)?;
+        let g = read_group(&folder, &header, file, idx, n_samples, &mut budget)?;
         bytes_read += g.bytes;
         n_samples = Some(g.frames);
         for ((&i, d), s) in idx.iter().zip(g.decoded).zip(g.stored) {
@@ -400,6 +407,7 @@ fn read_group(
     file: &str,
     idx: &[usize],
     n_samples: Option<u64>,
+    budget: &mut u64,
 ) -> Result<GroupRead> {
     let hea = &header.path;
     let first = &header.signals[idx[0]];
@@ -438,16 +446,18 @@ fn read_group(
             )));
         }
         let data = read(0, len)?;
-        // The whole stream is decoded (frames past the record's end serve a skew).
+        // The record's frames and those a skew reads past its end; every frame when the
+        // header gives no length; within what is left of the record's sample budget.
         let (decoded, got) = signal::decode_flac(
             first.format,
             &data,
             &spf,
             offset,
-            None,
-            paths::MAX_FILE_BYTES,
+            n_samples.map(|n| n.saturating_add(max_skew)),
+            *budget,
             &path,
         )?;
+        *budget = budget.saturating_sub(got.saturating_mul(slots as u64));
         if let Some(n) = n_samples
             && got < n
         {
@@ -534,6 +544,17 @@ fn read_group(
             ),
         ));
     }
+    let samples = frames.saturating_mul(slots as u64);
+    if samples > *budget {
+        return Err(DatasetError::signal(
+            &path,
+            "*",
+            format!(
+                "header announces {frames} frames of {slots} samples: more than the {MAX_RECORD_SAMPLES} samples one record may hold"
+            ),
+        ));
+    }
+    *budget -= samples;
     // With a skew, the frames past the record's end are read too when the file holds them.
     let read_frames = if max_skew > 0 && !is_mat {
         frames

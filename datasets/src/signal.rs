@@ -293,15 +293,17 @@ fn decode_flat(format: u16, data: &[u8], total: usize, flat: &mut Vec<i32>) {
 /// Decodes the FLAC stream `data` of one signal file in FLAC `format` (508, 516, 524): one
 /// FLAC channel per signal of the file, every signal with the same samples per frame `spf`.
 /// Skips `sample_offset` samples of each channel (the header's `+` modifier counts samples
-/// for FLAC files), then returns `n_frames * spf` samples per signal, or every remaining
-/// frame when `n_frames` is `None`. The stream's bit depth must not exceed the format's
-/// (8, 16 or 24), and at most `max_samples` samples are decoded in all.
+/// for FLAC files), then returns at most `max_frames` frames (`spf` samples per signal each;
+/// every frame of the stream when `None`) and the number of frames returned; the caller
+/// checks that there are enough. Every FLAC frame must have the stream's channel count and
+/// samples within the format's bits (8, 16 or 24), and at most `max_samples` samples are
+/// decoded in all (a small stream of constant values can expand enormously).
 pub fn decode_flac(
     format: u16,
     data: &[u8],
     spf: &[u32],
     sample_offset: u64,
-    n_frames: Option<u64>,
+    max_frames: Option<u64>,
     max_samples: u64,
     path: &Path,
 ) -> Result<(Vec<Vec<i32>>, u64)> {
@@ -335,24 +337,25 @@ pub fn decode_flac(
         )));
     }
     let k = u64::from(k);
-    let want = match n_frames {
-        Some(n) => Some(n.checked_mul(k).ok_or_else(|| {
-            fail(format!(
-                "header announces {n} frames: more samples than can be addressed"
-            ))
-        })?),
-        None => info.samples.map(|s| s.saturating_sub(sample_offset)),
-    };
+    let want = max_frames.map(|n| n.saturating_mul(k));
     let cap = |n: u64| n.saturating_mul(spf.len() as u64) > max_samples;
-    if want.is_some_and(cap) {
-        return Err(fail(format!(
-            "more than {max_samples} samples in all: refused (the limit on one signal file)"
-        )));
+    let too_many = || {
+        fail(format!(
+            "more than {max_samples} samples in all: refused (the limit on one record)"
+        ))
+    };
+    let expected = want.or(info.samples.map(|s| s.saturating_sub(sample_offset)));
+    if expected.is_some_and(cap) && want.is_none_or(cap) {
+        return Err(too_many());
     }
+    let capacity = expected
+        .unwrap_or(0)
+        .min(max_samples / spf.len().max(1) as u64);
     let mut out: Vec<Vec<i32>> = spf
         .iter()
-        .map(|_| Vec::with_capacity(want.unwrap_or(0) as usize))
+        .map(|_| Vec::with_capacity(capacity as usize))
         .collect();
+    let (lo, hi) = (-(1i32 << (max_bits - 1)), (1i32 << (max_bits - 1)) - 1);
     let mut skip = sample_offset;
     let mut blocks = reader.blocks();
     let mut buffer = Vec::new();
@@ -362,15 +365,23 @@ pub fn decode_flac(
             break;
         }
         if cap(have) {
-            return Err(fail(format!(
-                "more than {max_samples} samples in all: refused (the limit on one signal file)"
-            )));
+            return Err(too_many());
         }
         let block = match blocks.read_next_or_eof(buffer) {
             Ok(Some(b)) => b,
             Ok(None) => break,
             Err(e) => return Err(fail(format!("FLAC stream, after {have} samples: {e}"))),
         };
+        // claxon does not compare a frame's channels with the stream's: a frame with fewer
+        // would be read past its end.
+        if block.channels() as usize != spf.len() {
+            return Err(fail(format!(
+                "FLAC frame at sample {} has {} channels, the stream {}",
+                block.time(),
+                block.channels(),
+                spf.len()
+            )));
+        }
         let len = u64::from(block.duration());
         let from = skip.min(len);
         skip -= from;
@@ -380,20 +391,19 @@ pub fn decode_flac(
         };
         for (ch, o) in out.iter_mut().enumerate() {
             let c = block.channel(ch as u32);
-            o.extend_from_slice(&c[from as usize..(from + take) as usize]);
+            let part = c
+                .get(from as usize..(from + take) as usize)
+                .ok_or_else(|| fail(format!("FLAC frame at sample {} is short", block.time())))?;
+            if let Some(v) = part.iter().find(|v| !(lo..=hi).contains(*v)) {
+                return Err(fail(format!(
+                    "FLAC sample {v} does not fit the {max_bits} bits of format {format}"
+                )));
+            }
+            o.extend_from_slice(part);
         }
         buffer = block.into_buffer();
     }
-    let got = out[0].len() as u64;
-    if let Some(w) = want
-        && got < w
-    {
-        return Err(fail(format!(
-            "truncated: header announces {} frames ({w} samples per signal) but the FLAC stream holds {got}",
-            w / k
-        )));
-    }
-    let frames = got / k;
+    let frames = out[0].len() as u64 / k;
     for o in &mut out {
         o.truncate((frames * k) as usize);
     }

@@ -97,6 +97,10 @@ fn damaged_aecg_files_are_errors_naming_the_file() {
     assert!(e.contains("lead I: digit `x2` is not a number"), "{e}");
     let e = err(&text.replacen("value=\"0.002\" unit=\"s\"", "value=\"0\" unit=\"s\"", 1));
     assert!(e.contains("increment 0 is not positive"), "{e}");
+    // A birth time with a multi-byte character: no panic, the age still comes from the
+    // reported age.
+    let r = aecg::parse(&text.replace("19530508", "1953é508"), p).unwrap();
+    assert_eq!(from_comments(&r.header.comments).age, Some(46));
     // A DTD (and so any entity expansion) is refused by the XML parser.
     let e = err(&format!(
         "<!DOCTYPE x [<!ENTITY a \"aaaa\">]>{}",

@@ -130,6 +130,16 @@ fn damaged_edf_files_are_errors_naming_the_file() {
     let mut b = bytes.clone();
     b[252..256].copy_from_slice(b"999 ");
     assert!(err(&b).contains("does not match 999 signals"));
+    // A patient field that is not EDF+'s structured one is free text: never read.
+    let mut b = bytes.clone();
+    b[8..88].copy_from_slice(format!("{:<80}", "Jane Doe 1960").as_bytes());
+    let r = edf::parse(&b, &p).unwrap();
+    assert_eq!(r.patient, None);
+    assert!(r.header.comments.is_empty(), "{:?}", r.header.comments);
+    // A data record duration so short that the rate is infinite.
+    let mut b = bytes.clone();
+    b[244..252].copy_from_slice(b"4.9e-324");
+    assert!(err(&b).contains("is too short"), "{}", err(&b));
     // Only annotations (wfdb-python's test_edfann.edf).
     let ann =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/wfdb-python/edf/test_edfann.edf");

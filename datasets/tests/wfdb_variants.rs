@@ -312,6 +312,15 @@ fn broken_multi_segment_records_are_errors_naming_the_segment() {
             "p/1 4 125 5\n~ 5\n",
             "no segment names the record's signals",
         ),
+        // Lengths that overflow a u64 when added; a segment named twice.
+        (
+            "p/3 4 125\n3269321_layout 0\n~ 18446744073709551615\n~ 1\n",
+            "the segments' lengths overflow",
+        ),
+        (
+            "p/3 4 125 4000\n3269321_layout 0\n3269321_0001 2000\n3269321_0001 2000\n",
+            "segment 3269321_0001 is named twice",
+        ),
     ];
     for (master, want) in cases {
         let tmp = tempfile::tempdir().unwrap();
@@ -490,5 +499,80 @@ fn cinc_2015_alarm_records_take_their_header_diagnosis() {
     assert_eq!(
         fixed1.segments_by_label_origin,
         [("header".to_string(), 1)].into()
+    );
+}
+
+#[test]
+fn a_segment_without_a_length_never_spills_into_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    variable_layout_record(tmp.path(), "");
+    // Segment 0002 (II and PLETH, 1750 frames) with its length removed from its header, and
+    // a master that takes 100 of its frames, then a gap of 2000.
+    let seg = tmp.path().join("3269321_0002.hea");
+    let text = fs::read_to_string(&seg).unwrap();
+    fs::write(
+        &seg,
+        text.replacen("3269321_0002 2 125 1750 16:57:55", "3269321_0002 2 125", 1),
+    )
+    .unwrap();
+    let hea = tmp.path().join("p.hea");
+    fs::write(
+        &hea,
+        "p/3 4 125 2100\n3269321_layout 0\n3269321_0002 100\n~ 2000\n",
+    )
+    .unwrap();
+    let r = load_record(&hea, Verification::Strict).unwrap();
+    let ii = r.lead_mv(1).unwrap();
+    assert_eq!(ii.len(), 2100);
+    let whole = load_record(&seg, Verification::Strict)
+        .unwrap()
+        .lead_mv(0)
+        .unwrap();
+    assert_eq!(whole.len(), 1750, "the segment alone reads all its frames");
+    assert!(same(&ii[..100], &whole[..100]));
+    assert!(ii[100..].iter().all(|v| v.is_nan()), "the gap stays a gap");
+}
+
+#[test]
+fn implausible_sampling_rates_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rates");
+    fs::create_dir(&dir).unwrap();
+    for (name, fs_field) in [("slow", "0.1"), ("fast", "1e9")] {
+        fs::write(
+            dir.join(format!("{name}.hea")),
+            format!("{name} 1 {fs_field} 10\n{name}.dat 16 200 16 0 0 0 0 II\n"),
+        )
+        .unwrap();
+        fs::write(dir.join(format!("{name}.dat")), [0u8; 20]).unwrap();
+    }
+    fs::copy(
+        data().join("3000003_0003.hea"),
+        dir.join("3000003_0003.hea"),
+    )
+    .unwrap();
+    fs::copy(
+        data().join("3000003_0003.dat"),
+        dir.join("3000003_0003.dat"),
+    )
+    .unwrap();
+    let (_t, m) = store_of(&[dir], None);
+    let errors: Vec<String> = m.sources[0]
+        .errors
+        .iter()
+        .map(|e| e.reason.clone())
+        .collect();
+    assert_eq!((m.records, m.skipped), (1, 2), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("sampling rate 0.1 Hz is outside 1–100000 Hz")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("sampling rate 1000000000 Hz is outside")),
+        "{errors:?}"
     );
 }
