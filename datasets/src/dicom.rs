@@ -28,6 +28,8 @@
 //!   text never becomes codes); coded annotations whose Concept Name is a SNOMED CT code
 //!   (scheme `SCT`, digits only) become a `Dx:` comment, mapped as the CinC `#Dx` codes are.
 //! - Samples equal to the group's Waveform Padding Value are NaN.
+//! - Before the parser sees the file, every element length it declares is checked against the
+//!   bytes that remain (dicom-parser reserves a buffer of the declared length before reading).
 //! - Channel Sample Skew and the group's time offset are not applied (every file seen writes
 //!   0).
 
@@ -185,6 +187,114 @@ fn dicom_age(s: &str) -> Option<u8> {
     u8::try_from(years).ok().filter(|&a| a <= 120)
 }
 
+/// Value representations whose explicit-VR header has a 4-byte length.
+const LONG_VRS: [&[u8; 2]; 13] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV",
+];
+
+/// Checks every element length the file declares against the bytes that remain, before the
+/// parser sees it: dicom-parser reserves a buffer of the declared length before reading, so
+/// a few hundred bytes declaring a 4 GiB element would make it reserve 4 GiB. `body` starts at
+/// `DICM`. Walks the file meta group (explicit VR little endian) and the data set in its
+/// transfer syntax (implicit or explicit VR, little or big endian), descending into sequences
+/// and items.
+fn check_lengths(body: &[u8], path: &Path) -> Result<()> {
+    let mut pos = 4; // `DICM`
+    let mut implicit = false;
+    let mut big = false;
+    let mut in_meta = true;
+    let n = body.len();
+    let u16_at = |p: usize, big: bool| {
+        let b = [body[p], body[p + 1]];
+        if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |p: usize, big: bool| {
+        let b = [body[p], body[p + 1], body[p + 2], body[p + 3]];
+        if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    while pos + 8 <= n {
+        let start = pos;
+        let group_le = u16::from_le_bytes([body[pos], body[pos + 1]]);
+        if in_meta && group_le != 0x0002 {
+            in_meta = false;
+        }
+        let (le, explicit) = if in_meta {
+            (true, true)
+        } else {
+            (!big, !implicit)
+        };
+        let group = u16_at(pos, !le);
+        let element = u16_at(pos + 2, !le);
+        let too_long = |len: u64, at: usize| {
+            bad(
+                path,
+                format!(
+                    "element ({group:04X},{element:04X}) at byte {} declares {len} bytes, {} remain",
+                    start + 128,
+                    n.saturating_sub(at)
+                ),
+            )
+        };
+        if group == 0xFFFE {
+            // Item or delimiter: tag and a 4-byte length; an item's content is scanned.
+            let len = u32_at(pos + 4, !le);
+            pos += 8;
+            if element == 0xE000 && len != u32::MAX && u64::from(len) > (n - pos) as u64 {
+                return Err(too_long(u64::from(len), pos));
+            }
+            continue;
+        }
+        let (len, header, vr) = if explicit {
+            let vr = [body[pos + 4], body[pos + 5]];
+            if LONG_VRS.contains(&&vr) {
+                if pos + 12 > n {
+                    return Err(bad(path, "truncated element header"));
+                }
+                (u32_at(pos + 8, !le), 12, Some(vr))
+            } else {
+                (u32::from(u16_at(pos + 6, !le)), 8, Some(vr))
+            }
+        } else {
+            (u32_at(pos + 4, !le), 8, None)
+        };
+        pos += header;
+        if len == u32::MAX {
+            continue; // undefined length: a sequence or encapsulated data, scanned inside
+        }
+        if u64::from(len) > (n - pos) as u64 {
+            return Err(too_long(u64::from(len), pos));
+        }
+        let is_sequence = match vr {
+            Some(vr) => &vr == b"SQ",
+            // Implicit VR: a sequence is recognised by the item tag its content starts with.
+            None => {
+                len >= 8
+                    && pos + 4 <= n
+                    && u16_at(pos, !le) == 0xFFFE
+                    && u16_at(pos + 2, !le) == 0xE000
+            }
+        };
+        if in_meta && group == 0x0002 && element == 0x0010 {
+            let ts = String::from_utf8_lossy(&body[pos..pos + len as usize]);
+            let ts = ts.trim_end_matches(['\0', ' ']);
+            implicit = ts == "1.2.840.10008.1.2";
+            big = ts == "1.2.840.10008.1.2.2";
+        }
+        if !is_sequence {
+            pos += len as usize;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a DICOM file's bytes; `path` names it in errors and gives the record id.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
@@ -192,6 +302,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
     } else {
         bytes
     };
+    if body.starts_with(b"DICM") {
+        check_lengths(body, path)?;
+    }
     // The parser is a third party's: a panic on hostile bytes is this file's error too.
     let obj = std::panic::catch_unwind(|| {
         OpenFileOptions::new()

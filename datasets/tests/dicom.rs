@@ -117,6 +117,38 @@ fn damaged_dicom_files_are_errors_naming_the_file() {
     );
 }
 
+#[test]
+fn declared_lengths_beyond_the_file_are_refused_before_parsing() {
+    // Waveform Data (5400,1010), explicit VR `OW`: its 4-byte length set to 0xFFFFFFF0. The
+    // parser would reserve 4 GiB before noticing that the bytes are not there.
+    let bytes = fs::read(file()).unwrap();
+    let tag = [0x00, 0x54, 0x10, 0x10];
+    let at = bytes.windows(4).position(|w| w == tag).unwrap();
+    assert!(&bytes[at + 4..at + 6] == b"OW" || &bytes[at + 4..at + 6] == b"OB");
+    let mut b = bytes.clone();
+    b[at + 8..at + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let e = dicom::parse(&b, Path::new("big.dcm"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("element (5400,1010)") && e.contains("declares 4294967280 bytes"),
+        "{e}"
+    );
+    // A 150-byte file: preamble, `DICM`, one meta element declaring 4 GiB.
+    let mut tiny = vec![0u8; 128];
+    tiny.extend_from_slice(b"DICM");
+    tiny.extend_from_slice(&[0x02, 0x00, 0x01, 0x00, b'O', b'B', 0, 0]);
+    tiny.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    tiny.extend_from_slice(&[0; 6]);
+    let e = dicom::parse(&tiny, Path::new("tiny.dcm"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("element (0002,0001)") && e.contains("declares"),
+        "{e}"
+    );
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
     /// The file with bytes overwritten anywhere or cut anywhere: an error or a record, never a
