@@ -27,6 +27,7 @@ use std::path::Path;
 
 use roxmltree::{Document, Node};
 
+use crate::demographics::{age_between, yyyymmdd};
 use crate::error::{DatasetError, Result};
 use crate::header::{Header, SignalSpec};
 use crate::paths;
@@ -83,17 +84,6 @@ fn path_of<'a, 'i>(
 
 fn attr<'a>(n: Option<Node<'a, '_>>, name: &str) -> Option<&'a str> {
     n?.attribute(name)
-}
-
-/// A `YYYYMMDD...` time's date.
-fn hl7_date(s: &str) -> Option<(i32, u32, u32)> {
-    if s.len() < 8 || !s.is_ascii() {
-        return None;
-    }
-    let y = s[..4].parse().ok()?;
-    let m = s[4..6].parse().ok()?;
-    let d = s[6..8].parse().ok()?;
-    ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m, d))
 }
 
 /// Lead name of an aECG sequence code.
@@ -248,17 +238,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Record> {
         .filter(|a| (0.0..=120.0).contains(a))
         .map(|a| a as u8);
     let age = reported.or_else(|| {
-        let birth = hl7_date(attr(person.and_then(|p| child(p, "birthTime")), "value")?)?;
+        let birth = yyyymmdd(attr(person.and_then(|p| child(p, "birthTime")), "value")?)?;
         let time = child(root, "effectiveTime")?;
         let at = time
             .children()
             .filter(|c| is(c, "center") || is(c, "low"))
-            .find_map(|c| hl7_date(c.attribute("value")?))?;
-        let mut years = at.0 - birth.0;
-        if (at.1, at.2) < (birth.1, birth.2) {
-            years -= 1;
-        }
-        u8::try_from(years).ok().filter(|&a| a <= 120)
+            .find_map(|c| yyyymmdd(c.attribute("value")?))?;
+        age_between(birth, at)
     });
     if let Some(age) = age {
         comments.push(format!("<age>: {age}"));
@@ -274,35 +260,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Record> {
         }
     }
 
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut specs = Vec::with_capacity(leads.len());
     let mut physical = Vec::with_capacity(leads.len());
     for (name, unit, values) in leads {
         let voltage = mv_per(&unit).is_some();
-        specs.push(SignalSpec {
-            line: 0,
-            file_name: file_name.clone(),
-            format: 16,
-            samples_per_frame: 1,
-            skew: 0,
-            byte_offset: 0,
-            adc_gain: 1.0,
-            baseline: 0,
-            units: if unit.is_empty() {
-                "(none)".into()
-            } else {
-                unit
-            },
-            adc_resolution: 0,
-            adc_zero: 0,
-            initial_value: None,
-            checksum: None,
-            block_size: 0,
-            description: name,
-        });
+        specs.push(SignalSpec::converted(path, name, unit, 1));
         physical.push(voltage.then_some(values));
     }
     let header = Header {

@@ -52,6 +52,30 @@ pub fn parse_age(s: &str) -> Option<u8> {
     (v.is_finite() && (0.0..=120.0).contains(&v)).then(|| v.floor() as u8)
 }
 
+/// A calendar date (year, month, day) as the file formats write it.
+pub type Date = (i32, u32, u32);
+
+/// A `YYYYMMDD...` date (DICOM DA, HL7 TS): `None` unless ASCII with a valid month and day.
+pub fn yyyymmdd(s: &str) -> Option<Date> {
+    if s.len() < 8 || !s.is_ascii() {
+        return None;
+    }
+    let y = s[..4].parse().ok()?;
+    let m = s[4..6].parse().ok()?;
+    let d = s[6..8].parse().ok()?;
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m, d))
+}
+
+/// Whole years from `birth` to `at`; `None` when negative or above 120. Only the age is kept:
+/// the dates themselves are never stored.
+pub fn age_between(birth: Date, at: Date) -> Option<u8> {
+    let mut years = at.0 - birth.0;
+    if (at.1, at.2) < (birth.1, birth.2) {
+        years -= 1;
+    }
+    u8::try_from(years).ok().filter(|&a| a <= 120)
+}
+
 /// Extracts demographics from header comment lines (without their leading `#`).
 pub fn from_comments(comments: &[String]) -> Demographics {
     let mut d = Demographics::default();

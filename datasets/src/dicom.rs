@@ -41,6 +41,7 @@ use dicom_object::OpenFileOptions;
 use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemDicomObject;
 
+use crate::demographics::{age_between, yyyymmdd};
 use crate::error::{DatasetError, Result};
 use crate::header::{Header, SignalSpec};
 use crate::labels;
@@ -158,17 +159,6 @@ fn lead_name(channel: &Obj, i: usize) -> String {
         }
         None => format!("sig{i}"),
     }
-}
-
-/// A DICOM date `YYYYMMDD` as (year, month, day).
-fn dicom_date(s: &str) -> Option<(i32, u32, u32)> {
-    if s.len() < 8 || !s.is_ascii() {
-        return None;
-    }
-    let y = s[..4].parse().ok()?;
-    let m = s[4..6].parse().ok()?;
-    let d = s[6..8].parse().ok()?;
-    ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m, d))
 }
 
 /// Patient's Age `nnnY` / `nnnM` / `nnnW` / `nnnD` in whole years.
@@ -293,6 +283,18 @@ fn check_lengths(body: &[u8], path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One little-endian waveform sample of 1, 2 or 4 bytes, signed or not.
+fn sample_value(b: &[u8], signed: bool) -> f64 {
+    match (b.len(), signed) {
+        (1, true) => b[0] as i8 as f64,
+        (1, false) => b[0] as f64,
+        (2, true) => i16::from_le_bytes([b[0], b[1]]) as f64,
+        (2, false) => u16::from_le_bytes([b[0], b[1]]) as f64,
+        (4, true) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+    }
 }
 
 /// Parses a DICOM file's bytes; `path` names it in errors and gives the record id.
@@ -436,15 +438,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
     }
     let raw = |s: usize, c: usize| -> f64 {
         let at = (s * n_channels + c) * width;
-        let b = &data[at..at + width];
-        match (width, signed) {
-            (1, true) => b[0] as i8 as f64,
-            (1, false) => b[0] as f64,
-            (2, true) => i16::from_le_bytes([b[0], b[1]]) as f64,
-            (2, false) => u16::from_le_bytes([b[0], b[1]]) as f64,
-            (4, true) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
-            _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
-        }
+        sample_value(&data[at..at + width], signed)
     };
     // Waveform Padding Value (5400,100A): samples that hold no data, NaN in mV.
     let padding: Option<f64> = group
@@ -453,21 +447,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
         .flatten()
         .and_then(|e| e.to_bytes().ok())
         .filter(|b| b.len() >= width)
-        .map(|b| {
-            let b = &b[..width];
-            match (width, signed) {
-                (1, true) => b[0] as i8 as f64,
-                (1, false) => b[0] as f64,
-                (2, true) => i16::from_le_bytes([b[0], b[1]]) as f64,
-                (2, false) => u16::from_le_bytes([b[0], b[1]]) as f64,
-                (4, true) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
-                _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
-            }
-        });
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .map(|b| sample_value(&b[..width], signed));
     let mut specs = Vec::with_capacity(n_channels);
     let mut physical = Vec::with_capacity(n_channels);
     for (c, ch) in channels.iter().enumerate() {
@@ -477,24 +457,8 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
         let units = items(ch, tags::CHANNEL_SENSITIVITY_UNITS_SEQUENCE)
             .first()
             .and_then(|u| text(u, tags::CODE_VALUE))
-            .unwrap_or_else(|| "(none)".into());
-        let spec = SignalSpec {
-            line: 0,
-            file_name: file_name.clone(),
-            format: 16,
-            samples_per_frame: 1,
-            skew: 0,
-            byte_offset: 0,
-            adc_gain: 1.0 / (sensitivity * correction),
-            baseline: 0,
-            units,
-            adc_resolution: int(ch, tags::WAVEFORM_BITS_STORED).unwrap_or(bits) as u32,
-            adc_zero: 0,
-            initial_value: None,
-            checksum: None,
-            block_size: 0,
-            description: lead_name(ch, c),
-        };
+            .unwrap_or_default();
+        let spec = SignalSpec::converted(path, lead_name(ch, c), units, 1);
         let values = match spec.to_millivolts() {
             Some(mv) if (sensitivity * correction).is_finite() && baseline.is_finite() => Some(
                 (0..n_samples as usize)
@@ -522,13 +486,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
     let age = text(&obj, tags::PATIENT_AGE)
         .and_then(|a| dicom_age(&a))
         .or_else(|| {
-            let birth = dicom_date(&text(&obj, tags::PATIENT_BIRTH_DATE)?)?;
-            let at = dicom_date(&text(&obj, tags::STUDY_DATE)?)?;
-            let mut years = at.0 - birth.0;
-            if (at.1, at.2) < (birth.1, birth.2) {
-                years -= 1;
-            }
-            u8::try_from(years).ok().filter(|&a| a <= 120)
+            let birth = yyyymmdd(&text(&obj, tags::PATIENT_BIRTH_DATE)?)?;
+            let at = yyyymmdd(&text(&obj, tags::STUDY_DATE)?)?;
+            age_between(birth, at)
         });
     if let Some(age) = age {
         comments.push(format!("<age>: {age}"));

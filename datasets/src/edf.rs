@@ -28,6 +28,7 @@
 
 use std::path::Path;
 
+use crate::demographics::age_between;
 use crate::error::{DatasetError, Result};
 use crate::header::{Header, SignalSpec};
 use crate::paths;
@@ -114,15 +115,6 @@ fn start_date(s: &str) -> Option<(i32, u32, u32)> {
     let yy: i32 = it.next()?.parse().ok()?;
     let y = if yy >= 85 { 1900 + yy } else { 2000 + yy };
     ((1..=31).contains(&d) && (1..=12).contains(&m)).then_some((y, m, d))
-}
-
-/// Whole years from `birth` to `at`; `None` when negative or above 120.
-fn age_at(birth: (i32, u32, u32), at: (i32, u32, u32)) -> Option<u8> {
-    let mut years = at.0 - birth.0;
-    if (at.1, at.2) < (birth.1, birth.2) {
-        years -= 1;
-    }
-    u8::try_from(years).ok().filter(|&a| a <= 120)
 }
 
 /// The onset (seconds) of a data record from its annotation signal's first TAL
@@ -343,30 +335,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
     for &i in &data_signals {
         let s = &signals[i];
         let k = s.samples_per_record / g;
-        let mut spec = SignalSpec {
-            line: 0,
-            file_name: path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            format: if bdf { 24 } else { 16 },
-            samples_per_frame: k as u32,
-            skew: 0,
-            byte_offset: header_bytes as u64,
-            adc_gain: (s.digital_max - s.digital_min) / (s.physical_max - s.physical_min),
-            baseline: 0,
-            units: s.dimension.clone(),
-            adc_resolution: if bdf { 24 } else { 16 },
-            adc_zero: 0,
-            initial_value: None,
-            checksum: None,
-            block_size: 0,
-            description: s.label.clone(),
-        };
-        if spec.units.is_empty() {
-            // An empty physical dimension is not WFDB's default `mV`: no unit at all.
-            spec.units = "(none)".into();
-        }
+        let spec = SignalSpec::converted(path, s.label.clone(), s.dimension.clone(), k as u32);
         let Some(to_mv) = spec.to_millivolts() else {
             out.push(None);
             specs.push(spec);
@@ -418,7 +387,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Record> {
             .and_then(edf_plus_date)
             .or_else(|| start_date(&start));
         if let (Some(b), Some(at)) = (parts.get(2).and_then(|b| edf_plus_date(b)), at)
-            && let Some(age) = age_at(b, at)
+            && let Some(age) = age_between(b, at)
         {
             comments.push(format!("<age>: {age}"));
         }

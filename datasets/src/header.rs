@@ -119,6 +119,41 @@ pub struct SignalSpec {
 }
 
 impl SignalSpec {
+    /// The signal of a record read in physical units by another format's reader (EDF, DICOM,
+    /// aECG): the values live in the record, so the WFDB storage fields are nominal (format 16,
+    /// gain 1, no offset or checksum). Empty `units` become `(none)`, not WFDB's default `mV`.
+    pub fn converted(
+        path: &Path,
+        description: String,
+        units: String,
+        samples_per_frame: u32,
+    ) -> SignalSpec {
+        SignalSpec {
+            line: 0,
+            file_name: path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            format: 16,
+            samples_per_frame,
+            skew: 0,
+            byte_offset: 0,
+            adc_gain: 1.0,
+            baseline: 0,
+            units: if units.trim().is_empty() {
+                "(none)".into()
+            } else {
+                units
+            },
+            adc_resolution: 0,
+            adc_zero: 0,
+            initial_value: None,
+            checksum: None,
+            block_size: 0,
+            description,
+        }
+    }
+
     /// Factor that converts this signal's physical units into millivolts, or `None` when the
     /// units are not a voltage.
     pub fn to_millivolts(&self) -> Option<f64> {

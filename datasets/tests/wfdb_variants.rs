@@ -576,3 +576,33 @@ fn implausible_sampling_rates_are_refused() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn holding_slow_leads_to_a_fast_lead_stays_within_a_records_samples() {
+    // 12 leads at 1 sample per frame and one at 25,000 (1,000 frames): 25 million samples read,
+    // within a record's 2^28, but holding the 12 to 25 kHz would make 325 million.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("held");
+    fs::create_dir(&dir).unwrap();
+    let mut hea = String::from("big 13 1 1000\nfast.dat 80x25000 200 8 0 -128 -8192 0 V1\n");
+    for i in 0..12 {
+        hea.push_str(&format!("slow.dat 80 200 8 0 0 0 0 L{i}\n"));
+    }
+    fs::write(dir.join("big.hea"), hea).unwrap();
+    let fast = fs::File::create(dir.join("fast.dat")).unwrap();
+    fast.set_len(25_000_000).unwrap(); // sparse: zeros
+    fs::write(dir.join("slow.dat"), vec![0x80u8; 12_000]).unwrap();
+    let opts = IngestOptions {
+        site: "h".into(),
+        ..Default::default()
+    };
+    let e = ingest(&[dir], &tmp.path().join("store"), &opts, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "13 leads of 1000 frames at 25000 samples per frame: more than the 268435456 samples"
+        ),
+        "{e}"
+    );
+}
