@@ -167,3 +167,33 @@ proptest::proptest! {
         let _ = edf::parse(&b, std::path::Path::new("x.bdf"));
     }
 }
+
+#[test]
+fn edf_and_dicom_files_linked_out_of_the_folder_are_refused() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, outside) = (tmp.path().join("site"), tmp.path().join("outside"));
+    fs::create_dir(&dir).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::copy(data("test_generator.bdf"), dir.join("good.bdf")).unwrap();
+    fs::copy(data("test_generator.edf"), outside.join("secret.edf")).unwrap();
+    let dcm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/pydicom/waveform_ecg.dcm");
+    fs::copy(dcm, outside.join("secret.dcm")).unwrap();
+    symlink(outside.join("secret.edf"), dir.join("link.edf")).unwrap();
+    symlink(outside.join("secret.dcm"), dir.join("other.dcm")).unwrap();
+    let opts = IngestOptions {
+        site: "e".into(),
+        ..Default::default()
+    };
+    let m = ingest(&[dir], &tmp.path().join("store"), &opts, &|_| {}).unwrap();
+    let src = &m.sources[0];
+    assert_eq!((src.records, src.skipped), (1, 2), "{:?}", src.errors);
+    for name in ["link.edf", "other.dcm"] {
+        let e = src.errors.iter().find(|e| e.file.ends_with(name)).unwrap();
+        assert!(
+            e.reason.contains(name) && e.reason.contains("outside its folder"),
+            "{}",
+            e.reason
+        );
+    }
+}
