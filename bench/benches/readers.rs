@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ecgfed_datasets::header::parse_header;
-use ecgfed_datasets::record::{Verification, load_record};
+use ecgfed_datasets::load::load_record;
+use ecgfed_datasets::record::Verification;
 use ecgfed_datasets::signal::decode;
 
 fn sample() -> PathBuf {

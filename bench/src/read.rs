@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use ecgfed_datasets::{DatasetError, annotation, layout, record};
+use ecgfed_datasets::{DatasetError, annotation, layout, load};
 
 /// Figures of one read pass.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -60,7 +60,7 @@ pub fn read_all(folders: &[PathBuf]) -> ReadStats {
         .par_iter()
         .map(|(h, v)| {
             let fail = |e: DatasetError| (h.display().to_string(), e.to_string());
-            let r = record::load_record(h, *v).map_err(fail)?;
+            let r = load::load_record(h, *v).map_err(fail)?;
             let phys = r.physical().map_err(fail)?;
             std::hint::black_box(&phys);
             let atr = h.with_extension("atr");

@@ -1,9 +1,14 @@
 //! Fault injection for tests (cargo feature `fault-injection`, off by default): stops
 //! [`crate::store::delete_patients`] with an error at a named step, leaving the store as a
-//! crash at that point would (temporary files included). Settings are per thread, so tests
-//! running in parallel do not disturb each other.
+//! crash at that point would (temporary files included); makes the reader of a named file
+//! panic, as a bug in a third party's parser would. Erasure settings are per thread, so tests
+//! running in parallel do not disturb each other; reader panics are per file path (ingest
+//! reads on rayon's threads).
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A point in [`crate::store::delete_patients`] where a test may stop it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,4 +52,26 @@ pub(crate) fn reached(step: ErasureStep) -> bool {
             false
         }
     })
+}
+
+/// Record files whose reading panics.
+static PANIC_READING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Makes every later [`crate::load::load_record`] of the file `path` panic, on any thread.
+pub fn panic_when_reading(path: &Path) {
+    PANIC_READING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_path_buf());
+}
+
+/// Panics when a test armed [`panic_when_reading`] for `path`.
+pub(crate) fn reading(path: &Path) {
+    let armed = PANIC_READING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(path);
+    if armed {
+        panic!("fault injection: reader panic on {}", path.display());
+    }
 }

@@ -197,7 +197,7 @@ fn single(h: AnyHeader) -> Result<Header> {
             &m.path,
             m.line,
             format!(
-                "multi-segment record `{}/{}`: read it as one (record::load_record)",
+                "multi-segment record `{}/{}`: read it as one (load::load_record)",
                 m.record_name,
                 m.segments.len()
             ),

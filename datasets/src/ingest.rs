@@ -12,6 +12,7 @@ use crate::error::{DatasetError, Result};
 use crate::labels::{self, Label};
 use crate::layout::{self, Layout, SourceFolder};
 use crate::leads;
+use crate::load;
 use crate::paths;
 use crate::record::{self, RecordWarning};
 use crate::segment::{self, LabelOrigin, Segment, Segmentation, Window};
@@ -91,7 +92,7 @@ fn window_samples(secs: f64, fs: f64) -> u64 {
 }
 
 fn process_record(ctx: &SourceContext, hea: &Path) -> Result<RecordOutput> {
-    let rec = record::load_record(hea, ctx.src.layout.verification())?;
+    let rec = load::load_record(hea, ctx.src.layout.verification())?;
     let mut warnings = rec.warnings.clone();
     let demographics = demographics::from_comments(&rec.header.comments);
     // Annotations (MIT .atr) where present (opened under the rules of `paths`: a link out of

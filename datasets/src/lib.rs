@@ -3,7 +3,7 @@
 //! (Parquet + manifest), and strata over them.
 //!
 //! The path of a hospital's files: [`layout::discover`] finds source folders,
-//! [`record::load_record`] decodes and verifies each record, [`labels`] normalises its labels,
+//! [`load::load_record`] decodes and verifies each record, [`labels`] normalises its labels,
 //! [`segment`] cuts it into segments with a canonical content hash, [`store`] writes and
 //! reads the site store, [`strata`] counts it. [`ingest::ingest`] runs the whole path.
 //! Every file named by input (a header's signal files, a manifest's Parquet files, the files a
@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod labels;
 pub mod layout;
 pub mod leads;
+pub mod load;
 mod mat4;
 pub mod multisegment;
 pub mod paths;
@@ -34,6 +35,7 @@ pub mod segment;
 pub mod signal;
 pub mod store;
 pub mod strata;
+pub mod wfdb;
 
 pub use error::{DatasetError, Result};
 pub use ingest::{IngestOptions, Progress, ingest};

@@ -20,9 +20,7 @@ use std::path::Path;
 
 use crate::error::{DatasetError, Result};
 use crate::header::{AnyHeader, Header, MultiHeader, read_any_header};
-use crate::record::{
-    MAX_RECORD_SAMPLES, Record, RecordWarning, Verification, lead_names, load_with_header,
-};
+use crate::record::{MAX_RECORD_SAMPLES, Record, RecordWarning, Verification, lead_names};
 
 fn seg_err(path: &Path, line: usize, reason: impl Into<String>) -> DatasetError {
     DatasetError::Header {
@@ -198,7 +196,7 @@ pub(crate) fn load(m: MultiHeader, verification: Verification) -> Result<Record>
                 }
             }
         }
-        let rec = load_with_header(h, verification)
+        let rec = crate::wfdb::load_with_header(h, verification)
             .map_err(|e| seg_err(&m.path, seg.line, format!("segment {name}: {e}")))?;
         bytes_read += rec.bytes_read;
         warnings.extend(rec.warnings.iter().map(|w| RecordWarning {

@@ -8,8 +8,9 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use ecgfed_datasets::load::load_record;
 use ecgfed_datasets::paths::MAX_FILE_BYTES;
-use ecgfed_datasets::record::{Verification, load_record};
+use ecgfed_datasets::record::Verification;
 use ecgfed_datasets::store::{self, Manifest, read_file_batches};
 use ecgfed_datasets::strata::{StrataOptions, strata};
 use ecgfed_datasets::{IngestOptions, ingest};
@@ -338,6 +339,44 @@ fn ingest_refuses_every_hostile_file_and_keeps_the_good_record() {
         for piece in c.chunks(32) {
             assert!(!bytes.windows(32).any(|w| w == piece));
         }
+    }
+}
+
+/// A reader that panics (a bug in a third party's parser, made here by the fault hook) costs
+/// that record only: it is skipped with an error naming its file, and the rest is ingested.
+#[test]
+fn a_panicking_reader_costs_only_its_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let from = sample().join("cinc2021/georgia");
+    for id in ["E00271", "E01137", "E03823"] {
+        for ext in ["hea", "mat"] {
+            fs::copy(
+                from.join(format!("{id}.{ext}")),
+                src.join(format!("{id}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let bad = src.join("E01137.hea");
+    ecgfed_datasets::fault::panic_when_reading(&bad);
+    let out = tmp.path().join("store");
+    let m = ingest(std::slice::from_ref(&src), &out, &opts(), &|_| {}).unwrap();
+    assert_eq!((m.records, m.skipped), (2, 1), "{:#?}", m.sources[0].errors);
+    let errors = &m.sources[0].errors;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].file, bad.display().to_string());
+    assert!(
+        errors[0]
+            .reason
+            .contains("the reader failed on this file (a panic, caught)"),
+        "{}",
+        errors[0].reason
+    );
+    for (id, stored) in [("E00271", true), ("E01137", false), ("E03823", true)] {
+        let segments = store::read_record(&out, id).unwrap();
+        assert_eq!(!segments.is_empty(), stored, "{id}");
     }
 }
 

@@ -5,7 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use ecgfed_datasets::layout::{Layout, discover};
-use ecgfed_datasets::record::{Verification, load_record};
+use ecgfed_datasets::load::load_record;
+use ecgfed_datasets::record::Verification;
 use ecgfed_datasets::store::{Manifest, read_record};
 use ecgfed_datasets::{IngestOptions, Segmentation, ingest};
 

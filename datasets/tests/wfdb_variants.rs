@@ -8,7 +8,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ecgfed_datasets::record::{Verification, load_record};
+use ecgfed_datasets::load::load_record;
+use ecgfed_datasets::record::Verification;
 use ecgfed_datasets::store::{Manifest, read_record};
 use ecgfed_datasets::{IngestOptions, Segmentation, ingest};
 
@@ -359,6 +360,39 @@ fn corrupt_flac_files_are_errors_naming_the_file() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("flacformats.d1") && e.contains("fLaC"), "{e}");
+    // A 24-bit stream announced as format 516 (at most 16 bits).
+    fs::write(
+        tmp.path().join("bits.hea"),
+        "bits 1 200 499\nflacformats.d2 516 200/mV 16 0 -8388605 8721 0 sig 2\n",
+    )
+    .unwrap();
+    let e = load_record(&tmp.path().join("bits.hea"), Verification::Strict)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("flacformats.d2") && e.contains("FLAC stream of 24 bits in format 516"),
+        "{e}"
+    );
+    // A stream of three channels that the header gives two signals.
+    fs::copy(
+        data().join("flac_3_constant.dat"),
+        tmp.path().join("three.dat"),
+    )
+    .unwrap();
+    fs::write(
+        tmp.path().join("three.hea"),
+        "three 2 250 5600000\nthree.dat 508 200 8 0 25 15104 0 col 0\n\
+         three.dat 508 200 8 0 50 30208 0 col 1\n",
+    )
+    .unwrap();
+    let e = load_record(&tmp.path().join("three.hea"), Verification::Strict)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("three.dat")
+            && e.contains("FLAC stream has 3 channels but the header gives 2 signals in this file"),
+        "{e}"
+    );
 }
 
 proptest::proptest! {

@@ -85,7 +85,7 @@ impl Model {
             reason,
         };
         let rec =
-            ecgfed_datasets::record::load_record(&hea, ecgfed_datasets::record::Verification::Warn)
+            ecgfed_datasets::load::load_record(&hea, ecgfed_datasets::record::Verification::Warn)
                 .map_err(|e| err(e.to_string()))?;
         let li = pick_lead(&rec.leads, &self.card.signal.lead).ok_or_else(|| {
             err(format!(
