@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks that a shipped ecgfed binary holds no test machinery (issue 23, item 9): built with
 # plain `cargo build --release -p ecgfed` (no dev-dependency features), its version line names
-# no test kit and its bytes contain neither the gateway's fault hook nor the bench's
-# unauthenticated in-memory Flight server. Usage: scripts/check-release.sh [BINARY]
+# no test kit and its bytes contain neither the gateway's nor the datasets' fault hooks nor the
+# bench's unauthenticated in-memory Flight server. Usage: scripts/check-release.sh [BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-}"
@@ -16,7 +16,7 @@ case "$version" in
 esac
 # String literals of the fault hooks, and the (mangled) names of the test kit's items.
 for marker in ECGFED_GATEWAY_FAULT alter-sample "fault injected" die-in-round 12MemoryFlight \
-              16append_unchecked 5Store7put_raw 14stop_erasure_at; do
+              16append_unchecked 5Store7put_raw 14stop_erasure_at "fault injection: reader panic"; do
   if grep -q -a -F "$marker" "$bin"; then
     echo "check-release: $bin contains test machinery: $marker" >&2
     exit 1
