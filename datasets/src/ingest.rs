@@ -699,6 +699,18 @@ pub fn ingest(
                             file: hea.display().to_string(),
                             reason: e.to_string(),
                         });
+                        // Its segment headers are not records of their own: say that they
+                        // were not ingested either, so none of them is lost unseen.
+                        for seg in src.segments.get(&hea).into_iter().flatten() {
+                            summary.errors.push(FileError {
+                                file: seg.display().to_string(),
+                                reason: format!(
+                                    "not ingested: a segment of the multi-segment record {}, \
+                                     which was refused",
+                                    hea.display()
+                                ),
+                            });
+                        }
                     }
                 }
             }

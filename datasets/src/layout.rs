@@ -29,6 +29,7 @@
 //! record; a refused licence file or sub-folder fails the folder). Sub-folders reached through
 //! a symbolic link are walked only when the link stays inside the folder.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::{DatasetError, Result};
@@ -63,6 +64,9 @@ impl Layout {
     }
 }
 
+/// Master header of a multi-segment record → the segment headers of its folder that it names.
+pub type SegmentHeaders = BTreeMap<PathBuf, Vec<PathBuf>>;
+
 /// One source folder found under an ingested folder.
 #[derive(Debug, Clone)]
 pub struct SourceFolder {
@@ -74,6 +78,9 @@ pub struct SourceFolder {
     pub root: PathBuf,
     /// Header files of its records, sorted by record id (numerically where ids are numbers).
     pub headers: Vec<PathBuf>,
+    /// The segment headers each multi-segment record of `headers` names (master header →
+    /// its segment headers found in the folder): part of that record, not records of their own.
+    pub segments: SegmentHeaders,
     /// Label file (CinC 2017), if any.
     pub reference: Option<PathBuf>,
     /// Text of the applicable `LICENSE-AND-SOURCE.md`, if any.
@@ -94,14 +101,16 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Every `.hea` entry that is not a folder: regular files, and also links and special files,
 /// so that reading them reports why they are refused instead of skipping them unseen. The
-/// segments of a multi-segment record of the folder are part of that record, not records.
-fn headers_in(dir: &Path) -> Result<Vec<PathBuf>> {
+/// segments of a multi-segment record of the folder are part of that record, not records: they
+/// are returned apart, by master header.
+fn headers_in(dir: &Path) -> Result<(Vec<PathBuf>, SegmentHeaders)> {
     let listed = list_dir(dir)?;
-    let mut v: Vec<PathBuf> = listed
+    let v: Vec<PathBuf> = listed
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "hea") && !p.is_dir())
         .cloned()
         .collect();
+    let present: HashSet<&PathBuf> = v.iter().collect();
     // EDF/BDF recordings are records too, unless a WFDB header of the same name describes the
     // same recording.
     let edf: Vec<PathBuf> = listed
@@ -109,22 +118,36 @@ fn headers_in(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter(|p| {
             !p.is_dir()
                 && (crate::edf::is_edf(p) || crate::dicom::is_dicom(p) || crate::aecg::is_aecg(p))
-                && !v.contains(&p.with_extension("hea"))
+                && !present.contains(&p.with_extension("hea"))
         })
         .collect();
-    let segments: std::collections::HashSet<PathBuf> = v
-        .iter()
-        .filter_map(|h| match read_any_header(h) {
-            Ok(AnyHeader::Multi(m)) => Some(m.segments),
-            _ => None,
-        })
+    let mut segments = SegmentHeaders::new();
+    for h in &v {
+        if let Ok(AnyHeader::Multi(m)) = read_any_header(h) {
+            let named = m
+                .segments
+                .into_iter()
+                .filter_map(|s| s.name.map(|n| dir.join(format!("{n}.hea"))))
+                .filter(|s| present.contains(s))
+                .collect();
+            segments.insert(h.clone(), named);
+        }
+    }
+    // A master header stays a record even when another master names it as a segment (that
+    // master is then refused), so that it is read and reported on its own.
+    let is_segment: HashSet<&PathBuf> = segments
+        .values()
         .flatten()
-        .filter_map(|s| s.name.map(|n| dir.join(format!("{n}.hea"))))
+        .filter(|s| !segments.contains_key(*s))
         .collect();
-    v.retain(|h| !segments.contains(h));
-    v.extend(edf);
-    v.sort_by_key(|p| record_sort_key(p));
-    Ok(v)
+    let mut records: Vec<PathBuf> = v
+        .iter()
+        .filter(|h| !is_segment.contains(h))
+        .cloned()
+        .collect();
+    records.extend(edf);
+    records.sort_by_key(|p| record_sort_key(p));
+    Ok((records, segments))
 }
 
 fn record_sort_key(p: &Path) -> (u64, String) {
@@ -208,18 +231,20 @@ fn walk(dir: &Path, inherited_license: Option<&str>, out: &mut Vec<SourceFolder>
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "records".into());
-    let headers = headers_in(dir)?;
+    let (headers, segments) = headers_in(dir)?;
     let data = if headers.is_empty() && dir.join("ludb.csv").is_file() {
         sub_folder(dir, "data".as_ref())?
     } else {
         None
     };
     if let Some(data) = data {
+        let (headers, segments) = headers_in(&data)?;
         out.push(SourceFolder {
             id: sanitize(&name),
             layout: Layout::Ludb,
             root: dir.to_path_buf(),
-            headers: headers_in(&data)?,
+            headers,
+            segments,
             reference: None,
             license: license.map(str::to_string),
         });
@@ -270,6 +295,7 @@ fn walk(dir: &Path, inherited_license: Option<&str>, out: &mut Vec<SourceFolder>
         layout,
         root: dir.to_path_buf(),
         headers,
+        segments,
         reference,
         license: license.map(str::to_string),
     });

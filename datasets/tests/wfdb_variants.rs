@@ -335,6 +335,50 @@ fn broken_multi_segment_records_are_errors_naming_the_segment() {
     }
 }
 
+/// A header that names another record of the folder as its segment (by mistake, or to hide
+/// it) and is refused: that record is named among the errors as not ingested, never dropped
+/// unseen; a master named as a segment stays a record of its own.
+#[test]
+fn a_refused_multi_segment_record_names_the_segments_it_took() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("site");
+    fs::create_dir(&dir).unwrap();
+    for f in ["100_3chan.hea", "100_3chan.dat"] {
+        fs::copy(data().join(f), dir.join(f)).unwrap();
+    }
+    // 999 frames at 360 Hz: the master's 250 Hz refuses it.
+    fs::write(dir.join("hider.hea"), "hider/1 3 250 999\n100_3chan 999\n").unwrap();
+    // A master naming the hider as a segment: the hider is still read as a record.
+    fs::write(dir.join("outer.hea"), "outer/1 3 250 999\nhider 999\n").unwrap();
+    let tmp_out = tempfile::tempdir().unwrap();
+    let out = tmp_out.path().join("store");
+    let opts = IngestOptions {
+        site: "s".into(),
+        ..Default::default()
+    };
+    let e = ingest(std::slice::from_ref(&dir), &out, &opts, &|_| {})
+        .unwrap_err()
+        .to_string();
+    let hea = |n: &str| dir.join(format!("{n}.hea")).display().to_string();
+    assert!(
+        e.contains(&format!(
+            "not ingested: a segment of the multi-segment record {}, which was refused",
+            hea("hider")
+        )),
+        "{e}"
+    );
+    assert!(e.contains("sampled at 360 Hz, the record at 250 Hz"), "{e}");
+    assert!(
+        e.contains("segment hider is itself a multi-segment record"),
+        "{e}"
+    );
+    // With the hider gone, 100_3chan is a record again.
+    fs::remove_file(dir.join("hider.hea")).unwrap();
+    fs::remove_file(dir.join("outer.hea")).unwrap();
+    let m = ingest(std::slice::from_ref(&dir), &out, &opts, &|_| {}).unwrap();
+    assert_eq!((m.records, m.skipped), (1, 0), "{:?}", m.sources[0].errors);
+}
+
 #[test]
 fn corrupt_flac_files_are_errors_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
