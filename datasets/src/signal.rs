@@ -547,6 +547,78 @@ mod tests {
         assert!(e.to_string().contains("same samples per frame"), "{e}");
     }
 
+    /// CRC of `bytes`, most significant bit first, initial value 0: FLAC's CRC-8 (`poly`
+    /// 0x07, `width` 8) of a frame header and CRC-16 (0x8005, 16) of a whole frame.
+    fn flac_crc(bytes: &[u8], poly: u16, width: u32) -> u16 {
+        let top = 1u32 << (width - 1);
+        let mask = (1u32 << width) - 1;
+        let mut crc = 0u32;
+        for &b in bytes {
+            crc ^= u32::from(b) << (width - 8);
+            for _ in 0..8 {
+                crc = if crc & top != 0 {
+                    (crc << 1) ^ u32::from(poly)
+                } else {
+                    crc << 1
+                } & mask;
+            }
+        }
+        crc as u16
+    }
+
+    /// A 16-bit FLAC stream whose STREAMINFO announces `channels` and whose frames (16 samples
+    /// each, fixed blocking) hold the given constant channels: written by the FLAC format
+    /// specification, both CRCs included, so that a frame can disagree with its stream.
+    fn flac_stream(channels: u8, frames: &[&[i16]]) -> Vec<u8> {
+        let mut out = b"fLaC".to_vec();
+        out.extend([0x80, 0, 0, 34]); // last metadata block, STREAMINFO, 34 bytes
+        out.extend(16u16.to_be_bytes()); // minimum block size
+        out.extend(16u16.to_be_bytes()); // maximum block size
+        out.extend([0; 6]); // frame sizes unknown
+        // 20 bits of sample rate (250), 3 of channels - 1, 5 of bits - 1, 36 of total samples.
+        let total = 16 * frames.len() as u64;
+        let packed: u64 = (250 << 44) | (u64::from(channels - 1) << 41) | (15 << 36) | total;
+        out.extend(packed.to_be_bytes());
+        out.extend([0; 16]); // MD5 of the samples: not checked
+        for (n, values) in frames.iter().enumerate() {
+            let assignment = values.len() as u8 - 1; // independent channels
+            // Sync and fixed blocking; 8-bit block size - 1 at the end, rate from STREAMINFO;
+            // channel assignment, 16 bits per sample; frame number (one UTF-8 byte); 16 - 1.
+            let mut frame = vec![0xFF, 0xF8, 0x60, (assignment << 4) | 0b1000, n as u8, 15];
+            frame.push(flac_crc(&frame, 0x07, 8) as u8);
+            for v in values.iter() {
+                frame.push(0); // a CONSTANT subframe, no wasted bits
+                frame.extend(v.to_be_bytes());
+            }
+            let crc = flac_crc(&frame, 0x8005, 16);
+            frame.extend(crc.to_be_bytes());
+            out.extend(frame);
+        }
+        out
+    }
+
+    #[test]
+    fn a_flac_frame_with_other_channels_than_its_stream_is_an_error() {
+        // The hand-written stream decodes: two frames of two constant channels.
+        let good = flac_stream(2, &[&[100, -7], &[5, 6]]);
+        let (got, frames) = decode_flac(516, &good, &[1, 1], 0, None, 1 << 20, p()).unwrap();
+        assert_eq!(frames, 32);
+        assert_eq!(got[0], [vec![100; 16], vec![5; 16]].concat());
+        assert_eq!(got[1], [vec![-7; 16], vec![6; 16]].concat());
+        // Its second frame with one channel, then with three, under the stream's two.
+        for bad in [&[5i16][..], &[5, 6, 7]] {
+            let data = flac_stream(2, &[&[100, -7], bad]);
+            let e = decode_flac(516, &data, &[1, 1], 0, None, 1 << 20, p()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "x.dat: lead *: FLAC frame at sample 16 has {} channels, the stream 2",
+                    bad.len()
+                )
+            );
+        }
+    }
+
     #[test]
     fn checksum_wraps_to_signed_16_bits() {
         assert_eq!(checksum(&[32767, 1]), -32768);
