@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use ecgfed_datasets::aecg;
 use ecgfed_datasets::demographics::{Sex, from_comments};
+use ecgfed_datasets::ingest;
 use ecgfed_datasets::store::read_record;
-use ecgfed_datasets::{IngestOptions, Segmentation, ingest};
+
+mod common;
 
 fn file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/hl7-aecg/Example aECG.xml")
+    common::crate_path("testdata/hl7-aecg/Example aECG.xml")
 }
 
 #[test]
@@ -66,17 +68,10 @@ fn example_rhythm_series_values_and_subject() {
 #[test]
 fn ingest_detects_aecg_and_ignores_other_xml() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("trial");
-    fs::create_dir(&dir).unwrap();
-    fs::copy(file(), dir.join("subject1.xml")).unwrap();
+    let dir = common::folder_of(tmp.path(), "trial", &[(file(), "subject1.xml")]);
     fs::write(dir.join("other.xml"), "<?xml version=\"1.0\"?><config/>").unwrap();
-    let opts = IngestOptions {
-        site: "a".into(),
-        segmentation: Segmentation::Windows { secs: 10.0 },
-        ..Default::default()
-    };
     let store = tmp.path().join("store");
-    let m = ingest(&[dir], &store, &opts, &|_| {}).unwrap();
+    let m = ingest(&[dir], &store, &common::windows("a", 10.0), &|_| {}).unwrap();
     assert_eq!((m.records, m.skipped), (1, 0), "{:?}", m.sources[0].errors);
     let rows = read_record(&store, "subject1").unwrap();
     let s = &rows[0].segment;

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use ecgfed_datasets::demographics::{Sex, from_comments};
 use ecgfed_datasets::dicom;
+use ecgfed_datasets::ingest;
 use ecgfed_datasets::store::read_record;
-use ecgfed_datasets::{IngestOptions, Segmentation, ingest};
+
+mod common;
 
 fn file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/pydicom/waveform_ecg.dcm")
+    common::crate_path("testdata/pydicom/waveform_ecg.dcm")
 }
 
 #[test]
@@ -71,19 +73,12 @@ fn twelve_lead_rhythm_group_equals_pydicom() {
 #[test]
 fn ingest_detects_dicom_with_or_without_extension() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("pacs");
-    fs::create_dir(&dir).unwrap();
-    fs::copy(file(), dir.join("ecg1.dcm")).unwrap();
-    // A PACS export without an extension: found by its `DICM` signature.
-    fs::copy(file(), dir.join("1.2.826.0.1.3680043.2.1125")).unwrap();
+    // The second, a PACS export without an extension: found by its `DICM` signature.
+    let files = [(file(), "ecg1.dcm"), (file(), "1.2.826.0.1.3680043.2.1125")];
+    let dir = common::folder_of(tmp.path(), "pacs", &files);
     fs::write(dir.join("notes"), b"not dicom").unwrap();
-    let opts = IngestOptions {
-        site: "d".into(),
-        segmentation: Segmentation::Windows { secs: 10.0 },
-        ..Default::default()
-    };
     let store = tmp.path().join("store");
-    let m = ingest(&[dir], &store, &opts, &|_| {}).unwrap();
+    let m = ingest(&[dir], &store, &common::windows("d", 10.0), &|_| {}).unwrap();
     assert_eq!((m.records, m.skipped), (2, 0), "{:?}", m.sources[0].errors);
     let rows = read_record(&store, "ecg1").unwrap();
     assert_eq!(rows.len(), 1);
@@ -156,13 +151,7 @@ proptest::proptest! {
     #[test]
     fn damaged_files_never_panic(at in proptest::collection::vec((0usize..300_000, proptest::num::u8::ANY), 1..6),
                                  cut in proptest::option::of(0usize..300_000)) {
-        let bytes = fs::read(file()).unwrap();
-        let mut b = bytes[..cut.unwrap_or(bytes.len()).min(bytes.len())].to_vec();
-        for (i, v) in at {
-            if let Some(x) = b.get_mut(i % bytes.len()) {
-                *x = v;
-            }
-        }
+        let b = common::damaged(&fs::read(file()).unwrap(), &at, cut);
         let _ = dicom::parse(&b, Path::new("x.dcm"));
     }
 }

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use ecgfed_datasets::demographics::{Sex, from_comments};
 use ecgfed_datasets::edf;
+use ecgfed_datasets::ingest;
 use ecgfed_datasets::store::read_record;
-use ecgfed_datasets::{IngestOptions, Segmentation, ingest};
+
+mod common;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/pyedflib")
-        .join(name)
+    common::crate_path("testdata/pyedflib").join(name)
 }
 
 fn close(got: f32, want_uv: f64) {
@@ -78,20 +78,14 @@ fn ingest_finds_edf_and_bdf_records_and_refuses_a_second_file_with_the_same_id()
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("edf");
     fs::create_dir(&dir).unwrap();
-    for f in [
+    let names = [
         "test_generator.edf",
         "test_generator.bdf",
         "test_subsecond.edf",
-    ] {
-        fs::copy(data(f), dir.join(f)).unwrap();
-    }
-    let opts = IngestOptions {
-        site: "e".into(),
-        segmentation: Segmentation::Windows { secs: 10.0 },
-        ..Default::default()
-    };
+    ];
+    common::copy_files(&data(""), &names, &dir);
     let store = tmp.path().join("store");
-    let m = ingest(&[dir], &store, &opts, &|_| {}).unwrap();
+    let m = ingest(&[dir], &store, &common::windows("e", 10.0), &|_| {}).unwrap();
     let src = &m.sources[0];
     assert_eq!((src.records, src.skipped), (1, 2), "{:?}", src.errors);
     let reasons: Vec<&str> = src.errors.iter().map(|e| e.reason.as_str()).collect();
@@ -141,8 +135,7 @@ fn damaged_edf_files_are_errors_naming_the_file() {
     b[244..252].copy_from_slice(b"4.9e-324");
     assert!(err(&b).contains("is too short"), "{}", err(&b));
     // Only annotations (wfdb-python's test_edfann.edf).
-    let ann =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/wfdb-python/edf/test_edfann.edf");
+    let ann = common::crate_path("testdata/wfdb-python/edf/test_edfann.edf");
     let e = edf::load(&ann).unwrap_err().to_string();
     assert!(
         e.contains("test_edfann.edf") && e.contains("no signals, only annotations"),
@@ -157,13 +150,7 @@ proptest::proptest! {
     #[test]
     fn damaged_headers_never_panic(at in proptest::collection::vec((0usize..3072, proptest::num::u8::ANY), 1..8),
                                    cut in proptest::option::of(0usize..4000)) {
-        let bytes = fs::read(data("test_generator.bdf")).unwrap();
-        let mut b = bytes[..cut.unwrap_or(bytes.len()).min(bytes.len())].to_vec();
-        for (i, v) in at {
-            if let Some(x) = b.get_mut(i) {
-                *x = v;
-            }
-        }
+        let b = common::damaged(&fs::read(data("test_generator.bdf")).unwrap(), &at, cut);
         let _ = edf::parse(&b, std::path::Path::new("x.bdf"));
     }
 }
@@ -177,15 +164,17 @@ fn edf_and_dicom_files_linked_out_of_the_folder_are_refused() {
     fs::create_dir(&outside).unwrap();
     fs::copy(data("test_generator.bdf"), dir.join("good.bdf")).unwrap();
     fs::copy(data("test_generator.edf"), outside.join("secret.edf")).unwrap();
-    let dcm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/pydicom/waveform_ecg.dcm");
+    let dcm = common::crate_path("testdata/pydicom/waveform_ecg.dcm");
     fs::copy(dcm, outside.join("secret.dcm")).unwrap();
     symlink(outside.join("secret.edf"), dir.join("link.edf")).unwrap();
     symlink(outside.join("secret.dcm"), dir.join("other.dcm")).unwrap();
-    let opts = IngestOptions {
-        site: "e".into(),
-        ..Default::default()
-    };
-    let m = ingest(&[dir], &tmp.path().join("store"), &opts, &|_| {}).unwrap();
+    let m = ingest(
+        &[dir],
+        &tmp.path().join("store"),
+        &common::site("e"),
+        &|_| {},
+    )
+    .unwrap();
     let src = &m.sources[0];
     assert_eq!((src.records, src.skipped), (1, 2), "{:?}", src.errors);
     for name in ["link.edf", "other.dcm"] {

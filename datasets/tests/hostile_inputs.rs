@@ -8,23 +8,16 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use ecgfed_datasets::ingest;
 use ecgfed_datasets::load::load_record;
 use ecgfed_datasets::paths::MAX_FILE_BYTES;
 use ecgfed_datasets::record::Verification;
 use ecgfed_datasets::store::{self, Manifest, read_file_batches};
 use ecgfed_datasets::strata::{StrataOptions, strata};
-use ecgfed_datasets::{IngestOptions, ingest};
 
-fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample")
-}
+mod common;
 
-fn opts() -> IngestOptions {
-    IngestOptions {
-        site: "test-site".into(),
-        ..Default::default()
-    }
-}
+use common::{opts, sample};
 
 /// 4 KiB of distinctive pseudo-random bytes (xorshift64*, fixed seed): 2,048 format-16
 /// samples that must never reach a store.

@@ -2,7 +2,7 @@
 //! every bad file gets an error naming it and the reason; the rest is ingested.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ecgfed_datasets::layout::{Layout, discover};
 use ecgfed_datasets::load::load_record;
@@ -10,16 +10,9 @@ use ecgfed_datasets::record::Verification;
 use ecgfed_datasets::store::{Manifest, read_record};
 use ecgfed_datasets::{IngestOptions, Segmentation, ingest};
 
-fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample")
-}
+mod common;
 
-fn opts() -> IngestOptions {
-    IngestOptions {
-        site: "test-site".into(),
-        ..Default::default()
-    }
-}
+use common::{opts, sample};
 
 fn copy_record(from: &Path, stem: &str, to: &Path) {
     fs::create_dir_all(to).unwrap();

@@ -14,9 +14,9 @@ use ecgfed_datasets::store::{
 };
 use ecgfed_datasets::{IngestOptions, ingest};
 
-fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample")
-}
+mod common;
+
+use common::sample;
 
 fn segment(i: u64) -> Segment {
     Segment {

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use ecgfed_datasets::load::load_record;
 use ecgfed_datasets::record::Verification;
 use ecgfed_datasets::store::{Manifest, read_record};
-use ecgfed_datasets::{IngestOptions, Segmentation, ingest};
+use ecgfed_datasets::{IngestOptions, ingest};
+
+mod common;
 
 fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/wfdb-python")
+    common::crate_path("testdata/wfdb-python")
 }
 
 fn load(rel: &str) -> ecgfed_datasets::record::Record {
@@ -108,10 +110,8 @@ fn formats_310_and_311_equal_the_wfdb_library() {
 fn store_of(folders: &[PathBuf], leads: Option<Vec<String>>) -> (tempfile::TempDir, Manifest) {
     let tmp = tempfile::tempdir().unwrap();
     let opts = IngestOptions {
-        site: "wfdb".into(),
-        segmentation: Segmentation::Windows { secs: 0.0 },
         leads,
-        ..Default::default()
+        ..common::windows("wfdb", 0.0)
     };
     let m = ingest(folders, &tmp.path().join("store"), &opts, &|_| {}).unwrap();
     (tmp, m)
@@ -186,13 +186,10 @@ fn mixed_signal_records_keep_their_ecg_leads_and_name_the_others() {
     assert_eq!(x.signal.len(), 3 * 14_400 * 4);
     // --leads may not pick a skipped signal.
     let only = tempfile::tempdir().unwrap();
-    for f in ["a103l.hea", "a103l.mat"] {
-        fs::copy(data().join(f), only.path().join(f)).unwrap();
-    }
+    common::copy_files(&data(), &["a103l.hea", "a103l.mat"], only.path());
     let opts = IngestOptions {
-        site: "wfdb".into(),
         leads: Some(vec!["PLETH".into()]),
-        ..Default::default()
+        ..common::site("wfdb")
     };
     let e = ingest(
         &[only.path().to_path_buf()],
@@ -343,19 +340,14 @@ fn a_refused_multi_segment_record_names_the_segments_it_took() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("site");
     fs::create_dir(&dir).unwrap();
-    for f in ["100_3chan.hea", "100_3chan.dat"] {
-        fs::copy(data().join(f), dir.join(f)).unwrap();
-    }
+    common::copy_files(&data(), &["100_3chan.hea", "100_3chan.dat"], &dir);
     // 999 frames at 360 Hz: the master's 250 Hz refuses it.
     fs::write(dir.join("hider.hea"), "hider/1 3 250 999\n100_3chan 999\n").unwrap();
     // A master naming the hider as a segment: the hider is still read as a record.
     fs::write(dir.join("outer.hea"), "outer/1 3 250 999\nhider 999\n").unwrap();
     let tmp_out = tempfile::tempdir().unwrap();
     let out = tmp_out.path().join("store");
-    let opts = IngestOptions {
-        site: "s".into(),
-        ..Default::default()
-    };
+    let opts = common::site("s");
     let e = ingest(std::slice::from_ref(&dir), &out, &opts, &|_| {})
         .unwrap_err()
         .to_string();
@@ -379,17 +371,18 @@ fn a_refused_multi_segment_record_names_the_segments_it_took() {
     assert_eq!((m.records, m.skipped), (1, 0), "{:?}", m.sources[0].errors);
 }
 
+/// wfdb-python's record of three FLAC signal files, one per format (508, 516, 524).
+const FLAC_FILES: [&str; 4] = [
+    "flacformats.hea",
+    "flacformats.d0",
+    "flacformats.d1",
+    "flacformats.d2",
+];
+
 #[test]
 fn corrupt_flac_files_are_errors_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    for f in [
-        "flacformats.hea",
-        "flacformats.d0",
-        "flacformats.d1",
-        "flacformats.d2",
-    ] {
-        fs::copy(data().join(f), tmp.path().join(f)).unwrap();
-    }
+    common::copy_files(&data(), &FLAC_FILES, tmp.path());
     let d1 = tmp.path().join("flacformats.d1");
     let bytes = fs::read(&d1).unwrap();
     // Cut short: fewer frames than the header announces.
@@ -446,9 +439,7 @@ proptest::proptest! {
     #[test]
     fn damaged_flac_never_panics(at in proptest::collection::vec((0usize..881, proptest::num::u8::ANY), 1..8)) {
         let tmp = tempfile::tempdir().unwrap();
-        for f in ["flacformats.hea", "flacformats.d0", "flacformats.d1", "flacformats.d2"] {
-            fs::copy(data().join(f), tmp.path().join(f)).unwrap();
-        }
+        common::copy_files(&data(), &FLAC_FILES, tmp.path());
         let d1 = tmp.path().join("flacformats.d1");
         let mut bytes = fs::read(&d1).unwrap();
         for (i, b) in at {
@@ -501,11 +492,7 @@ fn header_comment_diagnoses_label_records_and_windows() {
         if atr {
             fs::write(dir.join("3000003_0003.atr"), rhythm_atr(&[(500, "(N")])).unwrap();
         }
-        let opts = IngestOptions {
-            site: "h".into(),
-            segmentation: Segmentation::Windows { secs: 2.0 },
-            ..Default::default()
-        };
+        let opts = common::windows("h", 2.0);
         let m = ingest(&[dir], &tmp.path().join("store"), &opts, &|_| {}).unwrap();
         let rows: Vec<(String, Vec<String>)> =
             read_record(&tmp.path().join("store"), "3000003_0003")
@@ -670,13 +657,14 @@ fn holding_slow_leads_to_a_fast_lead_stays_within_a_records_samples() {
     let fast = fs::File::create(dir.join("fast.dat")).unwrap();
     fast.set_len(25_000_000).unwrap(); // sparse: zeros
     fs::write(dir.join("slow.dat"), vec![0x80u8; 12_000]).unwrap();
-    let opts = IngestOptions {
-        site: "h".into(),
-        ..Default::default()
-    };
-    let e = ingest(&[dir], &tmp.path().join("store"), &opts, &|_| {})
-        .unwrap_err()
-        .to_string();
+    let e = ingest(
+        &[dir],
+        &tmp.path().join("store"),
+        &common::site("h"),
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains(
             "13 leads of 1000 frames at 25000 samples per frame: more than the 268435456 samples"
