@@ -446,3 +446,27 @@ pub async fn run_train(spec: &LoadedSpec, opts: &TrainOptions) -> Result<TrainOu
         files,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cuda` is the first GPU where libtorch sees one and a clear refusal elsewhere (what a
+    /// gateway started with `--device cuda` stops on); anything else is refused everywhere.
+    #[test]
+    fn devices_are_cpu_or_a_cuda_that_libtorch_sees() {
+        assert_eq!(device("cpu").unwrap(), Device::Cpu);
+        match device("cuda") {
+            Ok(d) => assert!(tch::Cuda::is_available() && d == Device::Cuda(0), "{d:?}"),
+            Err(e) => {
+                assert!(!tch::Cuda::is_available());
+                assert_eq!(
+                    e.to_string(),
+                    "--device \"cuda\": libtorch sees no CUDA device on this machine"
+                );
+            }
+        }
+        let e = device("gpu").unwrap_err().to_string();
+        assert_eq!(e, "--device \"gpu\": expected cpu or cuda");
+    }
+}
